@@ -1,0 +1,434 @@
+"""The command line: a thin click layer; every failure is one line and a non-zero exit."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import click
+
+from . import __version__
+from .config import CONFIG_ENV, SECTION, Config, config_path, default_config_text, load_config
+from .exceptions import ConfigError, FailoverError, MetastoreError
+from .metastore import Metastore, open_metastore
+from .probe import SchedulerState
+
+
+class ConfigProblem(click.ClickException):
+    """A configuration error: exit code 2, as DESIGN §4 says."""
+
+    exit_code = 2
+
+
+class AliasGroup(click.Group):
+    """Accepts ``test-connection`` as well as ``test_connection``."""
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        return super().get_command(ctx, cmd_name) or super().get_command(ctx, cmd_name.replace("-", "_"))
+
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        name, cmd, rest = super().resolve_command(ctx, args)
+        return (cmd.name if cmd else name), cmd, rest
+
+
+@click.group(cls=AliasGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help=f"Config file (default: ${CONFIG_ENV}, else $AIRFLOW_HOME/airflow.cfg).",
+)
+@click.pass_context
+def main(ctx: click.Context, config_file: str | None) -> None:
+    """Keep exactly one Airflow scheduler running across the master nodes."""
+    ctx.obj = {"config_file": config_file}
+
+
+def _config(ctx: click.Context) -> Config:
+    try:
+        return load_config(ctx.obj["config_file"])
+    except ConfigError as exc:
+        raise ConfigProblem(str(exc)) from None
+
+
+@contextmanager
+def _store(config: Config) -> Iterator[Metastore]:
+    try:
+        store = open_metastore(config)
+    except ConfigError as exc:
+        raise ConfigProblem(str(exc)) from None
+    try:
+        yield store
+    except MetastoreError as exc:
+        raise click.ClickException(f"{store.describe()}: {exc}") from None
+    finally:
+        store.close()
+
+
+def _emit(data: Any, as_json: bool, text: Callable[[], str]) -> None:
+    click.echo(json.dumps(data, indent=2, sort_keys=False) if as_json else text())
+
+
+@main.command()
+@click.pass_context
+def start(ctx: click.Context) -> None:
+    """Run the controller in the foreground until SIGTERM/SIGINT, then release the lease."""
+    from .controller import Controller
+    from .daemon import run, setup_logging
+    from .nodes import make_runners
+
+    config = _config(ctx)
+    setup_logging(config)
+    with _store(config) as store:
+        store.setup()
+        controller = Controller(config, store, make_runners(config))
+        sys.exit(run(config, controller))
+
+
+@main.command()
+@click.option("--force", is_flag=True, help="Overwrite an existing config file.")
+@click.pass_context
+def init(ctx: click.Context, force: bool) -> None:
+    """Write a documented default config (or add the section to airflow.cfg)."""
+    import socket
+
+    path, named = config_path(ctx.obj["config_file"], os.environ)
+    text = default_config_text(socket.gethostname())
+    try:
+        if not named and path.exists():
+            existing = path.read_text(encoding="utf-8")
+            if f"[{SECTION}]" in existing:
+                raise click.ClickException(f"{path}: already has a [{SECTION}] section")
+            _write_atomically(path, existing.rstrip("\n") + "\n\n" + text)
+            click.echo(f"added [{SECTION}] to {path}")
+            return
+        if path.exists() and not force:
+            raise click.ClickException(f"{path}: exists; use --force to overwrite it")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _write_atomically(path, text)
+    except OSError as exc:
+        raise click.ClickException(f"{path}: cannot write: {exc.strerror or exc}") from None
+    click.echo(f"wrote {path}")
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        if path.exists():
+            os.chmod(tmp, path.stat().st_mode & 0o777)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+@main.command()
+def version() -> None:
+    """Print the version."""
+    click.echo(__version__)
+
+
+@main.command()
+@click.pass_context
+def get_current_host(ctx: click.Context) -> None:
+    """Print this node's name as the controller sees it."""
+    click.echo(_config(ctx).current_host)
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def is_scheduler_running(ctx: click.Context, as_json: bool) -> None:
+    """Probe every node: running / stopped / unhealthy / unknown, with pids.
+
+    Exit 0 when exactly one scheduler runs, 1 otherwise.
+    """
+    from .nodes import make_runners
+
+    config = _config(ctx)
+    results = [runner.probe() for runner in make_runners(config).values()]
+    _emit(
+        [r.to_json() for r in results],
+        as_json,
+        lambda: "\n".join(f"{r.node}: {r.describe()}" for r in results),
+    )
+    running = [r for r in results if r.state is SchedulerState.RUNNING]
+    sys.exit(0 if len(running) == 1 and len(running[0].pids) == 1 else 1)
+
+
+@main.command()
+@click.pass_context
+def test_connection(ctx: click.Context) -> None:
+    """Reach every node and the metastore; exit 1 if any fails."""
+    from .nodes import make_runners
+
+    config = _config(ctx)
+    failed = False
+    for node, runner in make_runners(config).items():
+        probe = runner.probe()
+        ok = probe.state is not SchedulerState.UNKNOWN
+        failed |= not ok
+        how = "local" if node in config.local_nodes else "remote"
+        click.echo(f"node {node} ({how}): {'ok' if ok else 'FAILED'}: scheduler {probe.describe()}")
+    try:
+        store = open_metastore(config)
+    except ConfigError as exc:
+        raise ConfigProblem(str(exc)) from None
+    try:
+        store.setup()
+        state = store.read_state()
+        click.echo(f"metastore {store.describe()}: ok (epoch {state.lease.epoch})")
+    except MetastoreError as exc:
+        failed = True
+        click.echo(f"metastore {store.describe()}: FAILED: {exc}")
+    finally:
+        store.close()
+    sys.exit(1 if failed else 0)
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def metadata(ctx: click.Context, as_json: bool) -> None:
+    """Print the metastore's contents."""
+    config = _config(ctx)
+    with _store(config) as store:
+        store.setup()
+        data = store.dump()
+    _emit(data, as_json, lambda: _render_metadata(data))
+
+
+def _render_metadata(data: dict[str, Any]) -> str:
+    lines = [f"metastore: {data['metastore']}"]
+    lease, placement = data["lease"], data["placement"]
+    lines.append(f"lease: holder={lease['holder']} epoch={lease['epoch']} expires_in={lease['expires_in_s']}s")
+    lines.append(
+        f"placement: node={placement['node']} epoch={placement['epoch']} version={placement['version']} "
+        f"expires_in={placement['expires_in_s']}s"
+    )
+    lines.append(f"paused: {data['paused']}")
+    lines.append("controllers:")
+    lines += [
+        f"  {c['host']} pid={c['pid']} role={c['role']} version={c['version']} heartbeat_age={c['heartbeat_age_s']}s"
+        for c in data["controllers"]
+    ]
+    lines.append("observations:")
+    lines += [
+        f"  {o['node']}: {o['state']} pids={o['pids']} age={o['observed_age_s']}s {o['detail']}".rstrip()
+        for o in data["observations"]
+    ]
+    lines.append("recent events:")
+    lines += [f"  [{e['kind']}] {e['host']} (epoch {e['epoch']}): {e['message']}" for e in data["events"]]
+    return "\n".join(lines)
+
+
+@main.command()
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.pass_context
+def clear_metadata(ctx: click.Context, yes: bool) -> None:
+    """Wipe the metastore (the epoch counter is kept so fencing tokens never go back)."""
+    config = _config(ctx)
+    if not yes:
+        if not sys.stdin.isatty():
+            raise click.ClickException("refusing to wipe the metastore without confirmation; pass --yes")
+        click.confirm("Wipe the failover controller's metastore?", abort=True)
+    with _store(config) as store:
+        store.setup()
+        store.clear()
+    click.echo("metastore cleared")
+
+
+@main.command()
+@click.pass_context
+def send_test_email(ctx: click.Context) -> None:
+    """Send a test alert to alert_to_email (and the webhook, if set)."""
+    from .alerts import Alerter, AlertError
+
+    config = _config(ctx)
+    alerter = Alerter(config)
+    if not alerter.enabled:
+        raise click.ClickException(f"{config.source}: alert_to_email (or alert_webhook_url) is not set")
+    try:
+        alerter.deliver(
+            f"test alert from {config.current_host}",
+            "This is a test alert from the scheduler failover controller.",
+        )
+    except AlertError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"test alert sent to {', '.join(config.alert_to_email) or config.alert_webhook_url}")
+
+
+def cluster_status(store: Metastore, config: Config) -> tuple[dict[str, Any], int]:
+    """The cluster as the metastore knows it, and the exit code: 0 healthy, 1 degraded, 2 down."""
+    state = store.read_state()
+    controllers = store.controllers()
+    observations = {o.node: o for o in store.observations()}
+    moves = [e for e in store.events(200) if e.kind == "move"]
+    lease, placement = state.lease, state.placement
+    active = lease.host if lease.valid else None
+    fresh = 2 * config.poll_frequency + config.lease_ttl
+    nodes: list[dict[str, Any]] = []
+    for node in config.nodes:
+        obs = observations.get(node)
+        nodes.append(
+            {
+                "host": node,
+                "scheduler": obs.state if obs else "unknown",
+                "pids": list(obs.pids) if obs else [],
+                "observed_age_s": round(obs.age, 3) if obs else None,
+            }
+        )
+    ctl: list[dict[str, Any]] = [
+        {
+            "host": c.host,
+            "role": "active" if (lease.valid and c.holder == lease.holder) else c.role,
+            "pid": c.pid,
+            "version": c.version,
+            "heartbeat_age_s": round(c.age, 3),
+        }
+        for c in controllers
+    ]
+    running = [n for n in nodes if n["scheduler"] == "running" and (n["observed_age_s"] or 0) <= fresh]
+    problems = []
+    if active is None:
+        problems.append("no active controller")
+    if state.paused:
+        problems.append("paused")
+    if not placement.valid:
+        problems.append("no valid scheduler placement")
+    for c in ctl:
+        if c["heartbeat_age_s"] > config.lease_ttl:
+            problems.append(f"controller on {c['host']} silent for {c['heartbeat_age_s']:.0f}s")
+    for n in nodes:
+        if n["scheduler"] == "unknown":
+            problems.append(f"{n['host']} unknown")
+        elif n["observed_age_s"] is not None and n["observed_age_s"] > fresh:
+            problems.append(f"observation of {n['host']} is {n['observed_age_s']:.0f}s old")
+    if len(running) > 1:
+        problems.append("more than one scheduler running")
+    if not running:
+        code, health = 2, "no scheduler"
+    elif problems:
+        code, health = 1, "degraded"
+    else:
+        code, health = 0, "healthy"
+    data = {
+        "health": health,
+        "problems": problems,
+        "active_controller": active,
+        "epoch": lease.epoch,
+        "scheduler_node": placement.node if placement.valid else None,
+        "placement_expires_in_s": round(placement.remaining, 3),
+        "paused": state.paused,
+        "controllers": ctl,
+        "nodes": nodes,
+        "last_failover": (
+            {"at": moves[-1].at, "age_s": round(state.server_now - moves[-1].at, 1), "message": moves[-1].message}
+            if moves
+            else None
+        ),
+    }
+    return data, code
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def status(ctx: click.Context, as_json: bool) -> None:
+    """The cluster: controllers, epoch, scheduler node, observations. Exit 0/1/2."""
+    config = _config(ctx)
+    with _store(config) as store:
+        store.setup()
+        data, code = cluster_status(store, config)
+    _emit(data, as_json, lambda: _render_status(data))
+    sys.exit(code)
+
+
+def _render_status(data: dict[str, Any]) -> str:
+    lines = [
+        f"health: {data['health']}" + (f" ({'; '.join(data['problems'])})" if data["problems"] else ""),
+        f"active controller: {data['active_controller'] or '-'} (epoch {data['epoch']})",
+        f"scheduler node: {data['scheduler_node'] or '-'}",
+        f"paused: {'yes' if data['paused'] else 'no'}",
+        "controllers:",
+    ]
+    lines += [
+        f"  {c['host']}: {c['role']}, heartbeat {c['heartbeat_age_s']:.1f}s ago, version {c['version']}"
+        for c in data["controllers"]
+    ] or ["  (none registered)"]
+    lines.append("nodes:")
+    for n in data["nodes"]:
+        age = "never observed" if n["observed_age_s"] is None else f"observed {n['observed_age_s']:.1f}s ago"
+        pids = f" pid {', '.join(map(str, n['pids']))}" if n["pids"] else ""
+        lines.append(f"  {n['host']}: {n['scheduler']}{pids} ({age})")
+    failover = data["last_failover"]
+    lines.append(
+        f"last failover: {failover['message']} ({failover['age_s']:.0f}s ago)" if failover else "last failover: none"
+    )
+    return "\n".join(lines)
+
+
+@main.command()
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 1000))
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def history(ctx: click.Context, limit: int, as_json: bool) -> None:
+    """Recent events: elections, restarts, moves, kills, fences, alerts."""
+    config = _config(ctx)
+    with _store(config) as store:
+        store.setup()
+        events = store.events(limit)
+    import datetime
+
+    def when(at: float) -> str:
+        return datetime.datetime.fromtimestamp(at, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+
+    _emit(
+        [{"at": e.at, "host": e.host, "kind": e.kind, "epoch": e.epoch, "message": e.message} for e in events],
+        as_json,
+        lambda: (
+            "\n".join(f"{when(e.at)} [{e.kind}] {e.host} (epoch {e.epoch}): {e.message}" for e in events) or "no events"
+        ),
+    )
+
+
+def _set_paused(ctx: click.Context, paused: bool) -> None:
+    config = _config(ctx)
+    with _store(config) as store:
+        store.setup()
+        store.set_paused(paused)
+        store.add_event(
+            config.current_host, "pause" if paused else "resume", f"{'paused' if paused else 'resumed'} by CLI"
+        )
+    click.echo("paused: controllers keep their lease but start and stop nothing" if paused else "resumed")
+
+
+@main.command()
+@click.pass_context
+def pause(ctx: click.Context) -> None:
+    """Maintenance mode: controllers keep their lease but start and stop nothing."""
+    _set_paused(ctx, True)
+
+
+@main.command()
+@click.pass_context
+def resume(ctx: click.Context) -> None:
+    """Leave maintenance mode."""
+    _set_paused(ctx, False)
+
+
+def run() -> None:
+    """Console entry point: any error we raise on purpose is one line, never a traceback."""
+    try:
+        main(standalone_mode=True)
+    except FailoverError as exc:  # pragma: no cover - commands convert these already
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(1)

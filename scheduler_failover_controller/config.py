@@ -1,0 +1,568 @@
+"""Load and validate the configuration into frozen dataclasses.
+
+Sources, later ones winning: built-in defaults, the ``[scheduler_failover]`` section of the
+config file, then ``AIRFLOW__SCHEDULER_FAILOVER__<KEY>`` environment variables. The file is
+``--config``, else ``$SCHEDULER_FAILOVER_CONTROLLER_CONFIG``, else ``$AIRFLOW_HOME/airflow.cfg``.
+Every problem becomes one :class:`ConfigError` line naming the key and where it came from.
+"""
+
+from __future__ import annotations
+
+import configparser
+import os
+import shlex
+import socket
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .exceptions import ConfigError
+
+SECTION = "scheduler_failover"
+ENV_PREFIX = "AIRFLOW__SCHEDULER_FAILOVER__"
+CONFIG_ENV = "SCHEDULER_FAILOVER_CONTROLLER_CONFIG"
+
+SQL_SERVICE = "SQLMetadataService"
+ZOOKEEPER_SERVICE = "ZookeeperMetadataService"
+_SERVICE_ALIASES = {
+    "sqlmetadataservice": SQL_SERVICE,
+    "sql": SQL_SERVICE,
+    "zookeepermetadataservice": ZOOKEEPER_SERVICE,
+    "zookeeper": ZOOKEEPER_SERVICE,
+}
+
+
+def airflow_home(env: Mapping[str, str]) -> Path:
+    """Airflow's home directory, as Airflow itself resolves it."""
+    return Path(env.get("AIRFLOW_HOME") or "~/airflow").expanduser()
+
+
+@dataclass(frozen=True)
+class SmtpConfig:
+    """Airflow's ``[smtp]`` settings, used for alert email."""
+
+    host: str = "localhost"
+    port: int = 25
+    starttls: bool = True
+    ssl: bool = False
+    user: str = ""
+    password: str = field(default="", repr=False)  # never shown in logs or reprs
+    mail_from: str = "airflow@example.com"
+    timeout: float = 30.0
+
+
+@dataclass(frozen=True)
+class Config:
+    """The validated configuration of one controller."""
+
+    source: str
+    current_host: str
+    nodes: tuple[str, ...]
+    local_nodes: tuple[str, ...]
+    metadata_service_type: str
+    metadata_service_sql_conn: str = field(repr=False)  # may hold a password
+    metadata_service_zookeeper_nodes: str
+    state_dir: Path
+    poll_frequency: float
+    lease_ttl: float
+    metastore_timeout: float
+    scheduler_process_match: str
+    airflow_scheduler_start_command: str
+    airflow_scheduler_stop_command: str
+    scheduler_start_timeout: float
+    scheduler_stop_timeout: float
+    max_restart_attempts: int
+    retry_count_before_alerting: int
+    move_backoff: float
+    fence_command: str
+    alert_to_email: tuple[str, ...]
+    alert_email_subject: str
+    alert_webhook_url: str
+    smtp: SmtpConfig
+    logging_level: str
+    logging_dir: str
+    logging_file_name: str
+    logs_rotate_when: str
+    logs_rotate_backup_count: int
+    ssh_user: str
+    ssh_port: int
+    ssh_key_file: str
+    ssh_host_key_policy: str
+    ssh_timeout: float
+    metrics_port: int
+
+    @property
+    def safety_margin(self) -> float:
+        """Seconds kept in hand before any lease deadline (clock drift, scheduling delay)."""
+        return max(0.2, self.lease_ttl * 0.1)
+
+    def process_match(self, node: str) -> str:
+        """The process match for ``node`` (``{node}`` is replaced by the node name)."""
+        return self.scheduler_process_match.replace("{node}", node)
+
+    def start_command(self, node: str) -> str:
+        """The start command for ``node``; the node name is shell-quoted."""
+        return self.airflow_scheduler_start_command.replace("{node}", shlex.quote(node))
+
+    def stop_command(self, node: str) -> str:
+        """The stop command for ``node``; the node name is shell-quoted."""
+        return self.airflow_scheduler_stop_command.replace("{node}", shlex.quote(node))
+
+    def redacted(self) -> dict[str, Any]:
+        """The settings as plain values with secrets masked, for display."""
+        out: dict[str, Any] = {}
+        for name in self.__dataclass_fields__:
+            value = getattr(self, name)
+            if name == "metadata_service_sql_conn":
+                value = redact_url(value)
+            elif name == "smtp":
+                value = {k: ("***" if k == "password" and v else v) for k, v in vars(value).items()}
+            elif isinstance(value, (tuple, Path)):
+                value = list(value) if isinstance(value, tuple) else str(value)
+            out[name] = value
+        return out
+
+
+def redact_url(url: str) -> str:
+    """``url`` with any password replaced by ``***``."""
+    if "://" not in url or "@" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    creds, host = rest.rsplit("@", 1)
+    if ":" in creds:
+        creds = creds.split(":", 1)[0] + ":***"
+    return f"{scheme}://{creds}@{host}"
+
+
+# --- value parsers: each takes the raw string and returns the value or raises ValueError ---
+
+
+def _str(raw: str) -> str:
+    return raw.strip()
+
+
+def _command(raw: str) -> str:
+    # The 2016 controller separated commands with ";;"; keep that meaning.
+    return raw.strip().replace(";;", ";")
+
+
+def _list(raw: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in raw.split(",") if item.strip())
+
+
+def _positive(raw: str) -> float:
+    value = float(raw)
+    if not value > 0 or value != value or value == float("inf"):
+        raise ValueError("must be a positive number of seconds")
+    return value
+
+
+def _count(raw: str) -> int:
+    value = int(raw.strip())
+    if value < 0:
+        raise ValueError("must be 0 or more")
+    return value
+
+
+def _port(raw: str) -> int:
+    value = int(raw.strip())
+    if not 0 <= value <= 65535:
+        raise ValueError("must be a port number between 0 and 65535")
+    return value
+
+
+def _bool(raw: str) -> bool:
+    lowered = raw.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("must be true or false")
+
+
+def _choice(*choices: str) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        value = raw.strip().lower()
+        if value not in choices:
+            raise ValueError("must be one of " + ", ".join(choices))
+        return value
+
+    return parse
+
+
+def _service(raw: str) -> str:
+    try:
+        return _SERVICE_ALIASES[raw.strip().lower()]
+    except KeyError:
+        raise ValueError(f"must be {SQL_SERVICE} (sql) or {ZOOKEEPER_SERVICE} (zookeeper)") from None
+
+
+def _level(raw: str) -> str:
+    value = raw.strip().upper()
+    if value not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+        raise ValueError("must be DEBUG, INFO, WARNING, ERROR or CRITICAL")
+    return value
+
+
+def _rotate_when(raw: str) -> str:
+    value = raw.strip().lower()
+    if value not in ("s", "m", "h", "d", "midnight") and not (
+        len(value) == 2 and value[0] == "w" and value[1] in "0123456"
+    ):
+        raise ValueError("must be S, M, H, D, midnight or W0-W6")
+    return value
+
+
+# key -> (parser, default). A default of None means "derived" (see load_config).
+KEYS: dict[str, tuple[Callable[[str], Any], str | None]] = {
+    "scheduler_nodes_in_cluster": (_list, None),
+    "current_host": (_str, None),
+    "local_nodes": (_list, None),
+    "metadata_service_type": (_service, SQL_SERVICE),
+    "metadata_service_sql_conn": (_str, None),
+    "metadata_service_zookeeper_nodes": (_str, "localhost:2181"),
+    "state_dir": (_str, None),
+    "poll_frequency": (_positive, "10"),
+    "lease_ttl": (_positive, "40"),
+    "metastore_timeout": (_positive, None),
+    "scheduler_process_match": (_str, "airflow scheduler"),
+    "airflow_scheduler_start_command": (_command, ""),
+    "airflow_scheduler_stop_command": (_command, ""),
+    "scheduler_start_timeout": (_positive, "60"),
+    "scheduler_stop_timeout": (_positive, None),
+    "max_restart_attempts": (_count, "3"),
+    "retry_count_before_alerting": (_count, "5"),
+    "move_backoff": (_positive, None),
+    "fence_command": (_command, ""),
+    "alert_to_email": (_list, ""),
+    "alert_email_subject": (
+        _str,
+        "Airflow Alert - Scheduler Failover Controller",
+    ),
+    "alert_webhook_url": (_str, ""),
+    "logging_level": (_level, "INFO"),
+    "logging_dir": (_str, ""),
+    "logging_file_name": (_str, "scheduler_failover_controller.log"),
+    "logs_rotate_when": (_rotate_when, "midnight"),
+    "logs_rotate_backup_count": (_count, "7"),
+    "ssh_user": (_str, ""),
+    "ssh_port": (_port, "22"),
+    "ssh_key_file": (_str, ""),
+    "ssh_host_key_policy": (_choice("reject", "warn", "auto_add"), "reject"),
+    "ssh_timeout": (_positive, None),
+    "metrics_port": (_port, "0"),
+}
+
+SMTP_KEYS: dict[str, Callable[[str], Any]] = {
+    "smtp_host": _str,
+    "smtp_port": _port,
+    "smtp_starttls": _bool,
+    "smtp_ssl": _bool,
+    "smtp_user": _str,
+    "smtp_password": _str,
+    "smtp_mail_from": _str,
+    "smtp_timeout": _positive,
+}
+
+
+def config_path(explicit: str | None, env: Mapping[str, str]) -> tuple[Path, bool]:
+    """The config file to read, and whether the user named it (then it must exist)."""
+    if explicit:
+        return Path(explicit).expanduser(), True
+    if env.get(CONFIG_ENV):
+        return Path(env[CONFIG_ENV]).expanduser(), True
+    return airflow_home(env) / "airflow.cfg", False
+
+
+def _read_file(path: Path, required: bool) -> configparser.ConfigParser:
+    parser = configparser.ConfigParser(interpolation=None, strict=True)
+    parser.optionxform = str.lower  # type: ignore[assignment,method-assign]
+    if not path.exists():
+        if required:
+            raise ConfigError(f"{path}: config file does not exist")
+        return parser
+    try:
+        with path.open(encoding="utf-8") as handle:
+            parser.read_file(handle)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config file: {exc.strerror or exc}") from None
+    except (configparser.Error, UnicodeDecodeError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ConfigError(f"{path}: not a valid INI file: {first}") from None
+    return parser
+
+
+def load_config(
+    explicit_path: str | None = None,
+    env: Mapping[str, str] | None = None,
+    hostname: Callable[[], str] = socket.gethostname,
+) -> Config:
+    """Read, merge and validate the configuration; raise ConfigError with one clear line."""
+    env = os.environ if env is None else env
+    path, required = config_path(explicit_path, env)
+    parser = _read_file(path, required)
+
+    raw: dict[str, tuple[str, str]] = {}  # key -> (value, where it came from)
+    if parser.has_section(SECTION):
+        for key, value in parser.items(SECTION):
+            if key not in KEYS:
+                raise ConfigError(f"{path}: [{SECTION}] {key}: unknown key")
+            raw[key] = (value, f"{path} [{SECTION}]")
+    for name, value in env.items():
+        if name.startswith(ENV_PREFIX):
+            key = name[len(ENV_PREFIX) :].lower()
+            if key not in KEYS:
+                raise ConfigError(f"environment {name}: unknown key {key}")
+            raw[key] = (value, f"environment {name}")
+
+    values: dict[str, Any] = {}
+    for key, (parse, default) in KEYS.items():
+        if key in raw:
+            text, where = raw[key]
+            try:
+                values[key] = parse(text)
+            except ValueError as exc:
+                reason = str(exc) if "must" in str(exc) else "not a valid value"
+                raise ConfigError(f"{where}: {key} = {text.strip()!r}: {reason}") from None
+        elif default is not None:
+            values[key] = parse(default)
+        else:
+            values[key] = None
+
+    def origin(key: str) -> str:
+        return raw[key][1] if key in raw else f"{path} [{SECTION}] (default)"
+
+    def fail(key: str, message: str) -> ConfigError:
+        return ConfigError(f"{origin(key)}: {key}: {message}")
+
+    current = values["current_host"] or hostname()
+    if "scheduler_nodes_in_cluster" in raw:
+        nodes = values["scheduler_nodes_in_cluster"]
+        if not nodes:
+            raise fail("scheduler_nodes_in_cluster", "the node list is empty")
+    else:
+        nodes = (current,)
+    if len(set(nodes)) != len(nodes):
+        raise fail("scheduler_nodes_in_cluster", "a node is listed twice")
+    for node in nodes:
+        if any(ch.isspace() or ch in "'\"`$;&|<>\\" for ch in node):
+            raise fail("scheduler_nodes_in_cluster", f"{node!r} is not a valid host name")
+    if current not in nodes:
+        raise fail("current_host", f"{current!r} is not in scheduler_nodes_in_cluster ({', '.join(nodes)})")
+    local_nodes = values["local_nodes"] if values["local_nodes"] is not None else (current,)
+    if "local_nodes" in raw and not local_nodes:
+        local_nodes = (current,)
+    for node in local_nodes:
+        if node not in nodes:
+            raise fail("local_nodes", f"{node!r} is not in scheduler_nodes_in_cluster")
+    if current not in local_nodes:
+        local_nodes = (current, *local_nodes)
+
+    state_dir = Path(values["state_dir"] or airflow_home(env) / "scheduler_failover").expanduser()
+    sql_conn = (
+        values["metadata_service_sql_conn"]
+        or _airflow_sql_conn(parser, env)
+        or (f"sqlite:///{state_dir / 'metastore.db'}")
+    )
+    if "://" not in sql_conn:
+        raise fail("metadata_service_sql_conn", "not a SQLAlchemy URL (dialect+driver://...)")
+
+    poll = values["poll_frequency"]
+    ttl = values["lease_ttl"]
+    if ttl <= poll:
+        raise fail("lease_ttl", f"{ttl:g}s must be longer than poll_frequency ({poll:g}s)")
+    if values["metastore_timeout"] is None:
+        values["metastore_timeout"] = min(5.0, (ttl - poll) / 2)
+    timeout = values["metastore_timeout"]
+    if poll + 2 * timeout > ttl:
+        raise fail(
+            "lease_ttl",
+            f"poll_frequency + 2 x metastore_timeout ({poll:g} + 2 x {timeout:g}) must be <= lease_ttl ({ttl:g})",
+        )
+    command_budget = ttl - poll
+    for key in ("scheduler_stop_timeout", "ssh_timeout"):
+        if values[key] is None:
+            values[key] = min(10.0, command_budget / 2)
+        elif values[key] >= command_budget:
+            raise fail(key, f"{values[key]:g}s must be < lease_ttl - poll_frequency ({command_budget:g}s)")
+    if values["move_backoff"] is None:
+        values["move_backoff"] = max(poll * 3, 5.0)
+    if not values["scheduler_process_match"]:
+        raise fail("scheduler_process_match", "must not be empty")
+
+    smtp = _smtp(parser, env, path)
+    return Config(
+        source=str(path),
+        current_host=current,
+        nodes=nodes,
+        local_nodes=local_nodes,
+        metadata_service_type=values["metadata_service_type"],
+        metadata_service_sql_conn=sql_conn,
+        metadata_service_zookeeper_nodes=values["metadata_service_zookeeper_nodes"],
+        state_dir=state_dir,
+        poll_frequency=poll,
+        lease_ttl=ttl,
+        metastore_timeout=timeout,
+        scheduler_process_match=values["scheduler_process_match"],
+        airflow_scheduler_start_command=values["airflow_scheduler_start_command"],
+        airflow_scheduler_stop_command=values["airflow_scheduler_stop_command"],
+        scheduler_start_timeout=values["scheduler_start_timeout"],
+        scheduler_stop_timeout=values["scheduler_stop_timeout"],
+        max_restart_attempts=values["max_restart_attempts"],
+        retry_count_before_alerting=values["retry_count_before_alerting"],
+        move_backoff=values["move_backoff"],
+        fence_command=values["fence_command"],
+        alert_to_email=values["alert_to_email"],
+        alert_email_subject=values["alert_email_subject"].strip("\"'"),
+        alert_webhook_url=values["alert_webhook_url"],
+        smtp=smtp,
+        logging_level=values["logging_level"],
+        logging_dir=values["logging_dir"],
+        logging_file_name=values["logging_file_name"],
+        logs_rotate_when=values["logs_rotate_when"],
+        logs_rotate_backup_count=values["logs_rotate_backup_count"],
+        ssh_user=values["ssh_user"],
+        ssh_port=values["ssh_port"],
+        ssh_key_file=values["ssh_key_file"],
+        ssh_host_key_policy=values["ssh_host_key_policy"],
+        ssh_timeout=values["ssh_timeout"],
+        metrics_port=values["metrics_port"],
+    )
+
+
+def _airflow_sql_conn(parser: configparser.ConfigParser, env: Mapping[str, str]) -> str:
+    """Airflow's own metadata DB URL, if this config or the environment names one."""
+    for name in ("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "AIRFLOW__CORE__SQL_ALCHEMY_CONN"):
+        if env.get(name):
+            return env[name].strip()
+    for section in ("database", "core"):
+        if parser.has_option(section, "sql_alchemy_conn"):
+            return parser.get(section, "sql_alchemy_conn").strip()
+    return ""
+
+
+def _smtp(parser: configparser.ConfigParser, env: Mapping[str, str], path: Path) -> SmtpConfig:
+    """Airflow's ``[smtp]`` section, with ``AIRFLOW__SMTP__*`` overrides."""
+    found: dict[str, Any] = {}
+    for key, parse in SMTP_KEYS.items():
+        text, where = None, ""
+        if parser.has_option("smtp", key):
+            text, where = parser.get("smtp", key), f"{path} [smtp]"
+        env_name = "AIRFLOW__SMTP__" + key.upper()
+        if env.get(env_name) is not None:
+            text, where = env[env_name], f"environment {env_name}"
+        if text is None:
+            continue
+        try:
+            found[key[len("smtp_") :]] = parse(text)
+        except ValueError as exc:
+            reason = str(exc) if "must" in str(exc) else "not a valid value"
+            shown = "***" if key == "smtp_password" else repr(text.strip())
+            raise ConfigError(f"{where}: {key} = {shown}: {reason}") from None
+    return SmtpConfig(**found)
+
+
+DEFAULT_CONFIG_TEMPLATE = """\
+[scheduler_failover]
+# Every master node that may run the scheduler, comma separated. Each runs a controller.
+scheduler_nodes_in_cluster = {nodes}
+
+# This node's name as it appears in scheduler_nodes_in_cluster (default: the hostname).
+# current_host = {current}
+
+# Nodes whose scheduler processes are visible from this machine (same host / PID namespace).
+# The controller's own node is always local. Other nodes are reached over SSH.
+# local_nodes =
+
+# Where the lease and the cluster state live.
+#   SQLMetadataService (alias: sql)  - SQLAlchemy: embedded SQLite, MySQL/MariaDB, PostgreSQL
+#   ZookeeperMetadataService (alias: zookeeper)
+metadata_service_type = SQLMetadataService
+
+# SQLAlchemy URL of the metastore. Default: Airflow's own sql_alchemy_conn from this file's
+# [database] or [core] section, else an embedded SQLite file in state_dir (one host only).
+# Example: mysql+pymysql://sfc:secret@db.example.com:3306/airflow
+# metadata_service_sql_conn =
+
+# ZooKeeper servers, comma separated (used with ZookeeperMetadataService).
+metadata_service_zookeeper_nodes = localhost:2181
+
+# Directory for the embedded SQLite metastore, the scheduler log and lock files.
+# Default: $AIRFLOW_HOME/scheduler_failover
+# state_dir =
+
+# Seconds between two controller cycles.
+poll_frequency = 10
+
+# Seconds a lease (leadership, scheduler placement) lasts without renewal.
+# Rule: poll_frequency + 2 x metastore_timeout <= lease_ttl.
+lease_ttl = 40
+
+# Seconds a metastore call may take (connect, each statement). Default: min(5, (lease_ttl - poll_frequency) / 2).
+# metastore_timeout =
+
+# Words of a scheduler's command line, matched against each process's arguments.
+# {{node}} is replaced by the node name.
+scheduler_process_match = airflow scheduler
+
+# Command that starts the scheduler (run by /bin/sh, detached). Empty: run `airflow scheduler`
+# detached, its output appended to state_dir/scheduler.log. ";;" separates commands as in 2016.
+airflow_scheduler_start_command =
+
+# Command that stops the scheduler. Empty: SIGTERM to every scheduler process tree,
+# SIGKILL after scheduler_stop_timeout.
+airflow_scheduler_stop_command =
+
+# Seconds to wait for a started scheduler to show up before the start counts as failed.
+scheduler_start_timeout = 60
+
+# Seconds between SIGTERM and SIGKILL when stopping. Must be < lease_ttl - poll_frequency.
+# Default: min(10, (lease_ttl - poll_frequency) / 2).
+# scheduler_stop_timeout =
+
+# Failed restarts in place before the scheduler is moved to another node.
+max_restart_attempts = 3
+
+# Failed start attempts before an alert is sent (once per incident). Every move alerts too.
+retry_count_before_alerting = 5
+
+# Seconds a node that failed to start the scheduler is avoided as a move target (doubles on
+# every further failure, up to 8x). Default: max(3 x poll_frequency, 5).
+# move_backoff =
+
+# Command run locally with the node name as its last argument to power off / isolate a node
+# that cannot be reached and runs no controller of its own (STONITH). Empty: none.
+fence_command =
+
+# Alerts: comma separated recipients; SMTP settings come from Airflow's [smtp] section.
+alert_to_email =
+alert_email_subject = Airflow Alert - Scheduler Failover Controller
+# Optional URL that receives each alert as a JSON POST.
+alert_webhook_url =
+
+# Logging. Logs always go to stderr (journald). With logging_dir set they also go to a
+# rotating file there.
+logging_level = INFO
+logging_dir =
+logging_file_name = scheduler_failover_controller.log
+logs_rotate_when = midnight
+logs_rotate_backup_count = 7
+
+# SSH to other master nodes (see README).
+ssh_user =
+ssh_port = 22
+ssh_key_file =
+# reject (default): unknown host keys are refused; warn: accepted with a warning;
+# auto_add: accepted and saved.
+ssh_host_key_policy = reject
+# ssh_timeout =
+
+# Port of a Prometheus text endpoint on 127.0.0.1; 0 disables it.
+metrics_port = 0
+"""
+
+
+def default_config_text(current_host: str) -> str:
+    """A fully commented config with every key, for ``init``."""
+    return DEFAULT_CONFIG_TEMPLATE.format(nodes=current_host, current=current_host)

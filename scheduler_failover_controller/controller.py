@@ -1,0 +1,535 @@
+"""The controller cycle: one decision per cycle, returned as a sentence and logged.
+
+Every controller, active or standby, guards its own node (DESIGN S2): its local scheduler may
+run only while this node holds an unexpired placement, measured as a ``time.monotonic()``
+deadline derived from the server's expiry minus the server's now, less a safety margin.
+The active controller (holder of the leadership lease) additionally probes every node,
+kills strays, restarts in place, and moves the scheduler, always stop-before-start, and
+only while its own lease deadline has margin left.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import shlex
+import subprocess
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from . import __version__
+from .alerts import Alerter
+from .config import Config
+from .exceptions import CommandFailed, MetastoreError, NodeUnreachable
+from .metastore.base import ClusterState, ControllerInfo, Lease, Metastore, Observation, Placement
+from .nodes.base import NodeRunner
+from .probe import ProbeResult, SchedulerState
+
+log = logging.getLogger(__name__)
+
+PLEASE_REPORT = "INTERNAL ERROR (please report this with the log)"
+NEVER = float("-inf")
+
+
+@dataclass
+class _Backoff:
+    failures: int = 0
+    until: float = NEVER
+
+
+class Controller:
+    """One controller instance: its identity, its deadlines and its decision procedure."""
+
+    def __init__(
+        self,
+        config: Config,
+        store: Metastore,
+        runners: dict[str, NodeRunner],
+        alerter: Alerter | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+        pid: int | None = None,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.runners = runners
+        self.alerter = alerter or Alerter(config)
+        self.monotonic = monotonic
+        self.sleep = sleep
+        self.host = config.current_host
+        self.pid = os.getpid() if pid is None else pid
+        # Unique per process incarnation: a restarted controller is a new holder.
+        self.holder = f"{self.host}:{self.pid}:{secrets.token_hex(4)}"
+        self.role = "starting"
+        self.epoch = 0
+        self.leader_deadline = NEVER
+        self.placement_deadline = NEVER
+        self.paused = False
+        self.restart_failures = 0
+        self.start_failures = 0
+        self.in_incident = False
+        self.backoff: dict[str, _Backoff] = {}
+        self.fenced: set[str] = set()
+        self.last_state: ClusterState | None = None
+        self.last_probes: dict[str, ProbeResult] = {}
+        self.cycles = 0
+        self._pool = ThreadPoolExecutor(max_workers=min(16, max(1, len(config.nodes))), thread_name_prefix="probe")
+
+    # --- helpers ------------------------------------------------------------------------
+
+    @property
+    def ttl(self) -> float:
+        return self.config.lease_ttl
+
+    @property
+    def margin(self) -> float:
+        return self.config.safety_margin
+
+    @property
+    def local(self) -> NodeRunner:
+        return self.runners[self.host]
+
+    def _deadline(self, t0: float, remaining: float) -> float:
+        """A local monotonic deadline for a server-side expiry, measured from before the call."""
+        return t0 + remaining - self.margin
+
+    def leads(self) -> bool:
+        """Whether this controller may act as leader right now (lease held, margin left)."""
+        return self.monotonic() < self.leader_deadline
+
+    def may_run_locally(self) -> bool:
+        return self.monotonic() < self.placement_deadline
+
+    def _event(self, kind: str, message: str) -> None:
+        try:
+            self.store.add_event(self.host, kind, message, self.epoch)
+        except MetastoreError as exc:
+            log.warning("could not record %s event: %s", kind, exc)
+
+    def _alert(self, summary: str, body: str, always: bool = False) -> None:
+        """One alert per incident (plus every ``always`` one), so failures never storm."""
+        if self.in_incident and not always:
+            log.info("alert suppressed (incident already reported): %s", summary)
+            return
+        self.in_incident = True
+        self._event("alert", summary)
+        self.alerter.notify(summary, body)
+
+    def _heartbeat(self) -> None:
+        info = ControllerInfo(self.host, self.holder, self.pid, __version__, self.role, 0.0, 0.0)
+        try:
+            self.store.heartbeat(info)
+        except MetastoreError as exc:
+            log.warning("heartbeat not recorded: %s", exc)
+
+    # --- the cycle ----------------------------------------------------------------------
+
+    def run_cycle(self) -> str:
+        """Run one cycle and return its decision; never raises."""
+        self.cycles += 1
+        try:
+            return self._cycle()
+        except Exception:
+            log.exception(PLEASE_REPORT)
+            return f"{PLEASE_REPORT}: the cycle failed; nothing more was done"
+
+    def _cycle(self) -> str:
+        t0 = self.monotonic()
+        try:
+            lease = self.store.acquire_or_renew(self.holder, self.host, self.ttl)
+            state = self.store.read_state()
+        except MetastoreError as exc:
+            return self._metastore_down(exc)
+        self.last_state = state
+        self.paused = state.paused
+        if lease is not None:
+            self._lead_term(lease, t0)
+        else:
+            if self.role == "active":
+                log.warning("lost the leadership lease to %s (epoch %d)", state.lease.host, state.lease.epoch)
+            self.role, self.epoch, self.leader_deadline = "standby", 0, NEVER
+        self._heartbeat()
+        if self.role == "active" and not state.paused:
+            probes = self._probe_all()
+            guard = self._guard(state, t0, probes[self.host])
+            return guard or self._lead(state, probes)
+        guard = self._guard(state, t0, None)
+        if guard:
+            return guard
+        if state.paused:
+            return f"{self.role}: paused; acting on nothing"
+        where = state.placement.node if state.placement.valid else "no node"
+        leader = state.lease.host if state.lease.valid else "nobody"
+        return f"standby: {leader} is active (epoch {state.lease.epoch}); scheduler placed on {where}"
+
+    def _lead_term(self, lease: Lease, t0: float) -> None:
+        self.leader_deadline = self._deadline(t0, lease.remaining)
+        if lease.epoch != self.epoch:
+            self.epoch = lease.epoch
+            self.role = "active"
+            self.restart_failures = 0
+            log.info("became active with epoch %d", lease.epoch)
+            self._event("elected", f"{self.host} became active (epoch {lease.epoch})")
+        self.role = "active"
+
+    def _metastore_down(self, exc: MetastoreError) -> str:
+        """The store cannot be reached: act on nothing, and fence our node when time runs out."""
+        now = self.monotonic()
+        if self.role == "active" and now >= self.leader_deadline:
+            self.role = "standby"
+            self.epoch = 0
+        if self.paused:
+            return f"{self.role}: metastore unreachable ({exc}); paused, acting on nothing"
+        if now < self.placement_deadline:
+            return (
+                f"{self.role}: metastore unreachable ({exc}); local scheduler may run "
+                f"{self.placement_deadline - now:.1f}s more before self-fencing"
+            )
+        probe = self.local.probe()
+        if probe.state.maybe_running and probe.state is not SchedulerState.UNKNOWN:
+            after = self._stop(self.local)
+            return (
+                f"{self.role}: metastore unreachable ({exc}); self-fenced: stopped the local scheduler "
+                f"({probe.describe()} -> {after.state.value}) before its placement could expire"
+            )
+        return f"{self.role}: metastore unreachable ({exc}); no local scheduler, acting on nothing"
+
+    def _guard(self, state: ClusterState, t0: float, probe: ProbeResult | None) -> str | None:
+        """Keep this node's placement alive, or make sure its scheduler is down. S2."""
+        placement = state.placement
+        if placement.node == self.host and placement.valid:
+            try:
+                renewed = self.store.renew_placement(self.host, self.ttl)
+            except MetastoreError as exc:
+                log.warning("placement renewal failed: %s", exc)
+                renewed = None
+            if renewed is not None:
+                self.placement_deadline = self._deadline(t0, renewed.remaining)
+        elif placement.node != self.host:
+            self.placement_deadline = NEVER
+        if self.paused or self.may_run_locally():
+            return None
+        probe = probe or self.local.probe()
+        if not probe.state.maybe_running or probe.state is SchedulerState.UNKNOWN:
+            return None
+        # Re-read before killing: the active controller may have just placed the scheduler here.
+        t1 = self.monotonic()
+        try:
+            fresh = self.store.read_state().placement
+            if fresh.node == self.host and fresh.valid:
+                renewed = self.store.renew_placement(self.host, self.ttl)
+                if renewed is not None:
+                    self.placement_deadline = self._deadline(t1, renewed.remaining)
+                    return None
+        except MetastoreError:
+            fresh = placement
+        after = self._stop(self.local)
+        where = fresh.node if fresh.valid else "no node"
+        message = (
+            f"stopped a scheduler on {self.host} ({probe.describe()}) that holds no valid placement "
+            f"(placement is on {where}); now {after.state.value}"
+        )
+        self._event("fence", message)
+        return f"{self.role}: {message}"
+
+    def _probe_all(self) -> dict[str, ProbeResult]:
+        """Probe every node in parallel; a probe that raises counts as UNKNOWN."""
+        futures = {node: self._pool.submit(runner.probe) for node, runner in self.runners.items()}
+        results: dict[str, ProbeResult] = {}
+        for node, future in futures.items():
+            try:
+                results[node] = future.result(timeout=self.config.ssh_timeout + 1)
+            except Exception as exc:  # noqa: BLE001 - a broken probe is an unknown node
+                results[node] = ProbeResult(node, SchedulerState.UNKNOWN, detail=f"probe failed: {exc}")
+        self.last_probes = results
+        observations = [Observation(n, r.state.value, r.pids, r.detail, by_host=self.host) for n, r in results.items()]
+        try:
+            self.store.record_observations(self.holder, self.epoch, observations)
+        except MetastoreError as exc:
+            log.warning("observations not recorded: %s", exc)
+        return results
+
+    def _stop(self, runner: NodeRunner) -> ProbeResult:
+        try:
+            return runner.stop()
+        except (NodeUnreachable, CommandFailed) as exc:
+            return ProbeResult(runner.node, SchedulerState.UNKNOWN, detail=str(exc))
+
+    # --- the active controller ----------------------------------------------------------
+
+    def _lead(self, state: ClusterState, probes: dict[str, ProbeResult]) -> str:
+        prefix = f"active (epoch {self.epoch})"
+        placement = state.placement
+        busy = [n for n, r in probes.items() if r.state in (SchedulerState.RUNNING, SchedulerState.UNHEALTHY)]
+        if placement.valid and placement.node is not None:
+            node = placement.node
+            strays = [n for n in busy if n != node]
+            if strays:
+                return f"{prefix}: {self._kill_strays(strays, probes, node)}"
+            probe = probes[node]
+            if probe.state is SchedulerState.RUNNING and len(probe.pids) == 1:
+                return f"{prefix}: {self._healthy(node, probe)}"
+            if probe.state is SchedulerState.UNKNOWN:
+                return (
+                    f"{prefix}: cannot see the scheduler node {node} ({probe.detail}); waiting "
+                    f"{placement.remaining:.1f}s for its placement to expire before moving it"
+                )
+            return f"{prefix}: {self._restart_or_move(state, probes, node, probe)}"
+        # No valid placement: adopt a running scheduler, or place one.
+        if len(busy) > 1:
+            keep = placement.node if placement.node in busy else busy[0]
+            return f"{prefix}: {self._kill_strays([n for n in busy if n != keep], probes, keep)}"
+        if len(busy) == 1:
+            node = busy[0]
+            if self._set_placement(state.placement, node) is None:
+                return f"{prefix}: lost the race to adopt the scheduler on {node}; retrying next cycle"
+            self._event("adopt", f"adopted the scheduler already running on {node}")
+            return f"{prefix}: adopted the scheduler already running on {node} ({probes[node].describe()})"
+        target = self._pick_target(probes, exclude=None, prefer=placement.node)
+        if target is None:
+            return f"{prefix}: no scheduler runs and no node can take it now ({self._why_no_target(probes)})"
+        placed = self._set_placement(state.placement, target)
+        if placed is None:
+            return f"{prefix}: lost the race to place the scheduler on {target}; retrying next cycle"
+        ok, detail = self._start_on(target, probes)
+        if ok:
+            self._recovered()
+            self._event("start", f"started the scheduler on {target}: {detail}")
+            return f"{prefix}: placed and started the scheduler on {target} ({detail})"
+        self._failed_start(target, detail)
+        return f"{prefix}: placed the scheduler on {target} but its start failed: {detail}"
+
+    def _healthy(self, node: str, probe: ProbeResult) -> str:
+        try:
+            # Keeps the placement of a node without a controller of its own alive.
+            self.store.renew_placement(node, self.ttl, self.holder, self.epoch)
+        except MetastoreError as exc:
+            log.warning("placement renewal for %s failed: %s", node, exc)
+        if self.restart_failures or self.in_incident:
+            self._recovered()
+        return f"scheduler healthy on {node} ({probe.describe()})"
+
+    def _kill_strays(self, strays: list[str], probes: dict[str, ProbeResult], keep: str) -> str:
+        if not self.leads():
+            return "lease margin too small to act; not killing strays this cycle"
+        results = list(self._pool.map(lambda n: self._stop(self.runners[n]), strays))
+        parts = [f"{n} ({probes[n].describe()} -> {r.state.value})" for n, r in zip(strays, results, strict=True)]
+        message = f"killed stray scheduler(s) on {', '.join(parts)}; the scheduler belongs on {keep}"
+        self._event("kill", message)
+        return message
+
+    def _restart_or_move(
+        self, state: ClusterState, probes: dict[str, ProbeResult], node: str, probe: ProbeResult
+    ) -> str:
+        limit = self.config.max_restart_attempts
+        if self.restart_failures < limit or len(self.config.nodes) == 1:
+            if probe.state.maybe_running:  # unhealthy, or several schedulers on one node
+                self._stop(self.runners[node])
+            ok, detail = self._start_on(node, probes)
+            if ok:
+                self._recovered()
+                self._event("restart", f"restarted the scheduler on {node}: {detail}")
+                return f"scheduler was {probe.state.value} on {node}; restarted it in place ({detail})"
+            self.restart_failures += 1
+            self._failed_start(node, detail)
+            return f"restart of the scheduler on {node} failed (attempt {self.restart_failures}/{limit}): {detail}"
+        target = self._pick_target(probes, exclude=node, prefer=None)
+        if target is None:
+            self.restart_failures = max(0, limit - 1)  # one more try in place next cycle
+            return (
+                f"scheduler down on {node} after {limit} failed restarts and no other node can take it "
+                f"({self._why_no_target(probes)}); will retry in place"
+            )
+        # Stop-before-start: the old node must be confirmed empty (a late start could still appear).
+        stopped = self._stop(self.runners[node])
+        if stopped.state is not SchedulerState.STOPPED:
+            return f"cannot move the scheduler off {node}: could not confirm it stopped ({stopped.describe()})"
+        if self._set_placement(state.placement, target) is None:
+            return f"lost the race to move the scheduler from {node} to {target}; retrying next cycle"
+        self.restart_failures = 0
+        probes = {**probes, node: stopped}
+        ok, detail = self._start_on(target, probes)
+        message = f"moved the scheduler from {node} to {target} after {limit} failed restarts"
+        self._event("move", f"{message}: {'started' if ok else 'start failed'}: {detail}")
+        if ok:
+            self._recovered()
+            self._alert(f"scheduler moved from {node} to {target}", f"{message}.\n{detail}", always=True)
+            return f"{message} ({detail})"
+        self._failed_start(target, detail)
+        self._alert(f"scheduler moved from {node} to {target}, but it failed to start", f"{message}.\n{detail}")
+        return f"{message}, but the start there failed: {detail}"
+
+    def _set_placement(self, current: Placement, node: str) -> Placement | None:
+        if not self.leads():
+            return None
+        t0 = self.monotonic()
+        try:
+            placed = self.store.set_placement(node, self.holder, self.epoch, current.version, self.ttl)
+        except MetastoreError as exc:
+            log.warning("could not write the placement: %s", exc)
+            return None
+        if placed is not None and node == self.host:
+            self.placement_deadline = self._deadline(t0, placed.remaining)
+        return placed
+
+    def _pick_target(self, probes: dict[str, ProbeResult], exclude: str | None, prefer: str | None) -> str | None:
+        """The next node, in list order after ``exclude``, that is reachable, empty and not backing off."""
+        now = self.monotonic()
+        nodes = list(self.config.nodes)
+        if exclude in nodes:
+            i = nodes.index(exclude)
+            nodes = nodes[i + 1 :] + nodes[:i]
+        order = [n for n in (prefer, self.host) if n in nodes] + nodes
+        for node in dict.fromkeys(order):
+            if node == exclude or probes[node].state is not SchedulerState.STOPPED:
+                continue
+            if self.backoff.get(node, _Backoff()).until > now:
+                continue
+            return node
+        return None
+
+    def _why_no_target(self, probes: dict[str, ProbeResult]) -> str:
+        now = self.monotonic()
+        parts = []
+        for node, probe in probes.items():
+            wait = self.backoff.get(node, _Backoff()).until - now
+            parts.append(f"{node} backing off {wait:.0f}s" if wait > 0 else f"{node} {probe.state.value}")
+        return ", ".join(parts)
+
+    def _blocking_nodes(self, target: str, probes: dict[str, ProbeResult]) -> list[str]:
+        """Other nodes that might run a scheduler we cannot stop: they block a start."""
+        try:
+            guarded = {c.host for c in self.store.controllers()}
+        except MetastoreError:
+            guarded = set()
+        blocking = []
+        for node, probe in probes.items():
+            if node == target or probe.state is SchedulerState.STOPPED:
+                continue
+            if probe.state is SchedulerState.UNKNOWN and (node in guarded or node in self.fenced):
+                continue  # its own controller fences it (S2), or fence_command already did
+            if probe.state is SchedulerState.UNKNOWN and self._fence(node):
+                continue
+            blocking.append(node)
+        return blocking
+
+    def _fence(self, node: str) -> bool:
+        """Run fence_command for an unreachable node without a controller; True if it succeeded."""
+        command = self.config.fence_command
+        if not command:
+            return False
+        try:
+            result = subprocess.run(
+                ["/bin/sh", "-c", f"{command} {shlex.quote(node)}"],
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                timeout=self.config.ssh_timeout,
+                check=False,
+            )
+        except subprocess.TimeoutExpired:
+            self._event("fence", f"fence_command for {node} timed out")
+            return False
+        ok = result.returncode == 0
+        self._event("fence", f"fence_command for {node} {'succeeded' if ok else f'failed ({result.returncode})'}")
+        if ok:
+            self.fenced.add(node)
+        return ok
+
+    def _start_on(self, node: str, probes: dict[str, ProbeResult]) -> tuple[bool, str]:
+        """Start the scheduler on ``node`` and wait until it is up, renewing our leases meanwhile."""
+        blocking = self._blocking_nodes(node, probes)
+        if blocking:
+            return False, f"not starting: a scheduler may still run on {', '.join(blocking)}"
+        if not self.leads():
+            return False, "not starting: lease margin too small"
+        runner = self.runners[node]
+        try:
+            runner.start()
+        except (NodeUnreachable, CommandFailed) as exc:
+            return False, str(exc)
+        self.fenced.discard(node)
+        start = self.monotonic()
+        deadline = start + self.config.scheduler_start_timeout
+        next_renewal = start + self.config.poll_frequency
+        step = min(0.25, self.config.poll_frequency / 2)
+        while True:
+            probe = runner.probe()
+            if probe.state is SchedulerState.RUNNING:
+                return True, f"up after {self.monotonic() - start:.1f}s, {probe.describe()}"
+            now = self.monotonic()
+            if now >= deadline:
+                after = self._stop(runner)  # it could still come up later: make sure it does not
+                return False, f"not up within {self.config.scheduler_start_timeout:g}s (cleanup: {after.state.value})"
+            if now >= next_renewal:
+                next_renewal = now + self.config.poll_frequency
+                if not self._renew_while_waiting(node):
+                    self._stop(runner)
+                    return False, "lost the lease while waiting for the scheduler to come up; stopped it"
+            self.sleep(step)
+
+    def _renew_while_waiting(self, node: str) -> bool:
+        t0 = self.monotonic()
+        try:
+            lease = self.store.acquire_or_renew(self.holder, self.host, self.ttl)
+            if lease is None or lease.epoch != self.epoch:
+                self.leader_deadline = NEVER
+                return False
+            self.leader_deadline = self._deadline(t0, lease.remaining)
+            placement = self.store.renew_placement(node, self.ttl, self.holder, self.epoch)
+            if placement is not None and node == self.host:
+                self.placement_deadline = self._deadline(t0, placement.remaining)
+            return placement is not None
+        except MetastoreError as exc:
+            log.warning("renewal while waiting for the scheduler failed: %s", exc)
+            return self.leads()
+
+    def _failed_start(self, node: str, detail: str) -> None:
+        self.start_failures += 1
+        backoff = self.backoff.setdefault(node, _Backoff())
+        backoff.failures += 1
+        backoff.until = self.monotonic() + self.config.move_backoff * min(8, 2 ** (backoff.failures - 1))
+        self._event("start_failed", f"scheduler start on {node} failed: {detail}")
+        if self.start_failures >= max(1, self.config.retry_count_before_alerting):
+            self._alert(
+                f"scheduler failed to start {self.start_failures} times",
+                f"The scheduler could not be started (last on {node}): {detail}",
+            )
+
+    def _recovered(self) -> None:
+        self.restart_failures = 0
+        self.start_failures = 0
+        self.in_incident = False
+        self.backoff.clear()
+
+    # --- shutdown -----------------------------------------------------------------------
+
+    def shutdown(self) -> str:
+        """Graceful exit: stop our node's scheduler (nobody would guard it), release everything."""
+        parts = []
+        if not self.paused:
+            probe = self.local.probe()
+            if probe.state.maybe_running and probe.state is not SchedulerState.UNKNOWN:
+                after = self._stop(self.local)
+                parts.append(f"stopped the local scheduler ({probe.describe()} -> {after.state.value})")
+            try:
+                if self.store.release_placement(self.host):
+                    parts.append("released the placement")
+            except MetastoreError as exc:
+                parts.append(f"could not release the placement ({exc})")
+        else:
+            parts.append("paused: left the local scheduler as it is")
+        self.placement_deadline = NEVER
+        try:
+            if self.store.release(self.holder):
+                parts.append(f"released the leadership lease (epoch {self.epoch})")
+            self.store.deregister(self.host, self.holder)
+            self._event("stop", f"controller on {self.host} stopped: {'; '.join(parts) or 'nothing held'}")
+        except MetastoreError as exc:
+            parts.append(f"metastore unreachable ({exc})")
+        self.leader_deadline = NEVER
+        self.role = "stopped"
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        return "; ".join(parts) or "nothing held"

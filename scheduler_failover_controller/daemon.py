@@ -1,0 +1,149 @@
+"""The controller's process: fixed-period loop, signals, logging, systemd notify, metrics."""
+
+from __future__ import annotations
+
+import logging
+import logging.handlers
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from types import FrameType
+
+from .config import Config
+from .controller import Controller
+
+log = logging.getLogger(__name__)
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(process)d]: %(message)s"
+
+
+def setup_logging(config: Config) -> None:
+    """Log to stderr (journald) and, with ``logging_dir`` set, to a rotating file."""
+    root = logging.getLogger()
+    root.setLevel(config.logging_level)
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    stderr = logging.StreamHandler(sys.stderr)
+    stderr.setFormatter(logging.Formatter(LOG_FORMAT))
+    root.addHandler(stderr)
+    if config.logging_dir:
+        directory = Path(config.logging_dir).expanduser()
+        directory.mkdir(parents=True, exist_ok=True)
+        rotating = logging.handlers.TimedRotatingFileHandler(
+            directory / config.logging_file_name,
+            when=config.logs_rotate_when,
+            backupCount=config.logs_rotate_backup_count,
+        )
+        rotating.setFormatter(logging.Formatter(LOG_FORMAT))
+        root.addHandler(rotating)
+
+
+def sd_notify(message: str) -> bool:
+    """Send a systemd notification if we run under ``Type=notify``; True if sent."""
+    address = os.environ.get("NOTIFY_SOCKET")
+    if not address:
+        return False
+    if address.startswith("@"):
+        address = "\0" + address[1:]  # abstract namespace
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            sock.connect(address)
+            sock.sendall(message.encode())
+        return True
+    except OSError as exc:
+        log.debug("sd_notify failed: %s", exc)
+        return False
+
+
+class Metrics(BaseHTTPRequestHandler):
+    """Prometheus text format of the controller's state, on 127.0.0.1 only."""
+
+    controller: Controller
+    last_cycle_seconds: float = 0.0
+
+    def do_GET(self) -> None:
+        c = self.controller
+        lines = [
+            "# TYPE sfc_active gauge",
+            f"sfc_active {1 if c.role == 'active' else 0}",
+            "# TYPE sfc_epoch gauge",
+            f"sfc_epoch {c.epoch}",
+            "# TYPE sfc_cycles_total counter",
+            f"sfc_cycles_total {c.cycles}",
+            "# TYPE sfc_last_cycle_seconds gauge",
+            f"sfc_last_cycle_seconds {self.last_cycle_seconds:.6f}",
+            "# TYPE sfc_scheduler_running gauge",
+        ]
+        for node, probe in sorted(c.last_probes.items()):
+            lines.append(f'sfc_scheduler_running{{node="{node}"}} {1 if probe.state.value == "running" else 0}')
+        body = ("\n".join(lines) + "\n").encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain; version=0.0.4")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - signature of the base
+        log.debug("metrics: " + format, *args)
+
+
+def _serve_metrics(controller: Controller, port: int) -> ThreadingHTTPServer:
+    handler = type("BoundMetrics", (Metrics,), {"controller": controller})
+    server = ThreadingHTTPServer(("127.0.0.1", port), handler)
+    threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
+    return server
+
+
+def run(
+    config: Config,
+    controller: Controller,
+    stop: threading.Event | None = None,
+    monotonic: Callable[[], float] = time.monotonic,
+) -> int:
+    """Run cycles every ``poll_frequency`` seconds until SIGTERM/SIGINT, then hand over."""
+    stop = stop or threading.Event()
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        log.info("received %s; finishing the current cycle, then releasing", signal.Signals(signum).name)
+        stop.set()
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+    metrics = _serve_metrics(controller, config.metrics_port) if config.metrics_port else None
+    log.info(
+        "controller %s starting on %s: nodes %s, poll %gs, lease %gs, metastore %s",
+        controller.holder,
+        config.current_host,
+        ",".join(config.nodes),
+        config.poll_frequency,
+        config.lease_ttl,
+        controller.store.describe(),
+    )
+    sd_notify("READY=1")
+    next_run = monotonic()
+    try:
+        while not stop.is_set():
+            began = monotonic()
+            sentence = controller.run_cycle()
+            Metrics.last_cycle_seconds = monotonic() - began
+            log.info("%s", sentence)
+            sd_notify(f"WATCHDOG=1\nSTATUS={sentence[:200]}")
+            next_run += config.poll_frequency
+            now = monotonic()
+            if next_run < now:  # a slow cycle: skip the missed slots instead of bursting
+                next_run = now
+            stop.wait(next_run - now)
+    finally:
+        sd_notify("STOPPING=1")
+        log.info("shutting down: %s", controller.shutdown())
+        if metrics is not None:
+            metrics.shutdown()
+        controller.store.close()
+    return 0

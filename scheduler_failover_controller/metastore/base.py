@@ -1,0 +1,269 @@
+"""The metastore contract: leadership lease, scheduler placement and cluster records.
+
+Every implementation keeps the same promises, written once on the abstract methods below.
+Times that decide safety (lease and placement expiry) are the metastore server's clock,
+returned together with the server's "now" so callers can turn them into local monotonic
+deadlines without ever comparing two hosts' clocks.
+
+Error channels: a lost race returns ``None``/``False``; a store that cannot be reached or does
+not answer within ``metastore_timeout`` raises :class:`MetastoreError`.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from typing import Any
+
+LEADER = "leader"
+SCHEDULER = "scheduler"
+EVENTS_KEPT = 1000
+
+
+@dataclass(frozen=True)
+class Lease:
+    """The leadership lease as the server saw it. ``epoch`` is the fencing token."""
+
+    holder: str | None
+    host: str | None
+    epoch: int
+    expires_at: float
+    server_now: float
+
+    @property
+    def remaining(self) -> float:
+        """Seconds of validity left, by the server's clock (negative when expired)."""
+        return self.expires_at - self.server_now
+
+    @property
+    def valid(self) -> bool:
+        return self.holder is not None and self.remaining > 0
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Which node should run the scheduler, written under leader ``epoch``.
+
+    ``version`` grows on every change of node (the compare-and-set key); renewals only
+    push ``expires_at``. A node may run the scheduler only while its placement is unexpired.
+    """
+
+    node: str | None
+    epoch: int
+    expires_at: float
+    version: int
+    server_now: float
+
+    @property
+    def remaining(self) -> float:
+        return self.expires_at - self.server_now
+
+    @property
+    def valid(self) -> bool:
+        return self.node is not None and self.remaining > 0
+
+
+@dataclass(frozen=True)
+class ClusterState:
+    """One consistent read of what a cycle needs."""
+
+    lease: Lease
+    placement: Placement
+    paused: bool
+    server_now: float
+
+
+@dataclass(frozen=True)
+class ControllerInfo:
+    """A controller's registry entry."""
+
+    host: str
+    holder: str
+    pid: int
+    version: str
+    role: str
+    last_seen: float
+    started_at: float
+    server_now: float = 0.0
+
+    @property
+    def age(self) -> float:
+        return max(0.0, self.server_now - self.last_seen)
+
+
+@dataclass(frozen=True)
+class Observation:
+    """The active controller's latest look at one node's scheduler."""
+
+    node: str
+    state: str
+    pids: tuple[int, ...]
+    detail: str
+    observed_at: float = 0.0
+    by_host: str = ""
+    server_now: float = 0.0
+
+    @property
+    def age(self) -> float:
+        return max(0.0, self.server_now - self.observed_at)
+
+
+@dataclass(frozen=True)
+class Event:
+    """One entry of the bounded event history."""
+
+    at: float
+    host: str
+    kind: str
+    message: str
+    epoch: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Metastore(abc.ABC):
+    """Shared state of the controllers. Implementations must be safe across processes/hosts."""
+
+    kind: str = "abstract"
+
+    @abc.abstractmethod
+    def setup(self) -> None:
+        """Create the schema if missing; idempotent and safe when many controllers start at once.
+
+        Raises MetastoreError if the store is unreachable or its schema is newer than ours.
+        """
+
+    @abc.abstractmethod
+    def acquire_or_renew(self, holder: str, host: str, ttl: float) -> Lease | None:
+        """Take or extend the leadership lease in ONE atomic compare-and-set.
+
+        Succeeds when the lease is free, expired (server clock) or already ``holder``'s; then it
+        expires ``ttl`` seconds after the server's now. The epoch grows by one whenever a new
+        term starts (a new holder, or the same holder after expiry); a renewal keeps it.
+        Returns the lease held by ``holder``, or None if another holder's lease is still valid.
+        """
+
+    @abc.abstractmethod
+    def release(self, holder: str) -> bool:
+        """End ``holder``'s lease now, keeping the epoch. False if it did not hold it."""
+
+    @abc.abstractmethod
+    def read_state(self) -> ClusterState:
+        """Lease, placement and paused flag, with the server's now."""
+
+    @abc.abstractmethod
+    def set_placement(
+        self, node: str | None, holder: str, epoch: int, expected_version: int, ttl: float
+    ) -> Placement | None:
+        """Point the scheduler at ``node`` (None: nowhere), fenced by the leader epoch.
+
+        One atomic compare-and-set: it applies only if ``holder`` holds an unexpired lease with
+        exactly ``epoch`` and the placement's version is still ``expected_version``. The new
+        placement is stamped with ``epoch``, expires ``ttl`` after the server's now, and its
+        version grows by one. Returns it, or None when the epoch is stale or the version moved.
+        """
+
+    @abc.abstractmethod
+    def renew_placement(
+        self, node: str, ttl: float, holder: str | None = None, epoch: int | None = None
+    ) -> Placement | None:
+        """Extend an unexpired placement on ``node`` to ``ttl`` after the server's now.
+
+        Called by the node's own controller (no leader check) or, with ``holder`` and ``epoch``,
+        by the active controller (then also fenced by its lease). An expired placement is never
+        revived. Returns the placement, or None if it is not ``node``'s or has expired.
+        """
+
+    @abc.abstractmethod
+    def release_placement(self, node: str) -> bool:
+        """Clear the placement if it points at ``node`` (after its scheduler was stopped)."""
+
+    @abc.abstractmethod
+    def heartbeat(self, info: ControllerInfo) -> None:
+        """Insert or refresh this controller's registry entry, stamping the server's now."""
+
+    @abc.abstractmethod
+    def deregister(self, host: str, holder: str) -> None:
+        """Remove ``host``'s registry entry if it is still ``holder``'s."""
+
+    @abc.abstractmethod
+    def controllers(self) -> list[ControllerInfo]:
+        """Every registered controller, with ``server_now`` set for ages."""
+
+    @abc.abstractmethod
+    def record_observations(self, holder: str, epoch: int, observations: list[Observation]) -> bool:
+        """Replace the per-node observations; only the holder of ``epoch`` may. False if stale."""
+
+    @abc.abstractmethod
+    def observations(self) -> list[Observation]:
+        """The latest observation of each node, with ``server_now`` set for ages."""
+
+    @abc.abstractmethod
+    def set_paused(self, paused: bool) -> None:
+        """Set maintenance mode: controllers keep their lease but start and stop nothing."""
+
+    @abc.abstractmethod
+    def add_event(self, host: str, kind: str, message: str, epoch: int = 0) -> None:
+        """Append to the history, keeping only the newest ``EVENTS_KEPT`` entries."""
+
+    @abc.abstractmethod
+    def events(self, limit: int = 50) -> list[Event]:
+        """The newest ``limit`` events, oldest first."""
+
+    @abc.abstractmethod
+    def clear(self) -> None:
+        """Wipe every record (lease, placement, registry, observations, events, paused)."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Release connections."""
+
+    def describe(self) -> str:
+        """Where the store lives, with secrets masked."""
+        return self.kind
+
+    def dump(self) -> dict[str, Any]:
+        """Everything in the store as plain values, for ``metadata``."""
+        state = self.read_state()
+        return {
+            "metastore": self.describe(),
+            "server_time": state.server_now,
+            "lease": {
+                "holder": state.lease.holder,
+                "host": state.lease.host,
+                "epoch": state.lease.epoch,
+                "expires_in_s": round(state.lease.remaining, 3),
+            },
+            "placement": {
+                "node": state.placement.node,
+                "epoch": state.placement.epoch,
+                "version": state.placement.version,
+                "expires_in_s": round(state.placement.remaining, 3),
+            },
+            "paused": state.paused,
+            "controllers": [
+                {
+                    "host": c.host,
+                    "holder": c.holder,
+                    "pid": c.pid,
+                    "version": c.version,
+                    "role": c.role,
+                    "heartbeat_age_s": round(c.age, 3),
+                }
+                for c in self.controllers()
+            ],
+            "observations": [
+                {
+                    "node": o.node,
+                    "state": o.state,
+                    "pids": list(o.pids),
+                    "detail": o.detail,
+                    "by": o.by_host,
+                    "observed_age_s": round(o.age, 3),
+                }
+                for o in self.observations()
+            ],
+            "events": [
+                {"at": e.at, "host": e.host, "kind": e.kind, "epoch": e.epoch, "message": e.message}
+                for e in self.events(20)
+            ],
+        }

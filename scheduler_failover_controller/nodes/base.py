@@ -1,0 +1,60 @@
+"""How the controller reaches one node's scheduler: probe, start, stop."""
+
+from __future__ import annotations
+
+import abc
+
+from ..probe import ProbeResult
+
+
+class NodeRunner(abc.ABC):
+    """Probes and commands the scheduler of one node."""
+
+    def __init__(self, node: str) -> None:
+        self.node = node
+
+    @abc.abstractmethod
+    def probe(self) -> ProbeResult:
+        """The node's scheduler state. Never raises: a node that cannot be reached is UNKNOWN."""
+
+    @abc.abstractmethod
+    def start(self) -> None:
+        """Launch the scheduler and return without waiting for it to come up.
+
+        Does nothing if a scheduler already runs there (checked under a per-node lock, so two
+        controllers cannot both start one). Raises NodeUnreachable or CommandFailed.
+        """
+
+    @abc.abstractmethod
+    def stop(self) -> ProbeResult:
+        """Stop every scheduler process tree on the node and return a fresh probe.
+
+        The result is STOPPED only when nothing is left; NoSuchProcess counts as stopped.
+        Raises NodeUnreachable when the node cannot be commanded.
+        """
+
+    def close(self) -> None:
+        """Release connections."""
+
+
+class NoTransportRunner(NodeRunner):
+    """A node this controller has no way to reach: always UNKNOWN, never commanded."""
+
+    def __init__(self, node: str, reason: str) -> None:
+        super().__init__(node)
+        self.reason = reason
+
+    def probe(self) -> ProbeResult:
+        from ..probe import SchedulerState
+
+        return ProbeResult(self.node, SchedulerState.UNKNOWN, detail=self.reason)
+
+    def start(self) -> None:
+        from ..exceptions import NodeUnreachable
+
+        raise NodeUnreachable(f"{self.node}: {self.reason}")
+
+    def stop(self) -> ProbeResult:
+        from ..exceptions import NodeUnreachable
+
+        raise NodeUnreachable(f"{self.node}: {self.reason}")
