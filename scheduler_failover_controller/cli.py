@@ -289,7 +289,7 @@ def cluster_status(store: Metastore, config: Config) -> tuple[dict[str, Any], in
     ctl: list[dict[str, Any]] = [
         {
             "host": c.host,
-            "role": "active" if (lease.valid and c.holder == lease.holder) else c.role,
+            "role": _role(c.role, c.holder == lease.holder and lease.valid, c.age > config.lease_ttl),
             "pid": c.pid,
             "version": c.version,
             "heartbeat_age_s": round(c.age, 3),
@@ -337,6 +337,15 @@ def cluster_status(store: Metastore, config: Config) -> tuple[dict[str, Any], in
         ),
     }
     return data, code
+
+
+def _role(registered: str, holds_lease: bool, silent: bool) -> str:
+    """A controller's role as the lease (not its own last word) says."""
+    if holds_lease:
+        return "active"
+    if silent:
+        return "silent"
+    return "standby" if registered == "active" else registered
 
 
 @main.command()

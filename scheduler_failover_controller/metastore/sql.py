@@ -39,7 +39,8 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, NoSuchModuleError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, IntegrityError, NoSuchModuleError, SQLAlchemyError
+from sqlalchemy.schema import CreateTable
 
 from ..config import redact_url
 from ..exceptions import ConfigError, MetastoreError
@@ -232,11 +233,10 @@ class SQLMetastore(Metastore):
 
     def setup(self) -> None:
         try:
-            try:
-                metadata.create_all(self.engine, checkfirst=True)
-            except DBAPIError:
-                # Another controller created the tables between our check and our CREATE.
-                metadata.create_all(self.engine, checkfirst=True)
+            # IF NOT EXISTS: several controllers may create the schema at the same moment.
+            with self.engine.begin() as conn:
+                for table in metadata.sorted_tables:
+                    conn.execute(CreateTable(table, if_not_exists=True))
             for table, row in (
                 (meta_table, {"name": "schema_version", "value": str(SCHEMA_VERSION)}),
                 (meta_table, {"name": "paused", "value": "0"}),

@@ -1,0 +1,147 @@
+"""Shared fixtures: a real MariaDB server started by the tests, and SQL URLs per backend."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pymysql
+import pytest
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def missing(what: str) -> None:
+    """Skip locally when a server binary is missing; in CI that is a failure, not a skip."""
+    if IN_CI:
+        pytest.fail(f"{what} is not installed; .ci/run must install it")
+    pytest.skip(f"{what} is not installed")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class MariaDB:
+    """A MariaDB server of our own on a loopback port and a temp datadir."""
+
+    process: subprocess.Popen[bytes]
+    port: int
+    socket_path: Path
+    base: Path
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def admin(self) -> pymysql.connections.Connection:
+        return pymysql.connect(unix_socket=str(self.socket_path), user="root", autocommit=True)
+
+    def create_database(self) -> str:
+        name = "sfc_" + uuid.uuid4().hex[:12]
+        with self.admin() as conn, conn.cursor() as cur:
+            cur.execute(f"CREATE DATABASE {name}")
+        return name
+
+    def drop_database(self, name: str) -> None:
+        with self.admin() as conn, conn.cursor() as cur:
+            cur.execute(f"DROP DATABASE IF EXISTS {name}")
+
+    def url(self, database: str) -> str:
+        return f"mysql+pymysql://sfc:sfc-secret@127.0.0.1:{self.port}/{database}"
+
+    def freeze(self) -> None:
+        os.kill(self.pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        os.kill(self.pid, signal.SIGCONT)
+
+
+@pytest.fixture(scope="session")
+def mariadb() -> Iterator[MariaDB]:
+    """Start ``mariadbd`` once for the session (mariadb-install-db + a temp datadir)."""
+    server = shutil.which("mariadbd") or ("/usr/sbin/mariadbd" if os.path.exists("/usr/sbin/mariadbd") else None)
+    install = shutil.which("mariadb-install-db")
+    if not server or not install:
+        missing("mariadb-server (mariadbd, mariadb-install-db)")
+        raise AssertionError("unreachable")
+    base = Path(tempfile.mkdtemp(prefix="sfc-mariadb-"))
+    datadir, sock = base / "data", base / "mysqld.sock"
+    user = ["--user=root"] if os.geteuid() == 0 else []
+    process = None
+    try:
+        subprocess.run(
+            [install, "--no-defaults", f"--datadir={datadir}", "--auth-root-authentication-method=socket",
+             "--skip-test-db", *user],
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
+        port = free_port()
+        process = subprocess.Popen(
+            [
+                server, "--no-defaults", f"--datadir={datadir}", f"--socket={sock}", f"--port={port}",
+                "--bind-address=127.0.0.1", f"--pid-file={base / 'mysqld.pid'}", f"--log-error={base / 'error.log'}",
+                "--skip-name-resolve", "--innodb-buffer-pool-size=32M", "--innodb-log-file-size=16M",
+                "--max-connections=300", *user,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        db = MariaDB(process, port, sock, base)
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with db.admin() as conn, conn.cursor() as cur:
+                    cur.execute("CREATE USER IF NOT EXISTS 'sfc'@'127.0.0.1' IDENTIFIED BY 'sfc-secret'")
+                    cur.execute("GRANT ALL ON *.* TO 'sfc'@'127.0.0.1'")
+                break
+            except pymysql.err.OperationalError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    log = (base / "error.log").read_text(errors="replace")[-2000:]
+                    raise RuntimeError(f"mariadbd did not start:\n{log}") from None
+                time.sleep(0.2)
+        yield db
+    finally:
+        if process is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(process.pid, signal.SIGCONT)  # in case a test left it frozen
+            process.terminate()
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def mariadb_url(mariadb: MariaDB) -> Iterator[str]:
+    """A fresh, empty database on the session's MariaDB server."""
+    name = mariadb.create_database()
+    try:
+        yield mariadb.url(name)
+    finally:
+        mariadb.drop_database(name)
+
+
+@pytest.fixture(params=["sqlite", "mariadb"])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, str]]:
+    """(backend name, SQLAlchemy URL) for each real SQL backend, each test on an empty store."""
+    if request.param == "sqlite":
+        yield "sqlite", f"sqlite:///{tmp_path / 'metastore.db'}"
+    else:
+        yield "mariadb", request.getfixturevalue("mariadb_url")

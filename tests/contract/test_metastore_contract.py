@@ -1,0 +1,357 @@
+"""The metastore contract, run against every real backend: embedded SQLite and a real MariaDB."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from scheduler_failover_controller.exceptions import MetastoreError
+from scheduler_failover_controller.metastore import sql as sqlmod
+from scheduler_failover_controller.metastore.base import ControllerInfo, Observation
+from scheduler_failover_controller.metastore.sql import SQLMetastore
+from tests.conftest import MariaDB, missing
+
+TIMEOUT = 2.0
+
+
+@pytest.fixture
+def store(backend: tuple[str, str]) -> Any:
+    s = SQLMetastore(backend[1], TIMEOUT)
+    s.setup()
+    yield s
+    s.close()
+
+
+def other(backend: tuple[str, str]) -> SQLMetastore:
+    """A second, independent client of the same store."""
+    s = SQLMetastore(backend[1], TIMEOUT)
+    s.setup()
+    return s
+
+
+# --- leadership lease -----------------------------------------------------------------------
+
+
+def test_first_acquire_wins_and_others_are_refused(store: SQLMetastore, backend: tuple[str, str]) -> None:
+    lease = store.acquire_or_renew("a", "host-a", 30)
+    assert lease is not None and lease.holder == "a" and lease.epoch == 1
+    assert 29 < lease.remaining <= 30
+    b = other(backend)
+    assert b.acquire_or_renew("b", "host-b", 30) is None
+    assert b.read_state().lease.holder == "a"
+
+
+def test_renewal_keeps_epoch_and_extends_expiry(store: SQLMetastore) -> None:
+    first = store.acquire_or_renew("a", "host-a", 5)
+    time.sleep(0.2)
+    second = store.acquire_or_renew("a", "host-a", 5)
+    assert first and second
+    assert second.epoch == first.epoch
+    assert second.expires_at > first.expires_at
+
+
+def test_release_lets_another_take_over_with_next_epoch(store: SQLMetastore, backend: tuple[str, str]) -> None:
+    first = store.acquire_or_renew("a", "host-a", 30)
+    assert first is not None
+    assert store.release("a") is True
+    assert store.release("a") is False  # already released
+    taken = other(backend).acquire_or_renew("b", "host-b", 30)
+    assert taken is not None and taken.epoch == first.epoch + 1
+
+
+def test_expiry_is_judged_by_server_time(store: SQLMetastore, backend: tuple[str, str]) -> None:
+    first = store.acquire_or_renew("a", "host-a", 0.6)
+    assert first is not None
+    b = other(backend)
+    assert b.acquire_or_renew("b", "host-b", 5) is None
+    time.sleep(0.8)
+    taken = b.acquire_or_renew("b", "host-b", 5)
+    assert taken is not None and taken.epoch == first.epoch + 1
+    # The old holder's renewal fails: its lease is gone.
+    assert store.acquire_or_renew("a", "host-a", 5) is None
+
+
+def test_same_holder_after_expiry_starts_a_new_term(store: SQLMetastore) -> None:
+    first = store.acquire_or_renew("a", "host-a", 0.3)
+    time.sleep(0.5)
+    again = store.acquire_or_renew("a", "host-a", 5)
+    assert first and again and again.epoch == first.epoch + 1
+
+
+def test_epoch_is_monotonic_across_many_changes_and_a_wipe(store: SQLMetastore) -> None:
+    epochs = []
+    for i in range(20):
+        lease = store.acquire_or_renew(f"h{i % 3}", "h", 30)
+        assert lease is not None
+        epochs.append(lease.epoch)
+        assert store.release(f"h{i % 3}")
+    assert epochs == list(range(epochs[0], epochs[0] + 20))
+    store.clear()
+    after = store.acquire_or_renew("z", "z", 30)
+    assert after is not None and after.epoch == epochs[-1] + 1
+
+
+def test_controller_clock_is_never_used(store: SQLMetastore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The controller's wall clock jumping by hours changes nothing: only the server's counts."""
+    lease = store.acquire_or_renew("a", "host-a", 30)
+    monkeypatch.setattr(time, "time", lambda: 0.0)
+    assert lease is not None
+    renewed = store.acquire_or_renew("a", "host-a", 30)
+    assert renewed is not None and renewed.epoch == lease.epoch and 29 < renewed.remaining <= 30
+
+
+def _contend(url: str, me: str, rounds: int, barrier: Any, results: Any) -> None:
+    s = SQLMetastore(url, 10.0)
+    s.setup()
+    for r in range(rounds):
+        barrier.wait()
+        lease = s.acquire_or_renew(me, me, 60)
+        results.put((r, me, lease.epoch if lease else None))
+        barrier.wait()
+        if lease is not None:
+            s.release(me)
+        barrier.wait()
+    s.close()
+
+
+@pytest.mark.parametrize("contenders", [2, 3])
+def test_racing_processes_exactly_one_wins_every_round(backend: tuple[str, str], contenders: int) -> None:
+    url = backend[1]
+    SQLMetastore(url, TIMEOUT).setup()
+    rounds = 40
+    ctx = multiprocessing.get_context("fork")
+    barrier = ctx.Barrier(contenders, timeout=60)
+    results = ctx.Queue()
+    procs = [ctx.Process(target=_contend, args=(url, f"c{i}", rounds, barrier, results)) for i in range(contenders)]
+    for p in procs:
+        p.start()
+    try:
+        got = [results.get(timeout=120) for _ in range(rounds * contenders)]
+    finally:
+        for p in procs:
+            p.join(timeout=30)
+            if p.is_alive():
+                p.kill()
+    assert all(p.exitcode == 0 for p in procs)
+    winners: dict[int, list[tuple[str, int]]] = {}
+    for r, me, epoch in got:
+        if epoch is not None:
+            winners.setdefault(r, []).append((me, epoch))
+    assert sorted(winners) == list(range(rounds)), "a round had no winner"
+    assert all(len(w) == 1 for w in winners.values()), f"two winners in one round: {winners}"
+    epochs = [winners[r][0][1] for r in range(rounds)]
+    assert epochs == list(range(epochs[0], epochs[0] + rounds))
+
+
+def test_concurrent_setup_from_many_processes(backend: tuple[str, str]) -> None:
+    code = textwrap.dedent(
+        f"""
+        from scheduler_failover_controller.metastore.sql import SQLMetastore
+        s = SQLMetastore({backend[1]!r}, 10.0)
+        s.setup()
+        print(s.read_state().lease.epoch)
+        """
+    )
+    procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(4)]
+    outs = [p.communicate(timeout=60) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0, 0], [o[1].decode()[-500:] for o in outs]
+    assert all(o[0].decode().strip() == "0" for o in outs)
+
+
+def test_newer_schema_is_refused(store: SQLMetastore, backend: tuple[str, str]) -> None:
+    from sqlalchemy import update
+
+    with store.engine.begin() as conn:
+        conn.execute(update(sqlmod.meta_table).where(sqlmod.meta_table.c.name == "schema_version").values(value="99"))
+    with pytest.raises(MetastoreError, match="schema version 99"):
+        other(backend)
+
+
+# --- placement ------------------------------------------------------------------------------
+
+
+def test_placement_is_written_only_under_the_current_epoch(store: SQLMetastore, backend: tuple[str, str]) -> None:
+    lease = store.acquire_or_renew("a", "host-a", 0.5)
+    assert lease is not None
+    start = store.read_state().placement
+    placed = store.set_placement("n1", "a", lease.epoch, start.version, 10)
+    assert placed is not None and placed.node == "n1" and placed.epoch == lease.epoch
+    assert placed.version == start.version + 1
+    # Stale version: refused.
+    assert store.set_placement("n2", "a", lease.epoch, start.version, 10) is None
+    # Another controller takes over after expiry; the old epoch can no longer write.
+    time.sleep(0.7)
+    b = other(backend)
+    new = b.acquire_or_renew("b", "host-b", 30)
+    assert new is not None and new.epoch == lease.epoch + 1
+    assert store.set_placement("n2", "a", lease.epoch, placed.version, 10) is None
+    assert store.renew_placement("n1", 10, "a", lease.epoch) is None
+    assert b.set_placement("n2", "b", new.epoch, placed.version, 10) is not None
+    assert store.read_state().placement.node == "n2"
+
+
+def test_a_wrong_epoch_with_the_right_holder_is_refused(store: SQLMetastore) -> None:
+    lease = store.acquire_or_renew("a", "host-a", 30)
+    assert lease is not None
+    version = store.read_state().placement.version
+    assert store.set_placement("n1", "a", lease.epoch - 1, version, 10) is None
+    assert store.set_placement("n1", "b", lease.epoch, version, 10) is None
+
+
+def test_placement_renewal_by_node_and_no_revival(store: SQLMetastore) -> None:
+    lease = store.acquire_or_renew("a", "host-a", 30)
+    assert lease is not None
+    placed = store.set_placement("n1", "a", lease.epoch, store.read_state().placement.version, 0.5)
+    assert placed is not None
+    renewed = store.renew_placement("n1", 0.5)
+    assert renewed is not None and renewed.expires_at >= placed.expires_at and renewed.version == placed.version
+    assert store.renew_placement("n2", 5) is None  # not n2's
+    time.sleep(0.7)
+    assert store.renew_placement("n1", 5) is None  # expired placements are never revived
+    assert store.read_state().placement.valid is False
+
+
+def test_release_placement_only_by_its_node(store: SQLMetastore) -> None:
+    lease = store.acquire_or_renew("a", "host-a", 30)
+    assert lease is not None
+    store.set_placement("n1", "a", lease.epoch, store.read_state().placement.version, 30)
+    assert store.release_placement("n2") is False
+    assert store.release_placement("n1") is True
+    placement = store.read_state().placement
+    assert placement.node is None and not placement.valid
+
+
+# --- registry, observations, pause, events ----------------------------------------------------
+
+
+def test_registry_heartbeats_and_deregistration(store: SQLMetastore) -> None:
+    store.heartbeat(ControllerInfo("n1", "h1", 11, "0.1", "standby", 0, 0))
+    store.heartbeat(ControllerInfo("n2", "h2", 22, "0.1", "active", 0, 0))
+    store.heartbeat(ControllerInfo("n1", "h1", 11, "0.1", "active", 0, 0))
+    found = {c.host: c for c in store.controllers()}
+    assert set(found) == {"n1", "n2"} and found["n1"].role == "active" and found["n2"].pid == 22
+    assert all(0 <= c.age < 5 for c in found.values())
+    store.deregister("n1", "someone-else")
+    assert len(store.controllers()) == 2
+    store.deregister("n1", "h1")
+    assert [c.host for c in store.controllers()] == ["n2"]
+
+
+def test_observations_are_fenced_by_epoch(store: SQLMetastore) -> None:
+    lease = store.acquire_or_renew("a", "host-a", 30)
+    assert lease is not None
+    obs = [Observation("n1", "running", (12, 13), ""), Observation("n2", "stopped", (), "")]
+    assert store.record_observations("a", lease.epoch, obs) is True
+    assert store.record_observations("a", lease.epoch + 1, obs[:1]) is False
+    got = {o.node: o for o in store.observations()}
+    assert got["n1"].pids == (12, 13) and got["n2"].state == "stopped"
+
+
+def test_paused_flag(store: SQLMetastore) -> None:
+    assert store.read_state().paused is False
+    store.set_paused(True)
+    assert store.read_state().paused is True
+    store.set_paused(False)
+    assert store.read_state().paused is False
+
+
+def test_events_are_kept_bounded(store: SQLMetastore, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sqlmod, "EVENTS_KEPT", 15)
+    for i in range(40):
+        store.add_event("n1", "restart", f"event {i}", 3)
+    events = store.events(100)
+    assert len(events) == 15
+    assert events[-1].message == "event 39" and events[0].message == "event 25"
+    assert events[-1].epoch == 3
+
+
+def test_clear_wipes_everything(store: SQLMetastore) -> None:
+    lease = store.acquire_or_renew("a", "host-a", 30)
+    assert lease is not None
+    store.set_placement("n1", "a", lease.epoch, store.read_state().placement.version, 30)
+    store.heartbeat(ControllerInfo("n1", "a", 1, "0.1", "active", 0, 0))
+    store.add_event("n1", "elected", "x")
+    store.set_paused(True)
+    store.clear()
+    state = store.read_state()
+    assert state.lease.holder is None and state.placement.node is None and not state.paused
+    assert store.controllers() == [] and store.events() == []
+    assert state.lease.epoch == lease.epoch
+
+
+# --- faults of a real server (MariaDB) ----------------------------------------------------------
+
+
+def test_frozen_server_makes_calls_fail_within_their_timeout(mariadb: MariaDB, mariadb_url: str) -> None:
+    s = SQLMetastore(mariadb_url, 1.0)
+    s.setup()
+    assert s.acquire_or_renew("a", "host-a", 30) is not None
+    mariadb.freeze()
+    try:
+        for call in (lambda: s.acquire_or_renew("a", "host-a", 30), s.read_state):
+            began = time.monotonic()
+            with pytest.raises(MetastoreError):
+                call()
+            # pre-ping + reconnect may each use the timeout: 2 x 1 s, plus scheduling slack.
+            assert time.monotonic() - began < 6.0
+    finally:
+        mariadb.thaw()
+    lease = s.acquire_or_renew("a", "host-a", 30)
+    assert lease is not None
+    s.close()
+
+
+def test_unreachable_server_is_a_metastore_error() -> None:
+    from tests.conftest import free_port
+
+    s = SQLMetastore(f"mysql+pymysql://u:pw@127.0.0.1:{free_port()}/x", 1.0)
+    with pytest.raises(MetastoreError) as info:
+        s.read_state()
+    assert "pw" not in str(info.value)
+
+
+def test_controller_clocks_minutes_apart_agree_on_expiry(mariadb_url: str, tmp_path: Path) -> None:
+    """Contenders whose clocks are 10 minutes fast and slow (libfaketime) obey the server's clock."""
+    faketime = shutil.which("faketime")
+    if faketime is None:
+        missing("faketime")
+    script = tmp_path / "contend.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            import sys, time
+            from scheduler_failover_controller.metastore.sql import SQLMetastore
+            s = SQLMetastore(sys.argv[1], 5.0)
+            lease = s.acquire_or_renew(sys.argv[2], sys.argv[2], float(sys.argv[3]))
+            print("won" if lease else "lost", lease.epoch if lease else -1, flush=True)
+            """
+        )
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+
+    def contend(offset: str, holder: str, ttl: float) -> str:
+        out = subprocess.run(
+            [faketime, "-f", offset, sys.executable, str(script), mariadb_url, holder, str(ttl)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=env,
+        )
+        assert out.returncode == 0, out.stderr[-1000:]
+        return out.stdout.strip()
+
+    assert contend("-10m", "slow", 3.0).startswith("won 1")
+    # Ten minutes "later" by its own clock, the fast contender still sees a valid lease.
+    assert contend("+10m", "fast", 3.0) == "lost -1"
+    time.sleep(3.5)
+    assert contend("+10m", "fast", 3.0) == "won 2"
+    assert contend("-10m", "slow", 3.0) == "lost -1"

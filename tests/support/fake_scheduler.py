@@ -1,0 +1,42 @@
+"""A stand-in scheduler: sleeps until signalled, with a child process like Airflow's.
+
+Usage: fake_scheduler.py --node NAME [--no-child] [--exit-after SECONDS]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--node", required=True)
+    parser.add_argument("--no-child", action="store_true")
+    parser.add_argument("--exit-after", type=float, default=0.0)
+    args = parser.parse_args()
+    child = None
+    if not args.no_child:
+        # A child that dies with us only if the tree is killed (like Airflow's DAG processor).
+        child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(100000)"])
+
+    def on_term(_signum: int, _frame: object) -> None:
+        if child is not None:
+            child.terminate()
+            child.wait()
+        os._exit(0)
+
+    signal.signal(signal.SIGTERM, on_term)
+    if args.exit_after:
+        time.sleep(args.exit_after)
+        return 3
+    while True:
+        time.sleep(3600)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
