@@ -29,7 +29,12 @@ class AliasGroup(click.Group):
     """Accepts ``test-connection`` as well as ``test_connection``."""
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        return super().get_command(ctx, cmd_name) or super().get_command(ctx, cmd_name.replace("-", "_"))
+        # click >= 7 names a command after its function with "_" turned into "-"; accept both.
+        return (
+            super().get_command(ctx, cmd_name)
+            or super().get_command(ctx, cmd_name.replace("-", "_"))
+            or super().get_command(ctx, cmd_name.replace("_", "-"))
+        )
 
     def resolve_command(
         self, ctx: click.Context, args: list[str]
@@ -42,7 +47,7 @@ class AliasGroup(click.Group):
 @click.option(
     "--config",
     "config_file",
-    type=click.Path(dir_okay=False),
+    type=click.Path(),  # load_config reports a bad path in one line (exit 2), not click's usage text
     default=None,
     help=f"Config file (default: ${CONFIG_ENV}, else $AIRFLOW_HOME/airflow.cfg).",
 )
@@ -59,12 +64,17 @@ def _config(ctx: click.Context) -> Config:
         raise ConfigProblem(str(exc)) from None
 
 
+def _open_store(config: Config) -> Metastore:
+    try:
+        return open_metastore(config)
+    except ConfigError as exc:  # the backend's message names the key; add the file
+        message = str(exc)
+        raise ConfigProblem(message if message.startswith(config.source) else f"{config.source}: {message}") from None
+
+
 @contextmanager
 def _store(config: Config) -> Iterator[Metastore]:
-    try:
-        store = open_metastore(config)
-    except ConfigError as exc:
-        raise ConfigProblem(str(exc)) from None
+    store = _open_store(config)
     try:
         yield store
     except MetastoreError as exc:
@@ -114,6 +124,8 @@ def init(ctx: click.Context, force: bool) -> None:
             raise click.ClickException(f"{path}: exists; use --force to overwrite it")
         path.parent.mkdir(parents=True, exist_ok=True)
         _write_atomically(path, text)
+    except UnicodeDecodeError:
+        raise ConfigProblem(f"{path}: cannot read config file: not valid UTF-8") from None
     except OSError as exc:
         raise click.ClickException(f"{path}: cannot write: {exc.strerror or exc}") from None
     click.echo(f"wrote {path}")
@@ -178,10 +190,7 @@ def test_connection(ctx: click.Context) -> None:
         failed |= not ok
         how = "local" if node in config.local_nodes else "remote"
         click.echo(f"node {node} ({how}): {'ok' if ok else 'FAILED'}: scheduler {probe.describe()}")
-    try:
-        store = open_metastore(config)
-    except ConfigError as exc:
-        raise ConfigProblem(str(exc)) from None
+    store = _open_store(config)
     try:
         store.setup()
         state = store.read_state()

@@ -346,7 +346,7 @@ def load_config(
     if len(set(nodes)) != len(nodes):
         raise fail("scheduler_nodes_in_cluster", "a node is listed twice")
     for node in nodes:
-        if any(ch.isspace() or ch in "'\"`$;&|<>\\" for ch in node):
+        if any(ch.isspace() or ch in "'\"`$;&|<>\\()*?[]{}#~!" for ch in node):
             raise fail("scheduler_nodes_in_cluster", f"{node!r} is not a valid host name")
     if current not in nodes:
         raise fail("current_host", f"{current!r} is not in scheduler_nodes_in_cluster ({', '.join(nodes)})")
@@ -367,6 +367,13 @@ def load_config(
     )
     if "://" not in sql_conn:
         raise fail("metadata_service_sql_conn", "not a SQLAlchemy URL (dialect+driver://...)")
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        make_url(sql_conn)
+    except (ArgumentError, ValueError):  # e.g. a port that is not a number; never show the URL (password)
+        raise fail("metadata_service_sql_conn", "not a valid SQLAlchemy URL (dialect+driver://...)") from None
 
     poll = values["poll_frequency"]
     ttl = values["lease_ttl"]
@@ -390,6 +397,10 @@ def load_config(
         values["move_backoff"] = max(poll * 3, 5.0)
     if not values["scheduler_process_match"]:
         raise fail("scheduler_process_match", "must not be empty")
+    try:
+        shlex.split(values["scheduler_process_match"])
+    except ValueError as exc:  # e.g. an unbalanced quote: the probe would crash on it later
+        raise fail("scheduler_process_match", f"cannot be split into words: {exc}") from None
 
     smtp = _smtp(parser, env, path)
     return Config(

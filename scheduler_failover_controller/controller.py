@@ -68,8 +68,9 @@ class Controller:
         self.leader_deadline = NEVER
         self.placement_deadline = NEVER
         self.paused = False
-        self.restart_failures = 0
-        self.start_failures = 0
+        self.restart_failures = 0  # restarts in place since the scheduler last ran stably
+        self.failures = 0  # deaths and failed starts since it last ran stably (for alerting)
+        self.last_start = NEVER
         self.in_incident = False
         self.backoff: dict[str, _Backoff] = {}
         self.fenced: set[str] = set()
@@ -296,10 +297,9 @@ class Controller:
             return f"{prefix}: lost the race to place the scheduler on {target}; retrying next cycle"
         ok, detail = self._start_on(target, probes)
         if ok:
-            self._recovered()
             self._event("start", f"started the scheduler on {target}: {detail}")
             return f"{prefix}: placed and started the scheduler on {target} ({detail})"
-        self._failed_start(target, detail)
+        self._note_failure(target, detail, start_failed=True)
         return f"{prefix}: placed the scheduler on {target} but its start failed: {detail}"
 
     def _healthy(self, node: str, probe: ProbeResult) -> str:
@@ -308,7 +308,8 @@ class Controller:
             self.store.renew_placement(node, self.ttl, self.holder, self.epoch)
         except MetastoreError as exc:
             log.warning("placement renewal for %s failed: %s", node, exc)
-        if self.restart_failures or self.in_incident:
+        stable = self.monotonic() - self.last_start >= 3 * self.config.poll_frequency
+        if stable and (self.restart_failures or self.in_incident):
             self._recovered()
         return f"scheduler healthy on {node} ({probe.describe()})"
 
@@ -328,14 +329,15 @@ class Controller:
         if self.restart_failures < limit or len(self.config.nodes) == 1:
             if probe.state.maybe_running:  # unhealthy, or several schedulers on one node
                 self._stop(self.runners[node])
-            ok, detail = self._start_on(node, probes)
-            if ok:
-                self._recovered()
-                self._event("restart", f"restarted the scheduler on {node}: {detail}")
-                return f"scheduler was {probe.state.value} on {node}; restarted it in place ({detail})"
+            # A restart that comes up but dies again still counts: crash loops end in a move.
             self.restart_failures += 1
-            self._failed_start(node, detail)
-            return f"restart of the scheduler on {node} failed (attempt {self.restart_failures}/{limit}): {detail}"
+            attempt = f"attempt {self.restart_failures}/{limit}"
+            ok, detail = self._start_on(node, probes)
+            self._note_failure(node, f"scheduler was {probe.state.value}; restart {'ok' if ok else detail}", not ok)
+            if ok:
+                self._event("restart", f"restarted the scheduler on {node} ({attempt}): {detail}")
+                return f"scheduler was {probe.state.value} on {node}; restarted it in place ({attempt}, {detail})"
+            return f"restart of the scheduler on {node} failed ({attempt}): {detail}"
         target = self._pick_target(probes, exclude=node, prefer=None)
         if target is None:
             self.restart_failures = max(0, limit - 1)  # one more try in place next cycle
@@ -355,10 +357,9 @@ class Controller:
         message = f"moved the scheduler from {node} to {target} after {limit} failed restarts"
         self._event("move", f"{message}: {'started' if ok else 'start failed'}: {detail}")
         if ok:
-            self._recovered()
             self._alert(f"scheduler moved from {node} to {target}", f"{message}.\n{detail}", always=True)
             return f"{message} ({detail})"
-        self._failed_start(target, detail)
+        self._note_failure(target, detail, start_failed=True)
         self._alert(f"scheduler moved from {node} to {target}, but it failed to start", f"{message}.\n{detail}")
         return f"{message}, but the start there failed: {detail}"
 
@@ -458,6 +459,7 @@ class Controller:
         while True:
             probe = runner.probe()
             if probe.state is SchedulerState.RUNNING:
+                self.last_start = self.monotonic()
                 return True, f"up after {self.monotonic() - start:.1f}s, {probe.describe()}"
             now = self.monotonic()
             if now >= deadline:
@@ -486,21 +488,23 @@ class Controller:
             log.warning("renewal while waiting for the scheduler failed: %s", exc)
             return self.leads()
 
-    def _failed_start(self, node: str, detail: str) -> None:
-        self.start_failures += 1
-        backoff = self.backoff.setdefault(node, _Backoff())
-        backoff.failures += 1
-        backoff.until = self.monotonic() + self.config.move_backoff * min(8, 2 ** (backoff.failures - 1))
-        self._event("start_failed", f"scheduler start on {node} failed: {detail}")
-        if self.start_failures >= max(1, self.config.retry_count_before_alerting):
+    def _note_failure(self, node: str, detail: str, start_failed: bool) -> None:
+        """Count a scheduler death or failed start; back the node off; alert once per incident."""
+        self.failures += 1
+        if start_failed:
+            backoff = self.backoff.setdefault(node, _Backoff())
+            backoff.failures += 1
+            backoff.until = self.monotonic() + self.config.move_backoff * min(8, 2 ** (backoff.failures - 1))
+            self._event("start_failed", f"scheduler start on {node} failed: {detail}")
+        if self.failures >= max(1, self.config.retry_count_before_alerting):
             self._alert(
-                f"scheduler failed to start {self.start_failures} times",
-                f"The scheduler could not be started (last on {node}): {detail}",
+                f"scheduler failed {self.failures} times",
+                f"The scheduler keeps failing (last on {node}): {detail}",
             )
 
     def _recovered(self) -> None:
         self.restart_failures = 0
-        self.start_failures = 0
+        self.failures = 0
         self.in_incident = False
         self.backoff.clear()
 

@@ -1,6 +1,6 @@
 """A stand-in scheduler: sleeps until signalled, with a child process like Airflow's.
 
-Usage: fake_scheduler.py --node NAME [--no-child] [--exit-after SECONDS]
+Usage: fake_scheduler.py [--cluster TOKEN] --node NAME [--stray] [--no-child] [--exit-after SECONDS]
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ import time
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--node", required=True)
+    parser.add_argument("--cluster", default="")  # keeps concurrent test clusters apart
+    parser.add_argument("--stray", action="store_true")  # marks one started by hand
     parser.add_argument("--no-child", action="store_true")
     parser.add_argument("--exit-after", type=float, default=0.0)
     args = parser.parse_args()

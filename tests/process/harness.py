@@ -1,0 +1,187 @@
+"""Real controller processes on one host, a stand-in scheduler, and an observer that counts them."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+
+from scheduler_failover_controller.probe import find_schedulers
+
+ROOT = Path(__file__).resolve().parents[2]
+FAKE = ROOT / "tests" / "support" / "fake_scheduler.py"
+SFC = [sys.executable, "-m", "scheduler_failover_controller"]
+
+
+@dataclass
+class Observer:
+    """Samples the stand-in schedulers every ~50 ms and keeps the worst it saw."""
+
+    match: str
+    interval: float = 0.05
+    samples: int = 0
+    max_seen: int = 0
+    seconds_two_or_more: float = 0.0
+    seconds_none: float = 0.0
+    history: list[tuple[float, tuple[int, ...]]] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def count(self) -> tuple[int, ...]:
+        pids = []
+        for proc in find_schedulers(self.match):
+            with contextlib.suppress(psutil.Error):
+                if "--stray" not in proc.cmdline():
+                    pids.append(proc.pid)
+        return tuple(pids)
+
+    def _run(self) -> None:
+        last = time.monotonic()
+        while not self._stop.is_set():
+            pids = self.count()
+            now = time.monotonic()
+            dt, last = now - last, now
+            self.samples += 1
+            self.max_seen = max(self.max_seen, len(pids))
+            if len(pids) >= 2:
+                self.seconds_two_or_more += dt
+            if not pids and self.history:
+                self.seconds_none += dt
+            if not self.history or self.history[-1][1] != pids:
+                self.history.append((now, pids))
+            self._stop.wait(self.interval)
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join(timeout=5)
+
+    def current(self) -> tuple[int, ...]:
+        return self.history[-1][1] if self.history else ()
+
+
+class Cluster:
+    """N controllers (n1..nN) as real processes sharing one metastore, all nodes on this host."""
+
+    def __init__(self, tmp: Path, url: str, size: int, poll: float = 0.5, ttl: float = 3.0) -> None:
+        self.tmp = tmp
+        tmp.mkdir(parents=True, exist_ok=True)
+        self.token = uuid.uuid4().hex[:10]
+        self.nodes = [f"n{i + 1}" for i in range(size)]
+        self.config = tmp / "sfc.cfg"
+        self.poll, self.ttl = poll, ttl
+        self.config.write_text(
+            "[scheduler_failover]\n"
+            f"scheduler_nodes_in_cluster = {','.join(self.nodes)}\n"
+            f"local_nodes = {','.join(self.nodes)}\n"
+            f"metadata_service_sql_conn = {url}\n"
+            f"state_dir = {tmp / 'state'}\n"
+            f"poll_frequency = {poll}\n"
+            f"lease_ttl = {ttl}\n"
+            f"scheduler_process_match = fake_scheduler.py --cluster {self.token} --node {{node}}\n"
+            f"airflow_scheduler_start_command = exec {sys.executable} {FAKE} --cluster {self.token} --node {{node}}\n"
+            "scheduler_start_timeout = 5\n"
+            "logging_level = DEBUG\n"
+        )
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.observer = Observer(f"fake_scheduler.py --cluster {self.token}")
+        self.strays: list[subprocess.Popen[bytes]] = []
+
+    def env(self, node: str) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW__")}
+        env.pop("SCHEDULER_FAILOVER_CONTROLLER_CONFIG", None)
+        env["AIRFLOW__SCHEDULER_FAILOVER__CURRENT_HOST"] = node
+        env["PYTHONPATH"] = str(ROOT)
+        return env
+
+    def start(self, node: str) -> subprocess.Popen[bytes]:
+        log = (self.tmp / f"{node}.log").open("ab")
+        proc = subprocess.Popen(
+            [*SFC, "--config", str(self.config), "start"], env=self.env(node), stdout=log, stderr=subprocess.STDOUT
+        )
+        self.procs[node] = proc
+        return proc
+
+    def cli(self, *args: str, node: str = "n1") -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*SFC, "--config", str(self.config), *args],
+            env=self.env(node),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    def status(self) -> dict[str, object]:
+        out = self.cli("status", "--json")
+        return json.loads(out.stdout) if out.stdout.strip().startswith("{") else {}
+
+    def active(self) -> str | None:
+        value = self.status().get("active_controller")
+        return value if isinstance(value, str) else None
+
+    def log(self, node: str) -> str:
+        path = self.tmp / f"{node}.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def signal(self, node: str, sig: int) -> None:
+        os.kill(self.procs[node].pid, sig)
+
+    def start_stray(self, node: str) -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen(
+            [sys.executable, str(FAKE), "--cluster", self.token, "--node", node, "--stray"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        self.strays.append(proc)
+        return proc
+
+    def close(self) -> None:
+        """Stop every process this cluster started, by pid, also after a failure."""
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(proc.pid, signal.SIGCONT)
+                    proc.terminate()
+        for proc in self.procs.values():
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        self.observer.stop()
+        for proc in self.strays:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+        # Schedulers the controllers started (the match names this cluster's unique token).
+        for root in find_schedulers(self.observer.match):
+            with contextlib.suppress(psutil.Error):
+                for child in root.children(recursive=True):
+                    child.kill()
+                root.kill()
+
+
+def wait_for(predicate: Callable[[], object], timeout: float, what: str, interval: float = 0.1) -> float:
+    """Poll ``predicate`` until true; return the seconds it took, fail naming ``what``."""
+    began = time.monotonic()
+    while time.monotonic() - began < timeout:
+        if predicate():
+            return time.monotonic() - began
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")

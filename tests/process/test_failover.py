@@ -1,0 +1,154 @@
+"""Every guarantee checked by observing real processes: controllers, a stand-in scheduler, a metastore.
+
+The observer samples the stand-in schedulers every ~50 ms; each scenario asserts it never saw two.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import MariaDB
+from tests.process.harness import Cluster, wait_for
+
+pytestmark = pytest.mark.process
+
+
+@pytest.fixture
+def make_cluster(tmp_path: Path) -> Iterator[object]:
+    clusters: list[Cluster] = []
+
+    def make(url: str, size: int) -> Cluster:
+        cluster = Cluster(tmp_path / f"c{len(clusters)}", url, size)
+        clusters.append(cluster)
+        return cluster
+
+    yield make
+    for cluster in clusters:
+        cluster.close()
+
+
+def started(make_cluster: object, url: str, size: int) -> Cluster:
+    """A cluster with n1 active and its scheduler up on n1, standbys started after."""
+    cluster: Cluster = make_cluster(url, size)  # type: ignore[operator]
+    cluster.observer.start()
+    cluster.start("n1")
+    wait_for(lambda: len(cluster.observer.current()) == 1, 20, "the first scheduler")
+    for node in cluster.nodes[1:]:
+        cluster.start(node)
+    wait_for(lambda: len(cluster.status().get("controllers", [])) == size, 20, "every controller registered")
+    return cluster
+
+
+def assert_never_two(cluster: Cluster) -> None:
+    obs = cluster.observer
+    assert obs.samples > 20, "the observer did not run"
+    assert obs.max_seen <= 1, f"two schedulers at once: {obs.history}"
+
+
+def test_killed_scheduler_is_restarted(make_cluster: object, backend: tuple[str, str]) -> None:
+    cluster = started(make_cluster, backend[1], 2)
+    (pid,) = cluster.observer.current()
+    time.sleep(1)
+    import os
+
+    os.kill(pid, signal.SIGKILL)
+    took = wait_for(lambda: len(cluster.observer.current()) == 1 and cluster.observer.current() != (pid,), 15,
+                    "a new scheduler")
+    assert took < 10
+    assert "restarted it in place" in cluster.log("n1")
+    cluster.observer.stop()
+    assert_never_two(cluster)
+
+
+def test_active_controller_killed_standby_takes_over(make_cluster: object, backend: tuple[str, str]) -> None:
+    cluster = started(make_cluster, backend[1], 3)
+    before = cluster.status()
+    assert before["active_controller"] == "n1"
+    cluster.signal("n1", signal.SIGKILL)
+    wait_for(lambda: cluster.active() in ("n2", "n3"), 15, "a standby to become active")
+    after = cluster.status()
+    assert int(after["epoch"]) > int(before["epoch"])  # type: ignore[call-overload]
+    time.sleep(2 * cluster.poll + 0.5)
+    assert len(cluster.observer.current()) == 1
+    cluster.observer.stop()
+    assert_never_two(cluster)
+
+
+def test_stopped_controller_resumes_with_stale_epoch_and_acts_on_nothing(
+    make_cluster: object, backend: tuple[str, str]
+) -> None:
+    cluster = started(make_cluster, backend[1], 2)
+    cluster.signal("n1", signal.SIGSTOP)
+    wait_for(lambda: cluster.active() == "n2", 15, "n2 to take over while n1 is frozen")
+    time.sleep(cluster.ttl)  # well past the frozen controller's lease
+    mark = len(cluster.log("n1"))
+    cluster.signal("n1", signal.SIGCONT)
+    wait_for(lambda: "standby" in cluster.log("n1")[mark:], 10, "n1 to notice it is a standby")
+    time.sleep(2)
+    resumed = cluster.log("n1")[mark:]
+    assert "started the scheduler" not in resumed and "restarted it in place" not in resumed
+    assert "active (epoch 1)" not in resumed.split("standby", 1)[1]
+    assert cluster.active() == "n2"
+    assert len(cluster.observer.current()) == 1
+    cluster.observer.stop()
+    assert_never_two(cluster)
+
+
+def test_sigterm_hands_over_gracefully(make_cluster: object, backend: tuple[str, str]) -> None:
+    cluster = started(make_cluster, backend[1], 2)
+    cluster.signal("n1", signal.SIGTERM)
+    took = wait_for(lambda: cluster.active() == "n2", 10, "n2 to take over after SIGTERM", interval=0.05)
+    assert cluster.procs["n1"].wait(timeout=10) == 0
+    wait_for(lambda: len(cluster.observer.current()) == 1, 15, "the scheduler to run again")
+    assert took < cluster.ttl  # a graceful hand-over does not wait for the lease to expire
+    log = cluster.log("n1")
+    assert "released the leadership lease" in log and "stopped the local scheduler" in log
+    cluster.observer.stop()
+    assert_never_two(cluster)
+
+
+def test_stray_scheduler_is_killed(make_cluster: object, backend: tuple[str, str]) -> None:
+    cluster = started(make_cluster, backend[1], 3)
+    stray = cluster.start_stray("n3")
+    wait_for(lambda: stray.poll() is not None, 10, "the stray on n3 to be killed")
+    assert "stray" in cluster.log("n1") or "holds no valid placement" in cluster.log("n3")
+    assert len(cluster.observer.current()) == 1
+    cluster.observer.stop()
+    assert_never_two(cluster)
+
+
+def test_controllers_racing_at_start_up(make_cluster: object, backend: tuple[str, str]) -> None:
+    cluster: Cluster = make_cluster(backend[1], 3)  # type: ignore[operator]
+    cluster.observer.start()
+    for node in cluster.nodes:
+        cluster.start(node)
+    wait_for(lambda: len(cluster.observer.current()) == 1, 20, "one scheduler")
+    time.sleep(3)
+    status = cluster.status()
+    roles = sorted(c["role"] for c in status["controllers"])  # type: ignore[attr-defined,index]
+    assert roles == ["active", "standby", "standby"], status
+    cluster.observer.stop()
+    assert_never_two(cluster)
+
+
+def test_frozen_database_never_yields_a_second_scheduler(
+    make_cluster: object, mariadb: MariaDB, mariadb_url: str
+) -> None:
+    cluster = started(make_cluster, mariadb_url, 3)
+    mariadb.freeze()
+    try:
+        # Longer than the lease: the scheduler's node must fence itself; nobody may start another.
+        time.sleep(cluster.ttl * 2.5)
+        assert cluster.observer.max_seen <= 1
+        assert cluster.observer.current() == (), "the scheduler node did not fence itself"
+    finally:
+        mariadb.thaw()
+    wait_for(lambda: len(cluster.observer.current()) == 1, 30, "recovery after the database returns")
+    assert "self-fenced" in "".join(cluster.log(n) for n in cluster.nodes)
+    cluster.observer.stop()
+    assert_never_two(cluster)
