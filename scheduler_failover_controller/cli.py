@@ -335,7 +335,7 @@ def cluster_status(store: Metastore, config: Config) -> tuple[dict[str, Any], in
         "active_controller": active,
         "epoch": lease.epoch,
         "scheduler_node": placement.node if placement.valid else None,
-        "placement_expires_in_s": round(placement.remaining, 3),
+        "placement_expires_in_s": round(placement.remaining, 3) if placement.node else None,
         "paused": state.paused,
         "controllers": ctl,
         "nodes": nodes,

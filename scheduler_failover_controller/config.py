@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import configparser
 import os
+import re
 import shlex
 import socket
 from collections.abc import Callable, Mapping
@@ -276,7 +277,8 @@ def config_path(explicit: str | None, env: Mapping[str, str]) -> tuple[Path, boo
 
 
 def _read_file(path: Path, required: bool) -> configparser.ConfigParser:
-    parser = configparser.ConfigParser(interpolation=None, strict=True)
+    # No [DEFAULT] inheritance: its keys would leak into our section as unknown keys.
+    parser = configparser.ConfigParser(interpolation=None, strict=True, default_section="\0none")
     parser.optionxform = str.lower  # type: ignore[assignment,method-assign]
     if not path.exists():
         if required:
@@ -346,7 +348,9 @@ def load_config(
     if len(set(nodes)) != len(nodes):
         raise fail("scheduler_nodes_in_cluster", "a node is listed twice")
     for node in nodes:
-        if any(ch.isspace() or ch in "'\"`$;&|<>\\()*?[]{}#~!" for ch in node):
+        # An allow-list: node names reach shells and ssh, so nothing that could be an option
+        # (a leading "-") or a metacharacter.
+        if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9._:-]*", node):
             raise fail("scheduler_nodes_in_cluster", f"{node!r} is not a valid host name")
     if current not in nodes:
         raise fail("current_host", f"{current!r} is not in scheduler_nodes_in_cluster ({', '.join(nodes)})")
@@ -365,6 +369,16 @@ def load_config(
         or _airflow_sql_conn(parser, env)
         or (f"sqlite:///{state_dir / 'metastore.db'}")
     )
+    if (
+        values["metadata_service_type"] == SQL_SERVICE
+        and sql_conn.startswith("sqlite")
+        and set(nodes) - set(local_nodes)
+    ):
+        # Each host would have its own file and elect itself: two schedulers.
+        raise fail(
+            "metadata_service_sql_conn",
+            "an SQLite metastore is local to one host; nodes on other hosts need a shared MySQL/MariaDB/PostgreSQL URL",
+        )
     if "://" not in sql_conn:
         raise fail("metadata_service_sql_conn", "not a SQLAlchemy URL (dialect+driver://...)")
     from sqlalchemy.engine import make_url

@@ -70,22 +70,34 @@ class MariaDB:
         os.kill(self.pid, signal.SIGCONT)
 
 
-@pytest.fixture(scope="session")
-def mariadb() -> Iterator[MariaDB]:
-    """Start ``mariadbd`` once for the session (mariadb-install-db + a temp datadir)."""
+def mariadb_binaries() -> tuple[str, str] | None:
+    """(mariadbd, mariadb-install-db) if installed."""
     server = shutil.which("mariadbd") or ("/usr/sbin/mariadbd" if os.path.exists("/usr/sbin/mariadbd") else None)
     install = shutil.which("mariadb-install-db")
-    if not server or not install:
-        missing("mariadb-server (mariadbd, mariadb-install-db)")
-        raise AssertionError("unreachable")
+    return (server, install) if server and install else None
+
+
+@contextlib.contextmanager
+def start_mariadb() -> Iterator[MariaDB]:
+    """A MariaDB server of our own on a free loopback port; removed again on exit."""
+    found = mariadb_binaries()
+    if found is None:
+        raise RuntimeError("mariadb-server is not installed")
+    server, install = found
     base = Path(tempfile.mkdtemp(prefix="sfc-mariadb-"))
     datadir, sock = base / "data", base / "mysqld.sock"
     user = ["--user=root"] if os.geteuid() == 0 else []
     process = None
     try:
         subprocess.run(
-            [install, "--no-defaults", f"--datadir={datadir}", "--auth-root-authentication-method=socket",
-             "--skip-test-db", *user],
+            [
+                install,
+                "--no-defaults",
+                f"--datadir={datadir}",
+                "--auth-root-authentication-method=socket",
+                "--skip-test-db",
+                *user,
+            ],
             check=True,
             capture_output=True,
             timeout=120,
@@ -93,10 +105,19 @@ def mariadb() -> Iterator[MariaDB]:
         port = free_port()
         process = subprocess.Popen(
             [
-                server, "--no-defaults", f"--datadir={datadir}", f"--socket={sock}", f"--port={port}",
-                "--bind-address=127.0.0.1", f"--pid-file={base / 'mysqld.pid'}", f"--log-error={base / 'error.log'}",
-                "--skip-name-resolve", "--innodb-buffer-pool-size=32M", "--innodb-log-file-size=16M",
-                "--max-connections=300", *user,
+                server,
+                "--no-defaults",
+                f"--datadir={datadir}",
+                f"--socket={sock}",
+                f"--port={port}",
+                "--bind-address=127.0.0.1",
+                f"--pid-file={base / 'mysqld.pid'}",
+                f"--log-error={base / 'error.log'}",
+                "--skip-name-resolve",
+                "--innodb-buffer-pool-size=32M",
+                "--innodb-log-file-size=16M",
+                "--max-connections=300",
+                *user,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -126,6 +147,15 @@ def mariadb() -> Iterator[MariaDB]:
                 process.kill()
                 process.wait()
         shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def mariadb() -> Iterator[MariaDB]:
+    """Start ``mariadbd`` once for the session (mariadb-install-db + a temp datadir)."""
+    if not mariadb_binaries():
+        missing("mariadb-server (mariadbd, mariadb-install-db)")
+    with start_mariadb() as db:
+        yield db
 
 
 @pytest.fixture

@@ -161,7 +161,9 @@ def test_concurrent_setup_from_many_processes(backend: tuple[str, str]) -> None:
         print(s.read_state().lease.epoch)
         """
     )
-    procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(4)]
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(4)
+    ]
     outs = [p.communicate(timeout=60) for p in procs]
     assert [p.returncode for p in procs] == [0, 0, 0, 0], [o[1].decode()[-500:] for o in outs]
     assert all(o[0].decode().strip() == "0" for o in outs)

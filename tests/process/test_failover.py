@@ -57,8 +57,9 @@ def test_killed_scheduler_is_restarted(make_cluster: object, backend: tuple[str,
     import os
 
     os.kill(pid, signal.SIGKILL)
-    took = wait_for(lambda: len(cluster.observer.current()) == 1 and cluster.observer.current() != (pid,), 15,
-                    "a new scheduler")
+    took = wait_for(
+        lambda: len(cluster.observer.current()) == 1 and cluster.observer.current() != (pid,), 15, "a new scheduler"
+    )
     assert took < 10
     assert "restarted it in place" in cluster.log("n1")
     cluster.observer.stop()

@@ -1,0 +1,156 @@
+"""Failover-time and overhead benchmark with real controller processes (run by hand, not in CI).
+
+    .venv/bin/python benchmarks/failover.py [--trials 10] [--poll 1] [--ttl 5] [--metastore sqlite|mariadb]
+
+Prints a table of median and max over the trials:
+  restart   scheduler SIGKILL -> a new scheduler process
+  takeover  active controller SIGKILL -> the standby holds the lease
+  handover  active controller SIGTERM -> the standby holds the lease
+  two       seconds with two schedulers (must be 0)
+and the CPU time and peak RSS of one controller over --cycles cycles.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import platform
+import signal
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import psutil
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from scheduler_failover_controller.metastore.sql import SQLMetastore  # noqa: E402
+from tests.process.harness import Cluster, wait_for  # noqa: E402
+
+
+def holder(store: SQLMetastore) -> str | None:
+    lease = store.read_state().lease
+    return lease.host if lease.valid else None
+
+
+def clock(predicate: Callable[[], object], timeout: float = 60) -> float:
+    return wait_for(predicate, timeout, "the benchmark condition", interval=0.02)
+
+
+@contextlib.contextmanager
+def metastore_url(kind: str, tmp: Path) -> Iterator[Callable[[], str]]:
+    if kind == "sqlite":
+        counter = iter(range(10**6))
+        yield lambda: f"sqlite:///{tmp / f'metastore-{next(counter)}.db'}"
+        return
+    from tests.conftest import start_mariadb
+
+    with start_mariadb() as db:
+        yield lambda: db.url(db.create_database())
+
+
+def trial(url: str, tmp: Path, poll: float, ttl: float) -> dict[str, float]:
+    cluster = Cluster(tmp, url, 2, poll=poll, ttl=ttl)
+    store = SQLMetastore(url, 2.0)
+    try:
+        cluster.observer.start()
+        cluster.start("n1")
+        clock(lambda: len(cluster.observer.current()) == 1)
+        cluster.start("n2")
+        clock(lambda: len(store.controllers()) == 2)
+        time.sleep(poll)
+        result: dict[str, float] = {}
+        # 1. scheduler SIGKILL -> new scheduler process
+        (pid,) = cluster.observer.current()
+        os.kill(pid, signal.SIGKILL)
+        began = time.monotonic()
+        clock(lambda: len(cluster.observer.current()) == 1 and cluster.observer.current() != (pid,))
+        result["restart"] = time.monotonic() - began
+        time.sleep(poll)
+        # 2. active controller SIGKILL -> standby holds the lease
+        cluster.signal("n1", signal.SIGKILL)
+        began = time.monotonic()
+        clock(lambda: holder(store) == "n2")
+        result["takeover"] = time.monotonic() - began
+        # bring n1 back as a standby, then 3. SIGTERM n2 -> n1 takes over
+        cluster.procs["n1"].wait()
+        cluster.start("n1")
+        clock(lambda: len(store.controllers()) == 2 and len(cluster.observer.current()) == 1)
+        time.sleep(poll)
+        cluster.signal("n2", signal.SIGTERM)
+        began = time.monotonic()
+        clock(lambda: holder(store) == "n1")
+        result["handover"] = time.monotonic() - began
+        clock(lambda: len(cluster.observer.current()) == 1)
+        time.sleep(poll)
+        cluster.observer.stop()
+        result["two"] = cluster.observer.seconds_two_or_more
+        return result
+    finally:
+        store.close()
+        cluster.close()
+
+
+def overhead(url: str, tmp: Path, poll: float, ttl: float, cycles: int) -> tuple[float, float]:
+    """CPU seconds and peak RSS (MB) of one active controller over ``cycles`` cycles."""
+    cluster = Cluster(tmp, url, 1, poll=poll, ttl=ttl)
+    try:
+        proc = cluster.start("n1")
+        clock(lambda: "healthy" in cluster.log("n1"))
+        ps = psutil.Process(proc.pid)
+        cpu0 = sum(ps.cpu_times()[:2])
+        time.sleep(cycles * poll)
+        cpu = sum(ps.cpu_times()[:2]) - cpu0
+        peak_kb = 0
+        for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                peak_kb = int(line.split()[1])
+        return cpu, peak_kb / 1024
+    finally:
+        cluster.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--trials", type=int, default=10)
+    parser.add_argument("--poll", type=float, default=1.0)
+    parser.add_argument("--ttl", type=float, default=5.0)
+    parser.add_argument("--cycles", type=int, default=100)
+    parser.add_argument("--metastore", choices=["sqlite", "mariadb"], default="sqlite")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="sfc-bench-") as name, metastore_url(args.metastore, Path(name)) as url:
+        tmp = Path(name)
+        rows: dict[str, list[float]] = {}
+        for i in range(args.trials):
+            for key, value in trial(url(), tmp / f"t{i}", args.poll, args.ttl).items():
+                rows.setdefault(key, []).append(value)
+            print(f"trial {i + 1}/{args.trials} done", file=sys.stderr, flush=True)
+        cpu, rss = overhead(url(), tmp / "overhead", args.poll, args.ttl, args.cycles)
+    print(
+        f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    )
+    print(f"settings: metastore={args.metastore} poll_frequency={args.poll:g}s lease_ttl={args.ttl:g}s")
+    print(f"trials: {args.trials} (stand-in scheduler, controllers as real processes on one host)")
+    print()
+    print(f"| {'measure':<40} | {'median':>8} | {'max':>8} |")
+    print(f"|{'-' * 42}|{'-' * 10}|{'-' * 10}|")
+    names = {
+        "restart": "scheduler SIGKILL -> new scheduler (s)",
+        "takeover": "active SIGKILL -> standby active (s)",
+        "handover": "active SIGTERM -> standby active (s)",
+        "two": "time with two schedulers (s)",
+    }
+    for key, label in names.items():
+        values = rows[key]
+        print(f"| {label:<40} | {statistics.median(values):8.2f} | {max(values):8.2f} |")
+    print(f"| {f'controller CPU over {args.cycles} cycles (s)':<40} | {cpu:8.2f} | {'':>8} |")
+    print(f"| {'controller peak RSS (MB)':<40} | {rss:8.1f} | {'':>8} |")
+
+
+if __name__ == "__main__":
+    main()

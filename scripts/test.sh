@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Installs everything the tests need on a fresh Debian machine, then runs lint, types and the
+# whole test suite: unit, metastore contract (SQLite + a real MariaDB the tests start), real
+# controller processes, CLI. Idempotent; safe to re-run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+command -v mariadbd >/dev/null 2>&1 || [ -x /usr/sbin/mariadbd ] || need_apt+=(mariadb-server)
+command -v faketime >/dev/null 2>&1 || need_apt+=(faketime)
+command -v python3 >/dev/null 2>&1 || need_apt+=(python3)
+python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need_apt+=(python3-venv)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  echo "installing Debian packages: ${need_apt[*]}"
+  $sudo apt-get update -qq
+  # The package's own service is not wanted: the tests start their own server.
+  DEBIAN_FRONTEND=noninteractive RUNLEVEL=1 $sudo apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+fi
+
+[ -x .venv/bin/python ] || python3 -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip >/dev/null
+.venv/bin/python -m pip install -q -e '.[test]'
+
+echo "== ruff"; .venv/bin/ruff check . && .venv/bin/ruff format --check .
+echo "== mypy"; .venv/bin/mypy scheduler_failover_controller
+echo "== pytest"; .venv/bin/python -m pytest -q -p no:cacheprovider "$@"
