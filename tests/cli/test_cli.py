@@ -77,8 +77,8 @@ class Cli:
             argv = ["--config", str(config), *argv]
         return CliRunner().invoke(main, argv, env={**self.env, **env}, input=stdin)
 
-    def store(self) -> SQLMetastore:
-        store = SQLMetastore(f"sqlite:///{self.tmp_path / 'state' / 'metastore.db'}", 2.0)
+    def store(self, url: str | None = None) -> SQLMetastore:
+        store = SQLMetastore(url or f"sqlite:///{self.tmp_path / 'state' / 'metastore.db'}", 2.0)
         store.setup()
         return store
 
@@ -454,7 +454,7 @@ def test_status_json_of_a_healthy_cluster_exits_0(cli: Cli, mariadb_url: str) ->
         lease_ttl="30",
         metadata_service_sql_conn=mariadb_url,
     )
-    store = cli.store()
+    store = cli.store(mariadb_url)
     try:
         lease = store.acquire_or_renew("holder-a", HOST, 30)
         assert lease is not None
