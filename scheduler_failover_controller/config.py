@@ -457,14 +457,19 @@ def load_config(
 
 
 def _airflow_sql_conn(parser: configparser.ConfigParser, env: Mapping[str, str]) -> str:
-    """Airflow's own metadata DB URL, if this config or the environment names one."""
+    """Airflow's own metadata DB URL, if this config or the environment names a shared one.
+
+    Airflow's SQLite file is not used: our WAL mode and write locks would change how Airflow's
+    own database behaves, so that case falls back to our own embedded file.
+    """
+    found = ""
     for name in ("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "AIRFLOW__CORE__SQL_ALCHEMY_CONN"):
         if env.get(name):
-            return env[name].strip()
+            found = found or env[name].strip()
     for section in ("database", "core"):
         if parser.has_option(section, "sql_alchemy_conn"):
-            return parser.get(section, "sql_alchemy_conn").strip()
-    return ""
+            found = found or parser.get(section, "sql_alchemy_conn").strip()
+    return "" if found.startswith("sqlite") else found
 
 
 def _smtp(parser: configparser.ConfigParser, env: Mapping[str, str], path: Path) -> SmtpConfig:

@@ -1,0 +1,469 @@
+"""In-memory fakes for unit tests: an injectable clock, a metastore and node runners.
+
+``FakeStore`` keeps the contract written on :class:`Metastore` exactly (atomic compare-and-set,
+epoch growth on a new term, fencing by holder and epoch), judging expiry by its own server
+clock ``server_now``. That clock is a separate float: link it to a :class:`FakeClock` so that both
+move together, then shift either one alone to make the controller and the server disagree.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
+
+from scheduler_failover_controller.alerts import Alerter
+from scheduler_failover_controller.config import ENV_PREFIX, Config, load_config
+from scheduler_failover_controller.controller import Controller
+from scheduler_failover_controller.exceptions import CommandFailed, MetastoreError, NodeUnreachable
+from scheduler_failover_controller.metastore.base import (
+    EVENTS_KEPT,
+    ClusterState,
+    ControllerInfo,
+    Event,
+    Lease,
+    Metastore,
+    Observation,
+    Placement,
+)
+from scheduler_failover_controller.nodes.base import NodeRunner
+from scheduler_failover_controller.probe import ProbeResult, SchedulerState
+
+# --- time ---------------------------------------------------------------------------------
+
+
+class FakeClock:
+    """A monotonic clock that only moves when told to; ``sleep`` moves it instead of waiting."""
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self.now = start
+        self.slept: list[float] = []
+        self._followers: list[Callable[[float], None]] = []
+        self._lock = threading.Lock()
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        """Move this clock, and every linked clock, forward by ``seconds``."""
+        with self._lock:
+            self.now += seconds
+            followers = list(self._followers)
+        for follow in followers:
+            follow(seconds)
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.advance(seconds)
+
+    def link(self, follow: Callable[[float], None]) -> None:
+        """Call ``follow(seconds)`` on every advance (e.g. a store's server clock)."""
+        self._followers.append(follow)
+
+
+# --- metastore ----------------------------------------------------------------------------
+
+
+class FakeStore(Metastore):
+    """The whole Metastore contract in memory, with its own server clock and injectable faults.
+
+    Faults: ``fail = True`` makes every call raise MetastoreError; ``failing`` names the methods
+    that raise; ``fail_delay`` seconds pass on the linked clock before a failing call raises (a
+    store that times out). ``on(name, fn)`` runs ``fn`` just before the named method runs.
+    """
+
+    kind = "fake"
+
+    def __init__(self, server_now: float = 1_700_000_000.0, clock: FakeClock | None = None) -> None:
+        self.server_now = server_now
+        self.clock = clock
+        if clock is not None:
+            clock.link(self.advance)
+        self.fail = False
+        self.failing: set[str] = set()
+        self.fail_delay = 0.0
+        self.calls: list[str] = []
+        self.hooks: dict[str, list[tuple[Callable[[], None], bool]]] = {}
+        self.closed = False
+        self.ready = False
+        # leadership lease
+        self.lease_holder: str | None = None
+        self.lease_host: str | None = None
+        self.lease_epoch = 0
+        self.lease_expires_at = 0.0
+        # scheduler placement
+        self.placement_node: str | None = None
+        self.placement_epoch = 0
+        self.placement_version = 0
+        self.placement_expires_at = 0.0
+        self.paused = False
+        self.registry: dict[str, ControllerInfo] = {}
+        self._observations: dict[str, Observation] = {}
+        self._events: list[Event] = []
+
+    # --- test controls ---
+
+    def advance(self, seconds: float) -> None:
+        """Move the server clock alone (linked clocks call this too)."""
+        self.server_now += seconds
+
+    def on(self, name: str, fn: Callable[[], None], once: bool = True) -> None:
+        """Run ``fn`` just before the next (``once``) or every call of method ``name``."""
+        self.hooks.setdefault(name, []).append((fn, once))
+
+    def _enter(self, name: str) -> None:
+        self.calls.append(name)
+        hooks = self.hooks.get(name, [])
+        if hooks:
+            self.hooks[name] = [(fn, once) for fn, once in hooks if not once]
+            for fn, _once in hooks:
+                fn()
+        if self.fail or name in self.failing:
+            if self.fail_delay and self.clock is not None:
+                self.clock.advance(self.fail_delay)
+            raise MetastoreError(f"fake metastore unreachable ({name})")
+
+    def _leader_is(self, holder: str, epoch: int) -> bool:
+        return self.lease_holder == holder and self.lease_epoch == epoch and self.lease_expires_at > self.server_now
+
+    def lease(self) -> Lease:
+        return Lease(self.lease_holder, self.lease_host, self.lease_epoch, self.lease_expires_at, self.server_now)
+
+    def placement(self) -> Placement:
+        return Placement(
+            self.placement_node,
+            self.placement_epoch,
+            self.placement_expires_at,
+            self.placement_version,
+            self.server_now,
+        )
+
+    def force_placement(self, node: str | None, ttl: float, epoch: int | None = None) -> Placement:
+        """Write a placement directly (a test's set-up, not a controller's call)."""
+        self.placement_node = node
+        self.placement_epoch = self.lease_epoch if epoch is None else epoch
+        self.placement_version += 1
+        self.placement_expires_at = self.server_now + ttl
+        return self.placement()
+
+    def register(self, host: str, holder: str = "", role: str = "standby") -> None:
+        """Put a controller in the registry directly (a controller elsewhere)."""
+        holder = holder or f"{host}:1:fake"
+        self.registry[host] = ControllerInfo(host, holder, 1, "0", role, self.server_now, self.server_now)
+
+    def kinds(self) -> list[str]:
+        return [e.kind for e in self._events]
+
+    def events_of(self, kind: str) -> list[Event]:
+        return [e for e in self._events if e.kind == kind]
+
+    # --- the contract ---
+
+    def setup(self) -> None:
+        self._enter("setup")
+        self.ready = True
+
+    def acquire_or_renew(self, holder: str, host: str, ttl: float) -> Lease | None:
+        self._enter("acquire_or_renew")
+        now = self.server_now
+        still_mine = self.lease_holder == holder and self.lease_expires_at > now
+        if self.lease_holder == holder or self.lease_holder is None or self.lease_expires_at <= now:
+            if not still_mine:
+                self.lease_epoch += 1
+            self.lease_holder, self.lease_host, self.lease_expires_at = holder, host, now + ttl
+        current = self.lease()
+        return current if current.holder == holder else None
+
+    def release(self, holder: str) -> bool:
+        self._enter("release")
+        if self.lease_holder == holder and self.lease_expires_at > self.server_now:
+            self.lease_expires_at = self.server_now - 0.001
+            return True
+        return False
+
+    def read_state(self) -> ClusterState:
+        self._enter("read_state")
+        return ClusterState(self.lease(), self.placement(), self.paused, self.server_now)
+
+    def set_placement(
+        self, node: str | None, holder: str, epoch: int, expected_version: int, ttl: float
+    ) -> Placement | None:
+        self._enter("set_placement")
+        if self.placement_version != expected_version or not self._leader_is(holder, epoch):
+            return None
+        self.placement_node = node
+        self.placement_epoch = epoch
+        self.placement_version += 1
+        self.placement_expires_at = self.server_now + ttl
+        return self.placement()
+
+    def renew_placement(
+        self, node: str, ttl: float, holder: str | None = None, epoch: int | None = None
+    ) -> Placement | None:
+        self._enter("renew_placement")
+        if self.placement_node != node or self.placement_expires_at <= self.server_now:
+            return None
+        if holder is not None and epoch is not None and not self._leader_is(holder, epoch):
+            return None
+        self.placement_expires_at = self.server_now + ttl
+        return self.placement()
+
+    def release_placement(self, node: str) -> bool:
+        self._enter("release_placement")
+        if self.placement_node != node:
+            return False
+        self.placement_node = None
+        self.placement_version += 1
+        self.placement_expires_at = self.server_now
+        return True
+
+    def heartbeat(self, info: ControllerInfo) -> None:
+        self._enter("heartbeat")
+        old = self.registry.get(info.host)
+        started = old.started_at if old is not None else self.server_now
+        self.registry[info.host] = replace(info, last_seen=self.server_now, started_at=started, server_now=0.0)
+
+    def deregister(self, host: str, holder: str) -> None:
+        self._enter("deregister")
+        entry = self.registry.get(host)
+        if entry is not None and entry.holder == holder:
+            del self.registry[host]
+
+    def controllers(self) -> list[ControllerInfo]:
+        self._enter("controllers")
+        return [replace(self.registry[h], server_now=self.server_now) for h in sorted(self.registry)]
+
+    def record_observations(self, holder: str, epoch: int, observations: list[Observation]) -> bool:
+        self._enter("record_observations")
+        if not self._leader_is(holder, epoch):
+            return False
+        self._observations = {o.node: replace(o, observed_at=self.server_now, server_now=0.0) for o in observations}
+        return True
+
+    def observations(self) -> list[Observation]:
+        self._enter("observations")
+        return [replace(self._observations[n], server_now=self.server_now) for n in sorted(self._observations)]
+
+    def set_paused(self, paused: bool) -> None:
+        self._enter("set_paused")
+        self.paused = paused
+
+    def add_event(self, host: str, kind: str, message: str, epoch: int = 0) -> None:
+        self._enter("add_event")
+        self._events.append(Event(self.server_now, host, kind, message[:1000], epoch))
+        del self._events[:-EVENTS_KEPT]
+
+    def events(self, limit: int = 50) -> list[Event]:
+        self._enter("events")
+        return list(self._events[-limit:]) if limit > 0 else []
+
+    def clear(self) -> None:
+        self._enter("clear")
+        self.registry.clear()
+        self._observations.clear()
+        self._events.clear()
+        # The epoch is kept: fencing tokens never go backwards.
+        self.lease_holder, self.lease_host, self.lease_expires_at = None, None, 0.0
+        self.placement_node, self.placement_expires_at = None, 0.0
+        self.placement_version += 1
+        self.paused = False
+
+    def close(self) -> None:
+        self.calls.append("close")
+        self.closed = True
+
+
+# --- nodes --------------------------------------------------------------------------------
+
+_pids = itertools.count(4000)
+
+
+class FakeRunner(NodeRunner):
+    """One node's scheduler, in memory.
+
+    ``state`` is the truth; ``probe`` reports it unless the node is unreachable (UNKNOWN).
+    Knobs: ``start_error`` makes start raise CommandFailed; ``comes_up = False`` makes start
+    "succeed" with no scheduler ever showing; ``up_after_probes`` delays it by that many probes;
+    ``reachable = False`` makes probe UNKNOWN and start/stop raise NodeUnreachable;
+    ``stop_fails`` leaves the scheduler running after stop. ``actions`` (shared between runners)
+    records ``(node, "start"|"stop")`` in call order.
+    """
+
+    def __init__(
+        self,
+        node: str,
+        state: SchedulerState = SchedulerState.STOPPED,
+        actions: list[tuple[str, str]] | None = None,
+    ) -> None:
+        super().__init__(node)
+        self.state = state
+        self.pids: tuple[int, ...] = (next(_pids),) if state is not SchedulerState.STOPPED else ()
+        self.actions = actions if actions is not None else []
+        self.reachable = True
+        self.start_error: str | None = None
+        self.comes_up = True
+        self.up_after_probes = 0
+        self.stop_fails = False
+        self.starts = 0
+        self.stops = 0
+        self.probes = 0
+        self.on_probe: Callable[[], None] | None = None
+        self._pending = -1
+        self._lock = threading.Lock()
+
+    # --- test controls ---
+
+    @property
+    def running(self) -> bool:
+        """Whether a scheduler process exists there (the truth, reachable or not)."""
+        return self.state in (SchedulerState.RUNNING, SchedulerState.UNHEALTHY)
+
+    def run(self, count: int = 1) -> None:
+        self.state = SchedulerState.RUNNING
+        self.pids = tuple(next(_pids) for _ in range(count))
+
+    def hang(self) -> None:
+        """The scheduler process is there but stuck (e.g. SIGSTOP): UNHEALTHY."""
+        if not self.pids:
+            self.pids = (next(_pids),)
+        self.state = SchedulerState.UNHEALTHY
+
+    def die(self) -> None:
+        self.state = SchedulerState.STOPPED
+        self.pids = ()
+
+    def _result(self) -> ProbeResult:
+        return ProbeResult(self.node, self.state, self.pids)
+
+    # --- the NodeRunner contract ---
+
+    def probe(self) -> ProbeResult:
+        with self._lock:
+            self.probes += 1
+            hook, self.on_probe = self.on_probe, None
+        if hook is not None:
+            hook()
+        if not self.reachable:
+            return ProbeResult(self.node, SchedulerState.UNKNOWN, detail=f"{self.node}: fake node unreachable")
+        with self._lock:
+            if self._pending > 0:
+                self._pending -= 1
+            if self._pending == 0:
+                self._pending = -1
+                self.run()
+        return self._result()
+
+    def start(self) -> None:
+        with self._lock:
+            self.starts += 1
+            self.actions.append((self.node, "start"))
+        if not self.reachable:
+            raise NodeUnreachable(f"{self.node}: fake node unreachable")
+        if self.start_error is not None:
+            raise CommandFailed(f"{self.node}: {self.start_error}")
+        if self.state.maybe_running or not self.comes_up:
+            return
+        if self.up_after_probes > 0:
+            self._pending = self.up_after_probes
+        else:
+            self.run()
+
+    def stop(self) -> ProbeResult:
+        with self._lock:
+            self.stops += 1
+            self.actions.append((self.node, "stop"))
+        if not self.reachable:
+            raise NodeUnreachable(f"{self.node}: fake node unreachable")
+        if not self.stop_fails:
+            self._pending = -1
+            self.die()
+        return self._result()
+
+
+# --- config and alerts --------------------------------------------------------------------
+
+NODES = ("n1", "n2", "n3")
+TEST_HOME = "/nonexistent/sfc-unit-tests"  # never created: load_config only names paths in it
+DEFAULTS: dict[str, object] = {
+    "poll_frequency": 1,
+    "lease_ttl": 5,
+    "metastore_timeout": 0.5,
+    "scheduler_start_timeout": 3,
+    "max_restart_attempts": 3,
+    "retry_count_before_alerting": 5,
+    # Never connected (the tests use FakeStore); a shared URL because the nodes are separate hosts.
+    "metadata_service_sql_conn": "mysql+pymysql://sfc@metastore.invalid/sfc",
+}
+
+
+def make_config(host: str = "n1", nodes: Iterable[str] = NODES, **settings: object) -> Config:
+    """A validated Config built by ``load_config`` from ``AIRFLOW__SCHEDULER_FAILOVER__*`` variables.
+
+    Defaults: nodes n1,n2,n3, poll_frequency 1, lease_ttl 5, metastore_timeout 0.5,
+    scheduler_start_timeout 3 (any key of config.KEYS can be overridden).
+    """
+    values = {**DEFAULTS, **settings, "scheduler_nodes_in_cluster": ",".join(nodes), "current_host": host}
+    env = {"AIRFLOW_HOME": TEST_HOME}
+    env.update({ENV_PREFIX + key.upper(): str(value) for key, value in values.items()})
+    return load_config(None, env=env, hostname=lambda: host)
+
+
+class RecordingAlerter(Alerter):
+    """Records alerts instead of sending them."""
+
+    def __init__(self, config: Config) -> None:
+        super().__init__(config)
+        self.sent: list[tuple[str, str]] = []
+
+    def notify(self, summary: str, body: str) -> None:
+        self.sent.append((summary, body))
+
+    @property
+    def summaries(self) -> list[str]:
+        return [summary for summary, _body in self.sent]
+
+
+# --- a small cluster: shared store, clock and runners; one controller per host -------------
+
+
+@dataclass
+class Cluster:
+    """Nodes with fake runners, one fake store and one clock; ``controller(host)`` adds a controller."""
+
+    nodes: tuple[str, ...] = NODES
+    server_now: float = 1_700_000_000.0
+    settings: dict[str, object] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.clock = FakeClock()
+        self.store = FakeStore(self.server_now, clock=self.clock)
+        self.actions: list[tuple[str, str]] = []
+        self.runners: dict[str, FakeRunner] = {n: FakeRunner(n, actions=self.actions) for n in self.nodes}
+        self.controllers: dict[str, Controller] = {}
+        self.alerters: dict[str, RecordingAlerter] = {}
+
+    def controller(self, host: str = "n1", clock_offset: float = 0.0, **settings: object) -> Controller:
+        """A controller on ``host``; ``clock_offset`` shifts its monotonic clock (another host's)."""
+        config = make_config(host, self.nodes, **{**self.settings, **settings})
+        alerter = RecordingAlerter(config)
+        clock = self.clock
+
+        def monotonic() -> float:
+            return clock.monotonic() + clock_offset
+
+        runners: dict[str, NodeRunner] = dict(self.runners)
+        controller = Controller(
+            config, self.store, runners, alerter, monotonic=monotonic, sleep=clock.sleep, pid=len(self.controllers) + 1
+        )
+        self.controllers[host] = controller
+        self.alerters[host] = alerter
+        return controller
+
+    def running(self) -> list[str]:
+        """The nodes where a scheduler process exists (the truth)."""
+        return [n for n, r in self.runners.items() if r.running]
+
+    def close(self) -> None:
+        for controller in self.controllers.values():
+            controller._pool.shutdown(wait=True)

@@ -1,0 +1,813 @@
+"""The controller cycle, branch by branch, on fakes: each test asserts the sentence and the actions."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+
+import pytest
+
+from scheduler_failover_controller.controller import PLEASE_REPORT, Controller
+from scheduler_failover_controller.exceptions import MetastoreError
+from scheduler_failover_controller.probe import SchedulerState
+
+from .fakes import Cluster, FakeClock, FakeRunner, FakeStore, make_config
+
+TTL = 5.0  # lease_ttl of the test config (poll_frequency 1, metastore_timeout 0.5)
+
+
+@pytest.fixture
+def cluster() -> Iterator[Cluster]:
+    c = Cluster()
+    yield c
+    c.close()
+
+
+def tick(cluster: Cluster, *controllers: Controller, seconds: float = 1.0) -> list[str]:
+    """Let one poll pass, then run one cycle of each controller, in order."""
+    cluster.clock.advance(seconds)
+    return [c.run_cycle() for c in controllers]
+
+
+def active_on_n1(cluster: Cluster, **settings: object) -> Controller:
+    """n1's controller, active, with the scheduler placed and running on n1."""
+    c1 = cluster.controller("n1", **settings)
+    assert "placed and started the scheduler on n1" in c1.run_cycle()
+    assert cluster.running() == ["n1"]
+    return c1
+
+
+def bump_version(store: FakeStore) -> None:
+    """Another writer moved the placement between our read and our compare-and-set."""
+    store.placement_version += 1
+
+
+# --- the fakes keep the contract they stand for ---------------------------------------------
+
+
+def test_fake_store_keeps_the_lease_and_placement_contract() -> None:
+    store = FakeStore(server_now=100.0)
+    a = store.acquire_or_renew("a", "n1", 5)
+    assert a is not None and a.epoch == 1 and a.remaining == 5
+    assert store.acquire_or_renew("b", "n2", 5) is None  # a's lease is still valid
+    store.advance(3)
+    assert store.acquire_or_renew("a", "n1", 5).epoch == 1  # renewal keeps the epoch
+    store.advance(5.5)
+    b = store.acquire_or_renew("b", "n2", 5)
+    assert b is not None and b.epoch == 2  # new holder after expiry: new term
+    assert store.set_placement("n1", "a", 1, 0, 5) is None  # stale epoch is fenced off
+    p = store.set_placement("n2", "b", 2, 0, 5)
+    assert p is not None and p.version == 1 and p.epoch == 2 and p.valid
+    assert store.set_placement("n3", "b", 2, 0, 5) is None  # version moved
+    assert store.renew_placement("n1", 5) is None  # not n1's
+    assert store.renew_placement("n2", 5, "a", 1) is None  # fenced renewal by a stale leader
+    store.advance(6)
+    assert store.renew_placement("n2", 5) is None  # an expired placement is never revived
+    assert store.release("a") is False
+    b2 = store.acquire_or_renew("b", "n2", 5)
+    assert b2 is not None and b2.epoch == 3  # same holder after expiry: new term
+    assert store.release("b") is True and not store.read_state().lease.valid
+    store.fail = True
+    with pytest.raises(MetastoreError):
+        store.read_state()
+
+
+def test_fake_runner_start_stop_and_faults() -> None:
+    clock = FakeClock()
+    runner = FakeRunner("n1")
+    assert runner.probe().state is SchedulerState.STOPPED
+    runner.start()
+    assert runner.probe().state is SchedulerState.RUNNING and runner.starts == 1
+    assert runner.stop().state is SchedulerState.STOPPED and runner.stops == 1
+    runner.reachable = False
+    assert runner.probe().state is SchedulerState.UNKNOWN
+    clock.sleep(2)
+    assert clock.monotonic() == 1002.0 and clock.slept == [2]
+
+
+# --- _cycle -----------------------------------------------------------------------------
+
+
+def test_first_cycle_becomes_active_and_places_and_starts_on_its_own_node(cluster: Cluster) -> None:
+    c1 = cluster.controller("n1")
+    sentence = c1.run_cycle()
+    assert sentence.startswith("active (epoch 1): placed and started the scheduler on n1")
+    assert cluster.actions == [("n1", "start")]
+    assert cluster.running() == ["n1"]
+    store = cluster.store
+    assert (store.lease_holder, store.lease_host, store.lease_epoch) == (c1.holder, "n1", 1)
+    assert (store.placement_node, store.placement_epoch, store.placement_version) == ("n1", 1, 1)
+    assert store.placement().valid
+    assert c1.role == "active" and c1.epoch == 1 and c1.leads() and c1.may_run_locally()
+    assert store.kinds() == ["elected", "start"]
+    assert [c.host for c in store.controllers()] == ["n1"]
+    assert {o.node: o.state for o in store.observations()} == {"n1": "stopped", "n2": "stopped", "n3": "stopped"}
+
+
+def test_standby_reports_who_is_active_and_acts_on_nothing(cluster: Cluster) -> None:
+    active_on_n1(cluster)
+    c2 = cluster.controller("n2")
+    sentence = c2.run_cycle()
+    assert sentence == "standby: n1 is active (epoch 1); scheduler placed on n1"
+    assert c2.role == "standby" and c2.epoch == 0 and not c2.leads()
+    assert cluster.actions == [("n1", "start")]
+    assert [c.host for c in cluster.store.controllers()] == ["n1", "n2"]
+    assert "set_placement" not in cluster.store.calls[cluster.store.calls.index("heartbeat", 3) :]
+
+
+def test_healthy_scheduler_renews_placement_and_lease(cluster: Cluster) -> None:
+    c1 = active_on_n1(cluster)
+    store = cluster.store
+    placement_expiry, lease_expiry = store.placement_expires_at, store.lease_expires_at
+    (sentence,) = tick(cluster, c1)
+    assert sentence.startswith("active (epoch 1): scheduler healthy on n1 (running (pid")
+    assert cluster.actions == [("n1", "start")]
+    assert store.placement_expires_at == placement_expiry + 1 and store.lease_expires_at == lease_expiry + 1
+    assert (store.placement_version, store.lease_epoch) == (1, 1)
+
+
+def test_healthy_scheduler_on_a_node_without_controller_keeps_its_placement(cluster: Cluster) -> None:
+    cluster.runners["n2"].run()
+    cluster.store.force_placement("n2", TTL)
+    c1 = cluster.controller("n1")
+    assert "scheduler healthy on n2" in c1.run_cycle()
+    expiry = cluster.store.placement_expires_at
+    (sentence,) = tick(cluster, c1)
+    assert "scheduler healthy on n2" in sentence
+    assert cluster.store.placement_expires_at == expiry + 1  # renewed by the active, fenced by its epoch
+    assert cluster.actions == []
+
+
+def test_lease_lost_to_another_holder_turns_standby_and_acts_on_nothing(cluster: Cluster) -> None:
+    c1 = active_on_n1(cluster)
+    c2 = cluster.controller("n2")
+    assert c2.run_cycle().startswith("standby")
+    cluster.clock.advance(TTL + 1)  # c1 misses its renewals (stalled); c2 takes over
+    assert "adopted the scheduler already running on n1" in c2.run_cycle()
+    assert cluster.store.lease_epoch == 2
+    calls_before = len(cluster.store.calls)
+    sentence = c1.run_cycle()
+    assert sentence == "standby: n2 is active (epoch 2); scheduler placed on n1"
+    assert c1.role == "standby" and c1.epoch == 0 and not c1.leads()
+    calls = cluster.store.calls[calls_before:]
+    assert "set_placement" not in calls and "record_observations" not in calls
+    assert cluster.actions == [("n1", "start")]  # nothing stopped, nothing started
+    assert cluster.running() == ["n1"]
+
+
+def test_paused_active_acts_on_nothing(cluster: Cluster) -> None:
+    c1 = active_on_n1(cluster)
+    cluster.store.set_paused(True)
+    cluster.runners["n1"].die()
+    cluster.runners["n3"].run()
+    (sentence,) = tick(cluster, c1)
+    assert sentence == "active: paused; acting on nothing"
+    assert c1.role == "active" and c1.paused
+    assert cluster.actions == [("n1", "start")]
+    assert cluster.running() == ["n3"]
+
+
+def test_paused_standby_does_not_guard_its_node(cluster: Cluster) -> None:
+    active_on_n1(cluster)
+    cluster.store.set_paused(True)
+    cluster.runners["n2"].run()  # an operator's scheduler during maintenance
+    c2 = cluster.controller("n2")
+    assert c2.run_cycle() == "standby: paused; acting on nothing"
+    assert cluster.runners["n2"].stops == 0 and cluster.running() == ["n1", "n2"]
+
+
+def test_run_cycle_catches_an_unexpected_exception(cluster: Cluster) -> None:
+    c1 = cluster.controller("n1")
+
+    def boom() -> None:
+        raise RuntimeError("bug")
+
+    cluster.store.on("read_state", boom)
+    sentence = c1.run_cycle()
+    assert sentence.startswith(PLEASE_REPORT) and "please report" in sentence
+    assert cluster.actions == []
+    assert c1.cycles == 1
+    assert "placed and started the scheduler on n1" in c1.run_cycle()  # the next cycle works
+
+
+# --- _guard (every controller guards its own node) ------------------------------------------
+
+
+def test_guard_stops_a_standby_nodes_scheduler_that_has_no_placement(cluster: Cluster) -> None:
+    active_on_n1(cluster)
+    c2 = cluster.controller("n2")
+    cluster.runners["n2"].run()
+    sentence = c2.run_cycle()
+    assert sentence.startswith("standby: stopped a scheduler on n2 (running (pid")
+    assert "holds no valid placement (placement is on n1); now stopped" in sentence
+    assert cluster.actions == [("n1", "start"), ("n2", "stop")]
+    assert cluster.running() == ["n1"]
+    assert cluster.store.events_of("fence")[-1].host == "n2"
+
+
+def test_guard_rereads_before_killing_and_spares_a_scheduler_just_placed_here(cluster: Cluster) -> None:
+    active_on_n1(cluster)
+    c2 = cluster.controller("n2")
+    cluster.runners["n1"].die()
+    cluster.runners["n2"].run()
+    # The active moves the placement to n2 after c2 read the state but before its guard acts.
+    cluster.store.on("heartbeat", lambda: cluster.store.force_placement("n2", TTL))
+    sentence = c2.run_cycle()
+    assert sentence.startswith("standby: n1 is active")
+    assert cluster.runners["n2"].stops == 0 and cluster.running() == ["n2"]
+    assert c2.may_run_locally()
+
+
+def test_guard_stops_when_the_reread_fails(cluster: Cluster) -> None:
+    active_on_n1(cluster)
+    c2 = cluster.controller("n2")
+    cluster.runners["n2"].run()
+    cluster.store.on("heartbeat", lambda: cluster.store.failing.add("read_state"))
+    sentence = c2.run_cycle()
+    assert "stopped a scheduler on n2" in sentence
+    assert cluster.runners["n2"].stops == 1
+
+
+def test_guard_keeps_renewing_the_placement_of_a_standby_node(cluster: Cluster) -> None:
+    cluster.runners["n2"].run()
+    cluster.store.force_placement("n2", TTL)
+    c1 = cluster.controller("n1")
+    c2 = cluster.controller("n2")
+    c1.run_cycle()
+    for _ in range(10):
+        (s2,) = tick(cluster, c2)
+        assert s2 == "standby: n1 is active (epoch 1); scheduler placed on n2"
+    assert c2.may_run_locally() and cluster.running() == ["n2"] and cluster.actions == []
+
+
+# --- _metastore_down --------------------------------------------------------------------
+
+
+def test_metastore_unreachable_waits_then_self_fences_before_the_placement_expires(cluster: Cluster) -> None:
+    c1 = active_on_n1(cluster)
+    store = cluster.store
+    expires_at = store.placement_expires_at
+    store.fail = True
+    waited = 0
+    for _ in range(10):
+        cluster.clock.advance(1)  # the daemon's next cycle
+        # S2: the local scheduler never runs past the server-side expiry of its placement.
+        assert not (cluster.runners["n1"].running and store.server_now >= expires_at), (
+            f"scheduler still running {store.server_now - expires_at:.1f}s after its placement expired"
+        )
+        sentence = c1.run_cycle()
+        if cluster.runners["n1"].running:
+            assert "metastore unreachable" in sentence and "before self-fencing" in sentence
+            assert cluster.runners["n1"].stops == 0
+            waited += 1
+            continue
+        break
+    assert "self-fenced: stopped the local scheduler (running (pid" in sentence
+    assert "-> stopped) before its placement could expire" in sentence
+    assert waited >= 1  # one failed cycle is not a fence (L2)
+    assert store.server_now < expires_at
+    assert cluster.actions == [("n1", "start"), ("n1", "stop")]
+
+
+def test_metastore_unreachable_demotes_the_active_after_its_lease_deadline(cluster: Cluster) -> None:
+    c1 = active_on_n1(cluster)
+    cluster.store.fail = True
+    (sentence,) = tick(cluster, c1, seconds=TTL)
+    assert sentence.startswith("standby: metastore unreachable (fake metastore unreachable (acquire_or_renew))")
+    assert c1.role == "standby" and c1.epoch == 0
+    assert cluster.running() == []  # long past the placement deadline: fenced in the same cycle
+
+
+def test_metastore_unreachable_without_a_local_scheduler_acts_on_nothing(cluster: Cluster) -> None:
+    active_on_n1(cluster)
+    cluster.store.fail = True
+    c2 = cluster.controller("n2")
+    sentence = c2.run_cycle()
+    assert sentence == (
+        "starting: metastore unreachable (fake metastore unreachable (acquire_or_renew)); "
+        "no local scheduler, acting on nothing"
+    )
+    assert cluster.actions == [("n1", "start")]
+
+
+def test_metastore_unreachable_while_paused_acts_on_nothing(cluster: Cluster) -> None:
+    c1 = active_on_n1(cluster)
+    cluster.store.set_paused(True)
+    tick(cluster, c1)
+    cluster.store.fail = True
+    (sentence,) = tick(cluster, c1)
+    assert "metastore unreachable" in sentence and "paused, acting on nothing" in sentence
+    assert cluster.actions == [("n1", "start")]
+
+
+# --- _lead ------------------------------------------------------------------------------
+
+
+def test_strays_are_killed_and_the_placed_scheduler_kept(cluster: Cluster) -> None:
+    c1 = active_on_n1(cluster)
+    cluster.runners["n3"].run()
+    (sentence,) = tick(cluster, c1)
+    assert re.search(r"killed stray scheduler\(s\) on n3 \(running \(pid \d+\) -> stopped\)", sentence)
+    assert sentence.endswith("the scheduler belongs on n1")
+    assert cluster.actions == [("n1", "start"), ("n3", "stop")]
+    assert cluster.running() == ["n1"]
+    assert cluster.store.events_of("kill")
+
+
+def test_strays_are_not_killed_without_lease_margin(cluster: Cluster) -> None:
+    c1 = active_on_n1(cluster)
+    cluster.runners["n3"].run()
+    cluster.runners["n2"].on_probe = lambda: cluster.clock.advance(TTL)  # stalled during the probes
+    (sentence,) = tick(cluster, c1)
+    assert "lease margin too small to act; not killing strays" in sentence
+    assert cluster.actions == [("n1", "start")]
+
+
+def test_two_schedulers_without_placement_one_is_killed_then_the_other_adopted(cluster: Cluster) -> None:
+    cluster.runners["n2"].run()
+    cluster.runners["n3"].run()
+    c1 = cluster.controller("n1")
+    sentence = c1.run_cycle()
+    assert "killed stray scheduler(s) on n3" in sentence and "the scheduler belongs on n2" in sentence
+    assert cluster.actions == [("n3", "stop")]
+    assert cluster.running() == ["n2"]
+    (sentence,) = tick(cluster, c1)
+    assert "adopted the scheduler already running on n2" in sentence
+    assert cluster.store.placement_node == "n2" and cluster.actions == [("n3", "stop")]
+
+
+def test_adopts_a_running_scheduler_when_the_placement_expired(cluster: Cluster) -> None:
+    cluster.store.force_placement("n2", TTL)
+    cluster.runners["n2"].run()
+    cluster.clock.advance(TTL + 3)  # placement long expired (e.g. its active controller died)
+    c1 = cluster.controller("n1")
+    sentence = c1.run_cycle()
+    assert sentence.startswith("active (epoch 1): adopted the scheduler already running on n2 (running (pid")
+    store = cluster.store
+    assert (store.placement_node, store.placement_epoch, store.placement_version) == ("n2", 1, 2)
+    assert store.placement().valid
+    assert cluster.actions == [] and cluster.running() == ["n2"]
+    assert "adopt" in store.kinds()
+
+
+def test_adoption_race_lost(cluster: Cluster) -> None:
+    cluster.runners["n2"].run()
+    c1 = cluster.controller("n1")
+    cluster.store.on("set_placement", lambda: bump_version(cluster.store))
+    assert "lost the race to adopt the scheduler on n2; retrying next cycle" in c1.run_cycle()
+    assert cluster.actions == []
+
+
+def test_placement_race_lost_starts_nothing(cluster: Cluster) -> None:
+    c1 = cluster.controller("n1")
+    cluster.store.on("set_placement", lambda: bump_version(cluster.store))
+    assert "lost the race to place the scheduler on n1; retrying next cycle" in c1.run_cycle()
+    assert cluster.actions == []
+
+
+def test_no_node_can_take_the_scheduler(cluster: Cluster) -> None:
+    for node, runner in cluster.runners.items():
+        runner.reachable = False
+        cluster.store.register(node)
+    c1 = cluster.controller("n1")
+    sentence = c1.run_cycle()
+    assert sentence == (
+        "active (epoch 1): no scheduler runs and no node can take it now (n1 unknown, n2 unknown, n3 unknown)"
+    )
+    assert cluster.actions == [] and cluster.store.placement_node is None
+
+
+def test_placed_but_start_failed_backs_the_node_off(cluster: Cluster) -> None:
+    cluster.runners["n1"].start_error = "start shell exited with 1"
+    c1 = cluster.controller("n1")
+    sentence = c1.run_cycle()
+    assert sentence == (
+        "active (epoch 1): placed the scheduler on n1 but its start failed: n1: start shell exited with 1"
+    )
+    assert cluster.actions == [("n1", "start")] and cluster.running() == []
+    assert cluster.store.placement_node == "n1"
+    assert c1.backoff["n1"].until > cluster.clock.monotonic()
+    assert "start_failed" in cluster.store.kinds()
+
+
+def test_placement_node_unknown_waits_and_starts_nothing_elsewhere(cluster: Cluster) -> None:
+    n2 = cluster.runners["n2"]
+    n2.run()
+    n2.reachable = False
+    cluster.store.force_placement("n2", TTL)
+    c1 = cluster.controller("n1")
+    sentence = c1.run_cycle()
+    assert sentence.startswith("active (epoch 1): cannot see the scheduler node n2 (n2: fake node unreachable)")
+    assert "waiting 5.0s for its placement to expire before moving it" in sentence
+    assert cluster.actions == [] and cluster.store.placement_node == "n2" and cluster.store.placement_version == 1
+
+
+def test_placement_on_a_node_outside_the_config_waits_instead_of_crashing(cluster: Cluster) -> None:
+    # e.g. a node was removed from scheduler_nodes_in_cluster while it still held the placement
+    cluster.store.force_placement("old-node", TTL)
+    c1 = cluster.controller("n1")
+    sentence = c1.run_cycle()
+    assert PLEASE_REPORT not in sentence
+    assert "cannot see the scheduler node old-node" in sentence
+    assert cluster.actions == []
+
+
+# --- _restart_or_move -------------------------------------------------------------------
+
+
+def test_dead_scheduler_is_restarted_in_place(cluster: Cluster) -> None:
+    c1 = active_on_n1(cluster)
+    cluster.runners["n1"].die()
+    (sentence,) = tick(cluster, c1)
+    assert "scheduler was stopped on n1; restarted it in place" in sentence
+    assert cluster.actions == [("n1", "start"), ("n1", "start")]  # nothing to stop first
+    assert cluster.running() == ["n1"]
+    assert (cluster.store.placement_node, cluster.store.placement_version) == ("n1", 1)
+    assert "restart" in cluster.store.kinds()
+
+
+@pytest.mark.parametrize("fault", ["unhealthy", "two schedulers"])
+def test_unhealthy_or_doubled_scheduler_is_stopped_then_restarted_in_place(cluster: Cluster, fault: str) -> None:
+    c1 = active_on_n1(cluster)
+    if fault == "unhealthy":
+        cluster.runners["n1"].hang()
+    else:
+        cluster.runners["n1"].run(count=2)
+    (sentence,) = tick(cluster, c1)
+    state = "unhealthy" if fault == "unhealthy" else "running"
+    assert f"scheduler was {state} on n1; restarted it in place" in sentence
+    assert cluster.actions == [("n1", "start"), ("n1", "stop"), ("n1", "start")]
+    assert len(cluster.runners["n1"].pids) == 1 and cluster.running() == ["n1"]
+
+
+def test_failed_restart_in_place_is_counted(cluster: Cluster) -> None:
+    c1 = active_on_n1(cluster)
+    cluster.runners["n1"].die()
+    cluster.runners["n1"].start_error = "exit 1"
+    (sentence,) = tick(cluster, c1)
+    assert "restart of the scheduler on n1 failed (attempt 1/3): n1: exit 1" in sentence
+    assert cluster.actions == [("n1", "start"), ("n1", "start")]
+    assert "start_failed" in cluster.store.kinds()
+
+
+def test_restart_that_never_comes_up_is_cleaned_up(cluster: Cluster) -> None:
+    c1 = active_on_n1(cluster)
+    n1 = cluster.runners["n1"]
+    n1.die()
+    n1.comes_up = False
+    lease_expiry = cluster.store.lease_expires_at
+    (sentence,) = tick(cluster, c1)
+    assert "restart of the scheduler on n1 failed (attempt 1/3): not up within 3s (cleanup: stopped)" in sentence
+    assert cluster.actions == [("n1", "start"), ("n1", "start"), ("n1", "stop")]
+    assert sum(cluster.clock.slept) >= 3  # waited with the injected sleep, not a real one
+    assert cluster.store.lease_expires_at >= lease_expiry + 3  # the lease was renewed while waiting
+    assert cluster.store.placement().valid
+
+
+def test_move_after_max_restart_attempts_stops_before_it_starts_and_alerts(cluster: Cluster) -> None:
+    c1 = active_on_n1(cluster)
+    n1 = cluster.runners["n1"]
+    n1.die()
+    n1.start_error = "exit 1"
+    for attempt in (1, 2, 3):
+        (sentence,) = tick(cluster, c1)
+        assert f"restart of the scheduler on n1 failed (attempt {attempt}/3)" in sentence
+    before = len(cluster.actions)
+    (sentence,) = tick(cluster, c1)
+    assert "moved the scheduler from n1 to n2 after 3 failed restarts" in sentence
+    assert cluster.actions[before:] == [("n1", "stop"), ("n2", "start")]  # stop-before-start
+    assert cluster.running() == ["n2"]
+    store = cluster.store
+    assert (store.placement_node, store.placement_epoch, store.placement_version) == ("n2", 1, 2)
+    assert "move" in store.kinds()
+    assert cluster.alerters["n1"].summaries == ["scheduler moved from n1 to n2"]
+
+
+def test_move_whose_start_fails_alerts_once(cluster: Cluster) -> None:
+    c1 = active_on_n1(cluster, max_restart_attempts=1)
+    cluster.runners["n1"].die()
+    for runner in cluster.runners.values():
+        runner.start_error = "exit 1"
+    (sentence,) = tick(cluster, c1)
+    assert "restart of the scheduler on n1 failed (attempt 1/1)" in sentence
+    (sentence,) = tick(cluster, c1)
+    assert "moved the scheduler from n1 to n2 after 1 failed restarts, but the start there failed" in sentence
+    assert cluster.actions[-2:] == [("n1", "stop"), ("n2", "start")]
+    assert cluster.store.placement_node == "n2"
+    assert len(cluster.alerters["n1"].sent) == 1
+
+
+def test_no_other_node_to_move_to_retries_in_place(cluster: Cluster) -> None:
+    c1 = active_on_n1(cluster)
+    for node in ("n2", "n3"):
+        cluster.runners[node].reachable = False
+        cluster.store.register(node)  # guarded by their own controllers: they do not block
+    cluster.runners["n1"].die()
+    cluster.runners["n1"].start_error = "exit 1"
+    tick(cluster, c1)
+    tick(cluster, c1)
+    tick(cluster, c1)
+    before = len(cluster.actions)
+    (sentence,) = tick(cluster, c1)
+    assert "scheduler down on n1 after 3 failed restarts and no other node can take it" in sentence
+    assert "n2 unknown, n3 unknown); will retry in place" in sentence
+    assert cluster.actions[before:] == []
+    assert c1.restart_failures == 2
+    (sentence,) = tick(cluster, c1)
+    assert "restart of the scheduler on n1 failed (attempt 3/3)" in sentence
+
+
+def test_move_refused_when_the_old_node_cannot_be_confirmed_stopped(cluster: Cluster) -> None:
+    c1 = active_on_n1(cluster, max_restart_attempts=1)
+    n1 = cluster.runners["n1"]
+    n1.hang()
+    n1.stop_fails = True
+    (sentence,) = tick(cluster, c1)
+    assert "restart of the scheduler on n1 failed (attempt 1/1): not up within 3s (cleanup: unhealthy)" in sentence
+    (sentence,) = tick(cluster, c1)
+    assert "cannot move the scheduler off n1: could not confirm it stopped (unhealthy (pid" in sentence
+    assert cluster.runners["n2"].starts == 0 and cluster.runners["n3"].starts == 0
+    assert cluster.store.placement_node == "n1"
+
+
+def test_move_race_lost_starts_nothing(cluster: Cluster) -> None:
+    c1 = active_on_n1(cluster, max_restart_attempts=1)
+    cluster.runners["n1"].die()
+    cluster.runners["n1"].start_error = "exit 1"
+    tick(cluster, c1)
+    cluster.store.on("set_placement", lambda: bump_version(cluster.store))
+    (sentence,) = tick(cluster, c1)
+    assert "lost the race to move the scheduler from n1 to n2; retrying next cycle" in sentence
+    assert cluster.actions[-1] == ("n1", "stop")
+    assert cluster.runners["n2"].starts == 0
+
+
+@pytest.mark.parametrize("retry_count_before_alerting", [1, 5])
+def test_all_nodes_failing_backs_off_and_alerts_once_per_incident(
+    cluster: Cluster, retry_count_before_alerting: int
+) -> None:
+    for runner in cluster.runners.values():
+        runner.start_error = "exit 1"
+    c1 = cluster.controller("n1", retry_count_before_alerting=retry_count_before_alerting)
+    sentences = [c1.run_cycle()]
+    idle_cycles = 0
+    for _ in range(60):
+        before = len(cluster.actions)
+        sentences += tick(cluster, c1)
+        idle_cycles += len(cluster.actions) == before
+    assert cluster.running() == []
+    assert len(cluster.alerters["n1"].sent) == 1, cluster.alerters["n1"].summaries  # no alert storm
+    assert any("no other node can take it" in s and "backing off" in s for s in sentences)
+    assert idle_cycles >= 10  # backoff: many cycles start nothing at all
+    assert {r.starts > 1 for r in cluster.runners.values()} == {True}  # every node was tried
+
+    # Recovery ends the incident; the next incident alerts again, once.
+    for runner in cluster.runners.values():
+        runner.start_error = None
+    for _ in range(8):
+        sentences += tick(cluster, c1)
+    assert "scheduler healthy" in sentences[-1]
+    (node,) = cluster.running()
+    for runner in cluster.runners.values():
+        runner.start_error = "exit 1"
+    cluster.runners[node].die()
+    for _ in range(30):
+        tick(cluster, c1)
+    assert len(cluster.alerters["n1"].sent) == 2, cluster.alerters["n1"].summaries
+
+
+# --- _start_on ----------------------------------------------------------------------------
+
+
+def test_start_waits_until_the_scheduler_is_up(cluster: Cluster) -> None:
+    cluster.runners["n1"].up_after_probes = 3
+    c1 = cluster.controller("n1")
+    sentence = c1.run_cycle()
+    assert "placed and started the scheduler on n1 (up after 0.5s, running (pid" in sentence
+    assert cluster.clock.slept == [0.25, 0.25]
+
+
+def test_unknown_node_without_controller_blocks_a_start(cluster: Cluster) -> None:
+    cluster.runners["n3"].reachable = False  # might run a scheduler; nobody guards it
+    c1 = cluster.controller("n1")
+    sentence = c1.run_cycle()
+    assert sentence.endswith("placed the scheduler on n1 but its start failed: not starting: a scheduler may still run on n3")
+    assert cluster.actions == [] and cluster.running() == []
+
+
+def test_unknown_node_with_its_own_controller_does_not_block_a_start(cluster: Cluster) -> None:
+    cluster.runners["n3"].reachable = False
+    cluster.store.register("n3")  # its own controller fences it (S2)
+    c1 = cluster.controller("n1")
+    assert "placed and started the scheduler on n1" in c1.run_cycle()
+    assert cluster.actions == [("n1", "start")]
+
+
+@pytest.mark.parametrize(("command", "started"), [("true", True), ("false", False)])
+def test_fence_command_decides_whether_an_unknown_node_blocks(cluster: Cluster, command: str, started: bool) -> None:
+    cluster.runners["n3"].reachable = False
+    c1 = cluster.controller("n1", fence_command=command)
+    sentence = c1.run_cycle()
+    fence_events = [e.message for e in cluster.store.events_of("fence")]
+    if started:
+        assert "placed and started the scheduler on n1" in sentence
+        assert cluster.actions == [("n1", "start")]
+        assert fence_events == ["fence_command for n3 succeeded"]
+        assert c1.fenced == {"n3"}
+    else:
+        assert "not starting: a scheduler may still run on n3" in sentence
+        assert cluster.actions == []
+        assert fence_events == ["fence_command for n3 failed (1)"]
+        assert c1.fenced == set()
+
+
+def test_start_refused_when_the_lease_margin_ran_out(cluster: Cluster) -> None:
+    c1 = cluster.controller("n1")
+    cluster.store.on("controllers", lambda: cluster.clock.advance(TTL))  # stalled just before starting
+    sentence = c1.run_cycle()
+    assert "placed the scheduler on n1 but its start failed: not starting: lease margin too small" in sentence
+    assert cluster.actions == []
+
+
+def test_lease_lost_while_waiting_for_the_start_stops_it(cluster: Cluster) -> None:
+    cluster.runners["n1"].up_after_probes = 100
+    c1 = cluster.controller("n1")
+    store = cluster.store
+
+    def steal() -> None:
+        store.lease_holder, store.lease_host = "n2:9:other", "n2"
+        store.lease_epoch += 1
+        store.lease_expires_at = store.server_now + TTL
+
+    store.on("controllers", lambda: store.on("acquire_or_renew", steal))  # after the start, before renewal
+    sentence = c1.run_cycle()
+    assert "start failed: lost the lease while waiting for the scheduler to come up; stopped it" in sentence
+    assert cluster.actions == [("n1", "start"), ("n1", "stop")]
+    assert cluster.running() == []
+    assert not c1.leads()
+
+
+# --- fencing of a stale leader ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("how", ["controller stalled", "server clock ran ahead"])
+def test_stale_leader_cannot_place_or_start(cluster: Cluster, how: str) -> None:
+    c1 = active_on_n1(cluster)
+    cluster.runners["n1"].die()
+    store = cluster.store
+
+    def stale() -> None:  # during c1's probes: its lease runs out and another controller takes it
+        if how == "controller stalled":
+            cluster.clock.advance(TTL * 2)
+        else:
+            store.advance(TTL * 2)
+        assert store.acquire_or_renew("n2:9:other", "n2", TTL) is not None
+
+    cluster.runners["n2"].on_probe = stale
+    (sentence,) = tick(cluster, c1)
+    assert "lost the race to place the scheduler on n1" in sentence
+    assert cluster.actions == [("n1", "start")]  # nothing started, nothing stopped
+    assert (store.placement_node, store.placement_version, store.lease_epoch) == ("n1", 1, 2)
+    # The store itself refuses the stale epoch, whatever the controller believes.
+    assert store.set_placement("n1", c1.holder, 1, store.placement_version, TTL) is None
+
+
+def test_stale_leader_does_not_stop_the_scheduler_it_wanted_to_restart(cluster: Cluster) -> None:
+    c1 = active_on_n1(cluster)
+    cluster.runners["n1"].hang()
+    store = cluster.store
+
+    def stalled() -> None:  # c1 stalls past its lease; the new leader re-places the scheduler
+        cluster.clock.advance(TTL * 2)
+        lease = store.acquire_or_renew("n2:9:other", "n2", TTL)
+        assert lease is not None
+        assert store.set_placement("n1", "n2:9:other", lease.epoch, store.placement_version, TTL) is not None
+
+    cluster.runners["n2"].on_probe = stalled
+    (sentence,) = tick(cluster, c1)
+    assert "lease margin too small" in sentence
+    assert cluster.actions == [("n1", "start")]  # the stale leader stopped nothing
+    assert cluster.running() == ["n1"]
+
+
+# --- S1/S2 across controllers -------------------------------------------------------------
+
+
+def test_partitioned_node_fences_itself_before_another_node_starts_a_scheduler(cluster: Cluster) -> None:
+    c2 = cluster.controller("n2")
+    c1 = cluster.controller("n1")
+    assert "placed and started the scheduler on n2" in c2.run_cycle()
+    assert c1.run_cycle().startswith("standby: n2 is active")
+    n2, store = cluster.runners["n2"], cluster.store
+    transcript = []
+    for _ in range(12):
+        cluster.clock.advance(1)
+        # n2 is cut off: n1 cannot reach it, and it cannot reach the metastore.
+        n2.reachable = False
+        transcript.append(("n1", c1.run_cycle()))
+        n2.reachable = True
+        assert len(cluster.running()) <= 1, transcript
+        store.fail = True
+        transcript.append(("n2", c2.run_cycle()))
+        store.fail = False
+        assert len(cluster.running()) <= 1, transcript
+    assert cluster.running() == ["n1"], transcript
+    assert any("self-fenced" in s for host, s in transcript if host == "n2")
+    assert c1.role == "active" and store.placement_node == "n1"
+
+
+def _skew_scenario(server_now: float, offset_n1: float, offset_n2: float) -> list[str]:
+    """A failover story; returns every sentence with pids blanked."""
+    cluster = Cluster(server_now=server_now)
+    try:
+        c1 = cluster.controller("n1", clock_offset=offset_n1)
+        c2 = cluster.controller("n2", clock_offset=offset_n2)
+        out = [c1.run_cycle(), c2.run_cycle()]
+        out += tick(cluster, c1, c2)
+        cluster.runners["n1"].die()
+        out += tick(cluster, c1, c2)
+        cluster.runners["n3"].run()
+        out += tick(cluster, c1, c2)
+        # n1's host dies: its scheduler and controller are gone, the node cannot be reached
+        cluster.runners["n1"].die()
+        cluster.runners["n1"].reachable = False
+        for _ in range(8):
+            out += tick(cluster, c2)
+        cluster.store.fail = True
+        for _ in range(6):
+            out += tick(cluster, c2)
+        out.append(",".join(cluster.running()))
+        return [re.sub(r"pid [\d, ]+", "pid N", s) for s in out]
+    finally:
+        cluster.close()
+
+
+@pytest.mark.parametrize(
+    ("server_now", "offset_n1", "offset_n2"),
+    [(1_700_000_300.0, 0.0, 0.0), (1_699_999_700.0, 0.0, 0.0), (500.0, 240.0, -180.0), (1_700_000_000.0, 600, 0)],
+)
+def test_clock_disagreement_of_minutes_does_not_change_the_outcome(
+    server_now: float, offset_n1: float, offset_n2: float
+) -> None:
+    baseline = _skew_scenario(1_700_000_000.0, 0.0, 0.0)
+    assert "placed and started the scheduler on n1" in baseline[0]
+    assert any("killed stray" in s for s in baseline) and any("self-fenced" in s for s in baseline)
+    assert _skew_scenario(server_now, offset_n1, offset_n2) == baseline
+
+
+# --- shutdown -----------------------------------------------------------------------------
+
+
+def test_shutdown_stops_the_local_scheduler_and_releases_everything(cluster: Cluster) -> None:
+    c1 = active_on_n1(cluster)
+    c2 = cluster.controller("n2")
+    c2.run_cycle()
+    sentence = c1.shutdown()
+    assert re.fullmatch(
+        r"stopped the local scheduler \(running \(pid \d+\) -> stopped\); released the placement; "
+        r"released the leadership lease \(epoch 1\)",
+        sentence,
+    )
+    store = cluster.store
+    assert cluster.actions == [("n1", "start"), ("n1", "stop")] and cluster.running() == []
+    assert store.placement_node is None and not store.read_state().lease.valid
+    assert [c.host for c in store.controllers()] == ["n2"]
+    assert store.events_of("stop")[-1].host == "n1"
+    assert c1.role == "stopped" and not c1.leads() and not c1.may_run_locally()
+    # A standby takes over within one poll.
+    (s2,) = tick(cluster, c2)
+    assert s2.startswith("active (epoch 2): placed and started the scheduler on n2")
+
+
+def test_shutdown_while_paused_leaves_the_scheduler_alone(cluster: Cluster) -> None:
+    c1 = active_on_n1(cluster)
+    cluster.store.set_paused(True)
+    tick(cluster, c1)
+    sentence = c1.shutdown()
+    assert sentence == "paused: left the local scheduler as it is; released the leadership lease (epoch 1)"
+    assert cluster.running() == ["n1"] and cluster.store.placement_node == "n1"
+
+
+def test_shutdown_with_the_metastore_down_still_stops_the_local_scheduler(cluster: Cluster) -> None:
+    c1 = active_on_n1(cluster)
+    cluster.store.fail = True
+    sentence = c1.shutdown()
+    assert sentence.startswith("stopped the local scheduler (running (pid")
+    assert "could not release the placement (fake metastore unreachable (release_placement))" in sentence
+    assert sentence.endswith("metastore unreachable (fake metastore unreachable (release))")
+    assert cluster.running() == []
+
+
+def test_shutdown_of_a_standby_without_scheduler_releases_nothing_it_does_not_hold(cluster: Cluster) -> None:
+    active_on_n1(cluster)
+    c2 = cluster.controller("n2")
+    c2.run_cycle()
+    assert c2.shutdown() == "nothing held"
+    assert cluster.running() == ["n1"] and cluster.store.placement_node == "n1"
+    assert [c.host for c in cluster.store.controllers()] == ["n1"]
+
+
+def test_make_config_builds_a_valid_test_config() -> None:
+    config = make_config("n2", lease_ttl=7)
+    assert config.current_host == "n2" and config.nodes == ("n1", "n2", "n3")
+    assert (config.poll_frequency, config.lease_ttl, config.metastore_timeout) == (1, 7, 0.5)
