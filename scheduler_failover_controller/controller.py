@@ -101,8 +101,13 @@ class Controller:
         """Whether this controller may act as leader right now (lease held, margin left)."""
         return self.monotonic() < self.leader_deadline
 
-    def may_run_locally(self) -> bool:
-        return self.monotonic() < self.placement_deadline
+    @property
+    def lookahead(self) -> float:
+        """Longest time until the next cycle can renew: one poll plus its metastore calls."""
+        return self.config.poll_frequency + 2 * self.config.metastore_timeout
+
+    def may_run_locally(self, lookahead: float = 0.0) -> bool:
+        return self.monotonic() + lookahead < self.placement_deadline
 
     def _event(self, kind: str, message: str) -> None:
         try:
@@ -184,10 +189,10 @@ class Controller:
             self.epoch = 0
         if self.paused:
             return f"{self.role}: metastore unreachable ({exc}); paused, acting on nothing"
-        if now < self.placement_deadline:
+        if now + self.lookahead < self.placement_deadline:
             return (
                 f"{self.role}: metastore unreachable ({exc}); local scheduler may run "
-                f"{self.placement_deadline - now:.1f}s more before self-fencing"
+                f"{self.placement_deadline - self.lookahead - now:.1f}s more before self-fencing"
             )
         probe = self.local.probe()
         if probe.state.maybe_running and probe.state is not SchedulerState.UNKNOWN:
@@ -201,6 +206,7 @@ class Controller:
     def _guard(self, state: ClusterState, t0: float, probe: ProbeResult | None) -> str | None:
         """Keep this node's placement alive, or make sure its scheduler is down. S2."""
         placement = state.placement
+        renewed: Placement | None = None
         if placement.node == self.host and placement.valid:
             try:
                 renewed = self.store.renew_placement(self.host, self.ttl)
@@ -211,7 +217,8 @@ class Controller:
                 self.placement_deadline = self._deadline(t0, renewed.remaining)
         elif placement.node != self.host:
             self.placement_deadline = NEVER
-        if self.paused or self.may_run_locally():
+        # Not renewed now: the placement must outlive the next chance to renew it, or we fence.
+        if self.paused or self.may_run_locally(0.0 if renewed is not None else self.lookahead):
             return None
         probe = probe or self.local.probe()
         if not probe.state.maybe_running or probe.state is SchedulerState.UNKNOWN:
@@ -270,7 +277,7 @@ class Controller:
             strays = [n for n in busy if n != node]
             if strays:
                 return f"{prefix}: {self._kill_strays(strays, probes, node)}"
-            probe = probes[node]
+            probe = probes.get(node) or ProbeResult(node, SchedulerState.UNKNOWN, detail="not a configured node")
             if probe.state is SchedulerState.RUNNING and len(probe.pids) == 1:
                 return f"{prefix}: {self._healthy(node, probe)}"
             if probe.state is SchedulerState.UNKNOWN:
@@ -326,6 +333,8 @@ class Controller:
         self, state: ClusterState, probes: dict[str, ProbeResult], node: str, probe: ProbeResult
     ) -> str:
         limit = self.config.max_restart_attempts
+        if not self.leads():
+            return "lease margin too small to act; not restarting or moving the scheduler this cycle"
         if self.restart_failures < limit or len(self.config.nodes) == 1:
             if probe.state.maybe_running:  # unhealthy, or several schedulers on one node
                 self._stop(self.runners[node])
@@ -446,6 +455,14 @@ class Controller:
             return False, f"not starting: a scheduler may still run on {', '.join(blocking)}"
         if not self.leads():
             return False, "not starting: lease margin too small"
+        # Fence the start by our epoch at the store as well: a restart in place writes nothing
+        # else that the store could refuse, and our deadline alone trusts the server's clock rate.
+        try:
+            mine = self.store.renew_placement(node, self.ttl, self.holder, self.epoch)
+        except MetastoreError as exc:
+            return False, f"not starting: cannot confirm the placement on {node}: {exc}"
+        if mine is None:
+            return False, f"not starting: the placement on {node} is no longer ours (epoch {self.epoch})"
         runner = self.runners[node]
         try:
             runner.start()

@@ -84,7 +84,7 @@ class FakeStore(Metastore):
         self.failing: set[str] = set()
         self.fail_delay = 0.0
         self.calls: list[str] = []
-        self.hooks: dict[str, list[tuple[Callable[[], None], bool]]] = {}
+        self.hooks: dict[str, list[tuple[Callable[[], object], bool]]] = {}
         self.closed = False
         self.ready = False
         # leadership lease
@@ -108,7 +108,7 @@ class FakeStore(Metastore):
         """Move the server clock alone (linked clocks call this too)."""
         self.server_now += seconds
 
-    def on(self, name: str, fn: Callable[[], None], once: bool = True) -> None:
+    def on(self, name: str, fn: Callable[[], object], once: bool = True) -> None:
         """Run ``fn`` just before the next (``once``) or every call of method ``name``."""
         self.hooks.setdefault(name, []).append((fn, once))
 
@@ -443,7 +443,7 @@ class Cluster:
         self.controllers: dict[str, Controller] = {}
         self.alerters: dict[str, RecordingAlerter] = {}
 
-    def controller(self, host: str = "n1", clock_offset: float = 0.0, **settings: object) -> Controller:
+    def controller(self, host: str = "n1", *, clock_offset: float = 0.0, **settings: object) -> Controller:
         """A controller on ``host``; ``clock_offset`` shifts its monotonic clock (another host's)."""
         config = make_config(host, self.nodes, **{**self.settings, **settings})
         alerter = RecordingAlerter(config)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -29,7 +30,7 @@ def tick(cluster: Cluster, *controllers: Controller, seconds: float = 1.0) -> li
     return [c.run_cycle() for c in controllers]
 
 
-def active_on_n1(cluster: Cluster, **settings: object) -> Controller:
+def active_on_n1(cluster: Cluster, **settings: Any) -> Controller:
     """n1's controller, active, with the scheduler placed and running on n1."""
     c1 = cluster.controller("n1", **settings)
     assert "placed and started the scheduler on n1" in c1.run_cycle()
@@ -51,7 +52,8 @@ def test_fake_store_keeps_the_lease_and_placement_contract() -> None:
     assert a is not None and a.epoch == 1 and a.remaining == 5
     assert store.acquire_or_renew("b", "n2", 5) is None  # a's lease is still valid
     store.advance(3)
-    assert store.acquire_or_renew("a", "n1", 5).epoch == 1  # renewal keeps the epoch
+    renewed = store.acquire_or_renew("a", "n1", 5)
+    assert renewed is not None and renewed.epoch == 1  # renewal keeps the epoch
     store.advance(5.5)
     b = store.acquire_or_renew("b", "n2", 5)
     assert b is not None and b.epoch == 2  # new holder after expiry: new term
@@ -107,12 +109,14 @@ def test_first_cycle_becomes_active_and_places_and_starts_on_its_own_node(cluste
 def test_standby_reports_who_is_active_and_acts_on_nothing(cluster: Cluster) -> None:
     active_on_n1(cluster)
     c2 = cluster.controller("n2")
+    calls_before = len(cluster.store.calls)
     sentence = c2.run_cycle()
     assert sentence == "standby: n1 is active (epoch 1); scheduler placed on n1"
     assert c2.role == "standby" and c2.epoch == 0 and not c2.leads()
     assert cluster.actions == [("n1", "start")]
     assert [c.host for c in cluster.store.controllers()] == ["n1", "n2"]
-    assert "set_placement" not in cluster.store.calls[cluster.store.calls.index("heartbeat", 3) :]
+    calls = cluster.store.calls[calls_before:]
+    assert "set_placement" not in calls and "record_observations" not in calls
 
 
 def test_healthy_scheduler_renews_placement_and_lease(cluster: Cluster) -> None:
@@ -235,7 +239,8 @@ def test_guard_keeps_renewing_the_placement_of_a_standby_node(cluster: Cluster) 
     c2 = cluster.controller("n2")
     c1.run_cycle()
     for _ in range(10):
-        (s2,) = tick(cluster, c2)
+        s1, s2 = tick(cluster, c1, c2)
+        assert s1.startswith("active (epoch 1): scheduler healthy on n2")
         assert s2 == "standby: n1 is active (epoch 1); scheduler placed on n2"
     assert c2.may_run_locally() and cluster.running() == ["n2"] and cluster.actions == []
 
@@ -265,6 +270,25 @@ def test_metastore_unreachable_waits_then_self_fences_before_the_placement_expir
     assert "self-fenced: stopped the local scheduler (running (pid" in sentence
     assert "-> stopped) before its placement could expire" in sentence
     assert waited >= 1  # one failed cycle is not a fence (L2)
+    assert store.server_now < expires_at
+    assert cluster.actions == [("n1", "start"), ("n1", "stop")]
+
+
+def test_failing_placement_renewals_fence_before_the_placement_expires(cluster: Cluster) -> None:
+    c1 = active_on_n1(cluster)
+    store = cluster.store
+    expires_at = store.placement_expires_at
+    store.failing.add("renew_placement")  # the rest of the store answers
+    for _ in range(10):
+        cluster.clock.advance(1)
+        assert not (cluster.runners["n1"].running and store.server_now >= expires_at), (
+            f"scheduler still running {store.server_now - expires_at:.1f}s after its placement expired"
+        )
+        sentence = c1.run_cycle()
+        if not cluster.runners["n1"].running:
+            break
+        assert cluster.runners["n1"].stops == 0
+    assert "active: stopped a scheduler on n1 (running (pid" in sentence
     assert store.server_now < expires_at
     assert cluster.actions == [("n1", "start"), ("n1", "stop")]
 
@@ -315,12 +339,15 @@ def test_strays_are_killed_and_the_placed_scheduler_kept(cluster: Cluster) -> No
 
 
 def test_strays_are_not_killed_without_lease_margin(cluster: Cluster) -> None:
-    c1 = active_on_n1(cluster)
+    cluster.runners["n2"].run()
+    cluster.store.force_placement("n2", TTL)
+    c1 = cluster.controller("n1")
+    assert "scheduler healthy on n2" in c1.run_cycle()
     cluster.runners["n3"].run()
     cluster.runners["n2"].on_probe = lambda: cluster.clock.advance(TTL)  # stalled during the probes
     (sentence,) = tick(cluster, c1)
     assert "lease margin too small to act; not killing strays" in sentence
-    assert cluster.actions == [("n1", "start")]
+    assert cluster.actions == [] and cluster.running() == ["n2", "n3"]
 
 
 def test_two_schedulers_without_placement_one_is_killed_then_the_other_adopted(cluster: Cluster) -> None:
@@ -564,7 +591,7 @@ def test_all_nodes_failing_backs_off_and_alerts_once_per_incident(
     # Recovery ends the incident; the next incident alerts again, once.
     for runner in cluster.runners.values():
         runner.start_error = None
-    for _ in range(8):
+    for _ in range(60):
         sentences += tick(cluster, c1)
     assert "scheduler healthy" in sentences[-1]
     (node,) = cluster.running()
@@ -591,7 +618,9 @@ def test_unknown_node_without_controller_blocks_a_start(cluster: Cluster) -> Non
     cluster.runners["n3"].reachable = False  # might run a scheduler; nobody guards it
     c1 = cluster.controller("n1")
     sentence = c1.run_cycle()
-    assert sentence.endswith("placed the scheduler on n1 but its start failed: not starting: a scheduler may still run on n3")
+    assert sentence.endswith(
+        "placed the scheduler on n1 but its start failed: not starting: a scheduler may still run on n3"
+    )
     assert cluster.actions == [] and cluster.running() == []
 
 
@@ -650,26 +679,52 @@ def test_lease_lost_while_waiting_for_the_start_stops_it(cluster: Cluster) -> No
 # --- fencing of a stale leader ------------------------------------------------------------
 
 
-@pytest.mark.parametrize("how", ["controller stalled", "server clock ran ahead"])
-def test_stale_leader_cannot_place_or_start(cluster: Cluster, how: str) -> None:
-    c1 = active_on_n1(cluster)
-    cluster.runners["n1"].die()
+def _take_lease_during_probes(cluster: Cluster, how: str) -> None:
+    """During the active's next probes its lease runs out and another controller takes it."""
     store = cluster.store
 
-    def stale() -> None:  # during c1's probes: its lease runs out and another controller takes it
-        if how == "controller stalled":
+    def stale() -> None:
+        if how == "controller stalled":  # e.g. SIGSTOP: both clocks move on
             cluster.clock.advance(TTL * 2)
-        else:
+        else:  # the server's clock ran ahead: only the store sees the lease expire
             store.advance(TTL * 2)
         assert store.acquire_or_renew("n2:9:other", "n2", TTL) is not None
 
     cluster.runners["n2"].on_probe = stale
+
+
+@pytest.mark.parametrize("how", ["controller stalled", "server clock ran ahead"])
+def test_stale_leader_cannot_place_or_start(cluster: Cluster, how: str) -> None:
+    for node, runner in cluster.runners.items():
+        runner.reachable = False
+        cluster.store.register(node)
+    c1 = cluster.controller("n1")
+    assert "no node can take it" in c1.run_cycle()
+    for runner in cluster.runners.values():
+        runner.reachable = True
+    store = cluster.store
+    _take_lease_during_probes(cluster, how)
+    calls_before = len(store.calls)
     (sentence,) = tick(cluster, c1)
     assert "lost the race to place the scheduler on n1" in sentence
-    assert cluster.actions == [("n1", "start")]  # nothing started, nothing stopped
-    assert (store.placement_node, store.placement_version, store.lease_epoch) == ("n1", 1, 2)
-    # The store itself refuses the stale epoch, whatever the controller believes.
+    assert cluster.actions == [] and cluster.running() == []
+    assert (store.placement_node, store.placement_version, store.lease_epoch) == (None, 0, 2)
+    if how == "server clock ran ahead":  # c1 still believes it leads: the store refused the write
+        assert c1.leads() and "set_placement" in store.calls[calls_before:]
+    # The store refuses the stale epoch, whatever the controller believes.
     assert store.set_placement("n1", c1.holder, 1, store.placement_version, TTL) is None
+
+
+@pytest.mark.parametrize("how", ["controller stalled", "server clock ran ahead"])
+def test_stale_leader_does_not_restart_in_place(cluster: Cluster, how: str) -> None:
+    c1 = active_on_n1(cluster)
+    cluster.runners["n1"].die()
+    _take_lease_during_probes(cluster, how)
+    (sentence,) = tick(cluster, c1)
+    assert "not starting" in sentence or "lease margin too small to act" in sentence
+    assert cluster.actions == [("n1", "start")]  # nothing started, nothing stopped
+    assert cluster.running() == []
+    assert cluster.store.lease_epoch == 2
 
 
 def test_stale_leader_does_not_stop_the_scheduler_it_wanted_to_restart(cluster: Cluster) -> None:
