@@ -113,9 +113,9 @@ def run(
         log.info("received %s; finishing the current cycle, then releasing", signal.Signals(signum).name)
         stop.set()
 
+    previous = {}
     if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, on_signal)
-        signal.signal(signal.SIGINT, on_signal)
+        previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     metrics = _serve_metrics(controller, config.metrics_port) if config.metrics_port else None
     log.info(
         "controller %s starting on %s: nodes %s, poll %gs, lease %gs, metastore %s",
@@ -146,4 +146,6 @@ def run(
         if metrics is not None:
             metrics.shutdown()
         controller.store.close()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     return 0
