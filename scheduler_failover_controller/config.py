@@ -394,7 +394,9 @@ def load_config(
     if ttl <= poll:
         raise fail("lease_ttl", f"{ttl:g}s must be longer than poll_frequency ({poll:g}s)")
     if values["metastore_timeout"] is None:
-        values["metastore_timeout"] = min(5.0, (ttl - poll) / 2)
+        # A quarter of the slack: a cycle that hangs on the store twice still leaves time to
+        # renew before the guard's look-ahead (poll + 2 x timeout) forces a self-fence.
+        values["metastore_timeout"] = min(5.0, (ttl - poll) / 4)
     timeout = values["metastore_timeout"]
     if poll + 2 * timeout > ttl:
         raise fail(
@@ -529,7 +531,7 @@ poll_frequency = 10
 # Rule: poll_frequency + 2 x metastore_timeout <= lease_ttl.
 lease_ttl = 40
 
-# Seconds a metastore call may take (connect, each statement). Default: min(5, (lease_ttl - poll_frequency) / 2).
+# Seconds a metastore call may take (connect, each statement). Default: min(5, (lease_ttl - poll_frequency) / 4).
 # metastore_timeout =
 
 # Words of a scheduler's command line, matched against each process's arguments.

@@ -223,6 +223,8 @@ class Controller:
         probe = probe or self.local.probe()
         if not probe.state.maybe_running or probe.state is SchedulerState.UNKNOWN:
             return None
+        if self.role == "active" and self.leads() and not placement.valid:
+            return None  # no placement anywhere: the active adopts it (or kills it as a stray) below
         # Re-read before killing: the active controller may have just placed the scheduler here.
         t1 = self.monotonic()
         try:
@@ -532,14 +534,18 @@ class Controller:
         parts = []
         if not self.paused:
             probe = self.local.probe()
+            after = probe
             if probe.state.maybe_running and probe.state is not SchedulerState.UNKNOWN:
                 after = self._stop(self.local)
                 parts.append(f"stopped the local scheduler ({probe.describe()} -> {after.state.value})")
-            try:
-                if self.store.release_placement(self.host):
-                    parts.append("released the placement")
-            except MetastoreError as exc:
-                parts.append(f"could not release the placement ({exc})")
+            if after.state is SchedulerState.STOPPED:
+                try:
+                    if self.store.release_placement(self.host):
+                        parts.append("released the placement")
+                except MetastoreError as exc:
+                    parts.append(f"could not release the placement ({exc})")
+            else:  # let it expire by server time instead: only then may another node start one
+                parts.append(f"kept the placement: local scheduler is {after.state.value}")
         else:
             parts.append("paused: left the local scheduler as it is")
         self.placement_deadline = NEVER

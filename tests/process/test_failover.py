@@ -61,7 +61,7 @@ def test_killed_scheduler_is_restarted(make_cluster: object, backend: tuple[str,
         lambda: len(cluster.observer.current()) == 1 and cluster.observer.current() != (pid,), 15, "a new scheduler"
     )
     assert took < 10
-    assert "restarted it in place" in cluster.log("n1")
+    wait_for(lambda: "restarted it in place" in cluster.log("n1"), 10, "the restart to be logged")
     cluster.observer.stop()
     assert_never_two(cluster)
 
@@ -117,7 +117,9 @@ def test_stray_scheduler_is_killed(make_cluster: object, backend: tuple[str, str
     cluster = started(make_cluster, backend[1], 3)
     stray = cluster.start_stray("n3")
     wait_for(lambda: stray.poll() is not None, 10, "the stray on n3 to be killed")
-    assert "stray" in cluster.log("n1") or "holds no valid placement" in cluster.log("n3")
+    wait_for(
+        lambda: "stray" in cluster.log("n1") or "holds no valid placement" in cluster.log("n3"), 10, "the kill logged"
+    )
     assert len(cluster.observer.current()) == 1
     cluster.observer.stop()
     assert_never_two(cluster)

@@ -503,7 +503,7 @@ def test_timing_defaults(env: dict[str, str], make: Callable[..., Path]) -> None
 
 def test_derived_timeouts_follow_a_short_lease(env: dict[str, str], make: Callable[..., Path]) -> None:
     config = load(make(poll_frequency="1", lease_ttl="3"), env)
-    assert config.metastore_timeout == 1.0  # (3 - 1) / 2
+    assert config.metastore_timeout == 0.5  # (3 - 1) / 4
     assert config.scheduler_stop_timeout == 1.0
     assert config.ssh_timeout == 1.0
     assert config.move_backoff == 5.0

@@ -87,3 +87,27 @@ def test_metrics_endpoint_serves_prometheus_text(tmp_path: Path) -> None:
         server.server_close()
     assert "sfc_active 1" in body and "sfc_epoch 7" in body
     assert 'sfc_scheduler_running{node="n1"} 1' in body
+
+
+def test_logging_goes_to_stderr_and_a_rotating_file(tmp_path: Path) -> None:
+    import logging
+    import logging.handlers
+
+    config = _config(tmp_path, logging_dir=str(tmp_path / "logs"), logs_rotate_when="H", logs_rotate_backup_count="3")
+    root = logging.getLogger()
+    saved = list(root.handlers), root.level
+    try:
+        daemon.setup_logging(config)
+        logging.getLogger("scheduler_failover_controller.test").info("hello %s", "file")
+        rotating = [h for h in root.handlers if isinstance(h, logging.handlers.TimedRotatingFileHandler)]
+        assert len(rotating) == 1 and rotating[0].backupCount == 3 and rotating[0].when == "H"
+        rotating[0].flush()
+        assert "hello file" in (tmp_path / "logs" / "scheduler_failover_controller.log").read_text()
+    finally:
+        for handler in list(root.handlers):
+            root.removeHandler(handler)
+            if handler not in saved[0]:
+                handler.close()
+        for handler in saved[0]:
+            root.addHandler(handler)
+        root.setLevel(saved[1])
