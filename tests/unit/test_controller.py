@@ -377,6 +377,28 @@ def test_adopts_a_running_scheduler_when_the_placement_expired(cluster: Cluster)
     assert "adopt" in store.kinds()
 
 
+def test_the_active_adopts_a_scheduler_on_its_own_node_instead_of_killing_it(cluster: Cluster) -> None:
+    """A controller restarted after its placement expired must not restart a healthy scheduler."""
+    cluster.store.force_placement("n1", TTL)
+    cluster.runners["n1"].run()
+    cluster.clock.advance(TTL + 3)
+    c1 = cluster.controller("n1")
+    sentence = c1.run_cycle()
+    assert sentence.startswith("active (epoch 1): adopted the scheduler already running on n1")
+    assert cluster.actions == [] and cluster.running() == ["n1"]
+    assert c1.may_run_locally()
+
+
+def test_shutdown_keeps_the_placement_when_the_stop_is_not_confirmed(cluster: Cluster) -> None:
+    c1 = cluster.controller("n1")
+    c1.run_cycle()
+    assert cluster.running() == ["n1"]
+    cluster.runners["n1"].stop_fails = True
+    summary = c1.shutdown()
+    assert "kept the placement" in summary
+    assert cluster.store.placement_node == "n1"
+
+
 def test_adoption_race_lost(cluster: Cluster) -> None:
     cluster.runners["n2"].run()
     c1 = cluster.controller("n1")
