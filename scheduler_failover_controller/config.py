@@ -64,6 +64,13 @@ class Config:
     metadata_service_type: str
     metadata_service_sql_conn: str = field(repr=False)  # may hold a password
     metadata_service_zookeeper_nodes: str
+    metadata_service_zookeeper_root: str
+    metadata_service_zookeeper_auth: str = field(repr=False)  # digest "user:password"
+    metadata_service_zookeeper_use_ssl: bool
+    metadata_service_zookeeper_ca: str
+    metadata_service_zookeeper_certfile: str
+    metadata_service_zookeeper_keyfile: str
+    metadata_service_zookeeper_verify_certs: bool
     state_dir: Path
     poll_frequency: float
     lease_ttl: float
@@ -223,6 +230,13 @@ KEYS: dict[str, tuple[Callable[[str], Any], str | None]] = {
     "metadata_service_type": (_service, SQL_SERVICE),
     "metadata_service_sql_conn": (_str, None),
     "metadata_service_zookeeper_nodes": (_str, "localhost:2181"),
+    "metadata_service_zookeeper_root": (_str, "/scheduler_failover_controller"),
+    "metadata_service_zookeeper_auth": (_str, ""),
+    "metadata_service_zookeeper_use_ssl": (_bool, "false"),
+    "metadata_service_zookeeper_ca": (_str, ""),
+    "metadata_service_zookeeper_certfile": (_str, ""),
+    "metadata_service_zookeeper_keyfile": (_str, ""),
+    "metadata_service_zookeeper_verify_certs": (_bool, "true"),
     "state_dir": (_str, None),
     "poll_frequency": (_positive, "10"),
     "lease_ttl": (_positive, "40"),
@@ -389,6 +403,9 @@ def load_config(
     except (ArgumentError, ValueError):  # e.g. a port that is not a number; never show the URL (password)
         raise fail("metadata_service_sql_conn", "not a valid SQLAlchemy URL (dialect+driver://...)") from None
 
+    if values["metadata_service_type"] == ZOOKEEPER_SERVICE:
+        _check_zookeeper(values, fail)
+
     poll = values["poll_frequency"]
     ttl = values["lease_ttl"]
     if ttl <= poll:
@@ -427,6 +444,13 @@ def load_config(
         metadata_service_type=values["metadata_service_type"],
         metadata_service_sql_conn=sql_conn,
         metadata_service_zookeeper_nodes=values["metadata_service_zookeeper_nodes"],
+        metadata_service_zookeeper_root=values["metadata_service_zookeeper_root"],
+        metadata_service_zookeeper_auth=values["metadata_service_zookeeper_auth"],
+        metadata_service_zookeeper_use_ssl=values["metadata_service_zookeeper_use_ssl"],
+        metadata_service_zookeeper_ca=values["metadata_service_zookeeper_ca"],
+        metadata_service_zookeeper_certfile=values["metadata_service_zookeeper_certfile"],
+        metadata_service_zookeeper_keyfile=values["metadata_service_zookeeper_keyfile"],
+        metadata_service_zookeeper_verify_certs=values["metadata_service_zookeeper_verify_certs"],
         state_dir=state_dir,
         poll_frequency=poll,
         lease_ttl=ttl,
@@ -456,6 +480,34 @@ def load_config(
         ssh_timeout=values["ssh_timeout"],
         metrics_port=values["metrics_port"],
     )
+
+
+def _check_zookeeper(values: dict[str, Any], fail: Callable[[str, str], ConfigError]) -> None:
+    """The ZooKeeper keys: hosts with optional chroot, root path, digest auth, TLS files."""
+    servers, _, chroot = values["metadata_service_zookeeper_nodes"].partition("/")
+    if not servers.strip():
+        raise fail("metadata_service_zookeeper_nodes", "no ZooKeeper server given")
+    for server in servers.split(","):
+        host, _, port = server.strip().rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise fail("metadata_service_zookeeper_nodes", f"{server.strip()!r} is not host:port")
+    if chroot and (chroot.endswith("/") or "//" in chroot):
+        raise fail("metadata_service_zookeeper_nodes", f"chroot '/{chroot}' is not a valid ZooKeeper path")
+    root = values["metadata_service_zookeeper_root"]
+    if not root.startswith("/") or root == "/" or root.endswith("/") or "//" in root:
+        raise fail("metadata_service_zookeeper_root", f"{root!r} must be an absolute ZooKeeper path like /sfc")
+    auth = values["metadata_service_zookeeper_auth"]
+    if auth and (":" not in auth or not auth.split(":", 1)[0] or not auth.split(":", 1)[1]):
+        raise fail("metadata_service_zookeeper_auth", "must be user:password (digest)")
+    for key in (
+        "metadata_service_zookeeper_ca",
+        "metadata_service_zookeeper_certfile",
+        "metadata_service_zookeeper_keyfile",
+    ):
+        if values[key] and not Path(values[key]).expanduser().is_file():
+            raise fail(key, f"{values[key]!r} is not a readable file")
+    if (values["metadata_service_zookeeper_certfile"] == "") != (values["metadata_service_zookeeper_keyfile"] == ""):
+        raise fail("metadata_service_zookeeper_keyfile", "certfile and keyfile must be given together")
 
 
 def _airflow_sql_conn(parser: configparser.ConfigParser, env: Mapping[str, str]) -> str:
@@ -517,8 +569,20 @@ metadata_service_type = SQLMetadataService
 # Example: mysql+pymysql://sfc:secret@db.example.com:3306/airflow
 # metadata_service_sql_conn =
 
-# ZooKeeper servers, comma separated (used with ZookeeperMetadataService).
+# ZooKeeper servers, comma separated, with an optional chroot (used with ZookeeperMetadataService):
+#   zk1:2181,zk2:2181,zk3:2181/airflow
 metadata_service_zookeeper_nodes = localhost:2181
+# Root znode of the controller's records (under the chroot). Its session timeout is lease_ttl:
+# the servers' minSessionTimeout/maxSessionTimeout must allow it.
+metadata_service_zookeeper_root = /scheduler_failover_controller
+# Digest authentication "user:password"; the controller's znodes then get an ACL for that user only.
+metadata_service_zookeeper_auth =
+# TLS to the ensemble (ZooKeeper's secureClientPort): CA bundle, client certificate and key.
+metadata_service_zookeeper_use_ssl = false
+metadata_service_zookeeper_ca =
+metadata_service_zookeeper_certfile =
+metadata_service_zookeeper_keyfile =
+metadata_service_zookeeper_verify_certs = true
 
 # Directory for the embedded SQLite metastore, the scheduler log and lock files.
 # Default: $AIRFLOW_HOME/scheduler_failover

@@ -99,7 +99,7 @@ class Controller:
 
     def leads(self) -> bool:
         """Whether this controller may act as leader right now (lease held, margin left)."""
-        return self.monotonic() < self.leader_deadline
+        return self.monotonic() < self.leader_deadline and self.store.usable()
 
     @property
     def lookahead(self) -> float:

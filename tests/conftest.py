@@ -18,6 +18,8 @@ from pathlib import Path
 import pymysql
 import pytest
 
+from tests.support.zk import Ensemble, start_ensemble, zookeeper_available
+
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
@@ -42,6 +44,7 @@ class MariaDB:
     port: int
     socket_path: Path
     base: Path
+    host: str = "127.0.0.1"  # the address it listens on (a lab namespace's address in tests/lab)
 
     @property
     def pid(self) -> int:
@@ -61,7 +64,7 @@ class MariaDB:
             cur.execute(f"DROP DATABASE IF EXISTS {name}")
 
     def url(self, database: str) -> str:
-        return f"mysql+pymysql://sfc:sfc-secret@127.0.0.1:{self.port}/{database}"
+        return f"mysql+pymysql://sfc:sfc-secret@{self.host}:{self.port}/{database}"
 
     def freeze(self) -> None:
         os.kill(self.pid, signal.SIGSTOP)
@@ -78,8 +81,13 @@ def mariadb_binaries() -> tuple[str, str] | None:
 
 
 @contextlib.contextmanager
-def start_mariadb() -> Iterator[MariaDB]:
-    """A MariaDB server of our own on a free loopback port; removed again on exit."""
+def start_mariadb(bind_address: str = "127.0.0.1", netns: str | None = None) -> Iterator[MariaDB]:
+    """A MariaDB server of our own on a free port (loopback by default); removed again on exit.
+
+    ``bind_address`` is the address it listens on; with ``netns`` the server runs inside that
+    network namespace (``ip netns exec``), as the lab's metastore host does. Its ``sfc`` user may
+    then connect from any address of that network; on loopback only from 127.0.0.1.
+    """
     found = mariadb_binaries()
     if found is None:
         raise RuntimeError("mariadb-server is not installed")
@@ -103,14 +111,17 @@ def start_mariadb() -> Iterator[MariaDB]:
             timeout=120,
         )
         port = free_port()
+        wrap = ["ip", "netns", "exec", netns] if netns else []  # execs the server: same pid
+        client = "127.0.0.1" if bind_address == "127.0.0.1" else "%"
         process = subprocess.Popen(
             [
+                *wrap,
                 server,
                 "--no-defaults",
                 f"--datadir={datadir}",
                 f"--socket={sock}",
                 f"--port={port}",
-                "--bind-address=127.0.0.1",
+                f"--bind-address={bind_address}",
                 f"--pid-file={base / 'mysqld.pid'}",
                 f"--log-error={base / 'error.log'}",
                 "--skip-name-resolve",
@@ -122,13 +133,13 @@ def start_mariadb() -> Iterator[MariaDB]:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        db = MariaDB(process, port, sock, base)
+        db = MariaDB(process, port, sock, base, bind_address)
         deadline = time.monotonic() + 60
         while True:
             try:
                 with db.admin() as conn, conn.cursor() as cur:
-                    cur.execute("CREATE USER IF NOT EXISTS 'sfc'@'127.0.0.1' IDENTIFIED BY 'sfc-secret'")
-                    cur.execute("GRANT ALL ON *.* TO 'sfc'@'127.0.0.1'")
+                    cur.execute(f"CREATE USER IF NOT EXISTS 'sfc'@'{client}' IDENTIFIED BY 'sfc-secret'")
+                    cur.execute(f"GRANT ALL ON *.* TO 'sfc'@'{client}'")
                 break
             except pymysql.err.OperationalError:
                 if process.poll() is not None or time.monotonic() > deadline:
@@ -175,3 +186,35 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[st
         yield "sqlite", f"sqlite:///{tmp_path / 'metastore.db'}"
     else:
         yield "mariadb", request.getfixturevalue("mariadb_url")
+
+
+@pytest.fixture(scope="session")
+def zk_ensemble() -> Iterator[Ensemble]:
+    """A real 3-server ZooKeeper ensemble on loopback ports for the whole session."""
+    if not zookeeper_available():
+        missing("zookeeper (java, /usr/share/java/zookeeper.jar)")
+    with start_ensemble(3) as ensemble:
+        yield ensemble
+
+
+@pytest.fixture
+def zk_hosts(zk_ensemble: Ensemble) -> Iterator[str]:
+    """The ensemble's connection string with a fresh per-test chroot (created, then removed)."""
+    from kazoo.client import KazooClient
+
+    for i in range(len(zk_ensemble.servers)):  # a previous test may have stopped or frozen one
+        zk_ensemble.start(i)
+        with contextlib.suppress(ProcessLookupError):
+            zk_ensemble.thaw(i)
+    zk_ensemble.wait_quorum()
+    chroot = "/t_" + uuid.uuid4().hex[:12]
+    admin = KazooClient(hosts=zk_ensemble.hosts, timeout=10)
+    admin.start(timeout=30)
+    try:
+        admin.ensure_path(chroot)
+        yield zk_ensemble.hosts + chroot
+    finally:
+        with contextlib.suppress(Exception):
+            admin.delete(chroot, recursive=True)
+        admin.stop()
+        admin.close()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..config import SQL_SERVICE, Config
+from ..config import SQL_SERVICE, ZOOKEEPER_SERVICE, Config
 from ..exceptions import ConfigError
 from .base import ClusterState, ControllerInfo, Event, Lease, Metastore, Observation, Placement
 
@@ -24,6 +24,21 @@ def open_metastore(config: Config) -> Metastore:
         from .sql import SQLMetastore
 
         return SQLMetastore(config.metadata_service_sql_conn, config.metastore_timeout)
+    if config.metadata_service_type == ZOOKEEPER_SERVICE:
+        from .zookeeper import ZooKeeperMetastore
+
+        return ZooKeeperMetastore(
+            config.metadata_service_zookeeper_nodes,
+            config.metadata_service_zookeeper_root,
+            config.lease_ttl,
+            config.metastore_timeout,
+            auth=config.metadata_service_zookeeper_auth,
+            use_ssl=config.metadata_service_zookeeper_use_ssl,
+            ca=config.metadata_service_zookeeper_ca,
+            certfile=config.metadata_service_zookeeper_certfile,
+            keyfile=config.metadata_service_zookeeper_keyfile,
+            verify_certs=config.metadata_service_zookeeper_verify_certs,
+        )
     raise ConfigError(
         f"{config.source}: metadata_service_type: {config.metadata_service_type} is not available in this "
         "version; use SQLMetadataService"

@@ -217,6 +217,13 @@ class Metastore(abc.ABC):
     def close(self) -> None:
         """Release connections."""
 
+    def usable(self) -> bool:
+        """False while the store knows its connection cannot be trusted (ZooKeeper SUSPENDED/LOST).
+
+        The controller then acts on nothing, whatever its deadlines say.
+        """
+        return True
+
     def describe(self) -> str:
         """Where the store lives, with secrets masked."""
         return self.kind

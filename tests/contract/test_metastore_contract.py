@@ -1,7 +1,9 @@
-"""The metastore contract, run against every real backend: embedded SQLite and a real MariaDB."""
+"""The metastore contract, run against every real backend: embedded SQLite, a real MariaDB and a
+real 3-server ZooKeeper ensemble (each test in its own database or chroot)."""
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import shutil
@@ -9,6 +11,8 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,102 +20,199 @@ import pytest
 
 from scheduler_failover_controller.exceptions import MetastoreError
 from scheduler_failover_controller.metastore import sql as sqlmod
-from scheduler_failover_controller.metastore.base import ControllerInfo, Observation
+from scheduler_failover_controller.metastore.base import ControllerInfo, Metastore, Observation
 from scheduler_failover_controller.metastore.sql import SQLMetastore
+from scheduler_failover_controller.metastore.zookeeper import ZooKeeperMetastore
 from tests.conftest import MariaDB, missing
 
 TIMEOUT = 2.0
+LEASE = 5.0  # the leadership lease (ZooKeeper: the session timeout)
+ROOT = "/sfc"
+
+
+def open_spec(spec: tuple[str, str]) -> Metastore:
+    """A new, independent client of the store named by ``spec`` (picklable, for child processes)."""
+    kind, where = spec
+    store: Metastore = (
+        ZooKeeperMetastore(where, ROOT, LEASE, TIMEOUT) if kind == "zookeeper" else SQLMetastore(where, TIMEOUT)
+    )
+    store.setup()
+    return store
+
+
+@dataclass
+class Backend:
+    name: str
+    spec: tuple[str, str]
+
+    def open(self) -> Metastore:
+        return open_spec(self.spec)
+
+    def lapse(self, store: Metastore) -> None:
+        """End ``store``'s leadership the way a crash would, without a release.
+
+        SQL: the server's clock passes the lease's expiry (moved into the past in the row).
+        ZooKeeper: the server expires the session (a second connection with the same session id
+        closes it), as it would after a partition longer than the session timeout.
+        """
+        if isinstance(store, ZooKeeperMetastore):
+            from kazoo.client import KazooClient
+
+            sid, password = store.client.client_id
+            clone = KazooClient(hosts=self.spec[1], client_id=(sid, password), timeout=LEASE)
+            clone.start(timeout=10)
+            clone.stop()
+            clone.close()
+            deadline = time.monotonic() + 10
+            # Wait until the client has noticed and is back with a new session.
+            while time.monotonic() < deadline and (store.client.client_id or (sid,))[0] == sid:
+                time.sleep(0.05)
+            while time.monotonic() < deadline and not store.usable():
+                time.sleep(0.05)
+            return
+        assert isinstance(store, SQLMetastore)
+        from sqlalchemy import update
+
+        with store.engine.begin() as conn:
+            conn.execute(update(sqlmod.lease_table).values(expires_at=store.now - 1))
+
+    def set_schema(self, store: Metastore, version: int) -> None:
+        if isinstance(store, ZooKeeperMetastore):
+            store.client.set(store._p("schema"), str(version).encode())
+            return
+        assert isinstance(store, SQLMetastore)
+        from sqlalchemy import update
+
+        with store.engine.begin() as conn:
+            conn.execute(
+                update(sqlmod.meta_table).where(sqlmod.meta_table.c.name == "schema_version").values(value=str(version))
+            )
+
+
+@pytest.fixture(params=["sqlite", "mariadb", "zookeeper"])
+def be(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
+    if request.param == "sqlite":
+        return Backend("sqlite", ("sql", f"sqlite:///{tmp_path / 'metastore.db'}"))
+    if request.param == "mariadb":
+        return Backend("mariadb", ("sql", request.getfixturevalue("mariadb_url")))
+    return Backend("zookeeper", ("zookeeper", request.getfixturevalue("zk_hosts")))
 
 
 @pytest.fixture
-def store(backend: tuple[str, str]) -> Any:
-    s = SQLMetastore(backend[1], TIMEOUT)
-    s.setup()
+def store(be: Backend) -> Iterator[Metastore]:
+    s = be.open()
     yield s
     s.close()
 
 
-def other(backend: tuple[str, str]) -> SQLMetastore:
-    """A second, independent client of the same store."""
-    s = SQLMetastore(backend[1], TIMEOUT)
-    s.setup()
-    return s
+@pytest.fixture
+def other(be: Backend) -> Iterator[Any]:
+    """Opens more independent clients of the same store; closes them after the test."""
+    opened: list[Metastore] = []
+
+    def make() -> Metastore:
+        opened.append(be.open())
+        return opened[-1]
+
+    yield make
+    for s in opened:
+        s.close()
 
 
 # --- leadership lease -----------------------------------------------------------------------
 
 
-def test_first_acquire_wins_and_others_are_refused(store: SQLMetastore, backend: tuple[str, str]) -> None:
-    lease = store.acquire_or_renew("a", "host-a", 30)
+def test_first_acquire_wins_and_others_are_refused(store: Metastore, other: Any) -> None:
+    lease = store.acquire_or_renew("a", "host-a", LEASE)
     assert lease is not None and lease.holder == "a" and lease.epoch == 1
-    assert 29 < lease.remaining <= 30
-    b = other(backend)
-    assert b.acquire_or_renew("b", "host-b", 30) is None
-    assert b.read_state().lease.holder == "a"
+    assert LEASE - 1 < lease.remaining <= LEASE
+    b = other()
+    assert b.acquire_or_renew("b", "host-b", LEASE) is None
+    state = b.read_state()
+    assert state.lease.holder == "a" and state.lease.host == "host-a" and state.lease.valid
 
 
-def test_renewal_keeps_epoch_and_extends_expiry(store: SQLMetastore) -> None:
-    first = store.acquire_or_renew("a", "host-a", 5)
+def test_renewal_keeps_epoch_and_the_lease(store: Metastore) -> None:
+    first = store.acquire_or_renew("a", "host-a", LEASE)
     time.sleep(0.2)
-    second = store.acquire_or_renew("a", "host-a", 5)
+    second = store.acquire_or_renew("a", "host-a", LEASE)
     assert first and second
     assert second.epoch == first.epoch
-    assert second.expires_at > first.expires_at
+    assert LEASE - 1 < second.remaining <= LEASE
 
 
-def test_release_lets_another_take_over_with_next_epoch(store: SQLMetastore, backend: tuple[str, str]) -> None:
-    first = store.acquire_or_renew("a", "host-a", 30)
+def test_release_lets_another_take_over_with_next_epoch(store: Metastore, other: Any) -> None:
+    first = store.acquire_or_renew("a", "host-a", LEASE)
     assert first is not None
     assert store.release("a") is True
     assert store.release("a") is False  # already released
-    taken = other(backend).acquire_or_renew("b", "host-b", 30)
+    taken = other().acquire_or_renew("b", "host-b", LEASE)
     assert taken is not None and taken.epoch == first.epoch + 1
 
 
-def test_expiry_is_judged_by_server_time(store: SQLMetastore, backend: tuple[str, str]) -> None:
-    first = store.acquire_or_renew("a", "host-a", 0.6)
+def test_a_lapsed_lease_goes_to_the_next_contender(store: Metastore, other: Any, be: Backend) -> None:
+    first = store.acquire_or_renew("a", "host-a", LEASE)
     assert first is not None
-    b = other(backend)
+    b = other()
+    assert b.acquire_or_renew("b", "host-b", LEASE) is None
+    be.lapse(store)
+    taken = b.acquire_or_renew("b", "host-b", LEASE)
+    assert taken is not None and taken.epoch == first.epoch + 1
+    # The old holder cannot renew: its lease (or session) is gone, and the new one's is valid.
+    assert store.acquire_or_renew("a", "host-a", LEASE) is None
+
+
+def test_expiry_is_judged_by_server_time(tmp_path: Path, backend: tuple[str, str]) -> None:
+    """SQL: a lease left alone expires by the server's clock, with no help from the holder."""
+    a, b = SQLMetastore(backend[1], TIMEOUT), SQLMetastore(backend[1], TIMEOUT)
+    first = a.acquire_or_renew("a", "host-a", 0.6)
+    assert first is not None
     assert b.acquire_or_renew("b", "host-b", 5) is None
     time.sleep(0.8)
     taken = b.acquire_or_renew("b", "host-b", 5)
     assert taken is not None and taken.epoch == first.epoch + 1
-    # The old holder's renewal fails: its lease is gone.
-    assert store.acquire_or_renew("a", "host-a", 5) is None
+    assert a.acquire_or_renew("a", "host-a", 5) is None
+    a.close()
+    b.close()
 
 
-def test_same_holder_after_expiry_starts_a_new_term(store: SQLMetastore) -> None:
-    first = store.acquire_or_renew("a", "host-a", 0.3)
-    time.sleep(0.5)
-    again = store.acquire_or_renew("a", "host-a", 5)
+def test_same_holder_after_a_lapse_starts_a_new_term(store: Metastore, be: Backend) -> None:
+    first = store.acquire_or_renew("a", "host-a", LEASE)
+    be.lapse(store)
+    again = None
+    for _ in range(50):  # ZooKeeper: the client reconnects with a new session first
+        try:
+            again = store.acquire_or_renew("a", "host-a", LEASE)
+            break
+        except MetastoreError:
+            time.sleep(0.1)
     assert first and again and again.epoch == first.epoch + 1
 
 
-def test_epoch_is_monotonic_across_many_changes_and_a_wipe(store: SQLMetastore) -> None:
+def test_epoch_is_monotonic_across_many_changes_and_a_wipe(store: Metastore) -> None:
     epochs = []
     for i in range(20):
-        lease = store.acquire_or_renew(f"h{i % 3}", "h", 30)
+        lease = store.acquire_or_renew(f"h{i % 3}", "h", LEASE)
         assert lease is not None
         epochs.append(lease.epoch)
         assert store.release(f"h{i % 3}")
     assert epochs == list(range(epochs[0], epochs[0] + 20))
     store.clear()
-    after = store.acquire_or_renew("z", "z", 30)
+    after = store.acquire_or_renew("z", "z", LEASE)
     assert after is not None and after.epoch == epochs[-1] + 1
 
 
-def test_controller_clock_is_never_used(store: SQLMetastore, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_controller_clock_is_never_used(store: Metastore, monkeypatch: pytest.MonkeyPatch) -> None:
     """The controller's wall clock jumping by hours changes nothing: only the server's counts."""
-    lease = store.acquire_or_renew("a", "host-a", 30)
+    lease = store.acquire_or_renew("a", "host-a", LEASE)
     monkeypatch.setattr(time, "time", lambda: 0.0)
     assert lease is not None
-    renewed = store.acquire_or_renew("a", "host-a", 30)
-    assert renewed is not None and renewed.epoch == lease.epoch and 29 < renewed.remaining <= 30
+    renewed = store.acquire_or_renew("a", "host-a", LEASE)
+    assert renewed is not None and renewed.epoch == lease.epoch and LEASE - 1 < renewed.remaining <= LEASE
 
 
-def _contend(url: str, me: str, rounds: int, barrier: Any, results: Any) -> None:
-    s = SQLMetastore(url, 10.0)
-    s.setup()
+def _contend(spec: tuple[str, str], me: str, rounds: int, barrier: Any, results: Any) -> None:
+    s = open_spec(spec)
     for r in range(rounds):
         barrier.wait()
         lease = s.acquire_or_renew(me, me, 60)
@@ -124,14 +225,13 @@ def _contend(url: str, me: str, rounds: int, barrier: Any, results: Any) -> None
 
 
 @pytest.mark.parametrize("contenders", [2, 3])
-def test_racing_processes_exactly_one_wins_every_round(backend: tuple[str, str], contenders: int) -> None:
-    url = backend[1]
-    SQLMetastore(url, TIMEOUT).setup()
+def test_racing_processes_exactly_one_wins_every_round(be: Backend, contenders: int) -> None:
+    be.open().close()  # schema first, so the race is about the lease
     rounds = 40
     ctx = multiprocessing.get_context("fork")
     barrier = ctx.Barrier(contenders, timeout=60)
     results = ctx.Queue()
-    procs = [ctx.Process(target=_contend, args=(url, f"c{i}", rounds, barrier, results)) for i in range(contenders)]
+    procs = [ctx.Process(target=_contend, args=(be.spec, f"c{i}", rounds, barrier, results)) for i in range(contenders)]
     for p in procs:
         p.start()
     try:
@@ -152,78 +252,83 @@ def test_racing_processes_exactly_one_wins_every_round(backend: tuple[str, str],
     assert epochs == list(range(epochs[0], epochs[0] + rounds))
 
 
-def test_concurrent_setup_from_many_processes(backend: tuple[str, str]) -> None:
+def test_concurrent_setup_from_many_processes(be: Backend) -> None:
     code = textwrap.dedent(
         f"""
-        from scheduler_failover_controller.metastore.sql import SQLMetastore
-        s = SQLMetastore({backend[1]!r}, 10.0)
-        s.setup()
+        from tests.contract.test_metastore_contract import open_spec
+        s = open_spec({be.spec!r})
         print(s.read_state().lease.epoch)
+        s.close()
         """
     )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     procs = [
-        subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(4)
+        subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+        for _ in range(4)
     ]
     outs = [p.communicate(timeout=60) for p in procs]
     assert [p.returncode for p in procs] == [0, 0, 0, 0], [o[1].decode()[-500:] for o in outs]
     assert all(o[0].decode().strip() == "0" for o in outs)
 
 
-def test_newer_schema_is_refused(store: SQLMetastore, backend: tuple[str, str]) -> None:
-    from sqlalchemy import update
-
-    with store.engine.begin() as conn:
-        conn.execute(update(sqlmod.meta_table).where(sqlmod.meta_table.c.name == "schema_version").values(value="99"))
+def test_newer_schema_is_refused(store: Metastore, be: Backend) -> None:
+    be.set_schema(store, 99)
     with pytest.raises(MetastoreError, match="schema version 99"):
-        other(backend)
+        be.open()
 
 
 # --- placement ------------------------------------------------------------------------------
 
 
-def test_placement_is_written_only_under_the_current_epoch(store: SQLMetastore, backend: tuple[str, str]) -> None:
-    lease = store.acquire_or_renew("a", "host-a", 0.5)
+def test_placement_is_written_only_under_the_current_epoch(store: Metastore, other: Any, be: Backend) -> None:
+    lease = store.acquire_or_renew("a", "host-a", LEASE)
     assert lease is not None
     start = store.read_state().placement
     placed = store.set_placement("n1", "a", lease.epoch, start.version, 10)
     assert placed is not None and placed.node == "n1" and placed.epoch == lease.epoch
-    assert placed.version == start.version + 1
+    assert placed.version == start.version + 1 and 9 < placed.remaining <= 10
     # Stale version: refused.
     assert store.set_placement("n2", "a", lease.epoch, start.version, 10) is None
-    # Another controller takes over after expiry; the old epoch can no longer write.
-    time.sleep(0.7)
-    b = other(backend)
-    new = b.acquire_or_renew("b", "host-b", 30)
+    # Another controller takes over after a lapse; the old epoch can no longer write.
+    b = other()
+    be.lapse(store)
+    new = b.acquire_or_renew("b", "host-b", LEASE)
     assert new is not None and new.epoch == lease.epoch + 1
-    assert store.set_placement("n2", "a", lease.epoch, placed.version, 10) is None
-    assert store.renew_placement("n1", 10, "a", lease.epoch) is None
+    for attempt in (
+        lambda: store.set_placement("n2", "a", lease.epoch, placed.version, 10),
+        lambda: store.renew_placement("n1", 10, "a", lease.epoch),
+        lambda: store.record_observations("a", lease.epoch, []),
+    ):
+        with contextlib.suppress(MetastoreError):  # ZooKeeper: a lost session cannot even send it
+            assert not attempt()
     assert b.set_placement("n2", "b", new.epoch, placed.version, 10) is not None
-    assert store.read_state().placement.node == "n2"
+    assert b.read_state().placement.node == "n2"
 
 
-def test_a_wrong_epoch_with_the_right_holder_is_refused(store: SQLMetastore) -> None:
-    lease = store.acquire_or_renew("a", "host-a", 30)
+def test_a_wrong_epoch_or_holder_is_refused(store: Metastore) -> None:
+    lease = store.acquire_or_renew("a", "host-a", LEASE)
     assert lease is not None
     version = store.read_state().placement.version
     assert store.set_placement("n1", "a", lease.epoch - 1, version, 10) is None
     assert store.set_placement("n1", "b", lease.epoch, version, 10) is None
 
 
-def test_placement_renewal_by_node_and_no_revival(store: SQLMetastore) -> None:
-    lease = store.acquire_or_renew("a", "host-a", 30)
+def test_placement_renewal_by_node_and_no_revival(store: Metastore) -> None:
+    lease = store.acquire_or_renew("a", "host-a", LEASE)
     assert lease is not None
-    placed = store.set_placement("n1", "a", lease.epoch, store.read_state().placement.version, 0.5)
+    placed = store.set_placement("n1", "a", lease.epoch, store.read_state().placement.version, 0.8)
     assert placed is not None
-    renewed = store.renew_placement("n1", 0.5)
-    assert renewed is not None and renewed.expires_at >= placed.expires_at and renewed.version == placed.version
+    time.sleep(0.3)
+    renewed = store.renew_placement("n1", 0.8)
+    assert renewed is not None and renewed.expires_at > placed.expires_at and renewed.version == placed.version
     assert store.renew_placement("n2", 5) is None  # not n2's
-    time.sleep(0.7)
-    assert store.renew_placement("n1", 5) is None  # expired placements are never revived
+    time.sleep(1.1)
     assert store.read_state().placement.valid is False
+    assert store.renew_placement("n1", 5) is None  # expired placements are never revived
 
 
-def test_release_placement_only_by_its_node(store: SQLMetastore) -> None:
-    lease = store.acquire_or_renew("a", "host-a", 30)
+def test_release_placement_only_by_its_node(store: Metastore) -> None:
+    lease = store.acquire_or_renew("a", "host-a", LEASE)
     assert lease is not None
     store.set_placement("n1", "a", lease.epoch, store.read_state().placement.version, 30)
     assert store.release_placement("n2") is False
@@ -235,7 +340,7 @@ def test_release_placement_only_by_its_node(store: SQLMetastore) -> None:
 # --- registry, observations, pause, events ----------------------------------------------------
 
 
-def test_registry_heartbeats_and_deregistration(store: SQLMetastore) -> None:
+def test_registry_heartbeats_and_deregistration(store: Metastore) -> None:
     store.heartbeat(ControllerInfo("n1", "h1", 11, "0.1", "standby", 0, 0))
     store.heartbeat(ControllerInfo("n2", "h2", 22, "0.1", "active", 0, 0))
     store.heartbeat(ControllerInfo("n1", "h1", 11, "0.1", "active", 0, 0))
@@ -248,17 +353,18 @@ def test_registry_heartbeats_and_deregistration(store: SQLMetastore) -> None:
     assert [c.host for c in store.controllers()] == ["n2"]
 
 
-def test_observations_are_fenced_by_epoch(store: SQLMetastore) -> None:
-    lease = store.acquire_or_renew("a", "host-a", 30)
+def test_observations_are_fenced_by_epoch(store: Metastore) -> None:
+    lease = store.acquire_or_renew("a", "host-a", LEASE)
     assert lease is not None
     obs = [Observation("n1", "running", (12, 13), ""), Observation("n2", "stopped", (), "")]
     assert store.record_observations("a", lease.epoch, obs) is True
     assert store.record_observations("a", lease.epoch + 1, obs[:1]) is False
     got = {o.node: o for o in store.observations()}
     assert got["n1"].pids == (12, 13) and got["n2"].state == "stopped"
+    assert all(0 <= o.age < 5 for o in got.values())
 
 
-def test_paused_flag(store: SQLMetastore) -> None:
+def test_paused_flag(store: Metastore) -> None:
     assert store.read_state().paused is False
     store.set_paused(True)
     assert store.read_state().paused is True
@@ -266,18 +372,21 @@ def test_paused_flag(store: SQLMetastore) -> None:
     assert store.read_state().paused is False
 
 
-def test_events_are_kept_bounded(store: SQLMetastore, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_events_are_kept_bounded(store: Metastore, monkeypatch: pytest.MonkeyPatch) -> None:
+    from scheduler_failover_controller.metastore import zookeeper as zkmod
+
     monkeypatch.setattr(sqlmod, "EVENTS_KEPT", 15)
-    for i in range(40):
+    monkeypatch.setattr(zkmod, "EVENTS_KEPT", 15)
+    for i in range(41):
         store.add_event("n1", "restart", f"event {i}", 3)
     events = store.events(100)
-    assert len(events) == 15
-    assert events[-1].message == "event 39" and events[0].message == "event 25"
-    assert events[-1].epoch == 3
+    assert 15 <= len(events) <= 35  # ZooKeeper trims in batches, SQL on every insert
+    assert events[-1].message == "event 40" and events[-1].epoch == 3
+    assert [e.message for e in store.events(3)] == ["event 38", "event 39", "event 40"]
 
 
-def test_clear_wipes_everything(store: SQLMetastore) -> None:
-    lease = store.acquire_or_renew("a", "host-a", 30)
+def test_clear_wipes_everything_but_the_epoch(store: Metastore) -> None:
+    lease = store.acquire_or_renew("a", "host-a", LEASE)
     assert lease is not None
     store.set_placement("n1", "a", lease.epoch, store.read_state().placement.version, 30)
     store.heartbeat(ControllerInfo("n1", "a", 1, "0.1", "active", 0, 0))

@@ -1,0 +1,512 @@
+"""ZooKeeper metastore through kazoo: the same contract as the SQL one.
+
+Layout under ``metadata_service_zookeeper_root`` (itself under any chroot of the hosts string):
+
+    leader        EPHEMERAL, JSON {holder, host}: the leadership lease IS this ZooKeeper session
+    epoch         counter; its znode version is the epoch (one ``set`` per new term, in the same
+                  transaction that creates ``leader``), so a stale leader's fenced writes fail
+    placement     JSON {node, epoch, version, ttl}; expires ``ttl`` after its mtime (server clock)
+    clock         rewritten to read the ZooKeeper leader's clock (its mtime) when expiry is judged
+    paused, schema, observations (JSON), controllers/<host> (JSON, mtime = last seen),
+    events/e-NNNNNNNNNN (sequential, JSON)
+
+Leadership is valid while the session is: a renewal is a round trip that confirms the leader
+znode is still owned by *this* session (``ephemeralOwner``); its lease then lasts the negotiated
+session timeout from before the call. While the connection is SUSPENDED nothing may act
+(:meth:`usable` is False and every call fails); after a LOST session the old ephemeral node is
+gone, so the controller contends again and gets a new epoch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from kazoo.client import KazooClient, KazooState
+from kazoo.exceptions import (
+    BadVersionError,
+    KazooException,
+    NodeExistsError,
+    NoNodeError,
+    RolledBackError,
+)
+from kazoo.handlers.threading import KazooTimeoutError
+from kazoo.retry import KazooRetry
+from kazoo.security import make_digest_acl
+
+from ..exceptions import MetastoreError
+from .base import (
+    EVENTS_KEPT,
+    ClusterState,
+    ControllerInfo,
+    Event,
+    Lease,
+    Metastore,
+    Observation,
+    Placement,
+)
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+T = TypeVar("T")
+
+
+def _load(data: bytes) -> dict[str, Any]:
+    try:
+        value = json.loads(data.decode() or "{}")
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _dump(value: dict[str, Any]) -> bytes:
+    return json.dumps(value, separators=(",", ":")).encode()
+
+
+class ZooKeeperMetastore(Metastore):
+    """The metastore in a ZooKeeper ensemble."""
+
+    kind = "zookeeper"
+
+    def __init__(
+        self,
+        hosts: str,
+        root: str,
+        lease_ttl: float,
+        timeout: float,
+        auth: str = "",
+        use_ssl: bool = False,
+        ca: str = "",
+        certfile: str = "",
+        keyfile: str = "",
+        verify_certs: bool = True,
+    ) -> None:
+        self.hosts = hosts
+        self.root = root.rstrip("/") or ""
+        self.lease_ttl = lease_ttl
+        self.timeout = timeout
+        self._auth = auth
+        self.acl = None
+        auth_data = None
+        if auth:
+            user, _, password = auth.partition(":")
+            auth_data = [("digest", auth)]
+            self.acl = [make_digest_acl(user, password, all=True)]
+        ssl: dict[str, Any] = {}
+        if use_ssl:
+            ssl = {"use_ssl": True, "verify_certs": verify_certs}
+            ssl.update({k: v for k, v in (("ca", ca), ("certfile", certfile), ("keyfile", keyfile)) if v})
+        self.client = KazooClient(
+            hosts=hosts,
+            timeout=lease_ttl,
+            auth_data=auth_data,
+            default_acl=self.acl,
+            # Keep reconnecting in the background; each call itself fails fast (see _call).
+            connection_retry=KazooRetry(max_tries=-1, delay=0.1, max_delay=1.0),
+            command_retry=None,
+            **ssl,
+        )
+        self._state_lock = threading.Lock()
+        self._suspended = False
+        self._started = False
+        self._ready = False
+        self.client.add_listener(self._on_state)
+
+    # --- connection ---------------------------------------------------------------------
+
+    def _on_state(self, state: str) -> None:
+        with self._state_lock:
+            self._suspended = state != KazooState.CONNECTED
+        if state == KazooState.SUSPENDED:
+            log.warning("zookeeper connection suspended: not acting until it is confirmed")
+        elif state == KazooState.LOST:
+            log.warning("zookeeper session lost: any leadership it held is gone")
+
+    def usable(self) -> bool:
+        """False while the connection is SUSPENDED or LOST: nobody may act on this session."""
+        with self._state_lock:
+            return self._started and not self._suspended
+
+    def _connect(self) -> None:
+        if self._started and self.client.connected:
+            return
+        try:
+            self.client.start(timeout=max(self.timeout, 1.0))
+        except (KazooTimeoutError, KazooException, OSError) as exc:
+            raise MetastoreError(f"zookeeper {self.describe()}: cannot connect: {exc or type(exc).__name__}") from None
+        self._started = True
+        with self._state_lock:
+            self._suspended = False
+        granted = getattr(self.client, "_session_timeout", None)
+        if granted is not None and abs(granted / 1000.0 - self.lease_ttl) > max(0.05, 0.01 * self.lease_ttl):
+            self.client.stop()
+            self._started = False
+            raise MetastoreError(
+                f"zookeeper granted a session timeout of {granted / 1000.0:g}s but lease_ttl is {self.lease_ttl:g}s; "
+                "set the servers' minSessionTimeout/maxSessionTimeout so they allow lease_ttl"
+            )
+
+    @property
+    def session_timeout(self) -> float:
+        granted = getattr(self.client, "_session_timeout", None)
+        return granted / 1000.0 if granted else self.lease_ttl
+
+    def _call(self, fn: Callable[[], T]) -> T:
+        """Run one operation with a deadline; any ZooKeeper failure becomes MetastoreError."""
+        if not self._ready:
+            self.setup()
+        if not self.usable():
+            raise MetastoreError("zookeeper connection is suspended or lost")
+        try:
+            return fn()
+        except (KazooTimeoutError, KazooException, OSError) as exc:
+            raise MetastoreError(f"zookeeper error: {type(exc).__name__}: {exc}"[:300]) from None
+
+    def _p(self, *parts: str) -> str:
+        return "/".join([self.root, *parts])
+
+    def _get(self, path: str) -> tuple[bytes, Any]:
+        return self.client.get_async(path).get(timeout=self.timeout)  # type: ignore[no-any-return]
+
+    def _set(self, path: str, data: bytes, version: int = -1) -> Any:
+        return self.client.set_async(path, data, version).get(timeout=self.timeout)
+
+    def _server_now(self) -> float:
+        """The ZooKeeper leader's clock: the mtime of a write we just made."""
+        stat = self._set(self._p("clock"), b"")
+        return float(stat.mtime) / 1000.0
+
+    def describe(self) -> str:
+        return f"zookeeper {self.hosts}{self.root}"
+
+    # --- the contract -------------------------------------------------------------------
+
+    def setup(self) -> None:
+        self._connect()
+        try:
+            self.client.ensure_path(self.root or "/", acl=self.acl)
+            for name, data in (
+                ("schema", str(SCHEMA_VERSION).encode()),
+                ("epoch", b"0"),
+                ("placement", _dump({"node": None, "epoch": 0, "version": 0, "ttl": 0})),
+                ("paused", b"0"),
+                ("clock", b""),
+                ("observations", b"{}"),
+                ("controllers", b""),
+                ("events", b""),
+            ):
+                with contextlib.suppress(NodeExistsError):  # created by another controller, or earlier
+                    self.client.create(self._p(name), data, acl=self.acl)
+            found, _ = self.client.get(self._p("schema"))
+        except (KazooTimeoutError, KazooException, OSError) as exc:
+            raise MetastoreError(f"zookeeper error during setup: {type(exc).__name__}: {exc}"[:300]) from None
+        if int(found.decode() or 0) > SCHEMA_VERSION:
+            raise MetastoreError(
+                f"metastore schema version {found.decode()} is newer than this controller's "
+                f"({SCHEMA_VERSION}); upgrade it"
+            )
+        self._ready = True
+
+    def _epoch(self) -> tuple[int, int]:
+        """(epoch, znode version of the counter)."""
+        _, stat = self._get(self._p("epoch"))
+        return int(stat.version), int(stat.version)
+
+    def _leader(self) -> tuple[dict[str, Any], Any] | None:
+        try:
+            data, stat = self._get(self._p("leader"))
+        except NoNodeError:
+            return None
+        return _load(data), stat
+
+    def acquire_or_renew(self, holder: str, host: str, ttl: float) -> Lease | None:
+        def go() -> Lease | None:
+            t0 = time.monotonic()
+            session = self.client.client_id[0] if self.client.client_id else None
+            current = self._leader()
+            if current is not None:
+                data, stat = current
+                if stat.ephemeralOwner != session or data.get("holder") != holder:
+                    return None  # another session leads; its node lives exactly as long as it does
+                epoch, _ = self._epoch()
+                return self._lease(holder, host, epoch, t0)
+            epoch, version = self._epoch()
+            tx = self.client.transaction()
+            tx.create(
+                self._p("leader"), _dump({"holder": holder, "host": host, "ttl": ttl}), acl=self.acl, ephemeral=True
+            )
+            tx.set_data(self._p("epoch"), str(epoch + 1).encode(), version=version)
+            results = tx.commit_async().get(timeout=self.timeout)
+            if any(isinstance(r, Exception) for r in results):
+                return None  # lost the race: someone else created the leader node or bumped the epoch
+            return self._lease(holder, host, epoch + 1, t0)
+
+        return self._call(go)
+
+    def _lease(self, holder: str | None, host: str | None, epoch: int, t0: float) -> Lease:
+        # The session outlives the round trip we just made by at least its timeout, counted
+        # from before we sent it: report that as the lease's remaining time.
+        remaining = self.session_timeout - (time.monotonic() - t0)
+        return Lease(holder, host, epoch, remaining, 0.0)
+
+    def release(self, holder: str) -> bool:
+        def go() -> bool:
+            current = self._leader()
+            session = self.client.client_id[0] if self.client.client_id else None
+            if current is None or current[1].ephemeralOwner != session or current[0].get("holder") != holder:
+                return False
+            try:
+                self.client.delete_async(self._p("leader"), current[1].version).get(timeout=self.timeout)
+            except (NoNodeError, BadVersionError):
+                return False
+            return True
+
+        return self._call(go)
+
+    def _placement(self, now: float) -> tuple[Placement, Any]:
+        data, stat = self._get(self._p("placement"))
+        value = _load(data)
+        node = value.get("node")
+        expires = float(stat.mtime) / 1000.0 + float(value.get("ttl") or 0) if node else 0.0
+        return Placement(node, int(value.get("epoch") or 0), expires, int(value.get("version") or 0), now), stat
+
+    def read_state(self) -> ClusterState:
+        def go() -> ClusterState:
+            now = self._server_now()
+            current = self._leader()
+            epoch, _ = self._epoch()
+            if current is None:
+                lease = Lease(None, None, epoch, 0.0, now)
+            else:
+                data, _ = current
+                lease = Lease(data.get("holder"), data.get("host"), epoch, now + float(data.get("ttl") or 0), now)
+            placement, _ = self._placement(now)
+            paused, _ = self._get(self._p("paused"))
+            return ClusterState(lease, placement, paused == b"1", now)
+
+        return self._call(go)
+
+    def _fence(self, tx: Any, holder: str, epoch: int) -> bool:
+        """Add checks that ``holder`` still leads in ``epoch`` to ``tx``; False if it does not now."""
+        current = self._leader()
+        session = self.client.client_id[0] if self.client.client_id else None
+        if current is None or current[0].get("holder") != holder or current[1].ephemeralOwner != session:
+            return False
+        if self._epoch()[0] != epoch:
+            return False
+        tx.check(self._p("leader"), current[1].version)
+        tx.check(self._p("epoch"), epoch)  # the counter's version is the epoch
+        return True
+
+    def _commit(self, tx: Any) -> bool:
+        results = tx.commit_async().get(timeout=self.timeout)
+        failed = [r for r in results if isinstance(r, Exception)]
+        if any(not isinstance(r, (BadVersionError, NoNodeError, RolledBackError, NodeExistsError)) for r in failed):
+            raise MetastoreError(f"zookeeper transaction failed: {failed}")
+        return not failed
+
+    def set_placement(
+        self, node: str | None, holder: str, epoch: int, expected_version: int, ttl: float
+    ) -> Placement | None:
+        def go() -> Placement | None:
+            for _ in range(3):  # retry when only a renewal (not a change of node) moved the znode
+                now = self._server_now()
+                placement, stat = self._placement(now)
+                if placement.version != expected_version:
+                    return None
+                tx = self.client.transaction()
+                if not self._fence(tx, holder, epoch):
+                    return None
+                data = {"node": node, "epoch": epoch, "version": expected_version + 1, "ttl": ttl}
+                tx.set_data(self._p("placement"), _dump(data), version=stat.version)
+                if self._commit(tx):
+                    return self._placement(self._server_now())[0]
+            return None
+
+        return self._call(go)
+
+    def renew_placement(
+        self, node: str, ttl: float, holder: str | None = None, epoch: int | None = None
+    ) -> Placement | None:
+        def go() -> Placement | None:
+            now = self._server_now()
+            placement, stat = self._placement(now)
+            if placement.node != node or not placement.valid:
+                return None  # not ours, or expired: never revived
+            tx = self.client.transaction()
+            if holder is not None and epoch is not None and not self._fence(tx, holder, epoch):
+                return None
+            data = {"node": node, "epoch": placement.epoch, "version": placement.version, "ttl": ttl}
+            tx.set_data(self._p("placement"), _dump(data), version=stat.version)
+            if not self._commit(tx):
+                return None
+            return self._placement(self._server_now())[0]
+
+        return self._call(go)
+
+    def release_placement(self, node: str) -> bool:
+        def go() -> bool:
+            placement, stat = self._placement(0.0)
+            if placement.node != node:
+                return False
+            data = {"node": None, "epoch": placement.epoch, "version": placement.version + 1, "ttl": 0}
+            try:
+                self._set(self._p("placement"), _dump(data), stat.version)
+            except BadVersionError:
+                return False
+            return True
+
+        return self._call(go)
+
+    def heartbeat(self, info: ControllerInfo) -> None:
+        path = self._p("controllers", info.host)
+        value = {"holder": info.holder, "pid": info.pid, "version": info.version, "role": info.role}
+
+        def go() -> None:
+            try:
+                self._set(path, _dump(value))
+            except NoNodeError:
+                try:
+                    self.client.create_async(path, _dump(value), acl=self.acl).get(timeout=self.timeout)
+                except NodeExistsError:
+                    self._set(path, _dump(value))
+
+        self._call(go)
+
+    def deregister(self, host: str, holder: str) -> None:
+        def go() -> None:
+            path = self._p("controllers", host)
+            try:
+                data, stat = self._get(path)
+                if _load(data).get("holder") == holder:
+                    self.client.delete_async(path, stat.version).get(timeout=self.timeout)
+            except (NoNodeError, BadVersionError):
+                pass
+
+        self._call(go)
+
+    def controllers(self) -> list[ControllerInfo]:
+        def go() -> list[ControllerInfo]:
+            now = self._server_now()
+            found = []
+            for host in sorted(self.client.get_children_async(self._p("controllers")).get(timeout=self.timeout)):
+                try:
+                    data, stat = self._get(self._p("controllers", host))
+                except NoNodeError:
+                    continue
+                value = _load(data)
+                found.append(
+                    ControllerInfo(
+                        host=host,
+                        holder=str(value.get("holder", "")),
+                        pid=int(value.get("pid", 0)),
+                        version=str(value.get("version", "")),
+                        role=str(value.get("role", "")),
+                        last_seen=float(stat.mtime) / 1000.0,
+                        started_at=float(stat.ctime) / 1000.0,
+                        server_now=now,
+                    )
+                )
+            return found
+
+        return self._call(go)
+
+    def record_observations(self, holder: str, epoch: int, observations: list[Observation]) -> bool:
+        def go() -> bool:
+            tx = self.client.transaction()
+            if not self._fence(tx, holder, epoch):
+                return False
+            data = {
+                o.node: {"state": o.state, "pids": list(o.pids), "detail": o.detail[:1000], "by": o.by_host}
+                for o in observations
+            }
+            tx.set_data(self._p("observations"), _dump(data))
+            return self._commit(tx)
+
+        return self._call(go)
+
+    def observations(self) -> list[Observation]:
+        def go() -> list[Observation]:
+            now = self._server_now()
+            data, stat = self._get(self._p("observations"))
+            at = float(stat.mtime) / 1000.0
+            return [
+                Observation(
+                    node, v.get("state", ""), tuple(v.get("pids", ())), v.get("detail", ""), at, v.get("by", ""), now
+                )
+                for node, v in sorted(_load(data).items())
+            ]
+
+        return self._call(go)
+
+    def set_paused(self, paused: bool) -> None:
+        self._call(lambda: self._set(self._p("paused"), b"1" if paused else b"0"))
+
+    def add_event(self, host: str, kind: str, message: str, epoch: int = 0) -> None:
+        def go() -> None:
+            value = {"host": host, "kind": kind, "message": message[:1000], "epoch": epoch}
+            created = self.client.create_async(self._p("events", "e-"), _dump(value), acl=self.acl, sequence=True).get(
+                timeout=self.timeout
+            )
+            sequence = int(created.rsplit("-", 1)[1])
+            if sequence >= EVENTS_KEPT and sequence % 20 == 0:  # trim now and then, not on every event
+                names = sorted(self.client.get_children_async(self._p("events")).get(timeout=self.timeout))
+                for name in names[: max(0, len(names) - EVENTS_KEPT)]:
+                    with contextlib.suppress(NoNodeError):
+                        self.client.delete_async(self._p("events", name)).get(timeout=self.timeout)
+
+        self._call(go)
+
+    def events(self, limit: int = 50) -> list[Event]:
+        def go() -> list[Event]:
+            names = sorted(self.client.get_children_async(self._p("events")).get(timeout=self.timeout))
+            out = []
+            for name in names[-min(limit, EVENTS_KEPT) :]:
+                try:
+                    data, stat = self._get(self._p("events", name))
+                except NoNodeError:
+                    continue
+                v = _load(data)
+                out.append(
+                    Event(
+                        float(stat.ctime) / 1000.0,
+                        v.get("host", ""),
+                        v.get("kind", ""),
+                        v.get("message", ""),
+                        int(v.get("epoch", 0)),
+                    )
+                )
+            return out
+
+        return self._call(go)
+
+    def clear(self) -> None:
+        def go() -> None:
+            for parent in ("controllers", "events"):
+                for name in self.client.get_children(self._p(parent)):
+                    with contextlib.suppress(NoNodeError):
+                        self.client.delete(self._p(parent, name))
+            with contextlib.suppress(NoNodeError):  # the epoch counter stays: tokens never go back
+                self.client.delete(self._p("leader"))
+            placement, stat = self._placement(0.0)
+            data = {"node": None, "epoch": placement.epoch, "version": placement.version + 1, "ttl": 0}
+            self._set(self._p("placement"), _dump(data), stat.version)
+            self._set(self._p("observations"), b"{}")
+            self._set(self._p("paused"), b"0")
+
+        self._call(go)
+
+    def close(self) -> None:
+        if self._started:
+            try:
+                self.client.stop()
+                self.client.close()
+            except KazooException:
+                pass
+            self._started = False

@@ -1,0 +1,182 @@
+"""A real ZooKeeper ensemble on loopback ports with temp data dirs (Debian's zookeeper jars)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+JARS = [
+    "zookeeper.jar",
+    "zookeeper-jute.jar",
+    "netty-codec.jar",
+    "netty-resolver.jar",
+    "netty-handler.jar",
+    "netty-transport.jar",
+    "netty-transport-native-unix-common.jar",
+    "netty-transport-native-epoll.jar",
+    "netty-buffer.jar",
+    "netty-common.jar",
+    "slf4j-api.jar",
+    "slf4j-log4j12.jar",
+    "log4j-1.2.jar",
+    "commons-cli.jar",
+    "metrics-core.jar",
+    "snappy-java.jar",
+]
+JAVA_DIR = Path("/usr/share/java")
+
+
+def zookeeper_available() -> bool:
+    return shutil.which("java") is not None and (JAVA_DIR / "zookeeper.jar").exists()
+
+
+def _free_ports(count: int) -> list[int]:
+    socks, ports = [], []
+    try:
+        for _ in range(count):
+            sock = socket.socket()
+            sock.bind(("127.0.0.1", 0))
+            socks.append(sock)
+            ports.append(int(sock.getsockname()[1]))
+    finally:
+        for sock in socks:
+            sock.close()
+    return ports
+
+
+@dataclass
+class ZkServer:
+    """One ensemble member: its id, client port, config and process."""
+
+    sid: int
+    client_port: int
+    base: Path
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.client_port}"
+
+
+@dataclass
+class Ensemble:
+    """Three (or N) ZooKeeper servers; start, stop, freeze and thaw each one."""
+
+    servers: list[ZkServer]
+    base: Path
+    log_files: list[Path] = field(default_factory=list)
+
+    @property
+    def hosts(self) -> str:
+        return ",".join(s.address for s in self.servers)
+
+    def start(self, i: int) -> None:
+        server = self.servers[i]
+        if server.process is not None and server.process.poll() is None:
+            return
+        classpath = ":".join(str(JAVA_DIR / jar) for jar in JARS if (JAVA_DIR / jar).exists())
+        log = (server.base / "server.log").open("ab")
+        server.process = subprocess.Popen(
+            [
+                "java",
+                "-Xmx128m",
+                "-XX:+UseSerialGC",
+                "-XX:TieredStopAtLevel=1",
+                f"-Dlog4j.configuration=file:{self.base / 'log4j.properties'}",
+                "-Dzookeeper.admin.enableServer=false",
+                "-cp",
+                classpath,
+                "org.apache.zookeeper.server.quorum.QuorumPeerMain",
+                str(server.base / "zoo.cfg"),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+
+    def stop(self, i: int) -> None:
+        process = self.servers[i].process
+        if process is None or process.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(process.pid, signal.SIGCONT)
+        process.kill()
+        process.wait(timeout=30)
+
+    def freeze(self, i: int) -> None:
+        process = self.servers[i].process
+        assert process is not None
+        os.kill(process.pid, signal.SIGSTOP)
+
+    def thaw(self, i: int) -> None:
+        process = self.servers[i].process
+        assert process is not None
+        os.kill(process.pid, signal.SIGCONT)
+
+    def serving(self, i: int) -> bool:
+        """Whether server i answers ``srvr`` as a member of a quorum."""
+        try:
+            with socket.create_connection(("127.0.0.1", self.servers[i].client_port), timeout=1) as sock:
+                sock.sendall(b"srvr")
+                data = sock.recv(4096)
+            return b"Mode: leader" in data or b"Mode: follower" in data
+        except OSError:
+            return False
+
+    def wait_quorum(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        running = [i for i, s in enumerate(self.servers) if s.process is not None and s.process.poll() is None]
+        while time.monotonic() < deadline:
+            if sum(self.serving(i) for i in running) == len(running) and len(running) * 2 > len(self.servers):
+                return
+            time.sleep(0.2)
+        logs = "\n".join((s.base / "server.log").read_text(errors="replace")[-1500:] for s in self.servers)
+        raise RuntimeError(f"ZooKeeper ensemble did not form a quorum in {timeout:g}s:\n{logs}")
+
+
+@contextlib.contextmanager
+def start_ensemble(size: int = 3, tick_ms: int = 200) -> Iterator[Ensemble]:
+    """Start ``size`` servers on free loopback ports; everything is removed again on exit."""
+    base = Path(tempfile.mkdtemp(prefix="sfc-zk-"))
+    ports = _free_ports(3 * size)
+    servers = [ZkServer(i + 1, ports[3 * i], base / f"s{i + 1}") for i in range(size)]
+    members = "\n".join(
+        f"server.{s.sid}=127.0.0.1:{ports[3 * i + 1]}:{ports[3 * i + 2]}" for i, s in enumerate(servers)
+    )
+    (base / "log4j.properties").write_text(
+        "log4j.rootLogger=WARN, CONSOLE\n"
+        "log4j.appender.CONSOLE=org.apache.log4j.ConsoleAppender\n"
+        "log4j.appender.CONSOLE.layout=org.apache.log4j.PatternLayout\n"
+        "log4j.appender.CONSOLE.layout.ConversionPattern=%d %p [%t] %c{1}: %m%n\n"
+    )
+    for server in servers:
+        (server.base / "data").mkdir(parents=True)
+        (server.base / "data" / "myid").write_text(f"{server.sid}\n")
+        (server.base / "zoo.cfg").write_text(
+            f"tickTime={tick_ms}\ninitLimit=20\nsyncLimit=10\n"
+            f"minSessionTimeout={2 * tick_ms}\nmaxSessionTimeout=60000\n"
+            f"dataDir={server.base / 'data'}\nclientPort={server.client_port}\nclientPortAddress=127.0.0.1\n"
+            "admin.enableServer=false\n4lw.commands.whitelist=srvr,ruok,stat\n"
+            "standaloneEnabled=false\nreconfigEnabled=false\n"
+            f"{members}\n"
+        )
+    ensemble = Ensemble(servers, base)
+    try:
+        for i in range(size):
+            ensemble.start(i)
+        ensemble.wait_quorum()
+        yield ensemble
+    finally:
+        for i in range(size):
+            with contextlib.suppress(Exception):
+                ensemble.stop(i)
+        shutil.rmtree(base, ignore_errors=True)
