@@ -59,10 +59,18 @@ class Backend:
             from kazoo.client import KazooClient
 
             sid, password = store.client.client_id
-            clone = KazooClient(hosts=self.spec[1], client_id=(sid, password), timeout=LEASE)
-            clone.start(timeout=10)
-            clone.stop()
-            clone.close()
+            for attempt in range(5):  # the clone's connect can race the original's own traffic
+                clone = KazooClient(hosts=self.spec[1], client_id=(sid, password), timeout=LEASE)
+                try:
+                    clone.start(timeout=10)
+                    clone.stop()
+                    break
+                except Exception:
+                    if attempt == 4:
+                        raise
+                    time.sleep(0.2)
+                finally:
+                    clone.close()
             deadline = time.monotonic() + 10
             # Wait until the client has noticed and is back with a new session.
             while time.monotonic() < deadline and (store.client.client_id or (sid,))[0] == sid:

@@ -22,6 +22,7 @@ from scheduler_failover_controller.probe import find_schedulers
 ROOT = Path(__file__).resolve().parents[2]
 FAKE = ROOT / "tests" / "support" / "fake_scheduler.py"
 SFC = [sys.executable, "-m", "scheduler_failover_controller"]
+ZK_PREFIX = "zookeeper:"  # Cluster(url="zookeeper:HOSTS/chroot") runs on ZooKeeper instead of SQL
 
 
 @dataclass
@@ -79,6 +80,7 @@ class Cluster:
     """N controllers (n1..nN) as real processes sharing one metastore, all nodes on this host."""
 
     def __init__(self, tmp: Path, url: str, size: int, poll: float = 0.5, ttl: float = 3.0) -> None:
+        """``url``: a SQLAlchemy URL, or ``zookeeper:`` followed by a ZooKeeper connection string."""
         self.tmp = tmp
         tmp.mkdir(parents=True, exist_ok=True)
         self.token = uuid.uuid4().hex[:10]
@@ -89,8 +91,12 @@ class Cluster:
             "[scheduler_failover]\n"
             f"scheduler_nodes_in_cluster = {','.join(self.nodes)}\n"
             f"local_nodes = {','.join(self.nodes)}\n"
-            f"metadata_service_sql_conn = {url}\n"
-            f"state_dir = {tmp / 'state'}\n"
+            + (
+                f"metadata_service_type = zookeeper\nmetadata_service_zookeeper_nodes = {url[len(ZK_PREFIX) :]}\n"
+                if url.startswith(ZK_PREFIX)
+                else f"metadata_service_sql_conn = {url}\n"
+            )
+            + f"state_dir = {tmp / 'state'}\n"
             f"poll_frequency = {poll}\n"
             f"lease_ttl = {ttl}\n"
             f"scheduler_process_match = fake_scheduler.py --cluster {self.token} --node {{node}}\n"
