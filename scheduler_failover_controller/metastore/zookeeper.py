@@ -139,7 +139,7 @@ class ZooKeeperMetastore(Metastore):
         try:
             self.client.start(timeout=max(self.timeout, 1.0))
         except (KazooTimeoutError, KazooException, OSError) as exc:
-            raise MetastoreError(f"zookeeper {self.describe()}: cannot connect: {exc or type(exc).__name__}") from None
+            raise MetastoreError(f"cannot connect: {exc or type(exc).__name__}") from None
         self._started = True
         with self._state_lock:
             self._suspended = False

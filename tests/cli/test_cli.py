@@ -276,11 +276,6 @@ def test_unusable_sql_conn_exits_2_naming_key_and_file(url: str, needle: str, cl
     assert "Pw-S3cret" not in result.output
 
 
-def test_zookeeper_metastore_not_available_exits_2(cli: Cli) -> None:
-    cli.write(metadata_service_type="ZookeeperMetadataService")
-    assert_one_error_line(cli("status"), 2, "metadata_service_type", str(cli.config))
-
-
 # --- simple commands ---------------------------------------------------------------------------
 
 
@@ -758,3 +753,38 @@ def test_smtp_from_env_is_used(cli: Cli, smtp_server: _SmtpServer) -> None:
     result = cli("send_test_email", **env)
     assert result.exit_code == 0, result.output
     assert len(smtp_server.messages) == 1
+
+
+# --- the same commands on ZooKeeper ------------------------------------------------------------
+
+
+def test_store_commands_work_on_zookeeper_as_on_sql(cli: Cli, zk_hosts: str) -> None:
+    cli.write(metadata_service_type="zookeeper", metadata_service_zookeeper_nodes=zk_hosts)
+    result = cli("status", "--json")
+    assert result.exit_code == 2, result.output  # nothing runs yet
+    data = as_json(result)
+    assert isinstance(data, dict) and data["active_controller"] is None and data["paused"] is False
+    assert cli("pause").exit_code == 0
+    assert as_json(cli("status", "--json"))["paused"] is True  # type: ignore[index]
+    assert cli("resume").exit_code == 0
+    history = as_json(cli("history", "--json"))
+    assert isinstance(history, list) and [e["kind"] for e in history] == ["pause", "resume"]
+    meta = cli("metadata", "--json")
+    assert meta.exit_code == 0, meta.output
+    dumped = as_json(meta)
+    assert isinstance(dumped, dict) and dumped["metastore"].startswith("zookeeper ")
+    assert cli("clear_metadata", "--yes").exit_code == 0
+    assert as_json(cli("history", "--json")) == []
+    connection = cli("test_connection")
+    assert connection.exit_code == 0, connection.output
+    assert "metastore zookeeper" in connection.output and ": ok (epoch" in connection.output
+
+
+def test_unreachable_zookeeper_is_one_line_and_exit_1(cli: Cli) -> None:
+    from tests.conftest import free_port
+
+    cli.write(metadata_service_type="zookeeper", metadata_service_zookeeper_nodes=f"127.0.0.1:{free_port()}")
+    result = cli("status")
+    assert_no_traceback(result)
+    assert result.exit_code == 1
+    assert "cannot connect" in result.output

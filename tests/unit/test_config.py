@@ -764,3 +764,42 @@ def test_node_names_that_look_like_options_are_refused(env: dict[str, str], make
 
 def test_a_default_section_does_not_leak_into_ours(env: dict[str, str], make: Callable[..., Path]) -> None:
     assert load(make(extra="[DEFAULT]\nsomething = 1\n"), env).current_host == HOST
+
+
+# --- ZooKeeper ---------------------------------------------------------------------------------
+
+
+def test_zookeeper_keys_and_alias(env: dict[str, str], make: Callable[..., Path]) -> None:
+    config = load(
+        make(
+            metadata_service_type="zookeeper",
+            metadata_service_zookeeper_nodes="zk1:2181,zk2:2181,zk3:2181/airflow",
+            metadata_service_zookeeper_root="/sfc/prod",
+            metadata_service_zookeeper_auth="sfc:s3cret",
+        ),
+        env,
+    )
+    assert config.metadata_service_type == "ZookeeperMetadataService"
+    assert config.metadata_service_zookeeper_nodes == "zk1:2181,zk2:2181,zk3:2181/airflow"
+    assert config.metadata_service_zookeeper_root == "/sfc/prod"
+    assert "s3cret" not in repr(config)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "needle"),
+    [
+        ("metadata_service_zookeeper_nodes", "zk1", "is not host:port"),
+        ("metadata_service_zookeeper_nodes", "zk1:notaport", "is not host:port"),
+        ("metadata_service_zookeeper_nodes", "zk1:2181/chroot/", "chroot"),
+        ("metadata_service_zookeeper_root", "relative", "absolute ZooKeeper path"),
+        ("metadata_service_zookeeper_root", "/", "absolute ZooKeeper path"),
+        ("metadata_service_zookeeper_auth", "nopassword", "user:password"),
+        ("metadata_service_zookeeper_ca", "/no/such/ca.pem", "not a readable file"),
+        ("metadata_service_zookeeper_certfile", "/no/such/cert.pem", "not a readable file"),
+        ("metadata_service_zookeeper_use_ssl", "maybe", "true or false"),
+    ],
+)
+def test_bad_zookeeper_values_name_the_key(
+    env: dict[str, str], make: Callable[..., Path], key: str, value: str, needle: str
+) -> None:
+    expect_error(make(metadata_service_type="zookeeper", **{key: value}), env, key, needle)
