@@ -1,6 +1,6 @@
 """Failover-time and overhead benchmark with real controller processes (run by hand, not in CI).
 
-    .venv/bin/python benchmarks/failover.py [--trials 10] [--poll 1] [--ttl 5] [--metastore sqlite|mariadb]
+    .venv/bin/python benchmarks/failover.py [--trials 10] [--poll 1] [--ttl 5] [--metastore sqlite|mariadb|zookeeper]
 
 Prints a table of median and max over the trials:
   restart   scheduler SIGKILL -> a new scheduler process
@@ -29,11 +29,20 @@ import psutil
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from scheduler_failover_controller.metastore.base import Metastore  # noqa: E402
 from scheduler_failover_controller.metastore.sql import SQLMetastore  # noqa: E402
-from tests.process.harness import Cluster, wait_for  # noqa: E402
+from scheduler_failover_controller.metastore.zookeeper import ZooKeeperMetastore  # noqa: E402
+from tests.process.harness import ZK_PREFIX, Cluster, wait_for  # noqa: E402
 
 
-def holder(store: SQLMetastore) -> str | None:
+def open_store(url: str, ttl: float) -> Metastore:
+    """An observer's own client of the store the cluster uses."""
+    if url.startswith(ZK_PREFIX):
+        return ZooKeeperMetastore(url[len(ZK_PREFIX) :], "/scheduler_failover_controller", ttl, 1.0)
+    return SQLMetastore(url, 2.0)
+
+
+def holder(store: Metastore) -> str | None:
     lease = store.read_state().lease
     return lease.host if lease.valid else None
 
@@ -48,6 +57,27 @@ def metastore_url(kind: str, tmp: Path) -> Iterator[Callable[[], str]]:
         counter = iter(range(10**6))
         yield lambda: f"sqlite:///{tmp / f'metastore-{next(counter)}.db'}"
         return
+    if kind == "zookeeper":
+        from kazoo.client import KazooClient
+
+        from tests.support.zk import start_ensemble
+
+        with start_ensemble(3) as ensemble:
+            admin = KazooClient(hosts=ensemble.hosts, timeout=10)
+            admin.start(timeout=30)
+            counter = iter(range(10**6))
+
+            def chroot() -> str:
+                path = f"/bench{next(counter)}"
+                admin.ensure_path(path)
+                return ZK_PREFIX + ensemble.hosts + path
+
+            try:
+                yield chroot
+            finally:
+                admin.stop()
+                admin.close()
+        return
     from tests.conftest import start_mariadb
 
     with start_mariadb() as db:
@@ -56,7 +86,7 @@ def metastore_url(kind: str, tmp: Path) -> Iterator[Callable[[], str]]:
 
 def trial(url: str, tmp: Path, poll: float, ttl: float) -> dict[str, float]:
     cluster = Cluster(tmp, url, 2, poll=poll, ttl=ttl)
-    store = SQLMetastore(url, 2.0)
+    store = open_store(url, ttl)
     try:
         cluster.observer.start()
         cluster.start("n1")
@@ -121,7 +151,7 @@ def main() -> None:
     parser.add_argument("--poll", type=float, default=1.0)
     parser.add_argument("--ttl", type=float, default=5.0)
     parser.add_argument("--cycles", type=int, default=100)
-    parser.add_argument("--metastore", choices=["sqlite", "mariadb"], default="sqlite")
+    parser.add_argument("--metastore", choices=["sqlite", "mariadb", "zookeeper"], default="sqlite")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="sfc-bench-") as name, metastore_url(args.metastore, Path(name)) as url:
         tmp = Path(name)
