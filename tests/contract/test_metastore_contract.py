@@ -24,6 +24,7 @@ from scheduler_failover_controller.metastore.base import ControllerInfo, Metasto
 from scheduler_failover_controller.metastore.sql import SQLMetastore
 from scheduler_failover_controller.metastore.zookeeper import ZooKeeperMetastore
 from tests.conftest import MariaDB, missing
+from tests.support.zk import expire_session
 
 TIMEOUT = 2.0
 LEASE = 5.0  # the leadership lease (ZooKeeper: the session timeout)
@@ -56,23 +57,10 @@ class Backend:
         closes it), as it would after a partition longer than the session timeout.
         """
         if isinstance(store, ZooKeeperMetastore):
-            from kazoo.client import KazooClient
-
             sid, password = store.client.client_id
-            for attempt in range(5):  # the clone's connect can race the original's own traffic
-                clone = KazooClient(hosts=self.spec[1], client_id=(sid, password), timeout=LEASE)
-                try:
-                    clone.start(timeout=10)
-                    clone.stop()
-                    break
-                except Exception:
-                    if attempt == 4:
-                        raise
-                    time.sleep(0.2)
-                finally:
-                    clone.close()
-            deadline = time.monotonic() + 10
+            expire_session(self.spec[1], (sid, password), LEASE)
             # Wait until the client has noticed and is back with a new session.
+            deadline = time.monotonic() + 10
             while time.monotonic() < deadline and (store.client.client_id or (sid,))[0] == sid:
                 time.sleep(0.05)
             while time.monotonic() < deadline and not store.usable():

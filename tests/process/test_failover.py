@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import signal
 import time
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 
@@ -18,23 +17,9 @@ from tests.process.harness import Cluster, wait_for
 pytestmark = pytest.mark.process
 
 
-@pytest.fixture
-def make_cluster(tmp_path: Path) -> Iterator[object]:
-    clusters: list[Cluster] = []
-
-    def make(url: str, size: int) -> Cluster:
-        cluster = Cluster(tmp_path / f"c{len(clusters)}", url, size)
-        clusters.append(cluster)
-        return cluster
-
-    yield make
-    for cluster in clusters:
-        cluster.close()
-
-
-def started(make_cluster: object, url: str, size: int) -> Cluster:
+def started(make_cluster: Callable[..., Cluster], url: str, size: int, **timing: float) -> Cluster:
     """A cluster with n1 active and its scheduler up on n1, standbys started after."""
-    cluster: Cluster = make_cluster(url, size)  # type: ignore[operator]
+    cluster: Cluster = make_cluster(url, size, **timing)
     cluster.observer.start()
     cluster.start("n1")
     wait_for(lambda: len(cluster.observer.current()) == 1, 20, "the first scheduler")
@@ -50,8 +35,8 @@ def assert_never_two(cluster: Cluster) -> None:
     assert obs.max_seen <= 1, f"two schedulers at once: {obs.history}"
 
 
-def test_killed_scheduler_is_restarted(make_cluster: object, backend: tuple[str, str]) -> None:
-    cluster = started(make_cluster, backend[1], 2)
+def test_killed_scheduler_is_restarted(make_cluster: Callable[..., Cluster], cluster_url: str) -> None:
+    cluster = started(make_cluster, cluster_url, 2)
     (pid,) = cluster.observer.current()
     time.sleep(1)
     import os
@@ -66,8 +51,8 @@ def test_killed_scheduler_is_restarted(make_cluster: object, backend: tuple[str,
     assert_never_two(cluster)
 
 
-def test_active_controller_killed_standby_takes_over(make_cluster: object, backend: tuple[str, str]) -> None:
-    cluster = started(make_cluster, backend[1], 3)
+def test_active_controller_killed_standby_takes_over(make_cluster: Callable[..., Cluster], cluster_url: str) -> None:
+    cluster = started(make_cluster, cluster_url, 3)
     before = cluster.status()
     assert before["active_controller"] == "n1"
     cluster.signal("n1", signal.SIGKILL)
@@ -81,9 +66,9 @@ def test_active_controller_killed_standby_takes_over(make_cluster: object, backe
 
 
 def test_stopped_controller_resumes_with_stale_epoch_and_acts_on_nothing(
-    make_cluster: object, backend: tuple[str, str]
+    make_cluster: Callable[..., Cluster], cluster_url: str
 ) -> None:
-    cluster = started(make_cluster, backend[1], 2)
+    cluster = started(make_cluster, cluster_url, 2)
     cluster.signal("n1", signal.SIGSTOP)
     wait_for(lambda: cluster.active() == "n2", 15, "n2 to take over while n1 is frozen")
     time.sleep(cluster.ttl)  # well past the frozen controller's lease
@@ -100,8 +85,8 @@ def test_stopped_controller_resumes_with_stale_epoch_and_acts_on_nothing(
     assert_never_two(cluster)
 
 
-def test_sigterm_hands_over_gracefully(make_cluster: object, backend: tuple[str, str]) -> None:
-    cluster = started(make_cluster, backend[1], 2)
+def test_sigterm_hands_over_gracefully(make_cluster: Callable[..., Cluster], cluster_url: str) -> None:
+    cluster = started(make_cluster, cluster_url, 2)
     cluster.signal("n1", signal.SIGTERM)
     took = wait_for(lambda: cluster.active() == "n2", 10, "n2 to take over after SIGTERM", interval=0.05)
     assert cluster.procs["n1"].wait(timeout=10) == 0
@@ -113,8 +98,8 @@ def test_sigterm_hands_over_gracefully(make_cluster: object, backend: tuple[str,
     assert_never_two(cluster)
 
 
-def test_stray_scheduler_is_killed(make_cluster: object, backend: tuple[str, str]) -> None:
-    cluster = started(make_cluster, backend[1], 3)
+def test_stray_scheduler_is_killed(make_cluster: Callable[..., Cluster], cluster_url: str) -> None:
+    cluster = started(make_cluster, cluster_url, 3)
     stray = cluster.start_stray("n3")
     wait_for(lambda: stray.poll() is not None, 10, "the stray on n3 to be killed")
     wait_for(
@@ -125,8 +110,8 @@ def test_stray_scheduler_is_killed(make_cluster: object, backend: tuple[str, str
     assert_never_two(cluster)
 
 
-def test_controllers_racing_at_start_up(make_cluster: object, backend: tuple[str, str]) -> None:
-    cluster: Cluster = make_cluster(backend[1], 3)  # type: ignore[operator]
+def test_controllers_racing_at_start_up(make_cluster: Callable[..., Cluster], cluster_url: str) -> None:
+    cluster: Cluster = make_cluster(cluster_url, 3)
     cluster.observer.start()
     for node in cluster.nodes:
         cluster.start(node)
@@ -140,7 +125,7 @@ def test_controllers_racing_at_start_up(make_cluster: object, backend: tuple[str
 
 
 def test_frozen_database_never_yields_a_second_scheduler(
-    make_cluster: object, mariadb: MariaDB, mariadb_url: str
+    make_cluster: Callable[..., Cluster], mariadb: MariaDB, mariadb_url: str
 ) -> None:
     cluster = started(make_cluster, mariadb_url, 3)
     mariadb.freeze()

@@ -180,3 +180,25 @@ def start_ensemble(size: int = 3, tick_ms: int = 200) -> Iterator[Ensemble]:
             with contextlib.suppress(Exception):
                 ensemble.stop(i)
         shutil.rmtree(base, ignore_errors=True)
+
+
+def expire_session(hosts: str, client_id: tuple[int, bytes], timeout: float) -> None:
+    """Expire a session on the server, as a partition longer than its timeout would.
+
+    A second connection with the same session id and password closes it. Its connect can race
+    the original client's own traffic, so it is retried a few times.
+    """
+    from kazoo.client import KazooClient
+
+    for attempt in range(5):
+        clone = KazooClient(hosts=hosts, client_id=client_id, timeout=timeout)
+        try:
+            clone.start(timeout=10)
+            clone.stop()
+            return
+        except Exception:
+            if attempt == 4:
+                raise
+            time.sleep(0.2)
+        finally:
+            clone.close()
