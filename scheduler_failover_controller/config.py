@@ -98,6 +98,8 @@ class Config:
     ssh_key_file: str
     ssh_host_key_policy: str
     ssh_timeout: float
+    ssh_known_hosts_file: str
+    ssh_remote_command: str
     metrics_port: int
 
     @property
@@ -199,6 +201,15 @@ def _choice(*choices: str) -> Callable[[str], str]:
     return parse
 
 
+def _command_words(raw: str) -> str:
+    value = raw.strip()
+    try:
+        shlex.split(value)
+    except ValueError:
+        raise ValueError("must be a command that can be split into words (check its quotes)") from None
+    return value
+
+
 def _service(raw: str) -> str:
     try:
         return _SERVICE_ALIASES[raw.strip().lower()]
@@ -266,6 +277,8 @@ KEYS: dict[str, tuple[Callable[[str], Any], str | None]] = {
     "ssh_key_file": (_str, ""),
     "ssh_host_key_policy": (_choice("reject", "warn", "auto_add"), "reject"),
     "ssh_timeout": (_positive, None),
+    "ssh_known_hosts_file": (_str, ""),
+    "ssh_remote_command": (_command_words, "scheduler_failover_controller"),
     "metrics_port": (_port, "0"),
 }
 
@@ -383,26 +396,8 @@ def load_config(
         or _airflow_sql_conn(parser, env)
         or (f"sqlite:///{state_dir / 'metastore.db'}")
     )
-    if (
-        values["metadata_service_type"] == SQL_SERVICE
-        and sql_conn.startswith("sqlite")
-        and set(nodes) - set(local_nodes)
-    ):
-        # Each host would have its own file and elect itself: two schedulers.
-        raise fail(
-            "metadata_service_sql_conn",
-            "an SQLite metastore is local to one host; nodes on other hosts need a shared MySQL/MariaDB/PostgreSQL URL",
-        )
-    if "://" not in sql_conn:
-        raise fail("metadata_service_sql_conn", "not a SQLAlchemy URL (dialect+driver://...)")
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
-
-    try:
-        make_url(sql_conn)
-    except (ArgumentError, ValueError):  # e.g. a port that is not a number; never show the URL (password)
-        raise fail("metadata_service_sql_conn", "not a valid SQLAlchemy URL (dialect+driver://...)") from None
-
+    if values["metadata_service_type"] == SQL_SERVICE:
+        _check_sql(sql_conn, nodes, local_nodes, fail)
     if values["metadata_service_type"] == ZOOKEEPER_SERVICE:
         _check_zookeeper(values, fail)
 
@@ -478,8 +473,31 @@ def load_config(
         ssh_key_file=values["ssh_key_file"],
         ssh_host_key_policy=values["ssh_host_key_policy"],
         ssh_timeout=values["ssh_timeout"],
+        ssh_known_hosts_file=values["ssh_known_hosts_file"],
+        ssh_remote_command=values["ssh_remote_command"],
         metrics_port=values["metrics_port"],
     )
+
+
+def _check_sql(
+    sql_conn: str, nodes: tuple[str, ...], local_nodes: tuple[str, ...], fail: Callable[[str, str], ConfigError]
+) -> None:
+    """The SQL metastore URL: parseable, and shared when nodes live on other hosts."""
+    if sql_conn.startswith("sqlite") and set(nodes) - set(local_nodes):
+        # Each host would have its own file and elect itself: two schedulers.
+        raise fail(
+            "metadata_service_sql_conn",
+            "an SQLite metastore is local to one host; nodes on other hosts need a shared MySQL/MariaDB/PostgreSQL URL",
+        )
+    if "://" not in sql_conn:
+        raise fail("metadata_service_sql_conn", "not a SQLAlchemy URL (dialect+driver://...)")
+    from sqlalchemy.engine import make_url  # here: a ZooKeeper controller never loads SQLAlchemy
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        make_url(sql_conn)
+    except (ArgumentError, ValueError):  # e.g. a port that is not a number; never show the URL (password)
+        raise fail("metadata_service_sql_conn", "not a valid SQLAlchemy URL (dialect+driver://...)") from None
 
 
 def _check_zookeeper(values: dict[str, Any], fail: Callable[[str, str], ConfigError]) -> None:
@@ -650,9 +668,19 @@ ssh_user =
 ssh_port = 22
 ssh_key_file =
 # reject (default): unknown host keys are refused; warn: accepted with a warning;
-# auto_add: accepted and saved.
+# auto_add: accepted and saved. A changed host key is always refused.
 ssh_host_key_policy = reject
+# Seconds for connecting (TCP, banner, key exchange, authentication) and for each remote
+# command, all together. Must be < lease_ttl - poll_frequency.
+# Default: min(10, (lease_ttl - poll_frequency) / 2).
 # ssh_timeout =
+# known_hosts file to check host keys against (auto_add appends to it).
+# Empty: ~/.ssh/known_hosts and /etc/ssh/ssh_known_hosts.
+ssh_known_hosts_file =
+# This project's command on the other masters, used to probe and kill there with psutil
+# (an absolute path when its virtualenv is not on the SSH session's PATH). When it is not
+# found there, or this is empty, a POSIX shell fallback (ps, kill) is used instead.
+ssh_remote_command = scheduler_failover_controller
 
 # Port of a Prometheus text endpoint on 127.0.0.1; 0 disables it.
 metrics_port = 0
