@@ -113,12 +113,37 @@ class ZooKeeperMetastore(Metastore):
             **ssl,
         )
         self._state_lock = threading.Lock()
+        self._negotiated: float | None = None
+        self._watch_negotiation()
         self._suspended = False
         self._started = False
         self._ready = False
         self.client.add_listener(self._on_state)
 
     # --- connection ---------------------------------------------------------------------
+
+    def _watch_negotiation(self) -> None:
+        """Record the session timeout the server grants on every (re)connect.
+
+        kazoo does not keep it, and the lease is only as long as what the server granted.
+        """
+        from kazoo.protocol.serialization import Connect
+
+        connection = getattr(self.client, "_connection", None)
+        original = getattr(connection, "_invoke", None)
+        if original is None:
+            log.warning("cannot observe the negotiated ZooKeeper session timeout; assuming lease_ttl")
+            return
+
+        def invoke(timeout: float, request: Any, xid: int | None = None) -> Any:
+            result = original(timeout, request, xid)
+            if isinstance(request, Connect) and isinstance(result, tuple) and result:
+                granted = getattr(result[0], "time_out", 0)
+                if granted > 0:
+                    self._negotiated = granted / 1000.0
+            return result
+
+        connection._invoke = invoke  # type: ignore[union-attr]
 
     def _on_state(self, state: str) -> None:
         with self._state_lock:
@@ -143,19 +168,19 @@ class ZooKeeperMetastore(Metastore):
         self._started = True
         with self._state_lock:
             self._suspended = False
-        granted = getattr(self.client, "_session_timeout", None)
-        if granted is not None and abs(granted / 1000.0 - self.lease_ttl) > max(0.05, 0.01 * self.lease_ttl):
+        granted = self._negotiated
+        if granted is not None and abs(granted - self.lease_ttl) > max(0.05, 0.01 * self.lease_ttl):
             self.client.stop()
             self._started = False
             raise MetastoreError(
-                f"zookeeper granted a session timeout of {granted / 1000.0:g}s but lease_ttl is {self.lease_ttl:g}s; "
+                f"zookeeper granted a session timeout of {granted:g}s but lease_ttl is {self.lease_ttl:g}s; "
                 "set the servers' minSessionTimeout/maxSessionTimeout so they allow lease_ttl"
             )
 
     @property
     def session_timeout(self) -> float:
-        granted = getattr(self.client, "_session_timeout", None)
-        return granted / 1000.0 if granted else self.lease_ttl
+        """The session timeout the server granted (the lease), never more than lease_ttl."""
+        return min(self._negotiated or self.lease_ttl, self.lease_ttl)
 
     def _call(self, fn: Callable[[], T]) -> T:
         """Run one operation with a deadline; any ZooKeeper failure becomes MetastoreError."""

@@ -462,3 +462,56 @@ def test_controller_clocks_minutes_apart_agree_on_expiry(mariadb_url: str, tmp_p
     time.sleep(3.5)
     assert contend("+10m", "fast", 3.0) == "won 2"
     assert contend("-10m", "slow", 3.0) == "lost -1"
+
+
+# --- ZooKeeper specifics ----------------------------------------------------------------------------
+
+
+def test_zookeeper_digest_auth_protects_the_records(zk_hosts: str) -> None:
+    from kazoo.client import KazooClient
+    from kazoo.exceptions import NoAuthError
+
+    owner = ZooKeeperMetastore(zk_hosts, "/secured", LEASE, TIMEOUT, auth="sfc:pw")
+    owner.setup()
+    assert owner.acquire_or_renew("a", "host-a", LEASE) is not None
+    stranger = KazooClient(hosts=zk_hosts, timeout=LEASE)
+    stranger.start(timeout=10)
+    try:
+        with pytest.raises(NoAuthError):
+            stranger.get("/secured/placement")
+        with pytest.raises(NoAuthError):
+            stranger.set("/secured/epoch", b"0")
+    finally:
+        stranger.stop()
+        stranger.close()
+    friend = ZooKeeperMetastore(zk_hosts, "/secured", LEASE, TIMEOUT, auth="sfc:pw")
+    assert friend.read_state().lease.holder == "a"
+    friend.close()
+    owner.close()
+
+
+def test_zookeeper_refuses_a_session_timeout_the_servers_will_not_grant(zk_hosts: str) -> None:
+    """The ensemble allows at most 60 s: a 120 s lease must not silently become a 60 s session."""
+    store = ZooKeeperMetastore(zk_hosts, ROOT, 120.0, TIMEOUT)
+    with pytest.raises(MetastoreError, match="granted a session timeout of 60s but lease_ttl is 120s"):
+        store.setup()
+    store.close()
+
+
+def test_zookeeper_suspended_connection_is_not_usable(zk_ensemble: Any, zk_hosts: str) -> None:
+    store = ZooKeeperMetastore(zk_hosts, ROOT, LEASE, TIMEOUT)
+    store.setup()
+    assert store.acquire_or_renew("a", "a", LEASE) is not None and store.usable()
+    for i in range(3):
+        zk_ensemble.freeze(i)
+    try:
+        deadline = time.monotonic() + 2 * LEASE
+        while store.usable() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not store.usable()
+        with pytest.raises(MetastoreError):
+            store.acquire_or_renew("a", "a", LEASE)
+    finally:
+        for i in range(3):
+            zk_ensemble.thaw(i)
+    store.close()
