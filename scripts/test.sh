@@ -28,6 +28,12 @@ fi
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null
 .venv/bin/python -m pip install -q -e '.[test]'
 
+# A second virtualenv with a real Apache Airflow for the end-to-end test (tests/e2e): Airflow pins
+# many packages, so it does not share the test virtualenv.
+[ -x .venv-airflow/bin/python ] || python3 -m venv .venv-airflow
+.venv-airflow/bin/python -m pip install -q --upgrade pip >/dev/null
+.venv-airflow/bin/python -m pip install -q -e '.[airflow]'
+
 echo "== ruff"; .venv/bin/ruff check . && .venv/bin/ruff format --check .
 echo "== mypy"; .venv/bin/mypy scheduler_failover_controller
 echo "== pytest"; .venv/bin/python -m pytest -q -p no:cacheprovider "$@"

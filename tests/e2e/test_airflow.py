@@ -1,0 +1,96 @@
+"""End to end: the controller keeps a REAL ``airflow scheduler`` alive on SQLite.
+
+Needs a virtualenv with apache-airflow and this project (``scripts/test.sh`` builds
+``.venv-airflow``; ``SFC_AIRFLOW_VENV`` points elsewhere). In CI a missing one is a failure.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from scheduler_failover_controller.probe import find_schedulers
+from tests.conftest import missing
+from tests.process.harness import Observer, wait_for
+
+ROOT = Path(__file__).resolve().parents[2]
+VENV = Path(os.environ.get("SFC_AIRFLOW_VENV", ROOT / ".venv-airflow"))
+
+
+@pytest.fixture
+def airflow_home(tmp_path: Path) -> Iterator[tuple[Path, dict[str, str]]]:
+    if not (VENV / "bin" / "airflow").exists() or not (VENV / "bin" / "sfc").exists():
+        missing(f"an Airflow virtualenv at {VENV} (scripts/test.sh builds it)")
+    home = tmp_path / "airflow"
+    home.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW__")}
+    env.pop("SCHEDULER_FAILOVER_CONTROLLER_CONFIG", None)
+    env.update(
+        {
+            "AIRFLOW_HOME": str(home),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "PATH": f"{VENV / 'bin'}:{env.get('PATH', '/usr/bin:/bin')}",
+        }
+    )
+    migrate = subprocess.run(
+        [str(VENV / "bin" / "airflow"), "db", "migrate"], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert migrate.returncode == 0, migrate.stdout[-2000:] + migrate.stderr[-2000:]
+    yield home, env
+
+
+def test_controller_keeps_one_real_airflow_scheduler_alive(airflow_home: tuple[Path, dict[str, str]]) -> None:
+    home, env = airflow_home
+    pid_file = home / "scheduler.pid"  # a unique argument, so only this test's scheduler matches
+    match = f"airflow scheduler --pid {pid_file}"
+    config = home / "sfc.cfg"
+    config.write_text(
+        "[scheduler_failover]\n"
+        "scheduler_nodes_in_cluster = e2e\ncurrent_host = e2e\n"
+        f"state_dir = {home / 'sfc'}\n"
+        "poll_frequency = 1\nlease_ttl = 6\n"
+        f"scheduler_process_match = {match}\n"
+        f"airflow_scheduler_start_command = exec airflow scheduler --pid {pid_file}\n"
+        "scheduler_start_timeout = 60\nscheduler_stop_timeout = 4\n"
+    )
+    log = (home / "controller.log").open("ab")
+    controller = subprocess.Popen(
+        [str(VENV / "bin" / "sfc"), "--config", str(config), "start"], env=env, stdout=log, stderr=subprocess.STDOUT
+    )
+    observer = Observer(match)
+    observer.start()
+    try:
+        wait_for(lambda: len(observer.current()) == 1, 90, "Airflow's scheduler to be started")
+        (first,) = observer.current()
+        time.sleep(8)  # let it really run: it must still be the same process
+        assert observer.current() == (first,), (home / "controller.log").read_text()[-3000:]
+        assert psutil.Process(first).is_running()
+
+        os.kill(first, signal.SIGKILL)
+        wait_for(lambda: len(observer.current()) == 1 and observer.current() != (first,), 90, "a new Airflow scheduler")
+        assert "restarted it in place" in (home / "controller.log").read_text()
+
+        controller.send_signal(signal.SIGTERM)
+        assert controller.wait(timeout=60) == 0
+        wait_for(lambda: observer.current() == (), 30, "the scheduler to be stopped with its controller")
+        text = (home / "controller.log").read_text()
+        assert "stopped the local scheduler" in text and "released the leadership lease" in text
+    finally:
+        observer.stop()
+        if controller.poll() is None:
+            controller.kill()
+            controller.wait()
+        for root in find_schedulers(match):
+            with contextlib.suppress(psutil.Error):
+                for child in root.children(recursive=True):
+                    child.kill()
+                root.kill()
+    assert observer.max_seen <= 1, f"two Airflow schedulers at once: {observer.history}"
