@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything the tests need on a fresh Debian machine, then runs lint, types and the
-# whole test suite: unit, metastore contract (SQLite, a real MariaDB and a real ZooKeeper ensemble
-# the tests start), SSH against a real sshd, real controller processes, the multi-host lab, CLI.
+# whole test suite: unit, metastore contract (SQLite, real MariaDB, PostgreSQL and a 3-server
+# ZooKeeper ensemble, all started by the tests), SSH against a real sshd, real controller processes, the multi-host lab, CLI.
 # Idempotent; safe to re-run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,6 +14,7 @@ command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
 command -v iptables >/dev/null 2>&1 || need_apt+=(iptables)
 command -v java >/dev/null 2>&1 || need_apt+=(default-jre-headless)
 [ -f /usr/share/java/zookeeper.jar ] || need_apt+=(zookeeper libzookeeper-java)
+ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || need_apt+=(postgresql)
 command -v python3 >/dev/null 2>&1 || need_apt+=(python3)
 python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need_apt+=(python3-venv)
 if [ ${#need_apt[@]} -gt 0 ]; then

@@ -85,12 +85,13 @@ class Backend:
             )
 
 
-@pytest.fixture(params=["sqlite", "mariadb", "zookeeper"])
+@pytest.fixture(params=["sqlite", "mariadb", "postgresql", "zookeeper"])
 def be(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
     if request.param == "sqlite":
         return Backend("sqlite", ("sql", f"sqlite:///{tmp_path / 'metastore.db'}"))
-    if request.param == "mariadb":
-        return Backend("mariadb", ("sql", request.getfixturevalue("mariadb_url")))
+    if request.param in ("mariadb", "postgresql"):
+        fixture = {"mariadb": "mariadb_url", "postgresql": "postgres_url"}[request.param]
+        return Backend(request.param, ("sql", request.getfixturevalue(fixture)))
     return Backend("zookeeper", ("zookeeper", request.getfixturevalue("zk_hosts")))
 
 
