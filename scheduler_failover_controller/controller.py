@@ -312,11 +312,12 @@ class Controller:
         return f"{prefix}: placed the scheduler on {target} but its start failed: {detail}"
 
     def _healthy(self, node: str, probe: ProbeResult) -> str:
-        try:
-            # Keeps the placement of a node without a controller of its own alive.
-            self.store.renew_placement(node, self.ttl, self.holder, self.epoch)
-        except MetastoreError as exc:
-            log.warning("placement renewal for %s failed: %s", node, exc)
+        if node != self.host:  # our own node's placement was renewed by _guard already
+            try:
+                # Keeps the placement of a node without a controller of its own alive.
+                self.store.renew_placement(node, self.ttl, self.holder, self.epoch)
+            except MetastoreError as exc:
+                log.warning("placement renewal for %s failed: %s", node, exc)
         stable = self.monotonic() - self.last_start >= 3 * self.config.poll_frequency
         if stable and (self.restart_failures or self.in_incident):
             self._recovered()
