@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -16,7 +16,10 @@ from . import __version__
 from .config import CONFIG_ENV, SECTION, Config, config_path, default_config_text, load_config
 from .exceptions import ConfigError, FailoverError, MetastoreError
 from .metastore import Metastore, open_metastore
-from .probe import SchedulerState
+from .probe import MATCH_ENV, ProbeResult, SchedulerState
+
+if TYPE_CHECKING:
+    from .nodes import NodeRunner
 
 
 class ConfigProblem(click.ClickException):
@@ -166,7 +169,7 @@ def is_scheduler_running(ctx: click.Context, as_json: bool) -> None:
     from .nodes import make_runners
 
     config = _config(ctx)
-    results = [runner.probe() for runner in make_runners(config).values()]
+    results = list(_probe_all(make_runners(config)).values())
     _emit(
         [r.to_json() for r in results],
         as_json,
@@ -176,20 +179,147 @@ def is_scheduler_running(ctx: click.Context, as_json: bool) -> None:
     sys.exit(0 if len(running) == 1 and len(running[0].pids) == 1 else 1)
 
 
+def _probe_all(runners: dict[str, NodeRunner]) -> dict[str, ProbeResult]:
+    """Probe every node in parallel (a slow or unreachable node costs ssh_timeout once, not per node)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    try:
+        with ThreadPoolExecutor(max_workers=min(16, max(1, len(runners)))) as pool:
+            futures = {node: pool.submit(runner.probe) for node, runner in runners.items()}
+            return {node: future.result() for node, future in futures.items()}
+    finally:
+        for runner in runners.values():
+            runner.close()
+
+
+def _target_and_match(ctx: click.Context, node: str | None, match: str | None) -> tuple[str, str]:
+    """``--node`` and ``--match``, from the config only when not given (it may not exist there)."""
+    if match:
+        import socket
+
+        node = node or socket.gethostname()
+        return node, match.replace("{node}", node)
+    config = _config(ctx)
+    node = node or config.current_host
+    return node, config.process_match(node)
+
+
+_NODE_HELP = "Node name to report (default: current_host of the config, else this machine's host name)."
+_MATCH_HELP = (
+    f"Words of a scheduler's command line (default: scheduler_process_match of the config; also ${MATCH_ENV}). "
+    "With a match, no config file is needed."
+)
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--node", default=None, help=_NODE_HELP)
+@click.option("--match", default=None, envvar=MATCH_ENV, show_envvar=True, help=_MATCH_HELP)
+@click.option(
+    "--serve",
+    is_flag=True,
+    help="Print a probe as one JSON line now and again for every line read on stdin, until end of input "
+    "(how the SSH runner keeps one cheap probe process per connection).",
+)
+@click.pass_context
+def probe(ctx: click.Context, as_json: bool, node: str | None, match: str | None, serve: bool) -> None:
+    """This machine's scheduler: running / stopped / unhealthy / unknown, with pids.
+
+    The SSH runner of another master runs this on the node. Exit 0 when the processes could be
+    listed (whatever the state), 1 when the state is unknown.
+    """
+    from .probe import probe_local
+
+    name, words = _target_and_match(ctx, node, match)
+    if serve:
+        while True:
+            click.echo(json.dumps(probe_local(name, words).to_json()))
+            sys.stdout.flush()
+            if not sys.stdin.buffer.readline():
+                return
+    result = probe_local(name, words)
+    _emit(result.to_json(), as_json, lambda: f"{result.node}: {result.describe()}")
+    sys.exit(1 if result.state is SchedulerState.UNKNOWN else 0)
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--node", default=None, help=_NODE_HELP)
+@click.option("--match", default=None, envvar=MATCH_ENV, show_envvar=True, help=_MATCH_HELP)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(0, 3600),
+    default=None,
+    help="Seconds between SIGTERM and SIGKILL (default: scheduler_stop_timeout, else 10).",
+)
+@click.pass_context
+def kill_local(ctx: click.Context, as_json: bool, node: str | None, match: str | None, timeout: float | None) -> None:
+    """SIGTERM every scheduler process tree on this machine, SIGKILL what is left after --timeout.
+
+    Prints a fresh probe; exit 0 when nothing is left. Used by the SSH runner of another master
+    (it does not run airflow_scheduler_stop_command: the runner does that first).
+    """
+    from .nodes.local import kill_trees
+    from .probe import find_schedulers, probe_local
+
+    name, words = _target_and_match(ctx, node, match)
+    if timeout is None:
+        timeout = _config(ctx).scheduler_stop_timeout if not match else 10.0
+    kill_trees(find_schedulers(words), timeout)
+    result = probe_local(name, words)
+    _emit(result.to_json(), as_json, lambda: f"{result.node}: {result.describe()}")
+    sys.exit(0 if result.state is SchedulerState.STOPPED else 1)
+
+
 @main.command()
 @click.pass_context
 def test_connection(ctx: click.Context) -> None:
-    """Reach every node and the metastore; exit 1 if any fails."""
-    from .nodes import make_runners
+    """Reach every node (local, or SSH: host key, login, tools there) and the metastore; exit 1 if any fails."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from .nodes import SSHNodeRunner, make_runners
 
     config = _config(ctx)
     failed = False
-    for node, runner in make_runners(config).items():
-        probe = runner.probe()
-        ok = probe.state is not SchedulerState.UNKNOWN
+    runners = make_runners(config)
+
+    def check(runner: NodeRunner) -> tuple[bool, list[str]]:
+        if not isinstance(runner, SSHNodeRunner):
+            probe = runner.probe()
+            ok = probe.state is not SchedulerState.UNKNOWN
+            return ok, [f"node {runner.node} (local): {'ok' if ok else 'FAILED'}: scheduler {probe.describe()}"]
+        report = runner.check()
+        if report.probe is not None and report.ok:
+            head = f"scheduler {report.probe.describe()}"
+        elif report.tools_missing:
+            head = f"missing on the node: {', '.join(report.tools_missing)}"
+        elif report.probe is not None:
+            head = f"scheduler {report.probe.describe()}"
+        else:
+            head = report.error
+        reach = "reachable" if report.reachable else f"UNREACHABLE: {report.error}"
+        lines = [
+            f"node {runner.node} (remote): {'ok' if report.ok else 'FAILED'}: {head}",
+            f"  ssh {report.target}: {reach}",
+            f"  host key: {report.host_key}",
+            f"  auth: {report.auth}",
+            f"  project on the node: {report.project}",
+        ]
+        if report.auth_ok:
+            missing = ", ".join(report.tools_missing)
+            lines.append(f"  tools (ps, flock): {'MISSING ' + missing if missing else 'ok'}")
+        return report.ok, lines
+
+    try:
+        with ThreadPoolExecutor(max_workers=min(16, max(1, len(runners)))) as pool:
+            outputs = list(pool.map(check, runners.values()))
+    finally:
+        for runner in runners.values():
+            runner.close()
+    for ok, lines in outputs:
         failed |= not ok
-        how = "local" if node in config.local_nodes else "remote"
-        click.echo(f"node {node} ({how}): {'ok' if ok else 'FAILED'}: scheduler {probe.describe()}")
+        for line in lines:
+            click.echo(line)
     store = _open_store(config)
     try:
         store.setup()

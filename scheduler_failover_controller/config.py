@@ -418,9 +418,19 @@ def load_config(
     command_budget = ttl - poll
     for key in ("scheduler_stop_timeout", "ssh_timeout"):
         if values[key] is None:
-            values[key] = min(10.0, command_budget / 2)
+            # A remote stop takes up to 2 SSH steps plus the SIGTERM grace: a quarter each fits.
+            values[key] = min(10.0, command_budget / 4)
         elif values[key] >= command_budget:
             raise fail(key, f"{values[key]:g}s must be < lease_ttl - poll_frequency ({command_budget:g}s)")
+    if set(nodes) - set(local_nodes):
+        remote_stop = values["scheduler_stop_timeout"] + 2 * values["ssh_timeout"]
+        if remote_stop >= command_budget:
+            key = "ssh_timeout" if "ssh_timeout" in raw else "scheduler_stop_timeout"
+            raise fail(
+                key,
+                f"a remote stop (scheduler_stop_timeout + 2 x ssh_timeout = {remote_stop:g}s) must take less than "
+                f"lease_ttl - poll_frequency ({command_budget:g}s)",
+            )
     if values["move_backoff"] is None:
         values["move_backoff"] = max(poll * 3, 5.0)
     if not values["scheduler_process_match"]:
@@ -632,7 +642,7 @@ airflow_scheduler_stop_command =
 scheduler_start_timeout = 60
 
 # Seconds between SIGTERM and SIGKILL when stopping. Must be < lease_ttl - poll_frequency.
-# Default: min(10, (lease_ttl - poll_frequency) / 2).
+# Default: min(10, (lease_ttl - poll_frequency) / 4).
 # scheduler_stop_timeout =
 
 # Failed restarts in place before the scheduler is moved to another node.
@@ -670,9 +680,9 @@ ssh_key_file =
 # reject (default): unknown host keys are refused; warn: accepted with a warning;
 # auto_add: accepted and saved. A changed host key is always refused.
 ssh_host_key_policy = reject
-# Seconds for connecting (TCP, banner, key exchange, authentication) and for each remote
-# command, all together. Must be < lease_ttl - poll_frequency.
-# Default: min(10, (lease_ttl - poll_frequency) / 2).
+# Seconds an SSH step may take: connecting (TCP, banner, key exchange, authentication), opening
+# a channel, a remote command; a whole probe fits in it. A node that does not answer in time is
+# "unknown". Must be < lease_ttl - poll_frequency. Default: min(10, (lease_ttl - poll_frequency) / 4).
 # ssh_timeout =
 # known_hosts file to check host keys against (auto_add appends to it).
 # Empty: ~/.ssh/known_hosts and /etc/ssh/ssh_known_hosts.

@@ -11,9 +11,14 @@ from __future__ import annotations
 import enum
 import os
 import shlex
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import psutil
+
+# Carries the process match to ``probe``/``kill_local`` run on another node over SSH, so that the
+# match words never appear in a command line there (a concurrent listing would see them).
+MATCH_ENV = "SFC_PROCESS_MATCH"
 
 
 class SchedulerState(str, enum.Enum):
@@ -78,6 +83,27 @@ def _own_lineage() -> set[int]:
     return pids
 
 
+def root_pids(matching: Iterable[int], ppid_of: Callable[[int], int | None]) -> set[int]:
+    """The pids of ``matching`` with no ancestor in ``matching`` (the tops of scheduler trees).
+
+    ``ppid_of`` gives a process's parent pid, or None when it cannot be known.
+    """
+    found = set(matching)
+    roots = set()
+    for pid in found:
+        ancestor, depth = ppid_of(pid), 0
+        nested = False
+        while ancestor and depth < 64:
+            if ancestor in found:
+                nested = True
+                break
+            ancestor = ppid_of(ancestor)
+            depth += 1
+        if not nested:
+            roots.add(pid)
+    return roots
+
+
 def find_schedulers(match: str) -> list[psutil.Process]:
     """The root processes of every scheduler tree matching ``match``, oldest first."""
     words = shlex.split(match)
@@ -92,21 +118,17 @@ def find_schedulers(match: str) -> list[psutil.Process]:
             parents[proc.pid] = proc.info["ppid"]
         except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
             continue
-    roots = []
-    for pid, proc in found.items():
-        ancestor, depth = parents.get(pid, 0), 0
-        nested = False
-        while ancestor and depth < 64:
-            if ancestor in found:
-                nested = True
-                break
-            try:
-                ancestor = psutil.Process(ancestor).ppid()
-            except psutil.Error:
-                break
-            depth += 1
-        if not nested:
-            roots.append(proc)
+
+    def ppid_of(pid: int) -> int | None:
+        if pid in parents:
+            return parents[pid]
+        try:
+            return psutil.Process(pid).ppid()
+        except psutil.Error:
+            return None
+
+    tops = root_pids(found, ppid_of)
+    roots = [proc for pid, proc in found.items() if pid in tops]
 
     def created(proc: psutil.Process) -> float:
         try:
@@ -117,31 +139,89 @@ def find_schedulers(match: str) -> list[psutil.Process]:
     return sorted(roots, key=created)
 
 
+@dataclass(frozen=True)
+class ProcessEntry:
+    """One row of a process table listed without psutil (e.g. ``ps`` on a remote node).
+
+    ``status`` uses psutil's names (``running``, ``sleeping``, ``stopped``, ``zombie`` ...);
+    ``create_time`` only orders the entries (oldest first).
+    """
+
+    pid: int
+    ppid: int
+    argv: tuple[str, ...]
+    status: str = ""
+    create_time: float = 0.0
+    args: str = ""  # the arguments as listed, to check a pid's identity before signalling it
+
+
+def table_roots(table: Iterable[ProcessEntry], match: str, skip: Iterable[int] = ()) -> list[ProcessEntry]:
+    """The same rules as :func:`find_schedulers`, applied to a listed process table."""
+    words = shlex.split(match)
+    rows = {entry.pid: entry for entry in table}
+    skipped = set(skip)
+    found = {pid: e for pid, e in rows.items() if pid not in skipped and matches(list(e.argv), words)}
+
+    def ppid_of(pid: int) -> int | None:
+        entry = rows.get(pid)
+        return entry.ppid if entry is not None else None
+
+    tops = root_pids(found, ppid_of)
+    return sorted((e for pid, e in found.items() if pid in tops), key=lambda e: (e.create_time, e.pid))
+
+
+def table_descendants(table: Iterable[ProcessEntry], pids: Iterable[int]) -> list[ProcessEntry]:
+    """Every process of ``table`` below ``pids`` (children, grandchildren ...), deepest first."""
+    children: dict[int, list[ProcessEntry]] = {}
+    for entry in table:
+        children.setdefault(entry.ppid, []).append(entry)
+    out: list[ProcessEntry] = []
+    seen: set[int] = set(pids)
+    level = list(pids)
+    while level:
+        below = [c for pid in level for c in children.get(pid, []) if c.pid not in seen]
+        seen.update(c.pid for c in below)
+        out = below + out
+        level = [c.pid for c in below]
+    return out
+
+
+_UNHEALTHY = (psutil.STATUS_ZOMBIE, psutil.STATUS_STOPPED, psutil.STATUS_DEAD, "tracing-stop")
+
+
+def classify(node: str, roots: Sequence[tuple[int, str, float]]) -> ProbeResult:
+    """The probe result for the (pid, status, create time) of each scheduler tree's root."""
+    if not roots:
+        return ProbeResult(node, SchedulerState.STOPPED)
+    pids = tuple(pid for pid, _status, _created in roots)
+    times = tuple(created for _pid, _status, created in roots)
+    bad = [f"pid {pid} is {status}" for pid, status, _created in roots if status in _UNHEALTHY]
+    if bad:
+        return ProbeResult(node, SchedulerState.UNHEALTHY, pids, "; ".join(bad), times)
+    detail = "" if len(pids) == 1 else f"{len(pids)} scheduler processes"
+    return ProbeResult(node, SchedulerState.RUNNING, pids, detail, times)
+
+
+def probe_table(node: str, table: Iterable[ProcessEntry], match: str, skip: Iterable[int] = ()) -> ProbeResult:
+    """Like :func:`probe_local`, on a listed process table."""
+    return classify(node, [(e.pid, e.status, e.create_time) for e in table_roots(table, match, skip)])
+
+
 def probe_local(node: str, match: str) -> ProbeResult:
     """Look at this machine's processes for ``node``'s scheduler."""
     try:
         roots = find_schedulers(match)
     except (psutil.Error, OSError) as exc:
         return ProbeResult(node, SchedulerState.UNKNOWN, detail=f"cannot list processes: {exc}")
-    if not roots:
-        return ProbeResult(node, SchedulerState.STOPPED)
-    pids, times, bad = [], [], []
+    seen: list[tuple[int, str, float]] = []
     for proc in roots:
         status: str
         try:
             status = proc.status()
-            times.append(proc.create_time())
+            created = proc.create_time()
         except psutil.NoSuchProcess:
             continue
         except psutil.Error:
-            status = "?"
-            times.append(0.0)
-        pids.append(proc.pid)
-        if status in (psutil.STATUS_ZOMBIE, psutil.STATUS_STOPPED, psutil.STATUS_DEAD, "tracing-stop"):
-            bad.append(f"pid {proc.pid} is {status}")
-    if not pids:
-        return ProbeResult(node, SchedulerState.STOPPED)
-    if bad:
-        return ProbeResult(node, SchedulerState.UNHEALTHY, tuple(pids), "; ".join(bad), tuple(times))
-    detail = "" if len(pids) == 1 else f"{len(pids)} scheduler processes"
-    return ProbeResult(node, SchedulerState.RUNNING, tuple(pids), detail, tuple(times))
+            status, created = "?", 0.0
+        seen.append((proc.pid, status, created))
+    return classify(node, seen)

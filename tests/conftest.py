@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import os
 import shutil
 import signal
@@ -14,6 +15,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pymysql
 import pytest
@@ -21,6 +23,29 @@ import pytest
 from tests.support.zk import Ensemble, start_ensemble, zookeeper_available
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+_ALLOWED_NETS = [ipaddress.ip_network(n) for n in ("127.0.0.0/8", "::1/128", "198.18.0.0/24")]
+_real_getaddrinfo = socket.getaddrinfo
+
+
+def _loopback_only_getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
+    """Name lookups in tests: loopback and the lab's own addresses only, never a DNS query."""
+    name = host.decode() if isinstance(host, bytes) else host
+    if name is None or name == "localhost":
+        return _real_getaddrinfo(host, *args, **kwargs)
+    try:
+        address = ipaddress.ip_address(str(name).split("%")[0])
+    except ValueError:
+        raise socket.gaierror(socket.EAI_NONAME, f"tests resolve no host names: {name!r}") from None
+    if not any(address in net for net in _ALLOWED_NETS):
+        raise socket.gaierror(socket.EAI_NONAME, f"tests reach only loopback and the lab: {name!r}")
+    return _real_getaddrinfo(host, *args, **kwargs)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Tests never send traffic (a DNS query included) beyond loopback and the lab's namespaces."""
+    socket.getaddrinfo = _loopback_only_getaddrinfo
 
 
 def missing(what: str) -> None:

@@ -10,6 +10,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
+from pathlib import Path
 
 import psutil
 
@@ -21,6 +22,24 @@ from .base import NodeRunner
 log = logging.getLogger(__name__)
 
 
+def node_lock_path(config: Config, node: str) -> Path:
+    """The per-node start lock (flock), the same path for the local and the SSH runner."""
+    return config.state_dir / "locks" / f"{node}.lock"
+
+
+def launch_command(config: Config, node: str) -> str:
+    """The ``/bin/sh`` command line that starts ``node``'s scheduler detached and returns at once.
+
+    Shared by the local and the SSH runner. The scheduler's output is appended to
+    ``state_dir/scheduler.log`` (on the node that runs it).
+    """
+    log_file = shlex.quote(str(config.state_dir / "scheduler.log"))
+    command = config.start_command(node) or "exec airflow scheduler"
+    # Run in a background subshell so that sh exits at once and the scheduler is
+    # re-parented (no zombie of ours), in its own session, detached from our stdio.
+    return f"( {command} ) >> {log_file} 2>&1 < /dev/null &"
+
+
 class LocalNodeRunner(NodeRunner):
     """A node whose processes this machine can see and signal."""
 
@@ -28,7 +47,7 @@ class LocalNodeRunner(NodeRunner):
         super().__init__(node)
         self.config = config
         self.match = config.process_match(node)
-        self.lock_path = config.state_dir / "locks" / f"{node}.lock"
+        self.lock_path = node_lock_path(config, node)
 
     def probe(self) -> ProbeResult:
         return probe_local(self.node, self.match)
@@ -53,11 +72,7 @@ class LocalNodeRunner(NodeRunner):
             os.close(fd)  # closing drops the lock
 
     def _launch_command(self) -> str:
-        log_file = shlex.quote(str(self.config.state_dir / "scheduler.log"))
-        command = self.config.start_command(self.node) or "exec airflow scheduler"
-        # Run in a background subshell so that sh exits at once and the scheduler is
-        # re-parented (no zombie of ours), in its own session, detached from our stdio.
-        return f"( {command} ) >> {log_file} 2>&1 < /dev/null &"
+        return launch_command(self.config, self.node)
 
     def start(self) -> None:
         self.config.state_dir.mkdir(parents=True, exist_ok=True)

@@ -582,14 +582,25 @@ def test_is_scheduler_running_json_when_running(cli: Cli, fake_scheduler: tuple[
     assert as_json(result) == [{"node": HOST, "state": "running", "pids": [proc.pid], "detail": ""}]
 
 
+# A remote node that cannot be reached: a loopback address (no name lookup, so no DNS query ever
+# leaves this machine) on a port where nothing listens.
+REMOTE = "127.0.0.9"
+
+
+def unreachable_remote(cli: Cli, **keys: str) -> None:
+    from tests.conftest import free_port
+
+    cli.write(scheduler_nodes_in_cluster=f"node-a,{REMOTE}", ssh_port=str(free_port()), ssh_timeout="1", **keys)
+
+
 def test_is_scheduler_running_remote_node_is_unknown(cli: Cli) -> None:
-    cli.write(scheduler_nodes_in_cluster="node-a,node-b", metadata_service_sql_conn=CLOSED_DB, metastore_timeout="1")
+    unreachable_remote(cli, metadata_service_sql_conn=CLOSED_DB, metastore_timeout="1")
     result = cli("is_scheduler_running", "--json")
     assert result.exit_code == 1
     probes = as_json(result)
     assert isinstance(probes, list)
     states = {p["node"]: p["state"] for p in probes}
-    assert states == {HOST: "stopped", "node-b": "unknown"}
+    assert states == {HOST: "stopped", REMOTE: "unknown"}
 
 
 def test_test_connection_single_local_node_with_sqlite(cli: Cli) -> None:
@@ -601,11 +612,11 @@ def test_test_connection_single_local_node_with_sqlite(cli: Cli) -> None:
 
 
 def test_test_connection_fails_for_unreachable_node(cli: Cli, mariadb_url: str) -> None:
-    cli.write(scheduler_nodes_in_cluster="node-a,node-b", metadata_service_sql_conn=mariadb_url)
+    unreachable_remote(cli, metadata_service_sql_conn=mariadb_url)
     result = cli("test_connection")
     assert_no_traceback(result)
     assert result.exit_code == 1, result.output
-    assert "node node-b (remote): FAILED" in result.output
+    assert f"node {REMOTE} (remote): FAILED" in result.output
     assert ": ok (epoch" in result.output  # the metastore itself was reachable
 
 

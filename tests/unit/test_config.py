@@ -494,8 +494,8 @@ def test_timing_defaults(env: dict[str, str], make: Callable[..., Path]) -> None
     config = load(make(), env)
     assert (config.poll_frequency, config.lease_ttl) == (10.0, 40.0)
     assert config.metastore_timeout == 5.0
-    assert config.scheduler_stop_timeout == 10.0
-    assert config.ssh_timeout == 10.0
+    assert config.scheduler_stop_timeout == 7.5  # (40 - 10) / 4
+    assert config.ssh_timeout == 7.5
     assert config.move_backoff == 30.0
     assert config.scheduler_start_timeout == 60.0
     assert config.poll_frequency + 2 * config.metastore_timeout <= config.lease_ttl
@@ -504,8 +504,8 @@ def test_timing_defaults(env: dict[str, str], make: Callable[..., Path]) -> None
 def test_derived_timeouts_follow_a_short_lease(env: dict[str, str], make: Callable[..., Path]) -> None:
     config = load(make(poll_frequency="1", lease_ttl="3"), env)
     assert config.metastore_timeout == 0.5  # (3 - 1) / 4
-    assert config.scheduler_stop_timeout == 1.0
-    assert config.ssh_timeout == 1.0
+    assert config.scheduler_stop_timeout == 0.5
+    assert config.ssh_timeout == 0.5
     assert config.move_backoff == 5.0
     assert config.poll_frequency + 2 * config.metastore_timeout <= config.lease_ttl
 
@@ -803,3 +803,16 @@ def test_bad_zookeeper_values_name_the_key(
     env: dict[str, str], make: Callable[..., Path], key: str, value: str, needle: str
 ) -> None:
     expect_error(make(metadata_service_type="zookeeper", **{key: value}), env, key, needle)
+
+
+def test_a_remote_stop_must_fit_in_the_lease(env: dict[str, str], make: Callable[..., Path]) -> None:
+    shared = "mysql+pymysql://sfc:pw@db.example:3306/airflow"
+    keys = {"scheduler_nodes_in_cluster": "node-a, node-b", "metadata_service_sql_conn": shared}
+    expect_error(
+        make(**keys, poll_frequency="10", lease_ttl="40", ssh_timeout="10", scheduler_stop_timeout="10"),
+        env,
+        "ssh_timeout",
+        "remote stop",
+    )
+    fits = load(make(**keys, poll_frequency="10", lease_ttl="40"), env)
+    assert fits.scheduler_stop_timeout + 2 * fits.ssh_timeout < fits.lease_ttl - fits.poll_frequency
