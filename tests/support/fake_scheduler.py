@@ -24,7 +24,14 @@ def main() -> int:
     child = None
     if not args.no_child:
         # A child that dies with us only if the tree is killed (like Airflow's DAG processor).
-        child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(100000)"])
+        # PR_SET_PDEATHSIG: the child dies with us even when we are SIGKILLed (no orphans left).
+        child = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                "import ctypes, signal, time; ctypes.CDLL(None).prctl(1, signal.SIGTERM); time.sleep(100000)",
+            ]
+        )
 
     def on_term(_signum: int, _frame: object) -> None:
         if child is not None:
