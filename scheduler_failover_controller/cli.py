@@ -548,6 +548,57 @@ def history(ctx: click.Context, limit: int, as_json: bool) -> None:
     )
 
 
+@main.command()
+@click.option("--to", "target", required=True, help="The node that should run the scheduler.")
+@click.option(
+    "--mode",
+    type=click.Choice(["controlled", "forced"]),
+    default="controlled",
+    show_default=True,
+    help="controlled: SIGTERM (or the stop command) and up to scheduler_stop_timeout for the old "
+    "scheduler to exit; forced: kill it at once. Both stop it before starting the new one.",
+)
+@click.option(
+    "--wait",
+    "wait_s",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="Seconds to wait for the result (default: 2 x lease_ttl + scheduler_start_timeout); 0: do not wait.",
+)
+@click.pass_context
+def switchover(ctx: click.Context, target: str, mode: str, wait_s: float | None) -> None:
+    """Planned move of the scheduler to another node, carried out by the active controller."""
+    import time
+
+    config = _config(ctx)
+    if target not in config.nodes:
+        raise click.BadParameter(
+            f"{target!r} is not in scheduler_nodes_in_cluster ({', '.join(config.nodes)})", param_hint="--to"
+        )
+    wait = 2 * config.lease_ttl + config.scheduler_start_timeout if wait_s is None else wait_s
+    with _store(config) as store:
+        store.setup()
+        store.request_switchover(target, mode)
+        store.add_event(config.current_host, "switchover", f"{mode} switchover to {target} requested")
+        if wait == 0:
+            click.echo(f"requested a {mode} switchover to {target}")
+            return
+        deadline = time.monotonic() + wait
+        while store.read_state().switchover is not None:
+            if time.monotonic() > deadline:
+                raise click.ClickException(
+                    f"the switchover to {target} was not carried out within {wait:g}s "
+                    "(is a controller active, and not paused?); the request stays pending"
+                )
+            time.sleep(min(0.5, config.poll_frequency / 2))
+        outcome = [e.message for e in store.events(20) if e.kind == "switchover"]
+        placement = store.read_state().placement
+    last = outcome[-1] if outcome else "no outcome recorded"
+    if placement.node != target or "refused" in last or "failed" in last:
+        raise click.ClickException(last)
+    click.echo(last)
+
+
 def _set_paused(ctx: click.Context, paused: bool) -> None:
     config = _config(ctx)
     with _store(config) as store:

@@ -263,16 +263,15 @@ class Controller:
         return results
 
     def _stop(self, runner: NodeRunner) -> ProbeResult:
-        try:
-            return runner.stop()
-        except (NodeUnreachable, CommandFailed) as exc:
-            return ProbeResult(runner.node, SchedulerState.UNKNOWN, detail=str(exc))
+        return self._stop_with(runner, None)
 
     # --- the active controller ----------------------------------------------------------
 
     def _lead(self, state: ClusterState, probes: dict[str, ProbeResult]) -> str:
         prefix = f"active (epoch {self.epoch})"
         placement = state.placement
+        if state.switchover is not None:
+            return f"{prefix}: {self._switchover(state, probes, *state.switchover)}"
         busy = [n for n, r in probes.items() if r.state in (SchedulerState.RUNNING, SchedulerState.UNHEALTHY)]
         if placement.valid and placement.node is not None:
             node = placement.node
@@ -374,6 +373,58 @@ class Controller:
         self._note_failure(target, detail, start_failed=True)
         self._alert(f"scheduler moved from {node} to {target}, but it failed to start", f"{message}.\n{detail}")
         return f"{message}, but the start there failed: {detail}"
+
+    def _switchover(self, state: ClusterState, probes: dict[str, ProbeResult], target: str, mode: str) -> str:
+        """A planned move requested by ``sfc switchover``: stop every other scheduler, then start.
+
+        ``controlled`` gives the old scheduler SIGTERM and up to ``scheduler_stop_timeout`` to exit
+        (or runs the stop command); ``forced`` kills it at once. Either way it is confirmed gone
+        before the new one starts.
+        """
+
+        def finish(message: str) -> str:
+            try:
+                self.store.clear_switchover()
+            except MetastoreError as exc:
+                log.warning("could not clear the switchover request: %s", exc)
+            self._event("switchover", message)
+            return message
+
+        if target not in self.runners:
+            return finish(f"refused the switchover to {target}: not in scheduler_nodes_in_cluster")
+        placement, probe = state.placement, probes[target]
+        if placement.valid and placement.node == target and probe.state is SchedulerState.RUNNING:
+            return finish(f"switchover to {target}: the scheduler already runs there ({probe.describe()})")
+        if probe.state is not SchedulerState.STOPPED:
+            return finish(f"refused the switchover to {target}: its scheduler is {probe.describe()}")
+        others = [n for n, r in probes.items() if n != target and r.state is not SchedulerState.STOPPED]
+        unknown = [n for n in others if probes[n].state is SchedulerState.UNKNOWN]
+        if unknown:
+            return finish(f"refused the switchover to {target}: cannot see {', '.join(unknown)}")
+        if not self.leads():
+            return f"lease margin too small; the switchover to {target} waits"
+        grace = 0.0 if mode == "forced" else None
+        for node in others:
+            after = self._stop_with(self.runners[node], grace)
+            if after.state is not SchedulerState.STOPPED:
+                return f"switchover to {target}: the scheduler on {node} is still {after.describe()}; retrying"
+            probes = {**probes, node: after}
+        old = placement.node if placement.valid else None
+        if self._set_placement(placement, target) is None:
+            return f"lost the race to place the scheduler on {target} for the switchover; retrying"
+        ok, detail = self._start_on(target, probes)
+        if not ok:
+            self._note_failure(target, detail, start_failed=True)
+        result = "started" if ok else "its start failed"
+        return finish(
+            f"{mode} switchover from {old or 'nowhere'} to {target}: stopped {others or 'nothing'}, {result}: {detail}"
+        )
+
+    def _stop_with(self, runner: NodeRunner, grace: float | None) -> ProbeResult:
+        try:
+            return runner.stop(grace)
+        except (NodeUnreachable, CommandFailed) as exc:
+            return ProbeResult(runner.node, SchedulerState.UNKNOWN, detail=str(exc))
 
     def _set_placement(self, current: Placement, node: str) -> Placement | None:
         if not self.leads():

@@ -71,6 +71,7 @@ class ClusterState:
     placement: Placement
     paused: bool
     server_now: float
+    switchover: tuple[str, str] | None = None  # (target node, "controlled" | "forced") requested
 
 
 @dataclass(frozen=True)
@@ -202,6 +203,14 @@ class Metastore(abc.ABC):
         """Set maintenance mode: controllers keep their lease but start and stop nothing."""
 
     @abc.abstractmethod
+    def request_switchover(self, node: str, mode: str) -> None:
+        """Ask the active controller to move the scheduler to ``node`` (replaces any pending ask)."""
+
+    @abc.abstractmethod
+    def clear_switchover(self) -> None:
+        """Drop the pending switchover request (done or refused)."""
+
+    @abc.abstractmethod
     def add_event(self, host: str, kind: str, message: str, epoch: int = 0) -> None:
         """Append to the history, keeping only the newest ``EVENTS_KEPT`` entries."""
 
@@ -247,6 +256,9 @@ class Metastore(abc.ABC):
                 "expires_in_s": round(state.placement.remaining, 3),
             },
             "paused": state.paused,
+            "switchover_requested": (
+                {"to": state.switchover[0], "mode": state.switchover[1]} if state.switchover else None
+            ),
             "controllers": [
                 {
                     "host": c.host,

@@ -240,6 +240,7 @@ class SQLMetastore(Metastore):
             for table, row in (
                 (meta_table, {"name": "schema_version", "value": str(SCHEMA_VERSION)}),
                 (meta_table, {"name": "paused", "value": "0"}),
+                (meta_table, {"name": "switchover", "value": ""}),
                 (lease_table, {"name": LEADER, "epoch": 0, "acquired_at": 0.0, "expires_at": 0.0}),
                 (placement_table, {"name": SCHEDULER, "epoch": 0, "version": 0, "expires_at": 0.0, "updated_at": 0.0}),
             ):
@@ -325,8 +326,14 @@ class SQLMetastore(Metastore):
         def go(conn: Connection) -> ClusterState:
             lease = self._lease(conn)
             placement = self._placement(conn)
-            paused = conn.execute(select(meta_table.c.value).where(meta_table.c.name == "paused")).scalar()
-            return ClusterState(lease, placement, paused == "1", lease.server_now)
+            flags = dict(
+                conn.execute(
+                    select(meta_table.c.name, meta_table.c.value).where(meta_table.c.name.in_(("paused", "switchover")))
+                ).all()
+            )
+            target, _, mode = (flags.get("switchover") or "").partition(" ")
+            switchover = (target, mode) if target else None
+            return ClusterState(lease, placement, flags.get("paused") == "1", lease.server_now, switchover)
 
         return self._run(go)
 
@@ -465,6 +472,14 @@ class SQLMetastore(Metastore):
         m = meta_table
         self._run(lambda conn: conn.execute(update(m).where(m.c.name == "paused").values(value="1" if paused else "0")))
 
+    def request_switchover(self, node: str, mode: str) -> None:
+        m = meta_table
+        self._run(lambda conn: conn.execute(update(m).where(m.c.name == "switchover").values(value=f"{node} {mode}")))
+
+    def clear_switchover(self) -> None:
+        m = meta_table
+        self._run(lambda conn: conn.execute(update(m).where(m.c.name == "switchover").values(value="")))
+
     def add_event(self, host: str, kind: str, message: str, epoch: int = 0) -> None:
         e = events_table
 
@@ -495,6 +510,7 @@ class SQLMetastore(Metastore):
                 update(placement_table).values(node=None, version=placement_table.c.version + 1, expires_at=0.0)
             )
             conn.execute(update(meta_table).where(meta_table.c.name == "paused").values(value="0"))
+            conn.execute(update(meta_table).where(meta_table.c.name == "switchover").values(value=""))
 
         self._run(go)
 

@@ -221,6 +221,7 @@ class ZooKeeperMetastore(Metastore):
                 ("epoch", b"0"),
                 ("placement", _dump({"node": None, "epoch": 0, "version": 0, "ttl": 0})),
                 ("paused", b"0"),
+                ("switchover", b""),
                 ("clock", b""),
                 ("observations", b"{}"),
                 ("controllers", b""),
@@ -313,7 +314,9 @@ class ZooKeeperMetastore(Metastore):
                 lease = Lease(data.get("holder"), data.get("host"), epoch, now + float(data.get("ttl") or 0), now)
             placement, _ = self._placement(now)
             paused, _ = self._get(self._p("paused"))
-            return ClusterState(lease, placement, paused == b"1", now)
+            request = _load(self._get(self._p("switchover"))[0])
+            switchover = (str(request["node"]), str(request.get("mode", "controlled"))) if request.get("node") else None
+            return ClusterState(lease, placement, paused == b"1", now, switchover)
 
         return self._call(go)
 
@@ -473,6 +476,12 @@ class ZooKeeperMetastore(Metastore):
     def set_paused(self, paused: bool) -> None:
         self._call(lambda: self._set(self._p("paused"), b"1" if paused else b"0"))
 
+    def request_switchover(self, node: str, mode: str) -> None:
+        self._call(lambda: self._set(self._p("switchover"), _dump({"node": node, "mode": mode})))
+
+    def clear_switchover(self) -> None:
+        self._call(lambda: self._set(self._p("switchover"), b""))
+
     def add_event(self, host: str, kind: str, message: str, epoch: int = 0) -> None:
         def go() -> None:
             value = {"host": host, "kind": kind, "message": message[:1000], "epoch": epoch}
@@ -524,6 +533,7 @@ class ZooKeeperMetastore(Metastore):
             self._set(self._p("placement"), _dump(data), stat.version)
             self._set(self._p("observations"), b"{}")
             self._set(self._p("paused"), b"0")
+            self._set(self._p("switchover"), b"")
 
         self._call(go)
 

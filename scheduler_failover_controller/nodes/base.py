@@ -26,8 +26,11 @@ class NodeRunner(abc.ABC):
         """
 
     @abc.abstractmethod
-    def stop(self) -> ProbeResult:
+    def stop(self, grace: float | None = None) -> ProbeResult:
         """Stop every scheduler process tree on the node and return a fresh probe.
+
+        ``grace``: seconds between SIGTERM and SIGKILL; None means the configured stop command
+        (if any) and then ``scheduler_stop_timeout``; 0 kills at once without the stop command.
 
         The result is STOPPED only when nothing is left; NoSuchProcess counts as stopped.
         Raises NodeUnreachable when the node cannot be commanded.
@@ -54,7 +57,7 @@ class NoTransportRunner(NodeRunner):
 
         raise NodeUnreachable(f"{self.node}: {self.reason}")
 
-    def stop(self) -> ProbeResult:
+    def stop(self, grace: float | None = None) -> ProbeResult:
         from ..exceptions import NodeUnreachable
 
         raise NodeUnreachable(f"{self.node}: {self.reason}")

@@ -101,9 +101,9 @@ class LocalNodeRunner(NodeRunner):
             while time.monotonic() < until and not self.probe().state.maybe_running:
                 time.sleep(0.05)
 
-    def stop(self) -> ProbeResult:
-        timeout = self.config.scheduler_stop_timeout
-        command = self.config.stop_command(self.node)
+    def stop(self, grace: float | None = None) -> ProbeResult:
+        timeout = self.config.scheduler_stop_timeout if grace is None else grace
+        command = self.config.stop_command(self.node) if grace is None else ""
         if command:
             try:
                 subprocess.run(

@@ -807,7 +807,7 @@ class SSHNodeRunner(NodeRunner):
             later = "; the scheduler may still come up there, so the node counts as running until seen" if doubt else ""
             raise NodeUnreachable(f"{self.node}: start over SSH: {exc}{later}") from None
 
-    def stop(self) -> ProbeResult:
+    def stop(self, grace: float | None = None) -> ProbeResult:
         """The configured stop command first (if any, ``scheduler_stop_timeout`` for it), then kill.
 
         Kill: this project's ``kill_local`` on the node when installed there (psutil, identity
@@ -815,8 +815,8 @@ class SSHNodeRunner(NodeRunner):
         the roots and every descendant found in the ``ps`` listing get :func:`kill_script`.
         Returns a fresh probe; NodeUnreachable when the node cannot be commanded.
         """
-        stop_timeout = self.config.scheduler_stop_timeout
-        command = self.config.stop_command(self.node)
+        stop_timeout = self.config.scheduler_stop_timeout if grace is None else grace
+        command = self.config.stop_command(self.node) if grace is None else ""
         budget = 2 * self.timeout + stop_timeout * (2 if command else 1) + 2
 
         deadline = _Deadline(budget)

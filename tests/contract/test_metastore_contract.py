@@ -369,6 +369,16 @@ def test_paused_flag(store: Metastore) -> None:
     assert store.read_state().paused is False
 
 
+def test_switchover_request_is_seen_by_every_client_and_cleared(store: Metastore, other: Any) -> None:
+    assert store.read_state().switchover is None
+    store.request_switchover("n2", "forced")
+    assert other().read_state().switchover == ("n2", "forced")
+    store.request_switchover("n3", "controlled")  # a newer ask replaces the older one
+    assert store.read_state().switchover == ("n3", "controlled")
+    store.clear_switchover()
+    assert store.read_state().switchover is None
+
+
 def test_events_are_kept_bounded(store: Metastore, monkeypatch: pytest.MonkeyPatch) -> None:
     from scheduler_failover_controller.metastore import zookeeper as zkmod
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import signal
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -138,5 +139,23 @@ def test_frozen_database_never_yields_a_second_scheduler(
         mariadb.thaw()
     wait_for(lambda: len(cluster.observer.current()) == 1, 30, "recovery after the database returns")
     assert "self-fenced" in "".join(cluster.log(n) for n in cluster.nodes)
+    cluster.observer.stop()
+    assert_never_two(cluster)
+
+
+@pytest.mark.parametrize("mode", ["controlled", "forced"])
+def test_switchover_moves_the_scheduler_without_overlap(
+    make_cluster: Callable[..., Cluster], mode: str, tmp_path: Path
+) -> None:
+    cluster = started(make_cluster, f"sqlite:///{tmp_path / 'metastore.db'}", 3)
+    (before,) = cluster.observer.current()
+    result = cluster.cli("switchover", "--to", "n3", "--mode", mode)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"{mode} switchover from n1 to n3" in result.stdout
+    assert cluster.status().get("scheduler_node") == "n3"
+    wait_for(lambda: len(cluster.observer.current()) == 1, 10, "the scheduler on n3")
+    assert cluster.observer.current() != (before,)
+    refused = cluster.cli("switchover", "--to", "n9")
+    assert refused.returncode == 2 and "not in scheduler_nodes_in_cluster" in refused.stderr
     cluster.observer.stop()
     assert_never_two(cluster)

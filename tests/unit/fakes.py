@@ -98,6 +98,7 @@ class FakeStore(Metastore):
         self.placement_version = 0
         self.placement_expires_at = 0.0
         self.paused = False
+        self.switchover: tuple[str, str] | None = None
         self.registry: dict[str, ControllerInfo] = {}
         self._observations: dict[str, Observation] = {}
         self._events: list[Event] = []
@@ -184,7 +185,7 @@ class FakeStore(Metastore):
 
     def read_state(self) -> ClusterState:
         self._enter("read_state")
-        return ClusterState(self.lease(), self.placement(), self.paused, self.server_now)
+        return ClusterState(self.lease(), self.placement(), self.paused, self.server_now, self.switchover)
 
     def set_placement(
         self, node: str | None, holder: str, epoch: int, expected_version: int, ttl: float
@@ -249,6 +250,14 @@ class FakeStore(Metastore):
         self._enter("set_paused")
         self.paused = paused
 
+    def request_switchover(self, node: str, mode: str) -> None:
+        self._enter("request_switchover")
+        self.switchover = (node, mode)
+
+    def clear_switchover(self) -> None:
+        self._enter("clear_switchover")
+        self.switchover = None
+
     def add_event(self, host: str, kind: str, message: str, epoch: int = 0) -> None:
         self._enter("add_event")
         self._events.append(Event(self.server_now, host, kind, message[:1000], epoch))
@@ -268,6 +277,7 @@ class FakeStore(Metastore):
         self.placement_node, self.placement_expires_at = None, 0.0
         self.placement_version += 1
         self.paused = False
+        self.switchover = None
 
     def close(self) -> None:
         self.calls.append("close")
@@ -307,6 +317,7 @@ class FakeRunner(NodeRunner):
         self.stop_fails = False
         self.starts = 0
         self.stops = 0
+        self.graces: list[float | None] = []
         self.probes = 0
         self.on_probe: Callable[[], None] | None = None
         self._pending = -1
@@ -369,9 +380,10 @@ class FakeRunner(NodeRunner):
         else:
             self.run()
 
-    def stop(self) -> ProbeResult:
+    def stop(self, grace: float | None = None) -> ProbeResult:
         with self._lock:
             self.stops += 1
+            self.graces.append(grace)
             self.actions.append((self.node, "stop"))
         if not self.reachable:
             raise NodeUnreachable(f"{self.node}: fake node unreachable")

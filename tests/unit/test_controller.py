@@ -888,3 +888,62 @@ def test_make_config_builds_a_valid_test_config() -> None:
     config = make_config("n2", lease_ttl=7)
     assert config.current_host == "n2" and config.nodes == ("n1", "n2", "n3")
     assert (config.poll_frequency, config.lease_ttl, config.metastore_timeout) == (1, 7, 0.5)
+
+
+# --- switchover -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("mode", "grace"), [("controlled", None), ("forced", 0.0)])
+def test_switchover_stops_the_old_scheduler_before_starting_the_new_one(
+    cluster: Cluster, mode: str, grace: float | None
+) -> None:
+    c1 = active_on_n1(cluster)
+    cluster.store.request_switchover("n2", mode)
+    (sentence,) = tick(cluster, c1)
+    assert sentence.startswith(f"active (epoch 1): {mode} switchover from n1 to n2: stopped ['n1'], started")
+    assert cluster.actions == [("n1", "start"), ("n1", "stop"), ("n2", "start")]
+    assert cluster.runners["n1"].graces == [grace]
+    assert cluster.running() == ["n2"] and cluster.store.placement_node == "n2"
+    assert cluster.store.switchover is None and "switchover" in cluster.store.kinds()
+    (sentence,) = tick(cluster, c1)
+    assert "scheduler healthy on n2" in sentence
+
+
+def test_switchover_to_where_it_already_runs_is_done_at_once(cluster: Cluster) -> None:
+    c1 = active_on_n1(cluster)
+    cluster.store.request_switchover("n1", "controlled")
+    (sentence,) = tick(cluster, c1)
+    assert "switchover to n1: the scheduler already runs there" in sentence
+    assert cluster.actions == [("n1", "start")] and cluster.store.switchover is None
+
+
+@pytest.mark.parametrize(
+    ("target", "setup", "reason"),
+    [
+        ("n9", None, "not in scheduler_nodes_in_cluster"),
+        ("n2", "target_unreachable", "its scheduler is unknown"),
+        ("n2", "other_unreachable", "cannot see n3"),
+    ],
+)
+def test_switchover_is_refused_when_it_cannot_be_safe(
+    cluster: Cluster, target: str, setup: str | None, reason: str
+) -> None:
+    c1 = active_on_n1(cluster)
+    if setup == "target_unreachable":
+        cluster.runners["n2"].reachable = False
+    elif setup == "other_unreachable":
+        cluster.runners["n3"].reachable = False
+    cluster.store.request_switchover(target, "controlled")
+    (sentence,) = tick(cluster, c1)
+    assert f"refused the switchover to {target}: {reason}" in sentence
+    assert cluster.actions == [("n1", "start")] and cluster.running() == ["n1"]
+    assert cluster.store.switchover is None
+
+
+def test_switchover_waits_while_the_old_scheduler_will_not_stop(cluster: Cluster) -> None:
+    c1 = active_on_n1(cluster)
+    cluster.runners["n1"].stop_fails = True
+    cluster.store.request_switchover("n2", "controlled")
+    (sentence,) = tick(cluster, c1)
+    assert "the scheduler on n1 is still running" in sentence and "retrying" in sentence
+    assert ("n2", "start") not in cluster.actions and cluster.store.switchover == ("n2", "controlled")
