@@ -228,12 +228,13 @@ def probe(ctx: click.Context, as_json: bool, node: str | None, match: str | None
     The SSH runner of another master runs this on the node. Exit 0 when the processes could be
     listed (whatever the state), 1 when the state is unknown.
     """
-    from .probe import probe_local
+    from .probe import OrphanWatch, probe_local
 
     name, words = _target_and_match(ctx, node, match)
     if serve:
+        orphans = OrphanWatch()  # one per connection: it remembers the previous probe
         while True:
-            click.echo(json.dumps(probe_local(name, words).to_json()))
+            click.echo(json.dumps(orphans.check(probe_local(name, words)).to_json()))
             sys.stdout.flush()
             if not sys.stdin.buffer.readline():
                 return

@@ -101,6 +101,8 @@ class Config:
     ssh_known_hosts_file: str
     ssh_remote_command: str
     metrics_port: int
+    scheduler_health_url: str
+    scheduler_health_failures: int
 
     @property
     def safety_margin(self) -> float:
@@ -110,6 +112,12 @@ class Config:
     def process_match(self, node: str) -> str:
         """The process match for ``node`` (``{node}`` is replaced by the node name)."""
         return self.scheduler_process_match.replace("{node}", node)
+
+    def health_url(self, node: str) -> str:
+        """The scheduler's health URL on ``node`` (``{node}`` replaced, URL-quoted); empty: off."""
+        from urllib.parse import quote
+
+        return self.scheduler_health_url.replace("{node}", quote(node, safe=":"))
 
     def start_command(self, node: str) -> str:
         """The start command for ``node``; the node name is shell-quoted."""
@@ -280,6 +288,8 @@ KEYS: dict[str, tuple[Callable[[str], Any], str | None]] = {
     "ssh_known_hosts_file": (_str, ""),
     "ssh_remote_command": (_command_words, "scheduler_failover_controller"),
     "metrics_port": (_port, "0"),
+    "scheduler_health_url": (_str, ""),
+    "scheduler_health_failures": (_count, "3"),
 }
 
 SMTP_KEYS: dict[str, Callable[[str], Any]] = {
@@ -431,6 +441,9 @@ def load_config(
                 f"a remote stop (scheduler_stop_timeout + 2 x ssh_timeout = {remote_stop:g}s) must take less than "
                 f"lease_ttl - poll_frequency ({command_budget:g}s)",
             )
+    url = values["scheduler_health_url"]
+    if url and not (url.startswith("http://") or url.startswith("https://")):
+        raise fail("scheduler_health_url", f"{url!r} must be an http:// or https:// URL")
     if values["move_backoff"] is None:
         values["move_backoff"] = max(poll * 3, 5.0)
     if not values["scheduler_process_match"]:
@@ -486,6 +499,8 @@ def load_config(
         ssh_known_hosts_file=values["ssh_known_hosts_file"],
         ssh_remote_command=values["ssh_remote_command"],
         metrics_port=values["metrics_port"],
+        scheduler_health_url=values["scheduler_health_url"],
+        scheduler_health_failures=max(1, values["scheduler_health_failures"]),
     )
 
 
@@ -694,6 +709,13 @@ ssh_remote_command = scheduler_failover_controller
 
 # Port of a Prometheus text endpoint on 127.0.0.1; 0 disables it.
 metrics_port = 0
+
+# Airflow's scheduler health check (Airflow: [scheduler] enable_health_check = True, port 8974),
+# {{node}} replaced by the node name, e.g. http://{{node}}:8974/health. A running scheduler that
+# fails it scheduler_health_failures times in a row counts as unhealthy and is restarted.
+# Empty: only the process is checked.
+scheduler_health_url =
+scheduler_health_failures = 3
 """
 
 

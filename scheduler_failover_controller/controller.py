@@ -18,7 +18,7 @@ import subprocess
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from . import __version__
 from .alerts import Alerter
@@ -26,7 +26,7 @@ from .config import Config
 from .exceptions import CommandFailed, MetastoreError, NodeUnreachable
 from .metastore.base import ClusterState, ControllerInfo, Lease, Metastore, Observation, Placement
 from .nodes.base import NodeRunner
-from .probe import ProbeResult, SchedulerState
+from .probe import ProbeResult, SchedulerState, check_health
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +76,9 @@ class Controller:
         self.fenced: set[str] = set()
         self.last_state: ClusterState | None = None
         self.last_probes: dict[str, ProbeResult] = {}
+        self.health_failures: dict[str, int] = {}
+        # node -> (scheduler pids, first seen, has answered its health check since)
+        self.health_since: dict[str, tuple[tuple[int, ...], float, bool]] = {}
         self.cycles = 0
         self._pool = ThreadPoolExecutor(max_workers=min(16, max(1, len(config.nodes))), thread_name_prefix="probe")
 
@@ -247,7 +250,7 @@ class Controller:
 
     def _probe_all(self) -> dict[str, ProbeResult]:
         """Probe every node in parallel; a probe that raises counts as UNKNOWN."""
-        futures = {node: self._pool.submit(runner.probe) for node, runner in self.runners.items()}
+        futures = {node: self._pool.submit(self._probe_node, runner) for node, runner in self.runners.items()}
         results: dict[str, ProbeResult] = {}
         for node, future in futures.items():
             try:
@@ -261,6 +264,35 @@ class Controller:
         except MetastoreError as exc:
             log.warning("observations not recorded: %s", exc)
         return results
+
+    def _probe_node(self, runner: NodeRunner) -> ProbeResult:
+        """The runner's probe, plus Airflow's health check for a running scheduler when configured.
+
+        Only ``scheduler_health_failures`` failed checks in a row make it UNHEALTHY: one slow
+        answer is not a restart. A new scheduler process is given until it first answers, or
+        ``scheduler_start_timeout``, to bring its health server up.
+        """
+        result = runner.probe()
+        url = self.config.health_url(runner.node)
+        if not url or result.state is not SchedulerState.RUNNING:
+            self.health_failures.pop(runner.node, None)
+            self.health_since.pop(runner.node, None)
+            return result
+        pids, first_seen, answered = self.health_since.get(runner.node, ((), 0.0, False))
+        if pids != result.pids:
+            pids, first_seen, answered = result.pids, self.monotonic(), False
+        problem = check_health(url, timeout=min(5.0, self.config.ssh_timeout))
+        self.health_since[runner.node] = (pids, first_seen, answered or problem is None)
+        if problem is None:
+            self.health_failures.pop(runner.node, None)
+            return result
+        if not answered and self.monotonic() - first_seen < self.config.scheduler_start_timeout:
+            return replace(result, detail=f"starting: {problem}")
+        count = self.health_failures.get(runner.node, 0) + 1
+        self.health_failures[runner.node] = count
+        if count < self.config.scheduler_health_failures:
+            return replace(result, detail=f"{problem} ({count}/{self.config.scheduler_health_failures})")
+        return replace(result, state=SchedulerState.UNHEALTHY, detail=f"{problem} {count} times in a row")
 
     def _stop(self, runner: NodeRunner) -> ProbeResult:
         return self._stop_with(runner, None)
@@ -342,7 +374,7 @@ class Controller:
                 self._stop(self.runners[node])
             # A restart that comes up but dies again still counts: crash loops end in a move.
             self.restart_failures += 1
-            attempt = f"attempt {self.restart_failures}/{limit}"
+            attempt = f"attempt {self.restart_failures}" + (f"/{limit}" if len(self.config.nodes) > 1 else "")
             ok, detail = self._start_on(node, probes)
             self._note_failure(node, f"scheduler was {probe.state.value}; restart {'ok' if ok else detail}", not ok)
             if ok:

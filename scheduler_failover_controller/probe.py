@@ -54,6 +54,22 @@ class ProbeResult:
         return {"node": self.node, "state": self.state.value, "pids": list(self.pids), "detail": self.detail}
 
 
+def check_health(url: str, timeout: float) -> str | None:
+    """GET a scheduler health URL: None when it answers 2xx in time, else why not (one line)."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            if 200 <= response.status < 300:
+                return None
+            return f"health check answered HTTP {response.status}"
+    except urllib.error.HTTPError as exc:
+        return f"health check answered HTTP {exc.code}"
+    except (OSError, ValueError) as exc:
+        return f"health check failed: {getattr(exc, 'reason', exc)}"
+
+
 def _argv(proc: psutil.Process) -> list[str]:
     argv = proc.cmdline()
     if len(argv) == 1 and " " in argv[0]:
@@ -225,3 +241,35 @@ def probe_local(node: str, match: str) -> ProbeResult:
             status, created = "?", 0.0
         seen.append((proc.pid, status, created))
     return classify(node, seen)
+
+
+class OrphanWatch:
+    """Tells a scheduler's orphaned child from a scheduler, across consecutive probes of a node.
+
+    A process forked by a scheduler keeps its command line, so while the scheduler lives it is
+    hidden under it (only tree roots count). When the scheduler dies hard, that child becomes a
+    root and would pass for a live scheduler. It is recognised because it already existed at the
+    previous probe without being a root then: such a node is UNHEALTHY, so it gets cleaned up and
+    restarted. Create times and ``time.time()`` come from the same (this machine's) clock.
+    """
+
+    def __init__(self) -> None:
+        self.roots: tuple[int, ...] = ()
+        self.at = 0.0
+
+    def check(self, result: ProbeResult) -> ProbeResult:
+        import time
+
+        previous, at = self.roots, self.at
+        self.roots, self.at = result.pids, time.time()
+        if result.state is not SchedulerState.RUNNING or not previous or not result.create_times:
+            return result
+        orphans = [
+            pid
+            for pid, created in zip(result.pids, result.create_times, strict=False)
+            if pid not in previous and 0 < created < at
+        ]
+        if not orphans:
+            return result
+        detail = f"pid {', '.join(map(str, orphans))} outlived its scheduler (pid {', '.join(map(str, previous))})"
+        return ProbeResult(result.node, SchedulerState.UNHEALTHY, result.pids, detail, result.create_times)

@@ -16,7 +16,7 @@ import psutil
 
 from ..config import Config
 from ..exceptions import CommandFailed
-from ..probe import ProbeResult, SchedulerState, find_schedulers, probe_local
+from ..probe import OrphanWatch, ProbeResult, SchedulerState, find_schedulers, probe_local
 from .base import NodeRunner
 
 log = logging.getLogger(__name__)
@@ -48,9 +48,10 @@ class LocalNodeRunner(NodeRunner):
         self.config = config
         self.match = config.process_match(node)
         self.lock_path = node_lock_path(config, node)
+        self.orphans = OrphanWatch()
 
     def probe(self) -> ProbeResult:
-        return probe_local(self.node, self.match)
+        return self.orphans.check(probe_local(self.node, self.match))
 
     @contextmanager
     def _node_lock(self, timeout: float) -> Iterator[None]:
@@ -74,12 +75,52 @@ class LocalNodeRunner(NodeRunner):
     def _launch_command(self) -> str:
         return launch_command(self.config, self.node)
 
+    @property
+    def _session_file(self) -> Path:
+        return self.lock_path.with_suffix(".session")
+
+    def _leftovers(self) -> list[psutil.Process]:
+        """Processes still in the session our last start created (its shell's pid is the sid).
+
+        When a scheduler dies hard (SIGKILL, OOM), its workers live on as orphans that match no
+        scheduler pattern (Airflow's ``airflow worker -- LocalExecutor``, ``serve-logs``); they
+        are found by their session instead. Only processes no older than that start count, so a
+        recycled session id is not mistaken for ours.
+        """
+        try:
+            sid_text, started_text = self._session_file.read_text().split()
+            sid, started = int(sid_text), float(started_text)
+        except (OSError, ValueError):
+            return []
+        skip = {os.getpid(), os.getppid()}
+        found = []
+        for proc in psutil.process_iter(["pid", "create_time", "status"]):
+            if proc.pid in skip or proc.pid == sid or proc.info["status"] == psutil.STATUS_ZOMBIE:
+                continue
+            try:
+                if os.getsid(proc.pid) == sid and (proc.info["create_time"] or 0) >= started - 1:
+                    found.append(proc)
+            except (OSError, psutil.Error):
+                continue
+        return found
+
+    def _clean_session(self) -> None:
+        leftovers = self._leftovers()
+        if leftovers:
+            # Remains of a scheduler that is already gone: no grace, they shut nothing down.
+            log.warning("%s: ending %d leftover process(es) of the previous scheduler", self.node, len(leftovers))
+            kill_trees(leftovers, 0)
+        if not self._leftovers():
+            self._session_file.unlink(missing_ok=True)
+
     def start(self) -> None:
         self.config.state_dir.mkdir(parents=True, exist_ok=True)
         with self._node_lock(timeout=2.0):
             if self.probe().state.maybe_running:
                 log.info("%s: a scheduler is already there; not starting another", self.node)
                 return
+            self._clean_session()  # orphans of one that died hard
+            started = time.time()
             shell = subprocess.Popen(
                 ["/bin/sh", "-c", self._launch_command()],
                 stdin=subprocess.DEVNULL,
@@ -94,6 +135,8 @@ class LocalNodeRunner(NodeRunner):
                 shell.kill()
                 shell.wait()
                 raise CommandFailed(f"{self.node}: start command did not detach within 10s") from None
+            self.lock_path.parent.mkdir(parents=True, exist_ok=True)
+            self._session_file.write_text(f"{shell.pid} {started}\n")
             if code != 0:
                 raise CommandFailed(f"{self.node}: start shell exited with {code}")
             # Hold the lock until the new process is visible, so a concurrent starter sees it.
@@ -118,9 +161,11 @@ class LocalNodeRunner(NodeRunner):
                 log.warning("%s: stop command did not finish within %.1fs", self.node, timeout)
             result = self.probe()
             if result.state is SchedulerState.STOPPED:
+                self._clean_session()
                 return result
             log.warning("%s: scheduler still there after the stop command; killing it", self.node)
         kill_trees(find_schedulers(self.match), timeout)
+        self._clean_session()
         return self.probe()
 
 
@@ -140,15 +185,36 @@ def kill_trees(roots: list[psutil.Process], timeout: float) -> None:
             continue
     if not procs:
         return
-    for proc in procs:
-        try:
-            proc.terminate()
-            if proc.status() == psutil.STATUS_STOPPED:
-                proc.resume()  # a stopped process cannot act on SIGTERM
-        except psutil.NoSuchProcess:
-            pass
-    _, alive = psutil.wait_procs(procs, timeout=timeout)
+    if timeout > 0:
+        for proc in procs:
+            try:
+                proc.terminate()
+                if proc.status() == psutil.STATUS_STOPPED:
+                    proc.resume()  # a stopped process cannot act on SIGTERM
+            except psutil.NoSuchProcess:
+                pass
+    alive = _wait_gone(procs, timeout)
     for proc in alive:
         with suppress(psutil.NoSuchProcess):
             proc.kill()
-    psutil.wait_procs(alive, timeout=max(1.0, timeout))
+    _wait_gone(alive, max(1.0, timeout))
+
+
+def _wait_gone(procs: list[psutil.Process], timeout: float) -> list[psutil.Process]:
+    """Wait until every process has exited; return those still alive after ``timeout``.
+
+    A zombie counts as gone: it runs nothing, and reaping it is its parent's (or init's) job,
+    which may come late for processes that are not our children.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        alive = []
+        for proc in procs:
+            try:
+                if proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE:
+                    alive.append(proc)
+            except psutil.NoSuchProcess:
+                continue
+        if not alive or time.monotonic() >= deadline:
+            return alive
+        time.sleep(0.05)

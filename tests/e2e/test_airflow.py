@@ -6,7 +6,6 @@ Needs a virtualenv with apache-airflow and this project (``scripts/test.sh`` bui
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import subprocess
@@ -17,7 +16,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-from scheduler_failover_controller.probe import find_schedulers
+from scheduler_failover_controller.config import load_config
+from scheduler_failover_controller.nodes.local import LocalNodeRunner
+from scheduler_failover_controller.probe import check_health
 from tests.conftest import missing
 from tests.process.harness import Observer, wait_for
 
@@ -50,6 +51,15 @@ def airflow_home(tmp_path: Path) -> Iterator[tuple[Path, dict[str, str]]]:
 def test_controller_keeps_one_real_airflow_scheduler_alive(airflow_home: tuple[Path, dict[str, str]]) -> None:
     home, env = airflow_home
     pid_file = home / "scheduler.pid"  # a unique argument, so only this test's scheduler matches
+    from tests.conftest import free_port
+
+    health_port = free_port()  # Airflow's own scheduler health check server, watched by the controller
+    env = {
+        **env,
+        "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "True",
+        "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_HOST": "127.0.0.1",
+        "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_PORT": str(health_port),
+    }
     match = f"airflow scheduler --pid {pid_file}"
     config = home / "sfc.cfg"
     config.write_text(
@@ -57,6 +67,7 @@ def test_controller_keeps_one_real_airflow_scheduler_alive(airflow_home: tuple[P
         "scheduler_nodes_in_cluster = e2e\ncurrent_host = e2e\n"
         f"state_dir = {home / 'sfc'}\n"
         "poll_frequency = 1\nlease_ttl = 6\n"
+        f"scheduler_health_url = http://127.0.0.1:{health_port}/health\n"
         f"scheduler_process_match = {match}\n"
         f"airflow_scheduler_start_command = exec airflow scheduler --pid {pid_file}\n"
         "scheduler_start_timeout = 60\nscheduler_stop_timeout = 4\n"
@@ -70,13 +81,16 @@ def test_controller_keeps_one_real_airflow_scheduler_alive(airflow_home: tuple[P
     try:
         wait_for(lambda: len(observer.current()) == 1, 90, "Airflow's scheduler to be started")
         (first,) = observer.current()
-        time.sleep(8)  # let it really run: it must still be the same process
+        # Let it really run, health check included: it must still be the same, healthy process.
+        wait_for(lambda: check_health(f"http://127.0.0.1:{health_port}/health", 2) is None, 60, "Airflow healthy")
+        time.sleep(6)
         assert observer.current() == (first,), (home / "controller.log").read_text()[-3000:]
+        assert "health check" not in (home / "controller.log").read_text()
         assert psutil.Process(first).is_running()
 
         os.kill(first, signal.SIGKILL)
         wait_for(lambda: len(observer.current()) == 1 and observer.current() != (first,), 90, "a new Airflow scheduler")
-        assert "restarted it in place" in (home / "controller.log").read_text()
+        wait_for(lambda: "restarted it in place" in (home / "controller.log").read_text(), 60, "the restart logged")
 
         controller.send_signal(signal.SIGTERM)
         assert controller.wait(timeout=60) == 0
@@ -88,9 +102,6 @@ def test_controller_keeps_one_real_airflow_scheduler_alive(airflow_home: tuple[P
         if controller.poll() is None:
             controller.kill()
             controller.wait()
-        for root in find_schedulers(match):
-            with contextlib.suppress(psutil.Error):
-                for child in root.children(recursive=True):
-                    child.kill()
-                root.kill()
+        # Whatever is left, Airflow's orphaned workers included (found by the session we started).
+        LocalNodeRunner("e2e", load_config(str(config), env=env)).stop(grace=0)
     assert observer.max_seen <= 1, f"two Airflow schedulers at once: {observer.history}"

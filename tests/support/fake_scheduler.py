@@ -19,10 +19,14 @@ def main() -> int:
     parser.add_argument("--cluster", default="")  # keeps concurrent test clusters apart
     parser.add_argument("--stray", action="store_true")  # marks one started by hand
     parser.add_argument("--no-child", action="store_true")
+    # A child that outlives a SIGKILL of ours, like Airflow's LocalExecutor workers do.
+    parser.add_argument("--orphan-child", action="store_true")
     parser.add_argument("--exit-after", type=float, default=0.0)
     args = parser.parse_args()
     child = None
-    if not args.no_child:
+    if args.orphan_child:
+        child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(100000)", "orphan-of", args.node])
+    elif not args.no_child:
         # A child that dies with us only if the tree is killed (like Airflow's DAG processor).
         # PR_SET_PDEATHSIG: the child dies with us even when we are SIGKILLed (no orphans left).
         child = subprocess.Popen(

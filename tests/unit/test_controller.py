@@ -947,3 +947,57 @@ def test_switchover_waits_while_the_old_scheduler_will_not_stop(cluster: Cluster
     (sentence,) = tick(cluster, c1)
     assert "the scheduler on n1 is still running" in sentence and "retrying" in sentence
     assert ("n2", "start") not in cluster.actions and cluster.store.switchover == ("n2", "controlled")
+
+
+# --- Airflow's health check -------------------------------------------------------------------
+
+
+def test_a_failing_health_check_restarts_only_after_n_failures_in_a_row(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from scheduler_failover_controller import controller as controller_module
+
+    answers: list[str | None] = []
+    urls: list[str] = []
+
+    def fake_check(url: str, timeout: float) -> str | None:
+        urls.append(url)
+        return answers.pop(0) if answers else None
+
+    monkeypatch.setattr(controller_module, "check_health", fake_check)
+    c1 = active_on_n1(cluster, scheduler_health_url="http://{node}:8974/health", scheduler_health_failures=3)
+    answers.extend(["health check answered HTTP 503", None, "health check failed: timed out"])
+    (sentence,) = tick(cluster, c1)
+    assert "scheduler healthy on n1" in sentence  # one failure is not a restart
+    (sentence,) = tick(cluster, c1)
+    assert "scheduler healthy on n1" in sentence  # and a success resets the count
+    answers.extend(["health check answered HTTP 503"] * 3)
+    for _ in range(2):
+        (sentence,) = tick(cluster, c1)
+        assert "scheduler healthy on n1" in sentence
+    (sentence,) = tick(cluster, c1)
+    assert "scheduler was unhealthy on n1; restarted it in place" in sentence
+    assert cluster.actions == [("n1", "start"), ("n1", "stop"), ("n1", "start")]
+    assert urls[0] == "http://n1:8974/health"
+
+
+def test_a_new_scheduler_gets_its_start_timeout_to_bring_up_its_health_server(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from scheduler_failover_controller import controller as controller_module
+
+    monkeypatch.setattr(controller_module, "check_health", lambda url, timeout: "health check failed: refused")
+    c1 = active_on_n1(
+        cluster,
+        scheduler_health_url="http://{node}:8974/health",
+        scheduler_health_failures=2,
+        scheduler_start_timeout=10,
+    )
+    for _ in range(9):  # never answered yet, still within scheduler_start_timeout: not counted
+        (sentence,) = tick(cluster, c1)
+        assert "scheduler healthy on n1" in sentence
+        assert c1.last_probes["n1"].detail == "starting: health check failed: refused"
+    (sentence,) = tick(cluster, c1, seconds=1.5)  # grace over: failure 1 of 2
+    assert "scheduler healthy on n1" in sentence
+    (sentence,) = tick(cluster, c1)
+    assert "scheduler was unhealthy on n1; restarted it in place" in sentence

@@ -1,0 +1,122 @@
+"""The local runner with real processes: start, stop, and the orphans of a scheduler that died hard."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from scheduler_failover_controller.config import load_config
+from scheduler_failover_controller.nodes.local import LocalNodeRunner
+from scheduler_failover_controller.probe import SchedulerState
+
+FAKE = Path(__file__).resolve().parents[1] / "support" / "fake_scheduler.py"
+
+
+@pytest.fixture
+def runner(tmp_path: Path) -> Iterator[LocalNodeRunner]:
+    token = uuid.uuid4().hex[:10]
+    cfg = tmp_path / "sfc.cfg"
+    cfg.write_text(
+        "[scheduler_failover]\nscheduler_nodes_in_cluster = n1\ncurrent_host = n1\n"
+        f"state_dir = {tmp_path / 'state'}\npoll_frequency = 1\nlease_ttl = 5\n"
+        f"scheduler_process_match = fake_scheduler.py --cluster {token}\n"
+        f"airflow_scheduler_start_command = exec {sys.executable} {FAKE} --cluster {token} --node n1 --orphan-child\n"
+    )
+    runner = LocalNodeRunner("n1", load_config(str(cfg), env={}))
+    yield runner
+    runner.stop()
+    for proc in runner._leftovers():  # never leave a process behind, even when a test fails
+        proc.kill()
+
+
+def orphans(node: str) -> list[psutil.Process]:
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        cmdline = proc.info["cmdline"] or []
+        if cmdline[-2:] == ["orphan-of", node] and proc.status() != psutil.STATUS_ZOMBIE:
+            found.append(proc)
+    return found
+
+
+def wait_until(predicate: object, seconds: float = 10) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if predicate():  # type: ignore[operator]
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_start_then_stop_kills_the_whole_tree(runner: LocalNodeRunner) -> None:
+    runner.start()
+    assert wait_until(lambda: runner.probe().state is SchedulerState.RUNNING)
+    assert wait_until(lambda: [p for p in runner._leftovers() if "orphan-of" in p.cmdline()])
+    assert runner.stop().state is SchedulerState.STOPPED
+    assert runner._leftovers() == []
+
+
+def test_orphans_of_a_scheduler_killed_hard_are_ended_before_the_next_start(runner: LocalNodeRunner) -> None:
+    runner.start()
+    assert wait_until(lambda: runner.probe().state is SchedulerState.RUNNING)
+    (root,) = runner.probe().pids
+    assert wait_until(lambda: [p for p in runner._leftovers() if "orphan-of" in p.cmdline()])
+    os.kill(root, signal.SIGKILL)
+    assert wait_until(lambda: runner.probe().state is SchedulerState.STOPPED)
+    left = [p for p in runner._leftovers() if "orphan-of" in p.cmdline()]
+    assert left, "the worker should have outlived its scheduler"
+    runner.start()  # the restart in place ends what the dead scheduler left behind
+    assert wait_until(lambda: all(not p.is_running() or p.status() == psutil.STATUS_ZOMBIE for p in left))
+    assert wait_until(lambda: runner.probe().state is SchedulerState.RUNNING)
+
+
+def test_a_forked_child_left_by_a_dead_scheduler_is_unhealthy_not_running() -> None:
+    from scheduler_failover_controller.probe import OrphanWatch, ProbeResult
+
+    watch = OrphanWatch()
+    now = time.time()
+    first = ProbeResult("n1", SchedulerState.RUNNING, (100,), create_times=(now - 60,))
+    assert watch.check(first) is first
+    # pid 101 (same command line, forked 1 s after 100) was hidden under 100; 100 died.
+    orphan = watch.check(ProbeResult("n1", SchedulerState.RUNNING, (101,), create_times=(now - 59,)))
+    assert orphan.state is SchedulerState.UNHEALTHY and "pid 101 outlived its scheduler (pid 100)" in orphan.detail
+    # A scheduler started after the last look is a new scheduler, not an orphan.
+    fresh = ProbeResult("n1", SchedulerState.RUNNING, (200,), create_times=(time.time() + 1,))
+    assert watch.check(fresh).state is SchedulerState.RUNNING
+
+
+def test_the_real_orphan_of_a_killed_scheduler_is_reported_unhealthy(tmp_path: Path) -> None:
+    """A stand-in whose forked child keeps its command line, as Airflow's does."""
+    token = uuid.uuid4().hex[:10]
+    script = tmp_path / "forking_scheduler.py"
+    script.write_text(
+        "import os, sys, time\n"
+        "if os.fork() == 0:\n"
+        "    time.sleep(100000)\n"  # the child keeps the parent's argv: it matches the same words
+        "time.sleep(100000)\n"
+    )
+    cfg = tmp_path / "sfc.cfg"
+    cfg.write_text(
+        "[scheduler_failover]\nscheduler_nodes_in_cluster = n1\ncurrent_host = n1\n"
+        f"state_dir = {tmp_path / 'state'}\npoll_frequency = 1\nlease_ttl = 5\n"
+        f"scheduler_process_match = forking_scheduler.py {token}\n"
+        f"airflow_scheduler_start_command = exec {sys.executable} {script} {token}\n"
+    )
+    runner = LocalNodeRunner("n1", load_config(str(cfg), env={}))
+    try:
+        runner.start()
+        assert wait_until(lambda: runner.probe().state is SchedulerState.RUNNING)
+        (root,) = runner.probe().pids
+        assert wait_until(lambda: len(runner._leftovers()) >= 2)  # the root and its hidden child
+        os.kill(root, signal.SIGKILL)
+        assert wait_until(lambda: runner.probe().state is SchedulerState.UNHEALTHY, 5)
+        assert runner.stop().state is SchedulerState.STOPPED
+    finally:
+        runner.stop(grace=0)
