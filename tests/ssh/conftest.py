@@ -232,7 +232,7 @@ class Env:
             # never connected to by these tests; SQLite is refused for nodes on other hosts
             "metadata_service_sql_conn": "mysql+pymysql://sfc@127.0.0.1:1/sfc",
             "poll_frequency": 1,
-            "lease_ttl": 10,
+            "lease_ttl": 12,  # a remote stop (3 + 2 x 3 s) must fit in lease_ttl - poll_frequency
             "metastore_timeout": 1,
             "scheduler_process_match": self.match,
             "airflow_scheduler_start_command": f"exec {PYTHON} {FAKE} --cluster {self.token} --node {{node}}",
