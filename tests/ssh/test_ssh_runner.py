@@ -123,8 +123,8 @@ def test_start_then_running_then_stop_kills_the_whole_tree(env: Env, mode: dict[
     runner.start()
     wait_for(lambda: runner.probe().state is SchedulerState.RUNNING, 10, "the started scheduler")
     [root] = env.schedulers()
+    wait_for(lambda: len(tree(root)) == 2, 10, "the stand-in's child")  # it forks right after starting
     procs = tree(root)
-    assert len(procs) == 2  # the stand-in and its child
     assert runner.probe() == ProbeResult(NODE, SchedulerState.RUNNING, (root.pid,)) == local_probe(runner)
     result = runner.stop()
     assert result == ProbeResult(NODE, SchedulerState.STOPPED)

@@ -993,7 +993,8 @@ def test_a_new_scheduler_gets_its_start_timeout_to_bring_up_its_health_server(
         scheduler_health_failures=2,
         scheduler_start_timeout=10,
     )
-    for _ in range(9):  # never answered yet, still within scheduler_start_timeout: not counted
+    # The grace counts from the first look at this scheduler process (the first tick).
+    for _ in range(10):  # never answered yet, within scheduler_start_timeout: not counted
         (sentence,) = tick(cluster, c1)
         assert "scheduler healthy on n1" in sentence
         assert c1.last_probes["n1"].detail == "starting: health check failed: refused"
