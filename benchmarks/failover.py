@@ -8,6 +8,11 @@ Prints a table of median and max over the trials:
   handover  active controller SIGTERM -> the standby holds the lease
   two       seconds with two schedulers (must be 0)
 and the CPU time and peak RSS of one controller over --cycles cycles.
+
+    .venv/bin/python benchmarks/failover.py --lab [--trials 10] [--nodes 3,10,30]
+
+runs benchmarks/lab.py instead: host crash and partition on the multi-host lab (as root), and
+the active controller's cycle time with 3, 10 and 30 nodes over SSH.
 """
 
 from __future__ import annotations
@@ -146,6 +151,11 @@ def overhead(url: str, tmp: Path, poll: float, ttl: float, cycles: int) -> tuple
 
 
 def main() -> None:
+    if "--lab" in sys.argv[1:]:  # the multi-host lab's failover times: benchmarks/lab.py
+        from benchmarks.lab import main as lab_main
+
+        lab_main([arg for arg in sys.argv[1:] if arg != "--lab"])
+        return
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--trials", type=int, default=10)
     parser.add_argument("--poll", type=float, default=1.0)

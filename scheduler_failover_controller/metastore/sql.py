@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -201,6 +202,12 @@ class SQLMetastore(Metastore):
                     cur.execute(f"SET SESSION max_statement_time = {t:.3f}")
                 except Exception:  # noqa: BLE001 - optional server feature
                     cur.execute(f"SET SESSION max_execution_time = {int(t * 1000)}")
+                # A controller cut off mid-transaction must not keep the lease row locked: the
+                # server drops such a session (MariaDB: idle in a transaction; MySQL: any idle one).
+                try:
+                    cur.execute(f"SET SESSION idle_transaction_timeout = {max(1, math.ceil(t))}")
+                except Exception:  # noqa: BLE001 - MySQL has no such variable
+                    cur.execute(f"SET SESSION wait_timeout = {max(2, math.ceil(4 * t))}")
                 cur.close()
 
             return engine
@@ -208,7 +215,14 @@ class SQLMetastore(Metastore):
             parsed,
             pool_pre_ping=True,
             pool_timeout=t,
-            connect_args={"connect_timeout": max(1, int(t)), "options": f"-c statement_timeout={int(t * 1000)}"},
+            connect_args={
+                "connect_timeout": max(1, int(t)),
+                # statement timeout, and no lock held by a client cut off mid-transaction
+                "options": " ".join(
+                    f"-c {name}={int(t * 1000)}"
+                    for name in ("statement_timeout", "idle_in_transaction_session_timeout")
+                ),
+            },
         )
 
     def describe(self) -> str:

@@ -1,11 +1,12 @@
 """PID 1 of one simulated master host of the lab (see harness.py).
 
-Run as ``ip netns exec NS unshare --pid --fork --kill-child --mount-proc --uts -- python hostinit.py SPEC``:
-sets the host name (own UTS namespace), bind-mounts the host's own /etc/hosts (own mount
-namespace), starts ``sshd -D`` on the host's address, writes a ``ready`` file, then reaps every
-orphan of the namespace until it is killed. SIGKILL of this process from the root namespace
-kills every process of the host at once: that is the lab's "host crash". SIGTERM stops the
-host's processes more gently (SIGTERM to all, then exit, which kills whatever is left).
+Run as ``ip netns exec NS unshare --pid --fork --kill-child --mount-proc --uts -- python
+hostinit.py SPEC``: sets the host name (own UTS namespace); bind-mounts the host's own
+/etc/hosts and state directory and gives it a /dev/shm of its own (own mount namespace);
+starts ``sshd -D`` on the host's address; writes a ``ready`` file; then reaps every orphan of
+the namespace until it is killed. SIGKILL of this process from the root namespace kills every
+process of the host at once: that is the lab's "host crash". SIGTERM stops the host's
+processes more gently (SIGTERM to all, then exit, which kills whatever is left).
 
 The controllers and stray schedulers are started later by the harness with ``nsenter`` so that
 each scenario chooses its order and wrappers (``faketime``).
@@ -13,6 +14,7 @@ each scenario chooses its order and wrappers (``faketime``).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -55,6 +57,10 @@ def main() -> int:
     spec = json.loads(Path(sys.argv[1]).read_text())
     socket.sethostname(spec["hostname"])
     subprocess.run(["mount", "--bind", spec["hosts_file"], "/etc/hosts"], check=True, timeout=10)
+    for source, target in spec.get("binds", []):  # private directories at paths every host shares
+        subprocess.run(["mount", "--bind", source, target], check=True, timeout=10)
+    for target in spec.get("tmpfs", []):  # e.g. a /dev/shm of its own, gone with the host
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "mode=1777,size=64m", "tmpfs", target], check=True, timeout=10)
     stopping = False
 
     def on_term(_signum: int, _frame: FrameType | None) -> None:
@@ -76,10 +82,8 @@ def main() -> int:
         time.sleep(0.1)
     # SIGTERM: ask every process of the namespace to stop, reap for a while, then leave (the
     # kernel kills whatever is left when PID 1 exits).
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.kill(-1, signal.SIGTERM)
-    except ProcessLookupError:
-        pass
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
         try:
