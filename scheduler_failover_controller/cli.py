@@ -253,20 +253,37 @@ def probe(ctx: click.Context, as_json: bool, node: str | None, match: str | None
     default=None,
     help="Seconds between SIGTERM and SIGKILL (default: scheduler_stop_timeout, else 10).",
 )
+@click.option(
+    "--session-file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="A start's session record (SID START_TIME): what is left in that session is ended too.",
+)
 @click.pass_context
-def kill_local(ctx: click.Context, as_json: bool, node: str | None, match: str | None, timeout: float | None) -> None:
+def kill_local(
+    ctx: click.Context,
+    as_json: bool,
+    node: str | None,
+    match: str | None,
+    timeout: float | None,
+    session_file: str | None,
+) -> None:
     """SIGTERM every scheduler process tree on this machine, SIGKILL what is left after --timeout.
 
     Prints a fresh probe; exit 0 when nothing is left. Used by the SSH runner of another master
     (it does not run airflow_scheduler_stop_command: the runner does that first).
     """
-    from .nodes.local import kill_trees
+    from pathlib import Path
+
+    from .nodes.local import end_session, kill_trees
     from .probe import find_schedulers, probe_local
 
     name, words = _target_and_match(ctx, node, match)
     if timeout is None:
         timeout = _config(ctx).scheduler_stop_timeout if not match else 10.0
     kill_trees(find_schedulers(words), timeout)
+    if session_file:
+        end_session(Path(session_file), name)
     result = probe_local(name, words)
     _emit(result.to_json(), as_json, lambda: f"{result.node}: {result.describe()}")
     sys.exit(0 if result.state is SchedulerState.STOPPED else 1)

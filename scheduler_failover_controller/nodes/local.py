@@ -27,6 +27,47 @@ def node_lock_path(config: Config, node: str) -> Path:
     return config.state_dir / "locks" / f"{node}.lock"
 
 
+def session_file(config: Config, node: str) -> Path:
+    """Where a start records the session it created: ``SID START_TIME`` (both runners write it)."""
+    return node_lock_path(config, node).with_suffix(".session")
+
+
+def session_leftovers(path: Path) -> list[psutil.Process]:
+    """Processes still in the session the last start created (its shell's pid is the sid).
+
+    When a scheduler dies hard (SIGKILL, OOM), its workers live on as orphans that match no
+    scheduler pattern (Airflow's ``airflow worker -- LocalExecutor``, ``serve-logs``), and a start
+    given up on may still be on its way; they are found by their session instead. Only processes
+    no older than that start count, so a recycled session id is not mistaken for ours.
+    """
+    try:
+        sid_text, started_text = path.read_text().split()
+        sid, started = int(sid_text), float(started_text)
+    except (OSError, ValueError):
+        return []
+    skip = {os.getpid(), os.getppid()}
+    found = []
+    for proc in psutil.process_iter(["pid", "create_time", "status"]):
+        if proc.pid in skip or proc.info["status"] == psutil.STATUS_ZOMBIE:
+            continue
+        try:
+            if os.getsid(proc.pid) == sid and (proc.info["create_time"] or 0) >= started - 1:
+                found.append(proc)
+        except (OSError, psutil.Error):
+            continue
+    return found
+
+
+def end_session(path: Path, node: str) -> None:
+    """SIGKILL whatever is left in the recorded session (no grace: its scheduler is gone)."""
+    leftovers = session_leftovers(path)
+    if leftovers:
+        log.warning("%s: ending %d leftover process(es) of the previous scheduler", node, len(leftovers))
+        kill_trees(leftovers, 0)
+    if not session_leftovers(path):
+        path.unlink(missing_ok=True)
+
+
 def launch_command(config: Config, node: str) -> str:
     """The ``/bin/sh`` command line that starts ``node``'s scheduler detached and returns at once.
 
@@ -77,41 +118,13 @@ class LocalNodeRunner(NodeRunner):
 
     @property
     def _session_file(self) -> Path:
-        return self.lock_path.with_suffix(".session")
+        return session_file(self.config, self.node)
 
     def _leftovers(self) -> list[psutil.Process]:
-        """Processes still in the session our last start created (its shell's pid is the sid).
-
-        When a scheduler dies hard (SIGKILL, OOM), its workers live on as orphans that match no
-        scheduler pattern (Airflow's ``airflow worker -- LocalExecutor``, ``serve-logs``); they
-        are found by their session instead. Only processes no older than that start count, so a
-        recycled session id is not mistaken for ours.
-        """
-        try:
-            sid_text, started_text = self._session_file.read_text().split()
-            sid, started = int(sid_text), float(started_text)
-        except (OSError, ValueError):
-            return []
-        skip = {os.getpid(), os.getppid()}
-        found = []
-        for proc in psutil.process_iter(["pid", "create_time", "status"]):
-            if proc.pid in skip or proc.pid == sid or proc.info["status"] == psutil.STATUS_ZOMBIE:
-                continue
-            try:
-                if os.getsid(proc.pid) == sid and (proc.info["create_time"] or 0) >= started - 1:
-                    found.append(proc)
-            except (OSError, psutil.Error):
-                continue
-        return found
+        return session_leftovers(self._session_file)
 
     def _clean_session(self) -> None:
-        leftovers = self._leftovers()
-        if leftovers:
-            # Remains of a scheduler that is already gone: no grace, they shut nothing down.
-            log.warning("%s: ending %d leftover process(es) of the previous scheduler", self.node, len(leftovers))
-            kill_trees(leftovers, 0)
-        if not self._leftovers():
-            self._session_file.unlink(missing_ok=True)
+        end_session(self._session_file, self.node)
 
     def start(self) -> None:
         self.config.state_dir.mkdir(parents=True, exist_ok=True)

@@ -49,7 +49,7 @@ from ..config import Config
 from ..exceptions import CommandFailed, NodeUnreachable
 from ..probe import MATCH_ENV, ProbeResult, ProcessEntry, SchedulerState, probe_table, table_descendants, table_roots
 from .base import NodeRunner
-from .local import launch_command, node_lock_path
+from .local import launch_command, node_lock_path, session_file
 
 log = logging.getLogger(__name__)
 #: paramiko's own transport log goes here, shown only when this module logs at DEBUG: it would
@@ -253,6 +253,7 @@ class SSHNodeRunner(NodeRunner):
         self.timeout = config.ssh_timeout
         self.remote_words = shlex.split(config.ssh_remote_command)
         self.lock_path = node_lock_path(config, node)
+        self.session_path = session_file(config, node)  # on the node: the same path as there
         self.connections_opened = 0  # for tests and metrics
         #: whether the last look found this project on the node (None: not known yet)
         self.remote_project: bool | None = None
@@ -908,6 +909,9 @@ class SSHNodeRunner(NodeRunner):
             # on no command line there (secrets; and a ps listing would take it for a scheduler).
             "if command -v setsid >/dev/null 2>&1; then detach=setsid; else detach=; fi\n"
             f"$detach /bin/sh -s >/dev/null 2>&1 <<'{end}'\n"
+            # The detached shell leads the new session: record it, so that a stop can end a
+            # launch still on its way (a start given up on) and a dead scheduler's leftovers.
+            f'echo "$$ $(date +%s)" > {_q(self.session_path)}\n'
             f"{launch}\n"
             f"{end}\n"
             "rc=$?\n"
@@ -915,11 +919,32 @@ class SSHNodeRunner(NodeRunner):
             "exit $rc\n"
         )
 
+    def _end_session_script(self) -> str:
+        """POSIX shell: SIGKILL what is left in the session the last launch recorded, then forget it.
+
+        Only processes of that session (``ps -o sid``) whose age is within the time since the
+        launch count, so a recycled session id is never taken for ours.
+        """
+        path = _q(self.session_path)
+        return (
+            f"if [ -f {path} ]; then\n"
+            f"  read sfc_sid sfc_started < {path}\n"
+            "  sfc_age=$(( $(date +%s) - ${sfc_started:-0} + 1 ))\n"
+            "  for sfc_pid in $(ps -A -o pid=,sid=,etimes= 2>/dev/null | "
+            'awk -v s="$sfc_sid" -v a="$sfc_age" \'$2 == s && $3 <= a {print $1}\'); do\n'
+            '    [ "$sfc_pid" = "$$" ] || kill -KILL "$sfc_pid" 2>/dev/null\n'
+            "  done\n"
+            f"  rm -f {path}\n"
+            "fi\n"
+        )
+
     def _kill(self, conn: _Connection, deadline: _Deadline, stop_timeout: float) -> ProbeResult:
         """SIGTERM every scheduler tree, SIGKILL what is left after ``stop_timeout``; a fresh probe."""
         lines = []
         if self.remote_words:
-            remote = self._remote("kill_local", "--timeout", f"{stop_timeout:g}")
+            remote = self._remote(
+                "kill_local", "--timeout", f"{stop_timeout:g}", "--session-file", str(self.session_path)
+            )
             lines += [
                 f"if command -v {_q(self.remote_words[0])} >/dev/null 2>&1; then",
                 f"  {remote}",
@@ -945,10 +970,13 @@ class SSHNodeRunner(NodeRunner):
             if table is None:
                 raise SSHFailure("channel", f"unreadable process listing from {self.node}: {err.strip()}")
         roots = table_roots(table, self.match)
-        if not roots:
-            return probe_table(self.node, table, self.match)
-        targets = table_descendants(table, [r.pid for r in roots]) + roots
-        script = kill_script(targets, stop_timeout) + "\n".join(self._listing()) + "\n"
+        targets = table_descendants(table, [r.pid for r in roots]) + roots if roots else []
+        script = (
+            (kill_script(targets, stop_timeout) if targets else "")
+            + self._end_session_script()
+            + "\n".join(self._listing())
+            + "\n"
+        )
         _status, out, err = self._exec(conn, script, deadline, budget=stop_timeout + self.timeout + 2)
         after = self._parse_listing(out)
         if after is None:

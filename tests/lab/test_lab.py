@@ -254,13 +254,6 @@ def test_remote_start_hangs(make_lab: MakeLab) -> None:
     finish(lab, "remote start command hangs", took, bound, note=f"moved to {new.node}")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="known bug: after a remote start times out, the SSH runner's cleanup stops only processes "
-    "that already match; the launch itself (start command still running) is left and brings a "
-    "scheduler up later, next to the one the following attempt started",
-)
 def test_remote_start_slower_than_start_timeout(make_lab: MakeLab) -> None:
     """A start that hangs for a while and then succeeds: it must not come up after it was given up."""
     needs_ssh()
