@@ -201,4 +201,7 @@ def expire_session(hosts: str, client_id: tuple[int, bytes], timeout: float) -> 
                 raise
             time.sleep(0.2)
         finally:
-            clone.close()
+            with contextlib.suppress(Exception):
+                clone.stop()  # a start that failed leaves it half open: close needs a stop first
+            with contextlib.suppress(Exception):
+                clone.close()
