@@ -55,6 +55,20 @@ def missing(what: str) -> None:
     pytest.skip(f"{what} is not installed")
 
 
+def stop_server(process: subprocess.Popen[bytes] | None) -> None:
+    """Stop a server we started, by its pid: thawed first (a test may have frozen it)."""
+    if process is None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(process.pid, signal.SIGCONT)
+    process.terminate()
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -173,15 +187,7 @@ def start_mariadb(bind_address: str = "127.0.0.1", netns: str | None = None) -> 
                 time.sleep(0.2)
         yield db
     finally:
-        if process is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(process.pid, signal.SIGCONT)  # in case a test left it frozen
-            process.terminate()
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop_server(process)
         shutil.rmtree(base, ignore_errors=True)
 
 
@@ -283,13 +289,7 @@ def postgres() -> Iterator[Postgres]:
                 time.sleep(0.2)
         yield db
     finally:
-        if process is not None:
-            process.terminate()
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop_server(process)
         shutil.rmtree(base, ignore_errors=True)
 
 
