@@ -87,6 +87,11 @@ def finish(
         assert obs.seconds_none == 0, f"{scenario}: {obs.seconds_none:.2f}s without a scheduler\n{obs.describe()}"
 
 
+def active_sees_running(lab: Lab, node: str) -> bool:
+    """Whether the active controller's latest observation (under a second old) has ``node`` running."""
+    return any(o.node == node and o.state == "running" and o.age < 1.0 for o in lab.store.observations())
+
+
 def recovered(lab: Lab, since: float, gone: Seen, timeout: float, elsewhere: bool = False) -> float:
     """Seconds from ``since`` until exactly one scheduler other than ``gone`` runs (on another host)."""
 
@@ -181,10 +186,7 @@ def test_one_way_partition_of_scheduler_host_from_active(make_lab: MakeLab) -> N
     assert state.placement.node == "h2" and state.placement.valid
     lab.drop(at="h2", source="h1", on=False)
 
-    def sees_h2() -> bool:
-        return any(o.node == "h2" and o.state == "running" and o.age < 1.0 for o in lab.store.observations())
-
-    took = wait_for(sees_h2, 15, "the active controller to see h2 again")
+    took = wait_for(lambda: active_sees_running(lab, "h2"), 15, "the active controller to see h2 again")
     assert lab.observer.current() == (old,)
     finish(
         lab,
@@ -216,10 +218,7 @@ def test_sshd_frozen_on_scheduler_host(make_lab: MakeLab) -> None:
     finally:
         lab.host("h2").thaw_sshd()
 
-    def sees_h2() -> bool:
-        return any(o.node == "h2" and o.state == "running" and o.age < 1.0 for o in lab.store.observations())
-
-    took = wait_for(sees_h2, 15, "the active controller to see h2 again")
+    took = wait_for(lambda: active_sees_running(lab, "h2"), 15, "the active controller to see h2 again")
     finish(
         lab,
         "sshd frozen (SIGSTOP) on the scheduler host",
