@@ -1,11 +1,11 @@
 """Failover times on the multi-host lab (run by hand as root, not in CI).
 
-    .venv/bin/python benchmarks/lab.py [--trials 10] [--nodes 3,10,30] [--samples 20]
+    .venv/bin/python benchmarks/lab.py [--metastore mariadb|zookeeper] [--trials 10] [--nodes 3,10,30]
     .venv/bin/python benchmarks/failover.py --lab [...]        (the same)
 
-Simulated master hosts in their own network/PID/UTS/mount namespaces with sshd, MariaDB on
-198.18.0.2 (tests/lab/harness.py), poll_frequency 0.5 s and lease_ttl 3 s as in CI. Prints the
-median and max over the trials of:
+Simulated master hosts in their own network/PID/UTS/mount namespaces with sshd, and the
+metastore on 198.18.0.2: MariaDB, or a 3-server ZooKeeper ensemble (tests/lab/harness.py),
+poll_frequency 0.5 s and lease_ttl 3 s as in CI. Prints the median and max over the trials of:
   host crash   SIGKILL of the active host's PID 1 (everything on it) -> a new scheduler elsewhere
   partition    the active host's link down -> a new scheduler elsewhere (after it fenced its own)
   two          seconds with two schedulers (must be 0)
@@ -18,6 +18,7 @@ node) cost the active's machine too, so cycle times are pessimistic.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import platform
 import statistics
@@ -30,8 +31,17 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.conftest import MariaDB  # noqa: E402
-from tests.lab.harness import PYTHON, Lab, Network, Seen, network_with_mariadb, wait_for  # noqa: E402
+from tests.lab.harness import (  # noqa: E402
+    PYTHON,
+    Lab,
+    LabMetastore,
+    MariaDBSite,
+    Network,
+    Seen,
+    network_with_mariadb,
+    wait_for,
+    zookeeper_on,
+)
 
 METRICS_PORT = 9464
 
@@ -56,10 +66,10 @@ def recovery(lab: Lab, fault: Callable[[Lab], None]) -> tuple[float, float]:
     return at - since, lab.observer.seconds_two_or_more
 
 
-def cycle_times(net: Network, db: MariaDB, nodes: int, samples: int, poll: float, ttl: float) -> list[float]:
+def cycle_times(net: Network, site: LabMetastore, nodes: int, samples: int, poll: float, ttl: float) -> list[float]:
     """The active controller's cycle durations with ``nodes`` nodes, all but itself over SSH."""
     config = {"poll_frequency": f"{poll:g}", "lease_ttl": f"{ttl:g}", "metrics_port": str(METRICS_PORT)}
-    lab = Lab(net, db, size=nodes, config=config)
+    lab = Lab(net, site, size=nodes, config=config)
     try:
         lab.boot(controllers=["h1"])
         h1 = lab.host("h1")
@@ -87,6 +97,7 @@ def cycle_times(net: Network, db: MariaDB, nodes: int, samples: int, poll: float
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--metastore", choices=("mariadb", "zookeeper"), default="mariadb")
     parser.add_argument("--trials", type=int, default=10)
     parser.add_argument("--nodes", default="3,10,30", help="cluster sizes for the cycle time")
     parser.add_argument("--samples", type=int, default=20, help="cycle-time samples per size")
@@ -98,13 +109,15 @@ def main(argv: list[str] | None = None) -> None:
     rows: dict[str, list[float]] = {"crash": [], "partition": [], "two": []}
     cycles: dict[int, list[float]] = {}
     failures = {"crash": 0, "partition": 0}
-    with network_with_mariadb() as (net, db):
+    with contextlib.ExitStack() as stack:
+        net, db = stack.enter_context(network_with_mariadb())
+        site: LabMetastore = MariaDBSite(db) if args.metastore == "mariadb" else stack.enter_context(zookeeper_on(net))
         for i in range(args.trials):
             for name, fault in (
                 ("crash", lambda lab: lab.host("h1").crash()),
                 ("partition", lambda lab: lab.partition("h1")),
             ):
-                lab = Lab(net, db)
+                lab = Lab(net, site)
                 try:
                     took, two = recovery(lab, fault)
                     rows[name].append(took)
@@ -117,11 +130,12 @@ def main(argv: list[str] | None = None) -> None:
                     lab.close()
             print(f"trial {i + 1}/{args.trials} done", file=sys.stderr, flush=True)
         for size in (int(n) for n in args.nodes.split(",") if n.strip()):
-            cycles[size] = cycle_times(net, db, size, args.samples, args.cycle_poll, args.cycle_ttl)
+            cycles[size] = cycle_times(net, site, size, args.samples, args.cycle_poll, args.cycle_ttl)
             print(f"cycle time with {size} nodes done", file=sys.stderr, flush=True)
     machine = f"{platform.node()} {platform.machine()}, {os.cpu_count()} cores"
     print(f"machine: {machine}, Python {platform.python_version()}")
-    print("settings: lab hosts in namespaces, MariaDB, poll_frequency=0.5s lease_ttl=3s (failover rows)")
+    store = "MariaDB" if args.metastore == "mariadb" else "ZooKeeper (3 servers)"
+    print(f"settings: lab hosts in namespaces, {store}, poll_frequency=0.5s lease_ttl=3s (failover rows)")
     print(f"trials: {args.trials}")
     print()
     print(f"| {'measure':<44} | {'median':>8} | {'max':>8} |")

@@ -128,7 +128,7 @@ class Controller:
         self.alerter.notify(summary, body)
 
     def _heartbeat(self) -> None:
-        info = ControllerInfo(self.host, self.holder, self.pid, __version__, self.role, 0.0, 0.0)
+        info = ControllerInfo(self.host, self.holder, self.pid, __version__, self.role, 0.0, 0.0, paused=self.paused)
         try:
             self.store.heartbeat(info)
         except MetastoreError as exc:
@@ -496,11 +496,19 @@ class Controller:
         return ", ".join(parts)
 
     def _blocking_nodes(self, target: str, probes: dict[str, ProbeResult]) -> list[str]:
-        """Other nodes that might run a scheduler we cannot stop: they block a start."""
+        """Other nodes that might run a scheduler we cannot stop: they block a start.
+
+        An unreachable node is no obstacle when its own controller guards it (S2), or when
+        ``fence_command`` fenced it. A controller last seen paused does not count as a guard:
+        cut off from the metastore it cannot learn of a resume, and a paused controller
+        fences nothing.
+        """
         try:
-            guarded = {c.host for c in self.store.controllers()}
+            registry = self.store.controllers()
         except MetastoreError:
-            guarded = set()
+            registry = []
+        guarded = {c.host for c in registry if not c.paused}
+        paused = {c.host for c in registry if c.paused}
         blocking = []
         for node, probe in probes.items():
             if node == target or probe.state is SchedulerState.STOPPED:
@@ -509,7 +517,7 @@ class Controller:
                 continue  # its own controller fences it (S2), or fence_command already did
             if probe.state is SchedulerState.UNKNOWN and self._fence(node):
                 continue
-            blocking.append(node)
+            blocking.append(f"{node} (unreachable; its controller was last seen paused)" if node in paused else node)
         return blocking
 
     def _fence(self, node: str) -> bool:

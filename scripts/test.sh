@@ -36,5 +36,5 @@ fi
 .venv-airflow/bin/python -m pip install -q -e '.[airflow]'
 
 echo "== ruff"; .venv/bin/ruff check . && .venv/bin/ruff format --check .
-echo "== mypy"; .venv/bin/mypy scheduler_failover_controller
+echo "== mypy"; .venv/bin/mypy scheduler_failover_controller tests benchmarks
 echo "== pytest"; .venv/bin/python -m pytest -q -p no:cacheprovider "$@"

@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pymysql
 import pytest
@@ -48,7 +48,7 @@ def pytest_configure(config: pytest.Config) -> None:
     socket.getaddrinfo = _loopback_only_getaddrinfo
 
 
-def missing(what: str) -> None:
+def missing(what: str) -> NoReturn:
     """Skip locally when a server binary is missing; in CI that is a failure, not a skip."""
     if IN_CI:
         pytest.fail(f"{what} is not installed; .ci/run must install it")

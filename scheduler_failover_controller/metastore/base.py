@@ -86,6 +86,9 @@ class ControllerInfo:
     last_seen: float
     started_at: float
     server_now: float = 0.0
+    # The paused flag this controller last acted on. Cut off from the metastore, it keeps acting
+    # on it: a controller last seen paused does not fence its own node (see Controller).
+    paused: bool = False
 
     @property
     def age(self) -> float:
@@ -180,7 +183,7 @@ class Metastore(abc.ABC):
 
     @abc.abstractmethod
     def heartbeat(self, info: ControllerInfo) -> None:
-        """Insert or refresh this controller's registry entry, stamping the server's now."""
+        """Insert or refresh this controller's registry entry (``paused`` included), stamping the server's now."""
 
     @abc.abstractmethod
     def deregister(self, host: str, holder: str) -> None:

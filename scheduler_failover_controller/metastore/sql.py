@@ -34,13 +34,14 @@ from sqlalchemy import (
     exists,
     func,
     insert,
+    inspect,
     literal_column,
     or_,
     select,
     update,
 )
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, IntegrityError, NoSuchModuleError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, IntegrityError, NoSuchModuleError, ProgrammingError, SQLAlchemyError
 from sqlalchemy.schema import CreateTable
 
 from ..config import redact_url
@@ -100,7 +101,11 @@ controllers_table = Table(
     Column("role", String(32), nullable=False),
     Column("last_seen", Double, nullable=False),
     Column("started_at", Double, nullable=False),
+    # Added after schema version 1 was released: setup() adds it to older tables (see _add_columns).
+    Column("paused", Integer, nullable=False, server_default="0"),
 )
+# Columns added to a released schema, with their DDL; older controllers ignore them.
+_ADDED_COLUMNS = {"sfc_controllers": {"paused": "INTEGER NOT NULL DEFAULT 0"}}
 observations_table = Table(
     "sfc_observations",
     metadata,
@@ -247,10 +252,7 @@ class SQLMetastore(Metastore):
 
     def setup(self) -> None:
         try:
-            # IF NOT EXISTS: several controllers may create the schema at the same moment.
-            with self.engine.begin() as conn:
-                for table in metadata.sorted_tables:
-                    conn.execute(CreateTable(table, if_not_exists=True))
+            self._create_tables()
             for table, row in (
                 (meta_table, {"name": "schema_version", "value": str(SCHEMA_VERSION)}),
                 (meta_table, {"name": "paused", "value": "0"}),
@@ -266,6 +268,8 @@ class SQLMetastore(Metastore):
                     pass  # inserted concurrently by another controller
             with self.engine.begin() as conn:
                 found = conn.execute(select(meta_table.c.value).where(meta_table.c.name == "schema_version")).scalar()
+            if found is None or int(found) <= SCHEMA_VERSION:
+                self._add_columns()
         except SQLAlchemyError as exc:
             raise MetastoreError(_describe_db_error(exc)) from exc
         if found is not None and int(found) > SCHEMA_VERSION:
@@ -273,6 +277,47 @@ class SQLMetastore(Metastore):
                 f"metastore schema version {found} is newer than this controller's ({SCHEMA_VERSION}); upgrade it"
             )
         self._ready = True
+
+    def _create_tables(self) -> None:
+        """Create what is missing. Several controllers may do so at the same moment.
+
+        IF NOT EXISTS covers most of that race, but not all of it: PostgreSQL checks for the
+        table before it takes the catalog's locks, so of two creators one may still fail, on a
+        unique index of its catalog or with "type ... already exists". The loser tries that
+        table again and then finds it there. (A real error fails every try and is raised.)
+        """
+        for table in metadata.sorted_tables:
+            for attempt in range(3):
+                try:
+                    with self.engine.begin() as conn:
+                        conn.execute(CreateTable(table, if_not_exists=True))
+                    break
+                except (IntegrityError, ProgrammingError):
+                    if attempt == 2:
+                        raise
+
+    def _add_columns(self) -> None:
+        """Bring tables made by an older release up to date, additively.
+
+        New columns have defaults, so controllers of the older release keep working beside
+        newer ones during a rolling upgrade; the schema version is left as it is. Another
+        controller may add the same column at the same moment: a failed ALTER whose column now
+        exists is that race, lost.
+        """
+        for table, columns in _ADDED_COLUMNS.items():
+            with self.engine.connect() as conn:
+                have = {c["name"] for c in inspect(conn).get_columns(table)}
+            for name, ddl in columns.items():
+                if name in have:
+                    continue
+                try:
+                    with self.engine.begin() as conn:
+                        conn.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN {name} {ddl}")
+                    log.info("metastore: added column %s.%s", table, name)
+                except SQLAlchemyError:
+                    with self.engine.connect() as conn:
+                        if name not in {c["name"] for c in inspect(conn).get_columns(table)}:
+                            raise
 
     def _server_now(self, conn: Connection) -> float:
         return _f(conn.execute(select(self.now)).scalar())
@@ -401,6 +446,7 @@ class SQLMetastore(Metastore):
             "version": info.version,
             "role": info.role,
             "last_seen": self.now,
+            "paused": int(info.paused),
         }
 
         def go(conn: Connection) -> None:
@@ -433,6 +479,7 @@ class SQLMetastore(Metastore):
                     last_seen=_f(r.last_seen),
                     started_at=_f(r.started_at),
                     server_now=_f(r[-1]),
+                    paused=bool(r.paused),
                 )
                 for r in rows
             ]

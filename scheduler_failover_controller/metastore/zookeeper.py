@@ -394,7 +394,13 @@ class ZooKeeperMetastore(Metastore):
 
     def heartbeat(self, info: ControllerInfo) -> None:
         path = self._p("controllers", info.host)
-        value = {"holder": info.holder, "pid": info.pid, "version": info.version, "role": info.role}
+        value = {
+            "holder": info.holder,
+            "pid": info.pid,
+            "version": info.version,
+            "role": info.role,
+            "paused": info.paused,
+        }
 
         def go() -> None:
             try:
@@ -439,6 +445,7 @@ class ZooKeeperMetastore(Metastore):
                         last_seen=float(stat.mtime) / 1000.0,
                         started_at=float(stat.ctime) / 1000.0,
                         server_now=now,
+                        paused=bool(value.get("paused", False)),
                     )
                 )
             return found

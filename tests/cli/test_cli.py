@@ -590,7 +590,8 @@ REMOTE = "127.0.0.9"
 def unreachable_remote(cli: Cli, **keys: str) -> None:
     from tests.conftest import free_port
 
-    cli.write(scheduler_nodes_in_cluster=f"node-a,{REMOTE}", ssh_port=str(free_port()), ssh_timeout="1", **keys)
+    nodes = {"scheduler_nodes_in_cluster": f"node-a,{REMOTE}", "ssh_port": str(free_port()), "ssh_timeout": "1"}
+    cli.write_keys({**nodes, **keys})
 
 
 def test_is_scheduler_running_remote_node_is_unknown(cli: Cli) -> None:

@@ -12,6 +12,7 @@ import sys
 import textwrap
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -348,6 +349,53 @@ def test_registry_heartbeats_and_deregistration(store: Metastore) -> None:
     assert len(store.controllers()) == 2
     store.deregister("n1", "h1")
     assert [c.host for c in store.controllers()] == ["n2"]
+
+
+def test_registry_keeps_the_paused_flag_each_controller_acts_on(store: Metastore) -> None:
+    store.heartbeat(ControllerInfo("n1", "h1", 11, "0.1", "standby", 0, 0, paused=True))
+    store.heartbeat(ControllerInfo("n2", "h2", 22, "0.1", "active", 0, 0))
+    assert {c.host: c.paused for c in store.controllers()} == {"n1": True, "n2": False}
+    store.heartbeat(ControllerInfo("n1", "h1", 11, "0.1", "standby", 0, 0, paused=False))
+    assert {c.host: c.paused for c in store.controllers()} == {"n1": False, "n2": False}
+
+
+def test_tables_of_the_first_release_gain_the_new_columns(be: Backend) -> None:
+    """A metastore created by a release without ``sfc_controllers.paused`` is brought up to date.
+
+    Its rows keep working (they read as not paused), and two controllers migrating at the same
+    moment both succeed.
+    """
+    if be.spec[0] != "sql":
+        pytest.skip("ZooKeeper keeps JSON values: nothing to migrate")
+    from sqlalchemy import Column, MetaData, Table, create_engine
+    from sqlalchemy.schema import CreateTable
+
+    engine = create_engine(be.spec[1])
+    old = Table(  # the table as the first release created it
+        "sfc_controllers",
+        MetaData(),
+        *(
+            Column(c.name, c.type, primary_key=c.primary_key, nullable=c.nullable)
+            for c in sqlmod.controllers_table.columns
+            if c.name != "paused"
+        ),
+    )
+    with engine.begin() as conn:
+        conn.execute(CreateTable(old))
+        conn.execute(
+            old.insert().values(host="n0", holder="x", pid=1, version="0.1", role="standby", last_seen=0, started_at=0)
+        )
+    engine.dispose()
+    first, second = SQLMetastore(be.spec[1], TIMEOUT), SQLMetastore(be.spec[1], TIMEOUT)
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            list(pool.map(lambda s: s.setup(), (first, second)))
+        assert {c.host: c.paused for c in first.controllers()} == {"n0": False}
+        second.heartbeat(ControllerInfo("n1", "h1", 11, "0.2", "standby", 0, 0, paused=True))
+        assert {c.host: c.paused for c in first.controllers()} == {"n0": False, "n1": True}
+    finally:
+        first.close()
+        second.close()
 
 
 def test_observations_are_fenced_by_epoch(store: Metastore) -> None:

@@ -1,4 +1,8 @@
-"""Fixtures of the multi-host lab: one network + MariaDB per module, one lab (hosts) per test."""
+"""Fixtures of the multi-host lab: one network + metastore per module, one lab (hosts) per test.
+
+Every scenario runs on both metastores a multi-master cluster can use: MariaDB and a 3-server
+ZooKeeper ensemble, both on the metastore host 198.18.0.2 that every lab host reaches.
+"""
 
 from __future__ import annotations
 
@@ -9,14 +13,24 @@ from typing import Any
 import pytest
 
 from tests.conftest import IN_CI, MariaDB, mariadb_binaries, missing
-from tests.lab.harness import Lab, Network, missing_tools, network_with_mariadb
+from tests.lab.harness import (
+    Lab,
+    LabMetastore,
+    MariaDBSite,
+    Network,
+    ZooKeeperSite,
+    missing_tools,
+    network_with_mariadb,
+    zookeeper_on,
+)
+from tests.support.zk import zookeeper_available
 
 # One line per scenario, printed at the end of the run (pytest -v / make lab).
 RESULTS: list[dict[str, Any]] = []
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "lab: multi-host lab (namespaces, sshd, MariaDB); needs root")
+    config.addinivalue_line("markers", "lab: multi-host lab (namespaces, sshd, MariaDB/ZooKeeper); needs root")
 
 
 def _require_lab() -> None:
@@ -27,6 +41,8 @@ def _require_lab() -> None:
     lacking = missing_tools()
     if not mariadb_binaries():
         lacking.append("mariadb-server")
+    if not zookeeper_available():
+        lacking.append("zookeeper")
     if lacking:
         missing(f"{', '.join(lacking)} (Debian packages)")
 
@@ -39,6 +55,23 @@ def lab_network() -> Iterator[tuple[Network, MariaDB]]:
         yield found
 
 
+@pytest.fixture(scope="module")
+def lab_zookeeper(lab_network: tuple[Network, MariaDB]) -> Iterator[ZooKeeperSite]:
+    """A 3-server ZooKeeper ensemble on 198.18.0.2 (the metastore namespace), for the module."""
+    net, _ = lab_network
+    with zookeeper_on(net) as site:
+        yield site
+
+
+@pytest.fixture(scope="module", params=["mariadb", "zookeeper"])
+def lab_metastore(request: pytest.FixtureRequest, lab_network: tuple[Network, MariaDB]) -> LabMetastore:
+    """The metastore of the module's labs: every scenario runs once on each."""
+    if request.param == "zookeeper":
+        site: LabMetastore = request.getfixturevalue("lab_zookeeper")
+        return site
+    return MariaDBSite(lab_network[1])
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, None]:
     outcome = yield
@@ -47,14 +80,11 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         item.lab_failed = report.failed  # type: ignore[attr-defined]
 
 
-@pytest.fixture
-def make_lab(request: pytest.FixtureRequest, lab_network: tuple[Network, MariaDB]) -> Iterator[Callable[..., Lab]]:
-    """Build labs on the module's network; each is torn down when the test ends, pass or fail."""
-    net, db = lab_network
+def _labs(request: pytest.FixtureRequest, net: Network, site: LabMetastore) -> Iterator[Callable[..., Lab]]:
     labs: list[Lab] = []
 
     def make(size: int = 3, config: dict[str, str] | None = None) -> Lab:
-        lab = Lab(net, db, size=size, config=config)
+        lab = Lab(net, site, size=size, config=config)
         labs.append(lab)
         return lab
 
@@ -71,16 +101,32 @@ def make_lab(request: pytest.FixtureRequest, lab_network: tuple[Network, MariaDB
         assert not left, f"hosts left on the bridge after teardown: {left}"
 
 
+@pytest.fixture
+def make_lab(
+    request: pytest.FixtureRequest, lab_network: tuple[Network, MariaDB], lab_metastore: LabMetastore
+) -> Iterator[Callable[..., Lab]]:
+    """Build labs on the module's network and metastore; each is torn down when the test ends, pass or fail."""
+    yield from _labs(request, lab_network[0], lab_metastore)
+
+
+@pytest.fixture
+def make_mariadb_lab(
+    request: pytest.FixtureRequest, lab_network: tuple[Network, MariaDB]
+) -> Iterator[Callable[..., Lab]]:
+    """Labs on MariaDB alone, for scenarios about SQL sessions."""
+    yield from _labs(request, lab_network[0], MariaDBSite(lab_network[1]))
+
+
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     if not RESULTS:
         return
     terminalreporter.section("lab scenarios")
-    header = f"{'scenario':<44} {'recovery s':>10} {'bound s':>7} {'2+ sched s':>10} {'none s':>7} {'sample ms':>9}"
+    header = f"{'scenario':<56} {'recovery s':>10} {'bound s':>7} {'2+ sched s':>10} {'none s':>7} {'sample ms':>9}"
     terminalreporter.write_line(header)
     for r in RESULTS:
         recovery = "-" if r.get("recovery") is None else f"{r['recovery']:.2f}"
         bound = "-" if r.get("bound") is None else f"{r['bound']:g}"
         terminalreporter.write_line(
-            f"{r['scenario']:<44} {recovery:>10} {bound:>7} {r['two']:>10.2f} {r['none']:>7.2f} {r['pace'] * 1e3:>9.0f}"
+            f"{r['scenario']:<56} {recovery:>10} {bound:>7} {r['two']:>10.2f} {r['none']:>7.2f} {r['pace'] * 1e3:>9.0f}"
             + (f"  {r['note']}" if r.get("note") else "")
         )

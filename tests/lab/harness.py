@@ -4,7 +4,9 @@ Layout (every name carries a short random token, so concurrent runs never collid
 
     root namespace            the tests, the observer, nothing on 198.18.0.0/24 (no address, no route)
     sfcbr-<net>               a Linux bridge br0; one veth port per host and one for the metastore
-    sfcm-<net>    198.18.0.2  MariaDB (tests/conftest.py start_mariadb with bind_address/netns)
+    sfcm-<net>    198.18.0.2  the metastore host: MariaDB (tests/conftest.py start_mariadb with
+                              bind_address/netns) and, for the ZooKeeper runs, a 3-server ensemble
+                              on its own ports (tests/support/zk.py start_ensemble, same arguments)
     sfch<i>-<lab> 198.18.0.<10+i>
                               unshare --pid --fork --mount-proc --uts: PID 1 = hostinit.py, host name
                               h<i>, a private /etc/hosts naming every host, sshd on its address
@@ -49,15 +51,19 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar
 
 import psutil
 
 from scheduler_failover_controller.config import KEYS, Config, load_config
-from scheduler_failover_controller.metastore.base import ClusterState, Event
+from scheduler_failover_controller.metastore.base import ClusterState, Event, Metastore
 from scheduler_failover_controller.metastore.sql import SQLMetastore
 from scheduler_failover_controller.probe import find_schedulers
 from tests.conftest import MariaDB, start_mariadb
+from tests.support.netns import in_netns
+from tests.support.zk import Ensemble, start_ensemble
 
+T = TypeVar("T")
 ROOT = Path(__file__).resolve().parents[2]
 FAKE = ROOT / "tests" / "support" / "fake_scheduler.py"
 HOSTINIT = Path(__file__).resolve().parent / "hostinit.py"
@@ -270,6 +276,131 @@ class Network:
         self.record.unlink(missing_ok=True)
 
 
+# --- the metastore of a lab -------------------------------------------------------------------
+
+
+class LabMetastore:
+    """Where one lab's controllers keep their state, on the network's metastore host.
+
+    Each lab gets a namespace of its own on the shared server (a database, a chroot), the
+    settings its hosts need to reach it on 198.18.0.2, and a store the tests read from the root
+    namespace.
+    """
+
+    kind = ""
+
+    def open(self, token: str) -> None:
+        raise NotImplementedError
+
+    def settings(self) -> dict[str, str]:
+        raise NotImplementedError
+
+    def reader(self) -> Metastore:
+        raise NotImplementedError
+
+    def drop(self) -> None:
+        raise NotImplementedError
+
+
+class MariaDBSite(LabMetastore):
+    """A database of its own on the network's MariaDB, read over the server's unix socket."""
+
+    kind = "mariadb"
+
+    def __init__(self, db: MariaDB) -> None:
+        self.db = db
+        self.database = ""
+
+    def open(self, token: str) -> None:
+        self.database = self.db.create_database()
+
+    def settings(self) -> dict[str, str]:
+        return {"metadata_service_sql_conn": self.db.url(self.database)}
+
+    def reader(self) -> Metastore:
+        return SQLMetastore(f"mysql+pymysql://root@localhost/{self.database}?unix_socket={self.db.socket_path}", 2.0)
+
+    def drop(self) -> None:
+        """Drop the lab's database, first ending the sessions of hosts that are gone.
+
+        A host cut off in the middle of a transaction leaves a session on the server that still
+        holds its locks (nothing tells the server the client is gone): DROP DATABASE would wait
+        for it, so such sessions are killed first.
+        """
+        with self.db.admin() as conn, conn.cursor() as cur:
+            cur.execute("SELECT id FROM information_schema.processlist WHERE db = %s", (self.database,))
+            for (session,) in cur.fetchall():
+                with contextlib.suppress(Exception):
+                    cur.execute(f"KILL {int(session)}")
+            cur.execute("SET SESSION lock_wait_timeout = 10")
+            cur.execute(f"DROP DATABASE IF EXISTS {self.database}")
+
+
+class ZooKeeperSite(LabMetastore):
+    """A chroot of its own on the network's ZooKeeper ensemble.
+
+    The ensemble listens on 198.18.0.2 only, inside the metastore's namespace; the tests' own
+    clients open their sockets there (tests/support/netns.py), never in the root namespace.
+    """
+
+    kind = "zookeeper"
+
+    def __init__(self, ensemble: Ensemble) -> None:
+        self.ensemble = ensemble
+        self.chroot = ""
+        self._admin: object | None = None
+
+    def _in_ns(self, fn: Callable[[], T]) -> T:
+        return in_netns(self.ensemble.netns, fn)
+
+    def admin(self) -> Any:
+        """One kazoo client for creating and removing the labs' chroots (started in the namespace)."""
+        from kazoo.client import KazooClient
+
+        if self._admin is None:
+
+            def connect() -> KazooClient:
+                client = KazooClient(hosts=self.ensemble.hosts, timeout=10)
+                client.start(timeout=30)
+                return client
+
+            self._admin = self._in_ns(connect)
+        return self._admin
+
+    def open(self, token: str) -> None:
+        self.chroot = f"/lab_{token}"
+        self.admin().ensure_path(self.chroot)
+
+    def settings(self) -> dict[str, str]:
+        return {
+            "metadata_service_type": "ZookeeperMetadataService",
+            "metadata_service_zookeeper_nodes": self.ensemble.hosts + self.chroot,
+        }
+
+    def reader(self) -> Metastore:
+        from scheduler_failover_controller.metastore.zookeeper import ZooKeeperMetastore
+
+        def connect() -> Metastore:
+            # The tests' session: longer than the controllers' (3 s), so a slow test never loses it.
+            store = ZooKeeperMetastore(self.ensemble.hosts + self.chroot, "/scheduler_failover_controller", 10.0, 2.0)
+            store.setup()
+            return store
+
+        return self._in_ns(connect)
+
+    def drop(self) -> None:
+        with contextlib.suppress(Exception):
+            self.admin().delete(self.chroot, recursive=True)
+
+    def close(self) -> None:
+        if self._admin is not None:
+            admin, self._admin = self.admin(), None
+            with contextlib.suppress(Exception):
+                admin.stop()
+            with contextlib.suppress(Exception):
+                admin.close()
+
+
 # --- the observer -----------------------------------------------------------------------------
 
 
@@ -435,7 +566,7 @@ class Host:
             "scheduler_nodes_in_cluster": ",".join(h.name for h in nodes),
             "current_host": self.name,
             "local_nodes": self.name,
-            "metadata_service_sql_conn": lab.url,
+            **lab.site.settings(),
             "state_dir": str(lab.state_dir),  # the same path on every host, private to each (a bind mount)
             "poll_frequency": "0.5",
             "lease_ttl": "3",
@@ -663,18 +794,17 @@ class Host:
 
 
 class Lab:
-    """N hosts h1..hN on the network's bridge, sharing one MariaDB database, and an observer."""
+    """N hosts h1..hN on the network's bridge, sharing one metastore (MariaDB or ZooKeeper), and an observer."""
 
-    def __init__(self, net: Network, db: MariaDB, size: int = 3, config: dict[str, str] | None = None) -> None:
+    def __init__(self, net: Network, site: LabMetastore, size: int = 3, config: dict[str, str] | None = None) -> None:
         self.net = net
-        self.db = db
+        self.site = site
         self.token = uuid.uuid4().hex[:6]
         self.dir = Path(tempfile.mkdtemp(prefix=f"sfc-lab-{self.token}-"))
         net.keep_track(self.dir)
-        self.database = db.create_database()
-        self.url = db.url(self.database)
-        # The tests read the metastore from the root namespace over MariaDB's unix socket.
-        self.store = SQLMetastore(f"mysql+pymysql://root@localhost/{self.database}?unix_socket={db.socket_path}", 2.0)
+        site.open(self.token)
+        # The tests read the metastore from the root namespace.
+        self.store = site.reader()
         self.start_script = self.dir / "start-scheduler.sh"
         self.flags = self.dir / "flags"
         self.state_dir = self.dir / "state"  # each host mounts its own h<i>/state here
@@ -864,21 +994,6 @@ class Lab:
             parts.append("--- events\n" + "\n".join(f"[{e.kind}] {e.host}: {e.message}" for e in self.events(40)))
         return "\n".join(parts)
 
-    def _drop_database(self) -> None:
-        """Drop the lab's database, first ending the sessions of hosts that are gone.
-
-        A host cut off in the middle of a transaction leaves a session on the server that still
-        holds its locks (nothing tells the server the client is gone): DROP DATABASE would wait
-        for it, so such sessions are killed first.
-        """
-        with self.db.admin() as conn, conn.cursor() as cur:
-            cur.execute("SELECT id FROM information_schema.processlist WHERE db = %s", (self.database,))
-            for (session,) in cur.fetchall():
-                with contextlib.suppress(Exception):
-                    cur.execute(f"KILL {int(session)}")
-            cur.execute("SET SESSION lock_wait_timeout = 10")
-            cur.execute(f"DROP DATABASE IF EXISTS {self.database}")
-
     def close(self, keep: bool = False) -> None:
         """Tear everything down, by pid and by namespace name. Idempotent."""
         if self.closed:
@@ -893,7 +1008,7 @@ class Lab:
         self.net.forget_neighbours()
         self.store.close()
         with contextlib.suppress(Exception):
-            self._drop_database()
+            self.site.drop()
         if not keep:
             shutil.rmtree(self.dir, ignore_errors=True)
         self.net.keep_track(self.dir, done=True)
@@ -913,3 +1028,20 @@ def network_with_mariadb() -> Iterator[tuple[Network, MariaDB]]:
                 net.keep_track(mariadb=db, done=True)
     finally:
         net.close()
+
+
+@contextlib.contextmanager
+def zookeeper_on(net: Network) -> Iterator[ZooKeeperSite]:
+    """A 3-server ZooKeeper ensemble in the network's metastore namespace, on 198.18.0.2; removed on exit.
+
+    A run killed meanwhile leaves nothing for long: the servers die when the sweep kills what
+    runs in that namespace, and their directory is on the run's record.
+    """
+    with start_ensemble(3, bind_address=METASTORE_IP, netns=net.meta_ns) as ensemble:
+        net.keep_track(ensemble.base)
+        site = ZooKeeperSite(ensemble)
+        try:
+            yield site
+        finally:
+            site.close()
+            net.keep_track(ensemble.base, done=True)

@@ -1,9 +1,10 @@
 """Failure scenarios on several simulated master hosts (see harness.py for how the lab is built).
 
 Every scenario boots its own hosts h1..h3 (own network, PID, UTS and mount namespaces; sshd;
-one controller each; poll_frequency 0.5 s, lease_ttl 3 s) around the module's MariaDB on
-198.18.0.2, injects one fault, and asserts from the observer (root namespace, every ~50 ms) that
-two schedulers never ran at once and that the scheduler recovered within the scenario's bound.
+one controller each; poll_frequency 0.5 s, lease_ttl 3 s) around the module's metastore on
+198.18.0.2 (each scenario once on MariaDB, once on a 3-server ZooKeeper ensemble), injects one
+fault, and asserts from the observer (root namespace, every ~50 ms) that two schedulers never
+ran at once and that the scheduler recovered within the scenario's bound.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from collections.abc import Callable
 import pytest
 
 from tests.lab.conftest import RESULTS
-from tests.lab.harness import METASTORE_IP, PYTHON, Lab, Seen, ssh_available, wait_for
+from tests.lab.harness import METASTORE_IP, PYTHON, Lab, MariaDBSite, Seen, ssh_available, wait_for
 
 pytestmark = pytest.mark.lab
 
@@ -63,7 +64,7 @@ def finish(
     obs.stop()
     RESULTS.append(
         {
-            "scenario": scenario,
+            "scenario": f"{scenario} [{lab.site.kind}]",
             "recovery": recovery,
             "bound": bound,
             "two": obs.seconds_two_or_more,
@@ -381,20 +382,29 @@ time.sleep(600)
 """
 
 
-def test_active_host_partitioned_while_holding_a_metastore_lock(make_lab: MakeLab) -> None:
+def test_active_host_partitioned_while_holding_a_metastore_lock(make_mariadb_lab: MakeLab) -> None:
     """The cut can fall inside one of the active controller's transactions; here it always does.
 
     A client on h1 holds the lease row's lock (as the controller does for a moment in each
     renewal) when h1's link goes down. The server never hears from that session again.
+    (ZooKeeper has no locks a client could leave behind: its sessions expire by themselves.)
     """
-    lab = make_lab()
+    lab = make_mariadb_lab()
+    site = lab.site
+    assert isinstance(site, MariaDBSite)
     lab.boot()
     old = lab.observer.one()
     assert old is not None and old.node == "h1"
     h1 = lab.host("h1")
     holder = subprocess.Popen(
         h1.enter(
-            PYTHON, "-c", LOCK_HOLDER, METASTORE_IP, str(lab.db.port), lab.database, str(lab.config().metastore_timeout)
+            PYTHON,
+            "-c",
+            LOCK_HOLDER,
+            METASTORE_IP,
+            str(site.db.port),
+            site.database,
+            str(lab.config().metastore_timeout),
         ),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -411,7 +421,7 @@ def test_active_host_partitioned_while_holding_a_metastore_lock(make_lab: MakeLa
             lab.observer.stop()
             RESULTS.append(
                 {
-                    "scenario": "active host partitioned holding a row lock",
+                    "scenario": "active host partitioned holding a row lock [mariadb]",
                     "recovery": None,
                     "bound": takeover_bound(lab),
                     "two": lab.observer.seconds_two_or_more,

@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -132,7 +133,7 @@ class Cluster:
             timeout=60,
         )
 
-    def status(self) -> dict[str, object]:
+    def status(self) -> dict[str, Any]:
         out = self.cli("status", "--json")
         return json.loads(out.stdout) if out.stdout.strip().startswith("{") else {}
 

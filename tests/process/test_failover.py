@@ -59,7 +59,7 @@ def test_active_controller_killed_standby_takes_over(make_cluster: Callable[...,
     cluster.signal("n1", signal.SIGKILL)
     wait_for(lambda: cluster.active() in ("n2", "n3"), 15, "a standby to become active")
     after = cluster.status()
-    assert int(after["epoch"]) > int(before["epoch"])  # type: ignore[call-overload]
+    assert int(after["epoch"]) > int(before["epoch"])
     time.sleep(2 * cluster.poll + 0.5)
     assert len(cluster.observer.current()) == 1
     cluster.observer.stop()
@@ -118,7 +118,7 @@ def test_controllers_racing_at_start_up(make_cluster: Callable[..., Cluster], cl
     wait_for(lambda: len(cluster.observer.current()) == 1, 20, "one scheduler")
     time.sleep(3)
     status = cluster.status()
-    roles = sorted(c["role"] for c in status["controllers"])  # type: ignore[attr-defined,index]
+    roles = sorted(c["role"] for c in status["controllers"])
     assert roles == ["active", "standby", "standby"], status
     cluster.observer.stop()
     assert_never_two(cluster)

@@ -25,7 +25,7 @@ pytestmark = pytest.mark.process
 
 def epoch_and_leader(cluster: Cluster) -> tuple[int, str | None]:
     status = cluster.status()
-    return int(status.get("epoch", 0)), status.get("active_controller")  # type: ignore[call-overload]
+    return int(status.get("epoch", 0)), status.get("active_controller")
 
 
 def test_one_ensemble_server_down_changes_no_leader(
@@ -109,7 +109,7 @@ def test_session_expiry_of_the_leader(make_cluster: Callable[..., Cluster], zk_h
     try:
         wait_for(lambda: len(cluster.observer.current()) == 1, 20, "the first scheduler")
         cluster.start("n2")
-        wait_for(lambda: len(cluster.status().get("controllers", [])) == 2, 20, "both controllers")  # type: ignore[arg-type]
+        wait_for(lambda: len(cluster.status().get("controllers", [])) == 2, 20, "both controllers")
         epoch, _ = epoch_and_leader(cluster)
         store = leader.store
         assert isinstance(store, ZooKeeperMetastore)

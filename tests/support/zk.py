@@ -1,4 +1,8 @@
-"""A real ZooKeeper ensemble on loopback ports with temp data dirs (Debian's zookeeper jars)."""
+"""A real ZooKeeper ensemble with temp data dirs (Debian's zookeeper jars).
+
+On loopback ports by default; the lab runs it inside its metastore's network namespace on that
+namespace's address instead (``bind_address``, ``netns``).
+"""
 
 from __future__ import annotations
 
@@ -13,6 +17,8 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from tests.support.netns import in_netns
 
 JARS = [
     "zookeeper.jar",
@@ -61,10 +67,11 @@ class ZkServer:
     client_port: int
     base: Path
     process: subprocess.Popen[bytes] | None = None
+    bind_address: str = "127.0.0.1"
 
     @property
     def address(self) -> str:
-        return f"127.0.0.1:{self.client_port}"
+        return f"{self.bind_address}:{self.client_port}"
 
 
 @dataclass
@@ -74,6 +81,7 @@ class Ensemble:
     servers: list[ZkServer]
     base: Path
     log_files: list[Path] = field(default_factory=list)
+    netns: str | None = None  # the network namespace the servers run in (None: this one)
 
     @property
     def hosts(self) -> str:
@@ -85,8 +93,10 @@ class Ensemble:
             return
         classpath = ":".join(str(JAVA_DIR / jar) for jar in JARS if (JAVA_DIR / jar).exists())
         log = (server.base / "server.log").open("ab")
+        wrap = ["ip", "netns", "exec", self.netns] if self.netns else []  # execs java: same pid
         server.process = subprocess.Popen(
             [
+                *wrap,
                 "java",
                 "-Xmx128m",
                 "-XX:+UseSerialGC",
@@ -124,13 +134,18 @@ class Ensemble:
 
     def serving(self, i: int) -> bool:
         """Whether server i answers ``srvr`` as a member of a quorum."""
-        try:
-            with socket.create_connection(("127.0.0.1", self.servers[i].client_port), timeout=1) as sock:
+        server = self.servers[i]
+
+        def ask() -> bytes:
+            with socket.create_connection((server.bind_address, server.client_port), timeout=1) as sock:
                 sock.sendall(b"srvr")
-                data = sock.recv(4096)
-            return b"Mode: leader" in data or b"Mode: follower" in data
+                return sock.recv(4096)
+
+        try:
+            data = in_netns(self.netns, ask)
         except OSError:
             return False
+        return b"Mode: leader" in data or b"Mode: follower" in data
 
     def wait_quorum(self, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout
@@ -144,13 +159,19 @@ class Ensemble:
 
 
 @contextlib.contextmanager
-def start_ensemble(size: int = 3, tick_ms: int = 200) -> Iterator[Ensemble]:
-    """Start ``size`` servers on free loopback ports; everything is removed again on exit."""
+def start_ensemble(
+    size: int = 3, tick_ms: int = 200, bind_address: str = "127.0.0.1", netns: str | None = None
+) -> Iterator[Ensemble]:
+    """Start ``size`` servers on free ports; everything is removed again on exit.
+
+    Every port (client, quorum, election) is bound to ``bind_address``; with ``netns`` the
+    servers run inside that network namespace, whose own address ``bind_address`` is.
+    """
     base = Path(tempfile.mkdtemp(prefix="sfc-zk-"))
-    ports = _free_ports(3 * size)
-    servers = [ZkServer(i + 1, ports[3 * i], base / f"s{i + 1}") for i in range(size)]
+    ports = _free_ports(3 * size)  # free here; a namespace of the tests' own has nothing on them
+    servers = [ZkServer(i + 1, ports[3 * i], base / f"s{i + 1}", bind_address=bind_address) for i in range(size)]
     members = "\n".join(
-        f"server.{s.sid}=127.0.0.1:{ports[3 * i + 1]}:{ports[3 * i + 2]}" for i, s in enumerate(servers)
+        f"server.{s.sid}={bind_address}:{ports[3 * i + 1]}:{ports[3 * i + 2]}" for i, s in enumerate(servers)
     )
     (base / "log4j.properties").write_text(
         "log4j.rootLogger=WARN, CONSOLE\n"
@@ -164,12 +185,12 @@ def start_ensemble(size: int = 3, tick_ms: int = 200) -> Iterator[Ensemble]:
         (server.base / "zoo.cfg").write_text(
             f"tickTime={tick_ms}\ninitLimit=20\nsyncLimit=10\n"
             f"minSessionTimeout={2 * tick_ms}\nmaxSessionTimeout=60000\n"
-            f"dataDir={server.base / 'data'}\nclientPort={server.client_port}\nclientPortAddress=127.0.0.1\n"
+            f"dataDir={server.base / 'data'}\nclientPort={server.client_port}\nclientPortAddress={bind_address}\n"
             "admin.enableServer=false\n4lw.commands.whitelist=srvr,ruok,stat\n"
             "standaloneEnabled=false\nreconfigEnabled=false\n"
             f"{members}\n"
         )
-    ensemble = Ensemble(servers, base)
+    ensemble = Ensemble(servers, base, netns=netns)
     try:
         for i in range(size):
             ensemble.start(i)

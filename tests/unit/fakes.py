@@ -12,6 +12,7 @@ import itertools
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
+from typing import TypeVar
 
 from scheduler_failover_controller.alerts import Alerter
 from scheduler_failover_controller.config import ENV_PREFIX, Config, load_config
@@ -29,6 +30,8 @@ from scheduler_failover_controller.metastore.base import (
 )
 from scheduler_failover_controller.nodes.base import NodeRunner
 from scheduler_failover_controller.probe import ProbeResult, SchedulerState
+
+T = TypeVar("T")
 
 # --- time ---------------------------------------------------------------------------------
 
@@ -109,6 +112,14 @@ class FakeStore(Metastore):
         """Move the server clock alone (linked clocks call this too)."""
         self.server_now += seconds
 
+    def unreachable_for(self, fn: Callable[[], T]) -> T:
+        """``fn()`` while every call fails: what one controller cut off from the store sees."""
+        self.fail = True
+        try:
+            return fn()
+        finally:
+            self.fail = False
+
     def on(self, name: str, fn: Callable[[], object], once: bool = True) -> None:
         """Run ``fn`` just before the next (``once``) or every call of method ``name``."""
         self.hooks.setdefault(name, []).append((fn, once))
@@ -148,10 +159,11 @@ class FakeStore(Metastore):
         self.placement_expires_at = self.server_now + ttl
         return self.placement()
 
-    def register(self, host: str, holder: str = "", role: str = "standby") -> None:
+    def register(self, host: str, holder: str = "", role: str = "standby", paused: bool = False) -> None:
         """Put a controller in the registry directly (a controller elsewhere)."""
         holder = holder or f"{host}:1:fake"
-        self.registry[host] = ControllerInfo(host, holder, 1, "0", role, self.server_now, self.server_now)
+        now = self.server_now
+        self.registry[host] = ControllerInfo(host, holder, 1, "0", role, now, now, paused=paused)
 
     def kinds(self) -> list[str]:
         return [e.kind for e in self._events]

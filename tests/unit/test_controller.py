@@ -654,6 +654,50 @@ def test_unknown_node_with_its_own_controller_does_not_block_a_start(cluster: Cl
     assert cluster.actions == [("n1", "start")]
 
 
+def test_unknown_node_whose_controller_was_last_seen_paused_blocks_a_start(cluster: Cluster) -> None:
+    cluster.runners["n3"].reachable = False
+    cluster.store.register("n3", paused=True)  # cut off while paused: it fences nothing
+    c1 = cluster.controller("n1")
+    sentence = c1.run_cycle()
+    assert sentence.endswith(
+        "not starting: a scheduler may still run on n3 (unreachable; its controller was last seen paused)"
+    )
+    assert cluster.actions == []
+
+
+def test_node_cut_off_during_a_pause_keeps_blocking_after_the_resume(cluster: Cluster) -> None:
+    """Paused; the scheduler node is cut off; resumed: nobody starts a second scheduler.
+
+    The cut-off controller still acts on the pause it saw last (it fences nothing), so its
+    scheduler may still run: the active must not count on it to fence itself.
+    """
+    c1 = active_on_n1(cluster)
+    c2 = cluster.controller("n2")
+    cluster.runners["n1"].die()
+    cluster.store.force_placement("n2", TTL)
+    cluster.runners["n2"].run()
+    assert [s.split(":")[1].strip() for s in tick(cluster, c1, c2)] == [
+        f"scheduler healthy on n2 ({cluster.runners['n2'].probe().describe()})",
+        "n1 is active (epoch 1); scheduler placed on n2",
+    ]
+    cluster.store.set_paused(True)
+    tick(cluster, c1, c2)
+    assert c2.paused and [c.paused for c in cluster.store.controllers()] == [True, True]
+    # n2 is cut off: from the store (its cycles fail) and from n1 (its probe is unknown).
+    cluster.runners["n2"].reachable = False
+    cluster.store.set_paused(False)
+    sentences = []
+    for _ in range(int(TTL) + 3):
+        cluster.clock.advance(1.0)
+        down = cluster.store.unreachable_for(c2.run_cycle)
+        assert down.startswith("standby: metastore unreachable") and "paused, acting on nothing" in down
+        sentences.append(c1.run_cycle())
+    assert not cluster.store.placement().valid or cluster.store.placement_node != "n2"
+    assert "a scheduler may still run on n2 (unreachable; its controller was last seen paused)" in sentences[-1]
+    assert cluster.running() == ["n2"], "a second scheduler was started while n2's may still run"
+    assert [a for a in cluster.actions if a[1] == "start"] == [("n1", "start")]  # the first one only
+
+
 @pytest.mark.parametrize(("command", "started"), [("true", True), ("false", False)])
 def test_fence_command_decides_whether_an_unknown_node_blocks(cluster: Cluster, command: str, started: bool) -> None:
     cluster.runners["n3"].reachable = False
