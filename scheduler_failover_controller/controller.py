@@ -240,11 +240,11 @@ class Controller:
         except MetastoreError:
             fresh = placement
         after = self._stop(self.local)
-        where = fresh.node if fresh.valid else "no node"
-        message = (
-            f"stopped a scheduler on {self.host} ({probe.describe()}) that holds no valid placement "
-            f"(placement is on {where}); now {after.state.value}"
-        )
+        if fresh.node == self.host and fresh.valid:  # ours as last read, but it could not be renewed in time
+            why = "whose placement could not be renewed before it would expire"
+        else:
+            why = f"that holds no valid placement (placement is on {fresh.node if fresh.valid else 'no node'})"
+        message = f"stopped a scheduler on {self.host} ({probe.describe()}) {why}; now {after.state.value}"
         self._event("fence", message)
         return f"{self.role}: {message}"
 
@@ -369,25 +369,36 @@ class Controller:
         limit = self.config.max_restart_attempts
         if not self.leads():
             return "lease margin too small to act; not restarting or moving the scheduler this cycle"
-        if self.restart_failures < limit or len(self.config.nodes) == 1:
+        target: str | None = None
+        if self.restart_failures >= limit:
+            # The in-place budget is spent: move, or else retry in place once the node's backoff
+            # is over (a scheduler that cannot start is not retried back to back for ever).
+            if len(self.config.nodes) > 1:
+                target = self._pick_target(probes, exclude=node, prefer=None)
+            wait = self.backoff.get(node, _Backoff()).until - self.monotonic()
+            if target is None and wait > 0:
+                others = f"no other node can take it ({self._why_no_target(probes)})"
+                if len(self.config.nodes) == 1:
+                    others = "it has no other node"
+                return (
+                    f"scheduler down on {node} after {self.restart_failures} failed restarts and {others}; "
+                    f"next try in place in {wait:.1f}s"
+                )
+        if target is None:
             if probe.state.maybe_running:  # unhealthy, or several schedulers on one node
                 self._stop(self.runners[node])
             # A restart that comes up but dies again still counts: crash loops end in a move.
             self.restart_failures += 1
-            attempt = f"attempt {self.restart_failures}" + (f"/{limit}" if len(self.config.nodes) > 1 else "")
+            n = self.restart_failures
+            attempt = f"attempt {n}/{limit}" if n <= limit else f"attempt {n}, after its backoff"
             ok, detail = self._start_on(node, probes)
             self._note_failure(node, f"scheduler was {probe.state.value}; restart {'ok' if ok else detail}", not ok)
+            if ok and n > limit:
+                self._back_off(node)  # a crash loop past its budget: if it dies again, wait longer
             if ok:
                 self._event("restart", f"restarted the scheduler on {node} ({attempt}): {detail}")
                 return f"scheduler was {probe.state.value} on {node}; restarted it in place ({attempt}, {detail})"
             return f"restart of the scheduler on {node} failed ({attempt}): {detail}"
-        target = self._pick_target(probes, exclude=node, prefer=None)
-        if target is None:
-            self.restart_failures = max(0, limit - 1)  # one more try in place next cycle
-            return (
-                f"scheduler down on {node} after {limit} failed restarts and no other node can take it "
-                f"({self._why_no_target(probes)}); will retry in place"
-            )
         # Stop-before-start: the old node must be confirmed empty (a late start could still appear).
         stopped = self._stop(self.runners[node])
         if stopped.state is not SchedulerState.STOPPED:
@@ -547,6 +558,10 @@ class Controller:
         blocking = self._blocking_nodes(node, probes)
         if blocking:
             return False, f"not starting: a scheduler may still run on {', '.join(blocking)}"
+        # A stop just before (remote, with its grace) may have used up much of the lease: renew
+        # it first, so that the start is judged against a fresh deadline.
+        if not self._renew_lease():
+            return False, "not starting: lost the leadership lease"
         if not self.leads():
             return False, "not starting: lease margin too small"
         # Fence the start by our epoch at the store as well: a restart in place writes nothing
@@ -583,35 +598,50 @@ class Controller:
                     return False, "lost the lease while waiting for the scheduler to come up; stopped it"
             self.sleep(step)
 
-    def _renew_while_waiting(self, node: str) -> bool:
+    def _renew_lease(self) -> bool:
+        """Renew the leadership lease now; False only if it is lost (a failed call keeps the old deadline)."""
         t0 = self.monotonic()
         try:
             lease = self.store.acquire_or_renew(self.holder, self.host, self.ttl)
-            if lease is None or lease.epoch != self.epoch:
-                self.leader_deadline = NEVER
-                return False
-            self.leader_deadline = self._deadline(t0, lease.remaining)
+        except MetastoreError as exc:
+            log.warning("lease renewal failed: %s", exc)
+            return True
+        if lease is None or lease.epoch != self.epoch:
+            self.leader_deadline = NEVER
+            return False
+        self.leader_deadline = self._deadline(t0, lease.remaining)
+        return True
+
+    def _renew_while_waiting(self, node: str) -> bool:
+        t0 = self.monotonic()
+        if not self._renew_lease():
+            return False
+        try:
             placement = self.store.renew_placement(node, self.ttl, self.holder, self.epoch)
-            if placement is not None and node == self.host:
-                self.placement_deadline = self._deadline(t0, placement.remaining)
-            return placement is not None
         except MetastoreError as exc:
             log.warning("renewal while waiting for the scheduler failed: %s", exc)
             return self.leads()
+        if placement is not None and node == self.host:
+            self.placement_deadline = self._deadline(t0, placement.remaining)
+        return placement is not None
 
     def _note_failure(self, node: str, detail: str, start_failed: bool) -> None:
         """Count a scheduler death or failed start; back the node off; alert once per incident."""
         self.failures += 1
         if start_failed:
-            backoff = self.backoff.setdefault(node, _Backoff())
-            backoff.failures += 1
-            backoff.until = self.monotonic() + self.config.move_backoff * min(8, 2 ** (backoff.failures - 1))
+            self._back_off(node)
             self._event("start_failed", f"scheduler start on {node} failed: {detail}")
         if self.failures >= max(1, self.config.retry_count_before_alerting):
             self._alert(
                 f"scheduler failed {self.failures} times",
                 f"The scheduler keeps failing (last on {node}): {detail}",
             )
+
+    def _back_off(self, node: str) -> None:
+        """Keep ``node`` out of moves and retries for a while, doubling with each failure (up to 8x)."""
+        backoff = self.backoff.setdefault(node, _Backoff())
+        backoff.failures += 1
+        backoff.until = self.monotonic() + self.config.move_backoff * min(8, 2 ** (backoff.failures - 1))
 
     def _recovered(self) -> None:
         self.restart_failures = 0

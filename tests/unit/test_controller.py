@@ -289,6 +289,7 @@ def test_failing_placement_renewals_fence_before_the_placement_expires(cluster: 
             break
         assert cluster.runners["n1"].stops == 0
     assert "active: stopped a scheduler on n1 (running (pid" in sentence
+    assert "whose placement could not be renewed before it would expire; now stopped" in sentence
     assert store.server_now < expires_at
     assert cluster.actions == [("n1", "start"), ("n1", "stop")]
 
@@ -559,11 +560,32 @@ def test_no_other_node_to_move_to_retries_in_place(cluster: Cluster) -> None:
     before = len(cluster.actions)
     (sentence,) = tick(cluster, c1)
     assert "scheduler down on n1 after 3 failed restarts and no other node can take it" in sentence
-    assert "n2 unknown, n3 unknown); will retry in place" in sentence
+    assert "(n1 backing off 19s, n2 unknown, n3 unknown); next try in place in 19.0s" in sentence
     assert cluster.actions[before:] == []
-    assert c1.restart_failures == 2
-    (sentence,) = tick(cluster, c1)
-    assert "restart of the scheduler on n1 failed (attempt 3/3)" in sentence
+    # Backing off: no start at all until the node's backoff is over, then one more try in place.
+    sentences = [tick(cluster, c1)[0] for _ in range(20)]
+    assert cluster.actions[before:] == [("n1", "start")]
+    retried = [i for i, s in enumerate(sentences) if "failed (attempt 4, after its backoff)" in s]
+    assert retried == [18], sentences  # 19 s of backoff left after the first tick
+    assert "next try in place in 39.0s" in sentences[19]  # and the next wait is twice as long
+
+
+def test_single_node_crash_loop_backs_off_after_its_budget() -> None:
+    """On one node there is nowhere to move to: past max_restart_attempts, restarts are spaced out."""
+    cluster = Cluster(nodes=("n1",))
+    try:
+        c1 = active_on_n1(cluster)
+        n1 = cluster.runners["n1"]
+        sentences = []
+        for _ in range(30):
+            n1.die()  # it comes up, then dies before the next poll: a crash loop
+            sentences += tick(cluster, c1)
+        starts = [s for s in sentences if "restarted it in place" in s]
+        assert len(starts) < 10, sentences
+        assert any("it has no other node; next try in place in" in s for s in sentences)
+        assert "attempt 4, after its backoff" in starts[3]
+    finally:
+        cluster.close()
 
 
 def test_move_refused_when_the_old_node_cannot_be_confirmed_stopped(cluster: Cluster) -> None:
@@ -718,10 +740,25 @@ def test_fence_command_decides_whether_an_unknown_node_blocks(cluster: Cluster, 
 
 def test_start_refused_when_the_lease_margin_ran_out(cluster: Cluster) -> None:
     c1 = cluster.controller("n1")
-    cluster.store.on("controllers", lambda: cluster.clock.advance(TTL))  # stalled just before starting
+    store = cluster.store
+
+    def stall() -> None:  # stalled just before starting, and the store cannot be reached now
+        cluster.clock.advance(TTL)
+        store.failing.add("acquire_or_renew")
+
+    store.on("controllers", stall)
     sentence = c1.run_cycle()
     assert "placed the scheduler on n1 but its start failed: not starting: lease margin too small" in sentence
     assert cluster.actions == []
+
+
+def test_start_refused_when_the_lease_lapsed_just_before(cluster: Cluster) -> None:
+    """The renewal before a start finds a new term (the lease lapsed meanwhile): nothing starts."""
+    c1 = cluster.controller("n1")
+    cluster.store.on("controllers", lambda: cluster.clock.advance(TTL))
+    sentence = c1.run_cycle()
+    assert "placed the scheduler on n1 but its start failed: not starting: lost the leadership lease" in sentence
+    assert cluster.actions == [] and not c1.leads()
 
 
 def test_lease_lost_while_waiting_for_the_start_stops_it(cluster: Cluster) -> None:
@@ -734,7 +771,8 @@ def test_lease_lost_while_waiting_for_the_start_stops_it(cluster: Cluster) -> No
         store.lease_epoch += 1
         store.lease_expires_at = store.server_now + TTL
 
-    store.on("controllers", lambda: store.on("acquire_or_renew", steal))  # after the start, before renewal
+    # The renewal just before the start succeeds; the next one, while waiting, finds it taken.
+    store.on("controllers", lambda: store.on("acquire_or_renew", lambda: store.on("acquire_or_renew", steal)))
     sentence = c1.run_cycle()
     assert "start failed: lost the lease while waiting for the scheduler to come up; stopped it" in sentence
     assert cluster.actions == [("n1", "start"), ("n1", "stop")]
