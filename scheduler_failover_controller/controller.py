@@ -332,6 +332,11 @@ class Controller:
         target = self._pick_target(probes, exclude=None, prefer=placement.node)
         if target is None:
             return f"{prefix}: no scheduler runs and no node can take it now ({self._why_no_target(probes)})"
+        blocking = self._blocking_nodes(target, probes)
+        if blocking:  # not placed: no backoff for the target, it did nothing wrong
+            message = f"no scheduler seen, but one may still run on {', '.join(blocking)}; not placing one on {target}"
+            self._alert("no scheduler runs: a start is blocked", f"{message}. Bring the node back or fence it.")
+            return f"{prefix}: {message}"
         placed = self._set_placement(state.placement, target)
         if placed is None:
             return f"{prefix}: lost the race to place the scheduler on {target}; retrying next cycle"
@@ -399,6 +404,9 @@ class Controller:
                 self._event("restart", f"restarted the scheduler on {node} ({attempt}): {detail}")
                 return f"scheduler was {probe.state.value} on {node}; restarted it in place ({attempt}, {detail})"
             return f"restart of the scheduler on {node} failed ({attempt}): {detail}"
+        blocking = self._blocking_nodes(target, {**probes, node: ProbeResult(node, SchedulerState.STOPPED)})
+        if blocking:
+            return f"not moving the scheduler off {node}: one may still run on {', '.join(blocking)}"
         # Stop-before-start: the old node must be confirmed empty (a late start could still appear).
         stopped = self._stop(self.runners[node])
         if stopped.state is not SchedulerState.STOPPED:

@@ -230,6 +230,41 @@ def test_sshd_frozen_on_scheduler_host(make_lab: MakeLab) -> None:
     )
 
 
+def test_scheduler_host_cut_off_while_paused_then_resumed(make_lab: MakeLab) -> None:
+    """Paused, the scheduler host is cut off; resumed while it still is: no second scheduler.
+
+    The cut-off controller cannot learn of the resume, so it still leaves its scheduler alone.
+    The active controller must not count on it to fence itself: it starts nothing elsewhere.
+    """
+    needs_ssh()
+    lab = make_lab()
+    lab.boot(active="h1", scheduler="h2")
+    old = lab.observer.one()
+    assert old is not None and old.node == "h2"
+    assert lab.cli("pause").returncode == 0
+    wait_for(lambda: all(c.paused for c in lab.store.controllers()), 10, "every controller to act on the pause")
+    lab.partition("h2")
+    time.sleep(TTL + 2 * POLL)  # h2's placement expires (it cannot renew it)
+    resumed = lab.cli("resume")
+    assert resumed.returncode == 0, resumed.stderr
+    mark = len(lab.host("h1").log())
+    time.sleep(3 * TTL)
+    assert lab.observer.current() == (old,), lab.observer.describe()
+    assert "its controller was last seen paused" in lab.host("h1").log()[mark:]
+    assert not lab.state().placement.valid
+
+    lab.heal("h2")  # h2 learns of the resume; its scheduler is adopted or replaced, never doubled
+
+    def settled() -> bool:
+        state, seen = lab.state(), lab.observer.current()
+        return len(seen) == 1 and state.placement.valid and state.placement.node == seen[0].node
+
+    took = wait_for(settled, 20, "one scheduler, placed where it runs")
+    time.sleep(2 * POLL)
+    assert len(lab.observer.current()) == 1
+    finish(lab, "scheduler host cut off while paused, resumed", None, None, note=f"settled {took:.2f}s after the heal")
+
+
 def test_remote_start_hangs(make_lab: MakeLab) -> None:
     needs_ssh()
     lab = make_lab()

@@ -662,10 +662,12 @@ def test_unknown_node_without_controller_blocks_a_start(cluster: Cluster) -> Non
     cluster.runners["n3"].reachable = False  # might run a scheduler; nobody guards it
     c1 = cluster.controller("n1")
     sentence = c1.run_cycle()
-    assert sentence.endswith(
-        "placed the scheduler on n1 but its start failed: not starting: a scheduler may still run on n3"
-    )
+    assert sentence == "active (epoch 1): no scheduler seen, but one may still run on n3; not placing one on n1"
     assert cluster.actions == [] and cluster.running() == []
+    assert cluster.store.placement_node is None and not c1.backoff
+    assert cluster.alerters["n1"].summaries == ["no scheduler runs: a start is blocked"]
+    tick(cluster, c1)
+    assert len(cluster.alerters["n1"].sent) == 1  # once per incident
 
 
 def test_unknown_node_with_its_own_controller_does_not_block_a_start(cluster: Cluster) -> None:
@@ -682,7 +684,7 @@ def test_unknown_node_whose_controller_was_last_seen_paused_blocks_a_start(clust
     c1 = cluster.controller("n1")
     sentence = c1.run_cycle()
     assert sentence.endswith(
-        "not starting: a scheduler may still run on n3 (unreachable; its controller was last seen paused)"
+        "one may still run on n3 (unreachable; its controller was last seen paused); not placing one on n1"
     )
     assert cluster.actions == []
 
@@ -715,7 +717,7 @@ def test_node_cut_off_during_a_pause_keeps_blocking_after_the_resume(cluster: Cl
         assert down.startswith("standby: metastore unreachable") and "paused, acting on nothing" in down
         sentences.append(c1.run_cycle())
     assert not cluster.store.placement().valid or cluster.store.placement_node != "n2"
-    assert "a scheduler may still run on n2 (unreachable; its controller was last seen paused)" in sentences[-1]
+    assert "one may still run on n2 (unreachable; its controller was last seen paused)" in sentences[-1]
     assert cluster.running() == ["n2"], "a second scheduler was started while n2's may still run"
     assert [a for a in cluster.actions if a[1] == "start"] == [("n1", "start")]  # the first one only
 
@@ -732,7 +734,7 @@ def test_fence_command_decides_whether_an_unknown_node_blocks(cluster: Cluster, 
         assert fence_events == ["fence_command for n3 succeeded"]
         assert c1.fenced == {"n3"}
     else:
-        assert "not starting: a scheduler may still run on n3" in sentence
+        assert "no scheduler seen, but one may still run on n3; not placing one on n1" in sentence
         assert cluster.actions == []
         assert fence_events == ["fence_command for n3 failed (1)"]
         assert c1.fenced == set()
@@ -746,7 +748,7 @@ def test_start_refused_when_the_lease_margin_ran_out(cluster: Cluster) -> None:
         cluster.clock.advance(TTL)
         store.failing.add("acquire_or_renew")
 
-    store.on("controllers", stall)
+    store.on("controllers", lambda: store.on("controllers", stall))  # the check in _start_on, not the one before
     sentence = c1.run_cycle()
     assert "placed the scheduler on n1 but its start failed: not starting: lease margin too small" in sentence
     assert cluster.actions == []
@@ -755,7 +757,8 @@ def test_start_refused_when_the_lease_margin_ran_out(cluster: Cluster) -> None:
 def test_start_refused_when_the_lease_lapsed_just_before(cluster: Cluster) -> None:
     """The renewal before a start finds a new term (the lease lapsed meanwhile): nothing starts."""
     c1 = cluster.controller("n1")
-    cluster.store.on("controllers", lambda: cluster.clock.advance(TTL))
+    store = cluster.store
+    store.on("controllers", lambda: store.on("controllers", lambda: cluster.clock.advance(TTL)))
     sentence = c1.run_cycle()
     assert "placed the scheduler on n1 but its start failed: not starting: lost the leadership lease" in sentence
     assert cluster.actions == [] and not c1.leads()
