@@ -375,6 +375,7 @@ def _render_metadata(data: dict[str, Any]) -> str:
     lines.append("controllers:")
     lines += [
         f"  {c['host']} pid={c['pid']} role={c['role']} version={c['version']} heartbeat_age={c['heartbeat_age_s']}s"
+        + (" paused" if c.get("paused") else "")
         for c in data["controllers"]
     ]
     lines.append("observations:")
@@ -450,6 +451,7 @@ def cluster_status(store: Metastore, config: Config) -> tuple[dict[str, Any], in
             "pid": c.pid,
             "version": c.version,
             "heartbeat_age_s": round(c.age, 3),
+            "paused": c.paused,  # the pause this controller acts on (cut off, it keeps acting on it)
         }
         for c in controllers
     ]
@@ -527,7 +529,8 @@ def _render_status(data: dict[str, Any]) -> str:
         "controllers:",
     ]
     lines += [
-        f"  {c['host']}: {c['role']}, heartbeat {c['heartbeat_age_s']:.1f}s ago, version {c['version']}"
+        f"  {c['host']}: {c['role']}{' (paused)' if c['paused'] else ''}, heartbeat {c['heartbeat_age_s']:.1f}s ago, "
+        f"version {c['version']}"
         for c in data["controllers"]
     ] or ["  (none registered)"]
     lines.append("nodes:")

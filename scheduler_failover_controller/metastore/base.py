@@ -270,6 +270,7 @@ class Metastore(abc.ABC):
                     "version": c.version,
                     "role": c.role,
                     "heartbeat_age_s": round(c.age, 3),
+                    "paused": c.paused,
                 }
                 for c in self.controllers()
             ],

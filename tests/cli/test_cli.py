@@ -454,7 +454,7 @@ def test_status_json_of_a_healthy_cluster_exits_0(cli: Cli, mariadb_url: str) ->
         lease = store.acquire_or_renew("holder-a", HOST, 30)
         assert lease is not None
         store.heartbeat(ControllerInfo(HOST, "holder-a", 4242, "9.9", "active", 0.0, 0.0))
-        store.heartbeat(ControllerInfo("node-b", "holder-b", 4343, "9.9", "standby", 0.0, 0.0))
+        store.heartbeat(ControllerInfo("node-b", "holder-b", 4343, "9.9", "standby", 0.0, 0.0, paused=True))
         assert store.set_placement(HOST, "holder-a", lease.epoch, 0, 30) is not None
         observed = [Observation(HOST, "running", (1234,), ""), Observation("node-b", "stopped", (), "")]
         assert store.record_observations("holder-a", lease.epoch, observed)
@@ -472,6 +472,7 @@ def test_status_json_of_a_healthy_cluster_exits_0(cli: Cli, mariadb_url: str) ->
     assert data["paused"] is False
     roles = {c["host"]: c["role"] for c in data["controllers"]}
     assert roles == {HOST: "active", "node-b": "standby"}
+    assert {c["host"]: c["paused"] for c in data["controllers"]} == {HOST: False, "node-b": True}
     for controller in data["controllers"]:
         assert 0 <= controller["heartbeat_age_s"] < 30
     nodes = {n["host"]: n for n in data["nodes"]}
@@ -482,6 +483,7 @@ def test_status_json_of_a_healthy_cluster_exits_0(cli: Cli, mariadb_url: str) ->
     text = cli("status")
     assert text.exit_code == 0
     assert "health: healthy" in text.output
+    assert "node-b: standby (paused), heartbeat" in text.output
 
 
 def test_pause_and_resume_show_in_status_and_history(cli: Cli) -> None:
