@@ -2,9 +2,13 @@
 
 Every scenario boots its own hosts h1..h3 (own network, PID, UTS and mount namespaces; sshd;
 one controller each; poll_frequency 0.5 s, lease_ttl 3 s) around the module's metastore on
-198.18.0.2 (each scenario once on MariaDB, once on a 3-server ZooKeeper ensemble), injects one
-fault, and asserts from the observer (root namespace, every ~50 ms) that two schedulers never
+198.18.0.2, injects one fault, and asserts from the observer (root namespace, every ~50 ms) that two schedulers never
 ran at once and that the scheduler recovered within the scenario's bound.
+
+Scenarios whose handling goes through the metastore (crash, partitions, pause, clocks) run twice,
+on MariaDB and on a 3-server ZooKeeper ensemble (``make_lab``); those about SSH and the start
+command alone (frozen sshd, hanging or slow starts, strays, failing starts) run on MariaDB only
+(``make_mariadb_lab``), to keep CI short.
 """
 
 from __future__ import annotations
@@ -199,9 +203,9 @@ def test_one_way_partition_of_scheduler_host_from_active(make_lab: MakeLab) -> N
     )
 
 
-def test_sshd_frozen_on_scheduler_host(make_lab: MakeLab) -> None:
+def test_sshd_frozen_on_scheduler_host(make_mariadb_lab: MakeLab) -> None:
     needs_ssh()
-    lab = make_lab()
+    lab = make_mariadb_lab()
     lab.boot(active="h1", scheduler="h2")
     old = lab.observer.one()
     assert old is not None and old.node == "h2"
@@ -265,9 +269,9 @@ def test_scheduler_host_cut_off_while_paused_then_resumed(make_lab: MakeLab) -> 
     finish(lab, "scheduler host cut off while paused, resumed", None, None, note=f"settled {took:.2f}s after the heal")
 
 
-def test_remote_start_hangs(make_lab: MakeLab) -> None:
+def test_remote_start_hangs(make_mariadb_lab: MakeLab) -> None:
     needs_ssh()
-    lab = make_lab()
+    lab = make_mariadb_lab()
     lab.boot(active="h1", scheduler="h2")
     old = lab.observer.one()
     assert old is not None and old.node == "h2"
@@ -289,10 +293,10 @@ def test_remote_start_hangs(make_lab: MakeLab) -> None:
     finish(lab, "remote start command hangs", took, bound, note=f"moved to {new.node}")
 
 
-def test_remote_start_slower_than_start_timeout(make_lab: MakeLab) -> None:
+def test_remote_start_slower_than_start_timeout(make_mariadb_lab: MakeLab) -> None:
     """A start that hangs for a while and then succeeds: it must not come up after it was given up."""
     needs_ssh()
-    lab = make_lab()
+    lab = make_mariadb_lab()
     lab.boot(active="h1", scheduler="h2")
     old = lab.observer.one()
     assert old is not None and old.node == "h2"
@@ -312,8 +316,8 @@ def test_remote_start_slower_than_start_timeout(make_lab: MakeLab) -> None:
     )
 
 
-def test_stray_schedulers_on_two_standby_hosts(make_lab: MakeLab) -> None:
-    lab = make_lab()
+def test_stray_schedulers_on_two_standby_hosts(make_mariadb_lab: MakeLab) -> None:
+    lab = make_mariadb_lab()
     lab.boot()
     real = lab.observer.one()
     assert real is not None and real.node == "h1"
@@ -364,13 +368,13 @@ def test_clock_skew_of_minutes_changes_no_leader(make_lab: MakeLab) -> None:
     finish(lab, "clock of two hosts 5 min off (faketime)", 0.0, 0.0, note="no leader change", outage_allowed=False)
 
 
-def test_all_schedulers_fail_to_start(make_lab: MakeLab) -> None:
+def test_all_schedulers_fail_to_start(make_mariadb_lab: MakeLab) -> None:
     # One restart in place per node, a short start timeout and a move backoff of 40 polls (the
     # default is 3 polls, at least 5 s): within the window the active controller tries every
     # node, finds them all backing off, and keeps going.
     start_timeout = 1.5
     config = {"max_restart_attempts": "1", "scheduler_start_timeout": str(start_timeout), "move_backoff": "20"}
-    lab = make_lab(config=config)
+    lab = make_mariadb_lab(config=config)
     lab.flag("fail-all")  # every start command exits at once
     lab.boot(expect_scheduler=False)
     window = 25.0
