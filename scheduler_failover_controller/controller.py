@@ -74,6 +74,7 @@ class Controller:
         self.in_incident = False
         self.backoff: dict[str, _Backoff] = {}
         self.fenced: set[str] = set()
+        self.fence_failed: dict[str, int] = {}  # node -> cycle in which fence_command last failed
         self.last_state: ClusterState | None = None
         self.last_probes: dict[str, ProbeResult] = {}
         self.health_failures: dict[str, int] = {}
@@ -542,8 +543,8 @@ class Controller:
     def _fence(self, node: str) -> bool:
         """Run fence_command for an unreachable node without a controller; True if it succeeded."""
         command = self.config.fence_command
-        if not command:
-            return False
+        if not command or self.fence_failed.get(node) == self.cycles:
+            return False  # none, or it failed for this node already this cycle: once per cycle is enough
         try:
             result = subprocess.run(
                 ["/bin/sh", "-c", f"{command} {shlex.quote(node)}"],
@@ -553,12 +554,15 @@ class Controller:
                 check=False,
             )
         except subprocess.TimeoutExpired:
+            self.fence_failed[node] = self.cycles
             self._event("fence", f"fence_command for {node} timed out")
             return False
         ok = result.returncode == 0
         self._event("fence", f"fence_command for {node} {'succeeded' if ok else f'failed ({result.returncode})'}")
         if ok:
             self.fenced.add(node)
+        else:
+            self.fence_failed[node] = self.cycles
         return ok
 
     def _start_on(self, node: str, probes: dict[str, ProbeResult]) -> tuple[bool, str]:
