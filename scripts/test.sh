@@ -9,6 +9,7 @@ cd "$(dirname "$0")/.."
 need_apt=()
 command -v mariadbd >/dev/null 2>&1 || [ -x /usr/sbin/mariadbd ] || need_apt+=(mariadb-server)
 command -v faketime >/dev/null 2>&1 || need_apt+=(faketime)
+command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
 [ -x /usr/sbin/sshd ] || need_apt+=(openssh-server)
 command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
 command -v iptables >/dev/null 2>&1 || need_apt+=(iptables)

@@ -68,10 +68,16 @@ class ZkServer:
     base: Path
     process: subprocess.Popen[bytes] | None = None
     bind_address: str = "127.0.0.1"
+    secure_port: int | None = None  # TLS client port (start_ensemble(tls=...))
 
     @property
     def address(self) -> str:
         return f"{self.bind_address}:{self.client_port}"
+
+    @property
+    def secure_address(self) -> str:
+        assert self.secure_port is not None, "started without tls"
+        return f"{self.bind_address}:{self.secure_port}"
 
 
 @dataclass
@@ -86,6 +92,11 @@ class Ensemble:
     @property
     def hosts(self) -> str:
         return ",".join(s.address for s in self.servers)
+
+    @property
+    def secure_hosts(self) -> str:
+        """The connection string of the TLS client ports."""
+        return ",".join(s.secure_address for s in self.servers)
 
     def start(self, i: int) -> None:
         server = self.servers[i]
@@ -160,19 +171,43 @@ class Ensemble:
 
 @contextlib.contextmanager
 def start_ensemble(
-    size: int = 3, tick_ms: int = 200, bind_address: str = "127.0.0.1", netns: str | None = None
+    size: int = 3,
+    tick_ms: int = 200,
+    bind_address: str = "127.0.0.1",
+    netns: str | None = None,
+    tls: tuple[Path, Path] | None = None,
 ) -> Iterator[Ensemble]:
     """Start ``size`` servers on free ports; everything is removed again on exit.
 
     Every port (client, quorum, election) is bound to ``bind_address``; with ``netns`` the
-    servers run inside that network namespace, whose own address ``bind_address`` is.
+    servers run inside that network namespace, whose own address ``bind_address`` is. With
+    ``tls`` = (server PEM with key and certificate, CA PEM) each server also serves a TLS client
+    port that requires a client certificate signed by that CA (Netty, PEM stores).
     """
     base = Path(tempfile.mkdtemp(prefix="sfc-zk-"))
-    ports = _free_ports(3 * size)  # free here; a namespace of the tests' own has nothing on them
-    servers = [ZkServer(i + 1, ports[3 * i], base / f"s{i + 1}", bind_address=bind_address) for i in range(size)]
+    ports = _free_ports(4 * size)  # free here; a namespace of the tests' own has nothing on them
+    servers = [
+        ZkServer(
+            i + 1,
+            ports[4 * i],
+            base / f"s{i + 1}",
+            bind_address=bind_address,
+            secure_port=ports[4 * i + 3] if tls else None,
+        )
+        for i in range(size)
+    ]
     members = "\n".join(
-        f"server.{s.sid}={bind_address}:{ports[3 * i + 1]}:{ports[3 * i + 2]}" for i, s in enumerate(servers)
+        f"server.{s.sid}={bind_address}:{ports[4 * i + 1]}:{ports[4 * i + 2]}" for i, s in enumerate(servers)
     )
+    secure = ""
+    if tls:
+        server_pem, ca_pem = tls
+        secure = (
+            "serverCnxnFactory=org.apache.zookeeper.server.NettyServerCnxnFactory\n"
+            f"ssl.keyStore.location={server_pem}\nssl.keyStore.type=PEM\n"
+            f"ssl.trustStore.location={ca_pem}\nssl.trustStore.type=PEM\n"
+            "ssl.clientAuth=need\n"
+        )
     (base / "log4j.properties").write_text(
         "log4j.rootLogger=WARN, CONSOLE\n"
         "log4j.appender.CONSOLE=org.apache.log4j.ConsoleAppender\n"
@@ -188,7 +223,12 @@ def start_ensemble(
             f"dataDir={server.base / 'data'}\nclientPort={server.client_port}\nclientPortAddress={bind_address}\n"
             "admin.enableServer=false\n4lw.commands.whitelist=srvr,ruok,stat\n"
             "standaloneEnabled=false\nreconfigEnabled=false\n"
-            f"{members}\n"
+            + (
+                f"secureClientPort={server.secure_port}\nsecureClientPortAddress={bind_address}\n{secure}"
+                if tls
+                else ""
+            )
+            + f"{members}\n"
         )
     ensemble = Ensemble(servers, base, netns=netns)
     try:
