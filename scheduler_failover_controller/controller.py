@@ -200,6 +200,18 @@ class Controller:
             )
         probe = self.local.probe()
         if probe.state.maybe_running and probe.state is not SchedulerState.UNKNOWN:
+            # One failed call is not proof: e.g. a ZooKeeper client that was frozen finds its
+            # session expired, and its first call fails while it reconnects. Ask once more. Only
+            # when the deadline is already behind us (we were frozen) is that worth a short wait
+            # for the connection; before it, the stop must not be delayed.
+            if now >= self.placement_deadline:
+                self._wait_usable(self.config.metastore_timeout)
+            renewed, _ = self._reconfirm_placement()
+            if renewed:
+                return (
+                    f"{self.role}: a metastore call failed ({exc}), but the store answered again and "
+                    f"renewed this node's placement; local scheduler kept"
+                )
             after = self._stop(self.local)
             return (
                 f"{self.role}: metastore unreachable ({exc}); self-fenced: stopped the local scheduler "
@@ -230,16 +242,9 @@ class Controller:
         if self.role == "active" and self.leads() and not placement.valid:
             return None  # no placement anywhere: the active adopts it (or kills it as a stray) below
         # Re-read before killing: the active controller may have just placed the scheduler here.
-        t1 = self.monotonic()
-        try:
-            fresh = self.store.read_state().placement
-            if fresh.node == self.host and fresh.valid:
-                renewed = self.store.renew_placement(self.host, self.ttl)
-                if renewed is not None:
-                    self.placement_deadline = self._deadline(t1, renewed.remaining)
-                    return None
-        except MetastoreError:
-            fresh = placement
+        kept, fresh = self._reconfirm_placement()
+        if kept:
+            return None
         after = self._stop(self.local)
         if fresh.node == self.host and fresh.valid:  # ours as last read, but it could not be renewed in time
             why = "whose placement could not be renewed before it would expire"
@@ -248,6 +253,32 @@ class Controller:
         message = f"stopped a scheduler on {self.host} ({probe.describe()}) {why}; now {after.state.value}"
         self._event("fence", message)
         return f"{self.role}: {message}"
+
+    def _wait_usable(self, limit: float) -> None:
+        """Wait up to ``limit`` seconds for the store's connection to be usable again."""
+        until = self.monotonic() + limit
+        while not self.store.usable() and self.monotonic() < until:
+            self.sleep(0.05)
+
+    def _reconfirm_placement(self) -> tuple[bool, Placement]:
+        """Read the placement afresh and renew it if it is this node's: (renewed, what was read).
+
+        What was read is ``last_state``'s placement when the store cannot be read; the caller
+        names it in its sentence before it fences.
+        """
+        t1 = self.monotonic()
+        fallback = self.last_state.placement if self.last_state else Placement(None, 0, 0.0, 0, 0.0)
+        try:
+            fresh = self.store.read_state().placement
+            if fresh.node == self.host and fresh.valid:
+                renewed = self.store.renew_placement(self.host, self.ttl)
+                if renewed is not None:
+                    self.placement_deadline = self._deadline(t1, renewed.remaining)
+                    return True, fresh
+            return False, fresh
+        except MetastoreError as exc:
+            log.warning("could not re-read the placement before fencing: %s", exc)
+            return False, fallback
 
     def _probe_all(self) -> dict[str, ProbeResult]:
         """Probe every node in parallel; a probe that raises counts as UNKNOWN."""

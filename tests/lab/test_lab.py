@@ -173,6 +173,43 @@ def test_active_host_fully_partitioned(make_lab: MakeLab) -> None:
     )
 
 
+def test_active_controller_frozen_beyond_its_lease(make_lab: MakeLab) -> None:
+    """SIGSTOP of the active controller (its scheduler on its own host) for three leases, then SIGCONT.
+
+    A standby takes the lease; it sees the scheduler on h1 over SSH and keeps it there (no
+    outage, no second one). Thawed, the old leader finds its term over and acts on nothing.
+    """
+    needs_ssh()
+    lab = make_lab()
+    lab.boot()
+    old = lab.observer.one()
+    assert old is not None and old.node == "h1"
+    epoch = lab.state().lease.epoch
+    h1 = lab.host("h1")
+    h1.signal_controller(signal.SIGSTOP)
+    try:
+        took = wait_for(lambda: lab.active() in ("h2", "h3"), 4 * TTL, "a standby to take the lease")
+        time.sleep(2 * TTL)  # h1's own placement renewals have long stopped
+        assert lab.observer.current() == (old,), lab.observer.describe()
+        state = lab.state()
+        assert state.lease.epoch > epoch and state.placement.valid and state.placement.node == "h1"
+    finally:
+        h1.signal_controller(signal.SIGCONT)
+    mark = len(h1.log())
+    wait_for(lambda: "standby: h" in h1.log()[mark:], 10, "h1 back as a standby")
+    time.sleep(2 * POLL + 1)
+    assert lab.observer.current() == (old,), lab.observer.describe()
+    assert lab.active() in ("h2", "h3")
+    finish(
+        lab,
+        "active controller frozen (SIGSTOP) past its lease",
+        0.0,
+        0.0,
+        note=f"no outage; new leader after {took:.2f}s, scheduler kept on h1",
+        outage_allowed=False,
+    )
+
+
 def test_one_way_partition_of_scheduler_host_from_active(make_lab: MakeLab) -> None:
     needs_ssh()
     lab = make_lab()

@@ -852,6 +852,29 @@ def test_stale_leader_does_not_stop_the_scheduler_it_wanted_to_restart(cluster: 
     assert cluster.running() == ["n1"]
 
 
+def test_one_failed_call_after_a_freeze_does_not_fence_a_placement_the_store_still_holds(cluster: Cluster) -> None:
+    """A controller frozen past its deadline: its first call fails (a ZooKeeper client
+    reconnecting with a new session), but the placement is still its node's (the active kept it
+    alive meanwhile). It asks once more, renews, and keeps the scheduler."""
+    c1 = active_on_n1(cluster)
+    c2 = cluster.controller("n2")
+    cluster.runners["n1"].die()
+    cluster.store.force_placement("n2", TTL)
+    cluster.runners["n2"].run()
+    tick(cluster, c1, c2)
+    for _ in range(int(2 * TTL)):  # c2 frozen; the active renews n2's placement
+        tick(cluster, c1)
+    assert not c2.may_run_locally() and cluster.store.placement().valid
+    cluster.store.failing.add("acquire_or_renew")
+    cluster.store.on("read_state", lambda: cluster.store.failing.discard("acquire_or_renew"))
+    sentence = c2.run_cycle()
+    assert sentence == (
+        "standby: a metastore call failed (fake metastore unreachable (acquire_or_renew)), but the store "
+        "answered again and renewed this node's placement; local scheduler kept"
+    )
+    assert cluster.running() == ["n2"] and c2.may_run_locally()
+
+
 # --- S1/S2 across controllers -------------------------------------------------------------
 
 
