@@ -5,7 +5,7 @@ one controller each; poll_frequency 0.5 s, lease_ttl 3 s) around the module's me
 198.18.0.2, injects one fault, and asserts from the observer (root namespace, every ~50 ms) that two schedulers never
 ran at once and that the scheduler recovered within the scenario's bound.
 
-Scenarios whose handling goes through the metastore (crash, partitions, pause, clocks) run twice,
+Scenarios whose handling goes through the metastore (crash, freeze, partitions, pause, clocks) run twice,
 on MariaDB and on a 3-server ZooKeeper ensemble (``make_lab``); those about SSH and the start
 command alone (frozen sshd, hanging or slow starts, strays, failing starts) run on MariaDB only
 (``make_mariadb_lab``), to keep CI short.
