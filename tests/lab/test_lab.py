@@ -92,6 +92,11 @@ def finish(
         assert obs.seconds_none == 0, f"{scenario}: {obs.seconds_none:.2f}s without a scheduler\n{obs.describe()}"
 
 
+def finish_without_outage(lab: Lab, scenario: str, note: str) -> None:
+    """``finish`` for a fault that must not cost a single second without a scheduler."""
+    finish(lab, scenario, 0.0, 0.0, note=note, outage_allowed=False)
+
+
 def active_sees_running(lab: Lab, node: str) -> bool:
     """Whether the active controller's latest observation (under a second old) has ``node`` running."""
     return any(o.node == node and o.state == "running" and o.age < 1.0 for o in lab.store.observations())
@@ -107,6 +112,27 @@ def recovered(lab: Lab, since: float, gone: Seen, timeout: float, elsewhere: boo
     at = lab.observer.first_after(since, ok)
     assert at is not None
     return at - since
+
+
+def scheduler_on_h2(make: MakeLab) -> tuple[Lab, Seen]:
+    """A booted lab whose active controller (h1) and scheduler (h2) sit on different hosts."""
+    needs_ssh()
+    lab = make()
+    lab.boot(active="h1", scheduler="h2")
+    old = lab.observer.one()
+    assert old is not None and old.node == "h2"
+    return lab, old
+
+
+def h2_kept_while_unseen(lab: Lab, old: Seen, epoch: int, mark: int) -> None:
+    """For three leases h1 (active) cannot see h2; h2 still renews its own placement: nothing
+    moves, nothing doubles, and the active says why it waits."""
+    time.sleep(3 * TTL)
+    assert lab.observer.current() == (old,), lab.observer.describe()
+    assert "cannot see the scheduler node h2" in lab.host("h1").log()[mark:]
+    state = lab.state()
+    assert state.lease.host == "h1" and state.lease.epoch == epoch, "the active controller lost its lease"
+    assert state.placement.node == "h2" and state.placement.valid
 
 
 # --- scenarios --------------------------------------------------------------------------------
@@ -200,74 +226,46 @@ def test_active_controller_frozen_beyond_its_lease(make_lab: MakeLab) -> None:
     time.sleep(2 * POLL + 1)
     assert lab.observer.current() == (old,), lab.observer.describe()
     assert lab.active() in ("h2", "h3")
-    finish(
+    finish_without_outage(
         lab,
         "active controller frozen (SIGSTOP) past its lease",
-        0.0,
-        0.0,
         note=f"no outage; new leader after {took:.2f}s, scheduler kept on h1",
-        outage_allowed=False,
     )
 
 
 def test_one_way_partition_of_scheduler_host_from_active(make_lab: MakeLab) -> None:
-    needs_ssh()
-    lab = make_lab()
-    lab.boot(active="h1", scheduler="h2")
-    old = lab.observer.one()
-    assert old is not None and old.node == "h2"
+    lab, old = scheduler_on_h2(make_lab)
     epoch = lab.state().lease.epoch
     mark = len(lab.host("h1").log())
     lab.drop(at="h2", source="h1")  # h2 drops everything h1 sends it; the rest of the network is fine
-    time.sleep(3 * TTL)
-    # h2 still holds its placement (its own controller renews it): nothing moves, nothing doubles.
-    assert lab.observer.current() == (old,), lab.observer.describe()
-    assert "cannot see the scheduler node h2" in lab.host("h1").log()[mark:]
-    state = lab.state()
-    assert state.lease.host == "h1" and state.lease.epoch == epoch, "the active controller lost its lease"
-    assert state.placement.node == "h2" and state.placement.valid
+    h2_kept_while_unseen(lab, old, epoch, mark)
     lab.drop(at="h2", source="h1", on=False)
 
     took = wait_for(lambda: active_sees_running(lab, "h2"), 15, "the active controller to see h2 again")
     assert lab.observer.current() == (old,)
-    finish(
+    finish_without_outage(
         lab,
         "one-way partition: scheduler host drops active",
-        0.0,
-        0.0,
         note=f"no outage; active sees h2 again {took:.2f}s after the heal",
-        outage_allowed=False,
     )
 
 
 def test_sshd_frozen_on_scheduler_host(make_mariadb_lab: MakeLab) -> None:
-    needs_ssh()
-    lab = make_mariadb_lab()
-    lab.boot(active="h1", scheduler="h2")
-    old = lab.observer.one()
-    assert old is not None and old.node == "h2"
+    lab, old = scheduler_on_h2(make_mariadb_lab)
     epoch = lab.state().lease.epoch
     mark = len(lab.host("h1").log())
     frozen = lab.host("h2").freeze_sshd()  # the listener and every open session
     assert frozen
     try:
-        time.sleep(3 * TTL)
-        assert lab.observer.current() == (old,), lab.observer.describe()
-        assert "cannot see the scheduler node h2" in lab.host("h1").log()[mark:]
-        state = lab.state()
-        assert state.lease.host == "h1" and state.lease.epoch == epoch, "the active controller lost its lease"
-        assert state.placement.node == "h2" and state.placement.valid
+        h2_kept_while_unseen(lab, old, epoch, mark)
     finally:
         lab.host("h2").thaw_sshd()
 
     took = wait_for(lambda: active_sees_running(lab, "h2"), 15, "the active controller to see h2 again")
-    finish(
+    finish_without_outage(
         lab,
         "sshd frozen (SIGSTOP) on the scheduler host",
-        0.0,
-        0.0,
         note=f"no outage; active sees h2 again {took:.2f}s after SIGCONT",
-        outage_allowed=False,
     )
 
 
@@ -277,11 +275,7 @@ def test_scheduler_host_cut_off_while_paused_then_resumed(make_lab: MakeLab) -> 
     The cut-off controller cannot learn of the resume, so it still leaves its scheduler alone.
     The active controller must not count on it to fence itself: it starts nothing elsewhere.
     """
-    needs_ssh()
-    lab = make_lab()
-    lab.boot(active="h1", scheduler="h2")
-    old = lab.observer.one()
-    assert old is not None and old.node == "h2"
+    lab, old = scheduler_on_h2(make_lab)
     assert lab.cli("pause").returncode == 0
     wait_for(lambda: all(c.paused for c in lab.store.controllers()), 10, "every controller to act on the pause")
     lab.partition("h2")
@@ -307,11 +301,7 @@ def test_scheduler_host_cut_off_while_paused_then_resumed(make_lab: MakeLab) -> 
 
 
 def test_remote_start_hangs(make_mariadb_lab: MakeLab) -> None:
-    needs_ssh()
-    lab = make_mariadb_lab()
-    lab.boot(active="h1", scheduler="h2")
-    old = lab.observer.one()
-    assert old is not None and old.node == "h2"
+    lab, old = scheduler_on_h2(make_mariadb_lab)
     epoch = lab.state().lease.epoch
     lab.flag("hang-h2")  # from now on, starting the scheduler on h2 hangs and never brings one up
     since = time.monotonic()
@@ -332,11 +322,7 @@ def test_remote_start_hangs(make_mariadb_lab: MakeLab) -> None:
 
 def test_remote_start_slower_than_start_timeout(make_mariadb_lab: MakeLab) -> None:
     """A start that hangs for a while and then succeeds: it must not come up after it was given up."""
-    needs_ssh()
-    lab = make_mariadb_lab()
-    lab.boot(active="h1", scheduler="h2")
-    old = lab.observer.one()
-    assert old is not None and old.node == "h2"
+    lab, old = scheduler_on_h2(make_mariadb_lab)
     lab.flag("slow-h2", value=f"{START_TIMEOUT + 2:g}")  # the scheduler comes up 2 s after the timeout
     since = time.monotonic()
     os.kill(old.pid, signal.SIGKILL)
@@ -402,7 +388,7 @@ def test_clock_skew_of_minutes_changes_no_leader(make_lab: MakeLab) -> None:
     assert lab.observer.current() == (real,), "the scheduler was restarted or moved"
     new = [e for e in lab.events()[before:] if e.kind in ("elected", "restart", "move", "kill", "fence", "start")]
     assert not new, new
-    finish(lab, "clock of two hosts 5 min off (faketime)", 0.0, 0.0, note="no leader change", outage_allowed=False)
+    finish_without_outage(lab, "clock of two hosts 5 min off (faketime)", note="no leader change")
 
 
 def test_all_schedulers_fail_to_start(make_mariadb_lab: MakeLab) -> None:
