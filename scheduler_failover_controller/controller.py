@@ -558,8 +558,8 @@ class Controller:
             registry = self.store.controllers()
         except MetastoreError:
             registry = []
-        guarded = {c.host for c in registry if not c.paused}
         paused = {c.host for c in registry if c.paused}
+        guarded = {c.host for c in registry} - paused
         blocking = []
         for node, probe in probes.items():
             if node == target or probe.state is SchedulerState.STOPPED:

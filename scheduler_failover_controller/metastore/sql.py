@@ -42,7 +42,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, IntegrityError, NoSuchModuleError, ProgrammingError, SQLAlchemyError
-from sqlalchemy.schema import CreateTable
+from sqlalchemy.schema import CreateColumn, CreateTable
 
 from ..config import redact_url
 from ..exceptions import ConfigError, MetastoreError
@@ -104,8 +104,8 @@ controllers_table = Table(
     # Added after schema version 1 was released: setup() adds it to older tables (see _add_columns).
     Column("paused", Integer, nullable=False, server_default="0"),
 )
-# Columns added to a released schema, with their DDL; older controllers ignore them.
-_ADDED_COLUMNS = {"sfc_controllers": {"paused": "INTEGER NOT NULL DEFAULT 0"}}
+# Columns added to a released schema (each with a default); older controllers ignore them.
+_ADDED_COLUMNS = [controllers_table.c.paused]
 observations_table = Table(
     "sfc_observations",
     metadata,
@@ -304,20 +304,22 @@ class SQLMetastore(Metastore):
         controller may add the same column at the same moment: a failed ALTER whose column now
         exists is that race, lost.
         """
-        for table, columns in _ADDED_COLUMNS.items():
+
+        def present(column: Column[Any]) -> bool:
             with self.engine.connect() as conn:
-                have = {c["name"] for c in inspect(conn).get_columns(table)}
-            for name, ddl in columns.items():
-                if name in have:
-                    continue
-                try:
-                    with self.engine.begin() as conn:
-                        conn.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN {name} {ddl}")
-                    log.info("metastore: added column %s.%s", table, name)
-                except SQLAlchemyError:
-                    with self.engine.connect() as conn:
-                        if name not in {c["name"] for c in inspect(conn).get_columns(table)}:
-                            raise
+                return column.name in {c["name"] for c in inspect(conn).get_columns(column.table.name)}
+
+        for column in _ADDED_COLUMNS:
+            if present(column):
+                continue
+            ddl = CreateColumn(column).compile(dialect=self.engine.dialect)  # from the one definition above
+            try:
+                with self.engine.begin() as conn:
+                    conn.exec_driver_sql(f"ALTER TABLE {column.table.name} ADD COLUMN {ddl}")
+                log.info("metastore: added column %s.%s", column.table.name, column.name)
+            except SQLAlchemyError:
+                if not present(column):
+                    raise
 
     def _server_now(self, conn: Connection) -> float:
         return _f(conn.execute(select(self.now)).scalar())

@@ -35,6 +35,7 @@ its MariaDB, temp directories) is on record under /run/sfc-lab and swept by the 
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import glob
 import json
@@ -279,27 +280,26 @@ class Network:
 # --- the metastore of a lab -------------------------------------------------------------------
 
 
-class LabMetastore:
-    """Where one lab's controllers keep their state, on the network's metastore host.
-
-    Each lab gets a namespace of its own on the shared server (a database, a chroot), the
-    settings its hosts need to reach it on 198.18.0.2, and a store the tests read from the root
-    namespace.
-    """
+class LabMetastore(abc.ABC):
+    """Where one lab's controllers keep their state, on the network's metastore host."""
 
     kind = ""
 
+    @abc.abstractmethod
     def open(self, token: str) -> None:
-        raise NotImplementedError
+        """Make lab ``token`` a namespace of its own on the shared server (a database, a chroot)."""
 
+    @abc.abstractmethod
     def settings(self) -> dict[str, str]:
-        raise NotImplementedError
+        """The config keys its hosts need to reach that namespace on 198.18.0.2."""
 
+    @abc.abstractmethod
     def reader(self) -> Metastore:
-        raise NotImplementedError
+        """A connected store for the tests, which run in the root namespace."""
 
+    @abc.abstractmethod
     def drop(self) -> None:
-        raise NotImplementedError
+        """Remove the lab's namespace on the server."""
 
 
 class MariaDBSite(LabMetastore):
