@@ -107,7 +107,12 @@ class Config:
     @property
     def safety_margin(self) -> float:
         """Seconds kept in hand before any lease deadline (clock drift, scheduling delay)."""
-        return max(0.2, self.lease_ttl * 0.1)
+        return safety_margin(self.lease_ttl)
+
+    @property
+    def renew_interval(self) -> float:
+        """Seconds between lease and placement renewals, which run apart from the cycle."""
+        return renew_interval(self.poll_frequency, self.lease_ttl)
 
     def process_match(self, node: str) -> str:
         """The process match for ``node`` (``{node}`` is replaced by the node name)."""
@@ -140,6 +145,16 @@ class Config:
                 value = list(value) if isinstance(value, tuple) else str(value)
             out[name] = value
         return out
+
+
+def safety_margin(lease_ttl: float) -> float:
+    """Seconds kept in hand before any lease deadline (clock drift, scheduling delay)."""
+    return max(0.2, lease_ttl * 0.1)
+
+
+def renew_interval(poll_frequency: float, lease_ttl: float) -> float:
+    """How often leases are renewed: every poll, but at least four times per lease."""
+    return min(poll_frequency, lease_ttl / 4)
 
 
 def redact_url(url: str) -> str:
@@ -413,34 +428,39 @@ def load_config(
 
     poll = values["poll_frequency"]
     ttl = values["lease_ttl"]
-    if ttl <= poll:
-        raise fail("lease_ttl", f"{ttl:g}s must be longer than poll_frequency ({poll:g}s)")
+    # Renewals run on their own clock (see renewal.py), every renew_interval(poll, ttl) seconds:
+    # poll_frequency is only how often the scheduler is probed, so it may exceed the lease (2016's
+    # default poll of 60 s with a 40 s lease). What runs in sequence with a renewal is the renewal's
+    # own metastore calls; the leash starts stopping the scheduler scheduler_stop_timeout before the
+    # placement deadline (expiry less the safety margin).
+    renew = renew_interval(poll, ttl)
+    slack = ttl - renew
     if values["metastore_timeout"] is None:
-        # A quarter of the slack: a cycle that hangs on the store twice still leaves time to
-        # renew before the guard's look-ahead (poll + 2 x timeout) forces a self-fence.
-        values["metastore_timeout"] = min(5.0, (ttl - poll) / 4)
+        # A quarter of the slack: a renewal that hangs on the store twice still lands in time.
+        values["metastore_timeout"] = min(5.0, slack / 4)
     timeout = values["metastore_timeout"]
-    if poll + 2 * timeout > ttl:
+    if renew + 2 * timeout > ttl:
         raise fail(
             "lease_ttl",
-            f"poll_frequency + 2 x metastore_timeout ({poll:g} + 2 x {timeout:g}) must be <= lease_ttl ({ttl:g})",
+            f"renewal interval + 2 x metastore_timeout ({renew:g} + 2 x {timeout:g}) must be <= lease_ttl ({ttl:g})",
         )
-    command_budget = ttl - poll
+    margin = safety_margin(ttl)
     for key in ("scheduler_stop_timeout", "ssh_timeout"):
         if values[key] is None:
-            # A remote stop takes up to 2 SSH steps plus the SIGTERM grace: a quarter each fits.
-            values[key] = min(10.0, command_budget / 4)
-        elif values[key] >= command_budget:
-            raise fail(key, f"{values[key]:g}s must be < lease_ttl - poll_frequency ({command_budget:g}s)")
-    if set(nodes) - set(local_nodes):
-        remote_stop = values["scheduler_stop_timeout"] + 2 * values["ssh_timeout"]
-        if remote_stop >= command_budget:
-            key = "ssh_timeout" if "ssh_timeout" in raw else "scheduler_stop_timeout"
-            raise fail(
-                key,
-                f"a remote stop (scheduler_stop_timeout + 2 x ssh_timeout = {remote_stop:g}s) must take less than "
-                f"lease_ttl - poll_frequency ({command_budget:g}s)",
-            )
+            values[key] = min(10.0, slack / 4)
+            if key == "scheduler_stop_timeout":  # derived: fit the leash rule below when it can
+                values[key] = max(0.1, min(values[key], ttl - renew - 2 * timeout - margin))
+        elif values[key] >= slack:
+            raise fail(key, f"{values[key]:g}s must be < lease_ttl - renewal interval ({slack:g}s)")
+    leash_budget = renew + 2 * timeout + values["scheduler_stop_timeout"] + margin
+    if leash_budget > ttl:
+        key = "scheduler_stop_timeout" if "scheduler_stop_timeout" in raw else "lease_ttl"
+        raise fail(
+            key,
+            f"a renewal must land before the leash starts stopping the scheduler: renewal interval + "
+            f"2 x metastore_timeout + scheduler_stop_timeout + safety margin ({renew:g} + 2 x {timeout:g} + "
+            f"{values['scheduler_stop_timeout']:g} + {margin:g}) must be <= lease_ttl ({ttl:g})",
+        )
     url = values["scheduler_health_url"]
     if url and not (url.startswith("http://") or url.startswith("https://")):
         raise fail("scheduler_health_url", f"{url!r} must be an http:// or https:// URL")
@@ -631,14 +651,19 @@ metadata_service_zookeeper_verify_certs = true
 # Default: $AIRFLOW_HOME/scheduler_failover
 # state_dir =
 
-# Seconds between two controller cycles.
+# Seconds between two controller cycles: how often the scheduler is probed (as in 2016). It may
+# be longer than the lease: leases are renewed on their own clock, every
+# min(poll_frequency, lease_ttl / 4) seconds (the "renewal interval").
 poll_frequency = 10
 
-# Seconds a lease (leadership, scheduler placement) lasts without renewal.
-# Rule: poll_frequency + 2 x metastore_timeout <= lease_ttl.
+# Seconds a lease (leadership, scheduler placement) lasts without renewal. Rules:
+# renewal interval + 2 x metastore_timeout <= lease_ttl, and
+# renewal interval + 2 x metastore_timeout + scheduler_stop_timeout + safety margin
+# (10% of lease_ttl, at least 0.2s) <= lease_ttl.
 lease_ttl = 40
 
-# Seconds a metastore call may take (connect, each statement). Default: min(5, (lease_ttl - poll_frequency) / 4).
+# Seconds a metastore call may take, as a hard deadline (connect, each statement).
+# Default: min(5, (lease_ttl - renewal interval) / 4).
 # metastore_timeout =
 
 # Words of a scheduler's command line, matched against each process's arguments.
@@ -656,8 +681,9 @@ airflow_scheduler_stop_command =
 # Seconds to wait for a started scheduler to show up before the start counts as failed.
 scheduler_start_timeout = 60
 
-# Seconds between SIGTERM and SIGKILL when stopping. Must be < lease_ttl - poll_frequency.
-# Default: min(10, (lease_ttl - poll_frequency) / 4).
+# Seconds between SIGTERM and SIGKILL when stopping. Must be < lease_ttl - renewal interval.
+# The leash beside each scheduler starts stopping it this long before its placement deadline.
+# Default: min(10, (lease_ttl - renewal interval) / 4).
 # scheduler_stop_timeout =
 
 # Failed restarts in place before the scheduler is moved to another node.
@@ -697,7 +723,7 @@ ssh_key_file =
 ssh_host_key_policy = reject
 # Seconds an SSH step may take: connecting (TCP, banner, key exchange, authentication), opening
 # a channel, a remote command; a whole probe fits in it. A node that does not answer in time is
-# "unknown". Must be < lease_ttl - poll_frequency. Default: min(10, (lease_ttl - poll_frequency) / 4).
+# "unknown". Must be < lease_ttl - renewal interval. Default: min(10, (lease_ttl - renewal interval) / 4).
 # ssh_timeout =
 # known_hosts file to check host keys against (auto_add appends to it).
 # Empty: ~/.ssh/known_hosts and /etc/ssh/ssh_known_hosts.

@@ -498,44 +498,60 @@ def test_timing_defaults(env: dict[str, str], make: Callable[..., Path]) -> None
     assert config.ssh_timeout == 7.5
     assert config.move_backoff == 30.0
     assert config.scheduler_start_timeout == 60.0
-    assert config.poll_frequency + 2 * config.metastore_timeout <= config.lease_ttl
+    assert config.renew_interval == 10.0
+    assert config.renew_interval + 2 * config.metastore_timeout <= config.lease_ttl
 
 
 def test_derived_timeouts_follow_a_short_lease(env: dict[str, str], make: Callable[..., Path]) -> None:
-    config = load(make(poll_frequency="1", lease_ttl="3"), env)
-    assert config.metastore_timeout == 0.5  # (3 - 1) / 4
-    assert config.scheduler_stop_timeout == 0.5
-    assert config.ssh_timeout == 0.5
+    config = load(make(poll_frequency="1", lease_ttl="4"), env)
+    assert config.renew_interval == 1.0
+    assert config.metastore_timeout == 0.75  # (4 - 1) / 4
+    assert config.scheduler_stop_timeout == 0.75
+    assert config.ssh_timeout == 0.75
     assert config.move_backoff == 5.0
-    assert config.poll_frequency + 2 * config.metastore_timeout <= config.lease_ttl
+    assert config.renew_interval + 2 * config.metastore_timeout <= config.lease_ttl
+
+
+def test_the_2016_poll_of_60s_runs_with_the_default_lease(env: dict[str, str], make: Callable[..., Path]) -> None:
+    # Renewals have their own clock: a poll longer than the lease is only a slow probe.
+    config = load(make(poll_frequency="60"), env)
+    assert (config.poll_frequency, config.lease_ttl, config.renew_interval) == (60.0, 40.0, 10.0)
+    assert config.metastore_timeout == 5.0
+    assert config.scheduler_stop_timeout == 7.5
 
 
 def test_lease_rule_boundary_is_allowed(env: dict[str, str], make: Callable[..., Path]) -> None:
     config = load(make(poll_frequency="10", lease_ttl="20", metastore_timeout="5"), env)
     assert config.metastore_timeout == 5.0
+    # the derived stop timeout shrinks to fit: renewal 5 + 2 x 5 + stop + margin 2 <= 20
+    assert config.scheduler_stop_timeout == 3.0
 
 
-def test_lease_equal_to_poll_is_rejected(env: dict[str, str], make: Callable[..., Path]) -> None:
-    path = make(poll_frequency="10", lease_ttl="10")
-    expect_error(path, env, str(path), "lease_ttl", "poll_frequency")
-
-
-def test_lease_shorter_than_poll_plus_two_timeouts_is_rejected(env: dict[str, str], make: Callable[..., Path]) -> None:
-    path = make(poll_frequency="10", lease_ttl="15", metastore_timeout="3")
-    expect_error(path, env, str(path), "lease_ttl", "metastore_timeout")
+def test_lease_shorter_than_renewal_plus_two_timeouts_is_rejected(env: dict[str, str], make: Callable[..., Path]) -> None:
+    path = make(poll_frequency="10", lease_ttl="15", metastore_timeout="6")
+    expect_error(path, env, str(path), "lease_ttl", "renewal interval + 2 x metastore_timeout (3.75 + 2 x 6)")
 
 
 def test_lease_rule_from_env_names_the_env_var(env: dict[str, str], make: Callable[..., Path]) -> None:
     env[ENV + "LEASE_TTL"] = "12"
-    expect_error(make(poll_frequency="10", metastore_timeout="2"), env, ENV + "LEASE_TTL", "lease_ttl")
+    expect_error(make(poll_frequency="10", metastore_timeout="5"), env, ENV + "LEASE_TTL", "lease_ttl")
 
 
 @pytest.mark.parametrize("key", ["scheduler_stop_timeout", "ssh_timeout"])
 def test_command_timeouts_must_fit_in_the_lease(key: str, env: dict[str, str], make: Callable[..., Path]) -> None:
-    ok = load(make(poll_frequency="10", lease_ttl="40", **{key: "29.5"}), env)
+    ok = load(make(poll_frequency="10", lease_ttl="80", **{key: "29.5"}), env)
     assert getattr(ok, key) == 29.5
     path = make(poll_frequency="10", lease_ttl="40", **{key: "30"})
-    expect_error(path, env, str(path), key, "lease_ttl - poll_frequency")
+    expect_error(path, env, str(path), key, "must be < lease_ttl - renewal interval (30s)")
+
+
+def test_a_renewal_must_land_before_the_leash_stops_the_scheduler(
+    env: dict[str, str], make: Callable[..., Path]
+) -> None:
+    # renewal 10 + 2 x 5 + stop + margin 4 <= 40: a stop timeout of 16 fits, 16.5 does not
+    assert load(make(poll_frequency="10", lease_ttl="40", scheduler_stop_timeout="16"), env).scheduler_stop_timeout == 16
+    path = make(poll_frequency="10", lease_ttl="40", scheduler_stop_timeout="16.5")
+    expect_error(path, env, str(path), "scheduler_stop_timeout", "before the leash starts stopping the scheduler")
 
 
 # --- secrets -----------------------------------------------------------------------------------
@@ -642,8 +658,7 @@ BAD_VALUES: list[tuple[str, dict[str, str], tuple[str, ...]]] = [
     ("node-glob", {"scheduler_nodes_in_cluster": "node-a, node*"}, ("scheduler_nodes_in_cluster",)),
     ("current-not-listed", {"scheduler_nodes_in_cluster": "node-b, node-c"}, ("current_host", "node-a")),
     ("local-node-not-listed", {"local_nodes": "node-z"}, ("local_nodes", "node-z")),
-    ("lease-equal-poll", {"poll_frequency": "10", "lease_ttl": "10"}, ("lease_ttl",)),
-    ("lease-too-short", {"poll_frequency": "10", "lease_ttl": "15", "metastore_timeout": "3"}, ("lease_ttl",)),
+    ("lease-too-short", {"poll_frequency": "10", "lease_ttl": "15", "metastore_timeout": "6"}, ("lease_ttl",)),
     ("stop-timeout-too-long", {"scheduler_stop_timeout": "30"}, ("scheduler_stop_timeout",)),
     ("ssh-timeout-too-long", {"ssh_timeout": "45"}, ("ssh_timeout",)),
     ("bad-logging-level", {"logging_level": "VERBOSE"}, ("logging_level", "'VERBOSE'")),
@@ -805,14 +820,11 @@ def test_bad_zookeeper_values_name_the_key(
     expect_error(make(metadata_service_type="zookeeper", **{key: value}), env, key, needle)
 
 
-def test_a_remote_stop_must_fit_in_the_lease(env: dict[str, str], make: Callable[..., Path]) -> None:
+def test_a_remote_stop_longer_than_the_lease_is_allowed(env: dict[str, str], make: Callable[..., Path]) -> None:
+    # The lease is renewed by its own thread while a stop runs, and again right before a start.
     shared = "mysql+pymysql://sfc:pw@db.example:3306/airflow"
     keys = {"scheduler_nodes_in_cluster": "node-a, node-b", "metadata_service_sql_conn": shared}
-    expect_error(
-        make(**keys, poll_frequency="10", lease_ttl="40", ssh_timeout="10", scheduler_stop_timeout="10"),
-        env,
-        "ssh_timeout",
-        "remote stop",
+    config = load(
+        make(**keys, poll_frequency="10", lease_ttl="40", ssh_timeout="10", scheduler_stop_timeout="10"), env
     )
-    fits = load(make(**keys, poll_frequency="10", lease_ttl="40"), env)
-    assert fits.scheduler_stop_timeout + 2 * fits.ssh_timeout < fits.lease_ttl - fits.poll_frequency
+    assert config.scheduler_stop_timeout + 2 * config.ssh_timeout >= config.lease_ttl - config.poll_frequency
