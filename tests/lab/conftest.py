@@ -1,7 +1,10 @@
-"""Fixtures of the multi-host lab: one network + metastore per module, one lab (hosts) per test.
+"""Fixtures of the multi-host lab: one network + metastore servers per session, one lab (hosts) per test.
 
-Every scenario runs on both metastores a multi-master cluster can use: MariaDB and a 3-server
-ZooKeeper ensemble, both on the metastore host 198.18.0.2 that every lab host reaches.
+The metastore host 198.18.0.2 that every lab host reaches runs MariaDB, and, once a test asks
+for them, a 3-server ZooKeeper ensemble and PostgreSQL. ``make_lab`` runs a scenario on MariaDB
+and on ZooKeeper (``lab_metastore``; a test may choose other sites with
+``@pytest.mark.parametrize("lab_metastore", [...], indirect=True)``), ``make_mariadb_lab`` on
+MariaDB alone.
 """
 
 from __future__ import annotations
@@ -18,9 +21,12 @@ from tests.lab.harness import (
     LabMetastore,
     MariaDBSite,
     Network,
+    PostgreSQLSite,
     ZooKeeperSite,
     missing_tools,
     network_with_mariadb,
+    postgresql_available,
+    postgresql_on,
     zookeeper_on,
 )
 from tests.support.zk import zookeeper_available
@@ -47,29 +53,48 @@ def _require_lab() -> None:
         missing(f"{', '.join(lacking)} (Debian packages)")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def lab_network() -> Iterator[tuple[Network, MariaDB]]:
-    """The bridge namespace and the metastore namespace with MariaDB on 198.18.0.2."""
+    """The bridge namespace and the metastore namespace with MariaDB on 198.18.0.2 (one per session)."""
     _require_lab()
     with network_with_mariadb() as found:
         yield found
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def lab_zookeeper(lab_network: tuple[Network, MariaDB]) -> Iterator[ZooKeeperSite]:
-    """A 3-server ZooKeeper ensemble on 198.18.0.2 (the metastore namespace), for the module."""
+    """A 3-server ZooKeeper ensemble on 198.18.0.2 (the metastore namespace), started when first needed."""
     net, _ = lab_network
     with zookeeper_on(net) as site:
         yield site
 
 
+@pytest.fixture(scope="session")
+def lab_postgresql(lab_network: tuple[Network, MariaDB]) -> Iterator[PostgreSQLSite]:
+    """PostgreSQL on 198.18.0.2 (the metastore namespace), started when first needed."""
+    if not postgresql_available():
+        missing("postgresql (server binaries, the postgres user) and psycopg2")
+    net, _ = lab_network
+    with postgresql_on(net) as site:
+        yield site
+
+
+def site_named(request: pytest.FixtureRequest, name: str, lab_network: tuple[Network, MariaDB]) -> LabMetastore:
+    """The lab metastore called ``name``: mariadb, postgresql or zookeeper."""
+    if name == "zookeeper":
+        zk: LabMetastore = request.getfixturevalue("lab_zookeeper")
+        return zk
+    if name == "postgresql":
+        pg: LabMetastore = request.getfixturevalue("lab_postgresql")
+        return pg
+    assert name == "mariadb", name
+    return MariaDBSite(lab_network[1], lab_network[0])
+
+
 @pytest.fixture(scope="module", params=["mariadb", "zookeeper"])
 def lab_metastore(request: pytest.FixtureRequest, lab_network: tuple[Network, MariaDB]) -> LabMetastore:
     """The metastore of the module's labs: every scenario runs once on each."""
-    if request.param == "zookeeper":
-        site: LabMetastore = request.getfixturevalue("lab_zookeeper")
-        return site
-    return MariaDBSite(lab_network[1])
+    return site_named(request, request.param, lab_network)
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -114,7 +139,7 @@ def make_mariadb_lab(
     request: pytest.FixtureRequest, lab_network: tuple[Network, MariaDB]
 ) -> Iterator[Callable[..., Lab]]:
     """Labs on MariaDB alone, for scenarios about SQL sessions."""
-    yield from _labs(request, lab_network[0], MariaDBSite(lab_network[1]))
+    yield from _labs(request, lab_network[0], MariaDBSite(lab_network[1], lab_network[0]))
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:

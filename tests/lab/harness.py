@@ -60,7 +60,7 @@ from scheduler_failover_controller.config import KEYS, Config, load_config
 from scheduler_failover_controller.metastore.base import ClusterState, Event, Metastore
 from scheduler_failover_controller.metastore.sql import SQLMetastore
 from scheduler_failover_controller.probe import find_schedulers
-from tests.conftest import MariaDB, start_mariadb
+from tests.conftest import MariaDB, free_port, postgres_binaries, start_mariadb, stop_server
 from tests.support.netns import in_netns
 from tests.support.zk import Ensemble, start_ensemble
 
@@ -177,6 +177,10 @@ def sweep_stale() -> list[str]:
         for directory in record.get("dirs", []):
             shutil.rmtree(directory, ignore_errors=True)
             swept.append(directory)
+        for cgroup in record.get("cgroups", []):  # emptied when its host's processes died
+            with contextlib.suppress(OSError):
+                os.rmdir(cgroup)
+                swept.append(f"cgroup {cgroup}")
         path.unlink(missing_ok=True)
     return swept
 
@@ -191,6 +195,7 @@ class Network:
         self.namespaces: list[str] = []
         self.dirs: list[str] = []
         self.mariadb: dict[str, object] | None = None
+        self.cgroups: list[str] = []
         self.record = RECORDS / f"{self.token}.json"
 
     def _save(self) -> None:
@@ -202,20 +207,29 @@ class Network:
             "namespaces": self.namespaces,
             "dirs": self.dirs,
             "mariadb": self.mariadb,
+            "cgroups": self.cgroups,
         }
         RECORDS.mkdir(mode=0o700, exist_ok=True)
         tmp = self.record.with_suffix(".tmp")
         tmp.write_text(json.dumps(data))
         tmp.replace(self.record)
 
-    def keep_track(self, directory: Path | None = None, mariadb: MariaDB | None = None, done: bool = False) -> None:
-        """Record a temp directory or the MariaDB server of this run (``done``: it is gone again)."""
-        if directory is not None:
+    def keep_track(
+        self,
+        directory: Path | None = None,
+        mariadb: MariaDB | None = None,
+        done: bool = False,
+        cgroup: Path | None = None,
+    ) -> None:
+        """Record a temp directory, a CPU cgroup or the MariaDB server of this run (``done``: it is gone again)."""
+        for kept, path in ((self.dirs, directory), (self.cgroups, cgroup)):
+            if path is None:
+                continue
             if done:
                 with contextlib.suppress(ValueError):
-                    self.dirs.remove(str(directory))
+                    kept.remove(str(path))
             else:
-                self.dirs.append(str(directory))
+                kept.append(str(path))
         if mariadb is not None:
             self.mariadb = None if done else {"pid": mariadb.pid, "base": str(mariadb.base)}
         self._save()
@@ -301,14 +315,28 @@ class LabMetastore(abc.ABC):
     def drop(self) -> None:
         """Remove the lab's namespace on the server."""
 
+    @abc.abstractmethod
+    def freeze(self) -> None:
+        """SIGSTOP the server (every server process: the whole ensemble, every backend)."""
+
+    @abc.abstractmethod
+    def thaw(self) -> None:
+        """SIGCONT what ``freeze`` stopped."""
+
+    @abc.abstractmethod
+    def restart(self, down: float = 0.0) -> None:
+        """Stop the server (as an operator's restart does), keep it down ``down`` seconds, start
+        it again on the same address, port and data, and wait until it serves."""
+
 
 class MariaDBSite(LabMetastore):
     """A database of its own on the network's MariaDB, read over the server's unix socket."""
 
     kind = "mariadb"
 
-    def __init__(self, db: MariaDB) -> None:
+    def __init__(self, db: MariaDB, net: Network | None = None) -> None:
         self.db = db
+        self.net = net  # where the server runs (its metastore namespace); needed by restart
         self.database = ""
 
     def open(self, token: str) -> None:
@@ -334,6 +362,264 @@ class MariaDBSite(LabMetastore):
                     cur.execute(f"KILL {int(session)}")
             cur.execute("SET SESSION lock_wait_timeout = 10")
             cur.execute(f"DROP DATABASE IF EXISTS {self.database}")
+
+    def freeze(self) -> None:
+        self.db.freeze()
+
+    def thaw(self) -> None:
+        self.db.thaw()
+
+    def restart(self, down: float = 0.0) -> None:
+        """mariadbd stopped (SIGTERM: a clean shutdown) and started again with the same arguments.
+
+        The new process replaces ``db.process``; network_with_mariadb stops it at the end (the
+        server's own context manager only knows the first one).
+        """
+        assert self.net is not None, "MariaDBSite(db, net) to restart the server"
+        argv = psutil.Process(self.db.pid).cmdline()
+        stop_server(self.db.process)
+        time.sleep(down)
+        self.db.process = subprocess.Popen(
+            ["ip", "netns", "exec", self.net.meta_ns, *argv],  # execs mariadbd: same pid
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        self.net.keep_track(mariadb=self.db)
+
+        def serving() -> bool:
+            if self.db.process.poll() is not None:
+                raise AssertionError(f"mariadbd exited {self.db.process.returncode} after the restart")
+            try:
+                with self.db.admin() as conn, conn.cursor() as cur:
+                    cur.execute("SELECT 1")
+                return True
+            except Exception:  # noqa: BLE001 - not up yet
+                return False
+
+        wait_for(serving, 60, "MariaDB to serve again", interval=0.2)
+
+
+@dataclass
+class PostgresServer:
+    """A PostgreSQL server of the lab: data in ``base``, on ``host``:``port`` inside ``netns``.
+
+    It runs as the ``postgres`` user (``setpriv``, which execs: the Popen's pid is the
+    postmaster). The controllers log in over TCP as ``sfc`` with a password (scram-sha-256,
+    from 198.18.0.0/24 only); the tests, in the root namespace, as ``postgres`` over the unix
+    socket in ``base`` (trust).
+    """
+
+    bindir: Path
+    base: Path
+    port: int
+    host: str
+    netns: str | None
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def data(self) -> Path:
+        return self.base / "data"
+
+    def _as_postgres(self, *argv: str) -> list[str]:
+        wrap = ["ip", "netns", "exec", self.netns] if self.netns else []
+        who = ["setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups", "--"] if os.geteuid() == 0 else []
+        return [*wrap, *who, *argv]
+
+    def init(self) -> None:
+        subprocess.run(
+            self._as_postgres(
+                str(self.bindir / "initdb"),
+                "-D",
+                str(self.data),
+                "-U",
+                "postgres",
+                "--auth-local=trust",
+                "--auth-host=scram-sha-256",
+                "-E",
+                "UTF8",
+            ),
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
+        with (self.data / "pg_hba.conf").open("a") as hba:
+            hba.write(f"host all sfc {SUBNET}.0/24 scram-sha-256\n")
+
+    def admin(self) -> Any:
+        import psycopg2
+
+        conn = psycopg2.connect(
+            host=str(self.base), port=self.port, user="postgres", dbname="postgres", connect_timeout=5
+        )
+        conn.autocommit = True
+        return conn
+
+    def execute(self, sql: str) -> None:
+        conn = self.admin()
+        try:
+            with conn.cursor() as cur:
+                cur.execute(sql)
+        finally:
+            conn.close()
+
+    def start(self, timeout: float = 60) -> None:
+        log = (self.base / "server.log").open("ab")
+        self.process = subprocess.Popen(
+            self._as_postgres(
+                str(self.bindir / "postgres"),
+                "-D",
+                str(self.data),
+                "-p",
+                str(self.port),
+                "-h",
+                self.host,
+                "-k",
+                str(self.base),
+                "-c",
+                "fsync=off",
+                "-c",
+                "max_connections=300",
+            ),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+        )
+        log.close()
+        process = self.process
+
+        def serving() -> bool:
+            if process.poll() is not None:
+                tail = (self.base / "server.log").read_text(errors="replace")[-2000:]
+                raise AssertionError(f"postgres exited {process.returncode}:\n{tail}")
+            try:
+                self.execute("SELECT 1")
+                return True
+            except Exception:  # noqa: BLE001 - not up yet
+                return False
+
+        wait_for(serving, timeout, "PostgreSQL to serve", interval=0.2)
+
+    def pids(self) -> list[int]:
+        """The postmaster and every backend and helper process it forked."""
+        if self.process is None or self.process.poll() is not None:
+            return []
+        found = [self.process.pid]
+        with contextlib.suppress(psutil.Error):
+            found += [child.pid for child in psutil.Process(self.process.pid).children(recursive=True)]
+        return found
+
+    def freeze(self) -> None:
+        # The postmaster first (no new backend forked meanwhile), then every child; twice, for
+        # a backend forked just before the postmaster stopped.
+        for _ in range(2):
+            for pid in self.pids():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        for pid in reversed(self.pids()):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+
+    def stop(self) -> None:
+        """A fast shutdown (SIGINT: clients disconnected); SIGKILL after 30 s."""
+        process = self.process
+        if process is None or process.poll() is not None:
+            return
+        self.thaw()
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(process.pid, signal.SIGINT)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            for pid in self.pids():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            process.wait(timeout=30)
+
+    def create_database(self) -> str:
+        name = "sfc_" + uuid.uuid4().hex[:12]
+        self.execute(f"CREATE DATABASE {name} OWNER sfc")
+        return name
+
+    def drop_database(self, name: str) -> None:
+        self.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+    def url(self, database: str, driver: str = "psycopg2") -> str:
+        return f"postgresql+{driver}://sfc:sfc-secret@{self.host}:{self.port}/{database}"
+
+    def socket_url(self, database: str) -> str:
+        """The tests' way in (root namespace): the unix socket, as the controllers' user (the
+        tables the tests' store creates are then the controllers' own)."""
+        return f"postgresql+psycopg2://sfc@/{database}?host={self.base}&port={self.port}"
+
+
+def postgresql_available() -> bool:
+    if postgres_binaries() is None:
+        return False
+    try:
+        pwd.getpwnam("postgres")
+        import psycopg2  # noqa: F401
+    except (KeyError, ImportError):
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def start_postgres(bind_address: str = "127.0.0.1", netns: str | None = None) -> Iterator[PostgresServer]:
+    """A PostgreSQL server of our own (initdb in a temp dir); stopped and removed on exit."""
+    bindir = postgres_binaries()
+    if bindir is None:
+        raise RuntimeError("postgresql is not installed")
+    base = Path(tempfile.mkdtemp(prefix="sfc-pg-"))
+    os.chmod(base, 0o755)
+    if os.geteuid() == 0:
+        shutil.chown(base, "postgres", "postgres")
+    server = PostgresServer(bindir, base, free_port(), bind_address, netns)
+    try:
+        server.init()
+        server.start()
+        server.execute("CREATE ROLE sfc LOGIN PASSWORD 'sfc-secret'")
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+class PostgreSQLSite(LabMetastore):
+    """A database of its own on the network's PostgreSQL server, owned by the controllers' user."""
+
+    kind = "postgresql"
+
+    def __init__(self, server: PostgresServer, driver: str = "psycopg2") -> None:
+        self.server = server
+        self.driver = driver
+        self.database = ""
+
+    def open(self, token: str) -> None:
+        self.database = self.server.create_database()
+
+    def settings(self) -> dict[str, str]:
+        return {"metadata_service_sql_conn": self.server.url(self.database, self.driver)}
+
+    def reader(self) -> Metastore:
+        return SQLMetastore(self.server.socket_url(self.database), 2.0)
+
+    def drop(self) -> None:
+        """WITH (FORCE) ends the sessions of hosts that are gone (one cut off mid-transaction)."""
+        self.server.drop_database(self.database)
+
+    def freeze(self) -> None:
+        self.server.freeze()
+
+    def thaw(self) -> None:
+        self.server.thaw()
+
+    def restart(self, down: float = 0.0) -> None:
+        self.server.stop()
+        time.sleep(down)
+        self.server.start()
 
 
 class ZooKeeperSite(LabMetastore):
@@ -391,6 +677,24 @@ class ZooKeeperSite(LabMetastore):
     def drop(self) -> None:
         with contextlib.suppress(Exception):
             self.admin().delete(self.chroot, recursive=True)
+
+    def freeze(self) -> None:
+        for i in range(len(self.ensemble.servers)):
+            self.ensemble.freeze(i)
+
+    def thaw(self) -> None:
+        for i in range(len(self.ensemble.servers)):
+            with contextlib.suppress(ProcessLookupError):
+                self.ensemble.thaw(i)
+
+    def restart(self, down: float = 0.0) -> None:
+        """The whole ensemble stopped (SIGKILL, as the tests' servers are) and started again on its data."""
+        for i in range(len(self.ensemble.servers)):
+            self.ensemble.stop(i)
+        time.sleep(down)
+        for i in range(len(self.ensemble.servers)):
+            self.ensemble.start(i)
+        self.ensemble.wait_quorum()
 
     def close(self) -> None:
         if self._admin is not None:
@@ -527,6 +831,7 @@ class Host:
         self.dir = lab.dir / self.name
         self.config = self.dir / "sfc.cfg"
         self.log_path = self.dir / "controller.log"
+        self.home = self.dir / "home"  # the SSH user's home on this host (see write_home)
         self.unshare: subprocess.Popen[bytes] | None = None
         self.init_pid: int | None = None
         self.nsenter: subprocess.Popen[bytes] | None = None  # the controller's nsenter
@@ -590,10 +895,39 @@ class Host:
             "sshd": ["/usr/sbin/sshd", "-D", "-e", "-f", str(self.dir / "sshd_config")],
             "sshd_log": str(self.dir / "sshd.log"),
             "ready_file": str(self.dir / "ready"),
-            "binds": [[str(self.dir / "state"), str(lab.state_dir)], *lab.blank_startup_files()],
+            "binds": [[str(self.dir / "state"), str(lab.state_dir)], [str(self.write_home()), "/etc/passwd"]],
             "tmpfs": ["/dev/shm"],
         }
         (self.dir / "spec.json").write_text(json.dumps(spec))
+
+    def write_home(self) -> Path:
+        """A home of its own for the SSH user (root) on this host, with neutral shell start-up files.
+
+        bash sources ~/.bashrc even for a command run over SSH. This machine's root has one that
+        runs ``pyenv init`` (a ``pyenv rehash`` with a lock file) on every login: many sessions
+        at once would starve the CPU, and one killed by a host crash could leave that lock behind
+        for the whole machine. A fresh master has none of it. So each host sees an /etc/passwd
+        (a bind mount in its own mount namespace) whose entry for the SSH user names
+        ``h<i>/home`` as the home directory: sshd changes to it and sets ``HOME``, and bash reads
+        the neutral ``.bashrc``/``.profile`` there. Everything else of the machine (the virtualenv,
+        its interpreter under /root) stays where it is. Returns the passwd file to mount.
+        """
+        home = self.home
+        home.mkdir()
+        for name in (".bashrc", ".profile", ".bash_profile"):
+            # Neutral: runs nothing, only leaves a marker that it was the rc that ran (tests check it).
+            (home / name).write_text(f"# {name} of the lab host's SSH user\nexport SFC_LAB_RC={self.name}\n")
+        user = pwd.getpwuid(os.geteuid()).pw_name
+        lines = []
+        for line in Path("/etc/passwd").read_text().splitlines():
+            fields = line.split(":")
+            if len(fields) == 7 and fields[0] == user:
+                fields[5] = str(home)
+            lines.append(":".join(fields))
+        passwd = self.dir / "passwd"
+        passwd.write_text("\n".join(lines) + "\n")
+        passwd.chmod(0o644)
+        return passwd
 
     def host_key_line(self) -> str:
         kind, key = (self.dir / "ssh_host_ed25519_key.pub").read_text().split()[:2]
@@ -603,6 +937,20 @@ class Host:
         """Start the host's PID 1 (hostname, /etc/hosts, sshd) in its namespaces."""
         self.lab.net.add_namespace(self.ns)
         self.lab.net.attach(self.ns, self.ip, self.port)
+        self._start_init()
+
+    def reboot(self, timeout: float = 20) -> None:
+        """After a crash: a new PID 1 (and sshd) in the same network namespace, so the same
+        address and MAC, as a rebooted machine keeps its NIC; its state_dir survives (its disk),
+        its /dev/shm does not. The controller is started again by the caller."""
+        assert not self.alive, f"{self.name} is still up"
+        self._reap_controller()
+        (self.dir / "ready").unlink(missing_ok=True)
+        self.init_pid = None
+        self._start_init()
+        self.wait_ready(timeout)
+
+    def _start_init(self) -> None:
         with (self.dir / "init.log").open("ab") as log:
             self.unshare = subprocess.Popen(
                 [
@@ -700,6 +1048,36 @@ class Host:
         assert self.controller_pid is not None
         os.kill(self.controller_pid, sig)
 
+    def controller_running(self) -> bool:
+        """Whether this host's controller process is alive (stopped by SIGSTOP counts as alive)."""
+        if self.nsenter is None or self.nsenter.poll() is not None or self.controller_pid is None:
+            return False
+        try:
+            return psutil.Process(self.controller_pid).status() != psutil.STATUS_ZOMBIE
+        except psutil.Error:
+            return False
+
+    def kill_controller(self) -> None:
+        """SIGKILL the controller (by its pid) and nothing else: its scheduler and sessions stay."""
+        if self.controller_running():
+            assert self.controller_pid is not None
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.controller_pid, signal.SIGCONT)  # a stopped one dies just as well; no matter
+                os.kill(self.controller_pid, signal.SIGKILL)
+        self._reap_controller()
+
+    def _reap_controller(self) -> None:
+        """Wait for the controller's nsenter (it exits with the controller, or with the host)."""
+        if self.nsenter is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.nsenter.wait(timeout=10)
+        self.controller_pid = None
+
+    def restart_controller(self) -> int:
+        """Start the controller again after it was killed (same config, same faketime)."""
+        self._reap_controller()
+        return self.start_controller(self.faketime)
+
     def pid_namespace(self) -> str:
         assert self.init_pid is not None
         return os.readlink(f"/proc/{self.init_pid}/ns/pid")
@@ -757,6 +1135,21 @@ class Host:
     def iptables(self, *args: str) -> None:
         sh("ip", "netns", "exec", self.ns, "iptables", "-w", "5", *args)
 
+    def block_ssh(self, on: bool = True) -> None:
+        """This host drops every packet sent to its port 22 (iptables in its own namespace): SSH
+        to it times out, while its own traffic (to the metastore, to the others) still flows."""
+        self.iptables("-A" if on else "-D", "INPUT", "-p", "tcp", "--dport", "22", "-j", "DROP")
+
+    @contextlib.contextmanager
+    def starved(self, seconds: float, hogs: int = 2, cpu_quota: float = 1.0) -> Iterator[CPUStarvation]:
+        """Starve this host of CPU for at most ``seconds`` (see CPUStarvation); lifted on exit."""
+        starvation = CPUStarvation(self, seconds, hogs, cpu_quota)
+        starvation.start()
+        try:
+            yield starvation
+        finally:
+            starvation.stop()
+
     def crash(self) -> None:
         """The whole host fails at once: SIGKILL its PID 1, and the kernel kills every process in it."""
         assert self.init_pid is not None
@@ -788,6 +1181,118 @@ class Host:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(timeout=10)
+
+
+# --- CPU starvation ---------------------------------------------------------------------------
+
+
+def cpu_cgroup_parent() -> tuple[Path, int] | None:
+    """Where a CPU-limited cgroup can be made, and the cgroup version; None if nowhere."""
+    v1 = Path("/sys/fs/cgroup/cpu")
+    if (v1 / "cpu.cfs_quota_us").exists() and os.access(v1, os.W_OK):
+        return v1, 1
+    v2 = Path("/sys/fs/cgroup")
+    try:
+        if "cpu" in (v2 / "cgroup.controllers").read_text().split():
+            if "cpu" not in (v2 / "cgroup.subtree_control").read_text().split():
+                (v2 / "cgroup.subtree_control").write_text("+cpu")
+            return v2, 2
+    except OSError:
+        pass
+    return None
+
+
+class CPUStarvation:
+    """A bounded CPU hog inside one host.
+
+    ``hogs`` busy loops (``/bin/sh``) at ``nice -n -20`` run inside the host's namespaces, each
+    killed by ``timeout -s KILL`` after ``seconds`` at the latest, even if the test dies. With a
+    CPU cgroup available (v1 ``cpu`` or v2), every process of the host and the hogs go into a
+    cgroup of their own limited to ``cpu_quota`` CPUs: the host's own processes (controller,
+    scheduler, sshd and its sessions) share that quota with hogs of about 88 times their weight,
+    while the rest of the machine (the observer, the other hosts, other users) keeps its CPU.
+    Without a cgroup the hogs compete machine-wide. ``stop`` kills the hogs by pid and moves the
+    host's processes back.
+    """
+
+    PERIOD_US = 100_000
+
+    def __init__(self, host: Host, seconds: float, hogs: int, cpu_quota: float) -> None:
+        self.host = host
+        self.seconds = seconds
+        self.hogs = hogs
+        self.cpu_quota = cpu_quota
+        self.cgroup: Path | None = None
+        self.parent: Path | None = None
+        self.launchers: list[subprocess.Popen[bytes]] = []
+
+    def start(self) -> None:
+        found = cpu_cgroup_parent()
+        if found is not None:
+            self.parent, version = found
+            self.cgroup = self.parent / f"sfc-{self.host.lab.token}-{self.host.name}"
+            self.host.lab.net.keep_track(cgroup=self.cgroup)
+            self.cgroup.mkdir(exist_ok=True)
+            quota = max(1000, int(self.cpu_quota * self.PERIOD_US))
+            if version == 1:
+                (self.cgroup / "cpu.cfs_period_us").write_text(str(self.PERIOD_US))
+                (self.cgroup / "cpu.cfs_quota_us").write_text(str(quota))
+            else:
+                (self.cgroup / "cpu.max").write_text(f"{quota} {self.PERIOD_US}")
+            self._move(self.host.processes(), self.cgroup)
+        hog = self.host.enter(
+            "nice", "-n", "-20", "timeout", "-s", "KILL", f"{self.seconds:g}", "/bin/sh", "-c", "while :; do :; done"
+        )
+        if self.cgroup is not None:
+            # Into the cgroup from here, before entering the host: inside it, /sys is the one
+            # `ip netns exec` mounted, without the machine's cgroups. No move, no hog.
+            hog = ["/bin/sh", "-c", f'echo $$ > {self.cgroup / "cgroup.procs"} && exec "$@"', "hog", *hog]
+        for _ in range(self.hogs):
+            self.launchers.append(
+                subprocess.Popen(
+                    hog,
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                    start_new_session=True,
+                )
+            )
+
+    @staticmethod
+    def _move(processes: list[psutil.Process], cgroup: Path) -> None:
+        for proc in processes:
+            with contextlib.suppress(OSError):  # gone meanwhile
+                (cgroup / "cgroup.procs").write_text(str(proc.pid))
+
+    def stop(self) -> None:
+        for launcher in self.launchers:
+            with contextlib.suppress(psutil.Error):
+                for child in psutil.Process(launcher.pid).children(recursive=True):
+                    with contextlib.suppress(psutil.Error):
+                        child.kill()
+            with contextlib.suppress(ProcessLookupError):
+                launcher.kill()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                launcher.wait(timeout=10)
+        self.launchers.clear()
+        if self.cgroup is None or self.parent is None:
+            return
+        for _ in range(50):
+            try:
+                pids = (self.cgroup / "cgroup.procs").read_text().split()
+            except OSError:
+                break
+            for pid in pids:
+                with contextlib.suppress(OSError):
+                    (self.parent / "cgroup.procs").write_text(pid)
+            try:
+                self.cgroup.rmdir()
+                break
+            except OSError:
+                time.sleep(0.1)
+        if not self.cgroup.exists():  # else it stays on record, for the sweep
+            self.host.lab.net.keep_track(cgroup=self.cgroup, done=True)
+        self.cgroup = None
 
 
 # --- the lab ----------------------------------------------------------------------------------
@@ -839,18 +1344,6 @@ class Lab:
         (self.dir / "known_hosts").write_text("".join(h.host_key_line() for h in self.hosts))
         os.makedirs("/run/sshd", mode=0o755, exist_ok=True)  # sshd's privilege separation directory
         self.store.setup()
-
-    def blank_startup_files(self) -> list[list[str]]:
-        """Bind mounts that hide the SSH user's shell start-up files on every host.
-
-        bash sources ~/.bashrc even for an SSH command; this machine's (pyenv init, rehash with a
-        lock file) would make every SSH session slow, and a session killed by a host crash could
-        leave that lock behind for the whole machine. A fresh master has none of it.
-        """
-        home = Path(pwd.getpwuid(os.geteuid()).pw_dir)
-        empty = self.dir / "empty"
-        empty.touch()
-        return [[str(empty), str(home / name)] for name in (".bashrc",) if (home / name).is_file()]
 
     def config(self, host: str = "h1") -> Config:
         """A host's configuration as its controller loads it (with the defaults it derives)."""
@@ -1021,13 +1514,31 @@ def network_with_mariadb() -> Iterator[tuple[Network, MariaDB]]:
     try:
         net.create()
         with start_mariadb(bind_address=METASTORE_IP, netns=net.meta_ns) as db:
+            first = db.process
             net.keep_track(mariadb=db)
             try:
                 yield net, db
             finally:
+                if db.process is not first:  # restarted (MariaDBSite.restart): the server it started
+                    stop_server(db.process)
                 net.keep_track(mariadb=db, done=True)
     finally:
         net.close()
+
+
+@contextlib.contextmanager
+def postgresql_on(net: Network, driver: str = "psycopg2") -> Iterator[PostgreSQLSite]:
+    """A PostgreSQL server in the network's metastore namespace, on 198.18.0.2; removed on exit.
+
+    A run killed meanwhile: the sweep kills what runs in that namespace (the postmaster and
+    its backends) and removes its directory, on the run's record.
+    """
+    with start_postgres(METASTORE_IP, net.meta_ns) as server:
+        net.keep_track(server.base)
+        try:
+            yield PostgreSQLSite(server, driver)
+        finally:
+            net.keep_track(server.base, done=True)
 
 
 @contextlib.contextmanager
