@@ -289,6 +289,21 @@ def kill_local(
     sys.exit(0 if result.state is SchedulerState.STOPPED else 1)
 
 
+@main.command(hidden=True)
+@click.option("--serve", is_flag=True, help="Answer leash renewals on stdin (the SSH runner's end).")
+def leash(serve: bool) -> None:
+    """Internal: the scheduler's supervisor, as the SSH runner starts it on another node.
+
+    Its instructions are in SFC_LEASH_* variables (never arguments: see the leash module). It
+    replaces this process with ``python -m scheduler_failover_controller.leash`` (same pid, none
+    of the command line's imports kept for the scheduler's lifetime).
+    """
+    from .leash import LOCAL_ARGV
+
+    sys.stdout.flush()
+    os.execv(LOCAL_ARGV[0], [*LOCAL_ARGV, *(["--serve"] if serve else [])])
+
+
 @main.command()
 @click.pass_context
 def test_connection(ctx: click.Context) -> None:

@@ -9,16 +9,27 @@ matching process tree counts: Airflow's own children carry the same words.
 from __future__ import annotations
 
 import enum
+import json
+import math
 import os
 import shlex
+import stat
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import psutil
 
 # Carries the process match to ``probe``/``kill_local`` run on another node over SSH, so that the
 # match words never appear in a command line there (a concurrent listing would see them).
 MATCH_ENV = "SFC_PROCESS_MATCH"
+# Carries ``state_dir`` to ``probe``/``kill_local`` run over SSH: where the node's leashes register.
+STATE_DIR_ENV = "SFC_STATE_DIR"
+
+#: The process names (``comm``) the leash and its watcher give themselves: never schedulers.
+LEASH_NAMES = frozenset({"sfc-leash", "sfc-leash-w"})
+#: The module the leash runs as (``python -m ...``): how a ``ps`` listing tells a leash.
+LEASH_MODULE = "scheduler_failover_controller.leash"
 
 
 class SchedulerState(str, enum.Enum):
@@ -44,6 +55,9 @@ class ProbeResult:
     pids: tuple[int, ...] = ()
     detail: str = ""
     create_times: tuple[float, ...] = field(default=(), compare=False)
+    #: every scheduler root found runs under a live leash for this node (it stops them at the
+    #: node's placement deadline whatever becomes of any controller); False when none runs
+    leashed: bool = False
 
     def describe(self) -> str:
         pids = f" (pid {', '.join(map(str, self.pids))})" if self.pids else ""
@@ -51,7 +65,13 @@ class ProbeResult:
         return f"{self.state.value}{pids}{extra}"
 
     def to_json(self) -> dict[str, object]:
-        return {"node": self.node, "state": self.state.value, "pids": list(self.pids), "detail": self.detail}
+        return {
+            "node": self.node,
+            "state": self.state.value,
+            "pids": list(self.pids),
+            "detail": self.detail,
+            "leashed": self.leashed,
+        }
 
 
 def check_health(url: str, timeout: float) -> str | None:
@@ -71,9 +91,13 @@ def check_health(url: str, timeout: float) -> str | None:
 
 
 def _argv(proc: psutil.Process) -> list[str]:
-    argv = proc.cmdline()
+    return split_title(proc.cmdline())
+
+
+def split_title(argv: list[str]) -> list[str]:
+    """``argv`` as matched: a process title set with setproctitle is one argument, split on spaces."""
     if len(argv) == 1 and " " in argv[0]:
-        argv = argv[0].split()  # a process title set with setproctitle
+        return argv[0].split()
     return argv
 
 
@@ -128,7 +152,7 @@ def find_schedulers(match: str) -> list[psutil.Process]:
     parents: dict[int, int] = {}
     for proc in psutil.process_iter(["pid", "ppid"]):
         try:
-            if proc.pid in skip or not matches(_argv(proc), words):
+            if proc.pid in skip or not matches(_argv(proc), words) or proc.name() in LEASH_NAMES:
                 continue
             found[proc.pid] = proc
             parents[proc.pid] = proc.info["ppid"]
@@ -172,7 +196,8 @@ class ProcessEntry:
 
 
 def table_roots(table: Iterable[ProcessEntry], match: str, skip: Iterable[int] = ()) -> list[ProcessEntry]:
-    """The same rules as :func:`find_schedulers`, applied to a listed process table."""
+    """The same rules as :func:`find_schedulers`, applied to a listed process table (``skip``:
+    pids that are never schedulers, e.g. the listing's own shell and the node's leashes)."""
     words = shlex.split(match)
     rows = {entry.pid: entry for entry in table}
     skipped = set(skip)
@@ -205,7 +230,7 @@ def table_descendants(table: Iterable[ProcessEntry], pids: Iterable[int]) -> lis
 _UNHEALTHY = (psutil.STATUS_ZOMBIE, psutil.STATUS_STOPPED, psutil.STATUS_DEAD, "tracing-stop")
 
 
-def classify(node: str, roots: Sequence[tuple[int, str, float]]) -> ProbeResult:
+def classify(node: str, roots: Sequence[tuple[int, str, float]], leashed: bool = False) -> ProbeResult:
     """The probe result for the (pid, status, create time) of each scheduler tree's root."""
     if not roots:
         return ProbeResult(node, SchedulerState.STOPPED)
@@ -213,23 +238,202 @@ def classify(node: str, roots: Sequence[tuple[int, str, float]]) -> ProbeResult:
     times = tuple(created for _pid, _status, created in roots)
     bad = [f"pid {pid} is {status}" for pid, status, _created in roots if status in _UNHEALTHY]
     if bad:
-        return ProbeResult(node, SchedulerState.UNHEALTHY, pids, "; ".join(bad), times)
+        return ProbeResult(node, SchedulerState.UNHEALTHY, pids, "; ".join(bad), times, leashed)
     detail = "" if len(pids) == 1 else f"{len(pids)} scheduler processes"
-    return ProbeResult(node, SchedulerState.RUNNING, pids, detail, times)
+    return ProbeResult(node, SchedulerState.RUNNING, pids, detail, times, leashed)
 
 
-def probe_table(node: str, table: Iterable[ProcessEntry], match: str, skip: Iterable[int] = ()) -> ProbeResult:
-    """Like :func:`probe_local`, on a listed process table."""
-    return classify(node, [(e.pid, e.status, e.create_time) for e in table_roots(table, match, skip)])
+# --- leash registrations ------------------------------------------------------------------------
+#
+# Every leash registers itself in ``state_dir/leash/NODE.leash-PID``: one JSON line with its pid,
+# create time, mode and watcher. A probe counts a scheduler as leashed only when such a record is
+# backed by a live process of that identity: in "tree" mode a scheduler below it (the leash is a
+# subreaper: whatever its start command forks or daemonizes stays below it), in "watch" mode
+# (the start command handed the scheduler to e.g. systemd) every matching scheduler of the node.
+
+_RECORD_MAX = 4096
+#: seconds of slack when a leash's start time is known from ``ps`` etime (whole seconds)
+LISTED_START_SLACK = 2.5
 
 
-def probe_local(node: str, match: str) -> ProbeResult:
-    """Look at this machine's processes for ``node``'s scheduler."""
+@dataclass(frozen=True)
+class LeashRecord:
+    """One leash's registration (see above)."""
+
+    pid: int
+    create_time: float  # psutil's create time on the leash's host
+    mode: str  # "tree" or "watch"
+    token: str = ""  # the start that launched it
+    watcher: int = 0  # pid of its watcher child
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "pid": self.pid,
+                "create_time": self.create_time,
+                "mode": self.mode,
+                "token": self.token,
+                "watcher": self.watcher,
+            }
+        )
+
+
+def leash_dir(state_dir: Path) -> Path:
+    """The directory of the deadline files and leash registrations (0700)."""
+    return Path(state_dir) / "leash"
+
+
+def leash_record_prefix(node: str) -> str:
+    return f"{node}.leash-"
+
+
+def parse_leash_record(text: str) -> LeashRecord | None:
+    """A registration line, or None when it is not one."""
+    try:
+        data = json.loads(text)
+        record = LeashRecord(
+            int(data["pid"]),
+            float(data["create_time"]),
+            str(data["mode"]),
+            str(data.get("token", "")),
+            int(data.get("watcher", 0)),
+        )
+    except (ValueError, KeyError, TypeError):
+        return None
+    if record.pid <= 0 or record.mode not in ("tree", "watch") or not math.isfinite(record.create_time):
+        return None
+    return record
+
+
+def read_leash_records(state_dir: Path, node: str) -> list[LeashRecord]:
+    """The registrations of ``node``'s leashes: regular files owned by this user only."""
+    directory = leash_dir(state_dir)
+    prefix = leash_record_prefix(node)
+    try:
+        names = [n for n in os.listdir(directory) if n.startswith(prefix) and n[len(prefix) :].isdigit()]
+    except OSError:
+        return []
+    records = []
+    for name in names:
+        try:
+            fd = os.open(directory / name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except OSError:
+            continue
+        try:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode) or info.st_uid != os.geteuid():
+                continue
+            text = os.read(fd, _RECORD_MAX).decode(errors="replace")
+        except OSError:
+            continue
+        finally:
+            os.close(fd)
+        record = parse_leash_record(text)
+        if record is not None and name == prefix + str(record.pid):
+            records.append(record)
+    return records
+
+
+def live_leashes(state_dir: Path, node: str) -> list[LeashRecord]:
+    """``node``'s registered leashes whose process is alive with that identity."""
+    live = []
+    for record in read_leash_records(state_dir, node):
+        try:
+            proc = psutil.Process(record.pid)
+            if (
+                abs(proc.create_time() - record.create_time) < 0.01
+                and proc.name() in LEASH_NAMES
+                and proc.status() != psutil.STATUS_ZOMBIE
+            ):
+                live.append(record)
+        except psutil.Error:
+            continue
+    return live
+
+
+def leashed_roots(roots: Sequence[psutil.Process], leashes: Sequence[LeashRecord]) -> bool:
+    """Whether every root runs under one of ``leashes`` (an ancestor, or a watch-mode leash)."""
+    if not roots:
+        return False
+    if any(r.mode == "watch" for r in leashes):
+        return True
+    tree_leashes = {r.pid for r in leashes if r.mode == "tree"}
+    for root in roots:
+        try:
+            if not tree_leashes & {p.pid for p in root.parents()}:
+                return False
+        except psutil.Error:
+            return False
+    return True
+
+
+def listed_leashes(table: Iterable[ProcessEntry], records: Iterable[LeashRecord]) -> list[LeashRecord]:
+    """The records backed by a live listed process: a leash's arguments, its pid and start time.
+
+    The table's create times must be on the node's clock (``ps`` etime against the node's now).
+    """
+    rows = {e.pid: e for e in table}
+    live = []
+    for record in records:
+        entry = rows.get(record.pid)
+        if (
+            entry is not None
+            and LEASH_MODULE in entry.argv
+            and entry.status not in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD)
+            and abs(entry.create_time - record.create_time) <= LISTED_START_SLACK
+        ):
+            live.append(record)
+    return live
+
+
+def table_leashed(table: Iterable[ProcessEntry], roots: Sequence[ProcessEntry], leashes: Sequence[LeashRecord]) -> bool:
+    """:func:`leashed_roots` on a listed table (ancestors by the listed ppids)."""
+    if not roots:
+        return False
+    if any(r.mode == "watch" for r in leashes):
+        return True
+    parents = {e.pid: e.ppid for e in table}
+    tree_leashes = {r.pid for r in leashes if r.mode == "tree"}
+    for root in roots:
+        pid, depth, found = parents.get(root.pid, 0), 0, False
+        while pid and depth < 256:
+            if pid in tree_leashes:
+                found = True
+                break
+            pid, depth = parents.get(pid, 0), depth + 1
+        if not found:
+            return False
+    return True
+
+
+def probe_table(
+    node: str,
+    table: Iterable[ProcessEntry],
+    match: str,
+    skip: Iterable[int] = (),
+    leashes: Iterable[LeashRecord] = (),
+) -> ProbeResult:
+    """Like :func:`probe_local`, on a listed process table; ``leashes``: the node's registrations
+    (the table's create times then on the node's clock)."""
+    rows = list(table)
+    live = listed_leashes(rows, leashes)
+    ignored = set(skip) | {r.pid for r in live} | {r.watcher for r in live if r.watcher}
+    roots = table_roots(rows, match, ignored)
+    return classify(node, [(e.pid, e.status, e.create_time) for e in roots], table_leashed(rows, roots, live))
+
+
+def probe_local(node: str, match: str, state_dir: Path | None = None) -> ProbeResult:
+    """Look at this machine's processes for ``node``'s scheduler.
+
+    ``state_dir`` (default: ``$SFC_STATE_DIR``, as the SSH runner passes it) is where the node's
+    leashes register; without it no scheduler counts as leashed.
+    """
     try:
         roots = find_schedulers(match)
     except (psutil.Error, OSError) as exc:
         return ProbeResult(node, SchedulerState.UNKNOWN, detail=f"cannot list processes: {exc}")
     seen: list[tuple[int, str, float]] = []
+    alive: list[psutil.Process] = []
     for proc in roots:
         status: str
         try:
@@ -240,7 +444,11 @@ def probe_local(node: str, match: str) -> ProbeResult:
         except psutil.Error:
             status, created = "?", 0.0
         seen.append((proc.pid, status, created))
-    return classify(node, seen)
+        alive.append(proc)
+    if state_dir is None and os.environ.get(STATE_DIR_ENV):
+        state_dir = Path(os.environ[STATE_DIR_ENV])
+    leashed = bool(alive) and state_dir is not None and leashed_roots(alive, live_leashes(state_dir, node))
+    return classify(node, seen, leashed)
 
 
 class OrphanWatch:
@@ -272,4 +480,4 @@ class OrphanWatch:
         if not orphans:
             return result
         detail = f"pid {', '.join(map(str, orphans))} outlived its scheduler (pid {', '.join(map(str, previous))})"
-        return ProbeResult(result.node, SchedulerState.UNHEALTHY, result.pids, detail, result.create_times)
+        return replace(result, state=SchedulerState.UNHEALTHY, detail=detail)

@@ -18,11 +18,22 @@ class NodeRunner(abc.ABC):
         """The node's scheduler state. Never raises: a node that cannot be reached is UNKNOWN."""
 
     @abc.abstractmethod
-    def start(self) -> None:
-        """Launch the scheduler and return without waiting for it to come up.
+    def start(self, deadline: float) -> None:
+        """Launch the scheduler under a leash and return without waiting for it to come up.
+
+        ``deadline``: the caller's ``time.monotonic()`` placement deadline for the node. The leash
+        (:mod:`scheduler_failover_controller.leash`) stops the scheduler's whole tree by then
+        unless :meth:`renew_leash` moves it on, whatever becomes of the caller.
 
         Does nothing if a scheduler already runs there (checked under a per-node lock, so two
         controllers cannot both start one). Raises NodeUnreachable or CommandFailed.
+        """
+
+    def renew_leash(self, deadline: float) -> None:
+        """Move the node's leash deadline on to ``deadline`` (the caller's ``time.monotonic()``).
+
+        Never raises and never blocks for long: a failure logs one warning (the leash then stops
+        the scheduler at the last deadline it got). This default: a runner without a leash.
         """
 
     @abc.abstractmethod
@@ -52,7 +63,7 @@ class NoTransportRunner(NodeRunner):
 
         return ProbeResult(self.node, SchedulerState.UNKNOWN, detail=self.reason)
 
-    def start(self) -> None:
+    def start(self, deadline: float) -> None:
         from ..exceptions import NodeUnreachable
 
         raise NodeUnreachable(f"{self.node}: {self.reason}")

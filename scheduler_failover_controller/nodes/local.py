@@ -5,10 +5,12 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import re
+import secrets
 import shlex
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
@@ -16,7 +18,8 @@ import psutil
 
 from ..config import Config
 from ..exceptions import CommandFailed
-from ..probe import OrphanWatch, ProbeResult, SchedulerState, find_schedulers, probe_local
+from ..leash import LOCAL_ARGV, Spec, write_deadline
+from ..probe import OrphanWatch, ProbeResult, SchedulerState, find_schedulers, probe_local, read_leash_records
 from .base import NodeRunner
 
 log = logging.getLogger(__name__)
@@ -68,14 +71,56 @@ def end_session(path: Path, node: str) -> None:
         path.unlink(missing_ok=True)
 
 
-def launch_command(config: Config, node: str) -> str:
+_SPAWN_WAIT = 10.0  # seconds a start waits (holding the lock) for its leash to launch the command
+_VISIBLE_WAIT = 1.0  # seconds it then waits for the scheduler to show
+
+
+def leash_spec(config: Config, node: str, deadline: float, token: str = "") -> Spec:
+    """What a leash for ``node`` is told (timings, commands and match of the starting side's config).
+
+    ``deadline``: on the monotonic clock of the host the leash runs on.
+    """
+    return Spec(
+        node=node,
+        state_dir=config.state_dir,
+        command=config.start_command(node) or "exec airflow scheduler",
+        stop_command=config.stop_command(node),
+        stop_timeout=config.scheduler_stop_timeout,
+        ttl=config.lease_ttl,
+        deadline=deadline,
+        match=config.process_match(node),
+        linger=config.scheduler_start_timeout,
+        token=token,
+    )
+
+
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+
+
+def launch_command(
+    config: Config,
+    node: str,
+    leash: Sequence[str] | None = None,
+    exports: Mapping[str, str] | None = None,
+) -> str:
     """The ``/bin/sh`` command line that starts ``node``'s scheduler detached and returns at once.
 
-    Shared by the local and the SSH runner. The scheduler's output is appended to
-    ``state_dir/scheduler.log`` (on the node that runs it).
+    Shared by the local and the SSH runner. The scheduler's output (and the leash's) is appended
+    to ``state_dir/scheduler.log`` (on the node that runs it). With ``leash`` (its argv) the leash
+    is started instead, which runs the start command: its instructions come from the environment,
+    plus ``exports`` (quoted into the command: only where it is not a command line, i.e. a script
+    read from stdin). Without it, the start command itself (a node without this project).
     """
     log_file = shlex.quote(str(config.state_dir / "scheduler.log"))
-    command = config.start_command(node) or "exec airflow scheduler"
+    if leash is None:
+        command = config.start_command(node) or "exec airflow scheduler"
+    else:
+        assignments = []
+        for name, value in (exports or {}).items():
+            if not _NAME.match(name):
+                raise ValueError(f"not a variable name: {name!r}")
+            assignments.append(f"export {name}={shlex.quote(value)}; ")
+        command = "".join(assignments) + "exec " + " ".join(shlex.quote(word) for word in leash)
     # Run in a background subshell so that sh exits at once and the scheduler is
     # re-parented (no zombie of ours), in its own session, detached from our stdio.
     return f"( {command} ) >> {log_file} 2>&1 < /dev/null &"
@@ -92,7 +137,7 @@ class LocalNodeRunner(NodeRunner):
         self.orphans = OrphanWatch()
 
     def probe(self) -> ProbeResult:
-        return self.orphans.check(probe_local(self.node, self.match))
+        return self.orphans.check(probe_local(self.node, self.match, self.config.state_dir))
 
     @contextmanager
     def _node_lock(self, timeout: float) -> Iterator[None]:
@@ -114,7 +159,7 @@ class LocalNodeRunner(NodeRunner):
             os.close(fd)  # closing drops the lock
 
     def _launch_command(self) -> str:
-        return launch_command(self.config, self.node)
+        return launch_command(self.config, self.node, LOCAL_ARGV)
 
     @property
     def _session_file(self) -> Path:
@@ -126,13 +171,22 @@ class LocalNodeRunner(NodeRunner):
     def _clean_session(self) -> None:
         end_session(self._session_file, self.node)
 
-    def start(self) -> None:
+    def start(self, deadline: float) -> None:
+        """Launch the leash (``python -m scheduler_failover_controller.leash``, detached, in a session
+        of its own), which runs the start command and stops it at ``deadline`` unless renewed.
+
+        Its instructions go in its environment, never on a command line. The lock is held until
+        the scheduler shows, or the leash has launched the command and a second has passed, or
+        the launch is gone (at most ``_SPAWN_WAIT``), so a concurrent starter sees it.
+        """
         self.config.state_dir.mkdir(parents=True, exist_ok=True)
         with self._node_lock(timeout=2.0):
             if self.probe().state.maybe_running:
                 log.info("%s: a scheduler is already there; not starting another", self.node)
                 return
             self._clean_session()  # orphans of one that died hard
+            token = secrets.token_hex(8)
+            env = {**os.environ, **leash_spec(self.config, self.node, deadline, token).environment()}
             started = time.time()
             shell = subprocess.Popen(
                 ["/bin/sh", "-c", self._launch_command()],
@@ -141,6 +195,7 @@ class LocalNodeRunner(NodeRunner):
                 stderr=subprocess.DEVNULL,
                 start_new_session=True,
                 close_fds=True,
+                env=env,
             )
             try:
                 code = shell.wait(timeout=10)
@@ -152,10 +207,33 @@ class LocalNodeRunner(NodeRunner):
             self._session_file.write_text(f"{shell.pid} {started}\n")
             if code != 0:
                 raise CommandFailed(f"{self.node}: start shell exited with {code}")
-            # Hold the lock until the new process is visible, so a concurrent starter sees it.
-            until = time.monotonic() + 1.0
-            while time.monotonic() < until and not self.probe().state.maybe_running:
-                time.sleep(0.05)
+            self._wait_visible(token)
+
+    def _wait_visible(self, token: str) -> None:
+        """Until the new scheduler shows, or its leash launched it a second ago, or is gone."""
+        now = time.monotonic()
+        give_up, spawned, last_look = now + _SPAWN_WAIT, 0.0, now
+        while not self.probe().state.maybe_running:
+            now = time.monotonic()
+            if not spawned and any(r.token == token for r in read_leash_records(self.config.state_dir, self.node)):
+                spawned = now
+            if spawned and now - spawned >= _VISIBLE_WAIT:
+                return  # e.g. handed to systemd: it shows when it shows
+            if not spawned and now - last_look >= 0.5:
+                last_look = now
+                if not self._leftovers():
+                    log.warning(
+                        "%s: the leash exited before launching the start command (see scheduler.log)", self.node
+                    )
+                    return
+            if now >= give_up:
+                log.warning("%s: the leash did not launch the start command within %gs", self.node, _SPAWN_WAIT)
+                return
+            time.sleep(0.05)
+
+    def renew_leash(self, deadline: float) -> None:
+        """Write the node's deadline file (this machine's monotonic clock: no conversion)."""
+        write_deadline(self.config.state_dir, self.node, deadline)
 
     def stop(self, grace: float | None = None) -> ProbeResult:
         timeout = self.config.scheduler_stop_timeout if grace is None else grace

@@ -47,9 +47,23 @@ import paramiko
 
 from ..config import Config
 from ..exceptions import CommandFailed, NodeUnreachable
-from ..probe import MATCH_ENV, ProbeResult, ProcessEntry, SchedulerState, probe_table, table_descendants, table_roots
+from ..leash import CLI_SUBCOMMAND, ENV_NODE, ENV_STATE_DIR, SERVE_BANNER
+from ..probe import (
+    MATCH_ENV,
+    STATE_DIR_ENV,
+    LeashRecord,
+    ProbeResult,
+    ProcessEntry,
+    SchedulerState,
+    leash_dir,
+    leash_record_prefix,
+    parse_leash_record,
+    probe_table,
+    table_descendants,
+    table_roots,
+)
 from .base import NodeRunner
-from .local import launch_command, node_lock_path, session_file
+from .local import launch_command, leash_spec, node_lock_path, session_file
 
 log = logging.getLogger(__name__)
 #: paramiko's own transport log goes here, shown only when this module logs at DEBUG: it would
@@ -83,6 +97,7 @@ _STAT_NAMES = {
 }
 
 _LOCK_WAIT = 2.0  # seconds to wait for the node's start lock, as the local runner does
+_LEASH_WAIT = 2.0  # seconds more a start may take: the leash's helper and the leash start there
 _VISIBLE_WAIT = 1.0  # seconds a start waits, holding the lock, for the new process to show
 _MAX_OUTPUT = 16 * 1024 * 1024
 _MARK = "@@sfc-"
@@ -131,6 +146,11 @@ class _Connection:
     server_ready: bool = False  # its first answer (printed at start) has been read
     server_started_at: float = 0.0
     server_retry_at: float = 0.0  # when to try starting it again after it could not be started
+    # this project's ``leash --serve`` on the node: the clock and the deadline file, for leashes
+    leash: paramiko.Channel | None = None
+    leash_buffer: bytearray = field(default_factory=bytearray)
+    leash_lock: threading.Lock = field(default_factory=threading.Lock)
+    leash_retry_at: float = 0.0  # when to try starting it again after it was not available
 
 
 @dataclass
@@ -547,11 +567,42 @@ class SSHNodeRunner(NodeRunner):
     def _remote(self, subcommand: str, *options: str) -> str:
         """``MATCH=... sfc SUBCOMMAND --json --node NODE ...``, every word quoted."""
         words = " ".join(_q(w) for w in [*self.remote_words, subcommand, "--json", "--node", self.node, *options])
-        return f"{MATCH_ENV}={_q(self.match)} {words} </dev/null"
+        return f"{MATCH_ENV}={_q(self.match)} {STATE_DIR_ENV}={_q(self.config.state_dir)} {words} </dev/null"
 
     def _listing(self) -> list[str]:
-        """Shell lines printing the fallback listing: a marker with the shell's pid, then ps."""
-        return ['echo "@@sfc-ps@@ $$"', "LC_ALL=C", "export LC_ALL", f"exec {PS_LISTING}"]
+        """Shell lines printing the fallback listing: the node's leash registrations (files of
+        this user) and its clock, a marker with the shell's pid, then ps."""
+        records = f"{_q(leash_dir(self.config.state_dir))}/{_q(leash_record_prefix(self.node))}*"
+        return [
+            f"for f in {records}; do",
+            '  [ -f "$f" ] && [ -O "$f" ] && printf \'@@sfc-leash@@ %s\\n\' "$(cat "$f" 2>/dev/null)"',
+            "done 2>/dev/null",
+            'echo "@@sfc-now@@ $(date +%s)"',
+            'echo "@@sfc-ps@@ $$"',
+            "LC_ALL=C",
+            "export LC_ALL",
+            f"exec {PS_LISTING}",
+        ]
+
+    @staticmethod
+    def _parse_leashes(out: str) -> tuple[list[LeashRecord], float | None]:
+        """The leash registrations and the node's clock (``date +%s``) printed before a listing."""
+        head = out.partition("@@sfc-ps@@")[0]
+        records, now = [], None
+        for line in head.splitlines():
+            if line.startswith("@@sfc-leash@@ "):
+                record = parse_leash_record(line[len("@@sfc-leash@@ ") :])
+                if record is not None:
+                    records.append(record)
+            elif line.startswith("@@sfc-now@@ "):
+                with suppress(ValueError):
+                    now = float(line.split()[1])
+        return records, now
+
+    def _probe_listed(self, out: str, table: list[ProcessEntry]) -> ProbeResult:
+        """probe_table with the node's leashes (verifiable only when its clock was printed)."""
+        records, now = self._parse_leashes(out)
+        return probe_table(self.node, table, self.match, leashes=records if now is not None else ())
 
     def _probe_script(self) -> str:
         return "\n".join(self._listing()) + "\n"
@@ -566,9 +617,10 @@ class SSHNodeRunner(NodeRunner):
             state = SchedulerState(data["state"])
             pids = tuple(int(p) for p in data.get("pids", []))
             detail = str(data.get("detail", ""))
+            leashed = data.get("leashed", False) is True
         except (ValueError, KeyError, TypeError):
             return None
-        return ProbeResult(self.node, state, pids, detail)
+        return ProbeResult(self.node, state, pids, detail, leashed=leashed)
 
     def _parse_listing(self, out: str) -> list[ProcessEntry] | None:
         """The ps table after the marker, with the listing's own shell and session left out."""
@@ -580,7 +632,8 @@ class SSHNodeRunner(NodeRunner):
             own = int(first.strip())
         except ValueError:
             return None
-        table = parse_ps(text)
+        # Start times on the node's clock when it printed it: they are compared with its leashes'.
+        table = parse_ps(text, self._parse_leashes(out)[1])
         skip = lineage(own, table)
         return [e for e in table if e.pid not in skip]
 
@@ -682,7 +735,7 @@ class SSHNodeRunner(NodeRunner):
         words = " ".join(_q(w) for w in [*self.remote_words, "probe", "--json", "--node", self.node, "--serve"])
         script = (
             f"command -v {_q(self.remote_words[0])} >/dev/null 2>&1 || exit 127; "
-            f"{MATCH_ENV}={_q(self.match)} exec {words} 2>/dev/null\n"
+            f"{MATCH_ENV}={_q(self.match)} {STATE_DIR_ENV}={_q(self.config.state_dir)} exec {words} 2>/dev/null\n"
         )
         chan.exec_command("/bin/sh -s")
         chan.sendall(script.encode())
@@ -702,7 +755,7 @@ class SSHNodeRunner(NodeRunner):
             ), None
         if conn.server is None:
             self.remote_project = False
-        return probe_table(self.node, table, self.match), table
+        return self._probe_listed(out, table), table
 
     # --- starts that timed out -------------------------------------------------------
 
@@ -759,54 +812,213 @@ class SSHNodeRunner(NodeRunner):
             log.warning("%s: probe failed unexpectedly: %r", self.node, exc)
             return ProbeResult(self.node, SchedulerState.UNKNOWN, detail=f"ssh: probe failed: {exc}")
 
-    def start(self) -> None:
+    def start(self, deadline: float) -> None:
         """Launch the scheduler on the node as the local runner does, under the node's start lock.
 
         The lock is ``flock`` on ``state_dir/locks/NODE.lock`` there (the file the node's own
         controller locks), held over a channel while this probes, launches (``setsid``, detached,
-        output appended to ``state_dir/scheduler.log`` there) and waits up to 1s to see it.
+        output appended to ``state_dir/scheduler.log`` there) and waits to see it: up to 1s, or
+        until its leash has launched the start command and 1s more.
+
+        The leash: with this project on the node, the launch runs ``ssh_remote_command leash``,
+        which runs the start command and stops it at ``deadline`` (our monotonic clock) turned
+        into the node's clock by :meth:`_remote_deadline`. Without it (the POSIX fallback) the
+        start command runs unleashed, as its probes then say.
 
         A launch whose answer does not come back may still happen later. Each launch first
         creates a token directory with ``mkdir`` and gives up if it exists; until this runner has
         settled such a start on the node (by creating its token first, so it can never launch, or
         by finding it created, so it did), every probe says UNKNOWN at best, never STOPPED.
         """
-        deadline = _Deadline(self.timeout + _LOCK_WAIT + _VISIBLE_WAIT)
+        budget = _Deadline(self.timeout + _LOCK_WAIT + _VISIBLE_WAIT + _LEASH_WAIT)
         token = ""
 
         def launch(conn: _Connection) -> None:
             nonlocal token
-            self._settle_pending(conn, deadline)
+            self._settle_pending(conn, budget)
             token = secrets.token_hex(8)  # new on a retry: settling cancels the last one
-            with self._remote_lock(conn, deadline):
-                current, _table = self._look(conn, deadline)
+            with self._remote_lock(conn, budget):
+                current, _table = self._look(conn, budget)
                 if current.state is SchedulerState.UNKNOWN:
                     raise CommandFailed(f"{self.node}: cannot tell whether a scheduler runs: {current.detail}")
                 if current.state.maybe_running:
                     log.info("%s: a scheduler is already there; not starting another", self.node)
                     return
+                remote_deadline = self._remote_deadline(conn, budget, deadline)
+                if remote_deadline is None:
+                    log.info("%s: this project is not there: starting the scheduler without a leash", self.node)
                 with self._pending_lock:
                     self._pending.add(token)  # from here until it answers, the start may still happen
-                status, out, err = self._exec(conn, self._launch_script(token), deadline)
+                status, out, err = self._exec(conn, self._launch_script(token, remote_deadline), budget)
                 with self._pending_lock:
                     self._pending.discard(token)
                 if status != 0 or "@@sfc-launched@@" not in out:
                     why = (err.strip().splitlines() or [f"exit status {status}"])[-1]
                     raise CommandFailed(f"{self.node}: start over SSH failed: {why}")
                 # Hold the lock until the new process is visible, so a concurrent starter sees it.
-                until = time.monotonic() + _VISIBLE_WAIT
-                while time.monotonic() < until and deadline.left() > 0.2:
-                    if self._look(conn, deadline)[0].state.maybe_running:
-                        break
-                    time.sleep(0.05)
+                self._wait_visible(conn, budget, token if remote_deadline is not None else "")
 
         try:
-            self._session(deadline, launch)
+            self._session(budget, launch)
         except SSHFailure as exc:
             with self._pending_lock:
                 doubt = token in self._pending
             later = "; the scheduler may still come up there, so the node counts as running until seen" if doubt else ""
             raise NodeUnreachable(f"{self.node}: start over SSH: {exc}{later}") from None
+
+    def _wait_visible(self, conn: _Connection, budget: _Deadline, token: str) -> None:
+        """Until the scheduler shows; at most 1s, or (leashed) 1s after its leash registered."""
+        began = time.monotonic()
+        spawned = 0.0
+        while budget.left() > 0.2:
+            if not token:
+                if self._look(conn, budget)[0].state.maybe_running:
+                    return
+            else:  # the listing shows both the scheduler and the leash's registration
+                _status, out, _err = self._exec(conn, self._probe_script(), budget)
+                table = self._parse_listing(out)
+                if table is not None and self._probe_listed(out, table).state.maybe_running:
+                    return
+                if not spawned and any(r.token == token for r in self._parse_leashes(out)[0]):
+                    spawned = time.monotonic()
+            now = time.monotonic()
+            if (spawned or not token) and now - (spawned or began) >= _VISIBLE_WAIT:
+                return
+            time.sleep(0.05)
+
+    # --- the leash ----------------------------------------------------------------------
+
+    def renew_leash(self, deadline: float) -> None:
+        """Renew the node's leash to ``deadline`` (our monotonic clock), through ``leash --serve``.
+
+        The deadline is turned into the node's clock by a round trip (:meth:`_remote_deadline`)
+        and sent as an absolute value, so a late answer or a late write is still safe. Bounded by
+        ``ssh_timeout``; never raises; a failure logs one warning until a renewal succeeds again.
+        Nothing to do where this project is not installed (no leash there).
+        """
+        if not self.remote_words:
+            return
+        budget = _Deadline(self.timeout)
+
+        def renew(conn: _Connection) -> str | None:
+            remote = self._remote_deadline(conn, budget, deadline)
+            if remote is None:
+                return None
+            answer = self._leash_request(conn, budget, f"set {remote!r}")
+            if answer != "ok":
+                raise SSHFailure("channel", f"the leash helper answered {(answer or '')[:200]!r}")
+            return answer
+
+        try:
+            done = self._session(budget, renew)
+        except SSHFailure as exc:
+            self._leash_failed(str(exc))
+            return
+        except Exception as exc:  # noqa: BLE001 - renew_leash never raises (NodeRunner contract)
+            self._leash_failed(f"unexpected {exc!r}")
+            return
+        if done is not None and self._renew_failing:
+            self._renew_failing = False
+            log.info("%s: leash renewed again", self.node)
+
+    _renew_failing = False
+
+    def _leash_failed(self, why: str) -> None:
+        if self._renew_failing:
+            log.debug("%s: leash renewal failed again: %s", self.node, why)
+            return
+        self._renew_failing = True
+        log.warning("%s: could not renew the leash over SSH: %s", self.node, why)
+
+    def _remote_deadline(self, conn: _Connection, budget: _Deadline, deadline: float) -> float | None:
+        """``deadline`` (our monotonic clock) on the node's monotonic clock; None without the project.
+
+        At t0 we ask for the node's reading m1 and get it at t1: m1 was read at a real time >= t0,
+        at most t1 - t0 before t1, so ``m1 + (deadline - t1)`` is never later than ``deadline``
+        whatever the delays (the round trip only costs margin).
+        """
+        answer = self._leash_request(conn, budget, "clock")
+        if answer is None:
+            return None
+        t1 = time.monotonic()
+        words = answer.split()
+        try:
+            if len(words) != 2 or words[0] != "clock":
+                raise ValueError(answer)
+            m1 = float(words[1])
+        except ValueError:
+            raise SSHFailure("channel", f"the leash helper answered {answer[:200]!r} to clock") from None
+        return m1 + (deadline - t1)
+
+    def _leash_request(self, conn: _Connection, budget: _Deadline, request: str) -> str | None:
+        """One request to the node's ``leash --serve`` (started on first use); None without the project."""
+        if not conn.leash_lock.acquire(timeout=max(0.0, budget.left())):
+            raise SSHFailure("timeout", f"the leash helper on {self.node} is busy")
+        try:
+            chan = self._leash_channel(conn, budget)
+            if chan is None:
+                return None
+            local = _Deadline(max(0.0, budget.left(self.timeout)))
+            try:
+                chan.sendall(request.encode() + b"\n")
+                line = self._read_line(chan, conn.leash_buffer, local)
+            except (paramiko.SSHException, OSError, EOFError):
+                line = b""
+            if not line:
+                chan.close()
+                conn.leash = None
+                raise SSHFailure("channel", f"the leash helper on {self.node} stopped answering")
+            return line.decode(errors="replace").strip()
+        finally:
+            conn.leash_lock.release()
+
+    def _leash_channel(self, conn: _Connection, budget: _Deadline) -> paramiko.Channel | None:
+        """The node's ``leash --serve`` on this connection, started now if need be; None when this
+        project is not there (then not tried again for 5 minutes)."""
+        chan = conn.leash
+        if chan is not None and not chan.closed and not chan.exit_status_ready():
+            return chan
+        conn.leash = None
+        if time.monotonic() < conn.leash_retry_at:
+            return None
+        local = _Deadline(max(0.0, budget.left(self.timeout)))
+        try:
+            chan = conn.transport.open_session(timeout=max(0.01, local.left()))
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            if local.expired() or conn.timed_out:
+                raise SSHFailure("timeout", f"no SSH channel on {self.target} within {self.timeout:g}s") from None
+            raise _StaleConnection(str(exc) or type(exc).__name__) from None
+        conn.leash_buffer.clear()
+        # One line, read by sh from stdin; the helper then reads its requests from the same stdin
+        # (none is sent before its banner). The node name goes in the environment, not argv.
+        words = " ".join(_q(w) for w in [*self.remote_words, CLI_SUBCOMMAND, "--serve"])
+        script = (
+            f"command -v {_q(self.remote_words[0])} >/dev/null 2>&1 || exit 127; "
+            f"{ENV_NODE}={_q(self.node)} {ENV_STATE_DIR}={_q(self.config.state_dir)} exec {words} 2>/dev/null\n"
+        )
+        chan.exec_command("/bin/sh -s")
+        chan.sendall(script.encode())
+        for _skip in range(50):  # what a login script printed before the helper started
+            line = self._read_line(chan, conn.leash_buffer, local)
+            if not line:
+                break
+            if line.decode(errors="replace").strip() == SERVE_BANNER:
+                conn.leash = chan
+                return chan
+        chan.status_event.wait(max(0.01, min(1.0, local.left())))
+        status = chan.exit_status if chan.exit_status_ready() else None
+        chan.close()
+        conn.leash_retry_at = time.monotonic() + 300
+        if status == 127:
+            log.debug("%s: `%s` is not there: no leash", self.node, self.remote_words[0])
+        else:
+            log.warning(
+                "%s: `%s leash --serve` is not available there (exit status %s): no leash",
+                self.node,
+                self.remote_words[0],
+                status,
+            )
+        return None
 
     def stop(self, grace: float | None = None) -> ProbeResult:
         """The configured stop command first (if any, ``scheduler_stop_timeout`` for it), then kill.
@@ -895,10 +1107,17 @@ class SSHNodeRunner(NodeRunner):
                 chan.shutdown_write()
             chan.close()
 
-    def _launch_script(self, token: str) -> str:
-        launch = launch_command(self.config, self.node)
+    def _launch_script(self, token: str, remote_deadline: float | None = None) -> str:
+        """The start script; with ``remote_deadline`` (the node's clock) it starts a leash."""
+        if remote_deadline is None:
+            launch = launch_command(self.config, self.node)
+        else:
+            spec = leash_spec(self.config, self.node, remote_deadline, token)
+            launch = launch_command(self.config, self.node, [*self.remote_words, CLI_SUBCOMMAND], spec.environment())
         token_dir = self._token_dir(token)
         end = f"SFC_LAUNCH_{token}"  # here-document delimiter: a line the launch cannot contain
+        if any(line == end for line in launch.splitlines()):
+            raise CommandFailed(f"{self.node}: the start command contains the line {end}")
         pattern = f"{self.node}.start-*"
         return (
             f"mkdir -p {_q(self.config.state_dir)} {_q(self.lock_path.parent)} || exit 1\n"
@@ -981,7 +1200,7 @@ class SSHNodeRunner(NodeRunner):
         after = self._parse_listing(out)
         if after is None:
             raise SSHFailure("channel", f"unreadable process listing from {self.node} after the kill: {err.strip()}")
-        return probe_table(self.node, after, self.match)
+        return self._probe_listed(out, after)
 
     # --- test_connection --------------------------------------------------------------
 

@@ -300,6 +300,11 @@ def spawn_remote(sshd: Sshd, command: str) -> None:
         client.close()
 
 
+def later(seconds: float = 60.0) -> float:
+    """A leash deadline ``seconds`` from now (the leash clamps it to lease_ttl)."""
+    return time.monotonic() + seconds
+
+
 def wait_for(predicate: object, timeout: float, what: str) -> None:
     assert callable(predicate)
     deadline = time.monotonic() + timeout

@@ -48,7 +48,13 @@ def test_probe_without_a_config_file(tmp_path: Path, scheduler: tuple[str, psuti
     home = tmp_path / "no_airflow_home"  # no airflow.cfg anywhere
     result = invoke("probe", "--json", "--node", "n1", "--match", match, home=home)
     assert result.exit_code == 0, result.output
-    assert json.loads(result.output) == {"node": "n1", "state": "running", "pids": [proc.pid], "detail": ""}
+    assert json.loads(result.output) == {
+        "node": "n1",
+        "state": "running",
+        "pids": [proc.pid],
+        "detail": "",
+        "leashed": False,
+    }
     text = invoke("probe", "--node", "n2", "--match", match, home=home)
     assert text.exit_code == 0
     assert text.output.strip() == "n2: stopped"
@@ -80,7 +86,13 @@ def test_probe_defaults_from_the_config(tmp_path: Path, scheduler: tuple[str, ps
     )
     result = invoke("--config", str(config), "probe", "--json", home=tmp_path)
     assert result.exit_code == 0, result.output
-    assert json.loads(result.output) == {"node": "n1", "state": "running", "pids": [proc.pid], "detail": ""}
+    assert json.loads(result.output) == {
+        "node": "n1",
+        "state": "running",
+        "pids": [proc.pid],
+        "detail": "",
+        "leashed": False,
+    }
 
 
 def test_kill_local_kills_the_tree_and_prints_a_probe(tmp_path: Path, scheduler: tuple[str, psutil.Process]) -> None:
@@ -88,7 +100,7 @@ def test_kill_local_kills_the_tree_and_prints_a_probe(tmp_path: Path, scheduler:
     child = proc.children()[0]
     result = invoke("kill-local", "--json", "--node", "n1", "--timeout", "2", home=tmp_path, **{MATCH_ENV: match})
     assert result.exit_code == 0, result.output
-    assert json.loads(result.output) == {"node": "n1", "state": "stopped", "pids": [], "detail": ""}
+    assert json.loads(result.output) == {"node": "n1", "state": "stopped", "pids": [], "detail": "", "leashed": False}
     for gone in (proc, child):
         assert not gone.is_running() or gone.status() == psutil.STATUS_ZOMBIE
 
@@ -181,4 +193,4 @@ def test_console_script_probe_json_is_one_object(tmp_path: Path) -> None:
         timeout=60,
         check=True,
     ).stdout
-    assert json.loads(out) == {"node": "x", "state": "stopped", "pids": [], "detail": ""}
+    assert json.loads(out) == {"node": "x", "state": "stopped", "pids": [], "detail": "", "leashed": False}

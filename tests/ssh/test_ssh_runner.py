@@ -25,7 +25,7 @@ from scheduler_failover_controller.nodes import LocalNodeRunner, NodeRunner, SSH
 from scheduler_failover_controller.nodes import ssh as ssh_module
 from scheduler_failover_controller.probe import ProbeResult, SchedulerState
 from tests.conftest import free_port
-from tests.ssh.conftest import CONTROLLER, FAKE, NODE, PYTHON, Env, Sshd, spawn_remote, wait_for
+from tests.ssh.conftest import CONTROLLER, FAKE, NODE, PYTHON, Env, Sshd, later, spawn_remote, wait_for
 from tests.unit.fakes import FakeStore, RecordingAlerter
 
 MODES = {"project": {}, "fallback": {"ssh_remote_command": "sfc_no_such_command_here"}}
@@ -120,12 +120,14 @@ def test_empty_remote_command_always_uses_the_fallback(env: Env) -> None:
 
 def test_start_then_running_then_stop_kills_the_whole_tree(env: Env, mode: dict[str, str]) -> None:
     runner = env.runner(**mode)
-    runner.start()
+    runner.start(later())
     wait_for(lambda: runner.probe().state is SchedulerState.RUNNING, 10, "the started scheduler")
     [root] = env.schedulers()
     wait_for(lambda: len(tree(root)) == 2, 10, "the stand-in's child")  # it forks right after starting
     procs = tree(root)
-    assert runner.probe() == ProbeResult(NODE, SchedulerState.RUNNING, (root.pid,)) == local_probe(runner)
+    leashed = not mode  # under a leash where the project is installed; the fallback starts it bare
+    expected = ProbeResult(NODE, SchedulerState.RUNNING, (root.pid,), leashed=leashed)
+    assert runner.probe() == expected == local_probe(runner)
     result = runner.stop()
     assert result == ProbeResult(NODE, SchedulerState.STOPPED)
     for proc in procs:
@@ -137,7 +139,7 @@ def test_start_then_running_then_stop_kills_the_whole_tree(env: Env, mode: dict[
 
 def test_start_is_detached_from_the_ssh_session(env: Env) -> None:
     runner = env.runner()
-    runner.start()
+    runner.start(later())
     wait_for(lambda: bool(env.schedulers()), 10, "the started scheduler")
     [root] = env.schedulers()
     runner.close()  # the session ends; the scheduler must stay
@@ -149,7 +151,7 @@ def test_start_is_detached_from_the_ssh_session(env: Env) -> None:
 def test_start_does_nothing_when_a_scheduler_runs(env: Env) -> None:
     proc = spawn(env)
     runner = env.runner()
-    runner.start()
+    runner.start(later())
     time.sleep(0.5)
     assert [p.pid for p in env.schedulers()] == [proc.pid]
 
@@ -164,7 +166,7 @@ def test_two_controllers_starting_at_once_start_one_scheduler(env: Env) -> None:
     def start(runner: SSHNodeRunner) -> None:
         barrier.wait()
         try:
-            runner.start()
+            runner.start(later())
         except CommandFailed as exc:  # "another controller is starting the scheduler" is fine
             errors.append(exc)
 
@@ -224,7 +226,7 @@ def test_unknown_host_key_is_rejected_by_default(env: Env, tmp_path: Path) -> No
     assert "is not in known_hosts" in result.detail
     assert "ssh_host_key_policy = reject" in result.detail
     with pytest.raises(NodeUnreachable, match="not in known_hosts"):
-        runner.start()
+        runner.start(later())
     with pytest.raises(NodeUnreachable, match="not in known_hosts"):
         runner.stop()
     assert empty.read_text() == ""
@@ -270,7 +272,7 @@ def test_wrong_key_fails_authentication(env: Env) -> None:
     assert result.state is SchedulerState.UNKNOWN
     assert "authentication as root with key" in result.detail
     with pytest.raises(NodeUnreachable, match="authentication"):
-        runner.start()
+        runner.start(later())
     assert not env.schedulers()
 
 
@@ -350,7 +352,7 @@ def test_frozen_sshd_makes_start_and_stop_unreachable_within_their_bound(env: En
         # each step (connecting, opening a channel) gives up after ssh_timeout
         began = time.monotonic()
         with pytest.raises(NodeUnreachable, match="within 1s"):
-            runner.start()  # on the frozen connection
+            runner.start(later())  # on the frozen connection
         assert time.monotonic() - began < 1.7
         began = time.monotonic()
         with pytest.raises(NodeUnreachable, match="within 1s"):
@@ -528,7 +530,7 @@ def test_metacharacters_in_state_dir_are_quoted(env: Env, tmp_path: Path) -> Non
     canary.mkdir()
     state = tmp_path / f"state $(touch {canary}/pwned7); touch {canary}/pwned8 '"
     runner = env.runner(state_dir=state)
-    runner.start()
+    runner.start(later())
     wait_for(lambda: runner.probe().state is SchedulerState.RUNNING, 10, "the started scheduler")
     assert (state / "scheduler.log").exists()
     assert (state / "locks" / f"{NODE}.lock").exists()
@@ -575,7 +577,7 @@ def test_a_start_whose_answer_was_lost_counts_until_seen(env: Env, monkeypatch: 
     runner = env.runner()
     _lose_launch_answer(runner, monkeypatch, run_it=True)
     with pytest.raises(NodeUnreachable, match="may still come up"):
-        runner.start()
+        runner.start(later())
     assert runner._pending
     # the next probe settles it: the start had run, so the scheduler is seen
     assert runner.probe().state is SchedulerState.RUNNING
@@ -586,7 +588,7 @@ def test_a_start_that_never_arrived_is_cancelled_for_good(env: Env, monkeypatch:
     runner = env.runner()
     scripts = _lose_launch_answer(runner, monkeypatch, run_it=False)
     with pytest.raises(NodeUnreachable, match="may still come up"):
-        runner.start()
+        runner.start(later())
     assert runner._pending
     assert runner.probe().state is SchedulerState.STOPPED  # settled: cancelled
     assert not runner._pending
@@ -605,7 +607,7 @@ def test_probe_does_not_call_a_pending_start_stopped_while_unreachable(
     runner = env.runner(ssh_timeout=1)
     _lose_launch_answer(runner, monkeypatch, run_it=False)
     with pytest.raises(NodeUnreachable):
-        runner.start()
+        runner.start(later())
     pids = env.sshd.freeze()
     try:
         assert runner.probe().state is SchedulerState.UNKNOWN

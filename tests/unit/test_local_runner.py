@@ -1,9 +1,11 @@
-"""The local runner with real processes: start, stop, and the orphans of a scheduler that died hard."""
+"""The local runner with real processes: start (under a leash), stop, and the orphans of a scheduler
+that died hard. The leash itself: tests/process/test_leash.py."""
 
 from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import sys
 import time
 import uuid
@@ -26,7 +28,7 @@ def runner(tmp_path: Path) -> Iterator[LocalNodeRunner]:
     cfg = tmp_path / "sfc.cfg"
     cfg.write_text(
         "[scheduler_failover]\nscheduler_nodes_in_cluster = n1\ncurrent_host = n1\n"
-        f"state_dir = {tmp_path / 'state'}\npoll_frequency = 1\nlease_ttl = 5\n"
+        f"state_dir = {tmp_path / 'state'}\npoll_frequency = 1\nlease_ttl = 30\nscheduler_stop_timeout = 2\n"
         f"scheduler_process_match = fake_scheduler.py --cluster {token}\n"
         f"airflow_scheduler_start_command = exec {sys.executable} {FAKE} --cluster {token} --node n1 --orphan-child\n"
     )
@@ -46,6 +48,11 @@ def orphans(node: str) -> list[psutil.Process]:
     return found
 
 
+def later(seconds: float = 30.0) -> float:
+    """A leash deadline well beyond the test."""
+    return time.monotonic() + seconds
+
+
 def wait_until(predicate: object, seconds: float = 10) -> bool:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -56,25 +63,43 @@ def wait_until(predicate: object, seconds: float = 10) -> bool:
 
 
 def test_start_then_stop_kills_the_whole_tree(runner: LocalNodeRunner) -> None:
-    runner.start()
+    runner.start(later())
     assert wait_until(lambda: runner.probe().state is SchedulerState.RUNNING)
+    assert runner.probe().leashed
     assert wait_until(lambda: [p for p in runner._leftovers() if "orphan-of" in p.cmdline()])
     assert runner.stop().state is SchedulerState.STOPPED
-    assert runner._leftovers() == []
+    assert wait_until(lambda: runner._leftovers() == [], 5)  # the leash and its watcher leave too
 
 
-def test_orphans_of_a_scheduler_killed_hard_are_ended_before_the_next_start(runner: LocalNodeRunner) -> None:
-    runner.start()
+def test_the_leash_ends_the_orphans_of_a_scheduler_killed_hard(runner: LocalNodeRunner) -> None:
+    runner.start(later())
     assert wait_until(lambda: runner.probe().state is SchedulerState.RUNNING)
     (root,) = runner.probe().pids
     assert wait_until(lambda: [p for p in runner._leftovers() if "orphan-of" in p.cmdline()])
+    left = [p for p in runner._leftovers() if "orphan-of" in p.cmdline()]
     os.kill(root, signal.SIGKILL)
     assert wait_until(lambda: runner.probe().state is SchedulerState.STOPPED)
-    left = [p for p in runner._leftovers() if "orphan-of" in p.cmdline()]
-    assert left, "the worker should have outlived its scheduler"
-    runner.start()  # the restart in place ends what the dead scheduler left behind
-    assert wait_until(lambda: all(not p.is_running() or p.status() == psutil.STATUS_ZOMBIE for p in left))
-    assert wait_until(lambda: runner.probe().state is SchedulerState.RUNNING)
+    # The worker would outlive its scheduler; the leash ends what is left of the tree, then itself.
+    assert wait_until(lambda: all(not p.is_running() or p.status() == psutil.STATUS_ZOMBIE for p in left), 5)
+    assert wait_until(lambda: runner._leftovers() == [], 5)
+
+
+def test_a_start_ends_what_is_left_in_the_recorded_session(runner: LocalNodeRunner, tmp_path: Path) -> None:
+    """Leftovers no leash took care of (e.g. one killed with its watcher) are found by session."""
+    marker = f"left-{uuid.uuid4().hex[:8]}"
+    leftover = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(100000)", marker], start_new_session=True
+    )
+    try:
+        runner.lock_path.parent.mkdir(parents=True, exist_ok=True)
+        runner._session_file.write_text(f"{leftover.pid} {time.time() - 5}\n")
+        runner.start(later())
+        assert leftover.wait(timeout=5) == -signal.SIGKILL
+        assert wait_until(lambda: runner.probe().state is SchedulerState.RUNNING)
+    finally:
+        if leftover.poll() is None:
+            leftover.kill()
+            leftover.wait()
 
 
 def test_a_forked_child_left_by_a_dead_scheduler_is_unhealthy_not_running() -> None:
@@ -105,13 +130,13 @@ def test_the_real_orphan_of_a_killed_scheduler_is_reported_unhealthy(tmp_path: P
     cfg = tmp_path / "sfc.cfg"
     cfg.write_text(
         "[scheduler_failover]\nscheduler_nodes_in_cluster = n1\ncurrent_host = n1\n"
-        f"state_dir = {tmp_path / 'state'}\npoll_frequency = 1\nlease_ttl = 5\n"
+        f"state_dir = {tmp_path / 'state'}\npoll_frequency = 1\nlease_ttl = 30\nscheduler_stop_timeout = 2\n"
         f"scheduler_process_match = forking_scheduler.py {token}\n"
         f"airflow_scheduler_start_command = exec {sys.executable} {script} {token}\n"
     )
     runner = LocalNodeRunner("n1", load_config(str(cfg), env={}))
     try:
-        runner.start()
+        runner.start(later())
         assert wait_until(lambda: runner.probe().state is SchedulerState.RUNNING)
         (root,) = runner.probe().pids
         assert wait_until(lambda: len(runner._leftovers()) >= 2)  # the root and its hidden child
