@@ -1,0 +1,141 @@
+"""The leash over SSH, against the real sshd of conftest.py: a remote start runs under a leash,
+renew_leash keeps it running, and without renewals it stops at the deadline; without this project
+on the node the scheduler starts unleashed, as its probes say.
+
+The "remote" node is this machine, so its monotonic clock is ours: the deadline a remote leash
+holds is checked against the local one (never later).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import psutil
+import pytest
+
+from scheduler_failover_controller.nodes.ssh import SSHNodeRunner, _Deadline
+from scheduler_failover_controller.probe import LEASH_NAMES, ProbeResult, SchedulerState, read_leash_records
+from tests.ssh.conftest import NODE, Env, later, wait_for
+
+FALLBACK = {"ssh_remote_command": "sfc_no_such_command_here"}
+
+
+def leash_of(proc: psutil.Process) -> psutil.Process | None:
+    for parent in proc.parents():
+        if parent.name() in LEASH_NAMES:
+            return parent
+    return None
+
+
+def listed(runner: SSHNodeRunner) -> ProbeResult:
+    """A probe by the ps-listing fallback (not the node's probe server)."""
+    budget = _Deadline(runner.timeout)
+
+    def look(conn: object) -> ProbeResult:
+        _status, out, _err = runner._exec(conn, runner._probe_script(), budget)  # type: ignore[arg-type]
+        table = runner._parse_listing(out)
+        assert table is not None
+        return runner._probe_listed(out, table)
+
+    return runner._session(budget, look)
+
+
+def test_a_remote_start_runs_under_a_leash(env: Env) -> None:
+    runner = env.runner()
+    runner.start(later())
+    wait_for(lambda: runner.probe().state is SchedulerState.RUNNING, 10, "the started scheduler")
+    [root] = env.schedulers()
+    leash = leash_of(root)
+    assert leash is not None
+    argv = " ".join(leash.cmdline())
+    assert env.token not in argv and NODE not in argv  # nothing of the start command or the match
+    assert runner.probe() == ProbeResult(NODE, SchedulerState.RUNNING, (root.pid,), leashed=True)
+    assert listed(runner) == ProbeResult(NODE, SchedulerState.RUNNING, (root.pid,), leashed=True)
+    [record] = read_leash_records(env.tmp / "state", NODE)
+    assert record.pid == leash.pid and record.mode == "tree"
+    assert runner.stop().state is SchedulerState.STOPPED
+    wait_for(lambda: not leash.is_running() or leash.status() == psutil.STATUS_ZOMBIE, 5, "the leash to leave")
+
+
+def test_the_remote_deadline_is_never_later_than_ours(env: Env) -> None:
+    runner = env.runner()
+    assert runner.probe().state is SchedulerState.STOPPED
+    ours = time.monotonic() + 5.0
+    budget = _Deadline(runner.timeout)
+    theirs = runner._session(budget, lambda conn: runner._remote_deadline(conn, budget, ours))
+    assert theirs is not None
+    assert ours - 0.5 < theirs <= ours  # the same clock here: only the round trip is lost
+
+
+def test_renewals_over_ssh_keep_it_running_and_it_stops_at_the_last_deadline(env: Env) -> None:
+    runner = env.runner(scheduler_stop_timeout=1)
+    renewer = env.runner(scheduler_stop_timeout=1)  # another controller's connection: several writers
+    renewer.renew_leash(time.monotonic())  # starts its helper there (a past deadline changes nothing)
+    first = time.monotonic() + 3.0
+    runner.start(first)
+    wait_for(lambda: bool(env.schedulers()), 10, "the started scheduler")
+    [root] = env.schedulers()
+    last = first
+    until = first + 2.0
+    while time.monotonic() < until:
+        last = time.monotonic() + 3.0
+        (runner if int(time.monotonic() * 2) % 2 else renewer).renew_leash(last)
+        time.sleep(0.4)
+    assert root.is_running()
+    began = time.monotonic()
+    while root.is_running() and root.status() != psutil.STATUS_ZOMBIE:
+        assert time.monotonic() < last + 0.5, "not stopped at its deadline"
+        time.sleep(0.02)
+    assert time.monotonic() >= last - 1.0 - 0.1, "stopped before deadline - stop_timeout"
+    assert time.monotonic() - began < 5
+
+
+def test_without_renewals_it_stops_at_the_deadline_even_with_the_ssh_session_gone(env: Env) -> None:
+    runner = env.runner(scheduler_stop_timeout=1)
+    deadline = time.monotonic() + 3.0
+    runner.start(deadline)
+    wait_for(lambda: bool(env.schedulers()), 10, "the started scheduler")
+    procs = [p for r in env.schedulers() for p in (r, *r.children(recursive=True))]
+    runner.close()
+    env.sshd.stop()  # nothing reaches the node any more
+    try:
+        for proc in procs:
+            proc.wait(timeout=max(0.1, deadline + 0.5 - time.monotonic()))
+        done = time.monotonic()
+    except psutil.TimeoutExpired:
+        pytest.fail("the remote scheduler outlived its deadline")
+    finally:
+        env.sshd.start()
+    assert done <= deadline + 0.5
+
+
+def test_without_the_project_there_it_starts_unleashed(env: Env, caplog: pytest.LogCaptureFixture) -> None:
+    runner = env.runner(**FALLBACK)
+    runner.start(later())
+    wait_for(lambda: bool(env.schedulers()), 10, "the started scheduler")
+    [root] = env.schedulers()
+    assert leash_of(root) is None
+    assert runner.probe() == ProbeResult(NODE, SchedulerState.RUNNING, (root.pid,), leashed=False)
+    with caplog.at_level(logging.WARNING):
+        runner.renew_leash(later())  # nothing there to renew: no error, no warning
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert runner.stop().state is SchedulerState.STOPPED
+
+
+def test_a_renewal_to_a_frozen_node_gives_up_within_the_timeout(env: Env, caplog: pytest.LogCaptureFixture) -> None:
+    runner = env.runner(ssh_timeout=1)
+    runner.renew_leash(later())  # connected, helper started
+    pids = env.sshd.freeze()
+    try:
+        with caplog.at_level(logging.WARNING):
+            for _ in range(2):
+                began = time.monotonic()
+                runner.renew_leash(later())
+                assert time.monotonic() - began < 1.7
+    finally:
+        env.sshd.thaw(pids)
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING and "renew the leash" in r.getMessage()]
+    assert len(warnings) == 1  # one warning, not one per cycle
+    runner.renew_leash(later())  # reconnects
+    assert not runner._renew_failing
