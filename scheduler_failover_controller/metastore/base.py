@@ -6,7 +6,12 @@ returned together with the server's "now" so callers can turn them into local mo
 deadlines without ever comparing two hosts' clocks.
 
 Error channels: a lost race returns ``None``/``False``; a store that cannot be reached or does
-not answer within ``metastore_timeout`` raises :class:`MetastoreError`.
+not answer within ``metastore_timeout`` raises :class:`MetastoreError`, always within that timeout
+(plus scheduling slack) by the client's clock, whatever the server or the network does (see
+:mod:`.deadline`; :class:`~.deadline.MetastoreTimeout` when the time ran out). A write that raised
+has an unknown outcome: it may still have been applied, and callers must re-read rather than
+assume it was not. Every fenced write and compare-and-set is built so that such a write is
+harmless: it is evaluated against the server's current state whenever it lands.
 """
 
 from __future__ import annotations
@@ -89,6 +94,8 @@ class ControllerInfo:
     # The paused flag this controller last acted on. Cut off from the metastore, it keeps acting
     # on it: a controller last seen paused does not fence its own node (see Controller).
     paused: bool = False
+    # Whether this controller's local scheduler (if any) runs under the leash supervisor, by its own report.
+    leashed: bool = False
 
     @property
     def age(self) -> float:
@@ -106,6 +113,7 @@ class Observation:
     observed_at: float = 0.0
     by_host: str = ""
     server_now: float = 0.0
+    leashed: bool = False  # every scheduler process of the node runs under the leash supervisor
 
     @property
     def age(self) -> float:
@@ -183,7 +191,10 @@ class Metastore(abc.ABC):
 
     @abc.abstractmethod
     def heartbeat(self, info: ControllerInfo) -> None:
-        """Insert or refresh this controller's registry entry (``paused`` included), stamping the server's now."""
+        """Insert or refresh this controller's registry entry (``paused`` and ``leashed`` included).
+
+        The entry is stamped with the server's now.
+        """
 
     @abc.abstractmethod
     def deregister(self, host: str, holder: str) -> None:
@@ -271,6 +282,7 @@ class Metastore(abc.ABC):
                     "role": c.role,
                     "heartbeat_age_s": round(c.age, 3),
                     "paused": c.paused,
+                    "leashed": c.leashed,
                 }
                 for c in self.controllers()
             ],
@@ -281,6 +293,7 @@ class Metastore(abc.ABC):
                     "pids": list(o.pids),
                     "detail": o.detail,
                     "by": o.by_host,
+                    "leashed": o.leashed,
                     "observed_age_s": round(o.age, 3),
                 }
                 for o in self.observations()

@@ -1,17 +1,48 @@
-"""SQL metastore through SQLAlchemy 2.x: embedded SQLite, MySQL/MariaDB (pymysql), PostgreSQL.
+"""SQL metastore through SQLAlchemy 2.x: embedded SQLite, MySQL/MariaDB (pymysql), PostgreSQL
+(psycopg2 or psycopg 3).
 
 Every safety decision is one statement evaluated with the database server's clock
 (``now`` below is a SQL expression, never a value sent by the controller).
+
+Every public call runs within ``metastore_timeout`` of the client's clock, whatever the server or
+the network does (see :mod:`.deadline`): connects, pool checkouts, statements and the commit all
+share the call's deadline, and when it passes the connection's socket is cut (SQLite: the
+statement interrupted) and the connection invalidated, never returned to the pool. How each driver
+is held to it:
+
+* pymysql: the TCP connection is opened here (connect timeout = what is left of the call) and
+  handed to pymysql, so its socket is guarded from the first byte of the handshake;
+* psycopg2: libpq runs non-blocking under a wait callback that gives up at the deadline
+  (``psycopg2.extensions.set_wait_callback``, process-wide; without a deadline it waits as usual);
+* psycopg 3: the connection generator is watched (deadline checked at every wake-up, its socket
+  guarded); libpq's own ``connect_timeout`` cannot go below 2 s;
+* SQLite: ``busy_timeout`` is what is left of the call, and ``interrupt()`` at the deadline.
+
+A call that missed its deadline leaves nothing that can act later: no statement is sent after it
+(the socket is shut down), nothing unsent is retransmitted (``SO_LINGER`` 0: the close is a RST,
+and ``tcp_user_timeout`` bounds retransmission anyway), and the server drops a transaction left
+open by a client that vanished (``idle_in_transaction_session_timeout`` / MariaDB's
+``idle_transaction_timeout``, both the timeout). The one thing no client can take back is a COMMIT
+the server already received but did not answer in time: it may still apply, so a MetastoreError
+from a write means "outcome unknown". That is safe because every fenced write re-checks the lease
+with the server's clock when it executes, and every compare-and-set re-checks its version, so a
+write that lands late lands exactly as a slow one would have.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
+import os
+import selectors
+import socket
 import sqlite3
-from collections.abc import Callable, Iterator
+import struct
+from collections.abc import Callable, Generator, Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -40,12 +71,20 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, IntegrityError, NoSuchModuleError, ProgrammingError, SQLAlchemyError
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import (
+    ArgumentError,
+    DisconnectionError,
+    IntegrityError,
+    NoSuchModuleError,
+    ProgrammingError,
+    SQLAlchemyError,
+)
 from sqlalchemy.schema import CreateColumn, CreateTable
 
 from ..config import redact_url
 from ..exceptions import ConfigError, MetastoreError
+from . import deadline as dl
 from .base import (
     EVENTS_KEPT,
     LEADER,
@@ -101,11 +140,10 @@ controllers_table = Table(
     Column("role", String(32), nullable=False),
     Column("last_seen", Double, nullable=False),
     Column("started_at", Double, nullable=False),
-    # Added after schema version 1 was released: setup() adds it to older tables (see _add_columns).
+    # Added after schema version 1 was released: setup() adds them to older tables (see _add_columns).
     Column("paused", Integer, nullable=False, server_default="0"),
+    Column("leashed", Integer, nullable=False, server_default="0"),
 )
-# Columns added to a released schema (each with a default); older controllers ignore them.
-_ADDED_COLUMNS = [controllers_table.c.paused]
 observations_table = Table(
     "sfc_observations",
     metadata,
@@ -116,7 +154,10 @@ observations_table = Table(
     Column("observed_at", Double, nullable=False),
     Column("by_host", String(255), nullable=False),
     Column("epoch", BigInteger, nullable=False),
+    Column("leashed", Integer, nullable=False, server_default="0"),  # added after version 1, like paused
 )
+# Columns added to a released schema (each with a default); older controllers ignore them.
+_ADDED_COLUMNS = [controllers_table.c.paused, controllers_table.c.leashed, observations_table.c.leashed]
 events_table = Table(
     "sfc_events",
     metadata,
@@ -141,6 +182,23 @@ def _f(value: Any) -> float:
     return float(value) if value is not None else 0.0
 
 
+def _execute(statement: Any, conn: Connection) -> None:
+    conn.execute(statement)
+
+
+def _execute_sql(sql: str, conn: Connection) -> None:
+    conn.exec_driver_sql(sql)
+
+
+# Drivers each backend is held to its deadline with (see the module docstring).
+_DRIVERS = {
+    "sqlite": ("pysqlite",),
+    "mysql": ("pymysql",),
+    "mariadb": ("pymysql",),
+    "postgresql": ("psycopg2", "psycopg"),
+}
+
+
 class SQLMetastore(Metastore):
     """The metastore in a relational database, tables prefixed ``sfc_``."""
 
@@ -161,12 +219,21 @@ class SQLMetastore(Metastore):
         self.backend = backend
         self.now: ColumnElement[Any] = literal_column(_NOW_SQL[backend])
         try:
+            self.driver = parsed.get_driver_name()
+        except (NoSuchModuleError, ImportError) as exc:
+            raise ConfigError(f"metadata_service_sql_conn: driver not installed: {exc}") from None
+        if self.driver not in _DRIVERS[backend]:
+            names = " or ".join(f"{backend}+{d}://" for d in _DRIVERS[backend])
+            raise ConfigError(
+                f"metadata_service_sql_conn: driver {self.driver!r} cannot be held to metastore_timeout; use {names}"
+            )
+        try:
             self.engine = self._make_engine(parsed)
         except (NoSuchModuleError, ImportError) as exc:
             raise ConfigError(f"metadata_service_sql_conn: driver not installed: {exc}") from None
         self._ready = False
 
-    def _make_engine(self, parsed: Any) -> Engine:
+    def _make_engine(self, parsed: URL) -> Engine:
         t = self.timeout
         if self.backend == "sqlite":
             if parsed.database and parsed.database != ":memory:":
@@ -176,10 +243,10 @@ class SQLMetastore(Metastore):
             @event.listens_for(engine, "connect")
             def _on_connect(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
                 dbapi_conn.isolation_level = None  # we issue BEGIN ourselves (below)
+                _sqlite_guard(dbapi_conn)
                 cur = dbapi_conn.cursor()
                 cur.execute("PRAGMA journal_mode=WAL")
                 cur.execute("PRAGMA synchronous=NORMAL")
-                cur.execute(f"PRAGMA busy_timeout={int(t * 1000)}")
                 cur.close()
 
             @event.listens_for(engine, "begin")
@@ -187,16 +254,15 @@ class SQLMetastore(Metastore):
                 # Take the write lock up front: no deadlock-prone lock upgrades between writers.
                 conn.exec_driver_sql("BEGIN IMMEDIATE")
 
-            return engine
-        if self.backend in ("mysql", "mariadb"):
+        elif self.backend in ("mysql", "mariadb"):
             engine = create_engine(
                 parsed,
                 isolation_level="READ COMMITTED",
-                pool_pre_ping=True,
                 pool_recycle=1800,
                 pool_timeout=t,
                 connect_args={"connect_timeout": t, "read_timeout": t, "write_timeout": t},
             )
+            event.listen(engine, "do_connect", self._connect_pymysql)
 
             @event.listens_for(engine, "connect")
             def _on_mysql_connect(dbapi_conn: Any, _record: Any) -> None:
@@ -215,70 +281,183 @@ class SQLMetastore(Metastore):
                     cur.execute(f"SET SESSION wait_timeout = {max(2, math.ceil(4 * t))}")
                 cur.close()
 
-            return engine
-        return create_engine(
-            parsed,
-            pool_pre_ping=True,
-            pool_timeout=t,
-            connect_args={
-                "connect_timeout": max(1, int(t)),
-                # statement timeout, and no lock held by a client cut off mid-transaction
-                "options": " ".join(
-                    f"-c {name}={int(t * 1000)}"
-                    for name in ("statement_timeout", "idle_in_transaction_session_timeout")
-                ),
-            },
-        )
+        else:
+            engine = create_engine(
+                parsed,
+                pool_timeout=t,
+                connect_args={
+                    # A backstop only: libpq counts whole seconds, at least 2 (the deadline is what holds).
+                    "connect_timeout": max(2, math.ceil(t)),
+                    # The kernel gives up on data unacknowledged for the timeout, and probes idle connections.
+                    "keepalives": 1,
+                    "keepalives_idle": max(1, math.ceil(t)),
+                    "keepalives_interval": max(1, math.ceil(t)),
+                    "keepalives_count": 3,
+                    "tcp_user_timeout": max(1000, int(t * 1000)),
+                    # statement timeout, and no lock held by a client cut off mid-transaction
+                    "options": " ".join(
+                        f"-c {name}={int(t * 1000)}"
+                        for name in ("statement_timeout", "idle_in_transaction_session_timeout")
+                    ),
+                },
+            )
+            if self.driver == "psycopg2":
+                _install_psycopg2_wait_callback()
+            else:
+                event.listen(engine, "do_connect", self._connect_psycopg)
+        # Our own ping, after the connection is guarded (SQLAlchemy's pool_pre_ping runs before
+        # any event could guard it); a failed ping makes the pool replace the connection.
+        event.listen(engine, "checkout", self._on_checkout)
+        return engine
 
     def describe(self) -> str:
         return f"sql {redact_url(self.url)}"
 
-    # --- plumbing -----------------------------------------------------------------------
+    # --- deadlines ----------------------------------------------------------------------------
+
+    def _connect_pymysql(self, _dialect: Any, record: Any, cargs: Any, cparams: dict[str, Any]) -> Any:
+        """Open the TCP (or unix) connection ourselves, guarded from its first byte, and hand it to pymysql."""
+        import pymysql
+
+        d = dl.current()
+        if d is not None:
+            d.check("connect")
+        budget = d.remaining() if d is not None else self.timeout
+        where = cparams.get("unix_socket") or f"{cparams.get('host') or 'localhost'}:{cparams.get('port') or 3306}"
+        try:
+            if cparams.get("unix_socket"):
+                sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                sock.settimeout(budget)
+                try:
+                    sock.connect(cparams["unix_socket"])
+                except OSError:
+                    sock.close()
+                    raise
+            else:
+                sock = socket.create_connection(
+                    (cparams.get("host") or "localhost", int(cparams.get("port") or 3306)), timeout=budget
+                )
+                _tune_tcp(sock, self.timeout)
+        except OSError as exc:  # as pymysql reports it, so that SQLAlchemy sees a DBAPI error
+            raise pymysql.err.OperationalError(2003, f"Can't connect to MySQL server on {where!r} ({exc})") from None
+        conn = pymysql.connect(*cargs, **cparams, defer_connect=True)
+        if d is not None:
+            dl.cut_socket(d, sock.fileno(), key=id(conn))
+        conn.connect(sock)  # closes the socket itself if the handshake fails
+        record.info["sfc_fresh"] = True
+        return conn
+
+    def _connect_psycopg(self, _dialect: Any, record: Any, cargs: Any, cparams: dict[str, Any]) -> Any:
+        """psycopg 3: connect through a connection class that keeps to the call's deadline."""
+        conn = _psycopg_connection_class().connect(*cargs, **cparams)
+        d = dl.current()
+        if d is not None:
+            dl.cut_socket(d, conn.fileno(), key=id(conn))
+        record.info["sfc_fresh"] = True
+        return conn
+
+    def _on_checkout(self, dbapi_conn: Any, record: Any, _proxy: Any) -> None:
+        """Guard the connection a call takes from the pool; ping it unless it was just made."""
+        d = dl.current()
+        if self.backend == "sqlite":
+            _sqlite_guard(dbapi_conn)
+            return
+        if d is not None:
+            fd = _socket_fd(dbapi_conn)
+            if fd >= 0:
+                dl.cut_socket(d, fd, key=id(dbapi_conn))
+        if record.info.pop("sfc_fresh", False):
+            return
+        try:
+            self.engine.dialect.do_ping(dbapi_conn)
+        except Exception as exc:  # any failure: the pool replaces this connection
+            raise DisconnectionError(f"ping failed: {type(exc).__name__}") from exc
 
     @contextmanager
-    def _tx(self) -> Iterator[Connection]:
-        """A transaction; any database failure becomes MetastoreError."""
-        if not self._ready:
-            self.setup()
+    def _call(self) -> Iterator[dl.Deadline]:
+        """One public call: its deadline, and every database failure in it as one MetastoreError."""
+        with dl.scope(self.timeout) as d:
+            try:
+                yield d
+            except SQLAlchemyError as exc:
+                if d.expired or d.passed:
+                    raise d.timeout(_describe_db_error(exc)) from exc
+                raise MetastoreError(_describe_db_error(exc)) from exc
+
+    @contextmanager
+    def _connection(self, d: dl.Deadline) -> Iterator[Connection]:
+        """A pooled connection for one step of a call, guarded by the call's deadline.
+
+        After a failure it is rolled back, or invalidated when that fails or its socket was cut:
+        a connection whose state is not known to be clean never goes back to the pool (which would
+        otherwise try to reset it, and log that failure with tracebacks).
+        """
+        conn = self.engine.connect()
         try:
-            with self.engine.begin() as conn:
-                yield conn
-        except SQLAlchemyError as exc:
-            raise MetastoreError(_describe_db_error(exc)) from exc
+            yield conn
+        except BaseException:
+            clean = False
+            if not conn.invalidated and not d.expired:
+                try:
+                    conn.rollback()
+                    clean = True
+                except SQLAlchemyError:
+                    pass
+            if (d.release() or not clean) and not conn.invalidated:
+                conn.invalidate()
+            raise
+        else:
+            if d.release() and not conn.invalidated:
+                conn.invalidate()  # done, but its socket was cut as it finished
+        finally:
+            d.release()
+            conn.close()
+
+    def _step(self, d: dl.Deadline, fn: Callable[[Connection], T]) -> T:
+        """``fn`` in one transaction; SQLAlchemy errors are raised as they are."""
+        with self._connection(d) as conn:
+            conn.begin()
+            result = fn(conn)
+            conn.commit()
+            return result
 
     def _run(self, fn: Callable[[Connection], T]) -> T:
-        with self._tx() as conn:
-            return fn(conn)
+        """A public call: setup first if needed, then ``fn`` in one transaction."""
+        with self._call() as d:
+            if not self._ready:
+                self._setup(d)
+            return self._step(d, fn)
 
     def setup(self) -> None:
-        try:
-            self._create_tables()
-            for table, row in (
-                (meta_table, {"name": "schema_version", "value": str(SCHEMA_VERSION)}),
-                (meta_table, {"name": "paused", "value": "0"}),
-                (meta_table, {"name": "switchover", "value": ""}),
-                (lease_table, {"name": LEADER, "epoch": 0, "acquired_at": 0.0, "expires_at": 0.0}),
-                (placement_table, {"name": SCHEDULER, "epoch": 0, "version": 0, "expires_at": 0.0, "updated_at": 0.0}),
-            ):
-                try:
-                    with self.engine.begin() as conn:
-                        if conn.execute(select(table).where(table.c.name == row["name"])).first() is None:
-                            conn.execute(insert(table).values(**row))
-                except IntegrityError:
-                    pass  # inserted concurrently by another controller
-            with self.engine.begin() as conn:
-                found = conn.execute(select(meta_table.c.value).where(meta_table.c.name == "schema_version")).scalar()
-            if found is None or int(found) <= SCHEMA_VERSION:
-                self._add_columns()
-        except SQLAlchemyError as exc:
-            raise MetastoreError(_describe_db_error(exc)) from exc
+        with self._call() as d:
+            self._setup(d)
+
+    def _setup(self, d: dl.Deadline) -> None:
+        self._create_tables(d)
+        for table, row in (
+            (meta_table, {"name": "schema_version", "value": str(SCHEMA_VERSION)}),
+            (meta_table, {"name": "paused", "value": "0"}),
+            (meta_table, {"name": "switchover", "value": ""}),
+            (lease_table, {"name": LEADER, "epoch": 0, "acquired_at": 0.0, "expires_at": 0.0}),
+            (placement_table, {"name": SCHEDULER, "epoch": 0, "version": 0, "expires_at": 0.0, "updated_at": 0.0}),
+        ):
+
+            def seed(conn: Connection, table: Table = table, row: dict[str, Any] = row) -> None:
+                if conn.execute(select(table).where(table.c.name == row["name"])).first() is None:
+                    conn.execute(insert(table).values(**row))
+
+            with contextlib.suppress(IntegrityError):  # inserted concurrently by another controller
+                self._step(d, seed)
+        version = select(meta_table.c.value).where(meta_table.c.name == "schema_version")
+        found = self._step(d, lambda conn: conn.execute(version).scalar())
         if found is not None and int(found) > SCHEMA_VERSION:
             raise MetastoreError(
                 f"metastore schema version {found} is newer than this controller's ({SCHEMA_VERSION}); upgrade it"
             )
+        self._add_columns(d)
         self._ready = True
 
-    def _create_tables(self) -> None:
+    def _create_tables(self, d: dl.Deadline) -> None:
         """Create what is missing. Several controllers may do so at the same moment.
 
         IF NOT EXISTS covers most of that race, but not all of it: PostgreSQL checks for the
@@ -289,14 +468,13 @@ class SQLMetastore(Metastore):
         for table in metadata.sorted_tables:
             for attempt in range(3):
                 try:
-                    with self.engine.begin() as conn:
-                        conn.execute(CreateTable(table, if_not_exists=True))
+                    self._step(d, partial(_execute, CreateTable(table, if_not_exists=True)))
                     break
                 except (IntegrityError, ProgrammingError):
                     if attempt == 2:
                         raise
 
-    def _add_columns(self) -> None:
+    def _add_columns(self, d: dl.Deadline) -> None:
         """Bring tables made by an older release up to date, additively.
 
         New columns have defaults, so controllers of the older release keep working beside
@@ -305,20 +483,21 @@ class SQLMetastore(Metastore):
         exists is that race, lost.
         """
 
-        def present(column: Column[Any]) -> bool:
-            with self.engine.connect() as conn:
-                return column.name in {c["name"] for c in inspect(conn).get_columns(column.table.name)}
+        def columns() -> dict[str, set[str]]:
+            with self._connection(d) as conn:
+                found = inspect(conn)
+                return {t: {c["name"] for c in found.get_columns(t)} for t in {c.table.name for c in _ADDED_COLUMNS}}
 
+        present = columns()
         for column in _ADDED_COLUMNS:
-            if present(column):
+            if column.name in present[column.table.name]:
                 continue
             ddl = CreateColumn(column).compile(dialect=self.engine.dialect)  # from the one definition above
             try:
-                with self.engine.begin() as conn:
-                    conn.exec_driver_sql(f"ALTER TABLE {column.table.name} ADD COLUMN {ddl}")
+                self._step(d, partial(_execute_sql, f"ALTER TABLE {column.table.name} ADD COLUMN {ddl}"))
                 log.info("metastore: added column %s.%s", column.table.name, column.name)
             except SQLAlchemyError:
-                if not present(column):
+                if column.name not in columns()[column.table.name]:
                     raise
 
     def _server_now(self, conn: Connection) -> float:
@@ -449,18 +628,20 @@ class SQLMetastore(Metastore):
             "role": info.role,
             "last_seen": self.now,
             "paused": int(info.paused),
+            "leashed": int(info.leashed),
         }
 
         def go(conn: Connection) -> None:
             if conn.execute(update(c).where(c.c.host == info.host).values(**values)).rowcount == 0:
                 conn.execute(insert(c).values(host=info.host, started_at=self.now, **values))
 
-        try:
-            self._run(go)
-        except MetastoreError as exc:
-            if not isinstance(exc.__cause__, IntegrityError):
-                raise
-            self._run(go)  # lost an insert race for our own host row: update it
+        with self._call() as d:  # one deadline for both tries
+            if not self._ready:
+                self._setup(d)
+            try:
+                self._step(d, go)
+            except IntegrityError:
+                self._step(d, go)  # lost an insert race for our own host row: update it
 
     def deregister(self, host: str, holder: str) -> None:
         c = controllers_table
@@ -482,6 +663,7 @@ class SQLMetastore(Metastore):
                     started_at=_f(r.started_at),
                     server_now=_f(r[-1]),
                     paused=bool(r.paused),
+                    leashed=bool(r.leashed),
                 )
                 for r in rows
             ]
@@ -505,6 +687,7 @@ class SQLMetastore(Metastore):
                         observed_at=self.now,
                         by_host=obs.by_host,
                         epoch=epoch,
+                        leashed=int(obs.leashed),
                     )
                 )
             return True
@@ -525,6 +708,7 @@ class SQLMetastore(Metastore):
                     observed_at=_f(r.observed_at),
                     by_host=r.by_host,
                     server_now=_f(r[-1]),
+                    leashed=bool(r.leashed),
                 )
                 for r in rows
             ]
@@ -583,6 +767,131 @@ class SQLMetastore(Metastore):
 
     def close(self) -> None:
         self.engine.dispose()
+
+
+# --- drivers held to the deadline -------------------------------------------------------------
+
+
+def _sqlite_guard(conn: sqlite3.Connection) -> None:
+    """SQLite waits for a lock at most what is left of the call, and is interrupted at its deadline."""
+    d = dl.current()
+    if d is None:
+        return
+    conn.execute(f"PRAGMA busy_timeout={max(1, int(d.remaining() * 1000))}")
+    d.guard(("sqlite", id(conn)), conn.interrupt)
+
+
+def _tune_tcp(sock: socket.socket, timeout: float) -> None:
+    """What libpq gets from its keepalive and tcp_user_timeout parameters, for a socket of ours."""
+    seconds = max(1, math.ceil(timeout))
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    for name, value in (
+        ("TCP_KEEPIDLE", seconds),
+        ("TCP_KEEPINTVL", seconds),
+        ("TCP_KEEPCNT", 3),
+        ("TCP_USER_TIMEOUT", max(1000, int(timeout * 1000))),
+    ):
+        option = getattr(socket, name, None)
+        if option is not None:  # Linux has them all
+            sock.setsockopt(socket.IPPROTO_TCP, option, value)
+
+
+def _socket_fd(dbapi_conn: Any) -> int:
+    """The file descriptor of a live DBAPI connection's socket, or -1."""
+    sock = getattr(dbapi_conn, "_sock", None)  # pymysql (None once it closed it)
+    try:
+        if sock is not None:
+            return int(sock.fileno())
+        if hasattr(dbapi_conn, "fileno") and not getattr(dbapi_conn, "closed", False):
+            return int(dbapi_conn.fileno())  # psycopg2, psycopg
+    except Exception:  # noqa: BLE001 - a closed connection: nothing to guard, its ping fails
+        return -1
+    return -1
+
+
+def _psycopg2_wait(conn: Any) -> None:
+    """psycopg2's wait callback: libpq non-blocking, waiting at most until the call's deadline.
+
+    Without a metastore deadline (any other use of psycopg2 in the process) it waits as long as
+    psycopg2 itself would. At the deadline the socket gets SO_LINGER 0 and the wait fails: psycopg2
+    then closes the connection (a RST; nothing unsent goes out later).
+    """
+    import psycopg2
+    import psycopg2.extensions as ext
+
+    d = dl.current()
+    while True:
+        state = conn.poll()
+        if state == ext.POLL_OK:
+            return
+        if state == ext.POLL_READ:
+            events = selectors.EVENT_READ
+        elif state == ext.POLL_WRITE:
+            events = selectors.EVENT_WRITE
+        else:
+            raise psycopg2.OperationalError(f"bad state from poll: {state}")
+        timeout = None if d is None else d.remaining()
+        with selectors.DefaultSelector() as selector:
+            selector.register(conn.fileno(), events)
+            if timeout is None or (timeout > 0 and selector.select(timeout)):
+                continue
+        if d is not None:
+            with contextlib.suppress(OSError):
+                dup = socket.socket(fileno=os.dup(conn.fileno()))
+                with dup:
+                    dup.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            raise psycopg2.OperationalError(f"metastore deadline of {d.seconds:g}s passed")
+
+
+def _install_psycopg2_wait_callback() -> None:
+    import psycopg2.extensions as ext
+
+    current = ext.get_wait_callback()
+    if current is None:
+        ext.set_wait_callback(_psycopg2_wait)
+    elif current is not _psycopg2_wait:
+        log.warning("another psycopg2 wait callback is installed: PostgreSQL connects may outlast metastore_timeout")
+
+
+_PSYCOPG_CONNECTION: Any = None
+
+
+def _psycopg_connection_class() -> Any:
+    """A psycopg 3 Connection whose connect keeps to the call's deadline (made once, on first use).
+
+    psycopg drives libpq's non-blocking connect from a generator, waking it at least every 0.1 s;
+    this one checks the deadline at every wake-up and guards each socket the attempt uses.
+    """
+    global _PSYCOPG_CONNECTION
+    if _PSYCOPG_CONNECTION is not None:
+        return _PSYCOPG_CONNECTION
+    import psycopg
+
+    class DeadlineConnection(psycopg.Connection[Any]):
+        @classmethod
+        def _connect_gen(cls, *args: Any, **kwargs: Any) -> Any:
+            return _within_deadline(super()._connect_gen(*args, **kwargs))
+
+    def _within_deadline(gen: Generator[Any, Any, Any]) -> Generator[Any, Any, Any]:
+        d = dl.current()
+        if d is None:
+            return (yield from gen)
+        try:
+            waiting = next(gen)
+            while True:
+                fd = waiting[0]
+                if not d.guarded(("psycopg-connect", fd)):
+                    dl.cut_socket(d, fd, key=("psycopg-connect", fd))
+                if d.passed:
+                    gen.close()
+                    raise psycopg.errors.ConnectionTimeout(f"metastore deadline of {d.seconds:g}s passed")
+                waiting = gen.send((yield waiting))
+        except StopIteration as done:
+            return done.value
+
+    _PSYCOPG_CONNECTION = DeadlineConnection
+    return DeadlineConnection
 
 
 def _describe_db_error(exc: SQLAlchemyError) -> str:

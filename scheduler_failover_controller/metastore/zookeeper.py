@@ -15,6 +15,33 @@ znode is still owned by *this* session (``ephemeralOwner``); its lease then last
 session timeout from before the call. While the connection is SUSPENDED nothing may act
 (:meth:`usable` is False and every call fails); after a LOST session the old ephemeral node is
 gone, so the controller contends again and gets a new epoch.
+
+Deadline: every public call, connect and setup included, waits at most ``metastore_timeout`` in
+all (one :mod:`.deadline` per call, each request waited for with what is left of it). kazoo keeps
+(re)connecting in its own thread, never on a caller's time.
+
+A request that timed out is not withdrawn: kazoo has sent it, and a frozen or cut-off server may
+still apply it later (on the same session, in order; a server the session has moved away from
+rejects it). That is safe, because every write is built to be harmless whenever it lands:
+
+* fenced writes (placement, observations) are transactions that check the epoch counter's version
+  (= the epoch) and the leader znode, so in any later term they fail as a whole; in the same term
+  the write is the leader's own, and it also checks the version of the znode it read, so it lands
+  only if nothing changed since, exactly as a slow write would have;
+* taking the lease creates the ephemeral leader znode in the same transaction that bumps the
+  epoch from the version read: landing late, it makes this session the leader it asked to be,
+  which the next renewal finds (the caller acted on nothing meanwhile);
+* releasing the lease checks the epoch too, and deleting or clearing a record checks the version
+  it read, so neither can touch a newer term's or a newer writer's node;
+* the rest (heartbeat, events, pause and switchover requests) are records of what the caller
+  said, whose late arrival only makes that statement late.
+
+The caller was told "failed": a MetastoreError means the outcome is unknown, and the controller
+re-reads rather than assume it was not applied. One thing a late apply can do that a quick one
+cannot: a node's own renew_placement read an unexpired placement, and lands after it expired while
+nothing else wrote it; the placement is then pushed out again for that node. Nobody else can have
+been given the scheduler meanwhile (that would have changed the znode's version), so there is still
+never more than one placement.
 """
 
 from __future__ import annotations
@@ -40,6 +67,7 @@ from kazoo.retry import KazooRetry
 from kazoo.security import make_digest_acl
 
 from ..exceptions import MetastoreError
+from . import deadline as dl
 from .base import (
     EVENTS_KEPT,
     ClusterState,
@@ -115,7 +143,8 @@ class ZooKeeperMetastore(Metastore):
         self._state_lock = threading.Lock()
         self._negotiated: float | None = None
         self._watch_negotiation()
-        self._suspended = False
+        self._suspended = True  # until kazoo reports CONNECTED
+        self._connected = threading.Event()
         self._started = False
         self._ready = False
         self.client.add_listener(self._on_state)
@@ -148,6 +177,10 @@ class ZooKeeperMetastore(Metastore):
     def _on_state(self, state: str) -> None:
         with self._state_lock:
             self._suspended = state != KazooState.CONNECTED
+            if state == KazooState.CONNECTED:
+                self._connected.set()
+            else:
+                self._connected.clear()
         if state == KazooState.SUSPENDED:
             log.warning("zookeeper connection suspended: not acting until it is confirmed")
         elif state == KazooState.LOST:
@@ -158,20 +191,24 @@ class ZooKeeperMetastore(Metastore):
         with self._state_lock:
             return self._started and not self._suspended
 
-    def _connect(self) -> None:
-        if self._started and self.client.connected:
-            return
-        try:
-            self.client.start(timeout=max(self.timeout, 1.0))
-        except (KazooTimeoutError, KazooException, OSError) as exc:
-            raise MetastoreError(f"cannot connect: {exc or type(exc).__name__}") from None
-        self._started = True
-        with self._state_lock:
-            self._suspended = False
+    def _connect(self, d: dl.Deadline) -> None:
+        """Wait (at most what is left of the call) for kazoo's connection, starting it the first time.
+
+        Not ``KazooClient.start(timeout)``: when that times out it stops the client, which waits
+        for the connection thread (up to 10 s and more on a frozen server). Started once, kazoo
+        keeps connecting in the background and a later call finds it connected.
+        """
+        if not self._started:
+            try:
+                self.client.start_async()
+            except (KazooException, OSError) as exc:
+                raise MetastoreError(f"cannot connect: {exc or type(exc).__name__}") from None
+            self._started = True
+        if not self._connected.wait(d.remaining()):
+            raise dl.MetastoreTimeout(f"cannot connect: no ZooKeeper server answered within {d.seconds:g}s")
         granted = self._negotiated
         if granted is not None and abs(granted - self.lease_ttl) > max(0.05, 0.01 * self.lease_ttl):
-            self.client.stop()
-            self._started = False
+            self._stop_client()
             raise MetastoreError(
                 f"zookeeper granted a session timeout of {granted:g}s but lease_ttl is {self.lease_ttl:g}s; "
                 "set the servers' minSessionTimeout/maxSessionTimeout so they allow lease_ttl"
@@ -182,25 +219,59 @@ class ZooKeeperMetastore(Metastore):
         """The session timeout the server granted (the lease), never more than lease_ttl."""
         return min(self._negotiated or self.lease_ttl, self.lease_ttl)
 
+    def _stop_client(self) -> None:
+        """Stop and close kazoo, waiting at most the timeout.
+
+        ``stop()`` sends the session's close and waits for kazoo's connection thread, which on a
+        frozen or cut-off server takes until its ping or connect times out. Past our timeout that
+        wait goes on in a thread of its own: all it can still do is end this store's own session,
+        which is what closing it asked for.
+        """
+        self._started = False
+        self._connected.clear()
+        with self._state_lock:
+            self._suspended = True
+        client = self.client
+
+        def stop() -> None:
+            with contextlib.suppress(Exception):  # kazoo raises what it likes while tearing down
+                client.stop()
+                client.close()
+
+        closer = threading.Thread(target=stop, name="sfc-zookeeper-close", daemon=True)
+        closer.start()
+        closer.join(self.timeout)
+
     def _call(self, fn: Callable[[], T]) -> T:
-        """Run one operation with a deadline; any ZooKeeper failure becomes MetastoreError."""
-        if not self._ready:
-            self.setup()
-        if not self.usable():
-            raise MetastoreError("zookeeper connection is suspended or lost")
-        try:
-            return fn()
-        except (KazooTimeoutError, KazooException, OSError) as exc:
-            raise MetastoreError(f"zookeeper error: {type(exc).__name__}: {exc}"[:300]) from None
+        """Run one public call within the timeout; any ZooKeeper failure becomes MetastoreError."""
+        with dl.scope(self.timeout) as d:
+            if not self._ready:
+                self._setup(d)
+            if not self.usable():
+                raise MetastoreError("zookeeper connection is suspended or lost")
+            try:
+                return fn()
+            except KazooTimeoutError:
+                raise d.timeout() from None
+            except (KazooException, OSError) as exc:
+                raise MetastoreError(f"zookeeper error: {type(exc).__name__}: {exc}"[:300]) from None
 
     def _p(self, *parts: str) -> str:
         return "/".join([self.root, *parts])
 
+    def _wait(self, pending: Any) -> Any:
+        """The result of a kazoo async request, waiting at most what is left of the call."""
+        d = dl.current()
+        return pending.get(timeout=d.remaining() if d is not None else self.timeout)
+
     def _get(self, path: str) -> tuple[bytes, Any]:
-        return self.client.get_async(path).get(timeout=self.timeout)  # type: ignore[no-any-return]
+        return self._wait(self.client.get_async(path))  # type: ignore[no-any-return]
 
     def _set(self, path: str, data: bytes, version: int = -1) -> Any:
-        return self.client.set_async(path, data, version).get(timeout=self.timeout)
+        return self._wait(self.client.set_async(path, data, version))
+
+    def _children(self, path: str) -> list[str]:
+        return list(self._wait(self.client.get_children_async(path)))
 
     def _server_now(self) -> float:
         """The ZooKeeper leader's clock: the mtime of a write we just made."""
@@ -213,24 +284,34 @@ class ZooKeeperMetastore(Metastore):
     # --- the contract -------------------------------------------------------------------
 
     def setup(self) -> None:
-        self._connect()
+        with dl.scope(self.timeout) as d:
+            self._setup(d)
+
+    def _setup(self, d: dl.Deadline) -> None:
+        self._connect(d)
         try:
-            self.client.ensure_path(self.root or "/", acl=self.acl)
-            for name, data in (
-                ("schema", str(SCHEMA_VERSION).encode()),
-                ("epoch", b"0"),
-                ("placement", _dump({"node": None, "epoch": 0, "version": 0, "ttl": 0})),
-                ("paused", b"0"),
-                ("switchover", b""),
-                ("clock", b""),
-                ("observations", b"{}"),
-                ("controllers", b""),
-                ("events", b""),
-            ):
+            self._wait(self.client.ensure_path_async(self.root or "/", acl=self.acl))
+            creates = [
+                self.client.create_async(self._p(name), data, acl=self.acl)
+                for name, data in (
+                    ("schema", str(SCHEMA_VERSION).encode()),
+                    ("epoch", b"0"),
+                    ("placement", _dump({"node": None, "epoch": 0, "version": 0, "ttl": 0})),
+                    ("paused", b"0"),
+                    ("switchover", b""),
+                    ("clock", b""),
+                    ("observations", b"{}"),
+                    ("controllers", b""),
+                    ("events", b""),
+                )
+            ]  # sent at once: one round trip's wait, not nine
+            for created in creates:
                 with contextlib.suppress(NodeExistsError):  # created by another controller, or earlier
-                    self.client.create(self._p(name), data, acl=self.acl)
-            found, _ = self.client.get(self._p("schema"))
-        except (KazooTimeoutError, KazooException, OSError) as exc:
+                    self._wait(created)
+            found, _ = self._get(self._p("schema"))
+        except KazooTimeoutError:
+            raise d.timeout("setup") from None
+        except (KazooException, OSError) as exc:
             raise MetastoreError(f"zookeeper error during setup: {type(exc).__name__}: {exc}"[:300]) from None
         if int(found.decode() or 0) > SCHEMA_VERSION:
             raise MetastoreError(
@@ -268,7 +349,7 @@ class ZooKeeperMetastore(Metastore):
                 self._p("leader"), _dump({"holder": holder, "host": host, "ttl": ttl}), acl=self.acl, ephemeral=True
             )
             tx.set_data(self._p("epoch"), str(epoch + 1).encode(), version=version)
-            results = tx.commit_async().get(timeout=self.timeout)
+            results = self._wait(tx.commit_async())
             if any(isinstance(r, Exception) for r in results):
                 return None  # lost the race: someone else created the leader node or bumped the epoch
             return self._lease(holder, host, epoch + 1, t0)
@@ -287,11 +368,12 @@ class ZooKeeperMetastore(Metastore):
             session = self.client.client_id[0] if self.client.client_id else None
             if current is None or current[1].ephemeralOwner != session or current[0].get("holder") != holder:
                 return False
-            try:
-                self.client.delete_async(self._p("leader"), current[1].version).get(timeout=self.timeout)
-            except (NoNodeError, BadVersionError):
-                return False
-            return True
+            # Within this term only: landing late, the delete must not remove a newer term's node.
+            _, epoch_version = self._epoch()
+            tx = self.client.transaction()
+            tx.check(self._p("epoch"), epoch_version)
+            tx.delete(self._p("leader"), current[1].version)
+            return self._commit(tx)
 
         return self._call(go)
 
@@ -333,7 +415,7 @@ class ZooKeeperMetastore(Metastore):
         return True
 
     def _commit(self, tx: Any) -> bool:
-        results = tx.commit_async().get(timeout=self.timeout)
+        results = self._wait(tx.commit_async())
         failed = [r for r in results if isinstance(r, Exception)]
         if any(not isinstance(r, (BadVersionError, NoNodeError, RolledBackError, NodeExistsError)) for r in failed):
             raise MetastoreError(f"zookeeper transaction failed: {failed}")
@@ -400,6 +482,7 @@ class ZooKeeperMetastore(Metastore):
             "version": info.version,
             "role": info.role,
             "paused": info.paused,
+            "leashed": info.leashed,
         }
 
         def go() -> None:
@@ -407,7 +490,7 @@ class ZooKeeperMetastore(Metastore):
                 self._set(path, _dump(value))
             except NoNodeError:
                 try:
-                    self.client.create_async(path, _dump(value), acl=self.acl).get(timeout=self.timeout)
+                    self._wait(self.client.create_async(path, _dump(value), acl=self.acl))
                 except NodeExistsError:
                     self._set(path, _dump(value))
 
@@ -419,7 +502,7 @@ class ZooKeeperMetastore(Metastore):
             try:
                 data, stat = self._get(path)
                 if _load(data).get("holder") == holder:
-                    self.client.delete_async(path, stat.version).get(timeout=self.timeout)
+                    self._wait(self.client.delete_async(path, stat.version))
             except (NoNodeError, BadVersionError):
                 pass
 
@@ -429,7 +512,7 @@ class ZooKeeperMetastore(Metastore):
         def go() -> list[ControllerInfo]:
             now = self._server_now()
             found = []
-            for host in sorted(self.client.get_children_async(self._p("controllers")).get(timeout=self.timeout)):
+            for host in sorted(self._children(self._p("controllers"))):
                 try:
                     data, stat = self._get(self._p("controllers", host))
                 except NoNodeError:
@@ -446,6 +529,7 @@ class ZooKeeperMetastore(Metastore):
                         started_at=float(stat.ctime) / 1000.0,
                         server_now=now,
                         paused=bool(value.get("paused", False)),
+                        leashed=bool(value.get("leashed", False)),
                     )
                 )
             return found
@@ -458,7 +542,13 @@ class ZooKeeperMetastore(Metastore):
             if not self._fence(tx, holder, epoch):
                 return False
             data = {
-                o.node: {"state": o.state, "pids": list(o.pids), "detail": o.detail[:1000], "by": o.by_host}
+                o.node: {
+                    "state": o.state,
+                    "pids": list(o.pids),
+                    "detail": o.detail[:1000],
+                    "by": o.by_host,
+                    "leashed": o.leashed,
+                }
                 for o in observations
             }
             tx.set_data(self._p("observations"), _dump(data))
@@ -473,7 +563,14 @@ class ZooKeeperMetastore(Metastore):
             at = float(stat.mtime) / 1000.0
             return [
                 Observation(
-                    node, v.get("state", ""), tuple(v.get("pids", ())), v.get("detail", ""), at, v.get("by", ""), now
+                    node,
+                    v.get("state", ""),
+                    tuple(v.get("pids", ())),
+                    v.get("detail", ""),
+                    at,
+                    v.get("by", ""),
+                    now,
+                    leashed=bool(v.get("leashed", False)),
                 )
                 for node, v in sorted(_load(data).items())
             ]
@@ -492,21 +589,24 @@ class ZooKeeperMetastore(Metastore):
     def add_event(self, host: str, kind: str, message: str, epoch: int = 0) -> None:
         def go() -> None:
             value = {"host": host, "kind": kind, "message": message[:1000], "epoch": epoch}
-            created = self.client.create_async(self._p("events", "e-"), _dump(value), acl=self.acl, sequence=True).get(
-                timeout=self.timeout
+            created = self._wait(
+                self.client.create_async(self._p("events", "e-"), _dump(value), acl=self.acl, sequence=True)
             )
             sequence = int(created.rsplit("-", 1)[1])
             if sequence >= EVENTS_KEPT and sequence % 20 == 0:  # trim now and then, not on every event
-                names = sorted(self.client.get_children_async(self._p("events")).get(timeout=self.timeout))
-                for name in names[: max(0, len(names) - EVENTS_KEPT)]:
+                names = sorted(self._children(self._p("events")))
+                deletes = [
+                    self.client.delete_async(self._p("events", n)) for n in names[: max(0, len(names) - EVENTS_KEPT)]
+                ]
+                for deleted in deletes:
                     with contextlib.suppress(NoNodeError):
-                        self.client.delete_async(self._p("events", name)).get(timeout=self.timeout)
+                        self._wait(deleted)
 
         self._call(go)
 
     def events(self, limit: int = 50) -> list[Event]:
         def go() -> list[Event]:
-            names = sorted(self.client.get_children_async(self._p("events")).get(timeout=self.timeout))
+            names = sorted(self._children(self._p("events")))
             out = []
             for name in names[-min(limit, EVENTS_KEPT) :]:
                 try:
@@ -529,12 +629,15 @@ class ZooKeeperMetastore(Metastore):
 
     def clear(self) -> None:
         def go() -> None:
-            for parent in ("controllers", "events"):
-                for name in self.client.get_children(self._p(parent)):
-                    with contextlib.suppress(NoNodeError):
-                        self.client.delete(self._p(parent, name))
-            with contextlib.suppress(NoNodeError):  # the epoch counter stays: tokens never go back
-                self.client.delete(self._p("leader"))
+            deletes = [
+                self.client.delete_async(self._p(parent, name))
+                for parent in ("controllers", "events")
+                for name in self._children(self._p(parent))
+            ]
+            deletes.append(self.client.delete_async(self._p("leader")))  # the epoch counter stays: tokens never go back
+            for deleted in deletes:  # sent at once: a thousand events are not a thousand round trips
+                with contextlib.suppress(NoNodeError):
+                    self._wait(deleted)
             placement, stat = self._placement(0.0)
             data = {"node": None, "epoch": placement.epoch, "version": placement.version + 1, "ttl": 0}
             self._set(self._p("placement"), _dump(data), stat.version)
@@ -545,10 +648,6 @@ class ZooKeeperMetastore(Metastore):
         self._call(go)
 
     def close(self) -> None:
+        """End the session (waiting at most the timeout: see _stop_client)."""
         if self._started:
-            try:
-                self.client.stop()
-                self.client.close()
-            except KazooException:
-                pass
-            self._started = False
+            self._stop_client()

@@ -370,41 +370,81 @@ def test_registry_keeps_the_paused_flag_each_controller_acts_on(store: Metastore
 
 
 def test_tables_of_the_first_release_gain_the_new_columns(sql_be: Backend) -> None:
-    """A metastore created by a release without ``sfc_controllers.paused`` is brought up to date.
+    """A metastore created by the first release (no ``paused``/``leashed`` columns) is brought up to date.
 
-    Its rows keep working (they read as not paused), and two controllers migrating at the same
-    moment both succeed.
+    Its rows keep working (they read as not paused, not leashed), and two controllers migrating at
+    the same moment both succeed.
     """
     be = sql_be  # (ZooKeeper keeps JSON values: nothing to migrate)
     from sqlalchemy import Column, MetaData, Table, create_engine
     from sqlalchemy.schema import CreateTable
 
+    added = {(c.table.name, c.name) for c in sqlmod._ADDED_COLUMNS}
+    assert added == {("sfc_controllers", "paused"), ("sfc_controllers", "leashed"), ("sfc_observations", "leashed")}
+
+    def as_first_released(table: Any) -> Table:
+        return Table(
+            table.name,
+            MetaData(),
+            *(
+                Column(c.name, c.type, primary_key=c.primary_key, nullable=c.nullable)
+                for c in table.columns
+                if (table.name, c.name) not in added
+            ),
+        )
+
     engine = create_engine(be.spec[1])
-    old = Table(  # the table as the first release created it
-        "sfc_controllers",
-        MetaData(),
-        *(
-            Column(c.name, c.type, primary_key=c.primary_key, nullable=c.nullable)
-            for c in sqlmod.controllers_table.columns
-            if c.name != "paused"
-        ),
-    )
+    old_controllers = as_first_released(sqlmod.controllers_table)
+    old_observations = as_first_released(sqlmod.observations_table)
     with engine.begin() as conn:
-        conn.execute(CreateTable(old))
+        conn.execute(CreateTable(old_controllers))
+        conn.execute(CreateTable(old_observations))
         conn.execute(
-            old.insert().values(host="n0", holder="x", pid=1, version="0.1", role="standby", last_seen=0, started_at=0)
+            old_controllers.insert().values(
+                host="n0", holder="x", pid=1, version="0.1", role="standby", last_seen=0, started_at=0
+            )
+        )
+        conn.execute(
+            old_observations.insert().values(
+                node="n0", state="running", pids="[7]", detail="", observed_at=0, by_host="n0", epoch=1
+            )
         )
     engine.dispose()
     first, second = SQLMetastore(be.spec[1], TIMEOUT), SQLMetastore(be.spec[1], TIMEOUT)
     try:
         with ThreadPoolExecutor(2) as pool:
             list(pool.map(lambda s: s.setup(), (first, second)))
-        assert {c.host: c.paused for c in first.controllers()} == {"n0": False}
-        second.heartbeat(ControllerInfo("n1", "h1", 11, "0.2", "standby", 0, 0, paused=True))
-        assert {c.host: c.paused for c in first.controllers()} == {"n0": False, "n1": True}
+        assert {c.host: (c.paused, c.leashed) for c in first.controllers()} == {"n0": (False, False)}
+        assert [(o.node, o.pids, o.leashed) for o in first.observations()] == [("n0", (7,), False)]
+        second.heartbeat(ControllerInfo("n1", "h1", 11, "0.2", "standby", 0, 0, paused=True, leashed=True))
+        assert {c.host: (c.paused, c.leashed) for c in first.controllers()} == {
+            "n0": (False, False),
+            "n1": (True, True),
+        }
+        lease = second.acquire_or_renew("h1", "n1", LEASE)
+        assert lease is not None
+        assert second.record_observations("h1", lease.epoch, [Observation("n1", "running", (9,), "", leashed=True)])
+        assert [(o.node, o.leashed) for o in first.observations()] == [("n1", True)]
     finally:
         first.close()
         second.close()
+
+
+def test_leashed_flags_round_trip(store: Metastore) -> None:
+    """Each controller's own leashed report, and the active controller's per-node leashed observation."""
+    store.heartbeat(ControllerInfo("n1", "h1", 11, "0.1", "active", 0, 0, leashed=True))
+    store.heartbeat(ControllerInfo("n2", "h2", 22, "0.1", "standby", 0, 0))
+    assert {c.host: c.leashed for c in store.controllers()} == {"n1": True, "n2": False}
+    store.heartbeat(ControllerInfo("n1", "h1", 11, "0.1", "active", 0, 0, leashed=False))
+    assert {c.host: c.leashed for c in store.controllers()} == {"n1": False, "n2": False}
+    lease = store.acquire_or_renew("h1", "n1", LEASE)
+    assert lease is not None
+    obs = [Observation("n1", "running", (5,), "", leashed=True), Observation("n2", "stopped", (), "")]
+    assert store.record_observations("h1", lease.epoch, obs)
+    assert {o.node: o.leashed for o in store.observations()} == {"n1": True, "n2": False}
+    dumped = store.dump()
+    assert {c["host"]: c["leashed"] for c in dumped["controllers"]} == {"n1": False, "n2": False}
+    assert {o["node"]: o["leashed"] for o in dumped["observations"]} == {"n1": True, "n2": False}
 
 
 def test_observations_are_fenced_by_epoch(store: Metastore) -> None:
