@@ -1,6 +1,6 @@
 """Exceptions shared across the controller.
 
-Two error channels (DESIGN §3 rule 3): a lost race is a return value (False/None);
+Two error channels (docs/design.md): a lost race is a return value (False/None);
 a broken dependency is one of these exceptions.
 """
 

@@ -1,4 +1,4 @@
-"""The command line (DESIGN §4) through click's CliRunner, with a sqlite metastore under tmp_path.
+"""The command line (README, Command line) through click's CliRunner, with a sqlite metastore under tmp_path.
 
 The environment is cleared of SCHEDULER_FAILOVER_CONTROLLER_CONFIG and AIRFLOW__* and AIRFLOW_HOME
 points at a tmp dir. Network use is limited to 127.0.0.1.

@@ -1,4 +1,4 @@
-"""Config loading and validation (DESIGN §4), with tmp files and an explicit ``env`` dict.
+"""Config loading and validation (README, Configuration), with tmp files and an explicit ``env`` dict.
 
 The real environment is never read: every call passes ``env=`` and ``hostname=``.
 """
