@@ -147,6 +147,10 @@ class Config:
         return out
 
 
+# Node names that mean "this host", as the 2016 controller read them.
+LOCAL_NAMES = ("localhost", "127.0.0.1")
+
+
 def safety_margin(lease_ttl: float) -> float:
     """Seconds kept in hand before any lease deadline (clock drift, scheduling delay)."""
     return max(0.2, lease_ttl * 0.1)
@@ -176,8 +180,10 @@ def _str(raw: str) -> str:
 
 
 def _command(raw: str) -> str:
+    # 2016's conventions: ";;" separated its start commands, and "\\;" kept a ";" from being
+    # read as the start of an inline comment in its stop command; both mean ";" to the shell.
     # The 2016 controller separated commands with ";;"; keep that meaning.
-    return raw.strip().replace(";;", ";")
+    return raw.strip().replace(";;", ";").replace("\\;", ";")
 
 
 def _list(raw: str) -> tuple[str, ...]:
@@ -330,7 +336,11 @@ def config_path(explicit: str | None, env: Mapping[str, str]) -> tuple[Path, boo
 
 def _read_file(path: Path, required: bool) -> configparser.ConfigParser:
     # No [DEFAULT] inheritance: its keys would leak into our section as unknown keys.
-    parser = configparser.ConfigParser(interpolation=None, strict=True, default_section="\0none")
+    # Airflow reads airflow.cfg with interpolation ("%%" is "%"): so are its sections here. Our
+    # own section is read raw, as the 2016 controller read it (see _airflow_value).
+    parser = configparser.ConfigParser(
+        interpolation=configparser.BasicInterpolation(), strict=True, default_section="\0none"
+    )
     parser.optionxform = str.lower  # type: ignore[assignment,method-assign]
     if not path.exists():
         if required:
@@ -359,7 +369,7 @@ def load_config(
 
     raw: dict[str, tuple[str, str]] = {}  # key -> (value, where it came from)
     if parser.has_section(SECTION):
-        for key, value in parser.items(SECTION):
+        for key, value in parser.items(SECTION, raw=True):
             if key not in KEYS:
                 raise ConfigError(f"{path}: [{SECTION}] {key}: unknown key")
             raw[key] = (value, f"{path} [{SECTION}]")
@@ -395,6 +405,9 @@ def load_config(
         nodes = values["scheduler_nodes_in_cluster"]
         if not nodes:
             raise fail("scheduler_nodes_in_cluster", "the node list is empty")
+        loopback = [n for n in nodes if n in LOCAL_NAMES]
+        if not values["current_host"] and current not in nodes and loopback:
+            current = loopback[0]  # as in 2016: "localhost" in the list is this host
     else:
         nodes = (current,)
     if len(set(nodes)) != len(nodes):
@@ -418,7 +431,7 @@ def load_config(
     state_dir = Path(values["state_dir"] or airflow_home(env) / "scheduler_failover").expanduser()
     sql_conn = (
         values["metadata_service_sql_conn"]
-        or _airflow_sql_conn(parser, env)
+        or _airflow_sql_conn(parser, env, path)
         or (f"sqlite:///{state_dir / 'metastore.db'}")
     )
     if values["metadata_service_type"] == SQL_SERVICE:
@@ -573,7 +586,7 @@ def _check_zookeeper(values: dict[str, Any], fail: Callable[[str, str], ConfigEr
         raise fail("metadata_service_zookeeper_keyfile", "certfile and keyfile must be given together")
 
 
-def _airflow_sql_conn(parser: configparser.ConfigParser, env: Mapping[str, str]) -> str:
+def _airflow_sql_conn(parser: configparser.ConfigParser, env: Mapping[str, str], path: Path) -> str:
     """Airflow's own metadata DB URL, if this config or the environment names a shared one.
 
     Airflow's SQLite file is not used: our WAL mode and write locks would change how Airflow's
@@ -585,8 +598,18 @@ def _airflow_sql_conn(parser: configparser.ConfigParser, env: Mapping[str, str])
             found = found or env[name].strip()
     for section in ("database", "core"):
         if parser.has_option(section, "sql_alchemy_conn"):
-            found = found or parser.get(section, "sql_alchemy_conn").strip()
+            found = found or _airflow_value(parser, section, "sql_alchemy_conn", path).strip()
     return "" if found.startswith("sqlite") else found
+
+
+def _airflow_value(parser: configparser.ConfigParser, section: str, key: str, path: Path) -> str:
+    """A value of one of Airflow's own sections, interpolated as Airflow reads it ("%%" is "%")."""
+    try:
+        return parser.get(section, key)
+    except configparser.InterpolationError:
+        raise ConfigError(
+            f"{path} [{section}] {key}: a '%' that Airflow would not accept either (write a literal '%' as '%%')"
+        ) from None
 
 
 def _smtp(parser: configparser.ConfigParser, env: Mapping[str, str], path: Path) -> SmtpConfig:
@@ -595,7 +618,7 @@ def _smtp(parser: configparser.ConfigParser, env: Mapping[str, str], path: Path)
     for key, parse in SMTP_KEYS.items():
         text, where = None, ""
         if parser.has_option("smtp", key):
-            text, where = parser.get("smtp", key), f"{path} [smtp]"
+            text, where = _airflow_value(parser, "smtp", key, path), f"{path} [smtp]"
         env_name = "AIRFLOW__SMTP__" + key.upper()
         if env.get(env_name) is not None:
             text, where = env[env_name], f"environment {env_name}"

@@ -828,3 +828,61 @@ def test_a_remote_stop_longer_than_the_lease_is_allowed(env: dict[str, str], mak
         make(**keys, poll_frequency="10", lease_ttl="40", ssh_timeout="10", scheduler_stop_timeout="10"), env
     )
     assert config.scheduler_stop_timeout + 2 * config.ssh_timeout >= config.lease_ttl - config.poll_frequency
+
+
+# --- the 2016 controller's section, and airflow.cfg read the way Airflow reads it ---------------
+
+SECTION_2016 = """\
+[core]
+sql_alchemy_conn = mysql+pymysql://airflow:p%%40ss@db.example:3306/airflow
+
+[scheduler_failover]
+scheduler_nodes_in_cluster = localhost
+metadata_service_type = SQLMetadataService
+metadata_service_zookeeper_nodes = localhost:2181
+poll_frequency = 60
+airflow_scheduler_start_command = export AIRFLOW_HOME=/home/airflow/airflow;;nohup airflow scheduler >> ~/airflow/logs/scheduler.logs &
+airflow_scheduler_stop_command = for pid in `ps -ef | grep "airflow scheduler" | awk '{print $2}'` \\; do kill -9 $pid \\; done
+logging_level = INFO
+logging_dir =  /home/airflow/airflow/logs/scheduler_failover/
+logging_file_name = scheduler_failover_controller.log
+logs_rotate_when = midnight
+logs_rotate_backup_count = 7
+retry_count_before_alerting = 5
+alert_to_email = airflow@airflow.com
+alert_email_subject = Airflow Alert - Scheduler Failover Controller Failed to Startup Scheduler
+"""
+
+
+def test_the_2016_section_loads_unchanged(tmp_path: Path, env: dict[str, str]) -> None:
+    path = tmp_path / "airflow.cfg"
+    path.write_text(SECTION_2016, encoding="utf-8")
+    config = load(path, env, hostname=lambda: "vm")
+    assert config.current_host == "localhost" and config.nodes == ("localhost",)  # "localhost" is this host
+    assert config.poll_frequency == 60 and config.lease_ttl == 40 and config.renew_interval == 10
+    assert config.airflow_scheduler_start_command == (
+        "export AIRFLOW_HOME=/home/airflow/airflow;nohup airflow scheduler >> ~/airflow/logs/scheduler.logs &"
+    )
+    assert config.airflow_scheduler_stop_command == (
+        """for pid in `ps -ef | grep "airflow scheduler" | awk '{print $2}'` ; do kill -9 $pid ; done"""
+    )
+    assert config.alert_to_email == ("airflow@airflow.com",)
+    # [core] is Airflow's: read with its interpolation, so "%%" is "%" as Airflow sees it
+    assert config.metadata_service_sql_conn == "mysql+pymysql://airflow:p%40ss@db.example:3306/airflow"
+
+
+def test_localhost_does_not_replace_a_named_current_host(tmp_path: Path, env: dict[str, str]) -> None:
+    path = tmp_path / "airflow.cfg"
+    path.write_text(SECTION_2016.replace("= localhost\n", "= localhost, vm\n", 1), encoding="utf-8")
+    assert load(path, env, hostname=lambda: "vm").current_host == "vm"
+
+
+def test_our_section_is_read_raw_as_2016_read_it(make: Callable[..., Path], env: dict[str, str]) -> None:
+    config = load(make(airflow_scheduler_start_command="date +%s >> /tmp/x; exec airflow scheduler"), env)
+    assert config.airflow_scheduler_start_command == "date +%s >> /tmp/x; exec airflow scheduler"
+
+
+def test_a_lone_percent_in_an_airflow_section_is_one_line(make: Callable[..., Path], env: dict[str, str]) -> None:
+    path = make(extra="[smtp]\nsmtp_password = 100%sure\n")
+    message = expect_error(path, env, str(path), "[smtp] smtp_password", "'%%'")
+    assert "100" not in message  # the password is not shown
