@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 
 class ConfigProblem(click.ClickException):
-    """A configuration error: exit code 2, as DESIGN §4 says."""
+    """A configuration error: exit code 2, as the README says."""
 
     exit_code = 2
 
@@ -100,8 +100,7 @@ def start(ctx: click.Context) -> None:
 
     config = _config(ctx)
     setup_logging(config)
-    with _store(config) as store:
-        store.setup()
+    with _store(config) as store:  # run() sets the store up, retrying while it is down
         controller = Controller(config, store, make_runners(config))
         sys.exit(run(config, controller))
 

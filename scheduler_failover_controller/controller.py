@@ -1,6 +1,6 @@
 """The controller cycle: one decision per cycle, returned as a sentence and logged.
 
-Every controller, active or standby, guards its own node (DESIGN S2): its local scheduler may
+Every controller, active or standby, guards its own node (S2 in docs/design.md): its local scheduler may
 run only while this node holds an unexpired placement, measured as a ``time.monotonic()``
 deadline derived from the server's expiry minus the server's now, less a safety margin.
 The active controller (holder of the leadership lease) additionally probes every node,
@@ -15,6 +15,7 @@ import os
 import secrets
 import shlex
 import subprocess
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -66,8 +67,16 @@ class Controller:
         self.role = "starting"
         self.epoch = 0
         self.leader_deadline = NEVER
-        self.placement_deadline = NEVER
+        self._placement_deadline = NEVER
         self.paused = False
+        # Set on SIGTERM/SIGINT: a start wait gives up at once (the daemon hands over).
+        self.stopping = threading.Event()
+        self.starting: set[str] = set()  # nodes with a start under way (their placement is renewed)
+        self.renewing: dict[str, bool] = {}  # remote node -> also renew its leash: healthy there, renewed apart
+        self.local_leashed = True  # the local node runs no scheduler, or only leashed ones
+        self.store_answered = False  # whether the store has answered since this process started
+        self._renewal_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="leash")
+        self._leash_pending: set[str] = set()
         self.restart_failures = 0  # restarts in place since the scheduler last ran stably
         self.failures = 0  # deaths and failed starts since it last ran stably (for alerting)
         self.last_start = NEVER
@@ -77,6 +86,7 @@ class Controller:
         self.fence_failed: dict[str, int] = {}  # node -> cycle in which fence_command last failed
         self.last_state: ClusterState | None = None
         self.last_probes: dict[str, ProbeResult] = {}
+        self.last_seen: dict[str, ProbeResult] = {}  # node -> its last probe that could see it
         self.health_failures: dict[str, int] = {}
         # node -> (scheduler pids, first seen, has answered its health check since)
         self.health_since: dict[str, tuple[tuple[int, ...], float, bool]] = {}
@@ -106,9 +116,22 @@ class Controller:
         return self.monotonic() < self.leader_deadline and self.store.usable()
 
     @property
+    def placement_deadline(self) -> float:
+        """This node's placement deadline (local monotonic): its scheduler must be gone by then."""
+        return self._placement_deadline
+
+    @placement_deadline.setter
+    def placement_deadline(self, deadline: float) -> None:
+        # The leash beside the local scheduler is renewed to the same deadline, never further:
+        # it stops the scheduler at that deadline whatever becomes of this process.
+        self._placement_deadline = deadline
+        if deadline != NEVER:
+            self.local.renew_leash(deadline)
+
+    @property
     def lookahead(self) -> float:
-        """Longest time until the next cycle can renew: one poll plus its metastore calls."""
-        return self.config.poll_frequency + 2 * self.config.metastore_timeout
+        """Longest time until the next renewal can land: one renewal interval plus its metastore calls."""
+        return self.config.renew_interval + 2 * self.config.metastore_timeout
 
     def may_run_locally(self, lookahead: float = 0.0) -> bool:
         return self.monotonic() + lookahead < self.placement_deadline
@@ -129,7 +152,17 @@ class Controller:
         self.alerter.notify(summary, body)
 
     def _heartbeat(self) -> None:
-        info = ControllerInfo(self.host, self.holder, self.pid, __version__, self.role, 0.0, 0.0, paused=self.paused)
+        info = ControllerInfo(
+            self.host,
+            self.holder,
+            self.pid,
+            __version__,
+            self.role,
+            0.0,
+            0.0,
+            paused=self.paused,
+            leashed=self.local_leashed,
+        )
         try:
             self.store.heartbeat(info)
         except MetastoreError as exc:
@@ -153,6 +186,7 @@ class Controller:
             state = self.store.read_state()
         except MetastoreError as exc:
             return self._metastore_down(exc)
+        self.store_answered = True
         self.last_state = state
         self.paused = state.paused
         if lease is not None:
@@ -161,6 +195,7 @@ class Controller:
             if self.role == "active":
                 log.warning("lost the leadership lease to %s (epoch %d)", state.lease.host, state.lease.epoch)
             self.role, self.epoch, self.leader_deadline = "standby", 0, NEVER
+            self.renewing = {}
         self._heartbeat()
         if self.role == "active" and not state.paused:
             probes = self._probe_all()
@@ -182,6 +217,7 @@ class Controller:
             self.role = "active"
             self.restart_failures = 0
             log.info("became active with epoch %d", lease.epoch)
+            self._seed_last_seen()
             self._event("elected", f"{self.host} became active (epoch {lease.epoch})")
         self.role = "active"
 
@@ -199,6 +235,14 @@ class Controller:
                 f"{self.placement_deadline - self.lookahead - now:.1f}s more before self-fencing"
             )
         probe = self.local.probe()
+        self.local_leashed = not probe.state.maybe_running or probe.leashed
+        if probe.leashed and not self.store_answered:
+            # Started with the store down: this process never learnt the placement, but the
+            # leash holds the deadline the last renewal gave it and stops the scheduler then.
+            return (
+                f"{self.role}: metastore unreachable ({exc}); the local scheduler ({probe.describe()}) "
+                "is left to its leash, which stops it at its placement deadline unless the store answers first"
+            )
         if probe.state.maybe_running and probe.state is not SchedulerState.UNKNOWN:
             # One failed call is not proof: e.g. a ZooKeeper client that was frozen finds its
             # session expired, and its first call fails while it reconnects. Ask once more. Only
@@ -222,21 +266,16 @@ class Controller:
     def _guard(self, state: ClusterState, t0: float, probe: ProbeResult | None) -> str | None:
         """Keep this node's placement alive, or make sure its scheduler is down. S2."""
         placement = state.placement
+        probe = probe or self.local.probe()
+        self.local_leashed = not probe.state.maybe_running or probe.leashed
         renewed: Placement | None = None
         if placement.node == self.host and placement.valid:
-            try:
-                renewed = self.store.renew_placement(self.host, self.ttl)
-            except MetastoreError as exc:
-                log.warning("placement renewal failed: %s", exc)
-                renewed = None
-            if renewed is not None:
-                self.placement_deadline = self._deadline(t0, renewed.remaining)
+            renewed = self._renew_own_placement(probe, t0)
         elif placement.node != self.host:
             self.placement_deadline = NEVER
         # Not renewed now: the placement must outlive the next chance to renew it, or we fence.
         if self.paused or self.may_run_locally(0.0 if renewed is not None else self.lookahead):
             return None
-        probe = probe or self.local.probe()
         if not probe.state.maybe_running or probe.state is SchedulerState.UNKNOWN:
             return None
         if self.role == "active" and self.leads() and not placement.valid:
@@ -253,6 +292,23 @@ class Controller:
         message = f"stopped a scheduler on {self.host} ({probe.describe()}) {why}; now {after.state.value}"
         self._event("fence", message)
         return f"{self.role}: {message}"
+
+    def _renew_own_placement(self, probe: ProbeResult, t0: float) -> Placement | None:
+        """Renew this node's placement, but only while its scheduler runs or a start is under way.
+
+        A placement kept alive for a dead scheduler would make an active controller that cannot
+        reach this node wait for it to expire for ever.
+        """
+        if not probe.state.maybe_running and self.host not in self.starting:
+            return None
+        try:
+            renewed = self.store.renew_placement(self.host, self.ttl)
+        except MetastoreError as exc:
+            log.warning("placement renewal failed: %s", exc)
+            return None
+        if renewed is not None:
+            self.placement_deadline = self._deadline(t0, renewed.remaining)
+        return renewed
 
     def _wait_usable(self, limit: float) -> None:
         """Wait up to ``limit`` seconds for the store's connection to be usable again."""
@@ -290,7 +346,11 @@ class Controller:
             except Exception as exc:  # noqa: BLE001 - a broken probe is an unknown node
                 results[node] = ProbeResult(node, SchedulerState.UNKNOWN, detail=f"probe failed: {exc}")
         self.last_probes = results
-        observations = [Observation(n, r.state.value, r.pids, r.detail, by_host=self.host) for n, r in results.items()]
+        self._remember(results)
+        observations = [
+            Observation(n, r.state.value, r.pids, r.detail, by_host=self.host, leashed=r.leashed)
+            for n, r in results.items()
+        ]
         try:
             self.store.record_observations(self.holder, self.epoch, observations)
         except MetastoreError as exc:
@@ -333,6 +393,7 @@ class Controller:
 
     def _lead(self, state: ClusterState, probes: dict[str, ProbeResult]) -> str:
         prefix = f"active (epoch {self.epoch})"
+        self.renewing = {}  # _healthy sets it again for a scheduler seen healthy this cycle
         placement = state.placement
         if state.switchover is not None:
             return f"{prefix}: {self._switchover(state, probes, *state.switchover)}"
@@ -381,15 +442,52 @@ class Controller:
 
     def _healthy(self, node: str, probe: ProbeResult) -> str:
         if node != self.host:  # our own node's placement was renewed by _guard already
-            try:
-                # Keeps the placement of a node without a controller of its own alive.
-                self.store.renew_placement(node, self.ttl, self.holder, self.epoch)
-            except MetastoreError as exc:
-                log.warning("placement renewal for %s failed: %s", node, exc)
+            # Keeps the placement (and the leash) of a node whose own controller is not there
+            # alive; the renewal thread goes on renewing them between cycles.
+            self.renewing[node] = not self._has_live_controller(node)
+            self._renew_remote(node)
         stable = self.monotonic() - self.last_start >= 3 * self.config.poll_frequency
         if stable and (self.restart_failures or self.in_incident):
             self._recovered()
         return f"scheduler healthy on {node} ({probe.describe()})"
+
+    def _has_live_controller(self, node: str) -> bool:
+        """Whether ``node``'s own controller heartbeats (it then renews its leash itself)."""
+        try:
+            registry = self.store.controllers()
+        except MetastoreError:
+            return False
+        return any(c.host == node and c.age < 2 * self.config.renew_interval for c in registry)
+
+    def _renew_remote(self, node: str) -> None:
+        """Renew another node's placement under our epoch, and its leash when asked to."""
+        t0 = self.monotonic()
+        try:
+            placement = self.store.renew_placement(node, self.ttl, self.holder, self.epoch)
+        except MetastoreError as exc:
+            log.warning("placement renewal for %s failed: %s", node, exc)
+            return
+        if placement is None:
+            self.renewing.pop(node, None)
+        elif self.renewing.get(node):
+            self._renew_remote_leash(node, self._deadline(t0, placement.remaining))
+
+    def _renew_remote_leash(self, node: str, deadline: float) -> None:
+        """Renew ``node``'s leash in the background (over SSH): renewals never wait for a node."""
+        if node in self._leash_pending:
+            return  # the last one has not returned yet; its deadline is the safe one anyway
+        self._leash_pending.add(node)
+
+        def renew() -> None:
+            try:
+                self.runners[node].renew_leash(deadline)
+            finally:
+                self._leash_pending.discard(node)
+
+        try:
+            self._renewal_pool.submit(renew)
+        except RuntimeError:  # shut down
+            self._leash_pending.discard(node)
 
     def _kill_strays(self, strays: list[str], probes: dict[str, ProbeResult], keep: str) -> str:
         if not self.leads():
@@ -549,27 +647,65 @@ class Controller:
     def _blocking_nodes(self, target: str, probes: dict[str, ProbeResult]) -> list[str]:
         """Other nodes that might run a scheduler we cannot stop: they block a start.
 
-        An unreachable node is no obstacle when its own controller guards it (S2), or when
-        ``fence_command`` fenced it. A controller last seen paused does not count as a guard:
-        cut off from the metastore it cannot learn of a resume, and a paused controller
-        fences nothing.
+        An unreachable node is no obstacle only when ``fence_command`` fenced it, or when its
+        placement has expired by server time and everything it may run is under a leash (which
+        stopped it before that expiry, whatever became of its controller). A registered
+        controller alone guards nothing: it may be dead, frozen or cut off.
         """
-        try:
-            registry = self.store.controllers()
-        except MetastoreError:
-            registry = []
-        paused = {c.host for c in registry if c.paused}
-        guarded = {c.host for c in registry} - paused
         blocking = []
         for node, probe in probes.items():
             if node == target or probe.state is SchedulerState.STOPPED:
                 continue
-            if probe.state is SchedulerState.UNKNOWN and (node in guarded or node in self.fenced):
-                continue  # its own controller fences it (S2), or fence_command already did
-            if probe.state is SchedulerState.UNKNOWN and self._fence(node):
+            if probe.state is not SchedulerState.UNKNOWN:
+                blocking.append(node)
                 continue
-            blocking.append(f"{node} (unreachable; its controller was last seen paused)" if node in paused else node)
+            if node in self.fenced:
+                continue  # fence_command already did
+            why = self._unseen_unsafe(node)
+            if why is None or self._fence(node):
+                continue
+            blocking.append(f"{node} ({why})")
         return blocking
+
+    def _unseen_unsafe(self, node: str) -> str | None:
+        """Why an unreachable ``node`` may still run a scheduler; None when it cannot."""
+        try:
+            state = self.store.read_state()
+            registry = {c.host: c for c in self.store.controllers()}
+        except MetastoreError as exc:
+            return f"unreachable, and the metastore cannot tell whether its placement expired: {exc}"
+        if state.placement.valid and state.placement.node == node:
+            return f"unreachable; its placement expires in {state.placement.remaining:.1f}s"
+        entry = registry.get(node)
+        seen = self.last_seen.get(node)
+        if entry is None and seen is None:
+            return "unreachable; not known to run its scheduler under a leash"
+        if entry is not None and not entry.leashed:
+            return "unreachable; its controller last reported a scheduler that is not under a leash"
+        if seen is not None and seen.state.maybe_running and not seen.leashed:
+            return "unreachable; last seen running a scheduler that is not under a leash"
+        return None
+
+    def _remember(self, probes: dict[str, ProbeResult]) -> None:
+        """Keep the last look at each node that could see it (for the leash rule above)."""
+        for node, probe in probes.items():
+            if probe.state is not SchedulerState.UNKNOWN:
+                self.last_seen[node] = probe
+
+    def _seed_last_seen(self) -> None:
+        """A new term: start from what the previous active controller recorded."""
+        try:
+            observations = self.store.observations()
+        except MetastoreError as exc:
+            log.warning("could not read the last observations: %s", exc)
+            return
+        for o in observations:
+            try:
+                state = SchedulerState(o.state)
+            except ValueError:
+                continue
+            if state is not SchedulerState.UNKNOWN and o.node not in self.last_seen:
+                self.last_seen[o.node] = ProbeResult(o.node, state, o.pids, o.detail, leashed=o.leashed)
 
     def _fence(self, node: str) -> bool:
         """Run fence_command for an unreachable node without a controller; True if it succeeded."""
@@ -609,21 +745,32 @@ class Controller:
             return False, "not starting: lease margin too small"
         # Fence the start by our epoch at the store as well: a restart in place writes nothing
         # else that the store could refuse, and our deadline alone trusts the server's clock rate.
+        self.starting.add(node)
+        try:
+            return self._start_and_wait(node)
+        finally:
+            self.starting.discard(node)
+
+    def _start_and_wait(self, node: str) -> tuple[bool, str]:
+        t0 = self.monotonic()
         try:
             mine = self.store.renew_placement(node, self.ttl, self.holder, self.epoch)
         except MetastoreError as exc:
             return False, f"not starting: cannot confirm the placement on {node}: {exc}"
         if mine is None:
             return False, f"not starting: the placement on {node} is no longer ours (epoch {self.epoch})"
+        deadline = self._deadline(t0, mine.remaining)
+        if node == self.host:
+            self.placement_deadline = deadline
         runner = self.runners[node]
         try:
-            runner.start()
+            runner.start(deadline)  # under a leash holding that deadline
         except (NodeUnreachable, CommandFailed) as exc:
             return False, str(exc)
         self.fenced.discard(node)
         start = self.monotonic()
-        deadline = start + self.config.scheduler_start_timeout
-        next_renewal = start + self.config.poll_frequency
+        give_up = start + self.config.scheduler_start_timeout
+        next_renewal = start + self.config.renew_interval
         step = min(0.25, self.config.poll_frequency / 2)
         while True:
             probe = runner.probe()
@@ -631,11 +778,14 @@ class Controller:
                 self.last_start = self.monotonic()
                 return True, f"up after {self.monotonic() - start:.1f}s, {probe.describe()}"
             now = self.monotonic()
-            if now >= deadline:
+            if self.stopping.is_set():
+                after = self._stop(runner)
+                return False, f"gave up the start to shut down (cleanup: {after.state.value})"
+            if now >= give_up:
                 after = self._stop(runner)  # it could still come up later: make sure it does not
                 return False, f"not up within {self.config.scheduler_start_timeout:g}s (cleanup: {after.state.value})"
             if now >= next_renewal:
-                next_renewal = now + self.config.poll_frequency
+                next_renewal = now + self.config.renew_interval
                 if not self._renew_while_waiting(node):
                     self._stop(runner)
                     return False, "lost the lease while waiting for the scheduler to come up; stopped it"
@@ -664,8 +814,12 @@ class Controller:
         except MetastoreError as exc:
             log.warning("renewal while waiting for the scheduler failed: %s", exc)
             return self.leads()
-        if placement is not None and node == self.host:
-            self.placement_deadline = self._deadline(t0, placement.remaining)
+        if placement is not None:
+            deadline = self._deadline(t0, placement.remaining)
+            if node == self.host:
+                self.placement_deadline = deadline
+            else:
+                self._renew_remote_leash(node, deadline)
         return placement is not None
 
     def _note_failure(self, node: str, detail: str, start_failed: bool) -> None:
@@ -691,6 +845,41 @@ class Controller:
         self.failures = 0
         self.in_incident = False
         self.backoff.clear()
+
+    # --- renewals, on their own clock ----------------------------------------------------
+
+    def renew(self) -> bool:
+        """Renew the lease and the placements this controller keeps, apart from the cycle.
+
+        The daemon's renewal thread runs this every ``renew_interval``, so that no probe, start or
+        stop (which run in the cycle) can delay a renewal: ``poll_frequency`` is only how often the
+        scheduler is probed. Returns True when the cycle should run now: the lease is free to take,
+        or this controller lost it.
+        """
+        t0 = self.monotonic()
+        wake = False
+        if self.role == "active":
+            epoch = self.epoch
+            if not self._renew_lease():
+                wake = True
+            elif epoch == self.epoch and self.leads():
+                for node in list(self.renewing):
+                    self._renew_remote(node)
+                for node in list(self.starting - {self.host}):
+                    self._renew_while_waiting(node)
+        probe = self.local.probe()
+        self.local_leashed = not probe.state.maybe_running or probe.leashed
+        held = self.placement_deadline != NEVER
+        if (held or self.host in self.starting) and self._renew_own_placement(probe, t0) is None:
+            # Not ours any more, or its scheduler is gone: the cycle decides what follows.
+            wake = wake or (probe.state.maybe_running and self.host not in self.starting)
+        if self.role != "active":
+            try:
+                wake = wake or not self.store.read_state().lease.valid
+            except MetastoreError as exc:
+                log.warning("renewal: cannot read the lease: %s", exc)
+        self._heartbeat()
+        return wake
 
     # --- shutdown -----------------------------------------------------------------------
 
@@ -724,4 +913,5 @@ class Controller:
         self.leader_deadline = NEVER
         self.role = "stopped"
         self._pool.shutdown(wait=False, cancel_futures=True)
+        self._renewal_pool.shutdown(wait=False, cancel_futures=True)
         return "; ".join(parts) or "nothing held"

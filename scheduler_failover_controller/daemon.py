@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import logging.handlers
 import os
+import re
 import signal
 import socket
 import sys
@@ -16,7 +17,8 @@ from pathlib import Path
 from types import FrameType
 
 from .config import Config
-from .controller import Controller
+from .controller import PLEASE_REPORT, Controller
+from .exceptions import MetastoreError
 
 log = logging.getLogger(__name__)
 
@@ -100,36 +102,91 @@ def _serve_metrics(controller: Controller, port: int) -> ThreadingHTTPServer:
     return server
 
 
+def _renewals(controller: Controller, interval: float, stop: threading.Event, wake: threading.Event) -> None:
+    """The renewal thread: renew every ``interval`` seconds, whatever the cycle is doing."""
+    while not stop.wait(interval):
+        try:
+            if controller.renew():
+                wake.set()
+        except Exception:
+            log.exception(PLEASE_REPORT)
+
+
+def _setup(controller: Controller, stop: threading.Event, interval: float) -> bool:
+    """Create the schema, retrying until the store answers (a warning per try); False if stopped first.
+
+    A controller started while its metastore is down keeps trying instead of exiting: a scheduler
+    already running on this node stays under its leash meanwhile.
+    """
+    while not stop.is_set():
+        try:
+            controller.store.setup()
+            return True
+        except MetastoreError as exc:
+            log.warning("metastore not ready (%s); retrying in %gs", exc, interval)
+            # Cycles meanwhile act on nothing but the self-fence of an unleashed local scheduler.
+            log.info("%s", controller.run_cycle())
+            stop.wait(interval)
+    return False
+
+
 def run(
     config: Config,
     controller: Controller,
     stop: threading.Event | None = None,
     monotonic: Callable[[], float] = time.monotonic,
 ) -> int:
-    """Run cycles every ``poll_frequency`` seconds until SIGTERM/SIGINT, then hand over."""
+    """Run cycles every ``poll_frequency`` seconds until SIGTERM/SIGINT, then hand over.
+
+    Leases and placements are renewed by a thread of their own every ``renew_interval``. SIGHUP,
+    SIGUSR1 and SIGUSR2 are logged and otherwise ignored (restart the unit to apply a new config).
+    """
     stop = stop or threading.Event()
+    wake = threading.Event()
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         log.info("received %s; finishing the current cycle, then releasing", signal.Signals(signum).name)
+        controller.stopping.set()
         stop.set()
+        wake.set()
+
+    def on_ignored(signum: int, _frame: FrameType | None) -> None:
+        log.info("received %s; ignored (restart the controller to apply a changed config)", signal.Signals(signum).name)
 
     previous = {}
     if threading.current_thread() is threading.main_thread():
         previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+        previous.update(
+            {sig: signal.signal(sig, on_ignored) for sig in (signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)}
+        )
     metrics = _serve_metrics(controller, config.metrics_port) if config.metrics_port else None
     log.info(
-        "controller %s starting on %s: nodes %s, poll %gs, lease %gs, metastore %s",
+        "controller %s starting on %s: nodes %s, poll %gs, lease %gs (renewed every %gs), metastore %s",
         controller.holder,
         config.current_host,
         ",".join(config.nodes),
         config.poll_frequency,
         config.lease_ttl,
+        config.renew_interval,
         controller.store.describe(),
     )
+    if re.search(r"\bkill\s+-(9|KILL|SIGKILL)\b", config.airflow_scheduler_stop_command):
+        log.warning(
+            "airflow_scheduler_stop_command uses kill -9: a stopped scheduler gets no grace to finish "
+            "its work; leave it empty for SIGTERM, then SIGKILL after scheduler_stop_timeout"
+        )
+    renewals_stop = threading.Event()
+    renewer = threading.Thread(
+        target=_renewals, args=(controller, config.renew_interval, renewals_stop, wake), name="renewals", daemon=True
+    )
     sd_notify("READY=1")
-    next_run = monotonic()
     try:
+        if not _setup(controller, stop, config.renew_interval):
+            return 0
+        renewer.start()
+        next_run = monotonic()
         while not stop.is_set():
+            wake.clear()
             began = monotonic()
             sentence = controller.run_cycle()
             Metrics.last_cycle_seconds = monotonic() - began
@@ -139,8 +196,14 @@ def run(
             now = monotonic()
             if next_run < now:  # a slow cycle: skip the missed slots instead of bursting
                 next_run = now
-            stop.wait(next_run - now)
+            # Woken early when the renewals find the lease free or lost: a lost host costs the
+            # lease, not the poll (at most one early cycle per renewal interval).
+            if wake.wait(next_run - now):
+                next_run = monotonic()
     finally:
+        renewals_stop.set()
+        if renewer.is_alive():
+            renewer.join(timeout=2 * config.metastore_timeout + 2)
         sd_notify("STOPPING=1")
         log.info("shutting down: %s", controller.shutdown())
         if metrics is not None:

@@ -159,11 +159,13 @@ class FakeStore(Metastore):
         self.placement_expires_at = self.server_now + ttl
         return self.placement()
 
-    def register(self, host: str, holder: str = "", role: str = "standby", paused: bool = False) -> None:
+    def register(
+        self, host: str, holder: str = "", role: str = "standby", paused: bool = False, leashed: bool = True
+    ) -> None:
         """Put a controller in the registry directly (a controller elsewhere)."""
         holder = holder or f"{host}:1:fake"
         now = self.server_now
-        self.registry[host] = ControllerInfo(host, holder, 1, "0", role, now, now, paused=paused)
+        self.registry[host] = ControllerInfo(host, holder, 1, "0", role, now, now, paused=paused, leashed=leashed)
 
     def kinds(self) -> list[str]:
         return [e.kind for e in self._events]
@@ -308,8 +310,10 @@ class FakeRunner(NodeRunner):
     Knobs: ``start_error`` makes start raise CommandFailed; ``comes_up = False`` makes start
     "succeed" with no scheduler ever showing; ``up_after_probes`` delays it by that many probes;
     ``reachable = False`` makes probe UNKNOWN and start/stop raise NodeUnreachable;
-    ``stop_fails`` leaves the scheduler running after stop. ``actions`` (shared between runners)
-    records ``(node, "start"|"stop")`` in call order.
+    ``stop_fails`` leaves the scheduler running after stop; ``leashed = False`` reports its
+    scheduler as not under a leash (one started by hand). ``actions`` (shared between runners)
+    records ``(node, "start"|"stop")`` in call order; ``deadlines`` the leash deadlines given
+    to ``start`` and ``renew_leash``.
     """
 
     def __init__(
@@ -327,6 +331,9 @@ class FakeRunner(NodeRunner):
         self.comes_up = True
         self.up_after_probes = 0
         self.stop_fails = False
+        self.leashed = True
+        self.deadlines: list[tuple[str, float]] = []
+        self.leash_clock: Callable[[], float] | None = None
         self.starts = 0
         self.stops = 0
         self.graces: list[float | None] = []
@@ -340,7 +347,22 @@ class FakeRunner(NodeRunner):
     @property
     def running(self) -> bool:
         """Whether a scheduler process exists there (the truth, reachable or not)."""
+        self._leash()
         return self.state in (SchedulerState.RUNNING, SchedulerState.UNHEALTHY)
+
+    def enforce_leash(self, clock: Callable[[], float]) -> None:
+        """Model the leash: a leashed scheduler dies once ``clock()`` passes its latest deadline.
+
+        ``clock`` is this node's own monotonic clock; only deadlines written in that frame (by
+        this node's own controller) may be used with it.
+        """
+        self.leash_clock = clock
+
+    def _leash(self) -> None:
+        if self.leash_clock is None or not self.leashed or not self.deadlines:
+            return
+        if self.state is not SchedulerState.STOPPED and self.leash_clock() >= max(d for _k, d in self.deadlines):
+            self.die()
 
     def run(self, count: int = 1) -> None:
         self.state = SchedulerState.RUNNING
@@ -357,7 +379,7 @@ class FakeRunner(NodeRunner):
         self.pids = ()
 
     def _result(self) -> ProbeResult:
-        return ProbeResult(self.node, self.state, self.pids)
+        return ProbeResult(self.node, self.state, self.pids, leashed=self.leashed and self.running)
 
     # --- the NodeRunner contract ---
 
@@ -367,6 +389,7 @@ class FakeRunner(NodeRunner):
             hook, self.on_probe = self.on_probe, None
         if hook is not None:
             hook()
+        self._leash()
         if not self.reachable:
             return ProbeResult(self.node, SchedulerState.UNKNOWN, detail=f"{self.node}: fake node unreachable")
         with self._lock:
@@ -377,10 +400,11 @@ class FakeRunner(NodeRunner):
                 self.run()
         return self._result()
 
-    def start(self) -> None:
+    def start(self, deadline: float) -> None:
         with self._lock:
             self.starts += 1
             self.actions.append((self.node, "start"))
+            self.deadlines.append(("start", deadline))
         if not self.reachable:
             raise NodeUnreachable(f"{self.node}: fake node unreachable")
         if self.start_error is not None:
@@ -391,6 +415,10 @@ class FakeRunner(NodeRunner):
             self._pending = self.up_after_probes
         else:
             self.run()
+
+    def renew_leash(self, deadline: float) -> None:
+        with self._lock:
+            self.deadlines.append(("renew", deadline))
 
     def stop(self, grace: float | None = None) -> ProbeResult:
         with self._lock:
@@ -491,3 +519,4 @@ class Cluster:
     def close(self) -> None:
         for controller in self.controllers.values():
             controller._pool.shutdown(wait=True)
+            controller._renewal_pool.shutdown(wait=True)

@@ -527,7 +527,9 @@ def test_lease_rule_boundary_is_allowed(env: dict[str, str], make: Callable[...,
     assert config.scheduler_stop_timeout == 3.0
 
 
-def test_lease_shorter_than_renewal_plus_two_timeouts_is_rejected(env: dict[str, str], make: Callable[..., Path]) -> None:
+def test_lease_shorter_than_renewal_plus_two_timeouts_is_rejected(
+    env: dict[str, str], make: Callable[..., Path]
+) -> None:
     path = make(poll_frequency="10", lease_ttl="15", metastore_timeout="6")
     expect_error(path, env, str(path), "lease_ttl", "renewal interval + 2 x metastore_timeout (3.75 + 2 x 6)")
 
@@ -549,7 +551,9 @@ def test_a_renewal_must_land_before_the_leash_stops_the_scheduler(
     env: dict[str, str], make: Callable[..., Path]
 ) -> None:
     # renewal 10 + 2 x 5 + stop + margin 4 <= 40: a stop timeout of 16 fits, 16.5 does not
-    assert load(make(poll_frequency="10", lease_ttl="40", scheduler_stop_timeout="16"), env).scheduler_stop_timeout == 16
+    assert (
+        load(make(poll_frequency="10", lease_ttl="40", scheduler_stop_timeout="16"), env).scheduler_stop_timeout == 16
+    )
     path = make(poll_frequency="10", lease_ttl="40", scheduler_stop_timeout="16.5")
     expect_error(path, env, str(path), "scheduler_stop_timeout", "before the leash starts stopping the scheduler")
 
@@ -824,9 +828,7 @@ def test_a_remote_stop_longer_than_the_lease_is_allowed(env: dict[str, str], mak
     # The lease is renewed by its own thread while a stop runs, and again right before a start.
     shared = "mysql+pymysql://sfc:pw@db.example:3306/airflow"
     keys = {"scheduler_nodes_in_cluster": "node-a, node-b", "metadata_service_sql_conn": shared}
-    config = load(
-        make(**keys, poll_frequency="10", lease_ttl="40", ssh_timeout="10", scheduler_stop_timeout="10"), env
-    )
+    config = load(make(**keys, poll_frequency="10", lease_ttl="40", ssh_timeout="10", scheduler_stop_timeout="10"), env)
     assert config.scheduler_stop_timeout + 2 * config.ssh_timeout >= config.lease_ttl - config.poll_frequency
 
 
@@ -841,8 +843,8 @@ scheduler_nodes_in_cluster = localhost
 metadata_service_type = SQLMetadataService
 metadata_service_zookeeper_nodes = localhost:2181
 poll_frequency = 60
-airflow_scheduler_start_command = export AIRFLOW_HOME=/home/airflow/airflow;;nohup airflow scheduler >> ~/airflow/logs/scheduler.logs &
-airflow_scheduler_stop_command = for pid in `ps -ef | grep "airflow scheduler" | awk '{print $2}'` \\; do kill -9 $pid \\; done
+airflow_scheduler_start_command = {start}
+airflow_scheduler_stop_command = {stop}
 logging_level = INFO
 logging_dir =  /home/airflow/airflow/logs/scheduler_failover/
 logging_file_name = scheduler_failover_controller.log
@@ -851,7 +853,10 @@ logs_rotate_backup_count = 7
 retry_count_before_alerting = 5
 alert_to_email = airflow@airflow.com
 alert_email_subject = Airflow Alert - Scheduler Failover Controller Failed to Startup Scheduler
-"""
+""".format(  # the two long lines, verbatim
+    start="export AIRFLOW_HOME=/home/airflow/airflow;;nohup airflow scheduler >> ~/airflow/logs/scheduler.logs &",
+    stop="""for pid in `ps -ef | grep "airflow scheduler" | awk '{print $2}'` \\; do kill -9 $pid \\; done""",
+)
 
 
 def test_the_2016_section_loads_unchanged(tmp_path: Path, env: dict[str, str]) -> None:

@@ -11,6 +11,7 @@ import pytest
 from scheduler_failover_controller.controller import PLEASE_REPORT, Controller
 from scheduler_failover_controller.exceptions import MetastoreError
 from scheduler_failover_controller.probe import SchedulerState
+from tests.process.harness import wait_for
 
 from .fakes import Cluster, FakeClock, FakeRunner, FakeStore, make_config
 
@@ -78,7 +79,7 @@ def test_fake_runner_start_stop_and_faults() -> None:
     clock = FakeClock()
     runner = FakeRunner("n1")
     assert runner.probe().state is SchedulerState.STOPPED
-    runner.start()
+    runner.start(0.0)
     assert runner.probe().state is SchedulerState.RUNNING and runner.starts == 1
     assert runner.stop().state is SchedulerState.STOPPED and runner.stops == 1
     runner.reachable = False
@@ -563,11 +564,14 @@ def test_no_other_node_to_move_to_retries_in_place(cluster: Cluster) -> None:
     assert "(n1 backing off 19s, n2 unknown, n3 unknown); next try in place in 19.0s" in sentence
     assert cluster.actions[before:] == []
     # Backing off: no start at all until the node's backoff is over, then one more try in place.
+    # Meanwhile the placement lapses (nobody renews the placement of a dead scheduler), so the
+    # retry places it afresh.
     sentences = [tick(cluster, c1)[0] for _ in range(20)]
     assert cluster.actions[before:] == [("n1", "start")]
-    retried = [i for i, s in enumerate(sentences) if "failed (attempt 4, after its backoff)" in s]
+    assert "no scheduler runs and no node can take it now (n1 backing off 15s, n2 unknown, n3 unknown)" in sentences[3]
+    retried = [i for i, s in enumerate(sentences) if "placed the scheduler on n1 but its start failed: n1: exit 1" in s]
     assert retried == [18], sentences  # 19 s of backoff left after the first tick
-    assert "next try in place in 39.0s" in sentences[19]  # and the next wait is twice as long
+    assert "(n1 backing off 39s, n2 unknown, n3 unknown); next try in place in 39.0s" in sentences[19]  # twice as long
 
 
 def test_single_node_crash_loop_backs_off_after_its_budget() -> None:
@@ -659,10 +663,13 @@ def test_start_waits_until_the_scheduler_is_up(cluster: Cluster) -> None:
 
 
 def test_unknown_node_without_controller_blocks_a_start(cluster: Cluster) -> None:
-    cluster.runners["n3"].reachable = False  # might run a scheduler; nobody guards it
+    cluster.runners["n3"].reachable = False  # might run a scheduler; nothing says it is leashed
     c1 = cluster.controller("n1")
     sentence = c1.run_cycle()
-    assert sentence == "active (epoch 1): no scheduler seen, but one may still run on n3; not placing one on n1"
+    assert sentence == (
+        "active (epoch 1): no scheduler seen, but one may still run on n3 (unreachable; not known to run "
+        "its scheduler under a leash); not placing one on n1"
+    )
     assert cluster.actions == [] and cluster.running() == []
     assert cluster.store.placement_node is None and not c1.backoff
     assert cluster.alerters["n1"].summaries == ["no scheduler runs: a start is blocked"]
@@ -670,33 +677,62 @@ def test_unknown_node_without_controller_blocks_a_start(cluster: Cluster) -> Non
     assert len(cluster.alerters["n1"].sent) == 1  # once per incident
 
 
-def test_unknown_node_with_its_own_controller_does_not_block_a_start(cluster: Cluster) -> None:
+def test_unknown_node_whose_controller_reports_a_leash_does_not_block_a_start(cluster: Cluster) -> None:
     cluster.runners["n3"].reachable = False
-    cluster.store.register("n3")  # its own controller fences it (S2)
+    cluster.store.register("n3", leashed=True)  # whatever it runs stops at its deadline
     c1 = cluster.controller("n1")
     assert "placed and started the scheduler on n1" in c1.run_cycle()
     assert cluster.actions == [("n1", "start")]
 
 
-def test_unknown_node_whose_controller_was_last_seen_paused_blocks_a_start(cluster: Cluster) -> None:
+def test_unknown_node_whose_controller_reports_an_unleashed_scheduler_blocks(cluster: Cluster) -> None:
     cluster.runners["n3"].reachable = False
-    cluster.store.register("n3", paused=True)  # cut off while paused: it fences nothing
+    cluster.store.register("n3", leashed=False)  # e.g. a scheduler started there by hand
     c1 = cluster.controller("n1")
     sentence = c1.run_cycle()
     assert sentence.endswith(
-        "one may still run on n3 (unreachable; its controller was last seen paused); not placing one on n1"
+        "one may still run on n3 (unreachable; its controller last reported a scheduler that is not under "
+        "a leash); not placing one on n1"
     )
     assert cluster.actions == []
 
 
-def test_node_cut_off_during_a_pause_keeps_blocking_after_the_resume(cluster: Cluster) -> None:
-    """Paused; the scheduler node is cut off; resumed: nobody starts a second scheduler.
+def test_unknown_node_last_seen_running_unleashed_blocks(cluster: Cluster) -> None:
+    c1 = active_on_n1(cluster)
+    cluster.store.register("n3", leashed=True)
+    cluster.runners["n3"].leashed = False
+    cluster.runners["n3"].run()
+    assert "killed stray scheduler(s) on n3" in tick(cluster, c1)[0]
+    cluster.runners["n3"].run()  # back, and n3 cannot be reached from now on
+    cluster.runners["n3"].reachable = False
+    c1._remember({"n3": cluster.runners["n3"]._result()})  # as a probe just before the cut saw it
+    cluster.runners["n1"].die()
+    cluster.store.placement_expires_at = cluster.store.server_now  # n1's placement lapses
+    sentence = tick(cluster, c1)[0]
+    assert "n3 (unreachable; last seen running a scheduler that is not under a leash)" in sentence
+    assert cluster.running() == ["n3"]
 
-    The cut-off controller still acts on the pause it saw last (it fences nothing), so its
-    scheduler may still run: the active must not count on it to fence itself.
+
+def test_a_dead_controller_guards_nothing_without_a_leash(cluster: Cluster) -> None:
+    """Registered but reporting an unleashed scheduler: its registration alone is no guard."""
+    cluster.runners["n2"].reachable = False
+    cluster.store.register("n2", leashed=False)
+    cluster.clock.advance(3 * TTL)  # its heartbeat is old: the controller is dead
+    c1 = cluster.controller("n1")
+    assert "one may still run on n2" in c1.run_cycle()
+    assert cluster.actions == []
+
+
+def test_node_cut_off_during_a_pause_is_stopped_by_its_leash_before_a_start_elsewhere(cluster: Cluster) -> None:
+    """Paused; the scheduler node is cut off; resumed: never two schedulers.
+
+    The cut-off controller still acts on the pause it saw last and fences nothing itself, but its
+    scheduler runs under a leash that nobody renews any more: it stops at the placement deadline,
+    and only after the placement expired does the active start one elsewhere.
     """
     c1 = active_on_n1(cluster)
     c2 = cluster.controller("n2")
+    cluster.runners["n2"].enforce_leash(cluster.clock.monotonic)
     cluster.runners["n1"].die()
     cluster.store.force_placement("n2", TTL)
     cluster.runners["n2"].run()
@@ -716,10 +752,10 @@ def test_node_cut_off_during_a_pause_keeps_blocking_after_the_resume(cluster: Cl
         down = cluster.store.unreachable_for(c2.run_cycle)
         assert down.startswith("standby: metastore unreachable") and "paused, acting on nothing" in down
         sentences.append(c1.run_cycle())
-    assert not cluster.store.placement().valid or cluster.store.placement_node != "n2"
-    assert "one may still run on n2 (unreachable; its controller was last seen paused)" in sentences[-1]
-    assert cluster.running() == ["n2"], "a second scheduler was started while n2's may still run"
-    assert [a for a in cluster.actions if a[1] == "start"] == [("n1", "start")]  # the first one only
+        assert len(cluster.running()) <= 1, sentences
+    assert "waiting" in sentences[0] and "for its placement to expire" in sentences[0]
+    assert cluster.running() == ["n1"], sentences
+    assert any("placed and started the scheduler on n1" in s for s in sentences), sentences
 
 
 @pytest.mark.parametrize(("command", "started"), [("true", True), ("false", False)])
@@ -734,7 +770,7 @@ def test_fence_command_decides_whether_an_unknown_node_blocks(cluster: Cluster, 
         assert fence_events == ["fence_command for n3 succeeded"]
         assert c1.fenced == {"n3"}
     else:
-        assert "no scheduler seen, but one may still run on n3; not placing one on n1" in sentence
+        assert "no scheduler seen, but one may still run on n3 (unreachable; not known to run" in sentence
         assert cluster.actions == []
         assert fence_events == ["fence_command for n3 failed (1)"]
         assert c1.fenced == set()
@@ -748,7 +784,7 @@ def test_start_refused_when_the_lease_margin_ran_out(cluster: Cluster) -> None:
         cluster.clock.advance(TTL)
         store.failing.add("acquire_or_renew")
 
-    store.on("controllers", lambda: store.on("controllers", stall))  # the check in _start_on, not the one before
+    store.on("acquire_or_renew", lambda: store.on("acquire_or_renew", stall))  # the renewal in _start_on
     sentence = c1.run_cycle()
     assert "placed the scheduler on n1 but its start failed: not starting: lease margin too small" in sentence
     assert cluster.actions == []
@@ -758,7 +794,7 @@ def test_start_refused_when_the_lease_lapsed_just_before(cluster: Cluster) -> No
     """The renewal before a start finds a new term (the lease lapsed meanwhile): nothing starts."""
     c1 = cluster.controller("n1")
     store = cluster.store
-    store.on("controllers", lambda: store.on("controllers", lambda: cluster.clock.advance(TTL)))
+    store.on("acquire_or_renew", lambda: store.on("acquire_or_renew", lambda: cluster.clock.advance(TTL)))
     sentence = c1.run_cycle()
     assert "placed the scheduler on n1 but its start failed: not starting: lost the leadership lease" in sentence
     assert cluster.actions == [] and not c1.leads()
@@ -775,7 +811,7 @@ def test_lease_lost_while_waiting_for_the_start_stops_it(cluster: Cluster) -> No
         store.lease_expires_at = store.server_now + TTL
 
     # The renewal just before the start succeeds; the next one, while waiting, finds it taken.
-    store.on("controllers", lambda: store.on("acquire_or_renew", lambda: store.on("acquire_or_renew", steal)))
+    store.on("acquire_or_renew", lambda: store.on("acquire_or_renew", lambda: store.on("acquire_or_renew", steal)))
     sentence = c1.run_cycle()
     assert "start failed: lost the lease while waiting for the scheduler to come up; stopped it" in sentence
     assert cluster.actions == [("n1", "start"), ("n1", "stop")]
@@ -1110,3 +1146,119 @@ def test_a_new_scheduler_gets_its_start_timeout_to_bring_up_its_health_server(
     assert "scheduler healthy on n1" in sentence
     (sentence,) = tick(cluster, c1)
     assert "scheduler was unhealthy on n1; restarted it in place" in sentence
+
+
+# --- the leash and renewals on their own clock ------------------------------------------------
+
+
+def test_a_start_hands_the_placement_deadline_to_the_leash(cluster: Cluster) -> None:
+    c1 = cluster.controller("n1")
+    assert "placed and started the scheduler on n1" in c1.run_cycle()
+    kinds = [kind for kind, _d in cluster.runners["n1"].deadlines]
+    assert "start" in kinds
+    start_deadline = dict(cluster.runners["n1"].deadlines)["start"]
+    # the placement's server expiry less the safety margin, measured from before the renewal
+    assert start_deadline == pytest.approx(cluster.clock.now + TTL - c1.margin, abs=0.01)
+    before = len(cluster.runners["n1"].deadlines)
+    tick(cluster, c1)
+    renewed = cluster.runners["n1"].deadlines[before:]
+    assert renewed and renewed[-1][0] == "renew"
+    assert renewed[-1][1] == pytest.approx(cluster.clock.now + TTL - c1.margin, abs=0.01)
+
+
+def test_a_dead_scheduler_s_placement_is_not_renewed_by_its_own_controller(cluster: Cluster) -> None:
+    """Else an active that cannot reach the node would wait for its placement for ever."""
+    c1 = cluster.controller("n1")
+    c2 = cluster.controller("n2")
+    cluster.store.acquire_or_renew(c1.holder, "n1", TTL)
+    c1.run_cycle()
+    cluster.store.force_placement("n2", TTL)
+    cluster.runners["n2"].run()
+    assert c2.run_cycle() == "standby: n1 is active (epoch 1); scheduler placed on n2"
+    cluster.runners["n2"].die()
+    expires = cluster.store.placement_expires_at
+    for _ in range(3):
+        cluster.clock.advance(1.0)
+        c2.run_cycle()
+        c2.renew()
+    assert cluster.store.placement_expires_at == expires
+
+
+def test_renew_keeps_lease_and_placements_without_a_cycle(cluster: Cluster) -> None:
+    c1 = active_on_n1(cluster)
+    for _ in range(int(3 * TTL)):
+        cluster.clock.advance(1.0)
+        assert c1.renew() is False
+    assert c1.leads() and cluster.store.lease().valid and cluster.store.placement().valid
+    assert cluster.store.placement_node == "n1" and cluster.running() == ["n1"]
+
+
+def test_renew_renews_a_remote_placement_seen_healthy(cluster: Cluster) -> None:
+    c1 = cluster.controller("n1")
+    cluster.runners["n2"].run()
+    assert "adopted the scheduler already running on n2" in c1.run_cycle()
+    assert "scheduler healthy on n2" in tick(cluster, c1)[0]
+    assert c1.renewing == {"n2": True}  # n2 has no controller of its own: its leash is renewed too
+    for _ in range(int(3 * TTL)):
+        cluster.clock.advance(1.0)
+        c1.renew()
+        wait_for(lambda: not c1._leash_pending, 5, "the background leash renewal")
+    assert cluster.store.placement().valid and cluster.store.placement_node == "n2"
+    assert [kind for kind, _d in cluster.runners["n2"].deadlines].count("renew") >= int(3 * TTL)
+
+
+def test_renew_wakes_a_standby_when_the_lease_is_free(cluster: Cluster) -> None:
+    c1 = active_on_n1(cluster)
+    c2 = cluster.controller("n2")
+    c2.run_cycle()
+    assert c2.renew() is False
+    cluster.clock.advance(TTL + 1)  # n1's controller is gone
+    assert c2.renew() is True
+    assert "became" not in c1.role
+
+
+def test_sigterm_during_a_start_wait_gives_up_at_once(cluster: Cluster) -> None:
+    cluster.runners["n1"].up_after_probes = 10**6  # would wait scheduler_start_timeout
+    c1 = cluster.controller("n1")
+    cluster.runners["n1"].on_probe = c1.stopping.set
+    sentence = c1.run_cycle()
+    assert sentence.endswith("its start failed: gave up the start to shut down (cleanup: stopped)")
+    assert sum(cluster.clock.slept) < 1.0
+    assert cluster.actions == [("n1", "start"), ("n1", "stop")]
+
+
+def test_store_down_at_start_up_leaves_a_leashed_scheduler_to_its_leash(cluster: Cluster) -> None:
+    cluster.runners["n1"].run()  # started by a previous incarnation, under its leash
+    c1 = cluster.controller("n1")
+    sentence = cluster.store.unreachable_for(c1.run_cycle)
+    assert sentence == (
+        "starting: metastore unreachable (fake metastore unreachable (acquire_or_renew)); the local scheduler "
+        f"({cluster.runners['n1'].probe().describe()}) is left to its leash, which stops it at its placement "
+        "deadline unless the store answers first"
+    )
+    assert cluster.actions == []
+
+
+def test_store_down_at_start_up_self_fences_an_unleashed_scheduler(cluster: Cluster) -> None:
+    cluster.runners["n1"].run()
+    cluster.runners["n1"].leashed = False  # started by hand: nothing else would stop it
+    c1 = cluster.controller("n1")
+    sentence = cluster.store.unreachable_for(c1.run_cycle)
+    assert "self-fenced: stopped the local scheduler" in sentence
+    assert cluster.running() == []
+
+
+def test_a_new_active_learns_the_leash_of_nodes_from_the_last_observations(cluster: Cluster) -> None:
+    c1 = active_on_n1(cluster)
+    cluster.runners["n3"].leashed = False
+    cluster.runners["n3"].run()
+    cluster.runners["n3"].stop_fails = True  # a stray that cannot be killed
+    tick(cluster, c1)
+    c2 = cluster.controller("n2")
+    cluster.clock.advance(TTL + 1)  # n1's controller is gone; its host with it
+    cluster.runners["n1"].die()
+    cluster.runners["n1"].reachable = False
+    cluster.runners["n3"].reachable = False
+    c2.run_cycle()
+    assert cluster.store.lease_host == "n2"
+    assert not c2.last_seen["n3"].leashed and c2.last_seen["n3"].state is SchedulerState.RUNNING

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import threading
+import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +16,7 @@ import pytest
 
 from scheduler_failover_controller import daemon
 from scheduler_failover_controller.config import load_config
+from scheduler_failover_controller.exceptions import MetastoreError
 from scheduler_failover_controller.probe import ProbeResult, SchedulerState
 
 
@@ -30,8 +35,15 @@ def test_sd_notify_without_systemd_is_a_no_op(monkeypatch: pytest.MonkeyPatch) -
 
 
 class _Store:
-    def __init__(self) -> None:
+    def __init__(self, down_for: int = 0) -> None:
         self.closed = False
+        self.down_for = down_for  # setup() fails this many times first
+        self.setups = 0
+
+    def setup(self) -> None:
+        self.setups += 1
+        if self.setups <= self.down_for:
+            raise MetastoreError("fake store down")
 
     def describe(self) -> str:
         return "fake"
@@ -43,18 +55,26 @@ class _Store:
 class _Controller:
     """Just what the loop and the metrics endpoint read."""
 
-    def __init__(self, stop: threading.Event, cycles_before_stop: int) -> None:
+    def __init__(self, stop: threading.Event, cycles_before_stop: int, store: _Store | None = None) -> None:
         self.role, self.epoch, self.cycles, self.holder = "active", 7, 0, "n1:1:x"
         self.last_probes = {"n1": ProbeResult("n1", SchedulerState.RUNNING, (42,))}
-        self.store = _Store()
+        self.store = store or _Store()
         self.stop, self.limit = stop, cycles_before_stop
         self.shut = False
+        self.stopping = threading.Event()
+        self.renewals = 0
+        self.cycle_hook: Callable[[int], None] = lambda _n: None
 
     def run_cycle(self) -> str:
         self.cycles += 1
+        self.cycle_hook(self.cycles)
         if self.cycles >= self.limit:
             self.stop.set()
         return f"cycle {self.cycles}"
+
+    def renew(self) -> bool:
+        self.renewals += 1
+        return False
 
     def shutdown(self) -> str:
         self.shut = True
@@ -73,6 +93,50 @@ def test_loop_runs_cycles_until_stopped_then_hands_over(tmp_path: Path) -> None:
     controller = _Controller(stop, cycles_before_stop=5)
     assert daemon.run(_config(tmp_path), controller, stop) == 0  # type: ignore[arg-type]
     assert controller.cycles == 5 and controller.shut and controller.store.closed
+
+
+def test_a_store_down_at_start_up_is_retried_without_exiting(tmp_path: Path) -> None:
+    stop = threading.Event()
+    store = _Store(down_for=3)
+    controller = _Controller(stop, cycles_before_stop=6, store=store)
+    assert daemon.run(_config(tmp_path), controller, stop) == 0  # type: ignore[arg-type]
+    # three failed setups, each with a cycle (which acts on nothing but the self-fence), then normal cycles
+    assert store.setups == 4 and controller.cycles == 6 and controller.shut
+
+
+def test_renewals_run_while_a_cycle_is_busy(tmp_path: Path) -> None:
+    """A long cycle (a 60 s start, a slow probe) never delays a renewal: they have their own thread."""
+    stop = threading.Event()
+    controller = _Controller(stop, cycles_before_stop=2)
+    seen: list[int] = []
+
+    def slow(n: int) -> None:
+        if n == 1:
+            before = controller.renewals
+            time.sleep(1.0)  # renew_interval is lease_ttl / 4 = 0.25 s here
+            seen.append(controller.renewals - before)
+
+    controller.cycle_hook = slow
+    assert daemon.run(_config(tmp_path, poll_frequency="5"), controller, stop) == 0  # type: ignore[arg-type]
+    assert seen and seen[0] >= 2, seen
+
+
+def test_sighup_and_sigusr_do_no_harm_and_sigterm_stops(tmp_path: Path) -> None:
+    stop = threading.Event()
+    controller = _Controller(stop, cycles_before_stop=10**9)
+
+    def signals(n: int) -> None:
+        if n == 1:
+            for sig in (signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2):
+                os.kill(os.getpid(), sig)
+        if n == 3:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    controller.cycle_hook = signals
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGHUP, signal.SIGUSR1, signal.SIGTERM)}
+    assert daemon.run(_config(tmp_path), controller, stop) == 0  # type: ignore[arg-type]
+    assert controller.cycles == 3 and controller.shut and controller.stopping.is_set()
+    assert {sig: signal.getsignal(sig) for sig in before} == before  # handlers restored
 
 
 def test_metrics_endpoint_serves_prometheus_text(tmp_path: Path) -> None:
