@@ -190,6 +190,15 @@ def _execute_sql(sql: str, conn: Connection) -> None:
     conn.exec_driver_sql(sql)
 
 
+# The rows setup() makes sure of: (table, row), each keyed by its ``name``.
+_SEEDS: list[tuple[Table, dict[str, Any]]] = [
+    (meta_table, {"name": "schema_version", "value": str(SCHEMA_VERSION)}),
+    (meta_table, {"name": "paused", "value": "0"}),
+    (meta_table, {"name": "switchover", "value": ""}),
+    (lease_table, {"name": LEADER, "epoch": 0, "acquired_at": 0.0, "expires_at": 0.0}),
+    (placement_table, {"name": SCHEDULER, "epoch": 0, "version": 0, "expires_at": 0.0, "updated_at": 0.0}),
+]
+
 # Drivers each backend is held to its deadline with (see the module docstring).
 _DRIVERS = {
     "sqlite": ("pysqlite",),
@@ -433,31 +442,47 @@ class SQLMetastore(Metastore):
             self._setup(d)
 
     def _setup(self, d: dl.Deadline) -> None:
-        self._create_tables(d)
-        for table, row in (
-            (meta_table, {"name": "schema_version", "value": str(SCHEMA_VERSION)}),
-            (meta_table, {"name": "paused", "value": "0"}),
-            (meta_table, {"name": "switchover", "value": ""}),
-            (lease_table, {"name": LEADER, "epoch": 0, "acquired_at": 0.0, "expires_at": 0.0}),
-            (placement_table, {"name": SCHEDULER, "epoch": 0, "version": 0, "expires_at": 0.0, "updated_at": 0.0}),
-        ):
+        """Create, seed and upgrade the schema, in as few round trips as what is missing needs.
 
-            def seed(conn: Connection, table: Table = table, row: dict[str, Any] = row) -> None:
-                if conn.execute(select(table).where(table.c.name == row["name"])).first() is None:
-                    conn.execute(insert(table).values(**row))
-
-            with contextlib.suppress(IntegrityError):  # inserted concurrently by another controller
-                self._step(d, seed)
+        A store that is already complete (every restart) costs one look at the catalog and one
+        transaction: setup runs within the one call's deadline like everything else.
+        """
+        present = self._columns(d)
+        missing = [table for table in metadata.sorted_tables if table.name not in present]
+        if missing:
+            self._create_tables(d, missing)
+            present = self._columns(d)  # as created: by us, or by a controller of an older release
         version = select(meta_table.c.value).where(meta_table.c.name == "schema_version")
-        found = self._step(d, lambda conn: conn.execute(version).scalar())
+
+        def seed(conn: Connection) -> Any:
+            for table, row in _SEEDS:
+                if conn.execute(select(table.c.name).where(table.c.name == row["name"])).first() is None:
+                    conn.execute(insert(table).values(**row))
+            return conn.execute(version).scalar()
+
+        try:
+            found = self._step(d, seed)
+        except IntegrityError:  # another controller seeded a row at the same moment: its rows are there now
+            found = self._step(d, seed)
         if found is not None and int(found) > SCHEMA_VERSION:
             raise MetastoreError(
                 f"metastore schema version {found} is newer than this controller's ({SCHEMA_VERSION}); upgrade it"
             )
-        self._add_columns(d)
+        self._add_columns(d, present)
         self._ready = True
 
-    def _create_tables(self, d: dl.Deadline) -> None:
+    def _columns(self, d: dl.Deadline) -> dict[str, set[str]]:
+        """The column names of each of our tables that exists."""
+        with self._connection(d) as conn:
+            found = inspect(conn)
+            names = set(found.get_table_names())
+            return {
+                t.name: {c["name"] for c in found.get_columns(t.name)}
+                for t in metadata.sorted_tables
+                if t.name in names
+            }
+
+    def _create_tables(self, d: dl.Deadline, tables: list[Table]) -> None:
         """Create what is missing. Several controllers may do so at the same moment.
 
         IF NOT EXISTS covers most of that race, but not all of it: PostgreSQL checks for the
@@ -465,7 +490,7 @@ class SQLMetastore(Metastore):
         unique index of its catalog or with "type ... already exists". The loser tries that
         table again and then finds it there. (A real error fails every try and is raised.)
         """
-        for table in metadata.sorted_tables:
+        for table in tables:
             for attempt in range(3):
                 try:
                     self._step(d, partial(_execute, CreateTable(table, if_not_exists=True)))
@@ -474,30 +499,24 @@ class SQLMetastore(Metastore):
                     if attempt == 2:
                         raise
 
-    def _add_columns(self, d: dl.Deadline) -> None:
+    def _add_columns(self, d: dl.Deadline, present: dict[str, set[str]]) -> None:
         """Bring tables made by an older release up to date, additively.
 
-        New columns have defaults, so controllers of the older release keep working beside
-        newer ones during a rolling upgrade; the schema version is left as it is. Another
-        controller may add the same column at the same moment: a failed ALTER whose column now
-        exists is that race, lost.
+        ``present`` is what the catalog shows (table: column names). New columns have defaults, so controllers of the older release
+        keep working beside newer ones during a rolling upgrade; the schema version is left as it
+        is. Another controller may add the same column at the same moment: a failed ALTER whose
+        column now exists is that race, lost.
         """
-
-        def columns() -> dict[str, set[str]]:
-            with self._connection(d) as conn:
-                found = inspect(conn)
-                return {t: {c["name"] for c in found.get_columns(t)} for t in {c.table.name for c in _ADDED_COLUMNS}}
-
-        present = columns()
         for column in _ADDED_COLUMNS:
-            if column.name in present[column.table.name]:
+            table = column.table.name
+            if table not in present or column.name in present[table]:
                 continue
             ddl = CreateColumn(column).compile(dialect=self.engine.dialect)  # from the one definition above
             try:
-                self._step(d, partial(_execute_sql, f"ALTER TABLE {column.table.name} ADD COLUMN {ddl}"))
-                log.info("metastore: added column %s.%s", column.table.name, column.name)
+                self._step(d, partial(_execute_sql, f"ALTER TABLE {table} ADD COLUMN {ddl}"))
+                log.info("metastore: added column %s.%s", table, column.name)
             except SQLAlchemyError:
-                if column.name not in columns()[column.table.name]:
+                if column.name not in self._columns(d).get(table, set()):
                     raise
 
     def _server_now(self, conn: Connection) -> float:

@@ -1,5 +1,6 @@
-"""The metastore contract, run against every real backend: embedded SQLite, a real MariaDB and a
-real 3-server ZooKeeper ensemble (each test in its own database or chroot)."""
+"""The metastore contract, run against every real backend: embedded SQLite, a real MariaDB, a real
+PostgreSQL (through psycopg2 and psycopg 3) and a real 3-server ZooKeeper ensemble (each test in its
+own database or chroot). Frozen and cut-off servers: test_metastore_faults.py."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from scheduler_failover_controller.metastore import sql as sqlmod
 from scheduler_failover_controller.metastore.base import ControllerInfo, Metastore, Observation
 from scheduler_failover_controller.metastore.sql import SQLMetastore
 from scheduler_failover_controller.metastore.zookeeper import ZooKeeperMetastore
-from tests.conftest import MariaDB, missing
+from tests.conftest import missing
 from tests.support.zk import expire_session
 
 TIMEOUT = 2.0
@@ -89,18 +90,22 @@ class Backend:
 def _backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
     if request.param == "sqlite":
         return Backend("sqlite", ("sql", f"sqlite:///{tmp_path / 'metastore.db'}"))
-    if request.param in ("mariadb", "postgresql"):
-        fixture = {"mariadb": "mariadb_url", "postgresql": "postgres_url"}[request.param]
-        return Backend(request.param, ("sql", request.getfixturevalue(fixture)))
+    if request.param == "mariadb":
+        return Backend(request.param, ("sql", request.getfixturevalue("mariadb_url")))
+    if request.param.startswith("postgresql"):  # psycopg2 (the fixture's URL) or psycopg 3
+        url = request.getfixturevalue("postgres_url")
+        if request.param == "postgresql+psycopg":
+            url = url.replace("+psycopg2://", "+psycopg://")
+        return Backend(request.param, ("sql", url))
     return Backend("zookeeper", ("zookeeper", request.getfixturevalue("zk_hosts")))
 
 
-@pytest.fixture(params=["sqlite", "mariadb", "postgresql", "zookeeper"])
+@pytest.fixture(params=["sqlite", "mariadb", "postgresql", "postgresql+psycopg", "zookeeper"])
 def be(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
     return _backend(request, tmp_path)
 
 
-@pytest.fixture(params=["sqlite", "mariadb", "postgresql"])
+@pytest.fixture(params=["sqlite", "mariadb", "postgresql", "postgresql+psycopg"])
 def sql_be(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
     """The SQL backends alone, for what only they have (tables, columns)."""
     return _backend(request, tmp_path)
@@ -503,26 +508,7 @@ def test_clear_wipes_everything_but_the_epoch(store: Metastore) -> None:
     assert state.lease.epoch == lease.epoch
 
 
-# --- faults of a real server (MariaDB) ----------------------------------------------------------
-
-
-def test_frozen_server_makes_calls_fail_within_their_timeout(mariadb: MariaDB, mariadb_url: str) -> None:
-    s = SQLMetastore(mariadb_url, 1.0)
-    s.setup()
-    assert s.acquire_or_renew("a", "host-a", 30) is not None
-    mariadb.freeze()
-    try:
-        for call in (lambda: s.acquire_or_renew("a", "host-a", 30), s.read_state):
-            began = time.monotonic()
-            with pytest.raises(MetastoreError):
-                call()
-            # pre-ping + reconnect may each use the timeout: 2 x 1 s, plus scheduling slack.
-            assert time.monotonic() - began < 6.0
-    finally:
-        mariadb.thaw()
-    lease = s.acquire_or_renew("a", "host-a", 30)
-    assert lease is not None
-    s.close()
+# --- a server that is not there (frozen and cut-off servers: test_metastore_faults.py) ---------------
 
 
 def test_unreachable_server_is_a_metastore_error() -> None:
