@@ -57,14 +57,14 @@ class Deadline:
     def passed(self) -> bool:
         return time.monotonic() >= self.at
 
-    def check(self, what: str = "") -> None:
-        """Raise MetastoreTimeout if no time is left (before starting ``what``)."""
+    def check(self) -> None:
+        """Raise MetastoreTimeout if no time is left (before starting another step of the call)."""
         if self.passed:
-            raise self.timeout(what)
+            raise self.timeout()
 
-    def timeout(self, what: str = "") -> MetastoreTimeout:
-        step = f" ({what})" if what else ""
-        return MetastoreTimeout(f"metastore did not answer within {self.seconds:g}s{step}")
+    def timeout(self) -> MetastoreTimeout:
+        """The one error a call that ran out of time raises."""
+        return MetastoreTimeout(f"metastore did not answer within {self.seconds:g}s (metastore_timeout)")
 
     def guard(self, key: Hashable, cut: Callable[[], None], close: Callable[[], None] | None = None) -> None:
         """Run ``cut()`` if the deadline passes while ``key`` is guarded (at once if it has passed).

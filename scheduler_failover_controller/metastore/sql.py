@@ -32,6 +32,7 @@ write that lands late lands exactly as a slow one would have.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import logging
 import math
@@ -231,6 +232,17 @@ class SQLMetastore(Metastore):
             self.driver = parsed.get_driver_name()
         except (NoSuchModuleError, ImportError) as exc:
             raise ConfigError(f"metadata_service_sql_conn: driver not installed: {exc}") from None
+        if backend in ("mysql", "mariadb") and self.driver != "pymysql":
+            # e.g. Airflow's own mysql:// (mysqlclient): pymysql takes the same URL and is ours to hold to the deadline
+            parsed = parsed.set(drivername=f"{backend}+pymysql")
+            self.driver = "pymysql"
+        if backend == "postgresql" and "+" not in parsed.drivername and importlib.util.find_spec(self.driver) is None:
+            # plain postgresql:// means psycopg 3 to SQLAlchemy 2.1, psycopg2 to 2.0: take the one installed
+            for other in _DRIVERS[backend]:
+                if importlib.util.find_spec(other) is not None:
+                    parsed = parsed.set(drivername=f"postgresql+{other}")
+                    self.driver = other
+                    break
         if self.driver not in _DRIVERS[backend]:
             names = " or ".join(f"{backend}+{d}://" for d in _DRIVERS[backend])
             raise ConfigError(
@@ -330,7 +342,7 @@ class SQLMetastore(Metastore):
 
         d = dl.current()
         if d is not None:
-            d.check("connect")
+            d.check()
         budget = d.remaining() if d is not None else self.timeout
         where = cparams.get("unix_socket") or f"{cparams.get('host') or 'localhost'}:{cparams.get('port') or 3306}"
         try:
@@ -390,7 +402,7 @@ class SQLMetastore(Metastore):
                 yield d
             except SQLAlchemyError as exc:
                 if d.expired or d.passed:
-                    raise d.timeout(_describe_db_error(exc)) from exc
+                    raise d.timeout() from exc
                 raise MetastoreError(_describe_db_error(exc)) from exc
 
     @contextmanager
@@ -502,10 +514,10 @@ class SQLMetastore(Metastore):
     def _add_columns(self, d: dl.Deadline, present: dict[str, set[str]]) -> None:
         """Bring tables made by an older release up to date, additively.
 
-        ``present`` is what the catalog shows (table: column names). New columns have defaults, so controllers of the older release
-        keep working beside newer ones during a rolling upgrade; the schema version is left as it
-        is. Another controller may add the same column at the same moment: a failed ALTER whose
-        column now exists is that race, lost.
+        ``present`` is what the catalog shows (table: column names). New columns have defaults,
+        so controllers of the older release keep working beside newer ones during a rolling
+        upgrade; the schema version is left as it is. Another controller may add the same column
+        at the same moment: a failed ALTER whose column now exists is that race, lost.
         """
         for column in _ADDED_COLUMNS:
             table = column.table.name
@@ -850,17 +862,19 @@ def _psycopg2_wait(conn: Any) -> None:
             events = selectors.EVENT_WRITE
         else:
             raise psycopg2.OperationalError(f"bad state from poll: {state}")
-        timeout = None if d is None else d.remaining()
         with selectors.DefaultSelector() as selector:
             selector.register(conn.fileno(), events)
-            if timeout is None or (timeout > 0 and selector.select(timeout)):
+            if d is None:
+                selector.select()
                 continue
-        if d is not None:
-            with contextlib.suppress(OSError):
-                dup = socket.socket(fileno=os.dup(conn.fileno()))
-                with dup:
-                    dup.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            raise psycopg2.OperationalError(f"metastore deadline of {d.seconds:g}s passed")
+            timeout = d.remaining()
+            if timeout > 0 and selector.select(timeout):
+                continue
+        with contextlib.suppress(OSError):
+            dup = socket.socket(fileno=os.dup(conn.fileno()))
+            with dup:
+                dup.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        raise psycopg2.OperationalError(f"metastore deadline of {d.seconds:g}s passed")
 
 
 def _install_psycopg2_wait_callback() -> None:

@@ -81,6 +81,29 @@ from .base import (
 
 log = logging.getLogger(__name__)
 
+
+class _QuietReconnects(logging.Filter):
+    """kazoo's warning about each reconnect attempt, turned into DEBUG.
+
+    Through an outage kazoo warns every second or so ("Connection time-out: ...", "Connection
+    dropped: ..."), beside the caller's own line per failed call. This store already says once
+    that the connection is suspended or the session lost (see ``_on_state``); anything else kazoo
+    warns about (auth failures, hosts that do not resolve) and every error stay as they are.
+    """
+
+    NOISE = ("Connection dropped", "Connection time-out", "Transition to CONNECTING", "Session has expired")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno == logging.WARNING and str(record.msg).startswith(self.NOISE):
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            return kazoo_log.isEnabledFor(logging.DEBUG)
+        return True
+
+
+# Our clients' own kazoo logger (under kazoo.client, so kazoo's logging settings still apply to it).
+kazoo_log = logging.getLogger("kazoo.client.sfc")
+kazoo_log.addFilter(_QuietReconnects())
+
 SCHEMA_VERSION = 1
 T = TypeVar("T")
 
@@ -138,6 +161,7 @@ class ZooKeeperMetastore(Metastore):
             # Keep reconnecting in the background; each call itself fails fast (see _call).
             connection_retry=KazooRetry(max_tries=-1, delay=0.1, max_delay=1.0),
             command_retry=None,
+            logger=kazoo_log,
             **ssl,
         )
         self._state_lock = threading.Lock()
@@ -145,6 +169,7 @@ class ZooKeeperMetastore(Metastore):
         self._watch_negotiation()
         self._suspended = True  # until kazoo reports CONNECTED
         self._connected = threading.Event()
+        self._start_lock = threading.Lock()
         self._started = False
         self._ready = False
         self.client.add_listener(self._on_state)
@@ -198,12 +223,13 @@ class ZooKeeperMetastore(Metastore):
         for the connection thread (up to 10 s and more on a frozen server). Started once, kazoo
         keeps connecting in the background and a later call finds it connected.
         """
-        if not self._started:
-            try:
-                self.client.start_async()
-            except (KazooException, OSError) as exc:
-                raise MetastoreError(f"cannot connect: {exc or type(exc).__name__}") from None
-            self._started = True
+        with self._start_lock:  # a second start_async would wait for the first one's connection thread
+            if not self._started:
+                try:
+                    self.client.start_async()
+                except (KazooException, OSError) as exc:
+                    raise MetastoreError(f"cannot connect: {exc or type(exc).__name__}") from None
+                self._started = True
         if not self._connected.wait(d.remaining()):
             raise dl.MetastoreTimeout(f"cannot connect: no ZooKeeper server answered within {d.seconds:g}s")
         granted = self._negotiated
@@ -227,7 +253,8 @@ class ZooKeeperMetastore(Metastore):
         wait goes on in a thread of its own: all it can still do is end this store's own session,
         which is what closing it asked for.
         """
-        self._started = False
+        with self._start_lock:
+            self._started = False
         self._connected.clear()
         with self._state_lock:
             self._suspended = True
@@ -310,7 +337,7 @@ class ZooKeeperMetastore(Metastore):
                     self._wait(created)
             found, _ = self._get(self._p("schema"))
         except KazooTimeoutError:
-            raise d.timeout("setup") from None
+            raise d.timeout() from None
         except (KazooException, OSError) as exc:
             raise MetastoreError(f"zookeeper error during setup: {type(exc).__name__}: {exc}"[:300]) from None
         if int(found.decode() or 0) > SCHEMA_VERSION:

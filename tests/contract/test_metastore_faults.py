@@ -319,6 +319,8 @@ def test_every_call_fails_within_its_timeout(site: Site, fault: str, caplog: pyt
     wrong = [(n, repr(e)) for n, _, e in results if n != "close" and not isinstance(e, MetastoreError)]
     assert not wrong, f"calls that did not fail with MetastoreError: {wrong}"
     assert [e for n, _, e in results if n == "close"] == [None]
+    messages = {str(e) for _, _, e in results if e is not None}
+    assert all("\n" not in m and "sfc-secret" not in m for m in messages), messages  # one line, no password
     worst = max(results, key=lambda r: r[1])
     TIMINGS.append(
         f"{site.name} {fault}: {len(results)} calls, slowest {worst[1]:.3f}s ({worst[0]}), "
