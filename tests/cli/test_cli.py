@@ -134,7 +134,7 @@ BAD_CONFIGS: list[tuple[str, dict[str, str], tuple[str, ...]]] = [
     ("node-metachar", {"scheduler_nodes_in_cluster": "node-a,b;reboot"}, ("scheduler_nodes_in_cluster",)),
     ("node-parenthesis", {"scheduler_nodes_in_cluster": "node-a,node(1)"}, ("scheduler_nodes_in_cluster",)),
     ("current-not-listed", {"scheduler_nodes_in_cluster": "node-b"}, ("current_host",)),
-    ("lease-too-short", {"poll_frequency": "10", "lease_ttl": "12", "metastore_timeout": "2"}, ("lease_ttl",)),
+    ("lease-too-short", {"poll_frequency": "10", "lease_ttl": "12", "metastore_timeout": "5"}, ("lease_ttl",)),
     ("stop-timeout-too-long", {"scheduler_stop_timeout": "4"}, ("scheduler_stop_timeout",)),
     ("ssh-timeout-too-long", {"ssh_timeout": "4"}, ("ssh_timeout",)),
     ("bad-logging-level", {"logging_level": "chatty"}, ("logging_level",)),
@@ -559,7 +559,7 @@ def test_clear_metadata_with_yes_wipes_but_keeps_epoch(cli: Cli) -> None:
 def test_is_scheduler_running_json_when_stopped(cli: Cli) -> None:
     result = cli("is_scheduler_running", "--json")
     assert result.exit_code == 1, result.output
-    assert as_json(result) == [{"node": HOST, "state": "stopped", "pids": [], "detail": ""}]
+    assert as_json(result) == [{"node": HOST, "state": "stopped", "pids": [], "detail": "", "leashed": False}]
     text = cli("is_scheduler_running")
     assert text.exit_code == 1
     assert text.output.strip() == f"{HOST}: stopped"
@@ -581,7 +581,7 @@ def test_is_scheduler_running_json_when_running(cli: Cli, fake_scheduler: tuple[
     cli.write(scheduler_process_match=word)
     result = cli("is_scheduler_running", "--json")
     assert result.exit_code == 0, result.output
-    assert as_json(result) == [{"node": HOST, "state": "running", "pids": [proc.pid], "detail": ""}]
+    assert as_json(result) == [{"node": HOST, "state": "running", "pids": [proc.pid], "detail": "", "leashed": False}]
 
 
 # A remote node that cannot be reached: a loopback address (no name lookup, so no DNS query ever
