@@ -232,7 +232,7 @@ class SQLMetastore(Metastore):
             self.driver = parsed.get_driver_name()
         except (NoSuchModuleError, ImportError) as exc:
             raise ConfigError(f"metadata_service_sql_conn: driver not installed: {exc}") from None
-        if backend in ("mysql", "mariadb") and self.driver != "pymysql":
+        if backend in ("mysql", "mariadb") and "+" not in parsed.drivername:
             # e.g. Airflow's own mysql:// (mysqlclient): pymysql takes the same URL and is ours to hold to the deadline
             parsed = parsed.set(drivername=f"{backend}+pymysql")
             self.driver = "pymysql"
