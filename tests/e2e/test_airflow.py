@@ -66,7 +66,7 @@ def test_controller_keeps_one_real_airflow_scheduler_alive(airflow_home: tuple[P
         "[scheduler_failover]\n"
         "scheduler_nodes_in_cluster = e2e\ncurrent_host = e2e\n"
         f"state_dir = {home / 'sfc'}\n"
-        "poll_frequency = 1\nlease_ttl = 6\n"
+        "poll_frequency = 1\nlease_ttl = 8\nmetastore_timeout = 1\n"
         f"scheduler_health_url = http://127.0.0.1:{health_port}/health\n"
         f"scheduler_process_match = {match}\n"
         f"airflow_scheduler_start_command = exec airflow scheduler --pid {pid_file}\n"
