@@ -264,7 +264,7 @@ class SQLMetastore(Metastore):
             @event.listens_for(engine, "connect")
             def _on_connect(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
                 dbapi_conn.isolation_level = None  # we issue BEGIN ourselves (below)
-                _sqlite_guard(dbapi_conn)
+                _sqlite_guard(dbapi_conn, self.timeout)
                 cur = dbapi_conn.cursor()
                 cur.execute("PRAGMA journal_mode=WAL")
                 cur.execute("PRAGMA synchronous=NORMAL")
@@ -381,7 +381,7 @@ class SQLMetastore(Metastore):
         """Guard the connection a call takes from the pool; ping it unless it was just made."""
         d = dl.current()
         if self.backend == "sqlite":
-            _sqlite_guard(dbapi_conn)
+            _sqlite_guard(dbapi_conn, self.timeout)
             return
         if d is not None:
             fd = _socket_fd(dbapi_conn)
@@ -803,13 +803,16 @@ class SQLMetastore(Metastore):
 # --- drivers held to the deadline -------------------------------------------------------------
 
 
-def _sqlite_guard(conn: sqlite3.Connection) -> None:
-    """SQLite waits for a lock at most what is left of the call, and is interrupted at its deadline."""
+def _sqlite_guard(conn: sqlite3.Connection, timeout: float) -> None:
+    """SQLite waits for a lock at most what is left of the call, and is interrupted at its deadline.
+
+    Outside a call (a test's own use of the engine) it waits ``timeout``.
+    """
     d = dl.current()
-    if d is None:
-        return
-    conn.execute(f"PRAGMA busy_timeout={max(1, int(d.remaining() * 1000))}")
-    d.guard(("sqlite", id(conn)), conn.interrupt)
+    left = timeout if d is None else d.remaining()
+    conn.execute(f"PRAGMA busy_timeout={max(1, int(left * 1000))}")
+    if d is not None:
+        d.guard(("sqlite", id(conn)), conn.interrupt)
 
 
 def _tune_tcp(sock: socket.socket, timeout: float) -> None:
