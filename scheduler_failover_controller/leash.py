@@ -426,6 +426,7 @@ class Leash:
         try:
             return self._loop()
         finally:
+            self._reap()  # leave no zombie of ours to whoever inherits them
             with contextlib.suppress(OSError):
                 self.record_path.unlink()
             self._bye()

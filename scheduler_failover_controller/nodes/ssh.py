@@ -150,6 +150,8 @@ class _Connection:
     leash: paramiko.Channel | None = None
     leash_buffer: bytearray = field(default_factory=bytearray)
     leash_lock: threading.Lock = field(default_factory=threading.Lock)
+    leash_ready: bool = False  # its banner has been read
+    leash_started_at: float = 0.0
     leash_retry_at: float = 0.0  # when to try starting it again after it was not available
 
 
@@ -837,6 +839,8 @@ class SSHNodeRunner(NodeRunner):
             nonlocal token
             self._settle_pending(conn, budget)
             token = secrets.token_hex(8)  # new on a retry: settling cancels the last one
+            with suppress(_LeashNotReady):  # its Python starts there while we take the lock and look
+                self._leash_lock_and_channel(conn, budget, _Deadline(0))
             with self._remote_lock(conn, budget):
                 current, _table = self._look(conn, budget)
                 if current.state is SchedulerState.UNKNOWN:
@@ -844,7 +848,12 @@ class SSHNodeRunner(NodeRunner):
                 if current.state.maybe_running:
                     log.info("%s: a scheduler is already there; not starting another", self.node)
                     return
-                remote_deadline = self._remote_deadline(conn, budget, deadline)
+                # what is left once the launch and the wait to see it have their share
+                patience = _Deadline(max(0.0, budget.left() - self.timeout - _VISIBLE_WAIT))
+                try:
+                    remote_deadline = self._remote_deadline(conn, budget, deadline, patience)
+                except _LeashNotReady:
+                    raise CommandFailed(f"{self.node}: the leash helper did not start there in time") from None
                 if remote_deadline is None:
                     log.info("%s: this project is not there: starting the scheduler without a leash", self.node)
                 with self._pending_lock:
@@ -911,6 +920,9 @@ class SSHNodeRunner(NodeRunner):
 
         try:
             done = self._session(budget, renew)
+        except _LeashNotReady:
+            log.debug("%s: the leash helper is still starting there; renewal skipped", self.node)
+            return
         except SSHFailure as exc:
             self._leash_failed(str(exc))
             return
@@ -930,14 +942,17 @@ class SSHNodeRunner(NodeRunner):
         self._renew_failing = True
         log.warning("%s: could not renew the leash over SSH: %s", self.node, why)
 
-    def _remote_deadline(self, conn: _Connection, budget: _Deadline, deadline: float) -> float | None:
+    def _remote_deadline(
+        self, conn: _Connection, budget: _Deadline, deadline: float, patience: _Deadline | None = None
+    ) -> float | None:
         """``deadline`` (our monotonic clock) on the node's monotonic clock; None without the project.
 
         At t0 we ask for the node's reading m1 and get it at t1: m1 was read at a real time >= t0,
         at most t1 - t0 before t1, so ``m1 + (deadline - t1)`` is never later than ``deadline``
-        whatever the delays (the round trip only costs margin).
+        whatever the delays (the round trip only costs margin). ``patience``: how long to wait
+        for a helper still starting (default: the budget); then _LeashNotReady.
         """
-        answer = self._leash_request(conn, budget, "clock")
+        answer = self._leash_request(conn, budget, "clock", patience)
         if answer is None:
             return None
         t1 = time.monotonic()
@@ -950,12 +965,12 @@ class SSHNodeRunner(NodeRunner):
             raise SSHFailure("channel", f"the leash helper answered {answer[:200]!r} to clock") from None
         return m1 + (deadline - t1)
 
-    def _leash_request(self, conn: _Connection, budget: _Deadline, request: str) -> str | None:
+    def _leash_request(
+        self, conn: _Connection, budget: _Deadline, request: str, patience: _Deadline | None = None
+    ) -> str | None:
         """One request to the node's ``leash --serve`` (started on first use); None without the project."""
-        if not conn.leash_lock.acquire(timeout=max(0.0, budget.left())):
-            raise SSHFailure("timeout", f"the leash helper on {self.node} is busy")
+        chan = self._leash_lock_and_channel(conn, budget, patience or budget, hold=True)
         try:
-            chan = self._leash_channel(conn, budget)
             if chan is None:
                 return None
             local = _Deadline(max(0.0, budget.left(self.timeout)))
@@ -966,49 +981,78 @@ class SSHNodeRunner(NodeRunner):
                 line = b""
             if not line:
                 chan.close()
-                conn.leash = None
+                conn.leash, conn.leash_ready = None, False
                 raise SSHFailure("channel", f"the leash helper on {self.node} stopped answering")
             return line.decode(errors="replace").strip()
         finally:
             conn.leash_lock.release()
 
-    def _leash_channel(self, conn: _Connection, budget: _Deadline) -> paramiko.Channel | None:
-        """The node's ``leash --serve`` on this connection, started now if need be; None when this
-        project is not there (then not tried again for 5 minutes)."""
-        chan = conn.leash
-        if chan is not None and not chan.closed and not chan.exit_status_ready():
-            return chan
-        conn.leash = None
-        if time.monotonic() < conn.leash_retry_at:
-            return None
-        local = _Deadline(max(0.0, budget.left(self.timeout)))
+    def _leash_lock_and_channel(
+        self, conn: _Connection, budget: _Deadline, patience: _Deadline, hold: bool = False
+    ) -> paramiko.Channel | None:
+        """:meth:`_leash_channel` under the connection's helper lock (kept on return with ``hold``)."""
+        if not conn.leash_lock.acquire(timeout=max(0.0, budget.left())):
+            raise SSHFailure("timeout", f"the leash helper on {self.node} is busy")
         try:
-            chan = conn.transport.open_session(timeout=max(0.01, local.left()))
-        except (paramiko.SSHException, OSError, EOFError) as exc:
-            if local.expired() or conn.timed_out:
-                raise SSHFailure("timeout", f"no SSH channel on {self.target} within {self.timeout:g}s") from None
-            raise _StaleConnection(str(exc) or type(exc).__name__) from None
-        conn.leash_buffer.clear()
-        # One line, read by sh from stdin; the helper then reads its requests from the same stdin
-        # (none is sent before its banner). The node name goes in the environment, not argv.
-        words = " ".join(_q(w) for w in [*self.remote_words, CLI_SUBCOMMAND, "--serve"])
-        script = (
-            f"command -v {_q(self.remote_words[0])} >/dev/null 2>&1 || exit 127; "
-            f"{ENV_NODE}={_q(self.node)} {ENV_STATE_DIR}={_q(self.config.state_dir)} exec {words} 2>/dev/null\n"
-        )
-        chan.exec_command("/bin/sh -s")
-        chan.sendall(script.encode())
-        for _skip in range(50):  # what a login script printed before the helper started
-            line = self._read_line(chan, conn.leash_buffer, local)
-            if not line:
-                break
-            if line.decode(errors="replace").strip() == SERVE_BANNER:
-                conn.leash = chan
-                return chan
-        chan.status_event.wait(max(0.01, min(1.0, local.left())))
+            chan = self._leash_channel(conn, budget, patience)
+        except BaseException:
+            conn.leash_lock.release()
+            raise
+        if not hold:
+            conn.leash_lock.release()
+        return chan
+
+    def _leash_channel(self, conn: _Connection, budget: _Deadline, patience: _Deadline) -> paramiko.Channel | None:
+        """The node's ``leash --serve`` on this connection, started now if need be (the caller holds
+        ``conn.leash_lock``). None when this project is not there (not tried again for 5 minutes);
+        _LeashNotReady when it has not printed its banner within ``patience`` (a busy node: its
+        Python is still starting; the channel is kept, and the next call goes on waiting)."""
+        chan = conn.leash
+        if chan is not None and (chan.closed or chan.exit_status_ready()) and conn.leash_ready:
+            chan.close()
+            chan = conn.leash = None  # it died: start another
+        if chan is None:
+            if time.monotonic() < conn.leash_retry_at:
+                return None
+            step = _Deadline(max(0.0, budget.left(self.timeout)))
+            try:
+                chan = conn.transport.open_session(timeout=max(0.01, step.left()))
+            except (paramiko.SSHException, OSError, EOFError) as exc:
+                if step.expired() or conn.timed_out:
+                    raise SSHFailure("timeout", f"no SSH channel on {self.target} within {self.timeout:g}s") from None
+                raise _StaleConnection(str(exc) or type(exc).__name__) from None
+            conn.leash_buffer.clear()
+            # One line, read by sh from stdin; the helper then reads its requests from the same
+            # stdin (none is sent before its banner). The node name goes in the environment.
+            words = " ".join(_q(w) for w in [*self.remote_words, CLI_SUBCOMMAND, "--serve"])
+            script = (
+                f"command -v {_q(self.remote_words[0])} >/dev/null 2>&1 || exit 127; "
+                f"{ENV_NODE}={_q(self.node)} {ENV_STATE_DIR}={_q(self.config.state_dir)} exec {words} 2>/dev/null\n"
+            )
+            chan.exec_command("/bin/sh -s")
+            chan.sendall(script.encode())
+            conn.leash, conn.leash_ready, conn.leash_started_at = chan, False, time.monotonic()
+        if conn.leash_ready:
+            return chan
+        try:
+            for _skip in range(50):  # what a login script printed before the helper started
+                line = self._read_line(chan, conn.leash_buffer, patience)
+                if not line:
+                    break
+                if line.decode(errors="replace").strip() == SERVE_BANNER:
+                    conn.leash_ready = True
+                    return chan
+        except SSHFailure:
+            if time.monotonic() - conn.leash_started_at < max(30.0, 3 * self.timeout):
+                raise _LeashNotReady from None
+            log.warning("%s: `%s leash --serve` did not start there; no leash", self.node, self.remote_words[0])
+            chan.close()
+            conn.leash, conn.leash_retry_at = None, time.monotonic() + 60
+            return None
+        chan.status_event.wait(max(0.01, min(1.0, budget.left())))
         status = chan.exit_status if chan.exit_status_ready() else None
         chan.close()
-        conn.leash_retry_at = time.monotonic() + 300
+        conn.leash, conn.leash_retry_at = None, time.monotonic() + 300
         if status == 127:
             log.debug("%s: `%s` is not there: no leash", self.node, self.remote_words[0])
         else:
@@ -1252,6 +1296,10 @@ class SSHNodeRunner(NodeRunner):
         )
         report.probe = self.probe()
         return report
+
+
+class _LeashNotReady(Exception):
+    """The node's ``leash --serve`` is still starting (a busy node): its channel is kept for later."""
 
 
 class _StaleConnection(Exception):
