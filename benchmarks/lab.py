@@ -1,10 +1,10 @@
 """Failover times on the multi-host lab (run by hand as root, not in CI).
 
-    .venv/bin/python benchmarks/lab.py [--metastore mariadb|zookeeper] [--trials 10] [--nodes 3,10,30]
+    .venv/bin/python benchmarks/lab.py [--metastore mariadb|postgresql|zookeeper] [--trials 10] [--nodes 3,10,30]
     .venv/bin/python benchmarks/failover.py --lab [...]        (the same)
 
 Simulated master hosts in their own network/PID/UTS/mount namespaces with sshd, and the
-metastore on 198.18.0.2: MariaDB, or a 3-server ZooKeeper ensemble (tests/lab/harness.py),
+metastore on 198.18.0.2: MariaDB, PostgreSQL or a 3-server ZooKeeper ensemble (tests/lab/harness.py),
 poll_frequency 0.5 s and lease_ttl 3 s as in CI. Prints the median and max over the trials of:
   host crash   SIGKILL of the active host's PID 1 (everything on it) -> a new scheduler elsewhere
   partition    the active host's link down -> a new scheduler elsewhere (after it fenced its own)
@@ -39,6 +39,7 @@ from tests.lab.harness import (  # noqa: E402
     Network,
     Seen,
     network_with_mariadb,
+    postgresql_on,
     wait_for,
     zookeeper_on,
 )
@@ -97,7 +98,7 @@ def cycle_times(net: Network, site: LabMetastore, nodes: int, samples: int, poll
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--metastore", choices=("mariadb", "zookeeper"), default="mariadb")
+    parser.add_argument("--metastore", choices=("mariadb", "postgresql", "zookeeper"), default="mariadb")
     parser.add_argument("--trials", type=int, default=10)
     parser.add_argument("--nodes", default="3,10,30", help="cluster sizes for the cycle time")
     parser.add_argument("--samples", type=int, default=20, help="cycle-time samples per size")
@@ -111,7 +112,11 @@ def main(argv: list[str] | None = None) -> None:
     failures = {"crash": 0, "partition": 0}
     with contextlib.ExitStack() as stack:
         net, db = stack.enter_context(network_with_mariadb())
-        site: LabMetastore = MariaDBSite(db) if args.metastore == "mariadb" else stack.enter_context(zookeeper_on(net))
+        site: LabMetastore = MariaDBSite(db, net)
+        if args.metastore == "zookeeper":
+            site = stack.enter_context(zookeeper_on(net))
+        elif args.metastore == "postgresql":
+            site = stack.enter_context(postgresql_on(net))
         for i in range(args.trials):
             for name, fault in (
                 ("crash", lambda lab: lab.host("h1").crash()),
@@ -134,7 +139,7 @@ def main(argv: list[str] | None = None) -> None:
             print(f"cycle time with {size} nodes done", file=sys.stderr, flush=True)
     machine = f"{platform.node()} {platform.machine()}, {os.cpu_count()} cores"
     print(f"machine: {machine}, Python {platform.python_version()}")
-    store = "MariaDB" if args.metastore == "mariadb" else "ZooKeeper (3 servers)"
+    store = {"mariadb": "MariaDB", "postgresql": "PostgreSQL", "zookeeper": "ZooKeeper (3 servers)"}[args.metastore]
     print(f"settings: lab hosts in namespaces, {store}, poll_frequency=0.5s lease_ttl=3s (failover rows)")
     print(f"trials: {args.trials}")
     print()

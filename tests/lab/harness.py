@@ -1047,6 +1047,16 @@ class Host:
     def signal_controller(self, sig: int) -> None:
         assert self.controller_pid is not None
         os.kill(self.controller_pid, sig)
+        if sig == signal.SIGCONT:
+            self._wake_nsenter()
+
+    def _wake_nsenter(self) -> None:
+        """SIGCONT the controller's nsenter as well: it passes a stop of its child on by stopping
+        itself (util-linux continue_as_child), and a stopped nsenter never reaps the controller
+        when it dies; that zombie would keep the host's PID namespace alive after a crash."""
+        if self.nsenter is not None and self.nsenter.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.nsenter.pid, signal.SIGCONT)
 
     def controller_running(self) -> bool:
         """Whether this host's controller process is alive (stopped by SIGSTOP counts as alive)."""
@@ -1069,6 +1079,7 @@ class Host:
     def _reap_controller(self) -> None:
         """Wait for the controller's nsenter (it exits with the controller, or with the host)."""
         if self.nsenter is not None:
+            self._wake_nsenter()
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.nsenter.wait(timeout=10)
         self.controller_pid = None
@@ -1153,9 +1164,25 @@ class Host:
     def crash(self) -> None:
         """The whole host fails at once: SIGKILL its PID 1, and the kernel kills every process in it."""
         assert self.init_pid is not None
+        ns = self.pid_namespace()
+        self._wake_nsenter()
         os.kill(self.init_pid, signal.SIGKILL)
         if self.unshare is not None:
-            self.unshare.wait(timeout=10)
+            try:
+                self.unshare.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                left = []
+                for pid in psutil.pids():  # what keeps the dead host's PID namespace from going
+                    with contextlib.suppress(OSError, psutil.Error):
+                        if os.readlink(f"/proc/{pid}/ns/pid") == ns:
+                            proc = psutil.Process(pid)
+                            parent = psutil.Process(proc.ppid())
+                            wchan = Path(f"/proc/{pid}/wchan").read_text()
+                            left.append(
+                                f"{pid} {proc.name()} {proc.status()} in {wchan} {' '.join(proc.cmdline())[:100]}"
+                                f" (parent {parent.pid} {' '.join(parent.cmdline())[:100]})"
+                            )
+                raise AssertionError(f"{self.name}: still not down 10s after its PID 1 was killed: {left}") from None
 
     @property
     def alive(self) -> bool:
@@ -1170,6 +1197,7 @@ class Host:
 
     def kill(self) -> None:
         """Teardown: every process of the host dies with its PID 1; then the namespace goes."""
+        self._wake_nsenter()
         if self.init_pid is not None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self.init_pid, signal.SIGKILL)

@@ -1,0 +1,44 @@
+"""A short chaos soak in CI (benchmarks/soak.py): seeded random faults on a 3-host lab.
+
+3 minutes on one metastore by default; ``SFC_SOAK_SECONDS``, ``SFC_SOAK_SEED`` and
+``SFC_SOAK_METASTORE`` (mariadb, postgresql, zookeeper) override. ``make soak`` runs an hour on
+each metastore, by hand.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from benchmarks.soak import run_soak
+from tests.conftest import MariaDB
+from tests.lab.conftest import RESULTS, site_named
+from tests.lab.harness import Network
+
+pytestmark = pytest.mark.lab
+
+
+def test_chaos_soak(request: pytest.FixtureRequest, lab_network: tuple[Network, MariaDB]) -> None:
+    seconds = float(os.environ.get("SFC_SOAK_SECONDS", "180"))
+    seed = int(os.environ.get("SFC_SOAK_SEED", "1"))
+    metastore = os.environ.get("SFC_SOAK_METASTORE", "postgresql")
+    site = site_named(request, metastore, lab_network)
+    result = run_soak(lab_network[0], site, seconds, seed, log=print)
+    print(result.table())
+    worst = max(result.kinds.items(), key=lambda item: item[1].longest_outage)
+    RESULTS.append(
+        {
+            "scenario": f"chaos soak, seed {seed}, {result.faults} faults [{site.kind}]",
+            "recovery": worst[1].longest_outage,
+            "bound": None,
+            "two": result.two,
+            "none": result.none,
+            "note": f"availability {100 * result.availability:.2f}%, longest outage: {worst[0]}",
+            "pace": result.pace,
+        }
+    )
+    assert result.pace < 0.25, f"the observer sampled every {result.pace:.3f}s on average; too slow to trust"
+    assert result.two == 0, f"two schedulers at once for {result.two:.2f}s:\n{result.table()}"
+    assert not result.unsettled, f"the cluster did not become healthy again:\n{result.table()}"
+    assert result.faults >= max(1, int(seconds / 30)), f"only {result.faults} faults in {seconds:g}s"
