@@ -1441,6 +1441,18 @@ class Lab:
         if expect_scheduler:
             wait_for(placed, 20, f"the scheduler to run on {where} (placed there)")
         wait_for(lambda: len(self.store.controllers()) == len(running), 20, "every controller registered")
+        if expect_scheduler and where != active:
+            # The hand-started scheduler runs under no leash, and an unreachable node that may run
+            # an unleashed scheduler blocks every start elsewhere: kill it, so that the active
+            # restarts it in place over SSH under a leash, as every scheduler the product starts.
+            (hand,) = self.observer.current()
+            os.kill(hand.pid, signal.SIGKILL)
+
+            def restarted() -> bool:
+                seen = self.observer.current()
+                return placed() and seen[0].pid != hand.pid
+
+            wait_for(restarted, 20, f"the scheduler on {where} restarted under a leash")
         assert self.active() == active, f"{self.active()} took over during boot"
         time.sleep(1.0)  # a couple of cycles with everyone up
 
