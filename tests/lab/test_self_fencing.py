@@ -28,8 +28,8 @@ from tests.lab.test_lab import (
     MakeLab,
     finish,
     finish_without_outage,
+    needs_ssh,
     recovered,
-    scheduler_on_h2,
     takeover_bound,
 )
 
@@ -52,6 +52,21 @@ def back_as_standby(lab: Lab, name: str, mark: int, timeout: float = 15) -> floa
     """Seconds until ``name``'s controller logs a standby cycle after log offset ``mark``."""
     host = lab.host(name)
     return wait_for(lambda: "standby: h" in host.log()[mark:], timeout, f"{name} back as a standby")
+
+
+def product_scheduler_on_h2(make: MakeLab) -> tuple[Lab, Seen]:
+    """A booted lab whose active controller (h1) started the scheduler on h2 itself (a planned
+    switchover), so that it runs as every scheduler the product starts does: under its leash.
+    (scheduler_on_h2 adopts one started by hand, which no leash guards.)"""
+    needs_ssh()
+    lab = make()
+    lab.boot()
+    moved = lab.cli("switchover", "--to", "h2", "--wait", "20", timeout=60)
+    assert moved.returncode == 0, f"switchover to h2: {moved.stdout}{moved.stderr}"
+    wait_for(lambda: settled(lab) and lab.observer.current()[0].node == "h2", 20, "the scheduler placed on h2")
+    old = lab.observer.one()
+    assert old is not None and old.node == "h2" and lab.active() == "h1"
+    return lab, old
 
 
 def gone_before_new(lab: Lab, since: float, old: Seen) -> tuple[float, float]:
@@ -112,11 +127,11 @@ def test_ssh_login_on_a_lab_host_runs_no_user_rc(make_mariadb_lab: MakeLab) -> N
 
 
 def test_scheduler_host_controller_killed_while_its_ssh_is_dropped(make_mariadb_lab: MakeLab) -> None:
-    """h2 runs the scheduler; it drops everything sent to its port 22, and its controller is
+    """h2 runs the scheduler (started by h1); it drops everything sent to its port 22, and its controller is
     SIGKILLed and kept down. Nobody can see or stop h2's scheduler, and nothing renews its
     placement: the scheduler must stop by itself at its placement deadline, and only then may
     the active controller (h1) start one elsewhere. Then SSH and the controller come back."""
-    lab, old = scheduler_on_h2(make_mariadb_lab)
+    lab, old = product_scheduler_on_h2(make_mariadb_lab)
     h2 = lab.host("h2")
     since = time.monotonic()
     h2.block_ssh()
