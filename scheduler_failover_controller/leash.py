@@ -104,6 +104,7 @@ _PR_SET_NAME = 15
 _PR_SET_CHILD_SUBREAPER = 36
 LEASH_NAME = b"sfc-leash"
 WATCHER_NAME = b"sfc-leash-w"
+SERVE_NAME = b"sfc-leash-s"
 
 
 # --- the deadline channel -----------------------------------------------------------------------
@@ -812,6 +813,7 @@ class _Watcher:
 def serve(env: Mapping[str, str]) -> int:
     """Answer renewals on stdin/stdout until end of input: ``clock`` -> ``clock MONOTONIC``;
     ``set DEADLINE`` -> ``ok`` or ``error WHY`` (DEADLINE on this host's monotonic clock)."""
+    _prctl(_PR_SET_NAME, SERVE_NAME)
     node, state_dir = env.get(ENV_NODE, ""), env.get(ENV_STATE_DIR, "")
     out = sys.stdout
     if not node or not state_dir:

@@ -26,8 +26,9 @@ MATCH_ENV = "SFC_PROCESS_MATCH"
 # Carries ``state_dir`` to ``probe``/``kill_local`` run over SSH: where the node's leashes register.
 STATE_DIR_ENV = "SFC_STATE_DIR"
 
-#: The process names (``comm``) the leash and its watcher give themselves: never schedulers.
-LEASH_NAMES = frozenset({"sfc-leash", "sfc-leash-w"})
+#: The process names (``comm``) the leash, its watcher and its SSH helper give themselves:
+#: never schedulers.
+LEASH_NAMES = frozenset({"sfc-leash", "sfc-leash-w", "sfc-leash-s"})
 #: The module the leash runs as (``python -m ...``): how a ``ps`` listing tells a leash.
 LEASH_MODULE = "scheduler_failover_controller.leash"
 
@@ -342,7 +343,7 @@ def live_leashes(state_dir: Path, node: str) -> list[LeashRecord]:
             proc = psutil.Process(record.pid)
             if (
                 abs(proc.create_time() - record.create_time) < 0.01
-                and proc.name() in LEASH_NAMES
+                and proc.name() == "sfc-leash"  # the supervisor itself (not its watcher)
                 and proc.status() != psutil.STATUS_ZOMBIE
             ):
                 live.append(record)

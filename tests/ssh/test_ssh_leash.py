@@ -14,6 +14,7 @@ import time
 import psutil
 import pytest
 
+from scheduler_failover_controller.leash import deadline_path, read_deadline_file
 from scheduler_failover_controller.nodes.ssh import SSHNodeRunner, _Deadline
 from scheduler_failover_controller.probe import LEASH_NAMES, ProbeResult, SchedulerState, read_leash_records
 from tests.ssh.conftest import NODE, Env, later, wait_for
@@ -72,7 +73,7 @@ def test_renewals_over_ssh_keep_it_running_and_it_stops_at_the_last_deadline(env
     runner = env.runner(scheduler_stop_timeout=1)
     renewer = env.runner(scheduler_stop_timeout=1)  # another controller's connection: several writers
     renewer.renew_leash(time.monotonic())  # starts its helper there (a past deadline changes nothing)
-    first = time.monotonic() + 3.0
+    first = time.monotonic() + 5.0
     runner.start(first)
     wait_for(lambda: bool(env.schedulers()), 10, "the started scheduler")
     [root] = env.schedulers()
@@ -93,7 +94,7 @@ def test_renewals_over_ssh_keep_it_running_and_it_stops_at_the_last_deadline(env
 
 def test_without_renewals_it_stops_at_the_deadline_even_with_the_ssh_session_gone(env: Env) -> None:
     runner = env.runner(scheduler_stop_timeout=1)
-    deadline = time.monotonic() + 3.0
+    deadline = time.monotonic() + 5.0
     runner.start(deadline)
     wait_for(lambda: bool(env.schedulers()), 10, "the started scheduler")
     procs = [p for r in env.schedulers() for p in (r, *r.children(recursive=True))]
@@ -120,9 +121,23 @@ def test_without_the_project_there_it_starts_unleashed(env: Env, caplog: pytest.
     assert runner.stop().state is SchedulerState.STOPPED
 
 
+def renew_until_written(env: Env, runner: SSHNodeRunner, seconds: float = 30.0) -> None:
+    """Renew until the node's deadline file shows it (a busy node's helper may take a few calls)."""
+    path = deadline_path(env.tmp / "state", NODE)
+    until = time.monotonic() + 15
+    while time.monotonic() < until:
+        value = time.monotonic() + seconds
+        runner.renew_leash(value)
+        written = read_deadline_file(path)
+        if written is not None and value - 1.0 < written <= value:
+            return
+        time.sleep(0.1)
+    raise AssertionError("the renewal never reached the deadline file")
+
+
 def test_a_renewal_to_a_frozen_node_gives_up_within_the_timeout(env: Env, caplog: pytest.LogCaptureFixture) -> None:
     runner = env.runner(ssh_timeout=1)
-    runner.renew_leash(later())  # connected, helper started
+    renew_until_written(env, runner)  # connected, helper started
     pids = env.sshd.freeze()
     try:
         with caplog.at_level(logging.WARNING):
@@ -134,5 +149,5 @@ def test_a_renewal_to_a_frozen_node_gives_up_within_the_timeout(env: Env, caplog
         env.sshd.thaw(pids)
     warnings = [r for r in caplog.records if r.levelno >= logging.WARNING and "renew the leash" in r.getMessage()]
     assert len(warnings) == 1  # one warning, not one per cycle
-    runner.renew_leash(later())  # reconnects
+    renew_until_written(env, runner)  # reconnects
     assert not runner._renew_failing
