@@ -1450,7 +1450,7 @@ class Lab:
 
             def restarted() -> bool:
                 seen = self.observer.current()
-                return placed() and seen[0].pid != hand.pid
+                return len(seen) == 1 and seen[0].pid != hand.pid and placed()
 
             wait_for(restarted, 20, f"the scheduler on {where} restarted under a leash")
         assert self.active() == active, f"{self.active()} took over during boot"
