@@ -7,8 +7,9 @@ the deadline passes unrenewed, whatever has become of any controller: it is its 
 launch's own session, not a child of the controller.
 
 - At ``deadline - scheduler_stop_timeout`` it runs the stop command (if any) or sends SIGTERM to
-  the tree; at ``deadline`` it SIGKILLs whatever is left, then exits. The deadline is already the
-  server-side expiry less a safety margin, so nothing runs once it is reached.
+  the tree; just before ``deadline`` (``KILL_LEAD``) it SIGKILLs whatever is left, then exits.
+  The deadline is already the server-side expiry less a safety margin, so nothing runs once it
+  is reached.
 - The deadline channel is ``state_dir/leash/NODE.deadline`` (:func:`write_deadline`): an absolute
   deadline on this host's CLOCK_MONOTONIC, written atomically by the node's own controller (and by
   an active controller elsewhere through ``--serve`` over SSH). The leash polls it, ignores a file
@@ -96,6 +97,10 @@ WATCH_SCAN = 1.0  # seconds between looks for the node's schedulers after a hand
 SETTLE = 1.0  # seconds a tree may take to show a matching process after its start command exited
 STOP_POLL = 0.05  # seconds between looks while stopping
 KILL_GIVE_UP = 5.0  # seconds after SIGKILL to give up on processes that do not die (D state)
+# SIGKILL goes this long before the deadline (at most a tenth of the stop timeout), so that the
+# tree is gone, not just signalled, when the deadline is reached (waking up and signalling a tree
+# takes tens of milliseconds on a loaded host).
+KILL_LEAD = 0.1
 BACKSTOP = 1.0  # seconds after the deadline when the watcher kills if the leash has not
 _SIGNALS = {signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
 
@@ -663,13 +668,16 @@ class Leash:
         self.next_scan = now + STOP_POLL
         return [(p, s) for p, s in self.tree if p != self.stop_pid] + self.watched
 
+    def _kill_time(self) -> float:
+        return self.deadline - min(KILL_LEAD, self.spec.stop_timeout / 10)
+
     def _begin_stop(self, now: float) -> None:
         self.stopping = True
         if self.term_requested:
-            self.kill_at = min(self.deadline, now + self.spec.stop_timeout)
+            self.kill_at = min(self._kill_time(), now + self.spec.stop_timeout)
             why = "asked to stop"
         else:
-            self.kill_at = self.deadline
+            self.kill_at = self._kill_time()
             why = f"deadline in {self.deadline - now:.2f}s and not renewed"
         targets = self._targets(now)
         if self.spec.stop_command:
@@ -702,7 +710,7 @@ class Leash:
             for pid, start in self.tree:  # the stop command, if it is still at it
                 _signal(pid, start, signal.SIGKILL)
             if not self.tree:
-                early = self.kill_at - now
+                early = self.deadline - now
                 when = f"{early:.2f}s before" if early >= 0 else f"{-early:.2f}s after"
                 self.say(f"stopped: nothing left, {when} the deadline")
                 return True
