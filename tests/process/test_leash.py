@@ -304,6 +304,31 @@ def test_a_daemonizing_command_stays_leashed(lab: Lab) -> None:
     assert "runs on below the leash" in lab.log()
 
 
+@pytest.mark.parametrize("style", ["exec", "plain", "setsid", "setsid --fork", "nohup &"])
+def test_every_start_style_runs_leashed_and_stops_at_the_deadline(lab: Lab, style: str) -> None:
+    """The styles the README documents: ``exec airflow scheduler``, a custom command, ``setsid``
+    (which forks when it leads its process group), a command that backgrounds the scheduler."""
+    scheduler = f"{PY} {FAKE} --cluster {lab.token} --node n1"
+    command = {
+        "exec": f"exec {scheduler}",
+        "plain": f"cd / && {scheduler}",
+        "setsid": f"setsid {scheduler}",
+        "setsid --fork": f"setsid --fork {scheduler}",
+        "nohup &": f"nohup {scheduler} >/dev/null 2>&1 &",
+    }[style]
+    spec = lab.spec(command, deadline_in=5.0)
+    leash = lab.leash(spec)
+    wait_for(lambda: lab.schedulers(), 10, "the scheduler")
+    time.sleep(1.5)  # past the leash's settling after a start command that returned at once
+    [root] = lab.schedulers()
+    assert leash.pid in {p.pid for p in root.parents()}
+    assert probe_local("n1", lab.match, lab.state).leashed
+    procs = [root, *root.children(recursive=True)]
+    done = wait_for(lambda: gone(procs), 8, "the scheduler to go")
+    assert done <= spec.deadline, lab.log()
+    assert leash.wait(5) == 0
+
+
 def test_the_leash_is_never_a_scheduler_and_its_arguments_carry_nothing(lab: Lab) -> None:
     spec = lab.spec(lab.scheduler, deadline_in=30)
     leash = lab.leash(spec)
