@@ -239,12 +239,6 @@ def test_active_controller_frozen_beyond_its_lease(make_lab: MakeLab) -> None:
     finish(lab, "active controller frozen (SIGSTOP) past its lease", took, takeover_bound(lab) + TTL)
 
 
-@pytest.mark.xfail(
-    reason="open defect (issue 8 follow-up): with h1's packets dropped at h2, h2's leashed scheduler was "
-    "stopped about 3 s into the cut although h2's own controller kept renewing its placement, then "
-    "restarted (0.7-1.6 s without a scheduler, never two); not yet explained",
-    strict=False,
-)
 def test_one_way_partition_of_scheduler_host_from_active(make_lab: MakeLab) -> None:
     lab, old = scheduler_on_h2(make_lab)
     epoch = lab.state().lease.epoch
@@ -262,12 +256,6 @@ def test_one_way_partition_of_scheduler_host_from_active(make_lab: MakeLab) -> N
     )
 
 
-@pytest.mark.xfail(
-    reason="open defect (issue 8 follow-up), same class as the one-way partition: while the active "
-    "cannot reach the scheduler host over SSH, that host's leashed scheduler was stopped and restarted "
-    "(an outage, never two schedulers); not yet explained",
-    strict=False,
-)
 def test_sshd_frozen_on_scheduler_host(make_mariadb_lab: MakeLab) -> None:
     lab, old = scheduler_on_h2(make_mariadb_lab)
     epoch = lab.state().lease.epoch
@@ -393,11 +381,6 @@ def test_stray_schedulers_on_two_standby_hosts(make_mariadb_lab: MakeLab) -> Non
     )
 
 
-@pytest.mark.xfail(
-    reason="failed once on ZooKeeper in the last run under heavy load, not analysed; suspect: libfaketime "
-    "also shifts the faked controllers' monotonic clock, which the leash's deadline file is written in",
-    strict=False,
-)
 def test_clock_skew_of_minutes_changes_no_leader(make_lab: MakeLab) -> None:
     lab = make_lab()
     # The active controller's host runs 5 minutes ahead, a standby's 5 minutes behind.
