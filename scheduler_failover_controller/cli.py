@@ -13,7 +13,16 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from . import __version__
-from .config import CONFIG_ENV, SECTION, Config, config_path, default_config_text, load_config
+from .config import (
+    CONFIG_ENV,
+    SECTION,
+    Config,
+    config_path,
+    default_config_text,
+    load_config,
+    node_name_problem,
+    read_config_text,
+)
 from .exceptions import ConfigError, FailoverError, MetastoreError
 from .metastore import Metastore, open_metastore
 from .probe import MATCH_ENV, ProbeResult, SchedulerState
@@ -24,6 +33,12 @@ if TYPE_CHECKING:
 
 class ConfigProblem(click.ClickException):
     """A configuration error: exit code 2, as the README says."""
+
+    exit_code = 2
+
+
+class BadInput(click.ClickException):
+    """A bad option or input (not the config): one line, exit code 2 like a config error."""
 
     exit_code = 2
 
@@ -50,7 +65,7 @@ class AliasGroup(click.Group):
 @click.option(
     "--config",
     "config_file",
-    type=click.Path(),  # load_config reports a bad path in one line (exit 2), not click's usage text
+    type=str,  # load_config reports a bad path in one line (exit 2), not click's usage text
     default=None,
     help=f"Config file (default: ${CONFIG_ENV}, else $AIRFLOW_HOME/airflow.cfg).",
 )
@@ -73,6 +88,11 @@ def _open_store(config: Config) -> Metastore:
     except ConfigError as exc:  # the backend's message names the key; add the file
         message = str(exc)
         raise ConfigProblem(message if message.startswith(config.source) else f"{config.source}: {message}") from None
+    except OSError as exc:  # e.g. the SQLite file's directory cannot be created
+        where = f" ({exc.filename})" if exc.filename else ""
+        raise ConfigProblem(
+            f"{config.source}: metadata_service_sql_conn: cannot open the metastore: {exc.strerror or exc}{where}"
+        ) from None
 
 
 @contextmanager
@@ -95,14 +115,22 @@ def _emit(data: Any, as_json: bool, text: Callable[[], str]) -> None:
 def start(ctx: click.Context) -> None:
     """Run the controller in the foreground until SIGTERM/SIGINT, then release the lease."""
     from .controller import Controller
-    from .daemon import run, setup_logging
+    from .daemon import prepare_state_dir, run, setup_logging
     from .nodes import make_runners
 
     config = _config(ctx)
-    setup_logging(config)
+    try:
+        prepare_state_dir(config)
+        setup_logging(config)
+    except ConfigError as exc:
+        raise ConfigProblem(str(exc)) from None
     with _store(config) as store:  # run() sets the store up, retrying while it is down
         controller = Controller(config, store, make_runners(config))
-        sys.exit(run(config, controller))
+        try:
+            code = run(config, controller)
+        except ConfigError as exc:  # e.g. metrics_port already in use
+            raise ConfigProblem(str(exc)) from None
+        sys.exit(code)
 
 
 @main.command()
@@ -115,8 +143,10 @@ def init(ctx: click.Context, force: bool) -> None:
     path, named = config_path(ctx.obj["config_file"], os.environ)
     text = default_config_text(socket.gethostname())
     try:
+        if path.exists() and not path.is_file():  # never replace a device or a FIFO by a config
+            raise ConfigProblem(f"{path}: not a regular file")
         if not named and path.exists():
-            existing = path.read_text(encoding="utf-8")
+            existing = read_config_text(path)
             if f"[{SECTION}]" in existing:
                 raise click.ClickException(f"{path}: already has a [{SECTION}] section")
             _write_atomically(path, existing.rstrip("\n") + "\n\n" + text)
@@ -126,8 +156,8 @@ def init(ctx: click.Context, force: bool) -> None:
             raise click.ClickException(f"{path}: exists; use --force to overwrite it")
         path.parent.mkdir(parents=True, exist_ok=True)
         _write_atomically(path, text)
-    except UnicodeDecodeError:
-        raise ConfigProblem(f"{path}: cannot read config file: not valid UTF-8") from None
+    except ConfigError as exc:
+        raise ConfigProblem(str(exc)) from None
     except OSError as exc:
         raise click.ClickException(f"{path}: cannot write: {exc.strerror or exc}") from None
     click.echo(f"wrote {path}")
@@ -193,11 +223,22 @@ def _probe_all(runners: dict[str, NodeRunner]) -> dict[str, ProbeResult]:
 
 def _target_and_match(ctx: click.Context, node: str | None, match: str | None) -> tuple[str, str]:
     """``--node`` and ``--match``, from the config only when not given (it may not exist there)."""
+    import shlex
+
+    if node is not None and node_name_problem(node):
+        raise BadInput(f"--node: {node_name_problem(node)}")
     if match:
         import socket
 
         node = node or socket.gethostname()
-        return node, match.replace("{node}", node)
+        words = match.replace("{node}", node)
+        try:
+            split = shlex.split(words)
+        except ValueError as exc:
+            raise BadInput(f"--match (or ${MATCH_ENV}): cannot be split into words: {exc}") from None
+        if not any(word.strip() for word in split):
+            raise BadInput(f"--match (or ${MATCH_ENV}): must name the scheduler's program")
+        return node, words
     config = _config(ctx)
     node = node or config.current_host
     return node, config.process_match(node)
@@ -409,7 +450,7 @@ def clear_metadata(ctx: click.Context, yes: bool) -> None:
     """Wipe the metastore (the epoch counter is kept so fencing tokens never go back)."""
     config = _config(ctx)
     if not yes:
-        if not sys.stdin.isatty():
+        if sys.stdin is None or sys.stdin.closed or not sys.stdin.isatty():
             raise click.ClickException("refusing to wipe the metastore without confirmation; pass --yes")
         click.confirm("Wipe the failover controller's metastore?", abort=True)
     with _store(config) as store:
@@ -665,4 +706,8 @@ def run() -> None:
         main(standalone_mode=True)
     except FailoverError as exc:  # pragma: no cover - commands convert these already
         click.echo(f"Error: {exc}", err=True)
+        sys.exit(1)
+    except OSError as exc:  # a file or socket the command needed (commands name theirs where they can)
+        where = f" ({exc.filename})" if exc.filename else ""
+        click.echo(f"Error: {exc.strerror or exc}{where}", err=True)
         sys.exit(1)

@@ -13,6 +13,7 @@ import os
 import re
 import shlex
 import socket
+import stat
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -190,25 +191,54 @@ def _list(raw: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in raw.split(",") if item.strip())
 
 
-def _positive(raw: str) -> float:
-    value = float(raw)
-    if not value > 0 or value != value or value == float("inf"):
-        raise ValueError("must be a positive number of seconds")
-    return value
+# Bounds of every number (README, Configuration): what the daemon can run with for a week, so no
+# value ever overflows a timer, a socket timeout or a driver's integer later (a wait of a day is
+# already far beyond any useful lease or timeout).
+MAX_SECONDS = 86400.0
+MIN_SECONDS = 0.01
+MIN_POLL_FREQUENCY = 0.1  # each cycle probes and logs a line: below this it only burns CPU
+MIN_LEASE_TTL = 1.0
+MAX_COUNT = 1_000_000
+# Node names become file names (state_dir/locks/NODE.lock, leash/.NODE.deadline.PID.RANDOM.tmp, ...):
+# this leaves room for the longest suffix within a file system's 255-byte name limit.
+MAX_NODE_NAME = 200
+MAX_CONFIG_BYTES = 16 * 1024 * 1024  # airflow.cfg is ~100 KB; anything bigger is not a config
+# Keys whose value is a shell command: an indented continuation line is a second command there.
+COMMAND_KEYS = frozenset({"airflow_scheduler_start_command", "airflow_scheduler_stop_command", "fence_command"})
+
+
+def _seconds(minimum: float) -> Callable[[str], float]:
+    def parse(raw: str) -> float:
+        value = float(raw)
+        if not minimum <= value <= MAX_SECONDS:  # also NaN and inf
+            raise ValueError(f"must be a positive number of seconds, from {minimum:g} to {MAX_SECONDS:g}")
+        return value
+
+    return parse
+
+
+_positive = _seconds(MIN_SECONDS)
 
 
 def _count(raw: str) -> int:
     value = int(raw.strip())
-    if value < 0:
-        raise ValueError("must be 0 or more")
+    if not 0 <= value <= MAX_COUNT:
+        raise ValueError(f"must be between 0 and {MAX_COUNT}")
     return value
 
 
-def _port(raw: str) -> int:
-    value = int(raw.strip())
-    if not 0 <= value <= 65535:
-        raise ValueError("must be a port number between 0 and 65535")
-    return value
+def _port_range(low: int) -> Callable[[str], int]:
+    def parse(raw: str) -> int:
+        value = int(raw.strip())
+        if not low <= value <= 65535:
+            raise ValueError(f"must be a port number between {low} and 65535")
+        return value
+
+    return parse
+
+
+_port = _port_range(0)  # metrics_port: 0 is "off"
+_tcp_port = _port_range(1)  # a port to connect to
 
 
 def _bool(raw: str) -> bool:
@@ -278,8 +308,8 @@ KEYS: dict[str, tuple[Callable[[str], Any], str | None]] = {
     "metadata_service_zookeeper_keyfile": (_str, ""),
     "metadata_service_zookeeper_verify_certs": (_bool, "true"),
     "state_dir": (_str, None),
-    "poll_frequency": (_positive, "10"),
-    "lease_ttl": (_positive, "40"),
+    "poll_frequency": (_seconds(MIN_POLL_FREQUENCY), "10"),
+    "lease_ttl": (_seconds(MIN_LEASE_TTL), "40"),
     "metastore_timeout": (_positive, None),
     "scheduler_process_match": (_str, "airflow scheduler"),
     "airflow_scheduler_start_command": (_command, ""),
@@ -302,7 +332,7 @@ KEYS: dict[str, tuple[Callable[[str], Any], str | None]] = {
     "logs_rotate_when": (_rotate_when, "midnight"),
     "logs_rotate_backup_count": (_count, "7"),
     "ssh_user": (_str, ""),
-    "ssh_port": (_port, "22"),
+    "ssh_port": (_tcp_port, "22"),
     "ssh_key_file": (_str, ""),
     "ssh_host_key_policy": (_choice("reject", "warn", "auto_add"), "reject"),
     "ssh_timeout": (_positive, None),
@@ -315,7 +345,7 @@ KEYS: dict[str, tuple[Callable[[str], Any], str | None]] = {
 
 SMTP_KEYS: dict[str, Callable[[str], Any]] = {
     "smtp_host": _str,
-    "smtp_port": _port,
+    "smtp_port": _tcp_port,
     "smtp_starttls": _bool,
     "smtp_ssl": _bool,
     "smtp_user": _str,
@@ -334,7 +364,8 @@ def config_path(explicit: str | None, env: Mapping[str, str]) -> tuple[Path, boo
     return airflow_home(env) / "airflow.cfg", False
 
 
-def _read_file(path: Path, required: bool) -> configparser.ConfigParser:
+def _read_file(path: Path, required: bool) -> tuple[configparser.ConfigParser, str]:
+    """The parsed file and its text; ("", empty parser) when an optional file is absent."""
     # No [DEFAULT] inheritance: its keys would leak into our section as unknown keys.
     # Airflow reads airflow.cfg with interpolation ("%%" is "%"): so are its sections here. Our
     # own section is read raw, as the 2016 controller read it (see _airflow_value).
@@ -342,19 +373,95 @@ def _read_file(path: Path, required: bool) -> configparser.ConfigParser:
         interpolation=configparser.BasicInterpolation(), strict=True, default_section="\0none"
     )
     parser.optionxform = str.lower  # type: ignore[assignment,method-assign]
-    if not path.exists():
+    try:
+        exists = path.exists()
+    except OSError as exc:  # e.g. a name too long, a symlink loop
+        raise ConfigError(f"{path}: cannot read config file: {exc.strerror or exc}") from None
+    if not exists:
         if required:
             raise ConfigError(f"{path}: config file does not exist")
-        return parser
+        return parser, ""
+    text = _read_text(path)
     try:
-        with path.open(encoding="utf-8") as handle:
-            parser.read_file(handle)
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read config file: {exc.strerror or exc}") from None
-    except (configparser.Error, UnicodeDecodeError) as exc:
+        parser.read_string(text, source=str(path))
+    except configparser.Error as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ConfigError(f"{path}: not a valid INI file: {first}") from None
-    return parser
+    return parser, text
+
+
+def _read_text(path: Path) -> str:
+    """The file's text: a regular file only (a FIFO would block, /dev/zero never end), bounded."""
+    try:
+        # O_NONBLOCK: opening a FIFO must not wait for a writer; fstat then refuses it.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config file: {exc.strerror or exc}") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ConfigError(f"{path}: cannot read config file: not a regular file")
+        os.set_blocking(fd, True)
+        data = os.read(fd, MAX_CONFIG_BYTES + 1)
+        while len(data) <= MAX_CONFIG_BYTES:  # bounded: stops at the end or past the limit
+            more = os.read(fd, MAX_CONFIG_BYTES + 1 - len(data))
+            if not more:
+                break
+            data += more
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config file: {exc.strerror or exc}") from None
+    finally:
+        os.close(fd)
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path}: larger than {MAX_CONFIG_BYTES // (1024 * 1024)} MiB: not a config file")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not a valid INI file: not UTF-8 (byte {exc.start})") from None
+    if text.startswith("\ufeff"):  # a BOM, as some editors write it
+        text = text[1:]
+    # Universal newlines, as a file opened in text mode reads them (the line numbers of messages).
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def read_config_text(path: Path) -> str:
+    """A config file's text as the loader reads it (a regular file only, bounded); ConfigError if not."""
+    return _read_text(path)
+
+
+def node_name_problem(node: str) -> str | None:
+    """Why ``node`` cannot be a node name (it reaches shells, ssh and file names), or None."""
+    if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9._:-]*", node):
+        return f"{node[:40]!r} is not a valid host name"
+    if len(node) > MAX_NODE_NAME:
+        return f"{node[:20]}...: a node name is at most {MAX_NODE_NAME} characters"
+    return None
+
+
+def _key_line(text: str, key: str) -> tuple[int, int] | None:
+    """The line of ``key`` in our section of ``text`` and of its first indented continuation."""
+    section = None
+    found = None
+    for number, line in enumerate(text.split("\n"), 1):
+        if not line.strip() or line.lstrip()[:1] in "#;":
+            continue
+        if line[0].isspace():
+            if found is not None:
+                return found, number
+            continue
+        found = None
+        stripped = line.strip()
+        if stripped.startswith("[") and "]" in stripped:
+            section = stripped[1 : stripped.index("]")]
+            continue
+        name = re.split(r"[=:]", line, maxsplit=1)[0].strip().lower()
+        if section == SECTION and name == key:
+            found = number
+    return None
+
+
+def _same_section(name: str) -> bool:
+    """Whether a section header is ours spelled differently ([SCHEDULER_FAILOVER], [scheduler-failover])."""
+    return name != SECTION and name.strip().lower().replace("-", "_") == SECTION
 
 
 def load_config(
@@ -365,7 +472,12 @@ def load_config(
     """Read, merge and validate the configuration; raise ConfigError with one clear line."""
     env = os.environ if env is None else env
     path, required = config_path(explicit_path, env)
-    parser = _read_file(path, required)
+    parser, text = _read_file(path, required)
+    for name in parser.sections():
+        if _same_section(name):
+            raise ConfigError(f"{path}: [{name}]: section names are case-sensitive; name it [{SECTION}]")
+    if required and not parser.has_section(SECTION):
+        raise ConfigError(f"{path}: no [{SECTION}] section (a file named by --config or ${CONFIG_ENV} must have one)")
 
     raw: dict[str, tuple[str, str]] = {}  # key -> (value, where it came from)
     if parser.has_section(SECTION):
@@ -373,12 +485,25 @@ def load_config(
             if key not in KEYS:
                 raise ConfigError(f"{path}: [{SECTION}] {key}: unknown key")
             raw[key] = (value, f"{path} [{SECTION}]")
+            if "\n" in value.strip() and key not in COMMAND_KEYS:
+                lines = _key_line(text, key)
+                at = f"line {lines[1]} (indented) continues {key} of line {lines[0]}" if lines else f"{key} continues"
+                raise ConfigError(
+                    f"{path}: {at}: {key} must be one line (an indented line joins the previous key's value)"
+                )
     for name, value in env.items():
         if name.startswith(ENV_PREFIX):
             key = name[len(ENV_PREFIX) :].lower()
             if key not in KEYS:
                 raise ConfigError(f"environment {name}: unknown key {key}")
             raw[key] = (value, f"environment {name}")
+
+    for key, (value, where) in raw.items():
+        allowed = "\t\n" if key in COMMAND_KEYS else "\t"
+        if "\n" in value.strip() and key not in COMMAND_KEYS:
+            raise ConfigError(f"{where}: {key} must be one line")
+        if any((ord(c) < 32 and c not in allowed) or c == "\x7f" for c in value):
+            raise ConfigError(f"{where}: {key} contains a control character")
 
     values: dict[str, Any] = {}
     for key, (parse, default) in KEYS.items():
@@ -415,8 +540,10 @@ def load_config(
     for node in nodes:
         # An allow-list: node names reach shells and ssh, so nothing that could be an option
         # (a leading "-") or a metacharacter.
-        if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9._:-]*", node):
-            raise fail("scheduler_nodes_in_cluster", f"{node!r} is not a valid host name")
+        # Not too long either: it names files in state_dir (lock, session, leash).
+        problem = node_name_problem(node)
+        if problem:
+            raise fail("scheduler_nodes_in_cluster", problem)
     if current not in nodes:
         raise fail("current_host", f"{current!r} is not in scheduler_nodes_in_cluster ({', '.join(nodes)})")
     local_nodes = values["local_nodes"] if values["local_nodes"] is not None else (current,)
@@ -427,8 +554,15 @@ def load_config(
             raise fail("local_nodes", f"{node!r} is not in scheduler_nodes_in_cluster")
     if current not in local_nodes:
         local_nodes = (current, *local_nodes)
+    if len(local_nodes) > 1 and "{node}" not in values["scheduler_process_match"]:
+        # Every local node's probe would see the others' schedulers as its own: a stray to kill.
+        raise fail(
+            "scheduler_process_match",
+            f"must contain {{node}} when several nodes are local ({', '.join(local_nodes)}), "
+            "so that each node's scheduler is told apart",
+        )
 
-    state_dir = Path(values["state_dir"] or airflow_home(env) / "scheduler_failover").expanduser()
+    state_dir = _directory(values["state_dir"] or str(airflow_home(env) / "scheduler_failover"), "state_dir", fail)
     sql_conn = (
         values["metadata_service_sql_conn"]
         or _airflow_sql_conn(parser, env, path)
@@ -436,6 +570,16 @@ def load_config(
     )
     if values["metadata_service_type"] == SQL_SERVICE:
         _check_sql(sql_conn, nodes, local_nodes, fail)
+    if values["logging_dir"]:
+        _directory(values["logging_dir"], "logging_dir", fail)
+    name = values["logging_file_name"]
+    if not name or "/" in name or name in (".", "..") or len(name) > MAX_NODE_NAME:
+        raise fail("logging_file_name", f"{name!r} must be a file name (no '/', at most {MAX_NODE_NAME} characters)")
+    if values["alert_webhook_url"]:
+        _check_url(values["alert_webhook_url"], "alert_webhook_url", fail, show=False)
+    for address in values["alert_to_email"]:
+        if not re.fullmatch(r"[^@\s]+@[^@\s]+", address):
+            raise fail("alert_to_email", f"{address!r} is not an email address")
     if values["metadata_service_type"] == ZOOKEEPER_SERVICE:
         _check_zookeeper(values, fail)
 
@@ -474,17 +618,20 @@ def load_config(
             f"2 x metastore_timeout + scheduler_stop_timeout + safety margin ({renew:g} + 2 x {timeout:g} + "
             f"{values['scheduler_stop_timeout']:g} + {margin:g}) must be <= lease_ttl ({ttl:g})",
         )
-    url = values["scheduler_health_url"]
-    if url and not (url.startswith("http://") or url.startswith("https://")):
-        raise fail("scheduler_health_url", f"{url!r} must be an http:// or https:// URL")
+    if values["scheduler_health_url"]:
+        for node in nodes:
+            url = values["scheduler_health_url"].replace("{node}", node)
+            _check_url(url, "scheduler_health_url", fail, show=True)
     if values["move_backoff"] is None:
         values["move_backoff"] = max(poll * 3, 5.0)
     if not values["scheduler_process_match"]:
         raise fail("scheduler_process_match", "must not be empty")
     try:
-        shlex.split(values["scheduler_process_match"])
+        words = shlex.split(values["scheduler_process_match"])
     except ValueError as exc:  # e.g. an unbalanced quote: the probe would crash on it later
         raise fail("scheduler_process_match", f"cannot be split into words: {exc}") from None
+    if not any(word.strip() for word in words):
+        raise fail("scheduler_process_match", "must name the scheduler's program")
 
     smtp = _smtp(parser, env, path)
     return Config(
@@ -540,22 +687,93 @@ def load_config(
 def _check_sql(
     sql_conn: str, nodes: tuple[str, ...], local_nodes: tuple[str, ...], fail: Callable[[str, str], ConfigError]
 ) -> None:
-    """The SQL metastore URL: parseable, and shared when nodes live on other hosts."""
+    """The SQL metastore URL: parseable, shared when nodes live on other hosts, SQLite only in a file."""
+    key = "metadata_service_sql_conn"
     if sql_conn.startswith("sqlite") and set(nodes) - set(local_nodes):
         # Each host would have its own file and elect itself: two schedulers.
         raise fail(
-            "metadata_service_sql_conn",
+            key,
             "an SQLite metastore is local to one host; nodes on other hosts need a shared MySQL/MariaDB/PostgreSQL URL",
         )
     if "://" not in sql_conn:
-        raise fail("metadata_service_sql_conn", "not a SQLAlchemy URL (dialect+driver://...)")
+        raise fail(key, "not a SQLAlchemy URL (dialect+driver://...)")
     from sqlalchemy.engine import make_url  # here: a ZooKeeper controller never loads SQLAlchemy
     from sqlalchemy.exc import ArgumentError
 
     try:
-        make_url(sql_conn)
+        url = make_url(sql_conn)
+        backend = url.get_backend_name()
     except (ArgumentError, ValueError):  # e.g. a port that is not a number; never show the URL (password)
-        raise fail("metadata_service_sql_conn", "not a valid SQLAlchemy URL (dialect+driver://...)") from None
+        raise fail(key, "not a valid SQLAlchemy URL (dialect+driver://...)") from None
+    if backend != "sqlite":
+        return
+    database = url.database or ""
+    query = " ".join(f"{k}={v}" for k, v in url.query.items())
+    if not database or ":memory:" in database or "mode=memory" in f"{database} {query}":
+        # Each process would have a store of its own: every controller elects itself.
+        raise fail(
+            key, "an in-memory SQLite metastore is private to one process; name a file (sqlite:////path/file.db)"
+        )
+    if database.startswith("file:"):
+        database = database[len("file:") :].split("?", 1)[0]
+    db = _expand(database, key, fail)
+    if not db.is_absolute():
+        # Relative to each process's working directory: two commands could use two stores.
+        raise fail(key, f"the SQLite file {database!r} must be an absolute path (sqlite:////path/file.db)")
+    _directory(str(db.parent), key, fail)
+    if os.path.isdir(db):
+        raise fail(key, f"the SQLite file {db} is a directory")
+
+
+def _expand(raw: str, key: str, fail: Callable[[str, str], ConfigError]) -> Path:
+    """``raw`` as a path with ``~`` expanded."""
+    try:
+        return Path(raw).expanduser()
+    except RuntimeError:  # "~" with no home directory, "~user" of no such user
+        raise fail(key, f"{raw!r}: cannot expand '~' (no such home directory)") from None
+
+
+def _directory(raw: str, key: str, fail: Callable[[str, str], ConfigError]) -> Path:
+    """An absolute directory that exists or could be created: nothing on its path is a file.
+
+    Whether this user may create it is found out where it is created (``start``), with one line.
+    """
+    path = _expand(raw, key, fail)
+    if not path.is_absolute():
+        raise fail(key, f"{raw!r} must be an absolute path")
+    probe = path
+    for _ in range(len(path.parts) + 1):  # up to the root, which exists
+        try:
+            info = probe.stat()
+        except (FileNotFoundError, NotADirectoryError):
+            probe = probe.parent
+            continue
+        except (OSError, ValueError) as exc:  # a name too long, a symlink loop, no permission
+            raise fail(key, f"{path}: cannot be used: {getattr(exc, 'strerror', None) or exc}") from None
+        if stat.S_ISDIR(info.st_mode):
+            return path
+        if probe == path:
+            raise fail(key, f"{path} exists and is not a directory")
+        raise fail(key, f"{path} cannot be created: {probe} is not a directory")
+    return path
+
+
+def _check_url(url: str, key: str, fail: Callable[[str, str], ConfigError], show: bool) -> None:
+    """An http(s) URL that urllib can use: ASCII, no whitespace, a host (``show``: may appear in messages)."""
+    shown = f"{url!r} " if show else ""  # a webhook URL often carries a token: never shown
+    if not url.isascii() or any(c.isspace() or ord(c) < 32 or c == "\x7f" for c in url):
+        raise fail(key, f"{shown}must be ASCII without spaces (percent-encode them)")
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number or out of range
+    except ValueError:
+        raise fail(key, f"{shown}is not a valid URL") from None
+    if parts.scheme not in ("http", "https"):
+        raise fail(key, f"{shown}must be an http:// or https:// URL")
+    if not parts.hostname:
+        raise fail(key, f"{shown}names no host")
 
 
 def _check_zookeeper(values: dict[str, Any], fail: Callable[[str, str], ConfigError]) -> None:

@@ -18,15 +18,52 @@ from types import FrameType
 
 from .config import Config
 from .controller import PLEASE_REPORT, Controller
-from .exceptions import MetastoreError
+from .exceptions import ConfigError, MetastoreError
 
 log = logging.getLogger(__name__)
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(process)d]: %(message)s"
 
 
+def _oserror(exc: OSError) -> str:
+    return exc.strerror or str(exc)
+
+
+def prepare_state_dir(config: Config) -> None:
+    """Create ``state_dir`` if needed and check this user can write there; ConfigError (one line) if not.
+
+    The loader already refused a state_dir that is a file or sits under one; what is left (no
+    permission, a read-only file system) is only known by trying, here, before anything runs.
+    """
+    directory = config.state_dir
+    try:
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"{config.source}: state_dir: cannot create {directory}: {_oserror(exc)}") from None
+    if not directory.is_dir():
+        raise ConfigError(f"{config.source}: state_dir: {directory} is not a directory")
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise ConfigError(f"{config.source}: state_dir: {directory} is not writable by this user")
+
+
 def setup_logging(config: Config) -> None:
-    """Log to stderr (journald) and, with ``logging_dir`` set, to a rotating file."""
+    """Log to stderr (journald) and, with ``logging_dir`` set, to a rotating file.
+
+    A log file that cannot be opened is a ConfigError (one line), raised before any handler changes.
+    """
+    rotating = None
+    if config.logging_dir:
+        directory = Path(config.logging_dir).expanduser()
+        path = directory / config.logging_file_name
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            rotating = logging.handlers.TimedRotatingFileHandler(
+                path, when=config.logs_rotate_when, backupCount=config.logs_rotate_backup_count
+            )
+        except OSError as exc:
+            key = "logging_file_name" if directory.is_dir() else "logging_dir"
+            raise ConfigError(f"{config.source}: {key}: cannot open the log file {path}: {_oserror(exc)}") from None
+        rotating.setFormatter(logging.Formatter(LOG_FORMAT))
     root = logging.getLogger()
     root.setLevel(config.logging_level)
     for handler in list(root.handlers):
@@ -34,15 +71,7 @@ def setup_logging(config: Config) -> None:
     stderr = logging.StreamHandler(sys.stderr)
     stderr.setFormatter(logging.Formatter(LOG_FORMAT))
     root.addHandler(stderr)
-    if config.logging_dir:
-        directory = Path(config.logging_dir).expanduser()
-        directory.mkdir(parents=True, exist_ok=True)
-        rotating = logging.handlers.TimedRotatingFileHandler(
-            directory / config.logging_file_name,
-            when=config.logs_rotate_when,
-            backupCount=config.logs_rotate_backup_count,
-        )
-        rotating.setFormatter(logging.Formatter(LOG_FORMAT))
+    if rotating is not None:
         root.addHandler(rotating)
 
 
@@ -95,9 +124,14 @@ class Metrics(BaseHTTPRequestHandler):
         log.debug("metrics: " + format, *args)
 
 
-def _serve_metrics(controller: Controller, port: int) -> ThreadingHTTPServer:
+def _serve_metrics(controller: Controller, port: int, source: str = "") -> ThreadingHTTPServer:
+    """The metrics endpoint on 127.0.0.1:``port``; ConfigError (one line) if it cannot listen there."""
     handler = type("BoundMetrics", (Metrics,), {"controller": controller})
-    server = ThreadingHTTPServer(("127.0.0.1", port), handler)
+    try:
+        server = ThreadingHTTPServer(("127.0.0.1", port), handler)
+    except OSError as exc:  # in use, or a privileged port
+        where = f"{source}: " if source else ""
+        raise ConfigError(f"{where}metrics_port: cannot listen on 127.0.0.1:{port}: {_oserror(exc)}") from None
     threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
     return server
 
@@ -143,6 +177,8 @@ def run(
     """
     stop = stop or threading.Event()
     wake = threading.Event()
+    # First, before any signal handler changes: a port in use is a ConfigError (one line).
+    metrics = _serve_metrics(controller, config.metrics_port, config.source) if config.metrics_port else None
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         log.info("received %s; finishing the current cycle, then releasing", signal.Signals(signum).name)
@@ -159,7 +195,6 @@ def run(
         previous.update(
             {sig: signal.signal(sig, on_ignored) for sig in (signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)}
         )
-    metrics = _serve_metrics(controller, config.metrics_port) if config.metrics_port else None
     log.info(
         "controller %s starting on %s: nodes %s, poll %gs, lease %gs (renewed every %gs), metastore %s",
         controller.holder,

@@ -348,7 +348,10 @@ def test_local_nodes_always_include_current_host(env: dict[str, str], make: Call
     shared = "mysql+pymysql://sfc:pw@db.example:3306/airflow"
     config = load(
         make(
-            scheduler_nodes_in_cluster="node-a, node-b, node-c", local_nodes="node-b", metadata_service_sql_conn=shared
+            scheduler_nodes_in_cluster="node-a, node-b, node-c",
+            local_nodes="node-b",
+            metadata_service_sql_conn=shared,
+            scheduler_process_match="fake_scheduler --node {node}",  # several local nodes: told apart
         ),
         env,
     )
@@ -773,7 +776,9 @@ def test_invalid_ini_as_default_airflow_cfg(home: Path, env: dict[str, str]) -> 
 def test_sqlite_metastore_with_nodes_on_other_hosts_is_refused(env: dict[str, str], make: Callable[..., Path]) -> None:
     """Each host would own a private SQLite file and elect itself: refuse it at load time."""
     expect_error(make(scheduler_nodes_in_cluster="node-a, node-b"), env, "metadata_service_sql_conn", "one host")
-    both_local = load(make(scheduler_nodes_in_cluster="node-a, node-b", local_nodes="node-b"), env)
+    both_local = load(
+        make(scheduler_nodes_in_cluster="node-a, node-b", local_nodes="node-b", scheduler_process_match="s {node}"), env
+    )
     assert both_local.metadata_service_sql_conn.startswith("sqlite")
 
 

@@ -83,7 +83,7 @@ class _Controller:
 
 def _config(tmp_path: Path, **keys: str) -> Any:
     cfg = tmp_path / "sfc.cfg"
-    body = "".join(f"{k} = {v}\n" for k, v in {"poll_frequency": "0.01", "lease_ttl": "1", **keys}.items())
+    body = "".join(f"{k} = {v}\n" for k, v in {"poll_frequency": "0.1", "lease_ttl": "1", **keys}.items())
     cfg.write_text(f"[scheduler_failover]\nstate_dir = {tmp_path}\n{body}")
     return load_config(str(cfg), env={}, hostname=lambda: "n1")
 
