@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Installs everything the tests and the main job need on a fresh Debian machine: the Debian
+# packages of the servers the tests start (MariaDB, PostgreSQL, ZooKeeper, sshd), the test
+# virtualenv, and one virtualenv per Airflow major version with this project installed into it.
+# Idempotent; safe to re-run. SFC_SETUP_AIRFLOW=0 skips the Airflow virtualenvs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+command -v mariadbd >/dev/null 2>&1 || [ -x /usr/sbin/mariadbd ] || need_apt+=(mariadb-server)
+command -v faketime >/dev/null 2>&1 || need_apt+=(faketime)
+command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
+[ -x /usr/sbin/sshd ] || need_apt+=(openssh-server)
+command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
+command -v iptables >/dev/null 2>&1 || need_apt+=(iptables)
+command -v java >/dev/null 2>&1 || need_apt+=(default-jre-headless)
+[ -f /usr/share/java/zookeeper.jar ] || need_apt+=(zookeeper libzookeeper-java)
+ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || need_apt+=(postgresql)
+command -v python3 >/dev/null 2>&1 || need_apt+=(python3)
+python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need_apt+=(python3-venv)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  echo "installing Debian packages: ${need_apt[*]}"
+  $sudo apt-get update -qq
+  # The package's own service is not wanted: the tests start their own server.
+  DEBIAN_FRONTEND=noninteractive RUNLEVEL=1 $sudo apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+fi
+
+[ -x .venv/bin/python ] || python3 -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip >/dev/null
+.venv/bin/python -m pip install -q -e '.[test]'
+
+# One virtualenv per Airflow major version, each with this project installed into it as the
+# README tells users to: the newest Airflow 2 that pip resolves (SQLAlchemy 1.4, psycopg2) and the
+# newest Airflow 3 (SQLAlchemy 2.x, psycopg 3). Airflow pins many packages, so neither shares the
+# test virtualenv. pytest goes into each so that the metastore tests also run on its SQLAlchemy.
+if [ "${SFC_SETUP_AIRFLOW:-1}" != 0 ]; then
+  for spec in "airflow2:.venv-airflow2" "airflow3:.venv-airflow"; do
+    extra="${spec%%:*}" venv="${spec#*:}"
+    [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+    "$venv/bin/python" -m pip install -q --upgrade pip >/dev/null
+    "$venv/bin/python" -m pip install -q -e ".[$extra]" pytest
+  done
+fi
