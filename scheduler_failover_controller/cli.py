@@ -26,6 +26,7 @@ from .config import (
 from .exceptions import ConfigError, FailoverError, MetastoreError
 from .metastore import Metastore, open_metastore
 from .probe import MATCH_ENV, ProbeResult, SchedulerState
+from .redaction import config_secrets, mask_output, redact_webhook
 
 if TYPE_CHECKING:
     from .nodes import NodeRunner
@@ -77,9 +78,11 @@ def main(ctx: click.Context, config_file: str | None) -> None:
 
 def _config(ctx: click.Context) -> Config:
     try:
-        return load_config(ctx.obj["config_file"])
+        config = load_config(ctx.obj["config_file"])
     except ConfigError as exc:
         raise ConfigProblem(str(exc)) from None
+    mask_output(config_secrets(config))  # no command's output may show a secret the config holds
+    return config
 
 
 def _open_store(config: Config) -> Metastore:
@@ -476,7 +479,9 @@ def send_test_email(ctx: click.Context) -> None:
         )
     except AlertError as exc:
         raise click.ClickException(str(exc)) from None
-    click.echo(f"test alert sent to {', '.join(config.alert_to_email) or config.alert_webhook_url}")
+    hook = [redact_webhook(config.alert_webhook_url)] if config.alert_webhook_url else []
+    targets = [*config.alert_to_email, *hook]
+    click.echo(f"test alert sent to {', '.join(targets)}")
 
 
 def cluster_status(store: Metastore, config: Config) -> tuple[dict[str, Any], int]:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from .exceptions import ConfigError
+from .redaction import MASK, redact_url, redact_webhook
 
 SECTION = "scheduler_failover"
 ENV_PREFIX = "AIRFLOW__SCHEDULER_FAILOVER__"
@@ -140,8 +141,12 @@ class Config:
             value = getattr(self, name)
             if name == "metadata_service_sql_conn":
                 value = redact_url(value)
+            elif name == "metadata_service_zookeeper_auth" and value:
+                value = value.split(":", 1)[0] + ":" + MASK
+            elif name == "alert_webhook_url" and value:
+                value = redact_webhook(value)
             elif name == "smtp":
-                value = {k: ("***" if k == "password" and v else v) for k, v in vars(value).items()}
+                value = {k: (MASK if k == "password" and v else v) for k, v in vars(value).items()}
             elif isinstance(value, (tuple, Path)):
                 value = list(value) if isinstance(value, tuple) else str(value)
             out[name] = value
@@ -160,17 +165,6 @@ def safety_margin(lease_ttl: float) -> float:
 def renew_interval(poll_frequency: float, lease_ttl: float) -> float:
     """How often leases are renewed: every poll, but at least four times per lease."""
     return min(poll_frequency, lease_ttl / 4)
-
-
-def redact_url(url: str) -> str:
-    """``url`` with any password replaced by ``***``."""
-    if "://" not in url or "@" not in url:
-        return url
-    scheme, rest = url.split("://", 1)
-    creds, host = rest.rsplit("@", 1)
-    if ":" in creds:
-        creds = creds.split(":", 1)[0] + ":***"
-    return f"{scheme}://{creds}@{host}"
 
 
 # --- value parsers: each takes the raw string and returns the value or raises ValueError ---
@@ -697,6 +691,11 @@ def _check_sql(
         )
     if "://" not in sql_conn:
         raise fail(key, "not a SQLAlchemy URL (dialect+driver://...)")
+    authority = re.split(r"[/?#]", sql_conn.split("://", 1)[1], maxsplit=1)[0]
+    if authority.count("@") > 1:
+        # SQLAlchemy would read what follows the first "@" as the host: part of the password
+        # would then be shown in every connection error.
+        raise fail(key, "the user or password holds an unescaped '@': write it as %40 (URL-encode the password)")
     from sqlalchemy.engine import make_url  # here: a ZooKeeper controller never loads SQLAlchemy
     from sqlalchemy.exc import ArgumentError
 

@@ -19,6 +19,7 @@ from types import FrameType
 from .config import Config
 from .controller import PLEASE_REPORT, Controller
 from .exceptions import ConfigError, MetastoreError
+from .redaction import RedactingFormatter, config_secrets
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,7 @@ def setup_logging(config: Config) -> None:
 
     A log file that cannot be opened is a ConfigError (one line), raised before any handler changes.
     """
+    secrets = config_secrets(config)  # masked in every line, whichever library logs it
     rotating = None
     if config.logging_dir:
         directory = Path(config.logging_dir).expanduser()
@@ -63,13 +65,13 @@ def setup_logging(config: Config) -> None:
         except OSError as exc:
             key = "logging_file_name" if directory.is_dir() else "logging_dir"
             raise ConfigError(f"{config.source}: {key}: cannot open the log file {path}: {_oserror(exc)}") from None
-        rotating.setFormatter(logging.Formatter(LOG_FORMAT))
+        rotating.setFormatter(RedactingFormatter(LOG_FORMAT, secrets))
     root = logging.getLogger()
     root.setLevel(config.logging_level)
     for handler in list(root.handlers):
         root.removeHandler(handler)
     stderr = logging.StreamHandler(sys.stderr)
-    stderr.setFormatter(logging.Formatter(LOG_FORMAT))
+    stderr.setFormatter(RedactingFormatter(LOG_FORMAT, secrets))
     root.addHandler(stderr)
     if rotating is not None:
         root.addHandler(rotating)

@@ -50,10 +50,7 @@ from typing import Any, TypeVar
 from sqlalchemy import (
     BigInteger,
     Column,
-    ColumnElement,
-    Connection,
-    Double,
-    Engine,
+    Float,
     Integer,
     MetaData,
     String,
@@ -72,7 +69,8 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.engine import URL, make_url
+from sqlalchemy import __version__ as sqlalchemy_version
+from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.exc import (
     ArgumentError,
     DisconnectionError,
@@ -82,9 +80,10 @@ from sqlalchemy.exc import (
     SQLAlchemyError,
 )
 from sqlalchemy.schema import CreateColumn, CreateTable
+from sqlalchemy.sql.expression import ColumnElement
 
-from ..config import redact_url
 from ..exceptions import ConfigError, MetastoreError
+from ..redaction import redact_url
 from . import deadline as dl
 from .base import (
     EVENTS_KEPT,
@@ -101,8 +100,16 @@ from .base import (
 
 log = logging.getLogger(__name__)
 
+# Airflow 2 pins SQLAlchemy 1.4, which has no psycopg 3 dialect; everything else here works on both.
+_SQLALCHEMY_2 = int(sqlalchemy_version.split(".")[0]) >= 2
+
 SCHEMA_VERSION = 1
 T = TypeVar("T")
+
+# Seconds since the epoch, as a double on every database (FLOAT(53) is DOUBLE on MySQL/MariaDB and
+# DOUBLE PRECISION on PostgreSQL). Spelled this way so that SQLAlchemy 1.4, the one inside an Airflow 2
+# virtualenv, builds the same schema as 2.x's ``Double``.
+Double = Float(precision=53)
 
 metadata = MetaData()
 meta_table = Table(
@@ -239,10 +246,15 @@ class SQLMetastore(Metastore):
         if backend == "postgresql" and "+" not in parsed.drivername and importlib.util.find_spec(self.driver) is None:
             # plain postgresql:// means psycopg 3 to SQLAlchemy 2.1, psycopg2 to 2.0: take the one installed
             for other in _DRIVERS[backend]:
-                if importlib.util.find_spec(other) is not None:
+                if importlib.util.find_spec(other) is not None and (other != "psycopg" or _SQLALCHEMY_2):
                     parsed = parsed.set(drivername=f"postgresql+{other}")
                     self.driver = other
                     break
+        if self.driver == "psycopg" and not _SQLALCHEMY_2:
+            raise ConfigError(
+                f"metadata_service_sql_conn: the psycopg 3 driver needs SQLAlchemy 2 (installed: {sqlalchemy_version});"
+                " use postgresql+psycopg2:// with psycopg2-binary installed"
+            )
         if self.driver not in _DRIVERS[backend]:
             names = " or ".join(f"{backend}+{d}://" for d in _DRIVERS[backend])
             raise ConfigError(
@@ -259,7 +271,7 @@ class SQLMetastore(Metastore):
         if self.backend == "sqlite":
             if parsed.database and parsed.database != ":memory:":
                 Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-            engine = create_engine(parsed, connect_args={"timeout": t})
+            engine = create_engine(parsed, future=True, connect_args={"timeout": t})
 
             @event.listens_for(engine, "connect")
             def _on_connect(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
@@ -278,6 +290,7 @@ class SQLMetastore(Metastore):
         elif self.backend in ("mysql", "mariadb"):
             engine = create_engine(
                 parsed,
+                future=True,  # 2.0-style connections on SQLAlchemy 1.4 too (commit, autobegin)
                 isolation_level="READ COMMITTED",
                 pool_recycle=1800,
                 pool_timeout=t,
@@ -305,6 +318,7 @@ class SQLMetastore(Metastore):
         else:
             engine = create_engine(
                 parsed,
+                future=True,
                 pool_timeout=t,
                 connect_args={
                     # A backstop only: libpq counts whole seconds, at least 2 (the deadline is what holds).

@@ -22,9 +22,9 @@ from scheduler_failover_controller.config import (
     airflow_home,
     default_config_text,
     load_config,
-    redact_url,
 )
 from scheduler_failover_controller.exceptions import ConfigError
+from scheduler_failover_controller.redaction import redact_url
 
 HOST = "node-a"
 SECTION = "scheduler_failover"
