@@ -16,6 +16,7 @@ from . import __version__
 from .config import (
     CONFIG_ENV,
     SECTION,
+    SQL_SERVICE,
     Config,
     config_path,
     default_config_text,
@@ -107,6 +108,41 @@ def _store(config: Config) -> Iterator[Metastore]:
         raise click.ClickException(f"{store.describe()}: {exc}") from None
     finally:
         store.close()
+
+
+@contextmanager
+def _read_store(config: Config) -> Iterator[Metastore]:
+    """The store for a command that only reads. An embedded SQLite file that does not exist yet is
+    not created (nor its directory): the command reads an empty store in a temporary directory
+    instead, which is what that file would hold, and says so on stderr."""
+    url = config.metadata_service_sql_conn
+    path = _sqlite_path(url) if config.metadata_service_type == SQL_SERVICE else None
+    if path is None or path.exists():
+        with _store(config) as store:
+            yield store
+        return
+    import dataclasses
+    import tempfile
+
+    click.echo(f"note: metastore {path} does not exist yet: no controller has run with this config", err=True)
+    with tempfile.TemporaryDirectory(prefix="sfc-empty-") as empty:
+        stand_in = dataclasses.replace(config, metadata_service_sql_conn=f"sqlite:///{empty}/metastore.db")
+        with _store(stand_in) as store:
+            if isinstance(getattr(store, "url", None), str):
+                store.url = url  # type: ignore[attr-defined]  # described as the file it stands for
+            yield store
+
+
+def _sqlite_path(url: str) -> Path | None:
+    """The file of a ``sqlite://`` URL, else None."""
+    if not url.startswith("sqlite"):
+        return None
+    from sqlalchemy.engine import make_url
+
+    database = make_url(url).database or ""
+    if database.startswith("file:"):
+        database = database[len("file:") :].split("?", 1)[0]
+    return Path(database).expanduser() if database else None
 
 
 def _emit(data: Any, as_json: bool, text: Callable[[], str]) -> None:
@@ -415,7 +451,7 @@ def test_connection(ctx: click.Context) -> None:
 def metadata(ctx: click.Context, as_json: bool) -> None:
     """Print the metastore's contents."""
     config = _config(ctx)
-    with _store(config) as store:
+    with _read_store(config) as store:
         store.setup()
         data = store.dump()
     _emit(data, as_json, lambda: _render_metadata(data))
@@ -573,7 +609,7 @@ def _role(registered: str, holds_lease: bool, silent: bool) -> str:
 def status(ctx: click.Context, as_json: bool) -> None:
     """The cluster: controllers, epoch, scheduler node, observations. Exit 0/1/2."""
     config = _config(ctx)
-    with _store(config) as store:
+    with _read_store(config) as store:
         store.setup()
         data, code = cluster_status(store, config)
     _emit(data, as_json, lambda: _render_status(data))
@@ -612,7 +648,7 @@ def _render_status(data: dict[str, Any]) -> str:
 def history(ctx: click.Context, limit: int, as_json: bool) -> None:
     """Recent events: elections, restarts, moves, kills, fences, alerts."""
     config = _config(ctx)
-    with _store(config) as store:
+    with _read_store(config) as store:
         store.setup()
         events = store.events(limit)
     import datetime

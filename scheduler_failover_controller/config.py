@@ -529,8 +529,14 @@ def load_config(
             current = loopback[0]  # as in 2016: "localhost" in the list is this host
     else:
         nodes = (current,)
-    if len(set(nodes)) != len(nodes):
-        raise fail("scheduler_nodes_in_cluster", "a node is listed twice")
+    seen: dict[str, str] = {}
+    for node in nodes:
+        # Host names are case-insensitive: "vm" and "VM" are one host, and would be two nodes
+        # whose controllers each run a scheduler there.
+        if node.lower() in seen:
+            twice = node if seen[node.lower()] == node else f"{seen[node.lower()]} and {node} (host names ignore case)"
+            raise fail("scheduler_nodes_in_cluster", f"a node is listed twice: {twice}")
+        seen[node.lower()] = node
     for node in nodes:
         # An allow-list: node names reach shells and ssh, so nothing that could be an option
         # (a leading "-") or a metacharacter.

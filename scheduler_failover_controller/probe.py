@@ -12,6 +12,7 @@ import enum
 import json
 import math
 import os
+import re
 import shlex
 import stat
 from collections.abc import Callable, Iterable, Sequence
@@ -102,12 +103,45 @@ def split_title(argv: list[str]) -> list[str]:
     return argv
 
 
+# Programs that run another program named by their arguments: the kernel turns a script's
+# "#!/venv/bin/python" into ``python /venv/bin/airflow scheduler``.
+_INTERPRETER = re.compile(r"(python|pypy)[0-9.]*|(ba|da|k|z)?sh|perl[0-9.]*|ruby[0-9.]*|node")
+_OPTION_WITH_VALUE = {"-X", "-W", "-Q"}
+
+
+def program_index(argv: list[str]) -> int | None:
+    """Where the program a process runs is named in ``argv``: 0, or the script an interpreter runs.
+
+    ``python -u /venv/bin/airflow scheduler`` runs ``airflow`` (index 2); ``python -m airflow
+    scheduler`` too (index 2); ``python -c ...`` runs no named program (None).
+    """
+    if not argv:
+        return None
+    if not _INTERPRETER.fullmatch(os.path.basename(argv[0])):
+        return 0
+    i = 1
+    while i < len(argv) and argv[i].startswith("-") and argv[i] != "-":
+        if argv[i] == "-m":
+            return i + 1 if i + 1 < len(argv) else None
+        if argv[i] == "-c":
+            return None
+        i += 2 if argv[i] in _OPTION_WITH_VALUE else 1
+    return i if i < len(argv) else None
+
+
 def matches(argv: list[str], words: list[str]) -> bool:
-    """Whether ``words`` appear in ``argv`` in a row, the first compared by basename."""
+    """Whether ``argv`` runs the program ``words[0]`` (by path or basename) with ``words[1:]`` as its
+    first arguments.
+
+    The program, not any word of the line: ``grep airflow scheduler``, ``watch airflow scheduler``
+    or an observer whose own arguments name the match are not schedulers.
+    """
     if not words:
         return False
     first, rest = words[0], words[1:]
-    for i, arg in enumerate(argv):
+    where = {0, program_index(argv)}
+    for i in sorted(w for w in where if w is not None and w < len(argv)):
+        arg = argv[i]
         if (arg == first or os.path.basename(arg) == first) and argv[i + 1 : i + 1 + len(rest)] == rest:
             return True
     return False

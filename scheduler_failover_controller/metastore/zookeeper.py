@@ -56,8 +56,10 @@ from typing import Any, TypeVar
 
 from kazoo.client import KazooClient, KazooState
 from kazoo.exceptions import (
+    AuthFailedError,
     BadVersionError,
     KazooException,
+    NoAuthError,
     NodeExistsError,
     NoNodeError,
     RolledBackError,
@@ -171,6 +173,7 @@ class ZooKeeperMetastore(Metastore):
         self._connected = threading.Event()
         self._start_lock = threading.Lock()
         self._started = False
+        self._closing = False  # set while we end the session ourselves: its LOST is no loss
         self._ready = False
         self.client.add_listener(self._on_state)
 
@@ -208,6 +211,8 @@ class ZooKeeperMetastore(Metastore):
                 self._connected.clear()
         if state == KazooState.SUSPENDED:
             log.warning("zookeeper connection suspended: not acting until it is confirmed")
+        elif state == KazooState.LOST and self._closing:
+            log.debug("zookeeper session closed")  # we ended it: nothing was lost
         elif state == KazooState.LOST:
             log.warning("zookeeper session lost: any leadership it held is gone")
 
@@ -226,6 +231,7 @@ class ZooKeeperMetastore(Metastore):
         with self._start_lock:  # a second start_async would wait for the first one's connection thread
             if not self._started:
                 try:
+                    self._closing = False
                     self.client.start_async()
                 except (KazooException, OSError) as exc:
                     raise MetastoreError(f"cannot connect: {exc or type(exc).__name__}") from None
@@ -255,6 +261,7 @@ class ZooKeeperMetastore(Metastore):
         """
         with self._start_lock:
             self._started = False
+            self._closing = True
         self._connected.clear()
         with self._state_lock:
             self._suspended = True
@@ -281,7 +288,20 @@ class ZooKeeperMetastore(Metastore):
             except KazooTimeoutError:
                 raise d.timeout() from None
             except (KazooException, OSError) as exc:
-                raise MetastoreError(f"zookeeper error: {type(exc).__name__}: {exc}"[:300]) from None
+                raise MetastoreError(self._error(exc)) from None
+
+    def _error(self, exc: BaseException, during: str = "") -> str:
+        """One line for a failed ZooKeeper request; an ACL refusal says what to check."""
+        if isinstance(exc, NoAuthError):
+            who = "the digest user in metadata_service_zookeeper_auth" if self._auth else "no digest user"
+            return (
+                f"zookeeper refused access{during} (NoAuthError): the znodes under {self.root} have an ACL that "
+                f"{who} does not pass; check metadata_service_zookeeper_auth (user and password) against "
+                "the other controllers'"
+            )
+        if isinstance(exc, AuthFailedError):
+            return f"zookeeper rejected the login{during} (AuthFailedError): check metadata_service_zookeeper_auth"
+        return f"zookeeper error{during}: {type(exc).__name__}: {exc}"[:300]
 
     def _p(self, *parts: str) -> str:
         return "/".join([self.root, *parts])
@@ -339,7 +359,7 @@ class ZooKeeperMetastore(Metastore):
         except KazooTimeoutError:
             raise d.timeout() from None
         except (KazooException, OSError) as exc:
-            raise MetastoreError(f"zookeeper error during setup: {type(exc).__name__}: {exc}"[:300]) from None
+            raise MetastoreError(self._error(exc, " during setup")) from None
         if int(found.decode() or 0) > SCHEMA_VERSION:
             raise MetastoreError(
                 f"metastore schema version {found.decode()} is newer than this controller's "

@@ -513,7 +513,17 @@ def test_history_empty(cli: Cli) -> None:
     assert as_json(cli("history", "--json")) == []
     text = cli("history")
     assert text.exit_code == 0
-    assert text.output.strip() == "no events"
+    assert text.stdout.strip() == "no events"
+
+
+def test_read_commands_create_no_metastore(cli: Cli, tmp_path: Path) -> None:
+    """status, metadata and history on a config no controller has run with write nothing."""
+    before = sorted(p for p in tmp_path.rglob("*"))
+    for args in (["status"], ["status", "--json"], ["metadata"], ["history"]):
+        result = cli(*args)
+        assert "does not exist yet" in result.stderr, result.output
+        assert "Traceback" not in result.output
+    assert sorted(p for p in tmp_path.rglob("*")) == before
 
 
 def test_history_limit(cli: Cli) -> None:
@@ -566,9 +576,11 @@ def test_is_scheduler_running_json_when_stopped(cli: Cli) -> None:
 
 
 @pytest.fixture
-def fake_scheduler() -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+def fake_scheduler(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     word = f"sfc_cli_fake_scheduler_{uuid.uuid4().hex[:12]}"
-    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", word])
+    script = tmp_path / word  # a program of that name, run by the interpreter as a script is
+    script.write_text("import time\ntime.sleep(60)\n")
+    proc = subprocess.Popen([sys.executable, str(script)])
     try:
         yield word, proc
     finally:

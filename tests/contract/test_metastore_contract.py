@@ -5,6 +5,7 @@ own database or chroot). Frozen and cut-off servers: test_metastore_faults.py.""
 from __future__ import annotations
 
 import contextlib
+import logging
 import multiprocessing
 import os
 import shutil
@@ -583,7 +584,23 @@ def test_zookeeper_digest_auth_protects_the_records(zk_hosts: str) -> None:
     friend = ZooKeeperMetastore(zk_hosts, "/secured", LEASE, TIMEOUT, auth="sfc:pw")
     assert friend.read_state().lease.holder == "a"
     friend.close()
+    # A wrong password or none: one line that says what to check, never a bare "NoAuthError:".
+    for auth in ("sfc:wrong", ""):
+        wrong = ZooKeeperMetastore(zk_hosts, "/secured", LEASE, TIMEOUT, auth=auth)
+        with pytest.raises(MetastoreError, match=r"refused access.*NoAuthError.*metadata_service_zookeeper_auth"):
+            wrong.read_state()
+        wrong.close()
     owner.close()
+
+
+def test_zookeeper_normal_close_is_no_lost_session(zk_hosts: str, caplog: pytest.LogCaptureFixture) -> None:
+    store = ZooKeeperMetastore(zk_hosts, ROOT, LEASE, TIMEOUT)
+    store.setup()
+    store.read_state()
+    with caplog.at_level(logging.DEBUG):
+        store.close()
+        time.sleep(0.5)  # kazoo reports the state change from its own thread
+    assert not [r for r in caplog.records if "session lost" in r.getMessage()], caplog.text
 
 
 def test_zookeeper_refuses_a_session_timeout_the_servers_will_not_grant(zk_hosts: str) -> None:

@@ -290,9 +290,10 @@ def test_when_the_scheduler_dies_the_leash_ends_its_leftovers_and_leaves(lab: La
 def test_a_daemonizing_command_stays_leashed(lab: Lab) -> None:
     """``airflow scheduler -D``: the process forks, the parent exits; the daemon stays below the leash."""
     daemon = "import os, sys, time\nif os.fork():\n    sys.exit(0)\nos.setsid()\ntime.sleep(100000)\n"
-    script = lab.tmp / "daemonize.py"
+    script = lab.tmp / "daemonize" / "fake_scheduler.py"  # the program the match names
+    script.parent.mkdir()
     script.write_text(daemon)
-    spec = lab.spec(f"{PY} {script} fake_scheduler.py --cluster {lab.token} --node n1", deadline_in=6.0)
+    spec = lab.spec(f"{PY} {script} --cluster {lab.token} --node n1", deadline_in=6.0)
     leash = lab.leash(spec)
     wait_for(lambda: lab.schedulers(), 10, "the daemon")
     time.sleep(1.5)  # the start command exited long ago

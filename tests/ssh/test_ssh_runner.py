@@ -185,9 +185,10 @@ def test_stop_of_a_stopped_node_is_stopped(env: Env, mode: dict[str, str]) -> No
 
 
 def test_stop_kills_a_scheduler_that_ignores_sigterm(env: Env, mode: dict[str, str]) -> None:
-    stubborn = env.tmp / "stubborn.py"
+    stubborn = env.tmp / "stubborn" / "fake_scheduler.py"  # the program the match names
+    stubborn.parent.mkdir()
     stubborn.write_text("import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\ntime.sleep(600)\n")
-    spawn_remote(env.sshd, f"{PYTHON} {stubborn} fake_scheduler.py --cluster {env.token} --node {NODE}")
+    spawn_remote(env.sshd, f"{PYTHON} {stubborn} --cluster {env.token} --node {NODE}")
     wait_for(lambda: bool(env.schedulers()), 10, "the stubborn scheduler")
     runner = env.runner(scheduler_stop_timeout=1, **mode)
     began = time.monotonic()

@@ -652,6 +652,7 @@ BAD_VALUES: list[tuple[str, dict[str, str], tuple[str, ...]]] = [
     ("empty-node-list", {"scheduler_nodes_in_cluster": ""}, ("scheduler_nodes_in_cluster", "empty")),
     ("commas-only-node-list", {"scheduler_nodes_in_cluster": " , ,"}, ("scheduler_nodes_in_cluster", "empty")),
     ("node-twice", {"scheduler_nodes_in_cluster": "node-a, node-b, node-a"}, ("scheduler_nodes_in_cluster", "twice")),
+    ("node-twice-in-other-case", {"scheduler_nodes_in_cluster": "node-a, node-b, NODE-B"}, ("NODE-B", "ignore case")),
     ("node-semicolon", {"scheduler_nodes_in_cluster": "node-a, node-b;reboot"}, ("scheduler_nodes_in_cluster",)),
     ("node-dollar", {"scheduler_nodes_in_cluster": "node-a, $(reboot)"}, ("scheduler_nodes_in_cluster",)),
     ("node-backtick", {"scheduler_nodes_in_cluster": "node-a, `reboot`"}, ("scheduler_nodes_in_cluster",)),

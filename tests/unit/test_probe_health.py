@@ -53,3 +53,27 @@ def test_an_error_status_is_a_failure(server: tuple[str, type[_Health]]) -> None
 def test_nothing_listening_is_a_failure() -> None:
     problem = check_health(f"http://127.0.0.1:{free_port()}/health", timeout=2)
     assert problem is not None and problem.startswith("health check failed")
+
+
+@pytest.mark.parametrize(
+    ("argv", "found"),
+    [
+        (["/venv/bin/python3.11", "/venv/bin/airflow", "scheduler"], True),  # a script's shebang
+        (["/venv/bin/airflow", "scheduler", "-D"], True),
+        (["python", "-u", "-X", "dev", "/venv/bin/airflow", "scheduler"], True),
+        (["python3", "-m", "airflow", "scheduler"], True),
+        (["airflow scheduler -- DagFileProcessorManager"], True),  # a setproctitle title (a child)
+        (["grep", "airflow", "scheduler"], False),
+        (["watch", "-n1", "airflow", "scheduler"], False),
+        (["python", "observer.py", "--match", "airflow", "scheduler"], False),
+        (["python", "-c", "import time; time.sleep(9)", "airflow", "scheduler"], False),
+        (["bash", "-c", "airflow scheduler"], False),  # the wrapper shell; what it runs matches
+        (["/venv/bin/airflow", "webserver", "scheduler"], False),
+        (["sudo", "-u", "airflow", "airflow", "scheduler"], False),  # sudo's child is the scheduler
+        ([], False),
+    ],
+)
+def test_match_is_the_program_and_its_first_arguments(argv: list[str], found: bool) -> None:
+    from scheduler_failover_controller.probe import matches, split_title
+
+    assert matches(split_title(argv), ["airflow", "scheduler"]) is found
