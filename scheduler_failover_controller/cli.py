@@ -203,12 +203,25 @@ def init(ctx: click.Context, force: bool) -> None:
 
 
 def _write_atomically(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    """Replace the file ``path`` names, whole or not at all, keeping what it was.
+
+    A symbolic link (an ``airflow.cfg`` kept in a config repository, say) stays a link: the file
+    it points to is replaced. That file keeps its mode, owner and group; a new file is 0600.
+    """
+    target = Path(os.path.realpath(path))
+    old = target.stat() if target.exists() else None
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     try:
-        tmp.write_text(text, encoding="utf-8")
-        if path.exists():
-            os.chmod(tmp, path.stat().st_mode & 0o777)
-        os.replace(tmp, path)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(text)
+            out.flush()
+            os.fsync(out.fileno())
+            if old is not None:
+                os.fchmod(out.fileno(), old.st_mode & 0o7777)
+                if (old.st_uid, old.st_gid) != (os.geteuid(), os.getegid()):
+                    os.fchown(out.fileno(), old.st_uid, old.st_gid)
+        os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
 

@@ -20,6 +20,7 @@ from .config import Config
 from .controller import PLEASE_REPORT, Controller
 from .exceptions import ConfigError, MetastoreError
 from .redaction import RedactingFormatter, config_secrets
+from .trust import directory_problem
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,9 @@ def prepare_state_dir(config: Config) -> None:
         raise ConfigError(f"{config.source}: state_dir: {directory} is not a directory")
     if not os.access(directory, os.W_OK | os.X_OK):
         raise ConfigError(f"{config.source}: state_dir: {directory} is not writable by this user")
+    problem = directory_problem(directory)  # its files decide which processes are killed
+    if problem:
+        raise ConfigError(f"{config.source}: state_dir: {problem}")
 
 
 def setup_logging(config: Config) -> None:

@@ -1174,7 +1174,7 @@ class SSHNodeRunner(NodeRunner):
             f"$detach /bin/sh -s >/dev/null 2>&1 <<'{end}'\n"
             # The detached shell leads the new session: record it, so that a stop can end a
             # launch still on its way (a start given up on) and a dead scheduler's leftovers.
-            f'echo "$$ $(date +%s)" > {_q(self.session_path)}\n'
+            f'(umask 077 && echo "$$ $(date +%s)" > {_q(self.session_path)})\n'
             f"{launch}\n"
             f"{end}\n"
             "rc=$?\n"
