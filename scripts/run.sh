@@ -70,7 +70,7 @@ stop_all() {
   for i in "${!pids[@]}"; do
     pid="${pids[$i]}" name="${names[$i]}"
     kill -0 -- "-$pid" 2>/dev/null || continue
-    echo "== stopping $name (pid $pid)"
+    echo "== $(date +%T) stopping $name (pid $pid)"
     if [ "$name" = controller ]; then kill -TERM "$pid" 2>/dev/null || true; else kill -TERM -- "-$pid" 2>/dev/null || true; fi
     waited=0
     while kill -0 -- "-$pid" 2>/dev/null && [ "$waited" -lt 600 ]; do sleep 0.1; waited=$((waited + 1)); done
@@ -80,7 +80,7 @@ stop_all() {
     fi
     wait "$pid" 2>/dev/null || true
   done
-  echo "== stopped"
+  echo "== $(date +%T) stopped"
 }
 trap 'stop_all; exit 0' INT TERM HUP
 trap 'stop_all' EXIT
