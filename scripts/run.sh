@@ -12,6 +12,7 @@
 # Ctrl-C (SIGINT, SIGTERM, SIGHUP) stops the controller gracefully (it stops its scheduler and
 # releases its lease), then the dag-processor and the api-server; nothing is left running.
 # If one of the three exits by itself, the others are stopped too and the exit code is 1.
+# (Started with `&` from another script, bash ignores SIGINT and cannot trap it: send SIGTERM.)
 #
 # Environment: AIRFLOW_HOME; SFC_DEMO_API_PORT (8080) and SFC_DEMO_HEALTH_PORT (8974, the
 # scheduler's health check), both on 127.0.0.1; SFC_RUN_SETUP=0 skips scripts/setup.sh;
