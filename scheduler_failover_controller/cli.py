@@ -538,7 +538,8 @@ def cluster_status(store: Metastore, config: Config) -> tuple[dict[str, Any], in
     state = store.read_state()
     controllers = store.controllers()
     observations = {o.node: o for o in store.observations()}
-    moves = [e for e in store.events(200) if e.kind == "move"]
+    recent = store.events(200)
+    moves = [e for e in recent if e.kind == "move"]
     lease, placement = state.lease, state.placement
     active = lease.host if lease.valid else None
     fresh = 2 * config.poll_frequency + config.lease_ttl
@@ -582,6 +583,12 @@ def cluster_status(store: Metastore, config: Config) -> tuple[dict[str, Any], in
             problems.append(f"observation of {n['host']} is {n['observed_age_s']:.0f}s old")
     if len(running) > 1:
         problems.append("more than one scheduler running")
+    # Two controllers with one current_host share one registry row: only the events tell.
+    window = 10 * config.lease_ttl + 2 * config.poll_frequency
+    for event in recent:
+        if event.kind == "duplicate" and state.server_now - event.at <= window:
+            problems.append(f"two controllers ran as {event.host} ({event.message.split(':', 1)[0]})")
+            break
     if not running:
         code, health = 2, "no scheduler"
     elif problems:

@@ -91,6 +91,10 @@ class Controller:
         # node -> (scheduler pids, first seen, has answered its health check since)
         self.health_since: dict[str, tuple[tuple[int, ...], float, bool]] = {}
         self.cycles = 0
+        # Another live controller registered as this host (the same current_host twice): set, this
+        # controller stops acting and leaves the node's scheduler to that one (see check_identity).
+        self.duplicate: ControllerInfo | None = None
+        self._heartbeats = 0
         self._pool = ThreadPoolExecutor(max_workers=min(16, max(1, len(config.nodes))), thread_name_prefix="probe")
 
     # --- helpers ------------------------------------------------------------------------
@@ -165,8 +169,50 @@ class Controller:
         )
         try:
             self.store.heartbeat(info)
+            self._heartbeats += 1
         except MetastoreError as exc:
             log.warning("heartbeat not recorded: %s", exc)
+
+    def other_live_controller(self) -> ControllerInfo | None:
+        """Another controller that is alive and registered as this host, else None.
+
+        At start-up a registry entry of this host under another holder may be a predecessor
+        (crashed, restarted within the lease): it is alive only if its heartbeat moves while this
+        controller writes none (for two renewal intervals, within the lease).
+        """
+        first = self._registered_other()
+        if first is None or first.age > self.ttl:
+            return None
+        until = self.monotonic() + min(self.ttl, 2 * self.config.renew_interval + self.config.metastore_timeout)
+        while self.monotonic() < until and not self.stopping.is_set():
+            self.sleep(min(0.2, self.config.renew_interval / 2))
+            now = self._registered_other()
+            if now is None or now.holder != first.holder:
+                return None
+            if now.last_seen > first.last_seen:
+                return now
+        return None
+
+    def _registered_other(self) -> ControllerInfo | None:
+        for info in self.store.controllers():
+            if info.host == self.host and info.holder != self.holder:
+                return info
+        return None
+
+    def _check_identity(self) -> None:
+        """Once this controller has registered, another holder in its row is a second controller
+        with the same current_host (both write it): stop acting, say so, leave the node to it."""
+        if self._heartbeats == 0:
+            return
+        other = self._registered_other()
+        if other is not None and other.age <= self.ttl:
+            self.duplicate = other
+            message = (
+                f"another controller runs as {self.host!r} too (pid {other.pid}, holder {other.holder}): "
+                f"current_host must be unique; this one (pid {self.pid}) stops"
+            )
+            log.error("%s", message)
+            self._event("duplicate", message)
 
     # --- the cycle ----------------------------------------------------------------------
 
@@ -189,6 +235,13 @@ class Controller:
         self.store_answered = True
         self.last_state = state
         self.paused = state.paused
+        try:
+            self._check_identity()
+        except MetastoreError as exc:
+            return self._metastore_down(exc)
+        if self.duplicate is not None:
+            other = self.duplicate.pid
+            return f"stopping: another controller runs as {self.host} (pid {other}); current_host must be unique"
         if lease is not None:
             self._lead_term(lease, t0)
         else:
@@ -856,6 +909,8 @@ class Controller:
         scheduler is probed. Returns True when the cycle should run now: the lease is free to take,
         or this controller lost it.
         """
+        if self.duplicate is not None:
+            return False  # another controller has this identity: nothing of its node is ours to renew
         t0 = self.monotonic()
         wake = False
         if self.role == "active":
@@ -886,7 +941,9 @@ class Controller:
     def shutdown(self) -> str:
         """Graceful exit: stop our node's scheduler (nobody would guard it), release everything."""
         parts = []
-        if not self.paused:
+        if self.duplicate is not None:
+            parts.append(f"left the local scheduler and its placement to the other controller on {self.host}")
+        elif not self.paused:
             probe = self.local.probe()
             after = probe
             if probe.state.maybe_running and probe.state is not SchedulerState.UNKNOWN:

@@ -224,6 +224,15 @@ def run(
     try:
         if not _setup(controller, stop, config.renew_interval):
             return 0
+        other = controller.other_live_controller()
+        if other is not None:
+            controller.duplicate = other  # its node's scheduler is the other's to guard: left alone
+            problem = (
+                f"another controller is running as {config.current_host!r} "
+                f"(pid {other.pid}, heartbeat {other.age:.1f}s ago); each controller needs its own current_host"
+            )
+            controller._event("duplicate", f"{problem}: refused to start (pid {controller.pid})")
+            raise ConfigError(f"{config.source}: current_host: {problem}")
         renewer.start()
         next_run = monotonic()
         while not stop.is_set():
@@ -232,6 +241,8 @@ def run(
             sentence = controller.run_cycle()
             Metrics.last_cycle_seconds = monotonic() - began
             log.info("%s", sentence)
+            if controller.duplicate is not None:
+                return 2  # a config error found at run time: another controller has this identity
             sd_notify(f"WATCHDOG=1\nSTATUS={sentence[:200]}")
             next_run += config.poll_frequency
             now = monotonic()
