@@ -176,9 +176,9 @@ def json_object(where: str, raw: Any) -> dict[str, Any]:
     return value
 
 
-def pids(where: str, value: Any) -> tuple[int, ...]:
-    """Process ids: a JSON list of positive integers (text in SQL, a list in a znode's JSON)."""
-    found = parse_json(where, value) if isinstance(value, (str, bytes)) else value
+def pids(where: str, value: Any, encoded: bool = False) -> tuple[int, ...]:
+    """Process ids: a list of positive integers (``encoded``: kept as JSON text, as SQL keeps it)."""
+    found = parse_json(where, text(where, value, 255)) if encoded else value
     if not isinstance(found, list) or not all(isinstance(p, int) and not isinstance(p, bool) and p > 0 for p in found):
         raise corrupt(where, "is not a list of process ids", value)
     return tuple(found)
@@ -193,11 +193,11 @@ def paused(where: str, value: Any) -> bool:
     raise corrupt(where, "is not 0 or 1", value)
 
 
-def switchover(where: str, target: Any, mode: Any) -> tuple[str, str]:
+def switchover(node_where: str, target: Any, mode_where: str, mode: Any) -> tuple[str, str]:
     """A pending switchover request: a node name and a mode."""
-    node = name(where + " (node)", target)
-    if mode not in SWITCHOVER_MODES:
-        raise corrupt(where + " (mode)", f"is not {' or '.join(SWITCHOVER_MODES)}", mode)
+    node = name(node_where, target)
+    if not isinstance(mode, str) or mode not in SWITCHOVER_MODES:
+        raise corrupt(mode_where, f"is not {' or '.join(SWITCHOVER_MODES)}", mode)
     return node, mode
 
 

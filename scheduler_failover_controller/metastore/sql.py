@@ -634,8 +634,13 @@ class SQLMetastore(Metastore):
             where = _at(meta_table, "value", "switchover")
             if not isinstance(request, str):
                 raise rows.corrupt(where, "is not text", request)
-            target, _, mode = request.partition(" ")
-            switchover = rows.switchover(where, target, mode) if request else None
+            switchover = None
+            if request:
+                target, _, mode = request.partition(" ")
+                try:
+                    switchover = rows.switchover(where, target, where, mode)
+                except CorruptRecord:
+                    raise rows.corrupt(where, "is not a switchover request (NODE controlled|forced)", request) from None
             return ClusterState(lease, placement, paused, lease.server_now, switchover)
 
         return self._run(go)
@@ -768,7 +773,7 @@ class SQLMetastore(Metastore):
             return Observation(
                 node=node,
                 state=rows.label(_at(o, "state", node), r.state, 32),
-                pids=rows.pids(_at(o, "pids", node), r.pids),
+                pids=rows.pids(_at(o, "pids", node), r.pids, encoded=True),
                 detail=rows.text(_at(o, "detail", node), r.detail, 1024),
                 observed_at=rows.stamp(_at(o, "observed_at", node), r.observed_at, now),
                 by_host=rows.name(_at(o, "by_host", node), r.by_host, empty=True),

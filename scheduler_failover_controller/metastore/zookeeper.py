@@ -461,7 +461,8 @@ class ZooKeeperMetastore(Metastore):
             if raw:
                 where = f"znode {path}"
                 request = rows.json_object(where, raw)
-                switchover = rows.switchover(where, _field(where, request, "node"), _field(where, request, "mode"))
+                node, mode = _field(where, request, "node"), _field(where, request, "mode")
+                switchover = rows.switchover(f"{where} field node", node, f"{where} field mode", mode)
             return ClusterState(lease, placement, paused, now, switchover)
 
         return self._call(go)
