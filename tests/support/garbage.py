@@ -168,6 +168,12 @@ def plant_sql(store: SQLMetastore, field: SqlField, value: object) -> Callable[[
 
     def restore() -> None:
         with store.engine.begin() as conn:
+            if (
+                field.column == key_column
+                and conn.execute(text(f"SELECT 1 FROM {field.table} WHERE {key_column} = :k"), {"k": old}).first()
+            ):  # written anew meanwhile (a heartbeat of its host): the garbage row goes
+                conn.execute(text(f"DELETE FROM {field.table} WHERE {key_column} = :k"), {"k": now_key})
+                return
             conn.execute(
                 text(f"UPDATE {field.table} SET {field.column} = :v WHERE {key_column} = :k"), {"v": old, "k": now_key}
             )
