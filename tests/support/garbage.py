@@ -54,7 +54,7 @@ def read(store: Metastore, call: str) -> object:
 class SqlField:
     table: str
     column: str
-    key: tuple[str, object] | None  # (key column, value) of the row planted in
+    key: tuple[str, object] | None  # (key column, value) of the row planted in (None: the lowest)
     call: str  # the store call that reads it
     anywhere: tuple[object, ...] = ()  # garbage every SQL backend stores
     sqlite: tuple[object, ...] = ()  # only SQLite (text in a number column, ...)
@@ -94,7 +94,7 @@ LEASE_ROW = ("name", "leader")
 PLACEMENT_ROW = ("name", "scheduler")
 CONTROLLER_ROW = ("host", HOST)
 OBSERVATION_ROW = ("node", HOST)
-EVENT_ROW = ("id", 1)
+EVENT_ROW = ("id", None)  # the oldest event
 
 SQL_FIELDS: list[SqlField] = [
     SqlField("sfc_meta", "value", ("name", "schema_version"), "setup", ("abc", "-1", "1.5", "")),
@@ -157,6 +157,9 @@ def plant_sql(store: SQLMetastore, field: SqlField, value: object) -> Callable[[
 
     assert field.key is not None
     key_column, key = field.key
+    if key is None:
+        with store.engine.connect() as conn:
+            key = conn.execute(text(f"SELECT MIN({key_column}) FROM {field.table}")).scalar_one()
     with store.engine.begin() as conn:
         old = conn.execute(
             text(f"SELECT {field.column} FROM {field.table} WHERE {key_column} = :k"), {"k": key}
