@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 
-from ..config import MAX_NODE_NAME, MAX_SECONDS
+from ..config import MAX_NODE_NAME, MAX_SECONDS, node_name_problem
 from ..exceptions import CorruptRecord
 from .base import ClusterState
 
@@ -34,8 +34,7 @@ from .base import ClusterState
 # a config allows, plus a minute for a server clock that stepped back since.
 MAX_AHEAD = MAX_SECONDS + 60.0
 SWITCHOVER_MODES = ("controlled", "forced")
-_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._:-]*")  # as config.node_name_problem; holders are host:pid:hex
-MAX_HOLDER = MAX_NODE_NAME + 40
+MAX_HOLDER = MAX_NODE_NAME + 40  # a holder is "host:pid:random"
 _SHORT = 60
 
 
@@ -122,23 +121,29 @@ def flag(where: str, value: Any) -> bool:
     raise corrupt(where, "is not 0 or 1", value)
 
 
-def name(where: str, value: Any, limit: int = MAX_NODE_NAME, empty: bool = False) -> str:
-    """A node name (or a holder, ``host:pid:hex``): what config.node_name_problem accepts ('' if ``empty``)."""
+def name(where: str, value: Any, empty: bool = False) -> str:
+    """A node name: what the config accepts (config.node_name_problem); also '' if ``empty``."""
     if not isinstance(value, str):
         raise corrupt(where, "is not text", value)
-    if value == "" and empty:
-        return value
-    if len(value) > limit or not _NAME.fullmatch(value):
+    if (value or not empty) and node_name_problem(value) is not None:
         raise corrupt(where, "is not a valid host name", value)
     return value
 
 
-def optional_name(where: str, value: Any, limit: int = MAX_NODE_NAME) -> str | None:
-    return None if value is None else name(where, value, limit)
+def optional_name(where: str, value: Any) -> str | None:
+    return None if value is None else name(where, value)
 
 
-def holder(where: str, value: Any) -> str | None:
-    return optional_name(where, value, MAX_HOLDER)
+def holder(where: str, value: Any) -> str:
+    """A lease holder: an identifier without blanks or control characters (the controllers write host:pid:random)."""
+    word = text(where, value, MAX_HOLDER)
+    if not word or not word.isprintable() or any(c.isspace() for c in word):
+        raise corrupt(where, "is not a valid holder", value)
+    return word
+
+
+def optional_holder(where: str, value: Any) -> str | None:
+    return None if value is None else holder(where, value)
 
 
 def text(where: str, value: Any, limit: int) -> str:

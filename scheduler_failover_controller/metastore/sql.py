@@ -550,7 +550,7 @@ class SQLMetastore(Metastore):
         now = _f(row[5])
         rows.stamp(_at(t, "acquired_at"), row[3], now)
         return Lease(
-            rows.holder(_at(t, "holder"), row[0]),
+            rows.optional_holder(_at(t, "holder"), row[0]),
             rows.optional_name(_at(t, "host"), row[1]),
             rows.integer(_at(t, "epoch"), row[2]),
             rows.expiry(_at(t, "expires_at"), row[4], now),
@@ -723,7 +723,7 @@ class SQLMetastore(Metastore):
             now = _f(r[-1])
             return ControllerInfo(
                 host=host,
-                holder=rows.name(_at(c, "holder", host), r.holder, rows.MAX_HOLDER),
+                holder=rows.holder(_at(c, "holder", host), r.holder),
                 pid=rows.integer(_at(c, "pid", host), r.pid, minimum=1),
                 version=rows.label(_at(c, "version", host), r.version, 64),
                 role=rows.label(_at(c, "role", host), r.role, 32),

@@ -376,7 +376,7 @@ class ZooKeeperMetastore(Metastore):
         where = f"znode {path}"
         value = rows.json_object(where, data)
         leader = {
-            "holder": rows.name(f"{where} field holder", _field(where, value, "holder"), rows.MAX_HOLDER),
+            "holder": rows.holder(f"{where} field holder", _field(where, value, "holder")),
             "host": rows.optional_name(f"{where} field host", _field(where, value, "host", None)),
             "ttl": rows.duration(f"{where} field ttl", _field(where, value, "ttl", 0)),
         }
@@ -598,7 +598,7 @@ class ZooKeeperMetastore(Metastore):
 
         return ControllerInfo(
             host=host,
-            holder=rows.name(f"{where} field holder", get("holder"), rows.MAX_HOLDER),
+            holder=rows.holder(f"{where} field holder", get("holder")),
             pid=rows.integer(f"{where} field pid", get("pid"), minimum=1),
             version=rows.label(f"{where} field version", get("version"), 64),
             role=rows.label(f"{where} field role", get("role"), 32),
