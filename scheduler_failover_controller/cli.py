@@ -26,6 +26,7 @@ from .config import (
 )
 from .exceptions import ConfigError, FailoverError, MetastoreError
 from .metastore import Metastore, open_metastore
+from .metastore.rows import implausible
 from .probe import MATCH_ENV, ProbeResult, SchedulerState
 from .redaction import config_secrets, mask_output, redact_webhook
 
@@ -566,7 +567,8 @@ def cluster_status(store: Metastore, config: Config) -> tuple[dict[str, Any], in
         for c in controllers
     ]
     running = [n for n in nodes if n["scheduler"] == "running" and (n["observed_age_s"] or 0) <= fresh]
-    problems = []
+    doubts = implausible(state, config.nodes, config.lease_ttl)  # a lease or placement no controller of ours wrote
+    problems = list(doubts)
     if active is None:
         problems.append("no active controller")
     if state.paused:
@@ -603,6 +605,7 @@ def cluster_status(store: Metastore, config: Config) -> tuple[dict[str, Any], in
         "scheduler_node": placement.node if placement.valid else None,
         "placement_expires_in_s": round(placement.remaining, 3) if placement.node else None,
         "paused": state.paused,
+        "implausible": doubts,
         "controllers": ctl,
         "nodes": nodes,
         "last_failover": (
