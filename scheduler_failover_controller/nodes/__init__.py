@@ -1,13 +1,29 @@
-"""Node runners: the controller's hands on each master node."""
+"""Node runners: the controller's hands on each master node.
+
+The SSH runner (and with it paramiko and cryptography, some 13 MB) is imported only when a node
+is remote: a single-host controller never loads it.
+"""
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
 
 from ..config import Config
 from .base import NodeRunner, NoTransportRunner
 from .local import LocalNodeRunner
-from .ssh import SSHNodeRunner
+
+if TYPE_CHECKING:
+    from .ssh import SSHNodeRunner
 
 __all__ = ["LocalNodeRunner", "NoTransportRunner", "NodeRunner", "SSHNodeRunner", "make_runners"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "SSHNodeRunner":
+        from .ssh import SSHNodeRunner
+
+        return SSHNodeRunner
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def make_runners(config: Config) -> dict[str, NodeRunner]:
@@ -17,5 +33,7 @@ def make_runners(config: Config) -> dict[str, NodeRunner]:
         if node in config.local_nodes:
             runners[node] = LocalNodeRunner(node, config)
         else:
+            from .ssh import SSHNodeRunner
+
             runners[node] = SSHNodeRunner(node, config)
     return runners
