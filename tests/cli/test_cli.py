@@ -87,15 +87,20 @@ class Cli:
 CLOSED_DB = "mysql+pymysql://u:p@127.0.0.1:1/x"  # a shared-DB URL for multi-host configs that never connect
 
 
-@pytest.fixture
-def cli(tmp_path: Path) -> Cli:
+def make_cli(tmp_path: Path, **keys: str | None) -> Cli:
+    """A Cli in ``tmp_path`` with an empty Airflow home, no AIRFLOW__ variables, and a config."""
     home = tmp_path / "airflow_home"
     home.mkdir()
     env: dict[str, str | None] = {name: None for name in os.environ if name.startswith("AIRFLOW__")}
     env.update({CONFIG_ENV: None, "AIRFLOW_HOME": str(home)})
     runner = Cli(tmp_path=tmp_path, home=home, config=tmp_path / "sfc.cfg", env=env)
-    runner.write()
+    runner.write_keys(keys)
     return runner
+
+
+@pytest.fixture
+def cli(tmp_path: Path) -> Cli:
+    return make_cli(tmp_path)
 
 
 def lines(result: Result) -> list[str]:

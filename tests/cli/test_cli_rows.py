@@ -5,18 +5,17 @@ each table. ``status`` also names a lease or placement its config could not have
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from click.testing import Result
 
-from scheduler_failover_controller.config import CONFIG_ENV, load_config
+from scheduler_failover_controller.config import load_config
 from scheduler_failover_controller.metastore import Metastore, open_metastore
 from scheduler_failover_controller.metastore.sql import SQLMetastore
 from scheduler_failover_controller.metastore.zookeeper import ZooKeeperMetastore
-from tests.cli.test_cli import Cli, as_json, assert_no_traceback, lines
+from tests.cli.test_cli import Cli, as_json, assert_no_traceback, lines, make_cli
 from tests.support.garbage import (
     HOST,
     SQL_FIELDS,
@@ -40,13 +39,7 @@ OTHERS += [["switchover", "--to", HOST, "--wait", "0"], ["clear_metadata", "--ye
 
 @pytest.fixture
 def cli(tmp_path: Path) -> Cli:
-    home = tmp_path / "airflow_home"
-    home.mkdir()
-    env: dict[str, str | None] = {name: None for name in os.environ if name.startswith("AIRFLOW__")}
-    env.update({CONFIG_ENV: None, "AIRFLOW_HOME": str(home)})
-    runner = Cli(tmp_path=tmp_path, home=home, config=tmp_path / "sfc.cfg", env=env)
-    runner.write(scheduler_nodes_in_cluster=HOST, current_host=HOST, lease_ttl="30")  # as populate() writes
-    return runner
+    return make_cli(tmp_path, scheduler_nodes_in_cluster=HOST, current_host=HOST, lease_ttl="30")  # as populate()
 
 
 def open_store(cli: Cli) -> Metastore:
