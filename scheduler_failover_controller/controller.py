@@ -595,12 +595,16 @@ class Controller:
             n = self.restart_failures
             attempt = f"attempt {n}/{limit}" if n <= limit else f"attempt {n}, after its backoff"
             ok, detail = self._start_on(node, probes)
-            self._note_failure(node, f"scheduler was {probe.state.value}; restart {'ok' if ok else detail}", not ok)
+            # why it was restarted, e.g. "pid 5120 is stopped", a failed health check, a stale job heartbeat
+            why = f" ({probe.detail})" if probe.detail else ""
+            self._note_failure(
+                node, f"scheduler was {probe.state.value}{why}; restart {'ok' if ok else detail}", not ok
+            )
             if ok and n > limit:
                 self._back_off(node)  # a crash loop past its budget: if it dies again, wait longer
             if ok:
-                self._event("restart", f"restarted the scheduler on {node} ({attempt}): {detail}")
-                return f"scheduler was {probe.state.value} on {node}; restarted it in place ({attempt}, {detail})"
+                self._event("restart", f"restarted the scheduler on {node} ({attempt}){why}: {detail}")
+                return f"scheduler was {probe.state.value} on {node}{why}; restarted it in place ({attempt}, {detail})"
             return f"restart of the scheduler on {node} failed ({attempt}): {detail}"
         blocking = self._blocking_nodes(target, {**probes, node: ProbeResult(node, SchedulerState.STOPPED)})
         if blocking:
