@@ -1111,6 +1111,23 @@ metrics_port = 0
 # Empty: only the process is checked.
 scheduler_health_url =
 scheduler_health_failures = 3
+
+# Airflow's own record of the scheduler, without its health server: the heartbeat of the node's
+# newest SchedulerJob row in Airflow's job table. A running scheduler whose heartbeat is older than
+# this many seconds (by the database server's clock) scheduler_health_failures times in a row counts
+# as unhealthy and is restarted; a new scheduler gets until its first fresh heartbeat or
+# scheduler_start_timeout. Must be larger than Airflow's [scheduler] scheduler_heartbeat_sec (5);
+# Airflow's scheduler_health_check_threshold (30) is a good value. A database that cannot be read
+# (within metastore_timeout) is logged and restarts nothing. 0 or empty: off.
+scheduler_job_heartbeat_timeout = 0
+# SQLAlchemy URL of Airflow's database, only read (SQLite read-only). Default: Airflow's
+# sql_alchemy_conn from this file's [database] or [core] section or AIRFLOW__DATABASE__SQL_ALCHEMY_CONN,
+# else $AIRFLOW_HOME/airflow.db. mysql:// and mysql+mysqldb:// are read with pymysql.
+# scheduler_job_sql_conn =
+# The host name Airflow records for each node's scheduler ([core] hostname_callable, by default the
+# fully qualified name), as node:hostname, comma separated. Default: the node name, or any name
+# that starts with it and a dot (node1 matches node1.example.com).
+# scheduler_job_hostnames = node1:node1.example.com, node2:ip-10-0-0-2.ec2.internal
 """
 
 
