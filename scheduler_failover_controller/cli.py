@@ -26,6 +26,7 @@ from .config import (
 )
 from .exceptions import ConfigError, FailoverError, MetastoreError
 from .metastore import Metastore, open_metastore
+from .metastore.rows import implausible
 from .probe import MATCH_ENV, ProbeResult, SchedulerState
 from .redaction import config_secrets, mask_output, redact_webhook
 
@@ -203,12 +204,25 @@ def init(ctx: click.Context, force: bool) -> None:
 
 
 def _write_atomically(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    """Replace the file ``path`` names, whole or not at all, keeping what it was.
+
+    A symbolic link (an ``airflow.cfg`` kept in a config repository, say) stays a link: the file
+    it points to is replaced. That file keeps its mode, owner and group; a new file is 0600.
+    """
+    target = Path(os.path.realpath(path))
+    old = target.stat() if target.exists() else None
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     try:
-        tmp.write_text(text, encoding="utf-8")
-        if path.exists():
-            os.chmod(tmp, path.stat().st_mode & 0o777)
-        os.replace(tmp, path)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(text)
+            out.flush()
+            os.fsync(out.fileno())
+            if old is not None:
+                os.fchmod(out.fileno(), old.st_mode & 0o7777)
+                if (old.st_uid, old.st_gid) != (os.geteuid(), os.getegid()):
+                    os.fchown(out.fileno(), old.st_uid, old.st_gid)
+        os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -525,7 +539,8 @@ def cluster_status(store: Metastore, config: Config) -> tuple[dict[str, Any], in
     state = store.read_state()
     controllers = store.controllers()
     observations = {o.node: o for o in store.observations()}
-    moves = [e for e in store.events(200) if e.kind == "move"]
+    recent = store.events(200)
+    moves = [e for e in recent if e.kind == "move"]
     lease, placement = state.lease, state.placement
     active = lease.host if lease.valid else None
     fresh = 2 * config.poll_frequency + config.lease_ttl
@@ -552,7 +567,8 @@ def cluster_status(store: Metastore, config: Config) -> tuple[dict[str, Any], in
         for c in controllers
     ]
     running = [n for n in nodes if n["scheduler"] == "running" and (n["observed_age_s"] or 0) <= fresh]
-    problems = []
+    doubts = implausible(state, config.nodes, config.lease_ttl)  # a lease or placement no controller of ours wrote
+    problems = list(doubts)
     if active is None:
         problems.append("no active controller")
     if state.paused:
@@ -569,6 +585,12 @@ def cluster_status(store: Metastore, config: Config) -> tuple[dict[str, Any], in
             problems.append(f"observation of {n['host']} is {n['observed_age_s']:.0f}s old")
     if len(running) > 1:
         problems.append("more than one scheduler running")
+    # Two controllers with one current_host share one registry row: only the events tell.
+    window = 10 * config.lease_ttl + 2 * config.poll_frequency
+    for event in recent:
+        if event.kind == "duplicate" and state.server_now - event.at <= window:
+            problems.append(f"two controllers ran as {event.host} ({event.message.split(':', 1)[0]})")
+            break
     if not running:
         code, health = 2, "no scheduler"
     elif problems:
@@ -583,6 +605,7 @@ def cluster_status(store: Metastore, config: Config) -> tuple[dict[str, Any], in
         "scheduler_node": placement.node if placement.valid else None,
         "placement_expires_in_s": round(placement.remaining, 3) if placement.node else None,
         "paused": state.paused,
+        "implausible": doubts,
         "controllers": ctl,
         "nodes": nodes,
         "last_failover": (

@@ -25,8 +25,9 @@ from . import __version__
 from .airflow_job import HostMatch, JobCheck, SchedulerJob, SchedulerJobReader, judge, open_job_reader
 from .alerts import Alerter
 from .config import Config
-from .exceptions import CommandFailed, MetastoreError, NodeUnreachable
+from .exceptions import CommandFailed, CorruptRecord, MetastoreError, NodeUnreachable
 from .metastore.base import ClusterState, ControllerInfo, Lease, Metastore, Observation, Placement
+from .metastore.rows import implausible
 from .nodes.base import NodeRunner
 from .probe import ProbeResult, SchedulerState, check_health
 
@@ -88,6 +89,9 @@ class Controller:
         self.renewing: dict[str, bool] = {}  # remote node -> also renew its leash: healthy there, renewed apart
         self.local_leashed = True  # the local node runs no scheduler, or only leashed ones
         self.store_answered = False  # whether the store has answered since this process started
+        # A record no valid write produces, as the cycle last found it (None: the store reads fine).
+        # Until a cycle reads the store again, nothing is renewed: the store counts as down.
+        self.unreadable: str | None = None
         self._renewal_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="leash")
         self._leash_pending: set[str] = set()
         self.restart_failures = 0  # restarts in place since the scheduler last ran stably
@@ -106,6 +110,10 @@ class Controller:
         self.last_jobs: dict[str, SchedulerJob] = {}
         self._jobs_unreadable = False
         self.cycles = 0
+        # Another live controller registered as this host (the same current_host twice): set, this
+        # controller stops acting and leaves the node's scheduler to that one (see check_identity).
+        self.duplicate: ControllerInfo | None = None
+        self._heartbeats = 0
         self._pool = ThreadPoolExecutor(max_workers=min(16, max(1, len(config.nodes))), thread_name_prefix="probe")
 
     # --- helpers ------------------------------------------------------------------------
@@ -180,8 +188,50 @@ class Controller:
         )
         try:
             self.store.heartbeat(info)
+            self._heartbeats += 1
         except MetastoreError as exc:
             log.warning("heartbeat not recorded: %s", exc)
+
+    def other_live_controller(self) -> ControllerInfo | None:
+        """Another controller that is alive and registered as this host, else None.
+
+        At start-up a registry entry of this host under another holder may be a predecessor
+        (crashed, restarted within the lease): it is alive only if its heartbeat moves while this
+        controller writes none (for two renewal intervals, within the lease).
+        """
+        first = self._registered_other()
+        if first is None or first.age > self.ttl:
+            return None
+        until = self.monotonic() + min(self.ttl, 2 * self.config.renew_interval + self.config.metastore_timeout)
+        while self.monotonic() < until and not self.stopping.is_set():
+            self.sleep(min(0.2, self.config.renew_interval / 2))
+            now = self._registered_other()
+            if now is None or now.holder != first.holder:
+                return None
+            if now.last_seen > first.last_seen:
+                return now
+        return None
+
+    def _registered_other(self) -> ControllerInfo | None:
+        for info in self.store.controllers():
+            if info.host == self.host and info.holder != self.holder:
+                return info
+        return None
+
+    def _check_identity(self) -> None:
+        """Once this controller has registered, another holder in its row is a second controller
+        with the same current_host (both write it): stop acting, say so, leave the node to it."""
+        if self._heartbeats == 0:
+            return
+        other = self._registered_other()
+        if other is not None and other.age <= self.ttl:
+            self.duplicate = other
+            message = (
+                f"another controller runs as {self.host!r} too (pid {other.pid}, holder {other.holder}): "
+                f"current_host must be unique; this one (pid {self.pid}) stops"
+            )
+            log.error("%s", message)
+            self._event("duplicate", message)
 
     # --- the cycle ----------------------------------------------------------------------
 
@@ -197,13 +247,34 @@ class Controller:
     def _cycle(self) -> str:
         t0 = self.monotonic()
         try:
+            if self.unreadable is not None:
+                self.store.read_state()  # still unreadable: take or renew no lease
             lease = self.store.acquire_or_renew(self.holder, self.host, self.ttl)
             state = self.store.read_state()
+        except CorruptRecord as exc:
+            return self._unreadable(exc)
         except MetastoreError as exc:
             return self._metastore_down(exc)
+        if self.unreadable is not None:
+            log.warning("the metastore reads fine again (it held: %s); acting again", self.unreadable)
+            self.unreadable = None
         self.store_answered = True
         self.last_state = state
+        doubts = implausible(state, self.config.nodes, self.ttl)
+        for doubt in doubts:
+            log.warning(
+                "metastore: %s; no controller of this config wrote that, and it is not taken as expired "
+                "(a controller with another config may hold it): fix the configs or clear the record",
+                doubt,
+            )
         self.paused = state.paused
+        try:
+            self._check_identity()
+        except MetastoreError as exc:
+            return self._metastore_down(exc)
+        if self.duplicate is not None:
+            other = self.duplicate.pid
+            return f"stopping: another controller runs as {self.host} (pid {other}); current_host must be unique"
         if lease is not None:
             self._lead_term(lease, t0)
         else:
@@ -223,7 +294,8 @@ class Controller:
             return f"{self.role}: paused; acting on nothing"
         where = state.placement.node if state.placement.valid else "no node"
         leader = state.lease.host if state.lease.valid else "nobody"
-        return f"standby: {leader} is active (epoch {state.lease.epoch}); scheduler placed on {where}"
+        doubt = f"; not plausible: {'; '.join(doubts)}" if doubts else ""
+        return f"standby: {leader} is active (epoch {state.lease.epoch}); scheduler placed on {where}{doubt}"
 
     def _lead_term(self, lease: Lease, t0: float) -> None:
         self.leader_deadline = self._deadline(t0, lease.remaining)
@@ -236,17 +308,35 @@ class Controller:
             self._event("elected", f"{self.host} became active (epoch {lease.epoch})")
         self.role = "active"
 
-    def _metastore_down(self, exc: MetastoreError) -> str:
-        """The store cannot be reached: act on nothing, and fence our node when time runs out."""
+    def _store_failed(self, exc: MetastoreError) -> None:
+        """A call failed: when on a record no valid write produces, renew nothing until a cycle reads again."""
+        if isinstance(exc, CorruptRecord):
+            self.unreadable = str(exc)
+
+    def _store_unreadable(self) -> bool:
+        return self.unreadable is not None
+
+    def _unreadable(self, exc: CorruptRecord) -> str:
+        """The store answers, but with a record no valid write produces: exactly as if it were down."""
+        self._store_failed(exc)
+        log.warning(
+            "%s: no valid write produces that record; acting on nothing and renewing nothing "
+            "(the lease lapses, this node fences itself as with the store down) until it is fixed",
+            exc,
+        )
+        return self._metastore_down(exc, "unreadable")
+
+    def _metastore_down(self, exc: MetastoreError, how: str = "unreachable") -> str:
+        """The store cannot be reached (or read): act on nothing, and fence our node when time runs out."""
         now = self.monotonic()
         if self.role == "active" and now >= self.leader_deadline:
             self.role = "standby"
             self.epoch = 0
         if self.paused:
-            return f"{self.role}: metastore unreachable ({exc}); paused, acting on nothing"
+            return f"{self.role}: metastore {how} ({exc}); paused, acting on nothing"
         if now + self.lookahead < self.placement_deadline:
             return (
-                f"{self.role}: metastore unreachable ({exc}); local scheduler may run "
+                f"{self.role}: metastore {how} ({exc}); local scheduler may run "
                 f"{self.placement_deadline - self.lookahead - now:.1f}s more before self-fencing"
             )
         probe = self.local.probe()
@@ -255,7 +345,7 @@ class Controller:
             # Started with the store down: this process never learnt the placement, but the
             # leash holds the deadline the last renewal gave it and stops the scheduler then.
             return (
-                f"{self.role}: metastore unreachable ({exc}); the local scheduler ({probe.describe()}) "
+                f"{self.role}: metastore {how} ({exc}); the local scheduler ({probe.describe()}) "
                 "is left to its leash, which stops it at its placement deadline unless the store answers first"
             )
         if probe.state.maybe_running and probe.state is not SchedulerState.UNKNOWN:
@@ -273,10 +363,10 @@ class Controller:
                 )
             after = self._stop(self.local)
             return (
-                f"{self.role}: metastore unreachable ({exc}); self-fenced: stopped the local scheduler "
+                f"{self.role}: metastore {how} ({exc}); self-fenced: stopped the local scheduler "
                 f"({probe.describe()} -> {after.state.value}) before its placement could expire"
             )
-        return f"{self.role}: metastore unreachable ({exc}); no local scheduler, acting on nothing"
+        return f"{self.role}: metastore {how} ({exc}); no local scheduler, acting on nothing"
 
     def _guard(self, state: ClusterState, t0: float, probe: ProbeResult | None) -> str | None:
         """Keep this node's placement alive, or make sure its scheduler is down. S2."""
@@ -319,6 +409,7 @@ class Controller:
         try:
             renewed = self.store.renew_placement(self.host, self.ttl)
         except MetastoreError as exc:
+            self._store_failed(exc)
             log.warning("placement renewal failed: %s", exc)
             return None
         if renewed is not None:
@@ -348,6 +439,7 @@ class Controller:
                     return True, fresh
             return False, fresh
         except MetastoreError as exc:
+            self._store_failed(exc)
             log.warning("could not re-read the placement before fencing: %s", exc)
             return False, fallback
 
@@ -533,6 +625,7 @@ class Controller:
         try:
             placement = self.store.renew_placement(node, self.ttl, self.holder, self.epoch)
         except MetastoreError as exc:
+            self._store_failed(exc)
             log.warning("placement renewal for %s failed: %s", node, exc)
             return
         if placement is None:
@@ -860,6 +953,8 @@ class Controller:
                 next_renewal = now + self.config.renew_interval
                 if not self._renew_while_waiting(node):
                     self._stop(runner)
+                    if self.unreadable is not None:
+                        return False, f"the metastore became unreadable while waiting ({self.unreadable}); stopped it"
                     return False, "lost the lease while waiting for the scheduler to come up; stopped it"
             self.sleep(step)
 
@@ -869,6 +964,7 @@ class Controller:
         try:
             lease = self.store.acquire_or_renew(self.holder, self.host, self.ttl)
         except MetastoreError as exc:
+            self._store_failed(exc)
             log.warning("lease renewal failed: %s", exc)
             return True
         if lease is None or lease.epoch != self.epoch:
@@ -879,13 +975,14 @@ class Controller:
 
     def _renew_while_waiting(self, node: str) -> bool:
         t0 = self.monotonic()
-        if not self._renew_lease():
+        if not self._renew_lease() or self._store_unreadable():
             return False
         try:
             placement = self.store.renew_placement(node, self.ttl, self.holder, self.epoch)
         except MetastoreError as exc:
+            self._store_failed(exc)
             log.warning("renewal while waiting for the scheduler failed: %s", exc)
-            return self.leads()
+            return self.leads() and not self._store_unreadable()
         if placement is not None:
             deadline = self._deadline(t0, placement.remaining)
             if node == self.host:
@@ -928,13 +1025,17 @@ class Controller:
         scheduler is probed. Returns True when the cycle should run now: the lease is free to take,
         or this controller lost it.
         """
+        if self.duplicate is not None:
+            return False  # another controller has this identity: nothing of its node is ours to renew
+        if self.unreadable is not None:
+            return self._renew_nothing()
         t0 = self.monotonic()
         wake = False
         if self.role == "active":
             epoch = self.epoch
             if not self._renew_lease():
                 wake = True
-            elif epoch == self.epoch and self.leads():
+            elif epoch == self.epoch and self.leads() and not self._store_unreadable():
                 for node in list(self.renewing):
                     self._renew_remote(node)
                 for node in list(self.starting - {self.host}):
@@ -942,6 +1043,8 @@ class Controller:
         probe = self.local.probe()
         self.local_leashed = not probe.state.maybe_running or probe.leashed
         held = self.placement_deadline != NEVER
+        if self._store_unreadable():  # found by the lease renewal just now
+            return self._renew_nothing()
         if (held or self.host in self.starting) and self._renew_own_placement(probe, t0) is None:
             # Not ours any more, or its scheduler is gone: the cycle decides what follows.
             wake = wake or (probe.state.maybe_running and self.host not in self.starting)
@@ -949,16 +1052,35 @@ class Controller:
             try:
                 wake = wake or not self.store.read_state().lease.valid
             except MetastoreError as exc:
+                self._store_failed(exc)
                 log.warning("renewal: cannot read the lease: %s", exc)
         self._heartbeat()
         return wake
+
+    def _renew_nothing(self) -> bool:
+        """Renewals while the store holds a record no valid write produces: none, as with the store down.
+
+        The lease lapses (another controller may take over once the record is fixed) and this
+        node's placement runs out (the cycle fences its scheduler first, the leash at the latest).
+        The heartbeat still says this controller is alive. True (run the cycle now) once the
+        store reads fine again: the cycle then takes up the renewals.
+        """
+        try:
+            self.store.read_state()
+            readable = True
+        except MetastoreError:
+            readable = False
+        self._heartbeat()
+        return readable
 
     # --- shutdown -----------------------------------------------------------------------
 
     def shutdown(self) -> str:
         """Graceful exit: stop our node's scheduler (nobody would guard it), release everything."""
         parts = []
-        if not self.paused:
+        if self.duplicate is not None:
+            parts.append(f"left the local scheduler and its placement to the other controller on {self.host}")
+        elif not self.paused:
             probe = self.local.probe()
             after = probe
             if probe.state.maybe_running and probe.state is not SchedulerState.UNKNOWN:

@@ -20,6 +20,7 @@ from .config import Config
 from .controller import PLEASE_REPORT, Controller
 from .exceptions import ConfigError, MetastoreError
 from .redaction import RedactingFormatter, config_secrets
+from .trust import directory_problem
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,9 @@ def prepare_state_dir(config: Config) -> None:
         raise ConfigError(f"{config.source}: state_dir: {directory} is not a directory")
     if not os.access(directory, os.W_OK | os.X_OK):
         raise ConfigError(f"{config.source}: state_dir: {directory} is not writable by this user")
+    problem = directory_problem(directory)  # its files decide which processes are killed
+    if problem:
+        raise ConfigError(f"{config.source}: state_dir: {problem}")
 
 
 def setup_logging(config: Config) -> None:
@@ -220,6 +224,15 @@ def run(
     try:
         if not _setup(controller, stop, config.renew_interval):
             return 0
+        other = controller.other_live_controller()
+        if other is not None:
+            controller.duplicate = other  # its node's scheduler is the other's to guard: left alone
+            problem = (
+                f"another controller is running as {config.current_host!r} "
+                f"(pid {other.pid}, heartbeat {other.age:.1f}s ago); each controller needs its own current_host"
+            )
+            controller._event("duplicate", f"{problem}: refused to start (pid {controller.pid})")
+            raise ConfigError(f"{config.source}: current_host: {problem}")
         renewer.start()
         next_run = monotonic()
         while not stop.is_set():
@@ -228,6 +241,8 @@ def run(
             sentence = controller.run_cycle()
             Metrics.last_cycle_seconds = monotonic() - began
             log.info("%s", sentence)
+            if controller.duplicate is not None:
+                return 2  # a config error found at run time: another controller has this identity
             sd_notify(f"WATCHDOG=1\nSTATUS={sentence[:200]}")
             next_run += config.poll_frequency
             now = monotonic()

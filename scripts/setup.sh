@@ -2,20 +2,39 @@
 # Installs everything the tests and the main job need on a fresh Debian machine: the Debian
 # packages of the servers the tests start (MariaDB, PostgreSQL, ZooKeeper, sshd), the test
 # virtualenv, and one virtualenv per Airflow major version with this project installed into it.
-# Idempotent; safe to re-run. SFC_SETUP_AIRFLOW=0 skips the Airflow virtualenvs.
+# Idempotent; safe to re-run.
+#   SFC_SETUP_AIRFLOW=1 (default) both Airflow virtualenvs, 2 or 3 only that major's, 0 neither.
+#   SFC_SETUP_TESTS=0 skips what only the tests need: the servers' Debian packages and .venv
+#   (scripts/run.sh, the demo, needs only python3-venv and the Airflow 3 virtualenv).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+airflow_venvs=()
+case "${SFC_SETUP_AIRFLOW:-1}" in
+  0) ;;
+  1) airflow_venvs=("airflow2:.venv-airflow2" "airflow3:.venv-airflow") ;;
+  2) airflow_venvs=("airflow2:.venv-airflow2") ;;
+  3) airflow_venvs=("airflow3:.venv-airflow") ;;
+  *) echo "setup.sh: SFC_SETUP_AIRFLOW must be 0, 1, 2 or 3, not '${SFC_SETUP_AIRFLOW}'" >&2; exit 2 ;;
+esac
+case "${SFC_SETUP_TESTS:-1}" in
+  0 | 1) ;;
+  *) echo "setup.sh: SFC_SETUP_TESTS must be 0 or 1, not '${SFC_SETUP_TESTS}'" >&2; exit 2 ;;
+esac
+tests="${SFC_SETUP_TESTS:-1}"
+
 need_apt=()
-command -v mariadbd >/dev/null 2>&1 || [ -x /usr/sbin/mariadbd ] || need_apt+=(mariadb-server)
-command -v faketime >/dev/null 2>&1 || need_apt+=(faketime)
-command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
-[ -x /usr/sbin/sshd ] || need_apt+=(openssh-server)
-command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
-command -v iptables >/dev/null 2>&1 || need_apt+=(iptables)
-command -v java >/dev/null 2>&1 || need_apt+=(default-jre-headless)
-[ -f /usr/share/java/zookeeper.jar ] || need_apt+=(zookeeper libzookeeper-java)
-ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || need_apt+=(postgresql)
+if [ "$tests" = 1 ]; then
+  command -v mariadbd >/dev/null 2>&1 || [ -x /usr/sbin/mariadbd ] || need_apt+=(mariadb-server)
+  command -v faketime >/dev/null 2>&1 || need_apt+=(faketime)
+  command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
+  [ -x /usr/sbin/sshd ] || need_apt+=(openssh-server)
+  command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
+  command -v iptables >/dev/null 2>&1 || need_apt+=(iptables)
+  command -v java >/dev/null 2>&1 || need_apt+=(default-jre-headless)
+  [ -f /usr/share/java/zookeeper.jar ] || need_apt+=(zookeeper libzookeeper-java)
+  ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || need_apt+=(postgresql)
+fi
 command -v python3 >/dev/null 2>&1 || need_apt+=(python3)
 python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need_apt+=(python3-venv)
 if [ ${#need_apt[@]} -gt 0 ]; then
@@ -26,19 +45,19 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive RUNLEVEL=1 $sudo apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
 fi
 
-[ -x .venv/bin/python ] || python3 -m venv .venv
-.venv/bin/python -m pip install -q --upgrade pip >/dev/null
-.venv/bin/python -m pip install -q -e '.[test]'
+if [ "$tests" = 1 ]; then
+  [ -x .venv/bin/python ] || python3 -m venv .venv
+  .venv/bin/python -m pip install -q --upgrade pip >/dev/null
+  .venv/bin/python -m pip install -q -e '.[test]'
+fi
 
 # One virtualenv per Airflow major version, each with this project installed into it as the
 # README tells users to: the newest Airflow 2 that pip resolves (SQLAlchemy 1.4, psycopg2) and the
 # newest Airflow 3 (SQLAlchemy 2.x, psycopg 3). Airflow pins many packages, so neither shares the
 # test virtualenv. pytest goes into each so that the metastore tests also run on its SQLAlchemy.
-if [ "${SFC_SETUP_AIRFLOW:-1}" != 0 ]; then
-  for spec in "airflow2:.venv-airflow2" "airflow3:.venv-airflow"; do
-    extra="${spec%%:*}" venv="${spec#*:}"
-    [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
-    "$venv/bin/python" -m pip install -q --upgrade pip >/dev/null
-    "$venv/bin/python" -m pip install -q -e ".[$extra]" pytest
-  done
-fi
+for spec in ${airflow_venvs[@]+"${airflow_venvs[@]}"}; do
+  extra="${spec%%:*}" venv="${spec#*:}"
+  [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+  "$venv/bin/python" -m pip install -q --upgrade pip >/dev/null
+  "$venv/bin/python" -m pip install -q -e ".[$extra]" pytest
+done

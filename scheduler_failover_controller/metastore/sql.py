@@ -83,9 +83,10 @@ from sqlalchemy.exc import (
 from sqlalchemy.schema import CreateColumn, CreateTable
 from sqlalchemy.sql.expression import ColumnElement
 
-from ..exceptions import ConfigError, MetastoreError
+from ..exceptions import ConfigError, CorruptRecord, MetastoreError
 from ..redaction import redact_url
 from . import deadline as dl
+from . import rows
 from .base import (
     EVENTS_KEPT,
     LEADER,
@@ -189,6 +190,11 @@ _NOW_SQL = {
 
 def _f(value: Any) -> float:
     return float(value) if value is not None else 0.0
+
+
+def _at(table: Table, column: str, key: object = None) -> str:
+    """How a CorruptRecord names a field: ``row sfc_lease.epoch``, ``row sfc_controllers[n1].pid``."""
+    return f"row {table.name}{'' if key is None else f'[{key}]'}.{column}"
 
 
 def _execute(statement: Any, conn: Connection) -> None:
@@ -523,7 +529,7 @@ class SQLMetastore(SQLDatabase, Metastore):
             found = self._step(d, seed)
         except IntegrityError:  # another controller seeded a row at the same moment: its rows are there now
             found = self._step(d, seed)
-        if found is not None and int(found) > SCHEMA_VERSION:
+        if found is not None and rows.integer_text(_at(meta_table, "value", "schema_version"), found) > SCHEMA_VERSION:
             raise MetastoreError(
                 f"metastore schema version {found} is newer than this controller's ({SCHEMA_VERSION}); upgrade it"
             )
@@ -582,19 +588,40 @@ class SQLMetastore(SQLDatabase, Metastore):
         return _f(conn.execute(select(self.now)).scalar())
 
     def _lease(self, conn: Connection) -> Lease:
+        t = lease_table
         row = conn.execute(
-            select(
-                lease_table.c.holder, lease_table.c.host, lease_table.c.epoch, lease_table.c.expires_at, self.now
-            ).where(lease_table.c.name == LEADER)
-        ).one()
-        return Lease(row[0], row[1], int(row[2]), _f(row[3]), _f(row[4]))
+            select(t.c.holder, t.c.host, t.c.epoch, t.c.acquired_at, t.c.expires_at, self.now).where(t.c.name == LEADER)
+        ).first()
+        if row is None:
+            raise rows.missing(f"row {t.name}[{LEADER}]")
+        now = _f(row[5])
+        rows.stamp(_at(t, "acquired_at"), row[3], now)
+        return Lease(
+            rows.optional_holder(_at(t, "holder"), row[0]),
+            rows.optional_name(_at(t, "host"), row[1]),
+            rows.integer(_at(t, "epoch"), row[2]),
+            rows.expiry(_at(t, "expires_at"), row[4], now),
+            now,
+        )
 
     def _placement(self, conn: Connection) -> Placement:
         p = placement_table
         row = conn.execute(
-            select(p.c.node, p.c.epoch, p.c.expires_at, p.c.version, self.now).where(p.c.name == SCHEDULER)
-        ).one()
-        return Placement(row[0], int(row[1]), _f(row[2]), int(row[3]), _f(row[4]))
+            select(p.c.node, p.c.epoch, p.c.expires_at, p.c.version, p.c.updated_at, self.now).where(
+                p.c.name == SCHEDULER
+            )
+        ).first()
+        if row is None:
+            raise rows.missing(f"row {p.name}[{SCHEDULER}]")
+        now = _f(row[5])
+        rows.stamp(_at(p, "updated_at"), row[4], now)
+        return Placement(
+            rows.optional_name(_at(p, "node"), row[0]),
+            rows.integer(_at(p, "epoch"), row[1]),
+            rows.expiry(_at(p, "expires_at"), row[2], now),
+            rows.integer(_at(p, "version"), row[3]),
+            now,
+        )
 
     def _leader_is(self, holder: str, epoch: int) -> ColumnElement[bool]:
         lease = lease_table
@@ -649,9 +676,19 @@ class SQLMetastore(SQLDatabase, Metastore):
                     select(meta_table.c.name, meta_table.c.value).where(meta_table.c.name.in_(("paused", "switchover")))
                 ).all()
             )
-            target, _, mode = (flags.get("switchover") or "").partition(" ")
-            switchover = (target, mode) if target else None
-            return ClusterState(lease, placement, flags.get("paused") == "1", lease.server_now, switchover)
+            paused = rows.paused(_at(meta_table, "value", "paused"), flags.get("paused", "0"))
+            request = flags.get("switchover", "")
+            where = _at(meta_table, "value", "switchover")
+            if not isinstance(request, str):
+                raise rows.corrupt(where, "is not text", request)
+            switchover = None
+            if request:
+                target, _, mode = request.partition(" ")
+                try:
+                    switchover = rows.switchover(where, target, where, mode)
+                except CorruptRecord:
+                    raise rows.corrupt(where, "is not a switchover request (NODE controlled|forced)", request) from None
+            return ClusterState(lease, placement, paused, lease.server_now, switchover)
 
         return self._run(go)
 
@@ -728,23 +765,24 @@ class SQLMetastore(SQLDatabase, Metastore):
     def controllers(self) -> list[ControllerInfo]:
         c = controllers_table
 
+        def decode(r: Any) -> ControllerInfo:
+            host = rows.name(_at(c, "host"), r.host)
+            now = _f(r[-1])
+            return ControllerInfo(
+                host=host,
+                holder=rows.holder(_at(c, "holder", host), r.holder),
+                pid=rows.integer(_at(c, "pid", host), r.pid, minimum=1),
+                version=rows.label(_at(c, "version", host), r.version, 64),
+                role=rows.label(_at(c, "role", host), r.role, 32),
+                last_seen=rows.stamp(_at(c, "last_seen", host), r.last_seen, now),
+                started_at=rows.stamp(_at(c, "started_at", host), r.started_at, now),
+                server_now=now,
+                paused=rows.flag(_at(c, "paused", host), r.paused),
+                leashed=rows.flag(_at(c, "leashed", host), r.leashed),
+            )
+
         def go(conn: Connection) -> list[ControllerInfo]:
-            rows = conn.execute(select(c, self.now).order_by(c.c.host)).all()
-            return [
-                ControllerInfo(
-                    host=r.host,
-                    holder=r.holder,
-                    pid=int(r.pid),
-                    version=r.version,
-                    role=r.role,
-                    last_seen=_f(r.last_seen),
-                    started_at=_f(r.started_at),
-                    server_now=_f(r[-1]),
-                    paused=bool(r.paused),
-                    leashed=bool(r.leashed),
-                )
-                for r in rows
-            ]
+            return [decode(r) for r in conn.execute(select(c, self.now).order_by(c.c.host)).all()]
 
         return self._run(go)
 
@@ -775,21 +813,23 @@ class SQLMetastore(SQLDatabase, Metastore):
     def observations(self) -> list[Observation]:
         o = observations_table
 
+        def decode(r: Any) -> Observation:
+            node = rows.name(_at(o, "node"), r.node)
+            now = _f(r[-1])
+            rows.integer(_at(o, "epoch", node), r.epoch)
+            return Observation(
+                node=node,
+                state=rows.label(_at(o, "state", node), r.state, 32),
+                pids=rows.pids(_at(o, "pids", node), r.pids, encoded=True),
+                detail=rows.text(_at(o, "detail", node), r.detail, 1024),
+                observed_at=rows.stamp(_at(o, "observed_at", node), r.observed_at, now),
+                by_host=rows.name(_at(o, "by_host", node), r.by_host, empty=True),
+                server_now=now,
+                leashed=rows.flag(_at(o, "leashed", node), r.leashed),
+            )
+
         def go(conn: Connection) -> list[Observation]:
-            rows = conn.execute(select(o, self.now).order_by(o.c.node)).all()
-            return [
-                Observation(
-                    node=r.node,
-                    state=r.state,
-                    pids=tuple(json.loads(r.pids)),
-                    detail=r.detail,
-                    observed_at=_f(r.observed_at),
-                    by_host=r.by_host,
-                    server_now=_f(r[-1]),
-                    leashed=bool(r.leashed),
-                )
-                for r in rows
-            ]
+            return [decode(r) for r in conn.execute(select(o, self.now).order_by(o.c.node)).all()]
 
         return self._run(go)
 
@@ -819,20 +859,51 @@ class SQLMetastore(SQLDatabase, Metastore):
     def events(self, limit: int = 50) -> list[Event]:
         e = events_table
 
+        def decode(r: Any, now: float) -> Event:
+            key = rows.integer(_at(e, "id"), r.id, minimum=1)
+            return Event(
+                rows.stamp(_at(e, "at", key), r.at, now),
+                rows.name(_at(e, "host", key), r.host),
+                rows.label(_at(e, "kind", key), r.kind, 32),
+                rows.text(_at(e, "message", key), r.message, 1024),
+                rows.integer(_at(e, "epoch", key), r.epoch),
+            )
+
         def go(conn: Connection) -> list[Event]:
-            rows = conn.execute(select(e).order_by(e.c.id.desc()).limit(limit)).all()
-            return [Event(_f(r.at), r.host, r.kind, r.message, int(r.epoch)) for r in reversed(rows)]
+            found = conn.execute(select(e, self.now).order_by(e.c.id.desc()).limit(limit)).all()
+            return [decode(r, _f(r[-1])) for r in reversed(found)]
 
         return self._run(go)
 
     def clear(self) -> None:
+        lease, p = lease_table, placement_table
+
+        def counter(conn: Connection, column: Any, key: str) -> Any:
+            """The counter's new value: kept (a valid one) or 0 (one no valid write produces)."""
+            raw = conn.execute(select(column).where(column.table.c.name == key).with_for_update()).scalar()
+            try:
+                rows.integer(_at(column.table, column.name), raw)
+            except CorruptRecord:
+                return 0
+            return column
+
         def go(conn: Connection) -> None:
             for table in (controllers_table, observations_table, events_table):
                 conn.execute(delete(table))
-            # Keep the epoch: fencing tokens must never go backwards, even across a wipe.
-            conn.execute(update(lease_table).values(holder=None, host=None, expires_at=0.0))
+            # Keep the epoch: fencing tokens must never go backwards, even across a wipe. Only a
+            # counter no valid write produces (text, negative) restarts from 0: tokens are compared
+            # together with the holder, unique to each controller process, so none can match again.
             conn.execute(
-                update(placement_table).values(node=None, version=placement_table.c.version + 1, expires_at=0.0)
+                update(lease)
+                .where(lease.c.name == LEADER)
+                .values(holder=None, host=None, epoch=counter(conn, lease.c.epoch, LEADER), acquired_at=0.0)
+                .values(expires_at=0.0)
+            )
+            conn.execute(
+                update(p)
+                .where(p.c.name == SCHEDULER)
+                .values(node=None, epoch=counter(conn, p.c.epoch, SCHEDULER), expires_at=0.0, updated_at=self.now)
+                .values(version=counter(conn, p.c.version, SCHEDULER) + 1)
             )
             conn.execute(update(meta_table).where(meta_table.c.name == "paused").values(value="0"))
             conn.execute(update(meta_table).where(meta_table.c.name == "switchover").values(value=""))

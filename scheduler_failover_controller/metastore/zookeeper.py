@@ -68,8 +68,9 @@ from kazoo.handlers.threading import KazooTimeoutError
 from kazoo.retry import KazooRetry
 from kazoo.security import make_digest_acl
 
-from ..exceptions import MetastoreError
+from ..exceptions import CorruptRecord, MetastoreError
 from . import deadline as dl
+from . import rows
 from .base import (
     EVENTS_KEPT,
     ClusterState,
@@ -111,11 +112,24 @@ T = TypeVar("T")
 
 
 def _load(data: bytes) -> dict[str, Any]:
+    """A JSON object, or {} (only where a record that does not parse is simply not ours)."""
     try:
         value = json.loads(data.decode() or "{}")
-    except ValueError:
+    except (ValueError, RecursionError):
         return {}
     return value if isinstance(value, dict) else {}
+
+
+_REQUIRED: Any = object()
+
+
+def _field(where: str, value: dict[str, Any], key: str, default: Any = _REQUIRED) -> Any:
+    """Member ``key`` of a znode's JSON object (``where`` names the znode)."""
+    if key in value:
+        return value[key]
+    if default is _REQUIRED:
+        raise rows.missing(f"{where} field {key}")
+    return default
 
 
 def _dump(value: dict[str, Any]) -> bytes:
@@ -360,7 +374,7 @@ class ZooKeeperMetastore(Metastore):
             raise d.timeout() from None
         except (KazooException, OSError) as exc:
             raise MetastoreError(self._error(exc, " during setup")) from None
-        if int(found.decode() or 0) > SCHEMA_VERSION:
+        if rows.integer_text(f"znode {self._p('schema')}", found) > SCHEMA_VERSION:
             raise MetastoreError(
                 f"metastore schema version {found.decode()} is newer than this controller's "
                 f"({SCHEMA_VERSION}); upgrade it"
@@ -373,11 +387,20 @@ class ZooKeeperMetastore(Metastore):
         return int(stat.version), int(stat.version)
 
     def _leader(self) -> tuple[dict[str, Any], Any] | None:
+        """The leader znode's {holder, host, ttl}, checked, and its stat; None if there is none."""
+        path = self._p("leader")
         try:
-            data, stat = self._get(self._p("leader"))
+            data, stat = self._get(path)
         except NoNodeError:
             return None
-        return _load(data), stat
+        where = f"znode {path}"
+        value = rows.json_object(where, data)
+        leader = {
+            "holder": rows.holder(f"{where} field holder", _field(where, value, "holder")),
+            "host": rows.optional_name(f"{where} field host", _field(where, value, "host", None)),
+            "ttl": rows.duration(f"{where} field ttl", _field(where, value, "ttl", 0)),
+        }
+        return leader, stat
 
     def acquire_or_renew(self, holder: str, host: str, ttl: float) -> Lease | None:
         def go() -> Lease | None:
@@ -425,11 +448,20 @@ class ZooKeeperMetastore(Metastore):
         return self._call(go)
 
     def _placement(self, now: float) -> tuple[Placement, Any]:
-        data, stat = self._get(self._p("placement"))
-        value = _load(data)
-        node = value.get("node")
-        expires = float(stat.mtime) / 1000.0 + float(value.get("ttl") or 0) if node else 0.0
-        return Placement(node, int(value.get("epoch") or 0), expires, int(value.get("version") or 0), now), stat
+        path = self._p("placement")
+        data, stat = self._get(path)
+        return self._decode_placement(path, data, stat, now), stat
+
+    @staticmethod
+    def _decode_placement(path: str, data: bytes, stat: Any, now: float) -> Placement:
+        where = f"znode {path}"
+        value = rows.json_object(where, data)
+        node = rows.optional_name(f"{where} field node", _field(where, value, "node"))
+        epoch = rows.integer(f"{where} field epoch", _field(where, value, "epoch"))
+        version = rows.integer(f"{where} field version", _field(where, value, "version"))
+        ttl = rows.duration(f"{where} field ttl", _field(where, value, "ttl"))
+        expires = float(stat.mtime) / 1000.0 + ttl if node else 0.0
+        return Placement(node, epoch, expires, version, now)
 
     def read_state(self) -> ClusterState:
         def go() -> ClusterState:
@@ -440,12 +472,18 @@ class ZooKeeperMetastore(Metastore):
                 lease = Lease(None, None, epoch, 0.0, now)
             else:
                 data, _ = current
-                lease = Lease(data.get("holder"), data.get("host"), epoch, now + float(data.get("ttl") or 0), now)
+                lease = Lease(data["holder"], data["host"], epoch, now + data["ttl"], now)
             placement, _ = self._placement(now)
-            paused, _ = self._get(self._p("paused"))
-            request = _load(self._get(self._p("switchover"))[0])
-            switchover = (str(request["node"]), str(request.get("mode", "controlled"))) if request.get("node") else None
-            return ClusterState(lease, placement, paused == b"1", now, switchover)
+            paused = rows.paused(f"znode {self._p('paused')}", self._get(self._p("paused"))[0])
+            path = self._p("switchover")
+            raw = self._get(path)[0]
+            switchover = None
+            if raw:
+                where = f"znode {path}"
+                request = rows.json_object(where, raw)
+                node, mode = _field(where, request, "node"), _field(where, request, "mode")
+                switchover = rows.switchover(f"{where} field node", node, f"{where} field mode", mode)
+            return ClusterState(lease, placement, paused, now, switchover)
 
         return self._call(go)
 
@@ -564,24 +602,33 @@ class ZooKeeperMetastore(Metastore):
                     data, stat = self._get(self._p("controllers", host))
                 except NoNodeError:
                     continue
-                value = _load(data)
-                found.append(
-                    ControllerInfo(
-                        host=host,
-                        holder=str(value.get("holder", "")),
-                        pid=int(value.get("pid", 0)),
-                        version=str(value.get("version", "")),
-                        role=str(value.get("role", "")),
-                        last_seen=float(stat.mtime) / 1000.0,
-                        started_at=float(stat.ctime) / 1000.0,
-                        server_now=now,
-                        paused=bool(value.get("paused", False)),
-                        leashed=bool(value.get("leashed", False)),
-                    )
-                )
+                found.append(self._decode_controller(self._p("controllers", host), host, data, stat, now))
             return found
 
         return self._call(go)
+
+    @staticmethod
+    def _decode_controller(path: str, host: str, data: bytes, stat: Any, now: float) -> ControllerInfo:
+        where = f"znode {path}"
+        rows.name(where, host)  # the znode's own name is the host
+        value = rows.json_object(where, data)
+
+        def get(key: str, default: Any = _REQUIRED) -> Any:
+            return _field(where, value, key, default)
+
+        return ControllerInfo(
+            host=host,
+            holder=rows.holder(f"{where} field holder", get("holder")),
+            pid=rows.integer(f"{where} field pid", get("pid"), minimum=1),
+            version=rows.label(f"{where} field version", get("version"), 64),
+            role=rows.label(f"{where} field role", get("role"), 32),
+            last_seen=float(stat.mtime) / 1000.0,
+            started_at=float(stat.ctime) / 1000.0,
+            server_now=now,
+            # Entries of the first release have neither flag.
+            paused=rows.flag(f"{where} field paused", get("paused", False)),
+            leashed=rows.flag(f"{where} field leashed", get("leashed", False)),
+        )
 
     def record_observations(self, holder: str, epoch: int, observations: list[Observation]) -> bool:
         def go() -> bool:
@@ -606,23 +653,38 @@ class ZooKeeperMetastore(Metastore):
     def observations(self) -> list[Observation]:
         def go() -> list[Observation]:
             now = self._server_now()
-            data, stat = self._get(self._p("observations"))
-            at = float(stat.mtime) / 1000.0
-            return [
-                Observation(
-                    node,
-                    v.get("state", ""),
-                    tuple(v.get("pids", ())),
-                    v.get("detail", ""),
-                    at,
-                    v.get("by", ""),
-                    now,
-                    leashed=bool(v.get("leashed", False)),
-                )
-                for node, v in sorted(_load(data).items())
-            ]
+            path = self._p("observations")
+            data, stat = self._get(path)
+            return self._decode_observations(path, data, float(stat.mtime) / 1000.0, now)
 
         return self._call(go)
+
+    @staticmethod
+    def _decode_observations(path: str, data: bytes, at: float, now: float) -> list[Observation]:
+        where = f"znode {path}"
+        found = []
+        for node, v in sorted(rows.json_object(where, data).items()):
+            rows.name(f"{where} key", node)
+            entry = f"{where} field {node}"
+            if not isinstance(v, dict):
+                raise rows.corrupt(entry, "is not a JSON object", v)
+
+            def get(key: str, default: Any = _REQUIRED, v: dict[str, Any] = v, entry: str = entry) -> Any:
+                return _field(entry, v, key, default)
+
+            found.append(
+                Observation(
+                    node,
+                    rows.label(f"{entry}.state", get("state"), 32),
+                    rows.pids(f"{entry}.pids", get("pids")),
+                    rows.text(f"{entry}.detail", get("detail"), 1024),
+                    at,
+                    rows.name(f"{entry}.by", get("by"), empty=True),
+                    now,
+                    leashed=rows.flag(f"{entry}.leashed", get("leashed", False)),  # not in the first release
+                )
+            )
+        return found
 
     def set_paused(self, paused: bool) -> None:
         self._call(lambda: self._set(self._p("paused"), b"1" if paused else b"0"))
@@ -660,19 +722,22 @@ class ZooKeeperMetastore(Metastore):
                     data, stat = self._get(self._p("events", name))
                 except NoNodeError:
                     continue
-                v = _load(data)
-                out.append(
-                    Event(
-                        float(stat.ctime) / 1000.0,
-                        v.get("host", ""),
-                        v.get("kind", ""),
-                        v.get("message", ""),
-                        int(v.get("epoch", 0)),
-                    )
-                )
+                out.append(self._decode_event(self._p("events", name), data, stat))
             return out
 
         return self._call(go)
+
+    @staticmethod
+    def _decode_event(path: str, data: bytes, stat: Any) -> Event:
+        where = f"znode {path}"
+        v = rows.json_object(where, data)
+        return Event(
+            float(stat.ctime) / 1000.0,
+            rows.name(f"{where} field host", _field(where, v, "host")),
+            rows.label(f"{where} field kind", _field(where, v, "kind"), 32),
+            rows.text(f"{where} field message", _field(where, v, "message"), 1024),
+            rows.integer(f"{where} field epoch", _field(where, v, "epoch")),
+        )
 
     def clear(self) -> None:
         def go() -> None:
@@ -685,8 +750,15 @@ class ZooKeeperMetastore(Metastore):
             for deleted in deletes:  # sent at once: a thousand events are not a thousand round trips
                 with contextlib.suppress(NoNodeError):
                     self._wait(deleted)
-            placement, stat = self._placement(0.0)
-            data = {"node": None, "epoch": placement.epoch, "version": placement.version + 1, "ttl": 0}
+            raw, stat = self._get(self._p("placement"))
+            try:
+                placement = self._decode_placement(self._p("placement"), raw, stat, 0.0)
+                epoch, version = placement.epoch, placement.version
+            except CorruptRecord:
+                # The znode's own version grows with every write of it, changes of node included:
+                # past every version its data ever held.
+                epoch, version = 0, int(stat.version)
+            data = {"node": None, "epoch": epoch, "version": version + 1, "ttl": 0}
             self._set(self._p("placement"), _dump(data), stat.version)
             self._set(self._p("observations"), b"{}")
             self._set(self._p("paused"), b"0")

@@ -20,6 +20,7 @@ from ..config import Config
 from ..exceptions import CommandFailed
 from ..leash import LOCAL_ARGV, Spec, write_deadline
 from ..probe import OrphanWatch, ProbeResult, SchedulerState, find_schedulers, probe_local, read_leash_records
+from ..trust import UntrustedFile, read_private, write_private
 from .base import NodeRunner
 
 log = logging.getLogger(__name__)
@@ -44,10 +45,21 @@ def session_leftovers(path: Path) -> list[psutil.Process]:
     no older than that start count, so a recycled session id is not mistaken for ours.
     """
     try:
-        sid_text, started_text = path.read_text().split()
+        sid_text, started_text = read_private(path).split()
         sid, started = int(sid_text), float(started_text)
+    except UntrustedFile as exc:
+        log.warning("not ending the session %s names: %s", path, exc)
+        return []
     except (OSError, ValueError):
         return []
+    if sid <= 1:
+        return []
+    with suppress(psutil.Error):
+        # The shell that led the session, if it is still there, started when the file says; a
+        # session id recycled since (or a file naming another session) has another leader.
+        leader = psutil.Process(sid).create_time()
+        if not started - 2 <= leader <= started + 1:
+            return []
     skip = {os.getpid(), os.getppid()}
     found = []
     for proc in psutil.process_iter(["pid", "create_time", "status"]):
@@ -123,7 +135,8 @@ def launch_command(
         command = "".join(assignments) + "exec " + " ".join(shlex.quote(word) for word in leash)
     # Run in a background subshell so that sh exits at once and the scheduler is
     # re-parented (no zombie of ours), in its own session, detached from our stdio.
-    return f"( {command} ) >> {log_file} 2>&1 < /dev/null &"
+    # The log is created private first (a subshell's umask: the scheduler keeps the caller's).
+    return f"( umask 077 && : >> {log_file} ); ( {command} ) >> {log_file} 2>&1 < /dev/null &"
 
 
 class LocalNodeRunner(NodeRunner):
@@ -143,7 +156,7 @@ class LocalNodeRunner(NodeRunner):
     def _node_lock(self, timeout: float) -> Iterator[None]:
         """An exclusive lock per node, shared by every controller on this machine."""
         self.lock_path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             deadline = time.monotonic() + timeout
             while True:
@@ -204,7 +217,7 @@ class LocalNodeRunner(NodeRunner):
                 shell.wait()
                 raise CommandFailed(f"{self.node}: start command did not detach within 10s") from None
             self.lock_path.parent.mkdir(parents=True, exist_ok=True)
-            self._session_file.write_text(f"{shell.pid} {started}\n")
+            write_private(self._session_file, f"{shell.pid} {started}\n")
             if code != 0:
                 raise CommandFailed(f"{self.node}: start shell exited with {code}")
             self._wait_visible(token)

@@ -71,6 +71,9 @@ log = logging.getLogger(__name__)
 PARAMIKO_LOG = __name__ + ".paramiko"
 
 
+_UNREACHABLE_REPEAT = 60.0  # seconds between warnings while a node stays unreachable
+
+
 class _OnlyWhenDebugging(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         return log.isEnabledFor(logging.DEBUG)
@@ -276,6 +279,8 @@ class SSHNodeRunner(NodeRunner):
         self.remote_words = shlex.split(config.ssh_remote_command)
         self.lock_path = node_lock_path(config, node)
         self.session_path = session_file(config, node)  # on the node: the same path as there
+        self._unreachable_since: float | None = None  # monotonic time its probes began to fail
+        self._unreachable_warned: float | None = None
         self.connections_opened = 0  # for tests and metrics
         #: whether the last look found this project on the node (None: not known yet)
         self.remote_project: bool | None = None
@@ -806,13 +811,31 @@ class SSHNodeRunner(NodeRunner):
             return result
 
         try:
-            return self._session(deadline, look)
+            result = self._session(deadline, look)
         except SSHFailure as exc:
-            log.debug("%s: probe failed: %s", self.node, exc)
+            self._note_unreachable(str(exc))
             return ProbeResult(self.node, SchedulerState.UNKNOWN, detail=f"ssh: {exc}")
         except Exception as exc:  # noqa: BLE001 - probe never raises (NodeRunner contract)
             log.warning("%s: probe failed unexpectedly: %r", self.node, exc)
             return ProbeResult(self.node, SchedulerState.UNKNOWN, detail=f"ssh: probe failed: {exc}")
+        if self._unreachable_since is not None:
+            log.info("%s: reachable over SSH again after %.1fs", self.node, time.monotonic() - self._unreachable_since)
+            self._unreachable_since = self._unreachable_warned = None
+        return result
+
+    def _note_unreachable(self, why: str) -> None:
+        """A warning when the node turns unreachable and once a minute while it stays so; DEBUG between."""
+        now = time.monotonic()
+        if self._unreachable_since is None:
+            self._unreachable_since = self._unreachable_warned = now
+            log.warning("%s: unreachable over SSH (%s); it counts as unknown until it answers", self.node, why)
+        elif self._unreachable_warned is None or now - self._unreachable_warned >= _UNREACHABLE_REPEAT:
+            self._unreachable_warned = now
+            log.warning(
+                "%s: still unreachable over SSH after %.0fs (%s)", self.node, now - self._unreachable_since, why
+            )
+        else:
+            log.debug("%s: probe failed: %s", self.node, why)
 
     def start(self, deadline: float) -> None:
         """Launch the scheduler on the node as the local runner does, under the node's start lock.
@@ -1174,7 +1197,7 @@ class SSHNodeRunner(NodeRunner):
             f"$detach /bin/sh -s >/dev/null 2>&1 <<'{end}'\n"
             # The detached shell leads the new session: record it, so that a stop can end a
             # launch still on its way (a start given up on) and a dead scheduler's leftovers.
-            f'echo "$$ $(date +%s)" > {_q(self.session_path)}\n'
+            f'(umask 077 && echo "$$ $(date +%s)" > {_q(self.session_path)})\n'
             f"{launch}\n"
             f"{end}\n"
             "rc=$?\n"

@@ -628,3 +628,26 @@ def test_make_runners_local_for_own_node_ssh_for_others(env: Env) -> None:
     assert isinstance(runners[NODE], SSHNodeRunner)
     runners = make_runners(env.config(local_nodes=NODE))
     assert isinstance(runners[NODE], LocalNodeRunner)
+
+
+def test_an_unreachable_node_is_a_warning_once_and_reachable_again_is_info(
+    env: Env, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A node whose probes time out is said at WARNING when it turns unknown, not every cycle."""
+    import logging
+
+    runner = env.runner(ssh_timeout=1)
+    assert runner.probe().state is SchedulerState.STOPPED
+    pids = env.sshd.freeze()
+    try:
+        with caplog.at_level(logging.DEBUG, logger="scheduler_failover_controller"):
+            for _ in range(3):
+                assert runner.probe().state is SchedulerState.UNKNOWN
+    finally:
+        env.sshd.thaw(pids)
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING and "unreachable over SSH" in r.getMessage()]
+    assert len(warnings) == 1, caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="scheduler_failover_controller"):
+        assert runner.probe().state is SchedulerState.STOPPED
+    assert any("reachable over SSH again" in r.getMessage() for r in caplog.records), caplog.text

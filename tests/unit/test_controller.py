@@ -1265,3 +1265,31 @@ def test_a_new_active_learns_the_leash_of_nodes_from_the_last_observations(clust
     c2.run_cycle()
     assert cluster.store.lease_host == "n2"
     assert not c2.last_seen["n3"].leashed and c2.last_seen["n3"].state is SchedulerState.RUNNING
+
+
+# --- identity ---------------------------------------------------------------------------------
+
+
+def test_a_second_controller_in_this_hosts_row_stops_this_one_and_leaves_the_scheduler(cluster: Cluster) -> None:
+    """Two controllers with one current_host write one registry row: the first heartbeat of the
+    other in it gives it away. This one stops acting, renews nothing and, at shutdown, leaves
+    the node's scheduler and placement to the other."""
+    c1 = active_on_n1(cluster)
+    twin = cluster.controller("n1")  # the same current_host: a second holder
+    twin._heartbeat()
+    sentence = tick(cluster, c1)[0]
+    assert "another controller runs as n1" in sentence and c1.duplicate is not None
+    assert any(e.kind == "duplicate" for e in cluster.store.events(10))
+    assert c1.renew() is False
+    assert "left the local scheduler" in c1.shutdown()
+    assert cluster.running() == ["n1"]
+
+
+def test_a_predecessors_row_is_no_duplicate(cluster: Cluster) -> None:
+    """A restarted controller finds its dead predecessor's row: its heartbeat does not move."""
+    old = cluster.controller("n1")
+    old._heartbeat()
+    new = cluster.controller("n1")
+    assert new.other_live_controller() is None
+    assert "another controller" not in new.run_cycle()
+    assert new.duplicate is None

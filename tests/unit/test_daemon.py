@@ -64,6 +64,10 @@ class _Controller:
         self.stopping = threading.Event()
         self.renewals = 0
         self.cycle_hook: Callable[[int], None] = lambda _n: None
+        self.duplicate = None
+
+    def other_live_controller(self) -> None:
+        return None
 
     def run_cycle(self) -> str:
         self.cycles += 1

@@ -16,7 +16,7 @@ import psutil
 import pytest
 
 from scheduler_failover_controller.config import load_config
-from scheduler_failover_controller.nodes.local import LocalNodeRunner
+from scheduler_failover_controller.nodes.local import LocalNodeRunner, session_leftovers
 from scheduler_failover_controller.probe import SchedulerState
 
 FAKE = Path(__file__).resolve().parents[1] / "support" / "fake_scheduler.py"
@@ -92,7 +92,7 @@ def test_a_start_ends_what_is_left_in_the_recorded_session(runner: LocalNodeRunn
     )
     try:
         runner.lock_path.parent.mkdir(parents=True, exist_ok=True)
-        runner._session_file.write_text(f"{leftover.pid} {time.time() - 5}\n")
+        runner._session_file.write_text(f"{leftover.pid} {psutil.Process(leftover.pid).create_time()}\n")
         runner.start(later())
         assert leftover.wait(timeout=5) == -signal.SIGKILL
         assert wait_until(lambda: runner.probe().state is SchedulerState.RUNNING)
@@ -100,6 +100,37 @@ def test_a_start_ends_what_is_left_in_the_recorded_session(runner: LocalNodeRunn
         if leftover.poll() is None:
             leftover.kill()
             leftover.wait()
+
+
+@pytest.mark.parametrize("forgery", ["other-start-time", "writable-by-others", "other-owner", "symlink"])
+def test_a_session_file_anyone_could_have_written_is_not_obeyed(
+    runner: LocalNodeRunner, tmp_path: Path, forgery: str
+) -> None:
+    """Whoever can write the session file must not make the controller SIGKILL a session."""
+    victim = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(100000)"], start_new_session=True)
+    try:
+        runner.lock_path.parent.mkdir(parents=True, exist_ok=True)
+        path = runner._session_file
+        started = psutil.Process(victim.pid).create_time()
+        if forgery == "symlink":
+            real = tmp_path / "elsewhere"
+            real.write_text(f"{victim.pid} {started}\n")
+            path.symlink_to(real)
+        else:
+            path.write_text(f"{victim.pid} {started - 60 if forgery == 'other-start-time' else started}\n")
+        if forgery == "writable-by-others":
+            path.chmod(0o666)
+        if forgery == "other-owner":
+            if os.geteuid() != 0:
+                pytest.skip("needs root to give the file to another user")
+            os.chown(path, 65534, 65534)
+        assert session_leftovers(path) == []
+        runner.start(later())
+        assert wait_until(lambda: runner.probe().state is SchedulerState.RUNNING)
+        assert victim.poll() is None  # not killed
+    finally:
+        victim.kill()
+        victim.wait()
 
 
 def test_a_forked_child_left_by_a_dead_scheduler_is_unhealthy_not_running() -> None:
