@@ -165,8 +165,8 @@ def start(ctx: click.Context) -> None:
     except ConfigError as exc:
         raise ConfigProblem(str(exc)) from None
     with _store(config) as store:  # run() sets the store up, retrying while it is down
-        controller = Controller(config, store, make_runners(config))
         try:
+            controller = Controller(config, store, make_runners(config))  # e.g. Airflow's database driver missing
             code = run(config, controller)
         except ConfigError as exc:  # e.g. metrics_port already in use
             raise ConfigProblem(str(exc)) from None

@@ -105,6 +105,9 @@ class Config:
     metrics_port: int
     scheduler_health_url: str
     scheduler_health_failures: int
+    scheduler_job_heartbeat_timeout: float = 0.0  # 0: off
+    scheduler_job_sql_conn: str = field(default="", repr=False)  # Airflow's database; may hold a password
+    scheduler_job_hostnames: tuple[tuple[str, str], ...] = ()  # (node, hostname in Airflow's job table)
 
     @property
     def safety_margin(self) -> float:
@@ -126,6 +129,17 @@ class Config:
 
         return self.scheduler_health_url.replace("{node}", quote(node, safe=":"))
 
+    def job_hostname(self, node: str) -> tuple[str, bool]:
+        """How ``node``'s scheduler is named in Airflow's ``job`` table: (name, exact).
+
+        Not exact (the default, the node name): that name or any fully qualified name that
+        starts with it and a dot (Airflow records ``socket.getfqdn()`` by default).
+        """
+        for name, hostname in self.scheduler_job_hostnames:
+            if name == node:
+                return hostname, True
+        return node, False
+
     def start_command(self, node: str) -> str:
         """The start command for ``node``; the node name is shell-quoted."""
         return self.airflow_scheduler_start_command.replace("{node}", shlex.quote(node))
@@ -139,7 +153,7 @@ class Config:
         out: dict[str, Any] = {}
         for name in self.__dataclass_fields__:
             value = getattr(self, name)
-            if name == "metadata_service_sql_conn":
+            if name in ("metadata_service_sql_conn", "scheduler_job_sql_conn"):
                 value = redact_url(value)
             elif name == "metadata_service_zookeeper_auth" and value:
                 value = value.split(":", 1)[0] + ":" + MASK
@@ -219,6 +233,13 @@ def _count(raw: str) -> int:
     if not 0 <= value <= MAX_COUNT:
         raise ValueError(f"must be between 0 and {MAX_COUNT}")
     return value
+
+
+def _off_or_seconds(raw: str) -> float:
+    """Seconds, or 0 (also empty) for "off"."""
+    if raw.strip() in ("", "0"):
+        return 0.0
+    return _positive(raw)
 
 
 def _port_range(low: int) -> Callable[[str], int]:
@@ -335,6 +356,9 @@ KEYS: dict[str, tuple[Callable[[str], Any], str | None]] = {
     "metrics_port": (_port, "0"),
     "scheduler_health_url": (_str, ""),
     "scheduler_health_failures": (_count, "3"),
+    "scheduler_job_heartbeat_timeout": (_off_or_seconds, "0"),
+    "scheduler_job_sql_conn": (_str, None),
+    "scheduler_job_hostnames": (_list, ""),
 }
 
 SMTP_KEYS: dict[str, Callable[[str], Any]] = {
@@ -622,6 +646,10 @@ def load_config(
         for node in nodes:
             url = values["scheduler_health_url"].replace("{node}", node)
             _check_url(url, "scheduler_health_url", fail, show=True)
+    job_conn = ""
+    job_hostnames: tuple[tuple[str, str], ...] = ()
+    if values["scheduler_job_heartbeat_timeout"]:
+        job_conn, job_hostnames = _check_job_heartbeat(values, nodes, parser, env, path, fail)
     if values["move_backoff"] is None:
         values["move_backoff"] = max(poll * 3, 5.0)
     if not values["scheduler_process_match"]:
@@ -681,6 +709,9 @@ def load_config(
         metrics_port=values["metrics_port"],
         scheduler_health_url=values["scheduler_health_url"],
         scheduler_health_failures=max(1, values["scheduler_health_failures"]),
+        scheduler_job_heartbeat_timeout=values["scheduler_job_heartbeat_timeout"],
+        scheduler_job_sql_conn=job_conn,
+        scheduler_job_hostnames=job_hostnames,
     )
 
 
@@ -815,6 +846,13 @@ def _airflow_sql_conn(parser: configparser.ConfigParser, env: Mapping[str, str],
     Airflow's SQLite file is not used: our WAL mode and write locks would change how Airflow's
     own database behaves, so that case falls back to our own embedded file.
     """
+    found = _airflow_db_url(parser, env, path)
+    return "" if found.startswith("sqlite") else found
+
+
+def _airflow_db_url(parser: configparser.ConfigParser, env: Mapping[str, str], path: Path) -> str:
+    """Airflow's ``sql_alchemy_conn`` as this config file (``[database]``, else ``[core]``) or the
+    environment (``AIRFLOW__DATABASE__``/``AIRFLOW__CORE__SQL_ALCHEMY_CONN``, which win) names it; ""."""
     found = ""
     for name in ("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "AIRFLOW__CORE__SQL_ALCHEMY_CONN"):
         if env.get(name):
@@ -822,7 +860,92 @@ def _airflow_sql_conn(parser: configparser.ConfigParser, env: Mapping[str, str],
     for section in ("database", "core"):
         if parser.has_option(section, "sql_alchemy_conn"):
             found = found or _airflow_value(parser, section, "sql_alchemy_conn", path).strip()
-    return "" if found.startswith("sqlite") else found
+    return found
+
+
+# Airflow's default [scheduler] scheduler_heartbeat_sec: how often a scheduler stamps its job row.
+AIRFLOW_SCHEDULER_HEARTBEAT_SEC = 5.0
+# The drivers Airflow's database may be read with (each held to the deadline; mysqldb URLs run on pymysql).
+_JOB_DRIVERS = {
+    "sqlite": ("pysqlite",),
+    "mysql": ("pymysql", "mysqldb"),
+    "mariadb": ("pymysql", "mysqldb"),
+    "postgresql": ("psycopg2", "psycopg"),
+}
+MAX_AIRFLOW_HOSTNAME = 500  # Airflow's job.hostname is a VARCHAR(500)
+
+
+def _check_job_heartbeat(
+    values: dict[str, Any],
+    nodes: tuple[str, ...],
+    parser: configparser.ConfigParser,
+    env: Mapping[str, str],
+    path: Path,
+    fail: Callable[[str, str], ConfigError],
+) -> tuple[str, tuple[tuple[str, str], ...]]:
+    """The keys of the Airflow job heartbeat check: (Airflow's database URL, node -> hostname)."""
+    key = "scheduler_job_heartbeat_timeout"
+    timeout = values[key]
+    text, where = (
+        env.get("AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC"),
+        "environment AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC",
+    )
+    if text is None and parser.has_option("scheduler", "scheduler_heartbeat_sec"):
+        text, where = _airflow_value(parser, "scheduler", "scheduler_heartbeat_sec", path), f"{path} [scheduler]"
+    heartbeat = AIRFLOW_SCHEDULER_HEARTBEAT_SEC
+    if text is not None:
+        try:
+            heartbeat = float(text)
+        except ValueError:
+            raise ConfigError(f"{where}: scheduler_heartbeat_sec = {text.strip()!r}: not a number") from None
+    if not timeout > heartbeat:
+        raise fail(
+            key,
+            f"{timeout:g}s must be larger than Airflow's [scheduler] scheduler_heartbeat_sec ({heartbeat:g}s), how "
+            "often a scheduler writes its heartbeat (Airflow's scheduler_health_check_threshold, 30s, is a good value)",
+        )
+    url_key = "scheduler_job_sql_conn"
+    url = values[url_key] or _airflow_db_url(parser, env, path) or f"sqlite:///{airflow_home(env) / 'airflow.db'}"
+    _check_job_db(url, url_key, fail)
+    hostnames: dict[str, str] = {}
+    for entry in values["scheduler_job_hostnames"]:
+        node, sep, hostname = entry.rpartition(":")
+        node, hostname = node.strip(), hostname.strip()
+        if not sep or not node or not hostname:
+            raise fail("scheduler_job_hostnames", f"{entry[:60]!r} is not node:hostname")
+        if node not in nodes:
+            raise fail("scheduler_job_hostnames", f"{node[:40]!r} is not in scheduler_nodes_in_cluster")
+        if node in hostnames:
+            raise fail("scheduler_job_hostnames", f"{node} is named twice")
+        if len(hostname) > MAX_AIRFLOW_HOSTNAME or any(c.isspace() for c in hostname):
+            raise fail("scheduler_job_hostnames", f"{hostname[:40]!r} is not a host name as Airflow records it")
+        hostnames[node] = hostname
+    return url, tuple(hostnames.items())
+
+
+def _check_job_db(url: str, key: str, fail: Callable[[str, str], ConfigError]) -> None:
+    """Airflow's database URL: one we can read, held to a deadline; never shown (it may hold a password)."""
+    if "://" not in url:
+        raise fail(key, "not a SQLAlchemy URL (dialect+driver://...)")
+    authority = re.split(r"[/?#]", url.split("://", 1)[1], maxsplit=1)[0]
+    if authority.count("@") > 1:
+        raise fail(key, "the user or password holds an unescaped '@': write it as %40 (URL-encode the password)")
+    from sqlalchemy.engine import make_url  # here: only a controller with this check on loads SQLAlchemy for it
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+        backend = parsed.get_backend_name()
+    except (ArgumentError, ValueError):
+        raise fail(key, "not a valid SQLAlchemy URL (dialect+driver://...)") from None
+    if backend not in _JOB_DRIVERS:
+        raise fail(key, f"database {backend[:40]!r} is not supported (sqlite, mysql, mariadb, postgresql)")
+    if "+" in parsed.drivername and parsed.drivername.split("+", 1)[1] not in _JOB_DRIVERS[backend]:
+        names = ", ".join(f"{backend}+{d}://" for d in _JOB_DRIVERS[backend])
+        raise fail(key, f"driver {parsed.drivername.split('+', 1)[1][:40]!r} cannot be held to a deadline; use {names}")
+    database = parsed.database or ""
+    if backend == "sqlite" and (not database or ":memory:" in database or "mode=memory" in url):
+        raise fail(key, "an in-memory SQLite database is private to one process; name Airflow's file")
 
 
 def _airflow_value(parser: configparser.ConfigParser, section: str, key: str, path: Path) -> str:
@@ -988,6 +1111,23 @@ metrics_port = 0
 # Empty: only the process is checked.
 scheduler_health_url =
 scheduler_health_failures = 3
+
+# Airflow's own record of the scheduler, without its health server: the heartbeat of the node's
+# newest SchedulerJob row in Airflow's job table. A running scheduler whose heartbeat is older than
+# this many seconds (by the database server's clock) scheduler_health_failures times in a row counts
+# as unhealthy and is restarted; a new scheduler gets until its first fresh heartbeat or
+# scheduler_start_timeout. Must be larger than Airflow's [scheduler] scheduler_heartbeat_sec (5);
+# Airflow's scheduler_health_check_threshold (30) is a good value. A database that cannot be read
+# (within metastore_timeout) is logged and restarts nothing. 0 or empty: off.
+scheduler_job_heartbeat_timeout = 0
+# SQLAlchemy URL of Airflow's database, only read (SQLite read-only). Default: Airflow's
+# sql_alchemy_conn from this file's [database] or [core] section or AIRFLOW__DATABASE__SQL_ALCHEMY_CONN,
+# else $AIRFLOW_HOME/airflow.db. mysql:// and mysql+mysqldb:// are read with pymysql.
+# scheduler_job_sql_conn =
+# The host name Airflow records for each node's scheduler ([core] hostname_callable, by default the
+# fully qualified name), as node:hostname, comma separated. Default: the node name, or any name
+# that starts with it and a dot (node1 matches node1.example.com).
+# scheduler_job_hostnames = node1:node1.example.com, node2:ip-10-0-0-2.ec2.internal
 """
 
 

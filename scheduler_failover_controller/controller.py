@@ -22,6 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
 from . import __version__
+from .airflow_job import HostMatch, JobCheck, SchedulerJob, SchedulerJobReader, judge, open_job_reader
 from .alerts import Alerter
 from .config import Config
 from .exceptions import CommandFailed, CorruptRecord, MetastoreError, NodeUnreachable
@@ -42,6 +43,17 @@ class _Backoff:
     until: float = NEVER
 
 
+@dataclass
+class _Streak:
+    """One health check of one node's scheduler processes: since when they are watched, whether
+    they have passed it since, and its failures in a row."""
+
+    pids: tuple[int, ...]
+    since: float
+    passed: bool = False
+    failures: int = 0
+
+
 class Controller:
     """One controller instance: its identity, its deadlines and its decision procedure."""
 
@@ -54,6 +66,7 @@ class Controller:
         monotonic: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
         pid: int | None = None,
+        job_reader: SchedulerJobReader | None = None,
     ) -> None:
         self.config = config
         self.store = store
@@ -91,9 +104,11 @@ class Controller:
         self.last_state: ClusterState | None = None
         self.last_probes: dict[str, ProbeResult] = {}
         self.last_seen: dict[str, ProbeResult] = {}  # node -> its last probe that could see it
-        self.health_failures: dict[str, int] = {}
-        # node -> (scheduler pids, first seen, has answered its health check since)
-        self.health_since: dict[str, tuple[tuple[int, ...], float, bool]] = {}
+        self.streaks: dict[tuple[str, str], _Streak] = {}  # (node, check) -> its streak
+        # Airflow's job table (scheduler_job_heartbeat_timeout): the reader, each node's last row
+        self.jobs = job_reader if job_reader is not None else open_job_reader(config)
+        self.last_jobs: dict[str, SchedulerJob] = {}
+        self._jobs_unreadable = False
         self.cycles = 0
         # Another live controller registered as this host (the same current_host twice): set, this
         # controller stops acting and leaves the node's scheduler to that one (see check_identity).
@@ -432,9 +447,15 @@ class Controller:
         """Probe every node in parallel; a probe that raises counts as UNKNOWN."""
         futures = {node: self._pool.submit(self._probe_node, runner) for node, runner in self.runners.items()}
         results: dict[str, ProbeResult] = {}
+        # A probe, then the checks of a running scheduler, each with its own timeout.
+        budget = self.config.ssh_timeout + 1
+        if self.config.scheduler_health_url:
+            budget += min(5.0, self.config.ssh_timeout)
+        if self.jobs is not None:
+            budget += self.config.metastore_timeout
         for node, future in futures.items():
             try:
-                results[node] = future.result(timeout=self.config.ssh_timeout + 1)
+                results[node] = future.result(timeout=budget)
             except Exception as exc:  # noqa: BLE001 - a broken probe is an unknown node
                 results[node] = ProbeResult(node, SchedulerState.UNKNOWN, detail=f"probe failed: {exc}")
         self.last_probes = results
@@ -450,33 +471,80 @@ class Controller:
         return results
 
     def _probe_node(self, runner: NodeRunner) -> ProbeResult:
-        """The runner's probe, plus Airflow's health check for a running scheduler when configured.
+        """The runner's probe, plus the checks configured for a running scheduler: Airflow's
+        health check (``scheduler_health_url``) and its job heartbeat (``scheduler_job_heartbeat_timeout``).
 
-        Only ``scheduler_health_failures`` failed checks in a row make it UNHEALTHY: one slow
-        answer is not a restart. A new scheduler process is given until it first answers, or
-        ``scheduler_start_timeout``, to bring its health server up.
+        Only ``scheduler_health_failures`` failures of one check in a row make it UNHEALTHY: one
+        slow answer is not a restart. A new scheduler process is given until it first passes a
+        check, or ``scheduler_start_timeout``, to bring its health server up or stamp its first
+        heartbeat. A check that could not look (Airflow's database unreadable) counts for nothing.
         """
         result = runner.probe()
-        url = self.config.health_url(runner.node)
-        if not url or result.state is not SchedulerState.RUNNING:
-            self.health_failures.pop(runner.node, None)
-            self.health_since.pop(runner.node, None)
+        node = runner.node
+        checks = self._checks(node)
+        if result.state is not SchedulerState.RUNNING or not checks:
+            for name in ("health", "job"):
+                self.streaks.pop((node, name), None)
+            self.last_jobs.pop(node, None)
             return result
-        pids, first_seen, answered = self.health_since.get(runner.node, ((), 0.0, False))
-        if pids != result.pids:
-            pids, first_seen, answered = result.pids, self.monotonic(), False
-        problem = check_health(url, timeout=min(5.0, self.config.ssh_timeout))
-        self.health_since[runner.node] = (pids, first_seen, answered or problem is None)
-        if problem is None:
-            self.health_failures.pop(runner.node, None)
-            return result
-        if not answered and self.monotonic() - first_seen < self.config.scheduler_start_timeout:
-            return replace(result, detail=f"starting: {problem}")
-        count = self.health_failures.get(runner.node, 0) + 1
-        self.health_failures[runner.node] = count
-        if count < self.config.scheduler_health_failures:
-            return replace(result, detail=f"{problem} ({count}/{self.config.scheduler_health_failures})")
-        return replace(result, state=SchedulerState.UNHEALTHY, detail=f"{problem} {count} times in a row")
+        notes, failed = [], []
+        limit = self.config.scheduler_health_failures
+        for name, check in checks.items():
+            streak = self.streaks.get((node, name))
+            if streak is None or streak.pids != result.pids:
+                streak = self.streaks[(node, name)] = _Streak(result.pids, self.monotonic())
+            problem, unknown = check()
+            if problem is None:
+                streak.passed, streak.failures = True, 0
+            elif unknown:
+                notes.append(problem)
+            elif not streak.passed and self.monotonic() - streak.since < self.config.scheduler_start_timeout:
+                notes.append(f"starting: {problem}")
+            else:
+                streak.failures += 1
+                if streak.failures < limit:
+                    notes.append(f"{problem} ({streak.failures}/{limit})")
+                else:
+                    failed.append(f"{problem} {streak.failures} times in a row")
+        if failed:
+            return replace(result, state=SchedulerState.UNHEALTHY, detail="; ".join(failed))
+        return replace(result, detail="; ".join(notes)) if notes else result
+
+    def _checks(self, node: str) -> dict[str, Callable[[], tuple[str | None, bool]]]:
+        """The checks of ``node``'s running scheduler: name -> a look giving (problem, unknown)."""
+        checks: dict[str, Callable[[], tuple[str | None, bool]]] = {}
+        url = self.config.health_url(node)
+        if url:
+            checks["health"] = lambda: (check_health(url, timeout=min(5.0, self.config.ssh_timeout)), False)
+        if self.jobs is not None:
+
+            def job() -> tuple[str | None, bool]:
+                look = self._job_check(node)
+                return look.problem, look.unknown
+
+            checks["job"] = job
+        return checks
+
+    def _job_check(self, node: str) -> JobCheck:
+        """Look at ``node``'s scheduler job row in Airflow's database (UNKNOWN when it cannot be read)."""
+        jobs = self.jobs
+        if jobs is None:
+            return JobCheck()
+        host = HostMatch(*self.config.job_hostname(node))
+        try:
+            job = jobs.newest(host)
+        except MetastoreError as exc:
+            if not self._jobs_unreadable:  # once until it can be read again: not every cycle
+                log.warning("cannot read Airflow's job table (%s): scheduler heartbeats are not judged", exc)
+            self._jobs_unreadable = True
+            return JobCheck(f"job heartbeat unknown: {exc}", unknown=True)
+        if self._jobs_unreadable:
+            self._jobs_unreadable = False
+            log.info("Airflow's job table can be read again")
+        previous = self.last_jobs.get(node)
+        if job is not None:
+            self.last_jobs[node] = job
+        return JobCheck(judge(job, host, self.config.scheduler_job_heartbeat_timeout, previous), job=job)
 
     def _stop(self, runner: NodeRunner) -> ProbeResult:
         return self._stop_with(runner, None)
@@ -620,12 +688,16 @@ class Controller:
             n = self.restart_failures
             attempt = f"attempt {n}/{limit}" if n <= limit else f"attempt {n}, after its backoff"
             ok, detail = self._start_on(node, probes)
-            self._note_failure(node, f"scheduler was {probe.state.value}; restart {'ok' if ok else detail}", not ok)
+            # why it was restarted, e.g. "pid 5120 is stopped", a failed health check, a stale job heartbeat
+            why = f" ({probe.detail})" if probe.detail else ""
+            self._note_failure(
+                node, f"scheduler was {probe.state.value}{why}; restart {'ok' if ok else detail}", not ok
+            )
             if ok and n > limit:
                 self._back_off(node)  # a crash loop past its budget: if it dies again, wait longer
             if ok:
-                self._event("restart", f"restarted the scheduler on {node} ({attempt}): {detail}")
-                return f"scheduler was {probe.state.value} on {node}; restarted it in place ({attempt}, {detail})"
+                self._event("restart", f"restarted the scheduler on {node} ({attempt}){why}: {detail}")
+                return f"scheduler was {probe.state.value} on {node}{why}; restarted it in place ({attempt}, {detail})"
             return f"restart of the scheduler on {node} failed ({attempt}): {detail}"
         blocking = self._blocking_nodes(target, {**probes, node: ProbeResult(node, SchedulerState.STOPPED)})
         if blocking:
@@ -1036,4 +1108,6 @@ class Controller:
         self.role = "stopped"
         self._pool.shutdown(wait=False, cancel_futures=True)
         self._renewal_pool.shutdown(wait=False, cancel_futures=True)
+        if self.jobs is not None:
+            self.jobs.close()
         return "; ".join(parts) or "nothing held"

@@ -98,7 +98,7 @@ def zookeeper_digest(auth: str) -> str:
 
 def config_secrets(config: Config) -> list[str]:
     """Every secret string the config holds, in the forms they may be printed in."""
-    found = url_secrets(config.metadata_service_sql_conn)
+    found = url_secrets(config.metadata_service_sql_conn) + url_secrets(config.scheduler_job_sql_conn)
     auth = config.metadata_service_zookeeper_auth
     if auth:
         found += [auth, auth.split(":", 1)[1], zookeeper_digest(auth), zookeeper_digest(auth).split(":", 1)[1]]

@@ -46,6 +46,7 @@ from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 from sqlalchemy import (
     BigInteger,
@@ -222,31 +223,43 @@ _DRIVERS = {
 }
 
 
-class SQLMetastore(Metastore):
-    """The metastore in a relational database, tables prefixed ``sfc_``."""
+class SQLDatabase:
+    """A database reached through SQLAlchemy, every call held to a hard client-side deadline.
 
-    kind = "sql"
+    ``key`` is the config key of the URL, named in errors. ``foreign``: a database that is not
+    ours (Airflow's own), only read: SQLite is opened read-only and left in its journal mode, and
+    no write lock is taken.
+    """
 
-    def __init__(self, url: str, timeout: float, sqlite_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        timeout: float,
+        sqlite_dir: Path | None = None,
+        *,
+        key: str = "metadata_service_sql_conn",
+        foreign: bool = False,
+    ) -> None:
         self.url = url
         self.timeout = timeout
+        self.key = key
+        self.foreign = foreign
         try:
             parsed = make_url(url)
         except ArgumentError:
-            raise ConfigError(f"metadata_service_sql_conn: {redact_url(url)!r} is not a SQLAlchemy URL") from None
+            raise ConfigError(f"{key}: {redact_url(url)!r} is not a SQLAlchemy URL") from None
         backend = parsed.get_backend_name()
         if backend not in _NOW_SQL:
-            raise ConfigError(
-                f"metadata_service_sql_conn: database {backend!r} is not supported (sqlite, mysql, mariadb, postgresql)"
-            )
+            raise ConfigError(f"{key}: database {backend!r} is not supported (sqlite, mysql, mariadb, postgresql)")
         self.backend = backend
         self.now: ColumnElement[Any] = literal_column(_NOW_SQL[backend])
         try:
             self.driver = parsed.get_driver_name()
         except (NoSuchModuleError, ImportError) as exc:
-            raise ConfigError(f"metadata_service_sql_conn: driver not installed: {exc}") from None
-        if backend in ("mysql", "mariadb") and "+" not in parsed.drivername:
+            raise ConfigError(f"{key}: driver not installed: {exc}") from None
+        if backend in ("mysql", "mariadb") and ("+" not in parsed.drivername or (foreign and self.driver == "mysqldb")):
             # e.g. Airflow's own mysql:// (mysqlclient): pymysql takes the same URL and is ours to hold to the deadline
+            # (Airflow's explicit mysql+mysqldb:// too, when we only read Airflow's database)
             parsed = parsed.set(drivername=f"{backend}+pymysql")
             self.driver = "pymysql"
         if backend == "postgresql" and "+" not in parsed.drivername and importlib.util.find_spec(self.driver) is None:
@@ -258,31 +271,33 @@ class SQLMetastore(Metastore):
                     break
         if self.driver == "psycopg" and not _SQLALCHEMY_2:
             raise ConfigError(
-                f"metadata_service_sql_conn: the psycopg 3 driver needs SQLAlchemy 2 (installed: {sqlalchemy_version});"
+                f"{key}: the psycopg 3 driver needs SQLAlchemy 2 (installed: {sqlalchemy_version});"
                 " use postgresql+psycopg2:// with psycopg2-binary installed"
             )
         if self.driver not in _DRIVERS[backend]:
             names = " or ".join(f"{backend}+{d}://" for d in _DRIVERS[backend])
-            raise ConfigError(
-                f"metadata_service_sql_conn: driver {self.driver!r} cannot be held to metastore_timeout; use {names}"
-            )
+            raise ConfigError(f"{key}: driver {self.driver!r} cannot be held to metastore_timeout; use {names}")
         try:
             self.engine = self._make_engine(parsed)
         except (NoSuchModuleError, ImportError) as exc:
-            raise ConfigError(f"metadata_service_sql_conn: driver not installed: {exc}") from None
+            raise ConfigError(f"{key}: driver not installed: {exc}") from None
         self._ready = False
 
     def _make_engine(self, parsed: URL) -> Engine:
         t = self.timeout
         if self.backend == "sqlite":
-            if parsed.database and parsed.database != ":memory:":
+            if self.foreign:
+                parsed = _read_only(parsed)
+            elif parsed.database and parsed.database != ":memory:":
                 Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
             engine = create_engine(parsed, future=True, connect_args={"timeout": t})
 
             @event.listens_for(engine, "connect")
             def _on_connect(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
-                dbapi_conn.isolation_level = None  # we issue BEGIN ourselves (below)
                 _sqlite_guard(dbapi_conn, self.timeout)
+                if self.foreign:
+                    return  # read only, in the journal mode its owner chose
+                dbapi_conn.isolation_level = None  # we issue BEGIN ourselves (below)
                 cur = dbapi_conn.cursor()
                 cur.execute("PRAGMA journal_mode=WAL")
                 cur.execute("PRAGMA synchronous=NORMAL")
@@ -291,7 +306,8 @@ class SQLMetastore(Metastore):
             @event.listens_for(engine, "begin")
             def _on_begin(conn: Connection) -> None:
                 # Take the write lock up front: no deadlock-prone lock upgrades between writers.
-                conn.exec_driver_sql("BEGIN IMMEDIATE")
+                if not self.foreign:
+                    conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         elif self.backend in ("mysql", "mariadb"):
             engine = create_engine(
@@ -453,6 +469,23 @@ class SQLMetastore(Metastore):
         finally:
             d.release()
             conn.close()
+
+    def read(self, fn: Callable[[Connection], T]) -> T:
+        """``fn`` on one pooled connection within one call's deadline; nothing is committed.
+
+        Raises MetastoreError (MetastoreTimeout when the deadline passed) for any database failure.
+        """
+        with self._call() as d, self._connection(d) as conn:
+            return fn(conn)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+class SQLMetastore(SQLDatabase, Metastore):
+    """The metastore in a relational database, tables prefixed ``sfc_``."""
+
+    kind = "sql"
 
     def _step(self, d: dl.Deadline, fn: Callable[[Connection], T]) -> T:
         """``fn`` in one transaction; SQLAlchemy errors are raised as they are."""
@@ -886,6 +919,14 @@ class SQLMetastore(Metastore):
 
 
 # --- drivers held to the deadline -------------------------------------------------------------
+
+
+def _read_only(url: URL) -> URL:
+    """A SQLite URL as a read-only ``file:`` URI: the file is never created nor written."""
+    database = url.database or ""
+    if not database.startswith("file:"):
+        database = "file:" + quote(str(Path(database).expanduser()))
+    return url.set(database=database, query={**url.query, "mode": "ro", "uri": "true"})
 
 
 def _sqlite_guard(conn: sqlite3.Connection, timeout: float) -> None:

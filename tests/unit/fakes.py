@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import TypeVar
 
+from scheduler_failover_controller.airflow_job import SchedulerJobReader
 from scheduler_failover_controller.alerts import Alerter
 from scheduler_failover_controller.config import ENV_PREFIX, Config, load_config
 from scheduler_failover_controller.controller import Controller
@@ -495,8 +496,16 @@ class Cluster:
         self.controllers: dict[str, Controller] = {}
         self.alerters: dict[str, RecordingAlerter] = {}
 
-    def controller(self, host: str = "n1", *, clock_offset: float = 0.0, **settings: object) -> Controller:
-        """A controller on ``host``; ``clock_offset`` shifts its monotonic clock (another host's)."""
+    def controller(
+        self,
+        host: str = "n1",
+        *,
+        clock_offset: float = 0.0,
+        job_reader: SchedulerJobReader | None = None,
+        **settings: object,
+    ) -> Controller:
+        """A controller on ``host``; ``clock_offset`` shifts its monotonic clock (another host's);
+        ``job_reader`` stands in for Airflow's job table (with ``scheduler_job_heartbeat_timeout``)."""
         config = make_config(host, self.nodes, **{**self.settings, **settings})
         alerter = RecordingAlerter(config)
         clock = self.clock
@@ -506,7 +515,14 @@ class Cluster:
 
         runners: dict[str, NodeRunner] = dict(self.runners)
         controller = Controller(
-            config, self.store, runners, alerter, monotonic=monotonic, sleep=clock.sleep, pid=len(self.controllers) + 1
+            config,
+            self.store,
+            runners,
+            alerter,
+            monotonic=monotonic,
+            sleep=clock.sleep,
+            pid=len(self.controllers) + 1,
+            job_reader=job_reader,
         )
         self.controllers[host] = controller
         self.alerters[host] = alerter

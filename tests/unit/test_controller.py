@@ -1120,7 +1120,10 @@ def test_a_failing_health_check_restarts_only_after_n_failures_in_a_row(
         (sentence,) = tick(cluster, c1)
         assert "scheduler healthy on n1" in sentence
     (sentence,) = tick(cluster, c1)
-    assert "scheduler was unhealthy on n1; restarted it in place" in sentence
+    assert (
+        "scheduler was unhealthy on n1 (health check answered HTTP 503 3 times in a row); restarted it in place"
+        in sentence
+    )
     assert cluster.actions == [("n1", "start"), ("n1", "stop"), ("n1", "start")]
     assert urls[0] == "http://n1:8974/health"
 
@@ -1145,7 +1148,7 @@ def test_a_new_scheduler_gets_its_start_timeout_to_bring_up_its_health_server(
     (sentence,) = tick(cluster, c1, seconds=1.5)  # grace over: failure 1 of 2
     assert "scheduler healthy on n1" in sentence
     (sentence,) = tick(cluster, c1)
-    assert "scheduler was unhealthy on n1; restarted it in place" in sentence
+    assert "scheduler was unhealthy on n1 (health check failed: refused 2 times in a row); restarted it" in sentence
 
 
 # --- the leash and renewals on their own clock ------------------------------------------------
