@@ -234,6 +234,7 @@ class AirflowLab:
     database: str = ""
     lab: Lab | None = None
     services: list[Service] = field(default_factory=list)
+    gone: list[Service] = field(default_factory=list)  # services of a host that crashed
 
     def __post_init__(self) -> None:
         assert self.style in START_STYLES, self.style
@@ -570,6 +571,7 @@ class AirflowLab:
         if fault.kind == "partition":
             lab.heal(host.name)
         elif fault.kind == "crash":
+            self.gone += [s for s in self.services if s.host is host]  # reaped at close
             self.services = [s for s in self.services if s.host is not host]
             host.reboot()
             self.start_services([host])
@@ -611,7 +613,7 @@ class AirflowLab:
                     print(self.report())
                 print(self.lab.report())
             self.lab.close(keep=keep)
-        for service in self.services:
+        for service in self.services + self.gone:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 service.nsenter.wait(timeout=10)
         with contextlib.suppress(Exception):
