@@ -86,8 +86,7 @@ def main(argv: list[str] | None = None) -> None:
             site = stack.enter_context(postgresql_on(net))
         for name in wanted:
             broken = False
-            lab_of = airflow_lab(net, site, known[name], size=3, interval=args.interval, failed=lambda: bool(failures))
-            with lab_of as alab:
+            with airflow_lab(net, site, known[name], size=3, interval=args.interval) as alab:
                 alab.boot("h1")
                 alab.wait_run_after(0.0, 240)
                 for kind in faults:
@@ -98,6 +97,9 @@ def main(argv: list[str] | None = None) -> None:
                         except AssertionError as exc:
                             failures[key] = failures.get(key, 0) + 1
                             print(f"{name} {kind} trial {i + 1} failed: {exc}", file=sys.stderr, flush=True)
+                            print(alab.report(), file=sys.stderr)
+                            assert alab.lab is not None
+                            print(alab.lab.report(), file=sys.stderr)
                             broken = True
                             break
                         rows.setdefault(key, []).append(took)

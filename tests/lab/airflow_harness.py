@@ -82,7 +82,9 @@ class Flavor:
             driver = "psycopg" if self.major >= 3 else "psycopg2"
             return site.server.url(database, driver)
         assert isinstance(site, MariaDBSite), site
-        return site.db.url(database)
+        # As for PostgreSQL (AirflowLab.site_database): a fenced scheduler's open transaction must
+        # not hold its row locks for long; MariaDB ends a session idle in a transaction for 15 s.
+        return site.db.url(database) + "?init_command=SET%20SESSION%20idle_transaction_timeout%3D15"
 
 
 def flavors() -> dict[str, Flavor]:
@@ -251,7 +253,19 @@ class AirflowLab:
 
     def site_database(self) -> str:
         if isinstance(self.site, PostgreSQLSite):
-            return self.site.server.create_database()
+            name = self.site.server.create_database()
+            # A scheduler fenced by a partition leaves its sessions on the server, one of them
+            # maybe inside a transaction holding row locks the next scheduler waits for: without
+            # these the server keeps them until its TCP keepalive gives up (hours). Found by the
+            # partition trials; production databases behind a failover controller need the same.
+            self.site.server.execute(
+                f"ALTER DATABASE {name} SET idle_in_transaction_session_timeout = '15s'; "
+                f"ALTER DATABASE {name} SET tcp_keepalives_idle = 5; "
+                f"ALTER DATABASE {name} SET tcp_keepalives_interval = 2; "
+                f"ALTER DATABASE {name} SET tcp_keepalives_count = 3; "
+                f"ALTER DATABASE {name} SET tcp_user_timeout = 10000"
+            )
+            return name
         assert isinstance(self.site, MariaDBSite)
         return self.site.db.create_database()
 
@@ -438,7 +452,7 @@ class AirflowLab:
             seen[(e.run_id, e.try_number)] = seen.get((e.run_id, e.try_number), 0) + 1
         return sorted(k for k, n in seen.items() if n > 1)
 
-    def query(self, sql: str) -> list[tuple[Any, ...]]:
+    def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         """A query on the Airflow database, from the root namespace (unix socket)."""
         if isinstance(self.site, PostgreSQLSite):
             import psycopg2
@@ -447,7 +461,7 @@ class AirflowLab:
             conn = psycopg2.connect(host=str(server.base), port=server.port, user="postgres", dbname=self.database)
             try:
                 with conn.cursor() as cur:
-                    cur.execute(sql)
+                    cur.execute(sql, params)
                     return list(cur.fetchall())
             finally:
                 conn.close()
@@ -458,15 +472,16 @@ class AirflowLab:
             pymysql.connect(unix_socket=str(self.site.db.socket_path), user="root", database=self.database) as conn,
             conn.cursor() as cur,
         ):
-            cur.execute(sql)
+            cur.execute(sql, params)
             return list(cur.fetchall())
 
     def running_scheduler_jobs(self) -> list[tuple[Any, ...]]:
         return self.query("SELECT id, hostname FROM job WHERE job_type = 'SchedulerJob' AND state = 'running'")
 
-    def successful_run_started_after(self, since: float) -> bool:
-        rows = self.query("SELECT start_date FROM dag_run WHERE dag_id = 'sfc_ledger' AND state = 'success'")
-        return any(r[0] is not None and r[0].timestamp() > since for r in rows)
+    def run_state(self, run_id: str) -> str | None:
+        """The state of the ledger DAG's run ``run_id`` in Airflow's ``dag_run`` table."""
+        rows = self.query("SELECT state FROM dag_run WHERE dag_id = 'sfc_ledger' AND run_id = %s", (run_id,))
+        return str(rows[0][0]) if rows else None
 
     def infrastructure(self, host: Host) -> set[int]:
         """Pids of the host that are not its scheduler's: PID 1, sshd and sessions, the controller, the services."""
@@ -554,6 +569,7 @@ class AirflowLab:
         lab = self.lab
         assert lab is not None
         entry = self.wait_run_after(fault.at, bound, fault.runs)
+        wait_for(lambda: self.run_state(entry.run_id) == "success", 60, f"run {entry.run_id} to succeed", interval=0.5)
         self.assert_gone(fault.old, 60, f"{fault.node}'s Airflow processes after the {fault.kind}")
         host = lab.host(fault.node)
         now = self.nodes()
@@ -628,22 +644,19 @@ class AirflowLab:
 
 @contextlib.contextmanager
 def airflow_lab(
-    net: Network,
-    site: LabMetastore,
-    flavor: Flavor,
-    size: int = 3,
-    style: str = "default",
-    interval: float = 10.0,
-    failed: Any = None,
+    net: Network, site: LabMetastore, flavor: Flavor, size: int = 3, style: str = "default", interval: float = 10.0
 ) -> Iterator[AirflowLab]:
-    """An AirflowLab (migrated, not booted), torn down on exit; ``failed()`` says whether to print reports."""
+    """An AirflowLab (migrated, not booted), torn down on exit; its logs printed if the block raised."""
     alab = AirflowLab(net, site, flavor, size=size, style=style, interval=interval)
+    keep = os.environ.get("SFC_LAB_KEEP", "") == "1"
     try:
         alab.make_lab()
         alab.migrate()
         yield alab
-    finally:
-        alab.close(failed=bool(failed() if failed else False), keep=os.environ.get("SFC_LAB_KEEP", "") == "1")
+    except BaseException:
+        alab.close(failed=True, keep=keep)
+        raise
+    alab.close(keep=keep)
 
 
 __all__ = ["METASTORE_IP", "AirflowLab", "Flavor", "airflow_lab", "flavors", "sh"]

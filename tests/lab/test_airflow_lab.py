@@ -58,9 +58,7 @@ def alab_factory(request: pytest.FixtureRequest, lab_network: tuple[Network, Mar
             missing(f"{flavor_name}'s virtualenv {flavor.venv} (scripts/setup.sh builds it)")
         net, db = lab_network
         site = request.getfixturevalue("lab_postgresql") if metastore == "postgresql" else MariaDBSite(db, net)
-        return airflow_lab(
-            net, site, flavor, size=size, style=style, failed=lambda: getattr(request.node, "lab_failed", True)
-        )
+        return airflow_lab(net, site, flavor, size=size, style=style)
 
     yield make
 
