@@ -1,5 +1,5 @@
 # Convenience targets; CI runs `bash .ci/run` (= scripts/test.sh).
-.PHONY: test lab soak soak-mariadb soak-postgresql soak-zookeeper
+.PHONY: test lab lab-airflow bench-airflow soak soak-mariadb soak-postgresql soak-zookeeper
 
 PYTHON ?= .venv/bin/python
 SOAK_SECONDS ?= 3600
@@ -14,6 +14,16 @@ test:
 # scenario, and a 3-minute chaos soak (SFC_SOAK_SECONDS, SFC_SOAK_SEED, SFC_SOAK_METASTORE).
 lab:
 	$(PYTHON) -m pytest -p no:cacheprovider tests/lab -v
+
+# Real Airflow schedulers in the lab (as root): Airflow 3 and 2, on PostgreSQL and MariaDB, every
+# fault (scheduler SIGKILL, host crash, partition, switchover, controller restart) and start style
+# (default, setsid, -D). CI runs the fast scenario alone (Airflow 3, PostgreSQL, SIGKILL).
+lab-airflow:
+	SFC_LAB_AIRFLOW=all $(PYTHON) -m pytest -p no:cacheprovider tests/lab/test_airflow_lab.py -v
+
+# Fault to the next task run with real schedulers (as root): kill, crash, partition; Airflow 3 and 2.
+bench-airflow:
+	$(PYTHON) benchmarks/airflow.py --trials 5
 
 # The chaos soak by hand (as root): SOAK_SECONDS (default an hour) on each metastore in turn,
 # seed SOAK_SEED; each run prints its figures and fails on two schedulers or a fault not recovered.
