@@ -44,7 +44,10 @@ class Observer:
         pids = []
         for proc in find_schedulers(self.match):
             with contextlib.suppress(psutil.Error):
-                if "--stray" not in proc.cmdline():
+                # A process being killed reads as an empty command line for a moment: a stray
+                # dying that instant is not a scheduler (it matched just before, with --stray).
+                argv = proc.cmdline()
+                if argv and "--stray" not in argv:
                     pids.append(proc.pid)
         return tuple(pids)
 

@@ -65,17 +65,20 @@ def test_a_corrupt_placement_under_running_controllers_guards_and_recovers(
     for node in cluster.nodes:
         cluster.start(node)
     wait_for(lambda: len(cluster.observer.current()) == 1, 60, "one scheduler")
+    # The epoch, not the expiry: a renewal's UPDATE of a text expiry (SQLite compares text above
+    # any number) would write a valid one over it, and the row would be repaired, not corrupt.
     with sqlite3.connect(db) as conn:
-        conn.execute("UPDATE sfc_placement SET expires_at = 'soon'")
+        (epoch,) = conn.execute("SELECT epoch FROM sfc_placement").fetchone()
+        conn.execute("UPDATE sfc_placement SET epoch = 'soon'")
     # Nobody can prove the placement any more: its scheduler is gone by its deadline.
     wait_for(lambda: not cluster.observer.current(), cluster.ttl + 5, "the scheduler to be stopped")
     done = _run(cluster, "status")
-    _one_line(done, 1, "sfc_placement", "expires_at")
+    _one_line(done, 1, "sfc_placement", "epoch")
     time.sleep(2 * cluster.ttl)
     assert not cluster.observer.current()  # nothing starts while the row is unreadable
     for node in cluster.nodes:
         assert "INTERNAL ERROR" not in cluster.log(node) and "Traceback" not in cluster.log(node), cluster.log(node)
     with sqlite3.connect(db) as conn:
-        conn.execute("UPDATE sfc_placement SET expires_at = 0")
+        conn.execute("UPDATE sfc_placement SET epoch = ?", (epoch,))
     wait_for(lambda: len(cluster.observer.current()) == 1, 60, "the scheduler back once the row is fixed")
     assert cluster.observer.max_seen == 1
