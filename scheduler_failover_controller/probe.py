@@ -15,6 +15,7 @@ import os
 import re
 import shlex
 import stat
+import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -492,27 +493,36 @@ class OrphanWatch:
     A process forked by a scheduler keeps its command line, so while the scheduler lives it is
     hidden under it (only tree roots count). When the scheduler dies hard, that child becomes a
     root and would pass for a live scheduler. It is recognised because it already existed at the
-    previous probe without being a root then: such a node is UNHEALTHY, so it gets cleaned up and
-    restarted. Create times and ``time.time()`` come from the same (this machine's) clock.
+    last probe that saw the scheduler running, without being a root then: such a node is
+    UNHEALTHY, so it gets cleaned up and restarted. An orphan stays one until it is gone, whoever
+    probes next (the cycle, or the renewal thread), and a probe that sees the node in between
+    (the dying scheduler as a zombie, nothing at all) does not make it forget the scheduler it
+    last saw. Create times and ``time.time()`` come from the same (this machine's) clock.
     """
 
     def __init__(self) -> None:
-        self.roots: tuple[int, ...] = ()
-        self.at = 0.0
+        self.roots: tuple[int, ...] = ()  # the scheduler's roots at the last look that saw it running
+        self.at = 0.0  # when that look was
+        self.orphans: dict[int, tuple[int, ...]] = {}  # orphan pid -> the roots it outlived
+        self._lock = threading.Lock()
 
     def check(self, result: ProbeResult) -> ProbeResult:
         import time
 
-        previous, at = self.roots, self.at
-        self.roots, self.at = result.pids, time.time()
-        if result.state is not SchedulerState.RUNNING or not previous or not result.create_times:
+        with self._lock:
+            now = time.time()
+            self.orphans = {pid: dead for pid, dead in self.orphans.items() if pid in result.pids}
+            if result.state is SchedulerState.RUNNING and self.roots:
+                for pid, created in zip(result.pids, result.create_times, strict=False):
+                    if pid not in self.roots and pid not in self.orphans and 0 < created < self.at:
+                        self.orphans[pid] = self.roots
+            if result.state is SchedulerState.RUNNING:
+                live = tuple(pid for pid in result.pids if pid not in self.orphans)
+                if live:
+                    self.roots, self.at = live, now
+            found = [pid for pid in result.pids if pid in self.orphans]
+        if not found:
             return result
-        orphans = [
-            pid
-            for pid, created in zip(result.pids, result.create_times, strict=False)
-            if pid not in previous and 0 < created < at
-        ]
-        if not orphans:
-            return result
-        detail = f"pid {', '.join(map(str, orphans))} outlived its scheduler (pid {', '.join(map(str, previous))})"
+        dead = sorted({p for pid in found for p in self.orphans.get(pid, ())})
+        detail = f"pid {', '.join(map(str, found))} outlived its scheduler (pid {', '.join(map(str, dead))})"
         return replace(result, state=SchedulerState.UNHEALTHY, detail=detail)

@@ -148,6 +148,28 @@ def test_a_forked_child_left_by_a_dead_scheduler_is_unhealthy_not_running() -> N
     assert watch.check(fresh).state is SchedulerState.RUNNING
 
 
+def test_an_orphan_stays_one_whoever_probes_and_whatever_is_seen_between() -> None:
+    """The renewal thread probes the node too: its look must not make the cycle's next look take
+    the orphan for the scheduler (seen in CI: a killed Airflow scheduler's fork passed for it, so
+    it was never restarted). Nor may a look at the dying scheduler in between."""
+    from scheduler_failover_controller.probe import OrphanWatch, ProbeResult
+
+    watch = OrphanWatch()
+    now = time.time()
+    assert watch.check(ProbeResult("n1", SchedulerState.RUNNING, (100,), create_times=(now - 60,))).pids == (100,)
+    zombie = ProbeResult("n1", SchedulerState.UNHEALTHY, (100,), "pid 100 is a zombie", create_times=(now - 60,))
+    assert watch.check(zombie).state is SchedulerState.UNHEALTHY
+    assert watch.check(ProbeResult("n1", SchedulerState.STOPPED)).state is SchedulerState.STOPPED
+    orphan = ProbeResult("n1", SchedulerState.RUNNING, (101,), create_times=(now - 59,))
+    for _ in range(3):  # the renewal thread's look, then the cycle's, then the next
+        seen = watch.check(orphan)
+        assert seen.state is SchedulerState.UNHEALTHY and "pid 101 outlived its scheduler (pid 100)" in seen.detail
+    assert watch.check(ProbeResult("n1", SchedulerState.STOPPED)).state is SchedulerState.STOPPED  # cleaned up
+    fresh = ProbeResult("n1", SchedulerState.RUNNING, (200,), create_times=(time.time() + 1,))
+    assert watch.check(fresh).state is SchedulerState.RUNNING
+    assert watch.check(fresh).state is SchedulerState.RUNNING
+
+
 def test_the_real_orphan_of_a_killed_scheduler_is_reported_unhealthy(tmp_path: Path) -> None:
     """A stand-in whose forked child keeps its command line, as Airflow's does."""
     token = uuid.uuid4().hex[:10]
