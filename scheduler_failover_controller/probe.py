@@ -180,6 +180,20 @@ def root_pids(matching: Iterable[int], ppid_of: Callable[[int], int | None]) -> 
     return roots
 
 
+def parent_lookup(parents: dict[int, int]) -> Callable[[int], int | None]:
+    """``ppid_of`` for :func:`root_pids`: the parents listed already, else asked of the kernel."""
+
+    def ppid_of(pid: int) -> int | None:
+        if pid in parents:
+            return parents[pid]
+        try:
+            return psutil.Process(pid).ppid()
+        except psutil.Error:
+            return None
+
+    return ppid_of
+
+
 def find_schedulers(match: str) -> list[psutil.Process]:
     """The root processes of every scheduler tree matching ``match``, oldest first."""
     words = shlex.split(match)
@@ -195,15 +209,7 @@ def find_schedulers(match: str) -> list[psutil.Process]:
         except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
             continue
 
-    def ppid_of(pid: int) -> int | None:
-        if pid in parents:
-            return parents[pid]
-        try:
-            return psutil.Process(pid).ppid()
-        except psutil.Error:
-            return None
-
-    tops = root_pids(found, ppid_of)
+    tops = root_pids(found, parent_lookup(parents))
     roots = [proc for pid, proc in found.items() if pid in tops]
 
     def created(proc: psutil.Process) -> float:

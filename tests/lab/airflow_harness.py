@@ -38,7 +38,7 @@ from typing import Any
 
 import psutil
 
-from scheduler_failover_controller.probe import matches, root_pids
+from scheduler_failover_controller.probe import matches, parent_lookup, root_pids
 from tests.lab.harness import (
     METASTORE_IP,
     ROOT,
@@ -196,15 +196,7 @@ class AirflowObserver(Observer):
                     found[proc.pid] = node
                     parents[proc.pid] = proc.info["ppid"]
 
-        def ppid_of(pid: int) -> int | None:
-            if pid in parents:
-                return parents[pid]
-            try:
-                return psutil.Process(pid).ppid()
-            except psutil.Error:
-                return None
-
-        tops = root_pids(found, ppid_of)
+        tops = root_pids(found, parent_lookup(parents))
         return [Seen(node, pid) for pid, node in found.items() if pid in tops]
 
 
