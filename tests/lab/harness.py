@@ -1021,6 +1021,11 @@ class Host:
                 f"LD_PRELOAD={libfaketime()}",
                 f"FAKETIME={faketime}",
                 "FAKETIME_DONT_FAKE_MONOTONIC=1",
+                # Its "monotonic fix", on by default with this glibc, treats the absolute
+                # CLOCK_MONOTONIC deadlines of CPython's GIL waits as wall-clock times, so they
+                # expire at once: every thread waiting for the GIL spins and forces switches, and
+                # the whole controller runs several times slower (calls miss metastore_timeout).
+                "FAKETIME_FORCE_MONOTONIC_FIX=0",
                 f"PYTHONPATH={FAKETIME_SHIM}:{ROOT}",
             ]
         argv = [*wrap, PYTHON, "-m", "scheduler_failover_controller", "--config", str(self.config), "start"]

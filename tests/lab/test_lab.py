@@ -381,11 +381,6 @@ def test_stray_schedulers_on_two_standby_hosts(make_mariadb_lab: MakeLab) -> Non
     )
 
 
-@pytest.mark.xfail(
-    reason="open defect: on ZooKeeper, controllers under libfaketime see their calls time out "
-    "(metastore_timeout) until h1 restarts its scheduler; failed 2 of 2 runs; MariaDB passes",
-    strict=False,
-)
 def test_clock_skew_of_minutes_changes_no_leader(make_lab: MakeLab) -> None:
     lab = make_lab()
     # The active controller's host runs 5 minutes ahead, a standby's 5 minutes behind.
