@@ -38,7 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from tests.lab.airflow_harness import AirflowLab, airflow_lab, flavors  # noqa: E402
-from tests.lab.harness import LabMetastore, MariaDBSite, network_with_mariadb, postgresql_on  # noqa: E402
+from tests.lab.sites import LabMetastore, MariaDBSite, network_with_mariadb, postgresql_on  # noqa: E402
 
 BOUND = 180.0
 

@@ -37,7 +37,8 @@ sys.path.insert(0, str(ROOT))
 from scheduler_failover_controller.metastore.base import Metastore  # noqa: E402
 from scheduler_failover_controller.metastore.sql import SQLMetastore  # noqa: E402
 from scheduler_failover_controller.metastore.zookeeper import ZooKeeperMetastore  # noqa: E402
-from tests.process.harness import ZK_PREFIX, Cluster, wait_for  # noqa: E402
+from tests.process.harness import ZK_PREFIX, Cluster  # noqa: E402
+from tests.support.waiting import wait_for  # noqa: E402
 
 
 def open_store(url: str, ttl: float) -> Metastore:
@@ -100,16 +101,16 @@ def trial(url: str, tmp: Path, poll: float, ttl: float) -> dict[str, float]:
     try:
         cluster.observer.start()
         cluster.start("n1")
-        clock(lambda: len(cluster.observer.current()) == 1)
+        clock(lambda: len(cluster.observer.pids()) == 1)
         cluster.start("n2")
         clock(lambda: len(store.controllers()) == 2)
         time.sleep(poll)
         result: dict[str, float] = {}
         # 1. scheduler SIGKILL -> new scheduler process
-        (pid,) = cluster.observer.current()
+        (pid,) = cluster.observer.pids()
         os.kill(pid, signal.SIGKILL)
         began = time.monotonic()
-        clock(lambda: len(cluster.observer.current()) == 1 and cluster.observer.current() != (pid,))
+        clock(lambda: len(cluster.observer.pids()) == 1 and cluster.observer.pids() != (pid,))
         result["restart"] = time.monotonic() - began
         time.sleep(poll)
         # 2. active controller SIGKILL -> standby holds the lease
@@ -120,13 +121,13 @@ def trial(url: str, tmp: Path, poll: float, ttl: float) -> dict[str, float]:
         # bring n1 back as a standby, then 3. SIGTERM n2 -> n1 takes over
         cluster.procs["n1"].wait()
         cluster.start("n1")
-        clock(lambda: len(store.controllers()) == 2 and len(cluster.observer.current()) == 1)
+        clock(lambda: len(store.controllers()) == 2 and len(cluster.observer.pids()) == 1)
         time.sleep(poll)
         cluster.signal("n2", signal.SIGTERM)
         began = time.monotonic()
         clock(lambda: holder(store) == "n1")
         result["handover"] = time.monotonic() - began
-        clock(lambda: len(cluster.observer.current()) == 1)
+        clock(lambda: len(cluster.observer.pids()) == 1)
         time.sleep(poll)
         cluster.observer.stop()
         result["two"] = cluster.observer.seconds_two_or_more

@@ -31,18 +31,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.lab.harness import (  # noqa: E402
-    PYTHON,
-    Lab,
-    LabMetastore,
-    MariaDBSite,
-    Network,
-    Seen,
-    network_with_mariadb,
-    postgresql_on,
-    wait_for,
-    zookeeper_on,
-)
+from tests.lab.harness import Lab  # noqa: E402
+from tests.lab.network import Network  # noqa: E402
+from tests.lab.sites import LabMetastore, MariaDBSite, network_with_mariadb, postgresql_on, zookeeper_on  # noqa: E402
+from tests.lab.tools import PYTHON  # noqa: E402
+from tests.support.observer import Seen  # noqa: E402
+from tests.support.waiting import wait_for  # noqa: E402
 
 METRICS_PORT = 9464
 

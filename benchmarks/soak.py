@@ -48,16 +48,10 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from tests.lab.harness import (  # noqa: E402
-    Host,
-    Lab,
-    LabMetastore,
-    MariaDBSite,
-    Network,
-    network_with_mariadb,
-    postgresql_on,
-    zookeeper_on,
-)
+from tests.lab.harness import Lab  # noqa: E402
+from tests.lab.hosts import Host  # noqa: E402
+from tests.lab.network import Network  # noqa: E402
+from tests.lab.sites import LabMetastore, MariaDBSite, network_with_mariadb, postgresql_on, zookeeper_on  # noqa: E402
 
 TTL = 3.0  # lease_ttl of the lab's config (poll_frequency 0.5)
 SETTLE_TIMEOUT = 60.0  # the longest a fault's window waits for the cluster to be healthy again

@@ -20,6 +20,7 @@ from typing import Any, NoReturn
 import pymysql
 import pytest
 
+from tests.support.ports import free_port
 from tests.support.zk import Ensemble, start_ensemble, zookeeper_available
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -67,12 +68,6 @@ def stop_server(process: subprocess.Popen[bytes] | None) -> None:
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass

@@ -27,6 +27,7 @@ from scheduler_failover_controller.cli import main
 from scheduler_failover_controller.config import CONFIG_ENV, load_config
 from scheduler_failover_controller.metastore.base import ControllerInfo, Observation
 from scheduler_failover_controller.metastore.sql import SQLMetastore
+from tests.support.ports import free_port
 
 HOST = "node-a"
 ENV = "AIRFLOW__SCHEDULER_FAILOVER__"
@@ -681,7 +682,7 @@ REMOTE = "127.0.0.9"
 
 
 def unreachable_remote(cli: Cli, **keys: str) -> None:
-    from tests.conftest import free_port
+    from tests.support.ports import free_port
 
     nodes = {"scheduler_nodes_in_cluster": f"node-a,{REMOTE}", "ssh_port": str(free_port()), "ssh_timeout": "1"}
     cli.write_keys({**nodes, **keys})
@@ -804,12 +805,6 @@ def smtp_server() -> Iterator[_SmtpServer]:
         thread.join(5)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def test_send_test_email_without_recipients_exits_1(cli: Cli) -> None:
     result = cli("send_test_email")
     assert_one_error_line(result, 1, "alert_to_email", str(cli.config))
@@ -838,7 +833,7 @@ def test_send_test_email_is_delivered(cli: Cli, smtp_server: _SmtpServer) -> Non
 
 
 def test_send_test_email_to_a_closed_port_exits_1(cli: Cli) -> None:
-    port = _free_port()
+    port = free_port()
     cli.write(
         extra=f"[smtp]\nsmtp_host = 127.0.0.1\nsmtp_port = {port}\nsmtp_starttls = False\n"
         "smtp_password = Smtp-S3cret\nsmtp_timeout = 2\n",
@@ -886,7 +881,7 @@ def test_store_commands_work_on_zookeeper_as_on_sql(cli: Cli, zk_hosts: str) -> 
 
 
 def test_unreachable_zookeeper_is_one_line_and_exit_1(cli: Cli) -> None:
-    from tests.conftest import free_port
+    from tests.support.ports import free_port
 
     cli.write(metadata_service_type="zookeeper", metadata_service_zookeeper_nodes=f"127.0.0.1:{free_port()}")
     result = cli("status")

@@ -515,7 +515,7 @@ def test_clear_wipes_everything_but_the_epoch(store: Metastore) -> None:
 
 
 def test_unreachable_server_is_a_metastore_error() -> None:
-    from tests.conftest import free_port
+    from tests.support.ports import free_port
 
     s = SQLMetastore(f"mysql+pymysql://u:pw@127.0.0.1:{free_port()}/x", 1.0)
     with pytest.raises(MetastoreError) as info:

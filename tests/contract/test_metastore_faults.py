@@ -39,10 +39,11 @@ from scheduler_failover_controller.metastore import sql as sqlmod
 from scheduler_failover_controller.metastore.base import ControllerInfo, Metastore, Observation
 from scheduler_failover_controller.metastore.sql import SQLMetastore
 from scheduler_failover_controller.metastore.zookeeper import ZooKeeperMetastore
-from tests.conftest import free_port, mariadb_binaries, missing, start_mariadb
+from tests.conftest import mariadb_binaries, missing, start_mariadb
 from tests.support.faults import blackholed, frozen, namespace
 from tests.support.netns import in_netns
 from tests.support.pg import postgres_bindir, start_postgres
+from tests.support.ports import free_port
 from tests.support.zk import Ensemble, start_ensemble, zookeeper_available
 
 T = TypeVar("T")

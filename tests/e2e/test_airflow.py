@@ -20,7 +20,8 @@ from scheduler_failover_controller.config import load_config
 from scheduler_failover_controller.nodes.local import LocalNodeRunner
 from scheduler_failover_controller.probe import check_health
 from tests.conftest import missing
-from tests.process.harness import Observer, wait_for
+from tests.support.observer import Observer
+from tests.support.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 VENV = Path(os.environ.get("SFC_AIRFLOW_VENV", ROOT / ".venv-airflow"))
@@ -51,7 +52,7 @@ def airflow_home(tmp_path: Path) -> Iterator[tuple[Path, dict[str, str]]]:
 def test_controller_keeps_one_real_airflow_scheduler_alive(airflow_home: tuple[Path, dict[str, str]]) -> None:
     home, env = airflow_home
     pid_file = home / "scheduler.pid"  # a unique argument, so only this test's scheduler matches
-    from tests.conftest import free_port
+    from tests.support.ports import free_port
 
     health_port = free_port()  # Airflow's own scheduler health check server, watched by the controller
     env = {
@@ -76,25 +77,25 @@ def test_controller_keeps_one_real_airflow_scheduler_alive(airflow_home: tuple[P
     controller = subprocess.Popen(
         [str(VENV / "bin" / "sfc"), "--config", str(config), "start"], env=env, stdout=log, stderr=subprocess.STDOUT
     )
-    observer = Observer(match)
+    observer = Observer(match, named=False)
     observer.start()
     try:
-        wait_for(lambda: len(observer.current()) == 1, 90, "Airflow's scheduler to be started")
-        (first,) = observer.current()
+        wait_for(lambda: len(observer.pids()) == 1, 90, "Airflow's scheduler to be started")
+        (first,) = observer.pids()
         # Let it really run, health check included: it must still be the same, healthy process.
         wait_for(lambda: check_health(f"http://127.0.0.1:{health_port}/health", 2) is None, 60, "Airflow healthy")
         time.sleep(6)
-        assert observer.current() == (first,), (home / "controller.log").read_text()[-3000:]
+        assert observer.pids() == (first,), (home / "controller.log").read_text()[-3000:]
         assert "health check" not in (home / "controller.log").read_text()
         assert psutil.Process(first).is_running()
 
         os.kill(first, signal.SIGKILL)
-        wait_for(lambda: len(observer.current()) == 1 and observer.current() != (first,), 90, "a new Airflow scheduler")
+        wait_for(lambda: len(observer.pids()) == 1 and observer.pids() != (first,), 90, "a new Airflow scheduler")
         wait_for(lambda: "restarted it in place" in (home / "controller.log").read_text(), 60, "the restart logged")
 
         controller.send_signal(signal.SIGTERM)
         assert controller.wait(timeout=60) == 0
-        wait_for(lambda: observer.current() == (), 30, "the scheduler to be stopped with its controller")
+        wait_for(lambda: observer.pids() == (), 30, "the scheduler to be stopped with its controller")
         text = (home / "controller.log").read_text()
         assert "stopped the local scheduler" in text and "released the leadership lease" in text
     finally:

@@ -26,7 +26,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.conftest import free_port, missing
+from tests.conftest import missing
+from tests.support.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 VENV = Path(os.environ.get("SFC_AIRFLOW_VENV", ROOT / ".venv-airflow"))

@@ -34,7 +34,8 @@ from scheduler_failover_controller.config import load_config
 from scheduler_failover_controller.exceptions import MetastoreError
 from scheduler_failover_controller.nodes.local import LocalNodeRunner
 from tests.conftest import missing
-from tests.process.harness import Observer, wait_for
+from tests.support.observer import Observer
+from tests.support.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 VENVS = {
@@ -144,12 +145,12 @@ def test_a_hung_real_scheduler_is_restarted(tmp_path: Path, major: str, fault: s
         stdout=log,
         stderr=subprocess.STDOUT,
     )
-    observer = Observer(match)
+    observer = Observer(match, named=False)
     observer.start()
     first = 0
     try:
-        wait_for(lambda: len(observer.current()) == 1, 90, "Airflow's scheduler to be started")
-        (first,) = observer.current()
+        wait_for(lambda: len(observer.pids()) == 1, 90, "Airflow's scheduler to be started")
+        (first,) = observer.pids()
         wait_for(lambda: _fresh_job(reader, host) is not None, 60, f"the scheduler's job row of host {hostname}")
         old = _fresh_job(reader, host)
         assert old is not None
@@ -166,7 +167,7 @@ def test_a_hung_real_scheduler_is_restarted(tmp_path: Path, major: str, fault: s
 
         wait_for(lambda: not _alive(first), 90, "the hung scheduler to be stopped")
         gone = time.monotonic()
-        wait_for(lambda: len(observer.current()) == 1 and observer.current() != (first,), 90, "a new scheduler")
+        wait_for(lambda: len(observer.pids()) == 1 and observer.pids() != (first,), 90, "a new scheduler")
         up = time.monotonic()
         wait_for(lambda: _fresh_job(reader, host, newer_than=old.id) is not None, 90, "the new scheduler's heartbeat")
         fresh = time.monotonic()
@@ -185,7 +186,7 @@ def test_a_hung_real_scheduler_is_restarted(tmp_path: Path, major: str, fault: s
 
         controller.send_signal(signal.SIGTERM)
         assert controller.wait(timeout=60) == 0
-        wait_for(lambda: observer.current() == (), 30, "the scheduler to be stopped with its controller")
+        wait_for(lambda: observer.pids() == (), 30, "the scheduler to be stopped with its controller")
     finally:
         observer.stop()
         reader.close()

@@ -39,21 +39,14 @@ from typing import Any
 import psutil
 
 from scheduler_failover_controller.probe import matches, parent_lookup, root_pids
-from tests.lab.harness import (
-    METASTORE_IP,
-    ROOT,
-    Host,
-    Lab,
-    LabMetastore,
-    MariaDBSite,
-    Network,
-    Observer,
-    PostgreSQLSite,
-    Seen,
-    sh,
-    wait_for,
-)
+from tests.lab.harness import Lab
+from tests.lab.hosts import Host
+from tests.lab.network import Network
+from tests.lab.sites import LabMetastore, MariaDBSite, PostgreSQLSite
+from tests.lab.tools import METASTORE_IP, ROOT, sh
 from tests.support.netns import in_netns
+from tests.support.observer import Observer, Seen
+from tests.support.waiting import wait_for
 
 DAG = ROOT / "examples" / "dags" / "sfc_ledger_dag.py"
 API_PORT = 8080

@@ -16,19 +16,19 @@ from typing import Any
 import pytest
 
 from tests.conftest import IN_CI, MariaDB, mariadb_binaries, missing
-from tests.lab.harness import (
-    Lab,
+from tests.lab.harness import Lab
+from tests.lab.network import Network
+from tests.lab.sites import (
     LabMetastore,
     MariaDBSite,
-    Network,
     PostgreSQLSite,
     ZooKeeperSite,
-    missing_tools,
     network_with_mariadb,
     postgresql_available,
     postgresql_on,
     zookeeper_on,
 )
+from tests.lab.tools import missing_tools
 from tests.support.zk import zookeeper_available
 
 # One line per scenario, printed at the end of the run (pytest -v / make lab).

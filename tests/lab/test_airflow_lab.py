@@ -22,7 +22,8 @@ import pytest
 from tests.conftest import MariaDB, missing
 from tests.lab.airflow_harness import AirflowLab, airflow_lab, flavors
 from tests.lab.conftest import RESULTS
-from tests.lab.harness import MariaDBSite, Network
+from tests.lab.network import Network
+from tests.lab.sites import MariaDBSite
 
 pytestmark = pytest.mark.lab
 MATRIX = os.environ.get("SFC_LAB_AIRFLOW", "") == "all"

@@ -23,7 +23,11 @@ from collections.abc import Callable
 import pytest
 
 from tests.lab.conftest import RESULTS
-from tests.lab.harness import METASTORE_IP, PYTHON, Lab, MariaDBSite, Seen, ssh_available, wait_for
+from tests.lab.harness import Lab
+from tests.lab.sites import MariaDBSite
+from tests.lab.tools import METASTORE_IP, PYTHON, ssh_available
+from tests.support.observer import Seen
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.lab
 

@@ -21,7 +21,7 @@ import time
 import psutil
 import pytest
 
-from tests.lab.harness import SYSTEM_PATH, VENV_BIN, Lab, Seen, wait_for
+from tests.lab.harness import Lab
 from tests.lab.test_lab import (
     POLL,
     TTL,
@@ -32,6 +32,9 @@ from tests.lab.test_lab import (
     recovered,
     takeover_bound,
 )
+from tests.lab.tools import SYSTEM_PATH, VENV_BIN
+from tests.support.observer import Seen
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.lab
 

@@ -14,7 +14,7 @@ import pytest
 from benchmarks.soak import run_soak
 from tests.conftest import MariaDB
 from tests.lab.conftest import RESULTS, site_named
-from tests.lab.harness import Network
+from tests.lab.network import Network
 
 pytestmark = pytest.mark.lab
 

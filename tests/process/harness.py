@@ -8,76 +8,19 @@ import os
 import signal
 import subprocess
 import sys
-import threading
-import time
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import psutil
 
 from scheduler_failover_controller.probe import find_schedulers
+from tests.support.observer import Observer
 
 ROOT = Path(__file__).resolve().parents[2]
 FAKE = ROOT / "tests" / "support" / "fake_scheduler.py"
 SFC = [sys.executable, "-m", "scheduler_failover_controller"]
 ZK_PREFIX = "zookeeper:"  # Cluster(url="zookeeper:HOSTS/chroot") runs on ZooKeeper instead of SQL
-
-
-@dataclass
-class Observer:
-    """Samples the stand-in schedulers every ~50 ms and keeps the worst it saw."""
-
-    match: str
-    interval: float = 0.05
-    samples: int = 0
-    max_seen: int = 0
-    seconds_two_or_more: float = 0.0
-    seconds_none: float = 0.0
-    history: list[tuple[float, tuple[int, ...]]] = field(default_factory=list)
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _thread: threading.Thread | None = None
-
-    def count(self) -> tuple[int, ...]:
-        pids = []
-        for proc in find_schedulers(self.match):
-            with contextlib.suppress(psutil.Error):
-                # A process being killed reads as an empty command line for a moment: a stray
-                # dying that instant is not a scheduler (it matched just before, with --stray).
-                argv = proc.cmdline()
-                if argv and "--stray" not in argv:
-                    pids.append(proc.pid)
-        return tuple(pids)
-
-    def _run(self) -> None:
-        last = time.monotonic()
-        while not self._stop.is_set():
-            pids = self.count()
-            now = time.monotonic()
-            dt, last = now - last, now
-            self.samples += 1
-            self.max_seen = max(self.max_seen, len(pids))
-            if len(pids) >= 2:
-                self.seconds_two_or_more += dt
-            if not pids and self.history:
-                self.seconds_none += dt
-            if not self.history or self.history[-1][1] != pids:
-                self.history.append((now, pids))
-            self._stop.wait(self.interval)
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread:
-            self._thread.join(timeout=5)
-
-    def current(self) -> tuple[int, ...]:
-        return self.history[-1][1] if self.history else ()
 
 
 class Cluster:
@@ -185,13 +128,3 @@ class Cluster:
                 for child in root.children(recursive=True):
                     child.kill()
                 root.kill()
-
-
-def wait_for(predicate: Callable[[], object], timeout: float, what: str, interval: float = 0.1) -> float:
-    """Poll ``predicate`` until true; return the seconds it took, fail naming ``what``."""
-    began = time.monotonic()
-    while time.monotonic() - began < timeout:
-        if predicate():
-            return time.monotonic() - began
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")

@@ -15,7 +15,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.process.harness import SFC, Cluster, wait_for
+from tests.process.harness import SFC, Cluster
+from tests.support.waiting import wait_for
 
 
 def _run(

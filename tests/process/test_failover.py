@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import MariaDB
-from tests.process.harness import Cluster, wait_for
+from tests.process.harness import Cluster
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.process
 
@@ -38,13 +39,13 @@ def assert_never_two(cluster: Cluster) -> None:
 
 def test_killed_scheduler_is_restarted(make_cluster: Callable[..., Cluster], cluster_url: str) -> None:
     cluster = started(make_cluster, cluster_url, 2)
-    (pid,) = cluster.observer.current()
+    (pid,) = cluster.observer.pids()
     time.sleep(1)
     import os
 
     os.kill(pid, signal.SIGKILL)
     took = wait_for(
-        lambda: len(cluster.observer.current()) == 1 and cluster.observer.current() != (pid,), 15, "a new scheduler"
+        lambda: len(cluster.observer.current()) == 1 and cluster.observer.pids() != (pid,), 15, "a new scheduler"
     )
     assert took < 10
     wait_for(lambda: "restarted it in place" in cluster.log("n1"), 10, "the restart to be logged")

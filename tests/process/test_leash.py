@@ -17,7 +17,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,6 +27,7 @@ import pytest
 from scheduler_failover_controller.leash import LOCAL_ARGV, Spec, deadline_path, write_deadline
 from scheduler_failover_controller.nodes.local import launch_command, leash_spec
 from scheduler_failover_controller.probe import find_schedulers, probe_local, read_leash_records
+from tests.support.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 FAKE = ROOT / "tests" / "support" / "fake_scheduler.py"
@@ -39,6 +40,7 @@ time.sleep(100000)
 """
 FAKE_SYSTEMD = """
 import subprocess, sys
+from tests.support.waiting import wait_until
 fifo, python, fake, token = sys.argv[1:5]
 unit = None
 while True:
@@ -158,17 +160,6 @@ def lab(tmp_path: Path) -> Iterator[Lab]:
         lab.close()
 
 
-def wait_for(predicate: Callable[[], object], timeout: float, what: str, step: float = 0.02) -> float:
-    """Poll until true; the monotonic time it became true."""
-    until = time.monotonic() + timeout
-    while True:
-        if predicate():
-            return time.monotonic()
-        if time.monotonic() > until:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(step)
-
-
 def gone(procs: list[psutil.Process]) -> bool:
     for proc in procs:
         with contextlib.suppress(psutil.NoSuchProcess):
@@ -196,14 +187,14 @@ def tree_command(lab: Lab) -> str:
 def test_an_unrenewed_deadline_stops_the_whole_tree_by_the_deadline(lab: Lab) -> None:
     spec = lab.spec(tree_command(lab), deadline_in=5.0, stop_timeout=1.0)
     lab.leash(spec)
-    wait_for(lambda: len(lab.marked()) >= 5, 10, "the scheduler, its child and three escapees")
+    wait_until(lambda: len(lab.marked()) >= 5, 10, "the scheduler, its child and three escapees")
     procs = lab.marked()
     assert probe_local("n1", lab.match, lab.state).leashed
     # Nothing is stopped before deadline - stop_timeout ...
     time.sleep(max(0.0, spec.deadline - spec.stop_timeout - 0.3 - time.monotonic()))
     assert all(p.is_running() for p in procs)
     # ... and nothing runs once the deadline is reached (the stubborn one gets SIGKILL then).
-    done = wait_for(lambda: gone(procs), 5, "the whole tree to go")
+    done = wait_until(lambda: gone(procs), 5, "the whole tree to go", interval=0.02)
     assert done <= spec.deadline + 0.5, (done - spec.deadline, lab.log())
     assert "SIGTERM to" in lab.log() and "deadline reached: SIGKILL" in lab.log()
     assert lab.procs[0].wait(5) == 0  # the leash left ...
@@ -213,16 +204,16 @@ def test_an_unrenewed_deadline_stops_the_whole_tree_by_the_deadline(lab: Lab) ->
 def test_a_scheduler_that_obeys_sigterm_is_gone_before_the_deadline(lab: Lab) -> None:
     spec = lab.spec(lab.scheduler, deadline_in=4.0, stop_timeout=1.0)
     lab.leash(spec)
-    wait_for(lambda: lab.schedulers(), 10, "the scheduler")
+    wait_until(lambda: lab.schedulers(), 10, "the scheduler")
     procs = lab.marked()
-    done = wait_for(lambda: gone(procs), 5, "the scheduler to go")
+    done = wait_until(lambda: gone(procs), 5, "the scheduler to go", interval=0.02)
     assert spec.deadline - spec.stop_timeout - 0.1 <= done <= spec.deadline, lab.log()
 
 
 def test_renewals_keep_it_running_then_it_stops_at_the_last_deadline(lab: Lab) -> None:
     spec = lab.spec(lab.scheduler, deadline_in=3.0, stop_timeout=0.5)
     lab.leash(spec)
-    wait_for(lambda: lab.schedulers(), 10, "the scheduler")
+    wait_until(lambda: lab.schedulers(), 10, "the scheduler")
     [root] = lab.schedulers()
     last = spec.deadline
     until = time.monotonic() + 4.0
@@ -232,7 +223,7 @@ def test_renewals_keep_it_running_then_it_stops_at_the_last_deadline(lab: Lab) -
         time.sleep(0.3)
     assert root.is_running()
     assert time.monotonic() > spec.deadline + 1.0
-    done = wait_for(lambda: gone([root]), 5, "the scheduler to go")
+    done = wait_until(lambda: gone([root]), 5, "the scheduler to go", interval=0.02)
     assert last - 0.5 - 0.1 <= done <= last, lab.log()
     info = deadline_path(lab.state, "n1").stat()
     assert oct(info.st_mode & 0o777) == "0o600"
@@ -247,9 +238,9 @@ def test_a_deadline_file_of_another_user_is_ignored(lab: Lab) -> None:
     write_deadline(lab.state, "n1", time.monotonic() + 60)
     os.chown(path, pwd.getpwnam("nobody").pw_uid, -1)
     lab.leash(spec)
-    wait_for(lambda: lab.schedulers(), 10, "the scheduler")
+    wait_until(lambda: lab.schedulers(), 10, "the scheduler")
     procs = lab.marked()
-    done = wait_for(lambda: gone(procs), 6, "the scheduler to go at its own deadline")
+    done = wait_until(lambda: gone(procs), 6, "the scheduler to go at its own deadline", interval=0.02)
     assert done <= spec.deadline, lab.log()
     assert "ignored" in lab.log()
 
@@ -257,11 +248,11 @@ def test_a_deadline_file_of_another_user_is_ignored(lab: Lab) -> None:
 def test_a_far_deadline_is_clamped_to_lease_ttl(lab: Lab) -> None:
     spec = lab.spec(lab.scheduler, deadline_in=2.5, stop_timeout=0.5, ttl=4.0)
     lab.leash(spec)
-    wait_for(lambda: lab.schedulers(), 10, "the scheduler")
+    wait_until(lambda: lab.schedulers(), 10, "the scheduler")
     written = time.monotonic()
     write_deadline(lab.state, "n1", written + 3600)  # at most now + lease_ttl, once, when first read
     procs = lab.marked()
-    done = wait_for(lambda: gone(procs), 8, "the scheduler to go")
+    done = wait_until(lambda: gone(procs), 8, "the scheduler to go", interval=0.02)
     assert written + 3.0 < done <= written + 4.0 + 0.3, lab.log()  # extended, but only to lease_ttl
 
 
@@ -278,11 +269,11 @@ def test_a_deadline_too_close_to_start_starts_nothing(lab: Lab) -> None:
 def test_when_the_scheduler_dies_the_leash_ends_its_leftovers_and_leaves(lab: Lab) -> None:
     command = f"{lab.sleeper('worker')} &\nexec {PY} {FAKE} --cluster {lab.token} --node n1 --no-child"
     leash = lab.leash(lab.spec(command, deadline_in=30))
-    wait_for(lambda: lab.schedulers() and len(lab.marked()) == 2, 10, "the scheduler and its worker")
+    wait_until(lambda: lab.schedulers() and len(lab.marked()) == 2, 10, "the scheduler and its worker")
     [root] = lab.schedulers()
     worker = [p for p in lab.marked() if p.pid != root.pid]
     root.kill()
-    wait_for(lambda: gone(worker), 5, "the worker to be ended")
+    wait_until(lambda: gone(worker), 5, "the worker to be ended")
     assert leash.wait(5) == 0
     assert not read_leash_records(lab.state, "n1")
 
@@ -295,12 +286,12 @@ def test_a_daemonizing_command_stays_leashed(lab: Lab) -> None:
     script.write_text(daemon)
     spec = lab.spec(f"{PY} {script} --cluster {lab.token} --node n1", deadline_in=6.0)
     leash = lab.leash(spec)
-    wait_for(lambda: lab.schedulers(), 10, "the daemon")
+    wait_until(lambda: lab.schedulers(), 10, "the daemon")
     time.sleep(1.5)  # the start command exited long ago
     [daemon_proc] = lab.schedulers()
     assert daemon_proc.ppid() == leash.pid  # re-parented to the leash (a subreaper)
     assert probe_local("n1", lab.match, lab.state).leashed
-    done = wait_for(lambda: gone([daemon_proc]), 5, "the daemon to go")
+    done = wait_until(lambda: gone([daemon_proc]), 5, "the daemon to go", interval=0.02)
     assert done <= spec.deadline
     assert "runs on below the leash" in lab.log()
 
@@ -319,13 +310,13 @@ def test_every_start_style_runs_leashed_and_stops_at_the_deadline(lab: Lab, styl
     }[style]
     spec = lab.spec(command, deadline_in=5.0)
     leash = lab.leash(spec)
-    wait_for(lambda: lab.schedulers(), 10, "the scheduler")
+    wait_until(lambda: lab.schedulers(), 10, "the scheduler")
     time.sleep(1.5)  # past the leash's settling after a start command that returned at once
     [root] = lab.schedulers()
     assert leash.pid in {p.pid for p in root.parents()}
     assert probe_local("n1", lab.match, lab.state).leashed
     procs = [root, *root.children(recursive=True)]
-    done = wait_for(lambda: gone(procs), 8, "the scheduler to go")
+    done = wait_until(lambda: gone(procs), 8, "the scheduler to go", interval=0.02)
     assert done <= spec.deadline, lab.log()
     assert leash.wait(5) == 0
 
@@ -333,7 +324,7 @@ def test_every_start_style_runs_leashed_and_stops_at_the_deadline(lab: Lab, styl
 def test_the_leash_is_never_a_scheduler_and_its_arguments_carry_nothing(lab: Lab) -> None:
     spec = lab.spec(lab.scheduler, deadline_in=30)
     leash = lab.leash(spec)
-    wait_for(lambda: lab.schedulers(), 10, "the scheduler")
+    wait_until(lambda: lab.schedulers(), 10, "the scheduler")
     argv = psutil.Process(leash.pid).cmdline()
     assert argv == list(LOCAL_ARGV)
     assert lab.token not in " ".join(argv) and "n1" not in argv
@@ -348,37 +339,37 @@ def test_the_leash_is_never_a_scheduler_and_its_arguments_carry_nothing(lab: Lab
 
 def test_sigkill_of_the_leash_takes_the_scheduler_and_its_children_with_it(lab: Lab) -> None:
     leash = lab.leash(lab.spec(tree_command(lab), deadline_in=60))
-    wait_for(lambda: len(lab.marked()) >= 5, 10, "the tree")
+    wait_until(lambda: len(lab.marked()) >= 5, 10, "the tree")
     time.sleep(0.8)  # the watcher has been told the whole tree (the leash looks every 0.5s)
     procs = lab.marked()
     leash.kill()
     began = time.monotonic()
-    done = wait_for(lambda: gone(procs), 5, "the tree to go with its leash")
+    done = wait_until(lambda: gone(procs), 5, "the tree to go with its leash", interval=0.02)
     assert done - began < 2.0
     assert not read_leash_records(lab.state, "n1")
 
 
 def test_a_killed_watcher_is_replaced(lab: Lab) -> None:
     leash = lab.leash(lab.spec(tree_command(lab), deadline_in=60))
-    wait_for(lambda: len(lab.marked()) >= 5 and lab.watcher_of(leash), 10, "the tree and the watcher")
+    wait_until(lambda: len(lab.marked()) >= 5 and lab.watcher_of(leash), 10, "the tree and the watcher")
     first = lab.watcher_of(leash)
     os.kill(first, signal.SIGKILL)
-    wait_for(lambda: lab.watcher_of(leash) not in (0, first), 5, "a new watcher")
+    wait_until(lambda: lab.watcher_of(leash) not in (0, first), 5, "a new watcher")
     second = lab.watcher_of(leash)
     assert psutil.Process(second).name() == "sfc-leash-w"
     assert lab.schedulers()  # the scheduler was not touched
     time.sleep(0.8)
     procs = lab.marked()
     leash.kill()  # the new watcher does its job
-    wait_for(lambda: gone(procs), 5, "the tree to go with its leash")
+    wait_until(lambda: gone(procs), 5, "the tree to go with its leash")
 
 
 def test_sigterm_to_the_leash_stops_the_scheduler_gracefully(lab: Lab) -> None:
     leash = lab.leash(lab.spec(lab.scheduler, deadline_in=60, stop_timeout=2.0))
-    wait_for(lambda: lab.schedulers(), 10, "the scheduler")
+    wait_until(lambda: lab.schedulers(), 10, "the scheduler")
     procs = lab.marked()
     leash.terminate()
-    wait_for(lambda: gone(procs), 3, "the scheduler to go")
+    wait_until(lambda: gone(procs), 3, "the scheduler to go")
     assert leash.wait(5) == 0
     assert "SIGTERM to" in lab.log()
 
@@ -403,15 +394,15 @@ def test_a_scheduler_handed_to_systemd_is_stopped_at_the_deadline(lab: Lab, stop
     stop = f"{PY} -c {STAMP!r} {stamp}" + (f"; echo stop > {fifo}" if stop_command_works else "")
     spec = lab.spec(f"echo start > {fifo}", deadline_in=6.0, stop_timeout=1.5, stop_command=stop)
     leash = lab.leash(spec)
-    wait_for(lambda: lab.schedulers(), 10, "the scheduler systemd started")
+    wait_until(lambda: lab.schedulers(), 10, "the scheduler systemd started")
     [unit] = lab.schedulers()
     assert leash.pid not in {p.pid for p in unit.parents()}  # not below the leash
-    wait_for(lambda: "watching the node's schedulers" in lab.log(), 5, "the hand-off")
+    wait_until(lambda: "watching the node's schedulers" in lab.log(), 5, "the hand-off")
     assert [r.mode for r in read_leash_records(lab.state, "n1")] == ["watch"]
     assert probe_local("n1", lab.match, lab.state).leashed
     procs = [unit, *unit.children(recursive=True)]
-    done = wait_for(lambda: gone(procs), 8, "the handed-off scheduler to go")
-    ran = float(wait_for(lambda: stamp.exists() and stamp.read_text(), 2, "the stop command") and stamp.read_text())
+    done = wait_until(lambda: gone(procs), 8, "the handed-off scheduler to go", interval=0.02)
+    ran = float(wait_until(lambda: stamp.exists() and stamp.read_text(), 2, "the stop command") and stamp.read_text())
     assert spec.deadline - spec.stop_timeout - 0.05 <= ran < spec.deadline - spec.stop_timeout + 0.5, lab.log()
     assert done <= spec.deadline + 0.3, lab.log()
     if stop_command_works:
@@ -424,21 +415,21 @@ def test_a_killed_watching_leash_runs_the_stop_command(lab: Lab) -> None:
     stamp = lab.tmp / "stop-command-ran"
     stop = f"{PY} -c {STAMP!r} {stamp}; echo stop > {fifo}"
     leash = lab.leash(lab.spec(f"echo start > {fifo}", deadline_in=60, stop_command=stop))
-    wait_for(lambda: "watching the node's schedulers" in lab.log(), 10, "the hand-off")
-    wait_for(lambda: lab.schedulers(), 10, "the scheduler systemd started")
+    wait_until(lambda: "watching the node's schedulers" in lab.log(), 10, "the hand-off")
+    wait_until(lambda: lab.schedulers(), 10, "the scheduler systemd started")
     time.sleep(1.2)  # the watcher has been told (the leash looks every second when watching)
     [unit] = lab.schedulers()
     procs = [unit, *unit.children(recursive=True)]
     leash.kill()
-    wait_for(lambda: gone(procs), 5, "the handed-off scheduler to go")
+    wait_until(lambda: gone(procs), 5, "the handed-off scheduler to go")
     assert stamp.exists()
 
 
 def test_a_watching_leash_leaves_when_no_scheduler_is_left(lab: Lab) -> None:
     fifo = fake_systemd(lab)
     leash = lab.leash(lab.spec(f"echo start > {fifo}", deadline_in=60, linger=1.0))
-    wait_for(lambda: lab.schedulers(), 10, "the scheduler systemd started")
-    wait_for(lambda: "watching the node's schedulers" in lab.log(), 5, "the hand-off")
+    wait_until(lambda: lab.schedulers(), 10, "the scheduler systemd started")
+    wait_until(lambda: "watching the node's schedulers" in lab.log(), 5, "the hand-off")
     with open(fifo, "w") as requests:
         requests.write("stop\n")
     assert leash.wait(10) == 0

@@ -19,7 +19,8 @@ import pytest
 
 from scheduler_failover_controller.redaction import zookeeper_digest
 from tests.conftest import MariaDB
-from tests.process.harness import SFC, ZK_PREFIX, Cluster, wait_for
+from tests.process.harness import SFC, ZK_PREFIX, Cluster
+from tests.support.waiting import wait_for
 
 ZK_AUTH = "sfcuser:Zk-Planted-9431"
 SQL_PASSWORD = "Sql-Planted@5517"  # an "@" too: written %40 in the URL, as it must be

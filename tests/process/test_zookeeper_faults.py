@@ -16,8 +16,9 @@ from scheduler_failover_controller.controller import Controller
 from scheduler_failover_controller.metastore import open_metastore
 from scheduler_failover_controller.metastore.zookeeper import ZooKeeperMetastore
 from scheduler_failover_controller.nodes import make_runners
-from tests.process.harness import ZK_PREFIX, Cluster, wait_for
+from tests.process.harness import ZK_PREFIX, Cluster
 from tests.process.test_failover import assert_never_two, started
+from tests.support.waiting import wait_for
 from tests.support.zk import Ensemble, expire_session
 
 pytestmark = pytest.mark.process

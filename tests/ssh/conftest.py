@@ -31,7 +31,8 @@ from scheduler_failover_controller.config import ENV_PREFIX, Config, load_config
 from scheduler_failover_controller.nodes.local import kill_trees
 from scheduler_failover_controller.nodes.ssh import SSHNodeRunner
 from scheduler_failover_controller.probe import find_schedulers
-from tests.conftest import IN_CI, free_port, missing
+from tests.conftest import IN_CI, missing
+from tests.support.ports import free_port
 
 SSHD = "/usr/sbin/sshd"
 ROOT = Path(__file__).resolve().parents[2]
@@ -303,12 +304,3 @@ def spawn_remote(sshd: Sshd, command: str) -> None:
 def later(seconds: float = 60.0) -> float:
     """A leash deadline ``seconds`` from now (the leash clamps it to lease_ttl)."""
     return time.monotonic() + seconds
-
-
-def wait_for(predicate: object, timeout: float, what: str) -> None:
-    assert callable(predicate)
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(0.05)

@@ -20,7 +20,8 @@ from scheduler_failover_controller.probe import (
     table_descendants,
     table_roots,
 )
-from tests.ssh.conftest import FAKE, PYTHON, wait_for
+from tests.ssh.conftest import FAKE, PYTHON
+from tests.support.waiting import wait_for
 
 
 @pytest.mark.parametrize(
@@ -75,8 +76,7 @@ def test_real_ps_listing_agrees_with_psutil() -> None:
     token = uuid.uuid4().hex[:12]
     procs = [subprocess.Popen([PYTHON, str(FAKE), "--cluster", token, "--node", "n"]) for _ in range(2)]
     try:
-        for proc in procs:
-            wait_for(lambda p=proc: bool(psutil.Process(p.pid).children()), 10, "the stand-in's child")
+        wait_for(lambda: all(psutil.Process(p.pid).children() for p in procs), 10, "the stand-ins' children")
         match = f"fake_scheduler.py --cluster {token} --node n"
         out = subprocess.run(PS_LISTING.split(), capture_output=True, text=True, check=True).stdout
         assert probe_table("n", parse_ps(out), match) == probe_local("n", match)

@@ -18,7 +18,8 @@ from click.testing import CliRunner, Result
 from scheduler_failover_controller.cli import main
 from scheduler_failover_controller.config import CONFIG_ENV
 from scheduler_failover_controller.probe import MATCH_ENV
-from tests.ssh.conftest import FAKE, NODE, PYTHON, Env, wait_for
+from tests.ssh.conftest import FAKE, NODE, PYTHON, Env
+from tests.support.waiting import wait_for
 
 
 def invoke(*args: str, home: Path, **env: str | None) -> Result:
@@ -160,7 +161,7 @@ def test_test_connection_wrong_key_fails(env: Env) -> None:
 
 
 def test_test_connection_unreachable_node_fails(env: Env) -> None:
-    from tests.conftest import free_port
+    from tests.support.ports import free_port
 
     config = write_config(env, ssh_port=free_port(), metastore_timeout="0.5")
     result = invoke("--config", str(config), "test_connection", home=env.tmp)

@@ -17,7 +17,8 @@ import pytest
 from scheduler_failover_controller.leash import deadline_path, read_deadline_file
 from scheduler_failover_controller.nodes.ssh import SSHNodeRunner, _Deadline
 from scheduler_failover_controller.probe import LEASH_NAMES, ProbeResult, SchedulerState, read_leash_records
-from tests.ssh.conftest import NODE, Env, later, wait_for
+from tests.ssh.conftest import NODE, Env, later
+from tests.support.waiting import wait_for
 
 FALLBACK = {"ssh_remote_command": "sfc_no_such_command_here"}
 

@@ -24,8 +24,9 @@ from scheduler_failover_controller.exceptions import CommandFailed, NodeUnreacha
 from scheduler_failover_controller.nodes import LocalNodeRunner, NodeRunner, SSHNodeRunner, make_runners
 from scheduler_failover_controller.nodes import ssh as ssh_module
 from scheduler_failover_controller.probe import ProbeResult, SchedulerState
-from tests.conftest import free_port
-from tests.ssh.conftest import CONTROLLER, FAKE, NODE, PYTHON, Env, Sshd, later, spawn_remote, wait_for
+from tests.ssh.conftest import CONTROLLER, FAKE, NODE, PYTHON, Env, Sshd, later, spawn_remote
+from tests.support.ports import free_port
+from tests.support.waiting import wait_for
 from tests.unit.fakes import FakeStore, RecordingAlerter
 
 MODES = {"project": {}, "fallback": {"ssh_remote_command": "sfc_no_such_command_here"}}

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests.support.netns import in_netns
+from tests.support.ports import free_ports
 
 JARS = [
     "zookeeper.jar",
@@ -43,20 +44,6 @@ JAVA_DIR = Path("/usr/share/java")
 
 def zookeeper_available() -> bool:
     return shutil.which("java") is not None and (JAVA_DIR / "zookeeper.jar").exists()
-
-
-def _free_ports(count: int) -> list[int]:
-    socks, ports = [], []
-    try:
-        for _ in range(count):
-            sock = socket.socket()
-            sock.bind(("127.0.0.1", 0))
-            socks.append(sock)
-            ports.append(int(sock.getsockname()[1]))
-    finally:
-        for sock in socks:
-            sock.close()
-    return ports
 
 
 @dataclass
@@ -185,7 +172,7 @@ def start_ensemble(
     port that requires a client certificate signed by that CA (Netty, PEM stores).
     """
     base = Path(tempfile.mkdtemp(prefix="sfc-zk-"))
-    ports = _free_ports(4 * size)  # free here; a namespace of the tests' own has nothing on them
+    ports = free_ports(4 * size)  # free here; a namespace of the tests' own has nothing on them
     servers = [
         ZkServer(
             i + 1,

@@ -11,7 +11,7 @@ import pytest
 from scheduler_failover_controller.controller import PLEASE_REPORT, Controller
 from scheduler_failover_controller.exceptions import MetastoreError
 from scheduler_failover_controller.probe import SchedulerState
-from tests.process.harness import wait_for
+from tests.support.waiting import wait_for
 
 from .fakes import Cluster, FakeClock, FakeRunner, FakeStore, make_config
 

@@ -9,7 +9,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from scheduler_failover_controller.probe import check_health
-from tests.conftest import free_port
+from tests.support.ports import free_port
 
 
 class _Health(BaseHTTPRequestHandler):
