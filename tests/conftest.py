@@ -20,6 +20,7 @@ from typing import Any, NoReturn
 import pymysql
 import pytest
 
+from tests.support.pg import PostgresServer, postgres_bindir, start_postgres
 from tests.support.ports import free_port
 from tests.support.zk import Ensemble, start_ensemble, zookeeper_available
 
@@ -195,107 +196,26 @@ def mariadb() -> Iterator[MariaDB]:
         yield db
 
 
-def postgres_binaries() -> Path | None:
-    """The bin directory of an installed PostgreSQL server, newest first."""
-    for candidate in sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True):
-        if (candidate / "postgres").exists() and (candidate / "initdb").exists():
-            return candidate
-    return None
-
-
-@dataclass
-class Postgres:
-    """A PostgreSQL server of our own on a loopback port and a temp data dir."""
-
-    process: subprocess.Popen[bytes]
-    port: int
-    base: Path
-
-    def psql(self, sql: str) -> None:
-        import psycopg2
-
-        conn = psycopg2.connect(host="127.0.0.1", port=self.port, user="postgres", dbname="postgres")
-        conn.autocommit = True
-        try:
-            with conn.cursor() as cur:
-                cur.execute(sql)
-        finally:
-            conn.close()
-
-    def url(self, database: str) -> str:
-        return f"postgresql+psycopg2://postgres@127.0.0.1:{self.port}/{database}"
-
-
 @pytest.fixture(scope="session")
-def postgres() -> Iterator[Postgres]:
-    """Start a PostgreSQL server once for the session (initdb as the postgres user, trust auth)."""
-    bindir = postgres_binaries()
-    if bindir is None or shutil.which("runuser") is None:
+def postgres() -> Iterator[PostgresServer]:
+    """A PostgreSQL server of the session's own on loopback (trust auth), removed at the end."""
+    if postgres_bindir() is None:
         missing("postgresql (server binaries)")
-        raise AssertionError("unreachable")
     try:
-        import psycopg2
+        import psycopg2  # noqa: F401
     except ImportError:
         missing("psycopg2 (the test extra installs psycopg2-binary)")
-    base = Path(tempfile.mkdtemp(prefix="sfc-pg-"))
-    os.chmod(base, 0o755)
-    data = base / "data"
-    as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-    if as_postgres:
-        shutil.chown(base, "postgres")
-    process = None
-    try:
-        subprocess.run(
-            [*as_postgres, str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8"],
-            check=True,
-            capture_output=True,
-            timeout=120,
-        )
-        port = free_port()
-        process = subprocess.Popen(
-            [
-                *as_postgres,
-                str(bindir / "postgres"),
-                "-D",
-                str(data),
-                "-p",
-                str(port),
-                "-h",
-                "127.0.0.1",
-                "-k",
-                str(base),
-                "-c",
-                "fsync=off",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=(base / "server.log").open("ab"),
-        )
-        db = Postgres(process, port, base)
-        deadline = time.monotonic() + 60
-        import psycopg2
-
-        while True:
-            try:
-                db.psql("SELECT 1")
-                break
-            except psycopg2.OperationalError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"postgres did not start: {(base / 'server.log').read_text()[-2000:]}") from None
-                time.sleep(0.2)
-        yield db
-    finally:
-        stop_server(process)
-        shutil.rmtree(base, ignore_errors=True)
+    with start_postgres() as server:
+        yield server
 
 
 @pytest.fixture
-def postgres_url(postgres: Postgres) -> Iterator[str]:
-    name = "sfc_" + uuid.uuid4().hex[:12]
-    postgres.psql(f"CREATE DATABASE {name}")
+def postgres_url(postgres: PostgresServer) -> Iterator[str]:
+    name = postgres.create_database()
     try:
         yield postgres.url(name)
     finally:
-        postgres.psql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        postgres.drop_database(name)
 
 
 @pytest.fixture

@@ -43,7 +43,6 @@ from tests.conftest import mariadb_binaries, missing, start_mariadb
 from tests.support.faults import blackholed, frozen, namespace
 from tests.support.netns import in_netns
 from tests.support.pg import postgres_bindir, start_postgres
-from tests.support.ports import free_port
 from tests.support.zk import Ensemble, start_ensemble, zookeeper_available
 
 T = TypeVar("T")
@@ -78,7 +77,7 @@ def ns_mariadb(netns: str) -> Iterator[Any]:
 def ns_postgres(netns: str) -> Iterator[Any]:
     if postgres_bindir() is None:
         missing("postgresql (server binaries)")
-    with start_postgres(free_port(), netns=netns) as server:
+    with start_postgres(netns=netns) as server:
         yield server
 
 

@@ -24,11 +24,11 @@ from tests.lab.sites import (
     PostgreSQLSite,
     ZooKeeperSite,
     network_with_mariadb,
-    postgresql_available,
     postgresql_on,
     zookeeper_on,
 )
 from tests.lab.tools import missing_tools
+from tests.support.pg import postgresql_available
 from tests.support.zk import zookeeper_available
 
 # One line per scenario, printed at the end of the run (pytest -v / make lab).

@@ -4,24 +4,16 @@ from __future__ import annotations
 
 import abc
 import contextlib
-import os
-import pwd
-import shutil
-import signal
 import subprocess
-import tempfile
 import time
-import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import psutil
 
 from scheduler_failover_controller.metastore.base import Metastore
 from scheduler_failover_controller.metastore.sql import SQLMetastore
-from tests.conftest import MariaDB, postgres_binaries, start_mariadb, stop_server
+from tests.conftest import MariaDB, start_mariadb, stop_server
 from tests.lab.network import Network
 from tests.lab.tools import (
     METASTORE_IP,
@@ -29,7 +21,7 @@ from tests.lab.tools import (
     T,
 )
 from tests.support.netns import in_netns
-from tests.support.ports import free_port
+from tests.support.pg import PostgresServer, start_postgres
 from tests.support.waiting import wait_for
 from tests.support.zk import Ensemble, start_ensemble
 
@@ -140,193 +132,6 @@ class MariaDBSite(LabMetastore):
                 return False
 
         wait_for(serving, 60, "MariaDB to serve again", interval=0.2)
-
-
-@dataclass
-class PostgresServer:
-    """A PostgreSQL server of the lab: data in ``base``, on ``host``:``port`` inside ``netns``.
-
-    It runs as the ``postgres`` user (``setpriv``, which execs: the Popen's pid is the
-    postmaster). The controllers log in over TCP as ``sfc`` with a password (scram-sha-256,
-    from 198.18.0.0/24 only); the tests, in the root namespace, as ``postgres`` over the unix
-    socket in ``base`` (trust).
-    """
-
-    bindir: Path
-    base: Path
-    port: int
-    host: str
-    netns: str | None
-    process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def data(self) -> Path:
-        return self.base / "data"
-
-    def _as_postgres(self, *argv: str) -> list[str]:
-        wrap = ["ip", "netns", "exec", self.netns] if self.netns else []
-        who = ["setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups", "--"] if os.geteuid() == 0 else []
-        return [*wrap, *who, *argv]
-
-    def init(self) -> None:
-        subprocess.run(
-            self._as_postgres(
-                str(self.bindir / "initdb"),
-                "-D",
-                str(self.data),
-                "-U",
-                "postgres",
-                "--auth-local=trust",
-                "--auth-host=scram-sha-256",
-                "-E",
-                "UTF8",
-            ),
-            check=True,
-            capture_output=True,
-            timeout=120,
-        )
-        with (self.data / "pg_hba.conf").open("a") as hba:
-            hba.write(f"host all sfc {SUBNET}.0/24 scram-sha-256\n")
-
-    def admin(self) -> Any:
-        import psycopg2
-
-        conn = psycopg2.connect(
-            host=str(self.base), port=self.port, user="postgres", dbname="postgres", connect_timeout=5
-        )
-        conn.autocommit = True
-        return conn
-
-    def execute(self, sql: str) -> None:
-        conn = self.admin()
-        try:
-            with conn.cursor() as cur:
-                cur.execute(sql)
-        finally:
-            conn.close()
-
-    def start(self, timeout: float = 60) -> None:
-        log = (self.base / "server.log").open("ab")
-        self.process = subprocess.Popen(
-            self._as_postgres(
-                str(self.bindir / "postgres"),
-                "-D",
-                str(self.data),
-                "-p",
-                str(self.port),
-                "-h",
-                self.host,
-                "-k",
-                str(self.base),
-                "-c",
-                "fsync=off",
-                "-c",
-                "max_connections=300",
-            ),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=log,
-        )
-        log.close()
-        process = self.process
-
-        def serving() -> bool:
-            if process.poll() is not None:
-                tail = (self.base / "server.log").read_text(errors="replace")[-2000:]
-                raise AssertionError(f"postgres exited {process.returncode}:\n{tail}")
-            try:
-                self.execute("SELECT 1")
-                return True
-            except Exception:  # noqa: BLE001 - not up yet
-                return False
-
-        wait_for(serving, timeout, "PostgreSQL to serve", interval=0.2)
-
-    def pids(self) -> list[int]:
-        """The postmaster and every backend and helper process it forked."""
-        if self.process is None or self.process.poll() is not None:
-            return []
-        found = [self.process.pid]
-        with contextlib.suppress(psutil.Error):
-            found += [child.pid for child in psutil.Process(self.process.pid).children(recursive=True)]
-        return found
-
-    def freeze(self) -> None:
-        # The postmaster first (no new backend forked meanwhile), then every child; twice, for
-        # a backend forked just before the postmaster stopped.
-        for _ in range(2):
-            for pid in self.pids():
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGSTOP)
-
-    def thaw(self) -> None:
-        for pid in reversed(self.pids()):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGCONT)
-
-    def stop(self) -> None:
-        """A fast shutdown (SIGINT: clients disconnected); SIGKILL after 30 s."""
-        process = self.process
-        if process is None or process.poll() is not None:
-            return
-        self.thaw()
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(process.pid, signal.SIGINT)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            for pid in self.pids():
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-            process.wait(timeout=30)
-
-    def create_database(self) -> str:
-        name = "sfc_" + uuid.uuid4().hex[:12]
-        self.execute(f"CREATE DATABASE {name} OWNER sfc")
-        return name
-
-    def drop_database(self, name: str) -> None:
-        self.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-
-    def url(self, database: str, driver: str = "psycopg2") -> str:
-        return f"postgresql+{driver}://sfc:sfc-secret@{self.host}:{self.port}/{database}"
-
-    def socket_url(self, database: str) -> str:
-        """The tests' way in (root namespace): the unix socket, as the controllers' user (the
-        tables the tests' store creates are then the controllers' own)."""
-        return f"postgresql+psycopg2://sfc@/{database}?host={self.base}&port={self.port}"
-
-
-def postgresql_available() -> bool:
-    if postgres_binaries() is None:
-        return False
-    try:
-        pwd.getpwnam("postgres")
-        import psycopg2  # noqa: F401
-    except (KeyError, ImportError):
-        return False
-    return True
-
-
-@contextlib.contextmanager
-def start_postgres(bind_address: str = "127.0.0.1", netns: str | None = None) -> Iterator[PostgresServer]:
-    """A PostgreSQL server of our own (initdb in a temp dir); stopped and removed on exit."""
-    bindir = postgres_binaries()
-    if bindir is None:
-        raise RuntimeError("postgresql is not installed")
-    base = Path(tempfile.mkdtemp(prefix="sfc-pg-"))
-    os.chmod(base, 0o755)
-    if os.geteuid() == 0:
-        shutil.chown(base, "postgres", "postgres")
-    server = PostgresServer(bindir, base, free_port(), bind_address, netns)
-    try:
-        server.init()
-        server.start()
-        server.execute("CREATE ROLE sfc LOGIN PASSWORD 'sfc-secret'")
-        yield server
-    finally:
-        server.stop()
-        shutil.rmtree(base, ignore_errors=True)
 
 
 class PostgreSQLSite(LabMetastore):
@@ -473,7 +278,7 @@ def postgresql_on(net: Network, driver: str = "psycopg2") -> Iterator[PostgreSQL
     A run killed meanwhile: the sweep kills what runs in that namespace (the postmaster and
     its backends) and removes its directory, on the run's record.
     """
-    with start_postgres(METASTORE_IP, net.meta_ns) as server:
+    with start_postgres(METASTORE_IP, net.meta_ns, password_from=f"{SUBNET}.0/24") as server:
         net.keep_track(server.base)
         try:
             yield PostgreSQLSite(server, driver)
