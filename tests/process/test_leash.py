@@ -40,7 +40,6 @@ time.sleep(100000)
 """
 FAKE_SYSTEMD = """
 import subprocess, sys
-from tests.support.waiting import wait_until
 fifo, python, fake, token = sys.argv[1:5]
 unit = None
 while True:
