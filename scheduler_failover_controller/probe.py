@@ -61,6 +61,11 @@ class ProbeResult:
     #: every scheduler root found runs under a live leash for this node (it stops them at the
     #: node's placement deadline whatever becomes of any controller); False when none runs
     leashed: bool = False
+    #: (pid, create time) of every matching process below a root at this look: a scheduler's
+    #: forks, which keep its command line (see :class:`OrphanWatch`)
+    hidden: frozenset[tuple[int, float]] = field(default=frozenset(), compare=False)
+    #: ``time.monotonic()`` just before the processes were listed (0: not known)
+    looked_at: float = field(default=0.0, compare=False)
 
     def describe(self) -> str:
         pids = f" (pid {', '.join(map(str, self.pids))})" if self.pids else ""
@@ -196,6 +201,12 @@ def parent_lookup(parents: dict[int, int]) -> Callable[[int], int | None]:
 
 def find_schedulers(match: str) -> list[psutil.Process]:
     """The root processes of every scheduler tree matching ``match``, oldest first."""
+    return scan_schedulers(match)[0]
+
+
+def scan_schedulers(match: str) -> tuple[list[psutil.Process], frozenset[tuple[int, float]]]:
+    """The roots of every scheduler tree matching ``match`` (oldest first), and the (pid, create
+    time) of every matching process below a root."""
     words = shlex.split(match)
     skip = _own_lineage()
     found: dict[int, psutil.Process] = {}
@@ -218,7 +229,8 @@ def find_schedulers(match: str) -> list[psutil.Process]:
         except psutil.Error:
             return 0.0
 
-    return sorted(roots, key=created)
+    hidden = frozenset((pid, created(proc)) for pid, proc in found.items() if pid not in tops)
+    return sorted(roots, key=created), hidden
 
 
 @dataclass(frozen=True)
@@ -470,8 +482,11 @@ def probe_local(node: str, match: str, state_dir: Path | None = None) -> ProbeRe
     ``state_dir`` (default: ``$SFC_STATE_DIR``, as the SSH runner passes it) is where the node's
     leashes register; without it no scheduler counts as leashed.
     """
+    import time
+
+    looked_at = time.monotonic()
     try:
-        roots = find_schedulers(match)
+        roots, hidden = scan_schedulers(match)
     except (psutil.Error, OSError) as exc:
         return ProbeResult(node, SchedulerState.UNKNOWN, detail=f"cannot list processes: {exc}")
     seen: list[tuple[int, str, float]] = []
@@ -490,7 +505,11 @@ def probe_local(node: str, match: str, state_dir: Path | None = None) -> ProbeRe
     if state_dir is None and os.environ.get(STATE_DIR_ENV):
         state_dir = Path(os.environ[STATE_DIR_ENV])
     leashed = bool(alive) and state_dir is not None and leashed_roots(alive, live_leashes(state_dir, node))
-    return classify(node, seen, leashed)
+    return replace(classify(node, seen, leashed), hidden=hidden, looked_at=looked_at)
+
+
+#: seconds two create times of one pid may differ by and still name the same process
+_SAME_PROCESS = 1.0
 
 
 class OrphanWatch:
@@ -498,34 +517,39 @@ class OrphanWatch:
 
     A process forked by a scheduler keeps its command line, so while the scheduler lives it is
     hidden under it (only tree roots count). When the scheduler dies hard, that child becomes a
-    root and would pass for a live scheduler. It is recognised because it already existed at the
-    last probe that saw the scheduler running, without being a root then: such a node is
-    UNHEALTHY, so it gets cleaned up and restarted. An orphan stays one until it is gone, whoever
-    probes next (the cycle, or the renewal thread), and a probe that sees the node in between
-    (the dying scheduler as a zombie, nothing at all) does not make it forget the scheduler it
-    last saw. Create times and ``time.time()`` come from the same (this machine's) clock.
+    root and would pass for a live scheduler. It is recognised by identity, not by time: a root
+    whose (pid, create time) a look saw below a scheduler is an orphan, so the node is UNHEALTHY
+    and gets cleaned up and restarted. (Comparing create times with the time of a look is not
+    exact: psutil's create times carry the whole-second error of the boot time, and a look is
+    listed before it is checked; a scheduler started just after a look passed for an orphan.)
+
+    An orphan stays one until it is gone, whoever probes next (the cycle, or the renewal thread),
+    and a look in between (the dying scheduler as a zombie, nothing at all) forgets nothing. A
+    look listed before one already taken in (two threads probing at once) updates nothing.
     """
 
     def __init__(self) -> None:
         self.roots: tuple[int, ...] = ()  # the scheduler's roots at the last look that saw it running
-        self.at = 0.0  # when that look was
+        self.hidden: frozenset[tuple[int, float]] = frozenset()  # what was below them then
+        self.looked_at = 0.0  # the newest look taken in
         self.orphans: dict[int, tuple[int, ...]] = {}  # orphan pid -> the roots it outlived
         self._lock = threading.Lock()
 
     def check(self, result: ProbeResult) -> ProbeResult:
-        import time
-
         with self._lock:
-            now = time.time()
-            self.orphans = {pid: dead for pid, dead in self.orphans.items() if pid in result.pids}
-            if result.state is SchedulerState.RUNNING and self.roots:
-                for pid, created in zip(result.pids, result.create_times, strict=False):
-                    if pid not in self.roots and pid not in self.orphans and 0 < created < self.at:
-                        self.orphans[pid] = self.roots
+            fresh = result.looked_at == 0.0 or result.looked_at >= self.looked_at
+            if fresh:
+                self.looked_at = max(self.looked_at, result.looked_at)
+                self.orphans = {pid: dead for pid, dead in self.orphans.items() if pid in result.pids}
             if result.state is SchedulerState.RUNNING:
+                below = dict(self.hidden)
+                for pid, created in zip(result.pids, result.create_times, strict=False):
+                    # A create time may move by the whole second the boot time is rounded to.
+                    if pid not in self.orphans and pid in below and abs(created - below[pid]) <= _SAME_PROCESS:
+                        self.orphans[pid] = self.roots
                 live = tuple(pid for pid in result.pids if pid not in self.orphans)
-                if live:
-                    self.roots, self.at = live, now
+                if live and fresh:
+                    self.roots, self.hidden = live, result.hidden
             found = [pid for pid in result.pids if pid in self.orphans]
         if not found:
             return result

@@ -171,6 +171,8 @@ def test_a_hung_real_scheduler_is_restarted(tmp_path: Path, major: str, fault: s
         up = time.monotonic()
         wait_for(lambda: _fresh_job(reader, host, newer_than=old.id) is not None, 90, "the new scheduler's heartbeat")
         fresh = time.monotonic()
+        # The sentence comes once the controller's own look finds the new scheduler running.
+        wait_for(lambda: "restarted it in place" in log_path.read_text(), 30, "the restart's sentence")
         text = log_path.read_text()
         restart = [line for line in text.splitlines() if "restarted it in place" in line]
         assert len(restart) == 1, text[-3000:]

@@ -138,7 +138,9 @@ def test_a_forked_child_left_by_a_dead_scheduler_is_unhealthy_not_running() -> N
 
     watch = OrphanWatch()
     now = time.time()
-    first = ProbeResult("n1", SchedulerState.RUNNING, (100,), create_times=(now - 60,))
+    first = ProbeResult(
+        "n1", SchedulerState.RUNNING, (100,), create_times=(now - 60,), hidden=frozenset({(101, now - 59)})
+    )
     assert watch.check(first) is first
     # pid 101 (same command line, forked 1 s after 100) was hidden under 100; 100 died.
     orphan = watch.check(ProbeResult("n1", SchedulerState.RUNNING, (101,), create_times=(now - 59,)))
@@ -156,7 +158,10 @@ def test_an_orphan_stays_one_whoever_probes_and_whatever_is_seen_between() -> No
 
     watch = OrphanWatch()
     now = time.time()
-    assert watch.check(ProbeResult("n1", SchedulerState.RUNNING, (100,), create_times=(now - 60,))).pids == (100,)
+    below = frozenset({(101, now - 59)})  # pid 101 (same command line) is hidden under 100
+    assert watch.check(
+        ProbeResult("n1", SchedulerState.RUNNING, (100,), create_times=(now - 60,), hidden=below)
+    ).pids == (100,)
     zombie = ProbeResult("n1", SchedulerState.UNHEALTHY, (100,), "pid 100 is a zombie", create_times=(now - 60,))
     assert watch.check(zombie).state is SchedulerState.UNHEALTHY
     assert watch.check(ProbeResult("n1", SchedulerState.STOPPED)).state is SchedulerState.STOPPED
@@ -168,6 +173,40 @@ def test_an_orphan_stays_one_whoever_probes_and_whatever_is_seen_between() -> No
     fresh = ProbeResult("n1", SchedulerState.RUNNING, (200,), create_times=(time.time() + 1,))
     assert watch.check(fresh).state is SchedulerState.RUNNING
     assert watch.check(fresh).state is SchedulerState.RUNNING
+
+
+def test_a_new_scheduler_is_no_orphan_whatever_its_create_time_says() -> None:
+    """Found by the e2e test of a hung Airflow 2 scheduler: the renewal thread's look at the old
+    scheduler, listed before the restart and taken in after it, made the new scheduler (created
+    "before" that look) an orphan, so the restart waited 60 s for a scheduler that never counted."""
+    from scheduler_failover_controller.probe import OrphanWatch, ProbeResult
+
+    watch = OrphanWatch()
+    now = time.time()
+    old = ProbeResult("n1", SchedulerState.RUNNING, (100,), create_times=(now - 60,), looked_at=10.0)
+    assert watch.check(old) is old
+    # The new scheduler's create time reads a little before the last look at the old one (psutil's
+    # create times are off by up to the second the boot time is rounded to); it was never below it.
+    new = ProbeResult("n1", SchedulerState.RUNNING, (200,), create_times=(now - 0.5,), looked_at=12.0)
+    assert watch.check(new) is new
+    assert watch.check(new) is new
+
+
+def test_a_look_listed_before_the_last_one_taken_in_changes_nothing() -> None:
+    from scheduler_failover_controller.probe import OrphanWatch, ProbeResult
+
+    watch = OrphanWatch()
+    now = time.time()
+    below = frozenset({(101, now - 59)})
+    assert watch.check(
+        ProbeResult("n1", SchedulerState.RUNNING, (100,), create_times=(now - 60,), hidden=below, looked_at=5.0)
+    )
+    # The renewal thread's look, listed earlier (nothing below 100 yet), is taken in late.
+    stale = ProbeResult("n1", SchedulerState.RUNNING, (100,), create_times=(now - 60,), looked_at=4.0)
+    assert watch.check(stale) is stale
+    orphan = watch.check(ProbeResult("n1", SchedulerState.RUNNING, (101,), create_times=(now - 59,), looked_at=6.0))
+    assert orphan.state is SchedulerState.UNHEALTHY
+    assert orphan.detail == "pid 101 outlived its scheduler (pid 100)"
 
 
 def test_the_real_orphan_of_a_killed_scheduler_is_reported_unhealthy(tmp_path: Path) -> None:
@@ -193,6 +232,9 @@ def test_the_real_orphan_of_a_killed_scheduler_is_reported_unhealthy(tmp_path: P
         assert wait_until(lambda: runner.probe().state is SchedulerState.RUNNING)
         (root,) = runner.probe().pids
         assert wait_until(lambda: len(runner._leftovers()) >= 2)  # the root and its hidden child
+        # A look once the child is there (the controller looks every poll): a child forked since
+        # the last look and orphaned before the next is not told from a scheduler.
+        assert runner.probe().pids == (root,)
         os.kill(root, signal.SIGKILL)
         assert wait_until(lambda: runner.probe().state is SchedulerState.UNHEALTHY, 15)  # a loaded 2-core VM
         assert runner.stop().state is SchedulerState.STOPPED
