@@ -10,13 +10,7 @@ The modules: ``keys`` (the one registry of keys), ``parsers`` (one value each), 
 ``checks`` and ``airflow`` (what those stages use), ``model`` (``Config``), ``docs`` (the
 ``init`` template and the README table, built from the registry).
 
-Adding a key: write one ``Key(...)`` in ``keys.py`` (name, parser, default, template comment,
-README summary; ``shown_default`` when the default is derived, ``command``/``redact`` when it is
-a shell command or a secret) and the typed attribute of the same name in ``Config``
-(``model.py``; a unit test fails until they agree). A check that involves other keys goes in
-the ``load`` stage it belongs to. Then run ``scripts/config_docs.py``: it rewrites the README's
-table and ``config/scheduler_failover_controller.cfg``, which a unit test compares with the
-registry.
+Adding a key: see ``keys.py``.
 """
 
 from __future__ import annotations

@@ -4,6 +4,14 @@ Everything else that lists the keys is built from :data:`KEYS`: the loader (whic
 how each is parsed, its default), the :class:`~.model.Config` construction, the ``init``
 template and the README's key table (see :mod:`.docs`; a unit test keeps the README and
 ``config/scheduler_failover_controller.cfg`` equal to what is built here).
+
+Adding a key: write one ``Key(...)`` below (name, parser, default, template comment, README
+summary; ``shown_default`` when the default is derived, ``command``/``redact`` when it is a shell
+command or a secret) and the typed attribute of the same name in ``Config`` (``model.py``: a unit
+test fails until the two agree; mypy needs the attribute written out). A check that involves
+other keys goes in the ``load`` stage it belongs to. Then run ``scripts/config_docs.py``: it
+rewrites the README's table and ``config/scheduler_failover_controller.cfg``, which a unit test
+compares with this registry.
 """
 
 from __future__ import annotations

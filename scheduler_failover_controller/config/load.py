@@ -67,20 +67,7 @@ def check_topology(values: dict[str, Any], src: Sources, hostname: Callable[[], 
             current = loopback[0]  # as in 2016: "localhost" in the list is this host
     else:
         nodes = (current,)
-    seen: dict[str, str] = {}
-    for node in nodes:
-        # Host names are case-insensitive: "vm" and "VM" are one host, and would be two nodes
-        # whose controllers each run a scheduler there.
-        if node.lower() in seen:
-            twice = node if seen[node.lower()] == node else f"{seen[node.lower()]} and {node} (host names ignore case)"
-            raise fail("scheduler_nodes_in_cluster", f"a node is listed twice: {twice}")
-        seen[node.lower()] = node
-    for node in nodes:
-        # An allow-list: node names reach shells and ssh, so nothing that could be an option
-        # (a leading "-") or a metacharacter. Not too long either: it names files in state_dir.
-        problem = node_name_problem(node)
-        if problem:
-            raise fail("scheduler_nodes_in_cluster", problem)
+    _check_node_names(nodes, src)
     if current not in nodes:
         raise fail("current_host", f"{current!r} is not in scheduler_nodes_in_cluster ({', '.join(nodes)})")
     local_nodes = values["local_nodes"] or (current,)  # unset or empty: this node only
@@ -97,6 +84,24 @@ def check_topology(values: dict[str, Any], src: Sources, hostname: Callable[[], 
             "so that each node's scheduler is told apart",
         )
     values.update(current_host=current, scheduler_nodes_in_cluster=nodes, local_nodes=local_nodes)
+
+
+def _check_node_names(nodes: tuple[str, ...], src: Sources) -> None:
+    """Each node listed once (ignoring case) under a name that is safe in shells, ssh and file names."""
+    seen: dict[str, str] = {}
+    for node in nodes:
+        # Host names are case-insensitive: "vm" and "VM" are one host, and would be two nodes
+        # whose controllers each run a scheduler there.
+        if node.lower() in seen:
+            twice = node if seen[node.lower()] == node else f"{seen[node.lower()]} and {node} (host names ignore case)"
+            raise src.fail("scheduler_nodes_in_cluster", f"a node is listed twice: {twice}")
+        seen[node.lower()] = node
+    for node in nodes:
+        # An allow-list: node names reach shells and ssh, so nothing that could be an option
+        # (a leading "-") or a metacharacter. Not too long either: it names files in state_dir.
+        problem = node_name_problem(node)
+        if problem:
+            raise src.fail("scheduler_nodes_in_cluster", problem)
 
 
 def check_places(values: dict[str, Any], src: Sources) -> None:
