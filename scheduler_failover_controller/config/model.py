@@ -1,0 +1,160 @@
+"""The validated configuration: frozen dataclasses, and the timing rules derived from it."""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..redaction import MASK
+from .keys import KEYS
+
+# Node names that mean "this host", as the 2016 controller read them.
+LOCAL_NAMES = ("localhost", "127.0.0.1")
+
+
+def airflow_home(env: Mapping[str, str]) -> Path:
+    """Airflow's home directory, as Airflow itself resolves it."""
+    return Path(env.get("AIRFLOW_HOME") or "~/airflow").expanduser()
+
+
+def safety_margin(lease_ttl: float) -> float:
+    """Seconds kept in hand before any lease deadline (clock drift, scheduling delay)."""
+    return max(0.2, lease_ttl * 0.1)
+
+
+def renew_interval(poll_frequency: float, lease_ttl: float) -> float:
+    """How often leases are renewed: every poll, but at least four times per lease."""
+    return min(poll_frequency, lease_ttl / 4)
+
+
+@dataclass(frozen=True)
+class SmtpConfig:
+    """Airflow's ``[smtp]`` settings, used for alert email."""
+
+    host: str = "localhost"
+    port: int = 25
+    starttls: bool = True
+    ssl: bool = False
+    user: str = ""
+    password: str = field(default="", repr=False)  # never shown in logs or reprs
+    mail_from: str = "airflow@example.com"
+    timeout: float = 30.0
+
+
+@dataclass(frozen=True)
+class Config:
+    """The validated configuration of one controller.
+
+    One typed attribute per key of :data:`.keys.KEYS` (``Key.attribute``; a unit test checks that
+    they agree), plus ``source`` (the file read) and ``smtp`` (Airflow's ``[smtp]`` section).
+    """
+
+    source: str
+    current_host: str
+    nodes: tuple[str, ...]
+    local_nodes: tuple[str, ...]
+    metadata_service_type: str
+    metadata_service_sql_conn: str = field(repr=False)  # may hold a password
+    metadata_service_zookeeper_nodes: str
+    metadata_service_zookeeper_root: str
+    metadata_service_zookeeper_auth: str = field(repr=False)  # digest "user:password"
+    metadata_service_zookeeper_use_ssl: bool
+    metadata_service_zookeeper_ca: str
+    metadata_service_zookeeper_certfile: str
+    metadata_service_zookeeper_keyfile: str
+    metadata_service_zookeeper_verify_certs: bool
+    state_dir: Path
+    poll_frequency: float
+    lease_ttl: float
+    metastore_timeout: float
+    scheduler_process_match: str
+    airflow_scheduler_start_command: str
+    airflow_scheduler_stop_command: str
+    scheduler_start_timeout: float
+    scheduler_stop_timeout: float
+    max_restart_attempts: int
+    retry_count_before_alerting: int
+    move_backoff: float
+    fence_command: str
+    alert_to_email: tuple[str, ...]
+    alert_email_subject: str
+    alert_webhook_url: str
+    smtp: SmtpConfig
+    logging_level: str
+    logging_dir: str
+    logging_file_name: str
+    logs_rotate_when: str
+    logs_rotate_backup_count: int
+    ssh_user: str
+    ssh_port: int
+    ssh_key_file: str
+    ssh_host_key_policy: str
+    ssh_timeout: float
+    ssh_known_hosts_file: str
+    ssh_remote_command: str
+    metrics_port: int
+    scheduler_health_url: str
+    scheduler_health_failures: int
+    scheduler_job_heartbeat_timeout: float = 0.0  # 0: off
+    scheduler_job_sql_conn: str = field(default="", repr=False)  # Airflow's database; may hold a password
+    scheduler_job_hostnames: tuple[tuple[str, str], ...] = ()  # (node, hostname in Airflow's job table)
+
+    @property
+    def safety_margin(self) -> float:
+        """Seconds kept in hand before any lease deadline (clock drift, scheduling delay)."""
+        return safety_margin(self.lease_ttl)
+
+    @property
+    def renew_interval(self) -> float:
+        """Seconds between lease and placement renewals, which run apart from the cycle."""
+        return renew_interval(self.poll_frequency, self.lease_ttl)
+
+    def process_match(self, node: str) -> str:
+        """The process match for ``node`` (``{node}`` is replaced by the node name)."""
+        return self.scheduler_process_match.replace("{node}", node)
+
+    def health_url(self, node: str) -> str:
+        """The scheduler's health URL on ``node`` (``{node}`` replaced, URL-quoted); empty: off."""
+        from urllib.parse import quote
+
+        return self.scheduler_health_url.replace("{node}", quote(node, safe=":"))
+
+    def job_hostname(self, node: str) -> tuple[str, bool]:
+        """How ``node``'s scheduler is named in Airflow's ``job`` table: (name, exact).
+
+        Not exact (the default, the node name): that name or any fully qualified name that
+        starts with it and a dot (Airflow records ``socket.getfqdn()`` by default).
+        """
+        for name, hostname in self.scheduler_job_hostnames:
+            if name == node:
+                return hostname, True
+        return node, False
+
+    def start_command(self, node: str) -> str:
+        """The start command for ``node``; the node name is shell-quoted."""
+        return self.airflow_scheduler_start_command.replace("{node}", shlex.quote(node))
+
+    def stop_command(self, node: str) -> str:
+        """The stop command for ``node``; the node name is shell-quoted."""
+        return self.airflow_scheduler_stop_command.replace("{node}", shlex.quote(node))
+
+    def redacted(self) -> dict[str, Any]:
+        """The settings as plain values with secrets masked (each secret key's ``redact``), for display."""
+        out: dict[str, Any] = {}
+        for name in self.__dataclass_fields__:
+            value = getattr(self, name)
+            redact = _REDACT.get(name)
+            if redact is not None:
+                value = redact(value)
+            elif name == "smtp":
+                value = {k: (MASK if k == "password" and v else v) for k, v in vars(value).items()}
+            elif isinstance(value, (tuple, Path)):
+                value = list(value) if isinstance(value, tuple) else str(value)
+            out[name] = value
+        return out
+
+
+_REDACT = {key.attribute: key.redact for key in KEYS.values() if key.redact is not None}
