@@ -91,6 +91,8 @@ from .base import (
     EVENTS_KEPT,
     LEADER,
     SCHEDULER,
+    SCHEMA_VERSION,
+    TEXT_LIMIT,
     ClusterState,
     ControllerInfo,
     Event,
@@ -98,6 +100,7 @@ from .base import (
     Metastore,
     Observation,
     Placement,
+    capped,
 )
 
 log = logging.getLogger(__name__)
@@ -105,7 +108,6 @@ log = logging.getLogger(__name__)
 # Airflow 2 pins SQLAlchemy 1.4, which has no psycopg 3 dialect; everything else here works on both.
 _SQLALCHEMY_2 = int(sqlalchemy_version.split(".")[0]) >= 2
 
-SCHEMA_VERSION = 1
 T = TypeVar("T")
 
 # Seconds since the epoch, as a double on every database (FLOAT(53) is DOUBLE on MySQL/MariaDB and
@@ -160,7 +162,7 @@ observations_table = Table(
     Column("node", String(255), primary_key=True),
     Column("state", String(32), nullable=False),
     Column("pids", String(255), nullable=False),
-    Column("detail", String(1024), nullable=False),
+    Column("detail", String(TEXT_LIMIT), nullable=False),
     Column("observed_at", Double, nullable=False),
     Column("by_host", String(255), nullable=False),
     Column("epoch", BigInteger, nullable=False),
@@ -175,7 +177,7 @@ events_table = Table(
     Column("at", Double, nullable=False),
     Column("host", String(255), nullable=False),
     Column("kind", String(32), nullable=False),
-    Column("message", String(1024), nullable=False),
+    Column("message", String(TEXT_LIMIT), nullable=False),
     Column("epoch", BigInteger, nullable=False),
 )
 
@@ -235,7 +237,6 @@ class SQLDatabase:
         self,
         url: str,
         timeout: float,
-        sqlite_dir: Path | None = None,
         *,
         key: str = "metadata_service_sql_conn",
         foreign: bool = False,
@@ -281,7 +282,6 @@ class SQLDatabase:
             self.engine = self._make_engine(parsed)
         except (NoSuchModuleError, ImportError) as exc:
             raise ConfigError(f"{key}: driver not installed: {exc}") from None
-        self._ready = False
 
     def _make_engine(self, parsed: URL) -> Engine:
         t = self.timeout
@@ -431,15 +431,14 @@ class SQLDatabase:
             raise DisconnectionError(f"ping failed: {type(exc).__name__}") from exc
 
     @contextmanager
-    def _call(self) -> Iterator[dl.Deadline]:
-        """One public call: its deadline, and every database failure in it as one MetastoreError."""
-        with dl.scope(self.timeout) as d:
-            try:
-                yield d
-            except SQLAlchemyError as exc:
-                if d.expired or d.passed:
-                    raise d.timeout() from exc
-                raise MetastoreError(_describe_db_error(exc)) from exc
+    def _failures(self, d: dl.Deadline) -> Iterator[None]:
+        """Every database failure in a call as one MetastoreError (MetastoreTimeout once ``d`` passed)."""
+        try:
+            yield
+        except SQLAlchemyError as exc:
+            if d.expired or d.passed:
+                raise d.timeout() from exc
+            raise MetastoreError(_describe_db_error(exc)) from exc
 
     @contextmanager
     def _connection(self, d: dl.Deadline) -> Iterator[Connection]:
@@ -475,7 +474,7 @@ class SQLDatabase:
 
         Raises MetastoreError (MetastoreTimeout when the deadline passed) for any database failure.
         """
-        with self._call() as d, self._connection(d) as conn:
+        with dl.scope(self.timeout) as d, self._failures(d), self._connection(d) as conn:
             return fn(conn)
 
     def close(self) -> None:
@@ -496,18 +495,16 @@ class SQLMetastore(SQLDatabase, Metastore):
             return result
 
     def _run(self, fn: Callable[[Connection], T]) -> T:
-        """A public call: setup first if needed, then ``fn`` in one transaction."""
+        """A public call (see Metastore._call): ``fn`` in one transaction."""
         with self._call() as d:
-            if not self._ready:
-                self._setup(d)
             return self._step(d, fn)
 
-    def setup(self) -> None:
-        with self._call() as d:
-            self._setup(d)
+    # --- setup (see Metastore.setup) ----------------------------------------------------------
 
-    def _setup(self, d: dl.Deadline) -> None:
-        """Create, seed and upgrade the schema, in as few round trips as what is missing needs.
+    _catalog: dict[str, set[str]]  # the columns _prepare found, for _upgrade
+
+    def _prepare(self, d: dl.Deadline) -> tuple[str, object]:
+        """Create and seed the schema, in as few round trips as what is missing needs.
 
         A store that is already complete (every restart) costs one look at the catalog and one
         transaction: setup runs within the one call's deadline like everything else.
@@ -529,12 +526,11 @@ class SQLMetastore(SQLDatabase, Metastore):
             found = self._step(d, seed)
         except IntegrityError:  # another controller seeded a row at the same moment: its rows are there now
             found = self._step(d, seed)
-        if found is not None and rows.integer_text(_at(meta_table, "value", "schema_version"), found) > SCHEMA_VERSION:
-            raise MetastoreError(
-                f"metastore schema version {found} is newer than this controller's ({SCHEMA_VERSION}); upgrade it"
-            )
-        self._add_columns(d, present)
-        self._ready = True
+        self._catalog = present
+        return _at(meta_table, "value", "schema_version"), found
+
+    def _upgrade(self, d: dl.Deadline) -> None:
+        self._add_columns(d, self._catalog)
 
     def _columns(self, d: dl.Deadline) -> dict[str, set[str]]:
         """The column names of each of our tables that exists."""
@@ -583,9 +579,6 @@ class SQLMetastore(SQLDatabase, Metastore):
             except SQLAlchemyError:
                 if column.name not in self._columns(d).get(table, set()):
                     raise
-
-    def _server_now(self, conn: Connection) -> float:
-        return _f(conn.execute(select(self.now)).scalar())
 
     def _lease(self, conn: Connection) -> Lease:
         t = lease_table
@@ -751,8 +744,6 @@ class SQLMetastore(SQLDatabase, Metastore):
                 conn.execute(insert(c).values(host=info.host, started_at=self.now, **values))
 
         with self._call() as d:  # one deadline for both tries
-            if not self._ready:
-                self._setup(d)
             try:
                 self._step(d, go)
             except IntegrityError:
@@ -799,7 +790,7 @@ class SQLMetastore(SQLDatabase, Metastore):
                         node=obs.node,
                         state=obs.state,
                         pids=json.dumps(list(obs.pids)),
-                        detail=obs.detail[:1000],
+                        detail=capped(obs.detail),
                         observed_at=self.now,
                         by_host=obs.by_host,
                         epoch=epoch,
@@ -821,7 +812,7 @@ class SQLMetastore(SQLDatabase, Metastore):
                 node=node,
                 state=rows.label(_at(o, "state", node), r.state, 32),
                 pids=rows.pids(_at(o, "pids", node), r.pids, encoded=True),
-                detail=rows.text(_at(o, "detail", node), r.detail, 1024),
+                detail=rows.text(_at(o, "detail", node), r.detail, TEXT_LIMIT),
                 observed_at=rows.stamp(_at(o, "observed_at", node), r.observed_at, now),
                 by_host=rows.name(_at(o, "by_host", node), r.by_host, empty=True),
                 server_now=now,
@@ -849,7 +840,7 @@ class SQLMetastore(SQLDatabase, Metastore):
         e = events_table
 
         def go(conn: Connection) -> None:
-            conn.execute(insert(e).values(at=self.now, host=host, kind=kind, message=message[:1000], epoch=epoch))
+            conn.execute(insert(e).values(at=self.now, host=host, kind=kind, message=capped(message), epoch=epoch))
             newest = conn.execute(select(func.max(e.c.id))).scalar() or 0
             if newest > EVENTS_KEPT:
                 conn.execute(delete(e).where(e.c.id <= newest - EVENTS_KEPT))
@@ -865,7 +856,7 @@ class SQLMetastore(SQLDatabase, Metastore):
                 rows.stamp(_at(e, "at", key), r.at, now),
                 rows.name(_at(e, "host", key), r.host),
                 rows.label(_at(e, "kind", key), r.kind, 32),
-                rows.text(_at(e, "message", key), r.message, 1024),
+                rows.text(_at(e, "message", key), r.message, TEXT_LIMIT),
                 rows.integer(_at(e, "epoch", key), r.epoch),
             )
 
@@ -909,13 +900,6 @@ class SQLMetastore(SQLDatabase, Metastore):
             conn.execute(update(meta_table).where(meta_table.c.name == "switchover").values(value=""))
 
         self._run(go)
-
-    def server_time(self) -> float:
-        """The server's clock now (seconds since the epoch)."""
-        return self._run(self._server_now)
-
-    def close(self) -> None:
-        self.engine.dispose()
 
 
 # --- drivers held to the deadline -------------------------------------------------------------

@@ -51,7 +51,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 from kazoo.client import KazooClient, KazooState
@@ -73,6 +73,8 @@ from . import deadline as dl
 from . import rows
 from .base import (
     EVENTS_KEPT,
+    SCHEMA_VERSION,
+    TEXT_LIMIT,
     ClusterState,
     ControllerInfo,
     Event,
@@ -80,6 +82,7 @@ from .base import (
     Metastore,
     Observation,
     Placement,
+    capped,
 )
 
 log = logging.getLogger(__name__)
@@ -107,7 +110,6 @@ class _QuietReconnects(logging.Filter):
 kazoo_log = logging.getLogger("kazoo.client.sfc")
 kazoo_log.addFilter(_QuietReconnects())
 
-SCHEMA_VERSION = 1
 T = TypeVar("T")
 
 
@@ -158,8 +160,7 @@ class ZooKeeperMetastore(Metastore):
         self.root = root.rstrip("/") or ""
         self.lease_ttl = lease_ttl
         self.timeout = timeout
-        self._auth = auth
-        self.acl = None
+        self.acl = None  # the digest user's ACL on every znode we create, when auth is set
         auth_data = None
         if auth:
             user, _, password = auth.partition(":")
@@ -188,7 +189,6 @@ class ZooKeeperMetastore(Metastore):
         self._start_lock = threading.Lock()
         self._started = False
         self._closing = False  # set while we end the session ourselves: its LOST is no loss
-        self._ready = False
         self.client.add_listener(self._on_state)
 
     # --- connection ---------------------------------------------------------------------
@@ -290,24 +290,25 @@ class ZooKeeperMetastore(Metastore):
         closer.start()
         closer.join(self.timeout)
 
-    def _call(self, fn: Callable[[], T]) -> T:
-        """Run one public call within the timeout; any ZooKeeper failure becomes MetastoreError."""
-        with dl.scope(self.timeout) as d:
-            if not self._ready:
-                self._setup(d)
-            if not self.usable():
-                raise MetastoreError("zookeeper connection is suspended or lost")
-            try:
-                return fn()
-            except KazooTimeoutError:
-                raise d.timeout() from None
-            except (KazooException, OSError) as exc:
-                raise MetastoreError(self._error(exc)) from None
+    @contextlib.contextmanager
+    def _failures(self, d: dl.Deadline) -> Iterator[None]:
+        """Any ZooKeeper failure in a call as MetastoreError (MetastoreTimeout when a wait ran out)."""
+        try:
+            yield
+        except KazooTimeoutError:
+            raise d.timeout() from None
+        except (KazooException, OSError) as exc:
+            raise MetastoreError(self._error(exc)) from None
+
+    def _run(self, fn: Callable[[], T]) -> T:
+        """One public call (see Metastore._call): ``fn`` within the timeout."""
+        with self._call():
+            return fn()
 
     def _error(self, exc: BaseException, during: str = "") -> str:
         """One line for a failed ZooKeeper request; an ACL refusal says what to check."""
         if isinstance(exc, NoAuthError):
-            who = "the digest user in metadata_service_zookeeper_auth" if self._auth else "no digest user"
+            who = "the digest user in metadata_service_zookeeper_auth" if self.acl else "no digest user"
             return (
                 f"zookeeper refused access{during} (NoAuthError): the znodes under {self.root} have an ACL that "
                 f"{who} does not pass; check metadata_service_zookeeper_auth (user and password) against "
@@ -344,11 +345,8 @@ class ZooKeeperMetastore(Metastore):
 
     # --- the contract -------------------------------------------------------------------
 
-    def setup(self) -> None:
-        with dl.scope(self.timeout) as d:
-            self._setup(d)
-
-    def _setup(self, d: dl.Deadline) -> None:
+    def _prepare(self, d: dl.Deadline) -> tuple[str, object]:
+        """Connect, and create every znode that is missing (see Metastore.setup)."""
         self._connect(d)
         try:
             self._wait(self.client.ensure_path_async(self.root or "/", acl=self.acl))
@@ -374,12 +372,7 @@ class ZooKeeperMetastore(Metastore):
             raise d.timeout() from None
         except (KazooException, OSError) as exc:
             raise MetastoreError(self._error(exc, " during setup")) from None
-        if rows.integer_text(f"znode {self._p('schema')}", found) > SCHEMA_VERSION:
-            raise MetastoreError(
-                f"metastore schema version {found.decode()} is newer than this controller's "
-                f"({SCHEMA_VERSION}); upgrade it"
-            )
-        self._ready = True
+        return f"znode {self._p('schema')}", found
 
     def _epoch(self) -> tuple[int, int]:
         """(epoch, znode version of the counter)."""
@@ -424,7 +417,7 @@ class ZooKeeperMetastore(Metastore):
                 return None  # lost the race: someone else created the leader node or bumped the epoch
             return self._lease(holder, host, epoch + 1, t0)
 
-        return self._call(go)
+        return self._run(go)
 
     def _lease(self, holder: str | None, host: str | None, epoch: int, t0: float) -> Lease:
         # The session outlives the round trip we just made by at least its timeout, counted
@@ -445,7 +438,7 @@ class ZooKeeperMetastore(Metastore):
             tx.delete(self._p("leader"), current[1].version)
             return self._commit(tx)
 
-        return self._call(go)
+        return self._run(go)
 
     def _placement(self, now: float) -> tuple[Placement, Any]:
         path = self._p("placement")
@@ -485,7 +478,7 @@ class ZooKeeperMetastore(Metastore):
                 switchover = rows.switchover(f"{where} field node", node, f"{where} field mode", mode)
             return ClusterState(lease, placement, paused, now, switchover)
 
-        return self._call(go)
+        return self._run(go)
 
     def _fence(self, tx: Any, holder: str, epoch: int) -> bool:
         """Add checks that ``holder`` still leads in ``epoch`` to ``tx``; False if it does not now."""
@@ -524,7 +517,7 @@ class ZooKeeperMetastore(Metastore):
                     return self._placement(self._server_now())[0]
             return None
 
-        return self._call(go)
+        return self._run(go)
 
     def renew_placement(
         self, node: str, ttl: float, holder: str | None = None, epoch: int | None = None
@@ -543,7 +536,7 @@ class ZooKeeperMetastore(Metastore):
                 return None
             return self._placement(self._server_now())[0]
 
-        return self._call(go)
+        return self._run(go)
 
     def release_placement(self, node: str) -> bool:
         def go() -> bool:
@@ -557,7 +550,7 @@ class ZooKeeperMetastore(Metastore):
                 return False
             return True
 
-        return self._call(go)
+        return self._run(go)
 
     def heartbeat(self, info: ControllerInfo) -> None:
         path = self._p("controllers", info.host)
@@ -579,7 +572,7 @@ class ZooKeeperMetastore(Metastore):
                 except NodeExistsError:
                     self._set(path, _dump(value))
 
-        self._call(go)
+        self._run(go)
 
     def deregister(self, host: str, holder: str) -> None:
         def go() -> None:
@@ -591,7 +584,7 @@ class ZooKeeperMetastore(Metastore):
             except (NoNodeError, BadVersionError):
                 pass
 
-        self._call(go)
+        self._run(go)
 
     def controllers(self) -> list[ControllerInfo]:
         def go() -> list[ControllerInfo]:
@@ -605,7 +598,7 @@ class ZooKeeperMetastore(Metastore):
                 found.append(self._decode_controller(self._p("controllers", host), host, data, stat, now))
             return found
 
-        return self._call(go)
+        return self._run(go)
 
     @staticmethod
     def _decode_controller(path: str, host: str, data: bytes, stat: Any, now: float) -> ControllerInfo:
@@ -639,7 +632,7 @@ class ZooKeeperMetastore(Metastore):
                 o.node: {
                     "state": o.state,
                     "pids": list(o.pids),
-                    "detail": o.detail[:1000],
+                    "detail": capped(o.detail),
                     "by": o.by_host,
                     "leashed": o.leashed,
                 }
@@ -648,7 +641,7 @@ class ZooKeeperMetastore(Metastore):
             tx.set_data(self._p("observations"), _dump(data))
             return self._commit(tx)
 
-        return self._call(go)
+        return self._run(go)
 
     def observations(self) -> list[Observation]:
         def go() -> list[Observation]:
@@ -657,7 +650,7 @@ class ZooKeeperMetastore(Metastore):
             data, stat = self._get(path)
             return self._decode_observations(path, data, float(stat.mtime) / 1000.0, now)
 
-        return self._call(go)
+        return self._run(go)
 
     @staticmethod
     def _decode_observations(path: str, data: bytes, at: float, now: float) -> list[Observation]:
@@ -677,7 +670,7 @@ class ZooKeeperMetastore(Metastore):
                     node,
                     rows.label(f"{entry}.state", get("state"), 32),
                     rows.pids(f"{entry}.pids", get("pids")),
-                    rows.text(f"{entry}.detail", get("detail"), 1024),
+                    rows.text(f"{entry}.detail", get("detail"), TEXT_LIMIT),
                     at,
                     rows.name(f"{entry}.by", get("by"), empty=True),
                     now,
@@ -687,17 +680,17 @@ class ZooKeeperMetastore(Metastore):
         return found
 
     def set_paused(self, paused: bool) -> None:
-        self._call(lambda: self._set(self._p("paused"), b"1" if paused else b"0"))
+        self._run(lambda: self._set(self._p("paused"), b"1" if paused else b"0"))
 
     def request_switchover(self, node: str, mode: str) -> None:
-        self._call(lambda: self._set(self._p("switchover"), _dump({"node": node, "mode": mode})))
+        self._run(lambda: self._set(self._p("switchover"), _dump({"node": node, "mode": mode})))
 
     def clear_switchover(self) -> None:
-        self._call(lambda: self._set(self._p("switchover"), b""))
+        self._run(lambda: self._set(self._p("switchover"), b""))
 
     def add_event(self, host: str, kind: str, message: str, epoch: int = 0) -> None:
         def go() -> None:
-            value = {"host": host, "kind": kind, "message": message[:1000], "epoch": epoch}
+            value = {"host": host, "kind": kind, "message": capped(message), "epoch": epoch}
             created = self._wait(
                 self.client.create_async(self._p("events", "e-"), _dump(value), acl=self.acl, sequence=True)
             )
@@ -711,7 +704,7 @@ class ZooKeeperMetastore(Metastore):
                     with contextlib.suppress(NoNodeError):
                         self._wait(deleted)
 
-        self._call(go)
+        self._run(go)
 
     def events(self, limit: int = 50) -> list[Event]:
         def go() -> list[Event]:
@@ -725,7 +718,7 @@ class ZooKeeperMetastore(Metastore):
                 out.append(self._decode_event(self._p("events", name), data, stat))
             return out
 
-        return self._call(go)
+        return self._run(go)
 
     @staticmethod
     def _decode_event(path: str, data: bytes, stat: Any) -> Event:
@@ -735,7 +728,7 @@ class ZooKeeperMetastore(Metastore):
             float(stat.ctime) / 1000.0,
             rows.name(f"{where} field host", _field(where, v, "host")),
             rows.label(f"{where} field kind", _field(where, v, "kind"), 32),
-            rows.text(f"{where} field message", _field(where, v, "message"), 1024),
+            rows.text(f"{where} field message", _field(where, v, "message"), TEXT_LIMIT),
             rows.integer(f"{where} field epoch", _field(where, v, "epoch")),
         )
 
@@ -764,7 +757,7 @@ class ZooKeeperMetastore(Metastore):
             self._set(self._p("paused"), b"0")
             self._set(self._p("switchover"), b"")
 
-        self._call(go)
+        self._run(go)
 
     def close(self) -> None:
         """End the session (waiting at most the timeout: see _stop_client)."""
