@@ -24,6 +24,7 @@ import pytest
 
 from scheduler_failover_controller.exceptions import MetastoreError
 from scheduler_failover_controller.metastore import sql as sqlmod
+from scheduler_failover_controller.metastore import sql_engine
 from scheduler_failover_controller.metastore.base import TEXT_LIMIT, ControllerInfo, Metastore, Observation
 from scheduler_failover_controller.metastore.sql import SQLMetastore
 from scheduler_failover_controller.metastore.zookeeper import ZooKeeperMetastore
@@ -132,7 +133,7 @@ def _backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
     if request.param.startswith("postgresql"):  # psycopg2 (the fixture's URL) or psycopg 3
         url = request.getfixturevalue("postgres_url")
         if request.param == "postgresql+psycopg":
-            if not sqlmod._SQLALCHEMY_2:
+            if not sql_engine._SQLALCHEMY_2:
                 pytest.skip("SQLAlchemy 1.4 (Airflow 2's) has no psycopg 3 dialect; psycopg2 is tested instead")
             url = url.replace("+psycopg2://", "+psycopg://")
         return Backend(request.param, ("sql", url))
