@@ -9,7 +9,7 @@ look at the process table may still see it running. This reads that row; the con
 (``scheduler_job_heartbeat_timeout``, with the same rules as Airflow's health check: that many
 failures in a row, and a new scheduler's start grace).
 
-The table is read through :class:`~.metastore.sql.SQLDatabase`, the metastore's engine: every read
+The table is read through :class:`~.metastore.sql_engine.SQLDatabase`, the metastore's engine: every read
 ends within ``timeout`` seconds of this machine's clock whatever the database or the network does
 (see :mod:`.metastore.deadline`), SQLite is opened read-only, and nothing is ever written. A read
 that fails is *unknown*, never a sign of a dead scheduler (a database blip must not restart it).
@@ -109,7 +109,7 @@ class SchedulerJobReader:
     """Reads the newest scheduler job row of a host from Airflow's database, within ``timeout``."""
 
     def __init__(self, url: str, timeout: float, key: str = "scheduler_job_sql_conn") -> None:
-        from .metastore.sql import SQLDatabase  # SQLAlchemy only where this check is on
+        from .metastore.sql_engine import SQLDatabase  # SQLAlchemy only where this check is on
 
         self.timeout = timeout
         self.db = SQLDatabase(url, timeout, key=key, foreign=True)

@@ -12,15 +12,18 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from .config import Config
 from .controller import PLEASE_REPORT, Controller
 from .exceptions import ConfigError, MetastoreError
 from .redaction import RedactingFormatter, config_secrets
 from .trust import directory_problem
+
+if TYPE_CHECKING:
+    from .metrics import MetricsServer
 
 log = logging.getLogger(__name__)
 
@@ -98,46 +101,18 @@ def sd_notify(message: str) -> bool:
         return False
 
 
-class Metrics(BaseHTTPRequestHandler):
-    """Prometheus text format of the controller's state, on 127.0.0.1 only."""
+def _serve_metrics(controller: Controller, port: int, source: str = "") -> MetricsServer:
+    """The metrics endpoint on 127.0.0.1:``port``; ConfigError (one line) if it cannot listen there.
 
-    controller: Controller
-    last_cycle_seconds: float = 0.0
+    prometheus_client is imported here, only when the endpoint is on.
+    """
+    from .metrics import ADDRESS, MetricsServer
 
-    def do_GET(self) -> None:
-        c = self.controller
-        lines = [
-            "# TYPE sfc_active gauge",
-            f"sfc_active {1 if c.role == 'active' else 0}",
-            "# TYPE sfc_epoch gauge",
-            f"sfc_epoch {c.epoch}",
-            "# TYPE sfc_cycles_total counter",
-            f"sfc_cycles_total {c.cycles}",
-            "# TYPE sfc_last_cycle_seconds gauge",
-            f"sfc_last_cycle_seconds {self.last_cycle_seconds:.6f}",
-            "# TYPE sfc_scheduler_running gauge",
-        ]
-        for node, probe in sorted(c.last_probes.items()):
-            lines.append(f'sfc_scheduler_running{{node="{node}"}} {1 if probe.state.value == "running" else 0}')
-        body = ("\n".join(lines) + "\n").encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "text/plain; version=0.0.4")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - signature of the base
-        log.debug("metrics: " + format, *args)
-
-
-def _serve_metrics(controller: Controller, port: int, source: str = "") -> ThreadingHTTPServer:
-    """The metrics endpoint on 127.0.0.1:``port``; ConfigError (one line) if it cannot listen there."""
-    handler = type("BoundMetrics", (Metrics,), {"controller": controller})
     try:
-        server = ThreadingHTTPServer(("127.0.0.1", port), handler)
+        server = MetricsServer(controller, port)
     except OSError as exc:  # in use, or a privileged port
         where = f"{source}: " if source else ""
-        raise ConfigError(f"{where}metrics_port: cannot listen on 127.0.0.1:{port}: {_oserror(exc)}") from None
+        raise ConfigError(f"{where}metrics_port: cannot listen on {ADDRESS}:{port}: {_oserror(exc)}") from None
     threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
     return server
 
@@ -239,7 +214,8 @@ def run(
             wake.clear()
             began = monotonic()
             sentence = controller.run_cycle()
-            Metrics.last_cycle_seconds = monotonic() - began
+            if metrics is not None:
+                metrics.observe_cycle(monotonic() - began)
             log.info("%s", sentence)
             if controller.duplicate is not None:
                 return 2  # a config error found at run time: another controller has this identity

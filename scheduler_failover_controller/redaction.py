@@ -40,8 +40,7 @@ def _split(url: str) -> tuple[str, str, str | None, str]:
     unescaped ``@`` counts whole as the password, never in part as the host name.
     """
     scheme, rest = url.split("://", 1)
-    end = min([i for i in (rest.find("/"), rest.find("?"), rest.find("#")) if i >= 0], default=len(rest))
-    at = rest.rfind("@", 0, end)
+    at = rest.rfind("@", 0, _path_start(rest))
     if at < 0:
         return scheme, "", None, rest
     creds, host = rest[:at], rest[at + 1 :]
@@ -50,16 +49,57 @@ def _split(url: str) -> tuple[str, str, str | None, str]:
 
 
 def redact_url(url: str) -> str:
-    """``url`` with its password and every secret-looking query value replaced by ``***``."""
+    """``url`` with its password and every secret-looking query value replaced by ``***``.
+
+    Where SQLAlchemy parses the URL as we split it, it renders the part before the path
+    (``render_as_string(hide_password=True)``); the path and query stay as written (SQLAlchemy
+    would reorder and re-escape them, and show a ``?password=``), secret query values masked.
+    A URL it cannot parse, or splits elsewhere (a password holding an unescaped ``@``), is masked
+    by our own split, which counts everything up to the last ``@`` as the credentials.
+    """
     if "://" not in url:
         return url
     scheme, user, password, host = _split(url)
     if "?" in host:
         path, query = host.split("?", 1)
         host = path + "?" + _QUERY_PAIR.sub(_mask_pair, query)
+    if password is not None:
+        authority = _rendered_authority(url, password)
+        if authority is not None:
+            return authority + host[_path_start(host) :]
     if not user and password is None:
         return f"{scheme}://{host}"
     return f"{scheme}://{user}{':' + MASK if password is not None else ''}@{host}"
+
+
+def _path_start(rest: str) -> int:
+    """Where the path (or query, or fragment) begins in what follows ``scheme://``."""
+    return min([i for i in (rest.find("/"), rest.find("?"), rest.find("#")) if i >= 0], default=len(rest))
+
+
+def _rendered_authority(url: str, password: str) -> str | None:
+    """``scheme://user:***@host:port`` as SQLAlchemy renders it, or None if it reads ``url`` otherwise.
+
+    Otherwise: another password than our split's ``password`` (an unescaped ``@`` in it), or
+    another text before the path (a fragment taken for the host).
+
+    Only called for a URL with a password: SQLAlchemy is imported where there is one to hide.
+    """
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    scheme, rest = url.split("://", 1)
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):
+        return None
+    bare = parsed.set(query={})._replace(database=None)
+    if (
+        parsed.password != unquote(password)
+        or bare.render_as_string(False) != f"{scheme}://{rest[: _path_start(rest)]}"
+    ):
+        return None  # our split counts the credentials whole
+    return bare.render_as_string(hide_password=True)
 
 
 def _mask_pair(match: re.Match[str]) -> str:

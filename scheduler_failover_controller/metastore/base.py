@@ -17,12 +17,25 @@ harmless: it is evaluated against the server's current state whenever it lands.
 from __future__ import annotations
 
 import abc
-from dataclasses import dataclass, field
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
+
+from ..exceptions import MetastoreError
+from . import deadline as dl
+from . import rows
 
 LEADER = "leader"
 SCHEDULER = "scheduler"
 EVENTS_KEPT = 1000
+SCHEMA_VERSION = 1  # of every backend's records; a store marked newer is refused (see Metastore.setup)
+TEXT_LIMIT = 1024  # characters of free text kept (a probe's detail, an event's message): the SQL column size
+
+
+def capped(text: str) -> str:
+    """``text`` cut to what a record keeps (:data:`TEXT_LIMIT`), so that no write fails on length."""
+    return text[:TEXT_LIMIT]
 
 
 @dataclass(frozen=True)
@@ -129,20 +142,72 @@ class Event:
     kind: str
     message: str
     epoch: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class Metastore(abc.ABC):
-    """Shared state of the controllers. Implementations must be safe across processes/hosts."""
+    """Shared state of the controllers. Implementations must be safe across processes/hosts.
+
+    The plumbing every backend shares lives here, as template methods: each public call runs
+    inside :meth:`_call` (one deadline of ``timeout`` seconds, lazy setup on first use, the
+    backend's failures turned into MetastoreError), and :meth:`setup` creates the records through
+    the backend's :meth:`_prepare` and refuses a schema newer than :data:`SCHEMA_VERSION`.
+    Setup is idempotent, so two threads that both find the store not ready yet may both run it.
+    """
 
     kind: str = "abstract"
+    timeout: float = 0.0  # metastore_timeout: every public call's deadline, in seconds
+    _ready = False  # set once setup succeeded: the first call of each new client sets up
 
-    @abc.abstractmethod
     def setup(self) -> None:
         """Create the schema if missing; idempotent and safe when many controllers start at once.
 
         Raises MetastoreError if the store is unreachable or its schema is newer than ours.
         """
+        with dl.scope(self.timeout) as d, self._failures(d):
+            self._setup(d)
+
+    def _setup(self, d: dl.Deadline) -> None:
+        """Setup within the deadline ``d`` of the call it is part of."""
+        self._check_schema(*self._prepare(d))
+        self._upgrade(d)
+        self._ready = True
+
+    @staticmethod
+    def _check_schema(where: str, stored: object) -> None:
+        """Refuse a store whose schema version (``stored`` at ``where``; None: none) is newer than ours."""
+        if stored is not None and rows.integer_text(where, stored) > SCHEMA_VERSION:
+            version = stored.decode() if isinstance(stored, bytes) else stored
+            raise MetastoreError(
+                f"metastore schema version {version} is newer than this controller's ({SCHEMA_VERSION}); upgrade it"
+            )
+
+    @abc.abstractmethod
+    def _prepare(self, d: dl.Deadline) -> tuple[str, object]:
+        """Create whatever records are missing; return where the schema version is kept, and its value.
+
+        Another controller may be doing the same at the same moment: what it created counts.
+        """
+
+    def _upgrade(self, d: dl.Deadline) -> None:
+        """Bring records of an older release up to date, after the version check (nothing by default)."""
+
+    @contextlib.contextmanager
+    def _failures(self, d: dl.Deadline) -> Iterator[None]:
+        """Turn the backend's own failures inside a call into MetastoreError (none by default)."""
+        yield
+
+    @contextlib.contextmanager
+    def _call(self) -> Iterator[dl.Deadline]:
+        """One public call: its deadline, setup first if needed, and failures as MetastoreError.
+
+        A call refuses to start while the store is not :meth:`usable`.
+        """
+        with dl.scope(self.timeout) as d, self._failures(d):
+            if not self._ready:
+                self._setup(d)
+            if not self.usable():
+                raise MetastoreError(f"{self.kind} connection is suspended or lost")
+            yield d
 
     @abc.abstractmethod
     def acquire_or_renew(self, holder: str, host: str, ttl: float) -> Lease | None:

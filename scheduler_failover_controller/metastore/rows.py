@@ -24,11 +24,13 @@ import math
 import re
 from collections.abc import Sequence
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..config import MAX_NODE_NAME, MAX_SECONDS, node_name_problem
 from ..exceptions import CorruptRecord
-from .base import ClusterState
+
+if TYPE_CHECKING:  # base imports this module
+    from .base import ClusterState
 
 # How far ahead of the server's now a valid write can put an expiry or a stamp: the longest lease
 # a config allows, plus a minute for a server clock that stepped back since.

@@ -16,9 +16,7 @@ session timeout from before the call. While the connection is SUSPENDED nothing 
 (:meth:`usable` is False and every call fails); after a LOST session the old ephemeral node is
 gone, so the controller contends again and gets a new epoch.
 
-Deadline: every public call, connect and setup included, waits at most ``metastore_timeout`` in
-all (one :mod:`.deadline` per call, each request waited for with what is left of it). kazoo keeps
-(re)connecting in its own thread, never on a caller's time.
+The session, and every request held to the call's deadline: :mod:`.zookeeper_session`.
 
 A request that timed out is not withdrawn: kazoo has sent it, and a frozen or cut-off server may
 still apply it later (on the same session, in order; a server the session has moved away from
@@ -48,31 +46,26 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
-import threading
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from kazoo.client import KazooClient, KazooState
 from kazoo.exceptions import (
-    AuthFailedError,
     BadVersionError,
     KazooException,
-    NoAuthError,
     NodeExistsError,
     NoNodeError,
     RolledBackError,
 )
 from kazoo.handlers.threading import KazooTimeoutError
-from kazoo.retry import KazooRetry
-from kazoo.security import make_digest_acl
 
 from ..exceptions import CorruptRecord, MetastoreError
 from . import deadline as dl
 from . import rows
 from .base import (
     EVENTS_KEPT,
+    SCHEMA_VERSION,
+    TEXT_LIMIT,
     ClusterState,
     ControllerInfo,
     Event,
@@ -80,34 +73,10 @@ from .base import (
     Metastore,
     Observation,
     Placement,
+    capped,
 )
+from .zookeeper_session import ZooKeeperSession
 
-log = logging.getLogger(__name__)
-
-
-class _QuietReconnects(logging.Filter):
-    """kazoo's warning about each reconnect attempt, turned into DEBUG.
-
-    Through an outage kazoo warns every second or so ("Connection time-out: ...", "Connection
-    dropped: ..."), beside the caller's own line per failed call. This store already says once
-    that the connection is suspended or the session lost (see ``_on_state``); anything else kazoo
-    warns about (auth failures, hosts that do not resolve) and every error stay as they are.
-    """
-
-    NOISE = ("Connection dropped", "Connection time-out", "Transition to CONNECTING", "Session has expired")
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno == logging.WARNING and str(record.msg).startswith(self.NOISE):
-            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
-            return kazoo_log.isEnabledFor(logging.DEBUG)
-        return True
-
-
-# Our clients' own kazoo logger (under kazoo.client, so kazoo's logging settings still apply to it).
-kazoo_log = logging.getLogger("kazoo.client.sfc")
-kazoo_log.addFilter(_QuietReconnects())
-
-SCHEMA_VERSION = 1
 T = TypeVar("T")
 
 
@@ -136,219 +105,20 @@ def _dump(value: dict[str, Any]) -> bytes:
     return json.dumps(value, separators=(",", ":")).encode()
 
 
-class ZooKeeperMetastore(Metastore):
+class ZooKeeperMetastore(ZooKeeperSession, Metastore):
     """The metastore in a ZooKeeper ensemble."""
 
     kind = "zookeeper"
 
-    def __init__(
-        self,
-        hosts: str,
-        root: str,
-        lease_ttl: float,
-        timeout: float,
-        auth: str = "",
-        use_ssl: bool = False,
-        ca: str = "",
-        certfile: str = "",
-        keyfile: str = "",
-        verify_certs: bool = True,
-    ) -> None:
-        self.hosts = hosts
-        self.root = root.rstrip("/") or ""
-        self.lease_ttl = lease_ttl
-        self.timeout = timeout
-        self._auth = auth
-        self.acl = None
-        auth_data = None
-        if auth:
-            user, _, password = auth.partition(":")
-            auth_data = [("digest", auth)]
-            self.acl = [make_digest_acl(user, password, all=True)]
-        ssl: dict[str, Any] = {}
-        if use_ssl:
-            ssl = {"use_ssl": True, "verify_certs": verify_certs}
-            ssl.update({k: v for k, v in (("ca", ca), ("certfile", certfile), ("keyfile", keyfile)) if v})
-        self.client = KazooClient(
-            hosts=hosts,
-            timeout=lease_ttl,
-            auth_data=auth_data,
-            default_acl=self.acl,
-            # Keep reconnecting in the background; each call itself fails fast (see _call).
-            connection_retry=KazooRetry(max_tries=-1, delay=0.1, max_delay=1.0),
-            command_retry=None,
-            logger=kazoo_log,
-            **ssl,
-        )
-        self._state_lock = threading.Lock()
-        self._negotiated: float | None = None
-        self._watch_negotiation()
-        self._suspended = True  # until kazoo reports CONNECTED
-        self._connected = threading.Event()
-        self._start_lock = threading.Lock()
-        self._started = False
-        self._closing = False  # set while we end the session ourselves: its LOST is no loss
-        self._ready = False
-        self.client.add_listener(self._on_state)
-
-    # --- connection ---------------------------------------------------------------------
-
-    def _watch_negotiation(self) -> None:
-        """Record the session timeout the server grants on every (re)connect.
-
-        kazoo does not keep it, and the lease is only as long as what the server granted.
-        """
-        from kazoo.protocol.serialization import Connect
-
-        connection = getattr(self.client, "_connection", None)
-        original = getattr(connection, "_invoke", None)
-        if original is None:
-            log.warning("cannot observe the negotiated ZooKeeper session timeout; assuming lease_ttl")
-            return
-
-        def invoke(timeout: float, request: Any, xid: int | None = None) -> Any:
-            result = original(timeout, request, xid)
-            if isinstance(request, Connect) and isinstance(result, tuple) and result:
-                granted = getattr(result[0], "time_out", 0)
-                if granted > 0:
-                    self._negotiated = granted / 1000.0
-            return result
-
-        connection._invoke = invoke  # type: ignore[union-attr]
-
-    def _on_state(self, state: str) -> None:
-        with self._state_lock:
-            self._suspended = state != KazooState.CONNECTED
-            if state == KazooState.CONNECTED:
-                self._connected.set()
-            else:
-                self._connected.clear()
-        if state == KazooState.SUSPENDED:
-            log.warning("zookeeper connection suspended: not acting until it is confirmed")
-        elif state == KazooState.LOST and self._closing:
-            log.debug("zookeeper session closed")  # we ended it: nothing was lost
-        elif state == KazooState.LOST:
-            log.warning("zookeeper session lost: any leadership it held is gone")
-
-    def usable(self) -> bool:
-        """False while the connection is SUSPENDED or LOST: nobody may act on this session."""
-        with self._state_lock:
-            return self._started and not self._suspended
-
-    def _connect(self, d: dl.Deadline) -> None:
-        """Wait (at most what is left of the call) for kazoo's connection, starting it the first time.
-
-        Not ``KazooClient.start(timeout)``: when that times out it stops the client, which waits
-        for the connection thread (up to 10 s and more on a frozen server). Started once, kazoo
-        keeps connecting in the background and a later call finds it connected.
-        """
-        with self._start_lock:  # a second start_async would wait for the first one's connection thread
-            if not self._started:
-                try:
-                    self._closing = False
-                    self.client.start_async()
-                except (KazooException, OSError) as exc:
-                    raise MetastoreError(f"cannot connect: {exc or type(exc).__name__}") from None
-                self._started = True
-        if not self._connected.wait(d.remaining()):
-            raise dl.MetastoreTimeout(f"cannot connect: no ZooKeeper server answered within {d.seconds:g}s")
-        granted = self._negotiated
-        if granted is not None and abs(granted - self.lease_ttl) > max(0.05, 0.01 * self.lease_ttl):
-            self._stop_client()
-            raise MetastoreError(
-                f"zookeeper granted a session timeout of {granted:g}s but lease_ttl is {self.lease_ttl:g}s; "
-                "set the servers' minSessionTimeout/maxSessionTimeout so they allow lease_ttl"
-            )
-
-    @property
-    def session_timeout(self) -> float:
-        """The session timeout the server granted (the lease), never more than lease_ttl."""
-        return min(self._negotiated or self.lease_ttl, self.lease_ttl)
-
-    def _stop_client(self) -> None:
-        """Stop and close kazoo, waiting at most the timeout.
-
-        ``stop()`` sends the session's close and waits for kazoo's connection thread, which on a
-        frozen or cut-off server takes until its ping or connect times out. Past our timeout that
-        wait goes on in a thread of its own: all it can still do is end this store's own session,
-        which is what closing it asked for.
-        """
-        with self._start_lock:
-            self._started = False
-            self._closing = True
-        self._connected.clear()
-        with self._state_lock:
-            self._suspended = True
-        client = self.client
-
-        def stop() -> None:
-            with contextlib.suppress(Exception):  # kazoo raises what it likes while tearing down
-                client.stop()
-                client.close()
-
-        closer = threading.Thread(target=stop, name="sfc-zookeeper-close", daemon=True)
-        closer.start()
-        closer.join(self.timeout)
-
-    def _call(self, fn: Callable[[], T]) -> T:
-        """Run one public call within the timeout; any ZooKeeper failure becomes MetastoreError."""
-        with dl.scope(self.timeout) as d:
-            if not self._ready:
-                self._setup(d)
-            if not self.usable():
-                raise MetastoreError("zookeeper connection is suspended or lost")
-            try:
-                return fn()
-            except KazooTimeoutError:
-                raise d.timeout() from None
-            except (KazooException, OSError) as exc:
-                raise MetastoreError(self._error(exc)) from None
-
-    def _error(self, exc: BaseException, during: str = "") -> str:
-        """One line for a failed ZooKeeper request; an ACL refusal says what to check."""
-        if isinstance(exc, NoAuthError):
-            who = "the digest user in metadata_service_zookeeper_auth" if self._auth else "no digest user"
-            return (
-                f"zookeeper refused access{during} (NoAuthError): the znodes under {self.root} have an ACL that "
-                f"{who} does not pass; check metadata_service_zookeeper_auth (user and password) against "
-                "the other controllers'"
-            )
-        if isinstance(exc, AuthFailedError):
-            return f"zookeeper rejected the login{during} (AuthFailedError): check metadata_service_zookeeper_auth"
-        return f"zookeeper error{during}: {type(exc).__name__}: {exc}"[:300]
-
-    def _p(self, *parts: str) -> str:
-        return "/".join([self.root, *parts])
-
-    def _wait(self, pending: Any) -> Any:
-        """The result of a kazoo async request, waiting at most what is left of the call."""
-        d = dl.current()
-        return pending.get(timeout=d.remaining() if d is not None else self.timeout)
-
-    def _get(self, path: str) -> tuple[bytes, Any]:
-        return self._wait(self.client.get_async(path))  # type: ignore[no-any-return]
-
-    def _set(self, path: str, data: bytes, version: int = -1) -> Any:
-        return self._wait(self.client.set_async(path, data, version))
-
-    def _children(self, path: str) -> list[str]:
-        return list(self._wait(self.client.get_children_async(path)))
-
-    def _server_now(self) -> float:
-        """The ZooKeeper leader's clock: the mtime of a write we just made."""
-        stat = self._set(self._p("clock"), b"")
-        return float(stat.mtime) / 1000.0
-
-    def describe(self) -> str:
-        return f"zookeeper {self.hosts}{self.root}"
+    def _run(self, fn: Callable[[], T]) -> T:
+        """One public call (see Metastore._call): ``fn`` within the timeout."""
+        with self._call():
+            return fn()
 
     # --- the contract -------------------------------------------------------------------
 
-    def setup(self) -> None:
-        with dl.scope(self.timeout) as d:
-            self._setup(d)
-
-    def _setup(self, d: dl.Deadline) -> None:
+    def _prepare(self, d: dl.Deadline) -> tuple[str, object]:
+        """Connect, and create every znode that is missing (see Metastore.setup)."""
         self._connect(d)
         try:
             self._wait(self.client.ensure_path_async(self.root or "/", acl=self.acl))
@@ -374,12 +144,7 @@ class ZooKeeperMetastore(Metastore):
             raise d.timeout() from None
         except (KazooException, OSError) as exc:
             raise MetastoreError(self._error(exc, " during setup")) from None
-        if rows.integer_text(f"znode {self._p('schema')}", found) > SCHEMA_VERSION:
-            raise MetastoreError(
-                f"metastore schema version {found.decode()} is newer than this controller's "
-                f"({SCHEMA_VERSION}); upgrade it"
-            )
-        self._ready = True
+        return f"znode {self._p('schema')}", found
 
     def _epoch(self) -> tuple[int, int]:
         """(epoch, znode version of the counter)."""
@@ -424,7 +189,7 @@ class ZooKeeperMetastore(Metastore):
                 return None  # lost the race: someone else created the leader node or bumped the epoch
             return self._lease(holder, host, epoch + 1, t0)
 
-        return self._call(go)
+        return self._run(go)
 
     def _lease(self, holder: str | None, host: str | None, epoch: int, t0: float) -> Lease:
         # The session outlives the round trip we just made by at least its timeout, counted
@@ -445,7 +210,7 @@ class ZooKeeperMetastore(Metastore):
             tx.delete(self._p("leader"), current[1].version)
             return self._commit(tx)
 
-        return self._call(go)
+        return self._run(go)
 
     def _placement(self, now: float) -> tuple[Placement, Any]:
         path = self._p("placement")
@@ -485,7 +250,7 @@ class ZooKeeperMetastore(Metastore):
                 switchover = rows.switchover(f"{where} field node", node, f"{where} field mode", mode)
             return ClusterState(lease, placement, paused, now, switchover)
 
-        return self._call(go)
+        return self._run(go)
 
     def _fence(self, tx: Any, holder: str, epoch: int) -> bool:
         """Add checks that ``holder`` still leads in ``epoch`` to ``tx``; False if it does not now."""
@@ -524,7 +289,7 @@ class ZooKeeperMetastore(Metastore):
                     return self._placement(self._server_now())[0]
             return None
 
-        return self._call(go)
+        return self._run(go)
 
     def renew_placement(
         self, node: str, ttl: float, holder: str | None = None, epoch: int | None = None
@@ -543,7 +308,7 @@ class ZooKeeperMetastore(Metastore):
                 return None
             return self._placement(self._server_now())[0]
 
-        return self._call(go)
+        return self._run(go)
 
     def release_placement(self, node: str) -> bool:
         def go() -> bool:
@@ -557,7 +322,7 @@ class ZooKeeperMetastore(Metastore):
                 return False
             return True
 
-        return self._call(go)
+        return self._run(go)
 
     def heartbeat(self, info: ControllerInfo) -> None:
         path = self._p("controllers", info.host)
@@ -579,7 +344,7 @@ class ZooKeeperMetastore(Metastore):
                 except NodeExistsError:
                     self._set(path, _dump(value))
 
-        self._call(go)
+        self._run(go)
 
     def deregister(self, host: str, holder: str) -> None:
         def go() -> None:
@@ -591,7 +356,7 @@ class ZooKeeperMetastore(Metastore):
             except (NoNodeError, BadVersionError):
                 pass
 
-        self._call(go)
+        self._run(go)
 
     def controllers(self) -> list[ControllerInfo]:
         def go() -> list[ControllerInfo]:
@@ -605,7 +370,7 @@ class ZooKeeperMetastore(Metastore):
                 found.append(self._decode_controller(self._p("controllers", host), host, data, stat, now))
             return found
 
-        return self._call(go)
+        return self._run(go)
 
     @staticmethod
     def _decode_controller(path: str, host: str, data: bytes, stat: Any, now: float) -> ControllerInfo:
@@ -639,7 +404,7 @@ class ZooKeeperMetastore(Metastore):
                 o.node: {
                     "state": o.state,
                     "pids": list(o.pids),
-                    "detail": o.detail[:1000],
+                    "detail": capped(o.detail),
                     "by": o.by_host,
                     "leashed": o.leashed,
                 }
@@ -648,7 +413,7 @@ class ZooKeeperMetastore(Metastore):
             tx.set_data(self._p("observations"), _dump(data))
             return self._commit(tx)
 
-        return self._call(go)
+        return self._run(go)
 
     def observations(self) -> list[Observation]:
         def go() -> list[Observation]:
@@ -657,7 +422,7 @@ class ZooKeeperMetastore(Metastore):
             data, stat = self._get(path)
             return self._decode_observations(path, data, float(stat.mtime) / 1000.0, now)
 
-        return self._call(go)
+        return self._run(go)
 
     @staticmethod
     def _decode_observations(path: str, data: bytes, at: float, now: float) -> list[Observation]:
@@ -677,7 +442,7 @@ class ZooKeeperMetastore(Metastore):
                     node,
                     rows.label(f"{entry}.state", get("state"), 32),
                     rows.pids(f"{entry}.pids", get("pids")),
-                    rows.text(f"{entry}.detail", get("detail"), 1024),
+                    rows.text(f"{entry}.detail", get("detail"), TEXT_LIMIT),
                     at,
                     rows.name(f"{entry}.by", get("by"), empty=True),
                     now,
@@ -687,17 +452,17 @@ class ZooKeeperMetastore(Metastore):
         return found
 
     def set_paused(self, paused: bool) -> None:
-        self._call(lambda: self._set(self._p("paused"), b"1" if paused else b"0"))
+        self._run(lambda: self._set(self._p("paused"), b"1" if paused else b"0"))
 
     def request_switchover(self, node: str, mode: str) -> None:
-        self._call(lambda: self._set(self._p("switchover"), _dump({"node": node, "mode": mode})))
+        self._run(lambda: self._set(self._p("switchover"), _dump({"node": node, "mode": mode})))
 
     def clear_switchover(self) -> None:
-        self._call(lambda: self._set(self._p("switchover"), b""))
+        self._run(lambda: self._set(self._p("switchover"), b""))
 
     def add_event(self, host: str, kind: str, message: str, epoch: int = 0) -> None:
         def go() -> None:
-            value = {"host": host, "kind": kind, "message": message[:1000], "epoch": epoch}
+            value = {"host": host, "kind": kind, "message": capped(message), "epoch": epoch}
             created = self._wait(
                 self.client.create_async(self._p("events", "e-"), _dump(value), acl=self.acl, sequence=True)
             )
@@ -711,7 +476,7 @@ class ZooKeeperMetastore(Metastore):
                     with contextlib.suppress(NoNodeError):
                         self._wait(deleted)
 
-        self._call(go)
+        self._run(go)
 
     def events(self, limit: int = 50) -> list[Event]:
         def go() -> list[Event]:
@@ -725,7 +490,7 @@ class ZooKeeperMetastore(Metastore):
                 out.append(self._decode_event(self._p("events", name), data, stat))
             return out
 
-        return self._call(go)
+        return self._run(go)
 
     @staticmethod
     def _decode_event(path: str, data: bytes, stat: Any) -> Event:
@@ -735,7 +500,7 @@ class ZooKeeperMetastore(Metastore):
             float(stat.ctime) / 1000.0,
             rows.name(f"{where} field host", _field(where, v, "host")),
             rows.label(f"{where} field kind", _field(where, v, "kind"), 32),
-            rows.text(f"{where} field message", _field(where, v, "message"), 1024),
+            rows.text(f"{where} field message", _field(where, v, "message"), TEXT_LIMIT),
             rows.integer(f"{where} field epoch", _field(where, v, "epoch")),
         )
 
@@ -764,9 +529,4 @@ class ZooKeeperMetastore(Metastore):
             self._set(self._p("paused"), b"0")
             self._set(self._p("switchover"), b"")
 
-        self._call(go)
-
-    def close(self) -> None:
-        """End the session (waiting at most the timeout: see _stop_client)."""
-        if self._started:
-            self._stop_client()
+        self._run(go)

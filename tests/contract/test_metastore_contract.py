@@ -1,6 +1,7 @@
 """The metastore contract, run against every real backend: embedded SQLite, a real MariaDB, a real
 PostgreSQL (through psycopg2 and psycopg 3) and a real 3-server ZooKeeper ensemble (each test in its
-own database or chroot). Frozen and cut-off servers: test_metastore_faults.py."""
+own database or chroot), and against the unit tests' in-memory FakeStore, so that the fake every
+unit test relies on keeps the same contract. Frozen and cut-off servers: test_metastore_faults.py."""
 
 from __future__ import annotations
 
@@ -23,11 +24,14 @@ import pytest
 
 from scheduler_failover_controller.exceptions import MetastoreError
 from scheduler_failover_controller.metastore import sql as sqlmod
-from scheduler_failover_controller.metastore.base import ControllerInfo, Metastore, Observation
+from scheduler_failover_controller.metastore import sql_engine
+from scheduler_failover_controller.metastore.base import TEXT_LIMIT, ControllerInfo, Metastore, Observation
 from scheduler_failover_controller.metastore.sql import SQLMetastore
 from scheduler_failover_controller.metastore.zookeeper import ZooKeeperMetastore
 from tests.conftest import missing
 from tests.support.zk import expire_session
+from tests.unit import fakes
+from tests.unit.fakes import FakeStore
 
 TIMEOUT = 2.0
 LEASE = 5.0  # the leadership lease (ZooKeeper: the session timeout)
@@ -44,13 +48,38 @@ def open_spec(spec: tuple[str, str]) -> Metastore:
     return store
 
 
+class RealTimeFakeStore(FakeStore):
+    """The in-memory FakeStore with a server clock that runs in real time, as a server's does."""
+
+    def __init__(self) -> None:
+        self._offset = 0.0
+        super().__init__()
+
+    @property
+    def server_now(self) -> float:
+        return self._offset + time.monotonic()  # monotonic: the tests move the wall clock
+
+    @server_now.setter
+    def server_now(self, value: float) -> None:
+        self._offset = value - time.monotonic()
+
+
 @dataclass
 class Backend:
     name: str
     spec: tuple[str, str]
+    fake: FakeStore | None = None  # the in-memory store: every client of the test is this one object
 
     def open(self) -> Metastore:
+        if self.fake is not None:
+            self.fake.setup()
+            return self.fake
         return open_spec(self.spec)
+
+    def needs_server(self, why: str) -> None:
+        """Skip the test for the in-memory store, which has no server: ``why`` says what it needs."""
+        if self.fake is not None:
+            pytest.skip(f"FakeStore: {why}")
 
     def lapse(self, store: Metastore) -> None:
         """End ``store``'s leadership the way a crash would, without a release.
@@ -59,6 +88,9 @@ class Backend:
         ZooKeeper: the server expires the session (a second connection with the same session id
         closes it), as it would after a partition longer than the session timeout.
         """
+        if isinstance(store, FakeStore):
+            store.lease_expires_at = store.server_now - 1
+            return
         if isinstance(store, ZooKeeperMetastore):
             sid, password = store.client.client_id
             expire_session(self.spec[1], (sid, password), LEASE)
@@ -76,6 +108,9 @@ class Backend:
             conn.execute(update(sqlmod.lease_table).values(expires_at=store.now - 1))
 
     def set_schema(self, store: Metastore, version: int) -> None:
+        if isinstance(store, FakeStore):
+            store.schema_version = str(version)
+            return
         if isinstance(store, ZooKeeperMetastore):
             store.client.set(store._p("schema"), str(version).encode())
             return
@@ -89,6 +124,8 @@ class Backend:
 
 
 def _backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
+    if request.param == "fake":
+        return Backend("fake", ("fake", ""), RealTimeFakeStore())
     if request.param == "sqlite":
         return Backend("sqlite", ("sql", f"sqlite:///{tmp_path / 'metastore.db'}"))
     if request.param == "mariadb":
@@ -96,14 +133,14 @@ def _backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
     if request.param.startswith("postgresql"):  # psycopg2 (the fixture's URL) or psycopg 3
         url = request.getfixturevalue("postgres_url")
         if request.param == "postgresql+psycopg":
-            if not sqlmod._SQLALCHEMY_2:
+            if not sql_engine._SQLALCHEMY_2:
                 pytest.skip("SQLAlchemy 1.4 (Airflow 2's) has no psycopg 3 dialect; psycopg2 is tested instead")
             url = url.replace("+psycopg2://", "+psycopg://")
         return Backend(request.param, ("sql", url))
     return Backend("zookeeper", ("zookeeper", request.getfixturevalue("zk_hosts")))
 
 
-@pytest.fixture(params=["sqlite", "mariadb", "postgresql", "postgresql+psycopg", "zookeeper"])
+@pytest.fixture(params=["fake", "sqlite", "mariadb", "postgresql", "postgresql+psycopg", "zookeeper"])
 def be(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
     return _backend(request, tmp_path)
 
@@ -242,6 +279,7 @@ def _contend(spec: tuple[str, str], me: str, rounds: int, barrier: Any, results:
 
 @pytest.mark.parametrize("contenders", [2, 3])
 def test_racing_processes_exactly_one_wins_every_round(be: Backend, contenders: int) -> None:
+    be.needs_server("processes racing need a store they share")
     be.open().close()  # schema first, so the race is about the lease
     rounds = 40
     ctx = multiprocessing.get_context("fork")
@@ -269,6 +307,7 @@ def test_racing_processes_exactly_one_wins_every_round(be: Backend, contenders: 
 
 
 def test_concurrent_setup_from_many_processes(be: Backend) -> None:
+    be.needs_server("processes need a store they share")
     code = textwrap.dedent(
         f"""
         from tests.contract.test_metastore_contract import open_spec
@@ -489,12 +528,23 @@ def test_events_are_kept_bounded(store: Metastore, monkeypatch: pytest.MonkeyPat
 
     monkeypatch.setattr(sqlmod, "EVENTS_KEPT", 15)
     monkeypatch.setattr(zkmod, "EVENTS_KEPT", 15)
+    monkeypatch.setattr(fakes, "EVENTS_KEPT", 15)
     for i in range(41):
         store.add_event("n1", "restart", f"event {i}", 3)
     events = store.events(100)
     assert 15 <= len(events) <= 35  # ZooKeeper trims in batches, SQL on every insert
     assert events[-1].message == "event 40" and events[-1].epoch == 3
     assert [e.message for e in store.events(3)] == ["event 38", "event 39", "event 40"]
+
+
+def test_long_text_is_capped_to_what_the_store_keeps(store: Metastore) -> None:
+    """A message or detail longer than the records keep is cut, never refused."""
+    store.add_event("n1", "restart", "m" * (TEXT_LIMIT + 500))
+    assert store.events(1)[0].message == "m" * TEXT_LIMIT
+    lease = store.acquire_or_renew("a", "host-a", LEASE)
+    assert lease is not None
+    assert store.record_observations("a", lease.epoch, [Observation("n1", "failed", (), "d" * (TEXT_LIMIT + 1))])
+    assert [o.detail for o in store.observations()] == ["d" * TEXT_LIMIT]
 
 
 def test_clear_wipes_everything_but_the_epoch(store: Metastore) -> None:

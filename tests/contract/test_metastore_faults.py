@@ -35,7 +35,7 @@ import pytest
 
 from scheduler_failover_controller.exceptions import MetastoreError
 from scheduler_failover_controller.metastore import deadline as dl
-from scheduler_failover_controller.metastore import sql as sqlmod
+from scheduler_failover_controller.metastore import sql_engine
 from scheduler_failover_controller.metastore.base import ControllerInfo, Metastore, Observation
 from scheduler_failover_controller.metastore.sql import SQLMetastore
 from scheduler_failover_controller.metastore.zookeeper import ZooKeeperMetastore
@@ -152,7 +152,7 @@ def site(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Site]:
         finally:
             db.drop_database(name)
     elif kind.startswith("postgresql"):
-        if kind.endswith("+psycopg") and not sqlmod._SQLALCHEMY_2:
+        if kind.endswith("+psycopg") and not sql_engine._SQLALCHEMY_2:
             pytest.skip("SQLAlchemy 1.4 (Airflow 2's) has no psycopg 3 dialect; psycopg2 is tested instead")
         pg = request.getfixturevalue("ns_postgres")
         name = pg.create_database()

@@ -40,7 +40,7 @@ def populate(store: Metastore) -> None:
 def read(store: Metastore, call: str) -> object:
     """Run the store call that reads a field ("setup": a fresh look at the schema version)."""
     if call == "setup":
-        store._ready = False  # type: ignore[attr-defined]
+        store._ready = False
         store.setup()
         return None
     method: Callable[[], object] = getattr(store, call)

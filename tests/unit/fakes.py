@@ -21,6 +21,7 @@ from scheduler_failover_controller.controller import Controller
 from scheduler_failover_controller.exceptions import CommandFailed, MetastoreError, NodeUnreachable
 from scheduler_failover_controller.metastore.base import (
     EVENTS_KEPT,
+    SCHEMA_VERSION,
     ClusterState,
     ControllerInfo,
     Event,
@@ -28,6 +29,7 @@ from scheduler_failover_controller.metastore.base import (
     Metastore,
     Observation,
     Placement,
+    capped,
 )
 from scheduler_failover_controller.nodes.base import NodeRunner
 from scheduler_failover_controller.probe import ProbeResult, SchedulerState
@@ -91,6 +93,7 @@ class FakeStore(Metastore):
         self.hooks: dict[str, list[tuple[Callable[[], object], bool]]] = {}
         self.closed = False
         self.ready = False
+        self.schema_version = str(SCHEMA_VERSION)  # as a newer release may have marked it
         # leadership lease
         self.lease_holder: str | None = None
         self.lease_host: str | None = None
@@ -178,7 +181,11 @@ class FakeStore(Metastore):
 
     def setup(self) -> None:
         self._enter("setup")
+        self._check_schema(*self._prepare())
         self.ready = True
+
+    def _prepare(self, d: object = None) -> tuple[str, object]:
+        return "fake schema_version", self.schema_version
 
     def acquire_or_renew(self, holder: str, host: str, ttl: float) -> Lease | None:
         self._enter("acquire_or_renew")
@@ -254,7 +261,10 @@ class FakeStore(Metastore):
         self._enter("record_observations")
         if not self._leader_is(holder, epoch):
             return False
-        self._observations = {o.node: replace(o, observed_at=self.server_now, server_now=0.0) for o in observations}
+        self._observations = {
+            o.node: replace(o, detail=capped(o.detail), observed_at=self.server_now, server_now=0.0)
+            for o in observations
+        }
         return True
 
     def observations(self) -> list[Observation]:
@@ -275,7 +285,7 @@ class FakeStore(Metastore):
 
     def add_event(self, host: str, kind: str, message: str, epoch: int = 0) -> None:
         self._enter("add_event")
-        self._events.append(Event(self.server_now, host, kind, message[:1000], epoch))
+        self._events.append(Event(self.server_now, host, kind, capped(message), epoch))
         del self._events[:-EVENTS_KEPT]
 
     def events(self, limit: int = 50) -> list[Event]:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 import urllib.request
@@ -16,8 +18,10 @@ import pytest
 
 from scheduler_failover_controller import daemon
 from scheduler_failover_controller.config import load_config
-from scheduler_failover_controller.exceptions import MetastoreError
+from scheduler_failover_controller.exceptions import ConfigError, MetastoreError
 from scheduler_failover_controller.probe import ProbeResult, SchedulerState
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_sd_notify_sends_to_the_notify_socket(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -146,6 +150,7 @@ def test_sighup_and_sigusr_do_no_harm_and_sigterm_stops(tmp_path: Path) -> None:
 def test_metrics_endpoint_serves_prometheus_text(tmp_path: Path) -> None:
     controller = _Controller(threading.Event(), cycles_before_stop=10**9)
     server = daemon._serve_metrics(controller, 0)  # type: ignore[arg-type]
+    server.observe_cycle(0.25)
     try:
         port = server.server_address[1]
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
@@ -155,6 +160,26 @@ def test_metrics_endpoint_serves_prometheus_text(tmp_path: Path) -> None:
         server.server_close()
     assert "sfc_active 1" in body and "sfc_epoch 7" in body
     assert 'sfc_scheduler_running{node="n1"} 1' in body
+    # prometheus_client's exposition: HELP lines, cycle durations, the process's own metrics.
+    assert "# HELP sfc_cycles_total" in body and "# TYPE sfc_cycles_total counter" in body
+    assert "sfc_last_cycle_seconds 0.25" in body and "sfc_cycle_duration_seconds_count 1.0" in body
+    assert "process_resident_memory_bytes" in body
+
+
+def test_metrics_port_in_use_is_a_config_error() -> None:
+    controller = _Controller(threading.Event(), cycles_before_stop=10**9)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(ConfigError, match=rf"^sfc.cfg: metrics_port: cannot listen on 127.0.0.1:{port}: "):
+            daemon._serve_metrics(controller, port, "sfc.cfg")  # type: ignore[arg-type]
+
+
+def test_the_daemon_imports_prometheus_client_only_for_metrics() -> None:
+    code = "import sys, scheduler_failover_controller.cli, scheduler_failover_controller.daemon;"
+    code += "assert 'prometheus_client' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
 
 
 def test_logging_goes_to_stderr_and_a_rotating_file(tmp_path: Path) -> None:

@@ -1,0 +1,492 @@
+"""A database reached through SQLAlchemy (1.4 or 2.x): embedded SQLite, MySQL/MariaDB (pymysql),
+PostgreSQL (psycopg2 or psycopg 3), every call held to a hard client-side deadline.
+
+Every public call runs within ``metastore_timeout`` of the client's clock, whatever the server or
+the network does (see :mod:`.deadline`): connects, pool checkouts, statements and the commit all
+share the call's deadline, and when it passes the connection's socket is cut (SQLite: the
+statement interrupted) and the connection invalidated, never returned to the pool. How each driver
+is held to it:
+
+* pymysql: the TCP connection is opened here (connect timeout = what is left of the call) and
+  handed to pymysql, so its socket is guarded from the first byte of the handshake;
+* psycopg2: libpq runs non-blocking under a wait callback that gives up at the deadline
+  (``psycopg2.extensions.set_wait_callback``, process-wide; without a deadline it waits as usual);
+* psycopg 3: the connection generator is watched (deadline checked at every wake-up, its socket
+  guarded); libpq's own ``connect_timeout`` cannot go below 2 s;
+* SQLite: ``busy_timeout`` is what is left of the call, and ``interrupt()`` at the deadline.
+
+A call that missed its deadline leaves nothing that can act later: no statement is sent after it
+(the socket is shut down), nothing unsent is retransmitted (``SO_LINGER`` 0: the close is a RST,
+and ``tcp_user_timeout`` bounds retransmission anyway), and the server drops a transaction left
+open by a client that vanished (``idle_in_transaction_session_timeout`` / MariaDB's
+``idle_transaction_timeout``, both the timeout). The one thing no client can take back is a COMMIT
+the server already received but did not answer in time: it may still apply, so a MetastoreError
+from a write means "outcome unknown". That is safe because every fenced write re-checks the lease
+with the server's clock when it executes, and every compare-and-set re-checks its version, so a
+write that lands late lands exactly as a slow one would have.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import logging
+import math
+import os
+import selectors
+import socket
+import sqlite3
+import struct
+from collections.abc import Callable, Generator, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import quote
+
+from sqlalchemy import __version__ as sqlalchemy_version
+from sqlalchemy import create_engine, event, literal_column
+from sqlalchemy.engine import URL, Connection, Engine, make_url
+from sqlalchemy.exc import ArgumentError, DisconnectionError, NoSuchModuleError, SQLAlchemyError
+from sqlalchemy.sql.expression import ColumnElement
+
+from ..exceptions import ConfigError, MetastoreError
+from ..redaction import redact_url
+from . import deadline as dl
+
+log = logging.getLogger(__name__)
+
+# Airflow 2 pins SQLAlchemy 1.4, which has no psycopg 3 dialect; everything else here works on both.
+_SQLALCHEMY_2 = int(sqlalchemy_version.split(".")[0]) >= 2
+
+T = TypeVar("T")
+
+# The server's clock as seconds since the epoch, per dialect.
+_NOW_SQL = {
+    "sqlite": "((julianday('now') - 2440587.5) * 86400.0)",
+    "mysql": "UNIX_TIMESTAMP(NOW(6))",
+    "mariadb": "UNIX_TIMESTAMP(NOW(6))",
+    "postgresql": "EXTRACT(EPOCH FROM statement_timestamp())",
+}
+
+
+# Drivers each backend is held to its deadline with (see the module docstring).
+_DRIVERS = {
+    "sqlite": ("pysqlite",),
+    "mysql": ("pymysql",),
+    "mariadb": ("pymysql",),
+    "postgresql": ("psycopg2", "psycopg"),
+}
+
+
+class SQLDatabase:
+    """A database reached through SQLAlchemy, every call held to a hard client-side deadline.
+
+    ``key`` is the config key of the URL, named in errors. ``foreign``: a database that is not
+    ours (Airflow's own), only read: SQLite is opened read-only and left in its journal mode, and
+    no write lock is taken.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        timeout: float,
+        *,
+        key: str = "metadata_service_sql_conn",
+        foreign: bool = False,
+    ) -> None:
+        self.url = url
+        self.timeout = timeout
+        self.key = key
+        self.foreign = foreign
+        try:
+            parsed = make_url(url)
+        except ArgumentError:
+            raise ConfigError(f"{key}: {redact_url(url)!r} is not a SQLAlchemy URL") from None
+        backend = parsed.get_backend_name()
+        if backend not in _NOW_SQL:
+            raise ConfigError(f"{key}: database {backend!r} is not supported (sqlite, mysql, mariadb, postgresql)")
+        self.backend = backend
+        self.now: ColumnElement[Any] = literal_column(_NOW_SQL[backend])
+        try:
+            self.driver = parsed.get_driver_name()
+        except (NoSuchModuleError, ImportError) as exc:
+            raise ConfigError(f"{key}: driver not installed: {exc}") from None
+        if backend in ("mysql", "mariadb") and ("+" not in parsed.drivername or (foreign and self.driver == "mysqldb")):
+            # e.g. Airflow's own mysql:// (mysqlclient): pymysql takes the same URL and is ours to hold to the deadline
+            # (Airflow's explicit mysql+mysqldb:// too, when we only read Airflow's database)
+            parsed = parsed.set(drivername=f"{backend}+pymysql")
+            self.driver = "pymysql"
+        if backend == "postgresql" and "+" not in parsed.drivername and importlib.util.find_spec(self.driver) is None:
+            # plain postgresql:// means psycopg 3 to SQLAlchemy 2.1, psycopg2 to 2.0: take the one installed
+            for other in _DRIVERS[backend]:
+                if importlib.util.find_spec(other) is not None and (other != "psycopg" or _SQLALCHEMY_2):
+                    parsed = parsed.set(drivername=f"postgresql+{other}")
+                    self.driver = other
+                    break
+        if self.driver == "psycopg" and not _SQLALCHEMY_2:
+            raise ConfigError(
+                f"{key}: the psycopg 3 driver needs SQLAlchemy 2 (installed: {sqlalchemy_version});"
+                " use postgresql+psycopg2:// with psycopg2-binary installed"
+            )
+        if self.driver not in _DRIVERS[backend]:
+            names = " or ".join(f"{backend}+{d}://" for d in _DRIVERS[backend])
+            raise ConfigError(f"{key}: driver {self.driver!r} cannot be held to metastore_timeout; use {names}")
+        try:
+            self.engine = self._make_engine(parsed)
+        except (NoSuchModuleError, ImportError) as exc:
+            raise ConfigError(f"{key}: driver not installed: {exc}") from None
+
+    def _make_engine(self, parsed: URL) -> Engine:
+        if self.backend == "sqlite":
+            engine = self._sqlite_engine(parsed)
+        elif self.backend in ("mysql", "mariadb"):
+            engine = self._mysql_engine(parsed)
+        else:
+            engine = self._postgresql_engine(parsed)
+        # Our own ping, after the connection is guarded (SQLAlchemy's pool_pre_ping runs before
+        # any event could guard it); a failed ping makes the pool replace the connection.
+        event.listen(engine, "checkout", self._on_checkout)
+        return engine
+
+    def _sqlite_engine(self, parsed: URL) -> Engine:
+        if self.foreign:
+            parsed = _read_only(parsed)
+        elif parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(parsed, future=True, connect_args={"timeout": self.timeout})
+
+        @event.listens_for(engine, "connect")
+        def _on_connect(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
+            _sqlite_guard(dbapi_conn, self.timeout)
+            if self.foreign:
+                return  # read only, in the journal mode its owner chose
+            dbapi_conn.isolation_level = None  # we issue BEGIN ourselves (below)
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.close()
+
+        @event.listens_for(engine, "begin")
+        def _on_begin(conn: Connection) -> None:
+            # Take the write lock up front: no deadlock-prone lock upgrades between writers.
+            if not self.foreign:
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+        return engine
+
+    def _mysql_engine(self, parsed: URL) -> Engine:
+        t = self.timeout
+        engine = create_engine(
+            parsed,
+            future=True,  # 2.0-style connections on SQLAlchemy 1.4 too (commit, autobegin)
+            isolation_level="READ COMMITTED",
+            pool_recycle=1800,
+            pool_timeout=t,
+            connect_args={"connect_timeout": t, "read_timeout": t, "write_timeout": t},
+        )
+        event.listen(engine, "do_connect", self._connect_pymysql)
+
+        @event.listens_for(engine, "connect")
+        def _on_mysql_connect(dbapi_conn: Any, _record: Any) -> None:
+            cur = dbapi_conn.cursor()
+            cur.execute("SET SESSION time_zone = '+00:00'")
+            cur.execute(f"SET SESSION innodb_lock_wait_timeout = {max(1, int(t))}")
+            try:  # MariaDB: seconds; MySQL has max_execution_time (SELECT only) instead
+                cur.execute(f"SET SESSION max_statement_time = {t:.3f}")
+            except Exception:  # noqa: BLE001 - optional server feature
+                cur.execute(f"SET SESSION max_execution_time = {int(t * 1000)}")
+            # A controller cut off mid-transaction must not keep the lease row locked: the
+            # server drops such a session (MariaDB: idle in a transaction; MySQL: any idle one).
+            try:
+                cur.execute(f"SET SESSION idle_transaction_timeout = {max(1, math.ceil(t))}")
+            except Exception:  # noqa: BLE001 - MySQL has no such variable
+                cur.execute(f"SET SESSION wait_timeout = {max(2, math.ceil(4 * t))}")
+            cur.close()
+
+        return engine
+
+    def _postgresql_engine(self, parsed: URL) -> Engine:
+        t = self.timeout
+        engine = create_engine(
+            parsed,
+            future=True,
+            pool_timeout=t,
+            connect_args={
+                # A backstop only: libpq counts whole seconds, at least 2 (the deadline is what holds).
+                "connect_timeout": max(2, math.ceil(t)),
+                # The kernel gives up on data unacknowledged for the timeout, and probes idle connections.
+                "keepalives": 1,
+                "keepalives_idle": max(1, math.ceil(t)),
+                "keepalives_interval": max(1, math.ceil(t)),
+                "keepalives_count": 3,
+                "tcp_user_timeout": max(1000, int(t * 1000)),
+                # statement timeout, and no lock held by a client cut off mid-transaction
+                "options": " ".join(
+                    f"-c {name}={int(t * 1000)}"
+                    for name in ("statement_timeout", "idle_in_transaction_session_timeout")
+                ),
+            },
+        )
+        if self.driver == "psycopg2":
+            _install_psycopg2_wait_callback()
+        else:
+            event.listen(engine, "do_connect", self._connect_psycopg)
+        return engine
+
+    def describe(self) -> str:
+        return f"sql {redact_url(self.url)}"
+
+    # --- deadlines ----------------------------------------------------------------------------
+
+    def _connect_pymysql(self, _dialect: Any, record: Any, cargs: Any, cparams: dict[str, Any]) -> Any:
+        """Open the TCP (or unix) connection ourselves, guarded from its first byte, and hand it to pymysql."""
+        import pymysql
+
+        d = dl.current()
+        if d is not None:
+            d.check()
+        budget = d.remaining() if d is not None else self.timeout
+        where = cparams.get("unix_socket") or f"{cparams.get('host') or 'localhost'}:{cparams.get('port') or 3306}"
+        try:
+            if cparams.get("unix_socket"):
+                sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                sock.settimeout(budget)
+                try:
+                    sock.connect(cparams["unix_socket"])
+                except OSError:
+                    sock.close()
+                    raise
+            else:
+                sock = socket.create_connection(
+                    (cparams.get("host") or "localhost", int(cparams.get("port") or 3306)), timeout=budget
+                )
+                _tune_tcp(sock, self.timeout)
+        except OSError as exc:  # as pymysql reports it, so that SQLAlchemy sees a DBAPI error
+            raise pymysql.err.OperationalError(2003, f"Can't connect to MySQL server on {where!r} ({exc})") from None
+        conn = pymysql.connect(*cargs, **cparams, defer_connect=True)
+        if d is not None:
+            dl.cut_socket(d, sock.fileno(), key=id(conn))
+        conn.connect(sock)  # closes the socket itself if the handshake fails
+        record.info["sfc_fresh"] = True
+        return conn
+
+    def _connect_psycopg(self, _dialect: Any, record: Any, cargs: Any, cparams: dict[str, Any]) -> Any:
+        """psycopg 3: connect through a connection class that keeps to the call's deadline."""
+        conn = _psycopg_connection_class().connect(*cargs, **cparams)
+        d = dl.current()
+        if d is not None:
+            dl.cut_socket(d, conn.fileno(), key=id(conn))
+        record.info["sfc_fresh"] = True
+        return conn
+
+    def _on_checkout(self, dbapi_conn: Any, record: Any, _proxy: Any) -> None:
+        """Guard the connection a call takes from the pool; ping it unless it was just made."""
+        d = dl.current()
+        if self.backend == "sqlite":
+            _sqlite_guard(dbapi_conn, self.timeout)
+            return
+        if d is not None:
+            fd = _socket_fd(dbapi_conn)
+            if fd >= 0:
+                dl.cut_socket(d, fd, key=id(dbapi_conn))
+        if record.info.pop("sfc_fresh", False):
+            return
+        try:
+            self.engine.dialect.do_ping(dbapi_conn)
+        except Exception as exc:  # any failure: the pool replaces this connection
+            raise DisconnectionError(f"ping failed: {type(exc).__name__}") from exc
+
+    @contextmanager
+    def _failures(self, d: dl.Deadline) -> Iterator[None]:
+        """Every database failure in a call as one MetastoreError (MetastoreTimeout once ``d`` passed)."""
+        try:
+            yield
+        except SQLAlchemyError as exc:
+            if d.expired or d.passed:
+                raise d.timeout() from exc
+            raise MetastoreError(_describe_db_error(exc)) from exc
+
+    @contextmanager
+    def _connection(self, d: dl.Deadline) -> Iterator[Connection]:
+        """A pooled connection for one step of a call, guarded by the call's deadline.
+
+        After a failure it is rolled back, or invalidated when that fails or its socket was cut:
+        a connection whose state is not known to be clean never goes back to the pool (which would
+        otherwise try to reset it, and log that failure with tracebacks).
+        """
+        conn = self.engine.connect()
+        try:
+            yield conn
+        except BaseException:
+            clean = False
+            if not conn.invalidated and not d.expired:
+                try:
+                    conn.rollback()
+                    clean = True
+                except SQLAlchemyError:
+                    pass
+            if (d.release() or not clean) and not conn.invalidated:
+                conn.invalidate()
+            raise
+        else:
+            if d.release() and not conn.invalidated:
+                conn.invalidate()  # done, but its socket was cut as it finished
+        finally:
+            d.release()
+            conn.close()
+
+    def read(self, fn: Callable[[Connection], T]) -> T:
+        """``fn`` on one pooled connection within one call's deadline; nothing is committed.
+
+        Raises MetastoreError (MetastoreTimeout when the deadline passed) for any database failure.
+        """
+        with dl.scope(self.timeout) as d, self._failures(d), self._connection(d) as conn:
+            return fn(conn)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+# --- drivers held to the deadline -------------------------------------------------------------
+
+
+def _read_only(url: URL) -> URL:
+    """A SQLite URL as a read-only ``file:`` URI: the file is never created nor written."""
+    database = url.database or ""
+    if not database.startswith("file:"):
+        database = "file:" + quote(str(Path(database).expanduser()))
+    return url.set(database=database, query={**url.query, "mode": "ro", "uri": "true"})
+
+
+def _sqlite_guard(conn: sqlite3.Connection, timeout: float) -> None:
+    """SQLite waits for a lock at most what is left of the call, and is interrupted at its deadline.
+
+    Outside a call (a test's own use of the engine) it waits ``timeout``.
+    """
+    d = dl.current()
+    left = timeout if d is None else d.remaining()
+    conn.execute(f"PRAGMA busy_timeout={max(1, int(left * 1000))}")
+    if d is not None:
+        d.guard(("sqlite", id(conn)), conn.interrupt)
+
+
+def _tune_tcp(sock: socket.socket, timeout: float) -> None:
+    """What libpq gets from its keepalive and tcp_user_timeout parameters, for a socket of ours."""
+    seconds = max(1, math.ceil(timeout))
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    for name, value in (
+        ("TCP_KEEPIDLE", seconds),
+        ("TCP_KEEPINTVL", seconds),
+        ("TCP_KEEPCNT", 3),
+        ("TCP_USER_TIMEOUT", max(1000, int(timeout * 1000))),
+    ):
+        option = getattr(socket, name, None)
+        if option is not None:  # Linux has them all
+            sock.setsockopt(socket.IPPROTO_TCP, option, value)
+
+
+def _socket_fd(dbapi_conn: Any) -> int:
+    """The file descriptor of a live DBAPI connection's socket, or -1."""
+    sock = getattr(dbapi_conn, "_sock", None)  # pymysql (None once it closed it)
+    try:
+        if sock is not None:
+            return int(sock.fileno())
+        if hasattr(dbapi_conn, "fileno") and not getattr(dbapi_conn, "closed", False):
+            return int(dbapi_conn.fileno())  # psycopg2, psycopg
+    except Exception:  # noqa: BLE001 - a closed connection: nothing to guard, its ping fails
+        return -1
+    return -1
+
+
+def _psycopg2_wait(conn: Any) -> None:
+    """psycopg2's wait callback: libpq non-blocking, waiting at most until the call's deadline.
+
+    Without a metastore deadline (any other use of psycopg2 in the process) it waits as long as
+    psycopg2 itself would. At the deadline the socket gets SO_LINGER 0 and the wait fails: psycopg2
+    then closes the connection (a RST; nothing unsent goes out later).
+    """
+    import psycopg2
+    import psycopg2.extensions as ext
+
+    d = dl.current()
+    while True:
+        state = conn.poll()
+        if state == ext.POLL_OK:
+            return
+        if state == ext.POLL_READ:
+            events = selectors.EVENT_READ
+        elif state == ext.POLL_WRITE:
+            events = selectors.EVENT_WRITE
+        else:
+            raise psycopg2.OperationalError(f"bad state from poll: {state}")
+        with selectors.DefaultSelector() as selector:
+            selector.register(conn.fileno(), events)
+            if d is None:
+                selector.select()
+                continue
+            timeout = d.remaining()
+            if timeout > 0 and selector.select(timeout):
+                continue
+        with contextlib.suppress(OSError):
+            dup = socket.socket(fileno=os.dup(conn.fileno()))
+            with dup:
+                dup.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        raise psycopg2.OperationalError(f"metastore deadline of {d.seconds:g}s passed")
+
+
+def _install_psycopg2_wait_callback() -> None:
+    import psycopg2.extensions as ext
+
+    current = ext.get_wait_callback()
+    if current is None:
+        ext.set_wait_callback(_psycopg2_wait)
+    elif current is not _psycopg2_wait:
+        log.warning("another psycopg2 wait callback is installed: PostgreSQL connects may outlast metastore_timeout")
+
+
+_PSYCOPG_CONNECTION: Any = None
+
+
+def _psycopg_connection_class() -> Any:
+    """A psycopg 3 Connection whose connect keeps to the call's deadline (made once, on first use).
+
+    psycopg drives libpq's non-blocking connect from a generator, waking it at least every 0.1 s;
+    this one checks the deadline at every wake-up and guards each socket the attempt uses.
+    """
+    global _PSYCOPG_CONNECTION
+    if _PSYCOPG_CONNECTION is not None:
+        return _PSYCOPG_CONNECTION
+    import psycopg
+
+    class DeadlineConnection(psycopg.Connection[Any]):
+        @classmethod
+        def _connect_gen(cls, *args: Any, **kwargs: Any) -> Any:
+            return _within_deadline(super()._connect_gen(*args, **kwargs))
+
+    def _within_deadline(gen: Generator[Any, Any, Any]) -> Generator[Any, Any, Any]:
+        d = dl.current()
+        if d is None:
+            return (yield from gen)
+        try:
+            waiting = next(gen)
+            while True:
+                fd = waiting[0]
+                if not d.guarded(("psycopg-connect", fd)):
+                    dl.cut_socket(d, fd, key=("psycopg-connect", fd))
+                if d.passed:
+                    gen.close()
+                    raise psycopg.errors.ConnectionTimeout(f"metastore deadline of {d.seconds:g}s passed")
+                waiting = gen.send((yield waiting))
+        except StopIteration as done:
+            return done.value
+
+    _PSYCOPG_CONNECTION = DeadlineConnection
+    return DeadlineConnection
+
+
+def _describe_db_error(exc: SQLAlchemyError) -> str:
+    """One line about a database failure, without the SQL text or parameters."""
+    orig = getattr(exc, "orig", None)
+    text = str(orig if orig is not None else exc).splitlines()[0]
+    return f"metastore error: {type(orig or exc).__name__}: {text}"[:300]

@@ -1,0 +1,65 @@
+"""The Prometheus endpoint: the controller's state at each scrape, its cycle durations, the process.
+
+Imported only when ``metrics_port`` is set (see :func:`.daemon.run`): prometheus_client costs
+memory that a controller without metrics need not pay.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from http.server import ThreadingHTTPServer
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, Histogram, ProcessCollector
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import MetricsHandler
+from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from .controller import Controller
+
+ADDRESS = "127.0.0.1"  # the endpoint is local: a scraper on the node, or a tunnel to it
+
+
+class ControllerCollector(Collector):
+    """What the controller knows, read from it at each scrape (never stale, nothing to update)."""
+
+    def __init__(self, controller: Controller) -> None:
+        self.controller = controller
+        self.last_cycle_seconds = 0.0
+
+    def collect(self) -> Iterator[Metric]:
+        c = self.controller
+        yield GaugeMetricFamily(
+            "sfc_active", "1 while this controller holds the leadership lease", 1 if c.role == "active" else 0
+        )
+        yield GaugeMetricFamily("sfc_epoch", "The leadership epoch (fencing token) this controller last saw", c.epoch)
+        yield CounterMetricFamily("sfc_cycles", "Control cycles run since the controller started", c.cycles)
+        yield GaugeMetricFamily(
+            "sfc_last_cycle_seconds", "How long the latest control cycle took", self.last_cycle_seconds
+        )
+        running = GaugeMetricFamily(
+            "sfc_scheduler_running", "1 if the node's scheduler was running at the latest probe", labels=["node"]
+        )
+        for node, probe in sorted(c.last_probes.items()):
+            running.add_metric([node], 1 if probe.state.value == "running" else 0)
+        yield running
+
+
+class MetricsServer(ThreadingHTTPServer):
+    """The endpoint's HTTP server, with the registry it serves and the cycle-duration histogram."""
+
+    daemon_threads = True
+
+    def __init__(self, controller: Controller, port: int) -> None:
+        self.registry = CollectorRegistry()
+        self.state = ControllerCollector(controller)
+        self.registry.register(self.state)
+        ProcessCollector(registry=self.registry)
+        self.cycles = Histogram("sfc_cycle_duration_seconds", "How long control cycles take", registry=self.registry)
+        super().__init__((ADDRESS, port), MetricsHandler.factory(self.registry))
+
+    def observe_cycle(self, seconds: float) -> None:
+        """Record one control cycle's duration."""
+        self.state.last_cycle_seconds = seconds
+        self.cycles.observe(seconds)
