@@ -122,6 +122,20 @@ def test_without_the_project_there_it_starts_unleashed(env: Env, caplog: pytest.
     assert runner.stop().state is SchedulerState.STOPPED
 
 
+def test_with_an_empty_ssh_remote_command_it_starts_unleashed(env: Env) -> None:
+    """ssh_remote_command empty: always the POSIX fallback, no leash helper tried (it used to fail
+    with an IndexError looking for the helper's command)."""
+    runner = env.runner(ssh_remote_command="")
+    assert runner.remote_words == []
+    runner.start(later())
+    wait_for(lambda: bool(env.schedulers()), 10, "the started scheduler")
+    [root] = env.schedulers()
+    assert leash_of(root) is None
+    assert runner.probe() == ProbeResult(NODE, SchedulerState.RUNNING, (root.pid,), leashed=False)
+    runner.renew_leash(later())  # nothing to renew
+    assert runner.stop().state is SchedulerState.STOPPED
+
+
 def renew_until_written(env: Env, runner: SSHNodeRunner, seconds: float = 30.0) -> None:
     """Renew until the node's deadline file shows it (a busy node's helper may take a few calls)."""
     path = deadline_path(env.tmp / "state", NODE)
