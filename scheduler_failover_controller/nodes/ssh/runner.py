@@ -119,7 +119,8 @@ class SSHNodeRunner(NodeRunner):
 
     @property
     def target(self) -> str:
-        return f"{self.user}@{self.node}:{self.port}"
+        """``user@node:port``."""
+        return self._link.endpoint.target
 
     @property
     def connections_opened(self) -> int:
@@ -130,6 +131,7 @@ class SSHNodeRunner(NodeRunner):
         self._link.close()
 
     def _session(self, deadline: Deadline, action: Callable[[Connection], T]) -> T:
+        """``action`` on the node's connection under the deadline (:meth:`.Connector.session`)."""
         return self._link.session(deadline, action)
 
     def _exec(
