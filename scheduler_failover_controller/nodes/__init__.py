@@ -9,13 +9,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ..config import Config
-from .base import NodeRunner, NoTransportRunner
+from .base import NodeRunner
 from .local import LocalNodeRunner
 
 if TYPE_CHECKING:
     from .ssh import SSHNodeRunner
 
-__all__ = ["LocalNodeRunner", "NoTransportRunner", "NodeRunner", "SSHNodeRunner", "make_runners"]
+__all__ = ["LocalNodeRunner", "NodeRunner", "SSHNodeRunner", "make_runners"]
 
 
 def __getattr__(name: str) -> Any:

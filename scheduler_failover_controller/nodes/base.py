@@ -49,26 +49,3 @@ class NodeRunner(abc.ABC):
 
     def close(self) -> None:
         """Release connections."""
-
-
-class NoTransportRunner(NodeRunner):
-    """A node this controller has no way to reach: always UNKNOWN, never commanded."""
-
-    def __init__(self, node: str, reason: str) -> None:
-        super().__init__(node)
-        self.reason = reason
-
-    def probe(self) -> ProbeResult:
-        from ..probe import SchedulerState
-
-        return ProbeResult(self.node, SchedulerState.UNKNOWN, detail=self.reason)
-
-    def start(self, deadline: float) -> None:
-        from ..exceptions import NodeUnreachable
-
-        raise NodeUnreachable(f"{self.node}: {self.reason}")
-
-    def stop(self, grace: float | None = None) -> ProbeResult:
-        from ..exceptions import NodeUnreachable
-
-        raise NodeUnreachable(f"{self.node}: {self.reason}")

@@ -56,7 +56,7 @@ MakeLab = Callable[..., Lab]
 
 def needs_ssh() -> None:
     if not ssh_available():
-        pytest.skip("needs SSH control of other masters (scheduler_failover_controller/nodes/ssh.py)")
+        pytest.skip("needs SSH control of other masters (scheduler_failover_controller/nodes/ssh/)")
 
 
 def finish(

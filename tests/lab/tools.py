@@ -54,8 +54,8 @@ def missing_tools() -> list[str]:
 
 
 def ssh_available() -> bool:
-    """Whether this checkout has SSH control of other masters (nodes/ssh.py and its config keys)."""
-    here = ROOT / "scheduler_failover_controller" / "nodes" / "ssh.py"
+    """Whether this checkout has SSH control of other masters (nodes/ssh/ and its config keys)."""
+    here = ROOT / "scheduler_failover_controller" / "nodes" / "ssh" / "runner.py"
     return here.exists() and "ssh_known_hosts_file" in KEYS
 
 

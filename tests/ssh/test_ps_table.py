@@ -10,7 +10,7 @@ import uuid
 import psutil
 import pytest
 
-from scheduler_failover_controller.nodes.ssh import PS_LISTING, kill_script, lineage, parse_etime, parse_ps
+from scheduler_failover_controller.nodes.ssh.scripts import kill_script
 from scheduler_failover_controller.probe import (
     ProbeResult,
     ProcessEntry,
@@ -20,6 +20,7 @@ from scheduler_failover_controller.probe import (
     table_descendants,
     table_roots,
 )
+from scheduler_failover_controller.ps_table import PS_LISTING, lineage, parse_etime, parse_ps
 from tests.ssh.conftest import FAKE, PYTHON
 from tests.support.waiting import wait_for
 

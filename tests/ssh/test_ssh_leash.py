@@ -15,7 +15,7 @@ import psutil
 import pytest
 
 from scheduler_failover_controller.leash import deadline_path, read_deadline_file
-from scheduler_failover_controller.nodes.ssh import SSHNodeRunner, _Deadline
+from scheduler_failover_controller.nodes.ssh import Deadline, SSHNodeRunner
 from scheduler_failover_controller.probe import LEASH_NAMES, ProbeResult, SchedulerState, read_leash_records
 from tests.ssh.conftest import NODE, Env, later
 from tests.support.waiting import wait_for
@@ -32,7 +32,7 @@ def leash_of(proc: psutil.Process) -> psutil.Process | None:
 
 def listed(runner: SSHNodeRunner) -> ProbeResult:
     """A probe by the ps-listing fallback (not the node's probe server)."""
-    budget = _Deadline(runner.timeout)
+    budget = Deadline(runner.timeout)
 
     def look(conn: object) -> ProbeResult:
         _status, out, _err = runner._exec(conn, runner._probe_script(), budget)  # type: ignore[arg-type]
@@ -64,7 +64,7 @@ def test_the_remote_deadline_is_never_later_than_ours(env: Env) -> None:
     runner = env.runner()
     assert runner.probe().state is SchedulerState.STOPPED
     ours = time.monotonic() + 5.0
-    budget = _Deadline(runner.timeout)
+    budget = Deadline(runner.timeout)
     theirs = runner._session(budget, lambda conn: runner._remote_deadline(conn, budget, ours))
     assert theirs is not None
     assert ours - 0.5 < theirs <= ours  # the same clock here: only the round trip is lost
@@ -119,6 +119,20 @@ def test_without_the_project_there_it_starts_unleashed(env: Env, caplog: pytest.
     with caplog.at_level(logging.WARNING):
         runner.renew_leash(later())  # nothing there to renew: no error, no warning
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert runner.stop().state is SchedulerState.STOPPED
+
+
+def test_with_an_empty_ssh_remote_command_it_starts_unleashed(env: Env) -> None:
+    """ssh_remote_command empty: always the POSIX fallback, no leash helper tried (it used to fail
+    with an IndexError looking for the helper's command)."""
+    runner = env.runner(ssh_remote_command="")
+    assert runner.remote_words == []
+    runner.start(later())
+    wait_for(lambda: bool(env.schedulers()), 10, "the started scheduler")
+    [root] = env.schedulers()
+    assert leash_of(root) is None
+    assert runner.probe() == ProbeResult(NODE, SchedulerState.RUNNING, (root.pid,), leashed=False)
+    runner.renew_leash(later())  # nothing to renew
     assert runner.stop().state is SchedulerState.STOPPED
 
 

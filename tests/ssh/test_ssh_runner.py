@@ -596,7 +596,7 @@ def test_a_start_that_never_arrived_is_cancelled_for_good(env: Env, monkeypatch:
     assert not runner._pending
     # the launch arrives late (a frozen sshd thawing): it must not start anything any more
     late = env.runner()
-    deadline = ssh_module._Deadline(5)
+    deadline = ssh_module.Deadline(5)
     status, out, _err = late._session(deadline, lambda conn: late._exec(conn, scripts[0], deadline))
     assert "@@sfc-cancelled@@" in out and status != 0
     time.sleep(0.5)

@@ -1,0 +1,576 @@
+"""SSHNodeRunner: probe, start, stop and leash a scheduler on another master over SSH.
+
+The steps are orchestrated here; the connection is :mod:`.transport`'s, the shell scripts and the
+reading of their output :mod:`.scripts`', the long-lived helpers on the node :mod:`.serve`'s.
+
+Probing: with this project on the node (``ssh_remote_command`` found there), its ``probe --serve``
+answers; otherwise, or while it starts, the node lists its processes with ``ps`` and the same
+matching and root rules are applied here (:func:`~scheduler_failover_controller.probe.probe_table`).
+Whatever goes wrong (resolution, connection, host key, authentication, timeout, unreadable answer)
+makes the probe UNKNOWN, never running or stopped.
+"""
+
+from __future__ import annotations
+
+import getpass
+import logging
+import math
+import secrets
+import shlex
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from typing import TypeVar
+
+import paramiko
+
+from ...config import Config
+from ...exceptions import CommandFailed, NodeUnreachable
+from ...leash import CLI_SUBCOMMAND
+from ...probe import (
+    MATCH_ENV,
+    STATE_DIR_ENV,
+    ProbeResult,
+    ProcessEntry,
+    SchedulerState,
+    probe_table,
+    table_descendants,
+    table_roots,
+)
+from ..base import NodeRunner
+from ..local import launch_command, leash_spec, node_lock_path, session_file
+from . import scripts
+from .scripts import Marker, marked
+from .serve import LeashHelper, LeashNotReady, ProbeServer
+from .transport import LOG_NAME, Connection, Connector, Deadline, Endpoint, SSHFailure, open_channel, run_script
+
+log = logging.getLogger(LOG_NAME)
+
+T = TypeVar("T")
+
+_UNREACHABLE_REPEAT = 60.0  # seconds between warnings while a node stays unreachable
+_LOCK_WAIT = 2.0  # seconds to wait for the node's start lock, as the local runner does
+_LEASH_WAIT = 2.0  # seconds more a start may take: the leash's helper and the leash start there
+_VISIBLE_WAIT = 1.0  # seconds a start waits, holding the lock, for the new process to show
+
+
+@dataclass
+class SSHCheck:
+    """What ``test_connection`` reports for one SSH node."""
+
+    target: str
+    reachable: bool = False
+    host_key: str = "not checked"
+    host_key_ok: bool = False
+    auth: str = "not tried"
+    auth_ok: bool = False
+    project: str = "not checked"
+    tools_missing: tuple[str, ...] = ()
+    error: str = ""
+    probe: ProbeResult | None = None
+
+    @property
+    def ok(self) -> bool:
+        return (
+            self.reachable
+            and self.host_key_ok
+            and self.auth_ok
+            and not self.tools_missing
+            and self.probe is not None
+            and self.probe.state is not SchedulerState.UNKNOWN
+        )
+
+
+class SSHNodeRunner(NodeRunner):
+    """A master node reached over SSH: ``node`` is its host name or address."""
+
+    def __init__(self, node: str, config: Config) -> None:
+        super().__init__(node)
+        self.config = config
+        self.match = config.process_match(node)
+        self.port = config.ssh_port
+        self.user = config.ssh_user or getpass.getuser()
+        self.timeout = config.ssh_timeout
+        self.remote_words = shlex.split(config.ssh_remote_command)
+        self.lock_path = node_lock_path(config, node)
+        self.session_path = session_file(config, node)  # on the node: the same path as there
+        self._unreachable_since: float | None = None  # monotonic time its probes began to fail
+        self._unreachable_warned: float | None = None
+        self._renew_failing = False
+        #: whether the last look found this project on the node (None: not known yet)
+        self.remote_project: bool | None = None
+        self._pending: set[str] = set()  # tokens of starts that timed out, not yet settled
+        self._pending_lock = threading.Lock()
+        self._link = Connector(
+            Endpoint(
+                node,
+                self.port,
+                self.user,
+                self.timeout,
+                key_file=config.ssh_key_file,
+                known_hosts_file=config.ssh_known_hosts_file,
+                host_key_policy=config.ssh_host_key_policy,
+            )
+        )
+        self._prober = ProbeServer(node, self.remote_words, self.match, config.state_dir)
+        self._leash = LeashHelper(node, self.remote_words, config.state_dir)
+
+    @property
+    def target(self) -> str:
+        """``user@node:port``."""
+        return self._link.endpoint.target
+
+    @property
+    def connections_opened(self) -> int:
+        """How many SSH connections this runner has opened (for tests and metrics)."""
+        return self._link.connections_opened
+
+    def close(self) -> None:
+        self._link.close()
+
+    def _session(self, deadline: Deadline, action: Callable[[Connection], T]) -> T:
+        """``action`` on the node's connection under the deadline (:meth:`.Connector.session`)."""
+        return self._link.session(deadline, action)
+
+    def _exec(
+        self, conn: Connection, script: str, deadline: Deadline, budget: float | None = None
+    ) -> tuple[int, str, str]:
+        """Run ``script`` with ``/bin/sh -s`` on the node; (exit status, stdout, stderr)."""
+        return run_script(conn, script, deadline, budget)
+
+    # --- looking ----------------------------------------------------------------------------
+
+    def _probe_script(self) -> str:
+        return scripts.listing_script(self.config.state_dir, self.node)
+
+    def _parse_listing(self, out: str) -> list[ProcessEntry] | None:
+        return scripts.parse_listing(out)
+
+    def _probe_listed(self, out: str, table: list[ProcessEntry]) -> ProbeResult:
+        """probe_table with the node's leashes (verifiable only when its clock was printed)."""
+        records, now = scripts.parse_listing_head(out)
+        return probe_table(self.node, table, self.match, leashes=records if now is not None else ())
+
+    def _look(self, conn: Connection, deadline: Deadline) -> tuple[ProbeResult, list[ProcessEntry] | None]:
+        """One probe on the node; with the ps table when the fallback was used."""
+        served = self._prober.probe(conn, deadline)
+        if served is not None:
+            self.remote_project = True
+            return served, None
+        status, out, err = self._exec(conn, self._probe_script(), deadline)
+        table = self._parse_listing(out)
+        if table is None:
+            why = (err.strip().splitlines() or [f"exit status {status}"])[-1]
+            return ProbeResult(
+                self.node, SchedulerState.UNKNOWN, detail=f"ssh: unreadable process listing ({why})"
+            ), None
+        if not self._prober.running_on(conn):
+            self.remote_project = False
+        return self._probe_listed(out, table), table
+
+    # --- starts that timed out ----------------------------------------------------------------
+
+    def _settle_pending(self, conn: Connection, deadline: Deadline) -> bool:
+        """Make sure no earlier start that timed out can still launch; True if one already did.
+
+        Each start creates its token directory (mkdir is atomic) before launching and gives up if
+        it exists; settling creates it first, so the start can no longer happen, or finds it
+        created, so the start has launched.
+        """
+        with self._pending_lock:
+            tokens = sorted(self._pending)
+        if not tokens:
+            return False
+        lock_dir = self.lock_path.parent
+        script = scripts.settle_script(lock_dir, [scripts.token_dir(lock_dir, self.node, t) for t in tokens])
+        status, out, err = self._exec(conn, script, deadline)
+        if status != 0:
+            raise SSHFailure("channel", f"cannot settle an earlier start: {err.strip() or status}")
+        with self._pending_lock:
+            self._pending.difference_update(tokens)
+        ran = bool(marked(out, Marker.RAN))
+        how = "one had run" if ran else "cancelled"
+        log.info("%s: settled %d start(s) that had timed out (%s)", self.node, len(tokens), how)
+        return ran
+
+    # --- NodeRunner ---------------------------------------------------------------------------
+
+    def probe(self) -> ProbeResult:
+        deadline = Deadline(self.timeout)
+
+        def look(conn: Connection) -> ProbeResult:
+            ran = self._settle_pending(conn, deadline)
+            result, _table = self._look(conn, deadline)
+            if ran and result.state is SchedulerState.STOPPED and deadline.left() > _VISIBLE_WAIT:
+                time.sleep(_VISIBLE_WAIT)  # a late start just launched: give it a moment to show
+                result, _table = self._look(conn, deadline)
+            return result
+
+        try:
+            result = self._session(deadline, look)
+        except SSHFailure as exc:
+            self._note_unreachable(str(exc))
+            return ProbeResult(self.node, SchedulerState.UNKNOWN, detail=f"ssh: {exc}")
+        except Exception as exc:  # noqa: BLE001 - probe never raises (NodeRunner contract)
+            log.warning("%s: probe failed unexpectedly: %r", self.node, exc)
+            return ProbeResult(self.node, SchedulerState.UNKNOWN, detail=f"ssh: probe failed: {exc}")
+        if self._unreachable_since is not None:
+            log.info("%s: reachable over SSH again after %.1fs", self.node, time.monotonic() - self._unreachable_since)
+            self._unreachable_since = self._unreachable_warned = None
+        return result
+
+    def _note_unreachable(self, why: str) -> None:
+        """A warning when the node turns unreachable and once a minute while it stays so; DEBUG between."""
+        now = time.monotonic()
+        if self._unreachable_since is None:
+            self._unreachable_since = self._unreachable_warned = now
+            log.warning("%s: unreachable over SSH (%s); it counts as unknown until it answers", self.node, why)
+        elif self._unreachable_warned is None or now - self._unreachable_warned >= _UNREACHABLE_REPEAT:
+            self._unreachable_warned = now
+            log.warning(
+                "%s: still unreachable over SSH after %.0fs (%s)", self.node, now - self._unreachable_since, why
+            )
+        else:
+            log.debug("%s: probe failed: %s", self.node, why)
+
+    def start(self, deadline: float) -> None:
+        """Launch the scheduler on the node as the local runner does, under the node's start lock.
+
+        The lock is ``flock`` on ``state_dir/locks/NODE.lock`` there (the file the node's own
+        controller locks), held over a channel while this probes, launches (``setsid``, detached,
+        output appended to ``state_dir/scheduler.log`` there) and waits to see it: up to 1s, or
+        until its leash has launched the start command and 1s more.
+
+        The leash: with this project on the node, the launch runs ``ssh_remote_command leash``,
+        which runs the start command and stops it at ``deadline`` (our monotonic clock) turned
+        into the node's clock by :meth:`_remote_deadline`. Without it (the POSIX fallback) the
+        start command runs unleashed, as its probes then say.
+
+        A launch whose answer does not come back may still happen later. Each launch first
+        creates a token directory with ``mkdir`` and gives up if it exists; until this runner has
+        settled such a start on the node (by creating its token first, so it can never launch, or
+        by finding it created, so it did), every probe says UNKNOWN at best, never STOPPED.
+        """
+        budget = Deadline(self.timeout + _LOCK_WAIT + _VISIBLE_WAIT + _LEASH_WAIT)
+        token = ""
+
+        def launch(conn: Connection) -> None:
+            nonlocal token
+            self._settle_pending(conn, budget)
+            token = secrets.token_hex(8)  # new on a retry: settling cancels the last one
+            if self.remote_words:
+                self._leash.warm_up(conn, budget)  # its Python starts there while we take the lock and look
+            with self._remote_lock(conn, budget):
+                self._launch_locked(conn, budget, deadline, token)
+
+        try:
+            self._session(budget, launch)
+        except SSHFailure as exc:
+            with self._pending_lock:
+                doubt = token in self._pending
+            later = "; the scheduler may still come up there, so the node counts as running until seen" if doubt else ""
+            raise NodeUnreachable(f"{self.node}: start over SSH: {exc}{later}") from None
+
+    def _launch_locked(self, conn: Connection, budget: Deadline, deadline: float, token: str) -> None:
+        """The part of a start under the node's lock: look, launch, wait to see it."""
+        current, _table = self._look(conn, budget)
+        if current.state is SchedulerState.UNKNOWN:
+            raise CommandFailed(f"{self.node}: cannot tell whether a scheduler runs: {current.detail}")
+        if current.state.maybe_running:
+            log.info("%s: a scheduler is already there; not starting another", self.node)
+            return
+        # what is left once the launch and the wait to see it have their share
+        patience = Deadline(max(0.0, budget.left() - self.timeout - _VISIBLE_WAIT))
+        try:
+            remote_deadline = self._remote_deadline(conn, budget, deadline, patience)
+        except LeashNotReady:
+            raise CommandFailed(f"{self.node}: the leash helper did not start there in time") from None
+        if remote_deadline is None:
+            log.info("%s: this project is not there: starting the scheduler without a leash", self.node)
+        with self._pending_lock:
+            self._pending.add(token)  # from here until it answers, the start may still happen
+        status, out, err = self._exec(conn, self._launch_script(token, remote_deadline), budget)
+        with self._pending_lock:
+            self._pending.discard(token)
+        if marked(out, Marker.CANCELLED):
+            raise CommandFailed(f"{self.node}: start over SSH failed: its token was taken (settled as cancelled)")
+        if status != 0 or not marked(out, Marker.LAUNCHED):
+            why = (err.strip().splitlines() or [f"exit status {status}"])[-1]
+            raise CommandFailed(f"{self.node}: start over SSH failed: {why}")
+        # Hold the lock until the new process is visible, so a concurrent starter sees it.
+        self._wait_visible(conn, budget, token if remote_deadline is not None else "")
+
+    def _wait_visible(self, conn: Connection, budget: Deadline, token: str) -> None:
+        """Until the scheduler shows; at most 1s, or (leashed) 1s after its leash registered."""
+        began = time.monotonic()
+        spawned = 0.0
+        while budget.left() > 0.2:
+            if not token:
+                if self._look(conn, budget)[0].state.maybe_running:
+                    return
+            else:  # the listing shows both the scheduler and the leash's registration
+                _status, out, _err = self._exec(conn, self._probe_script(), budget)
+                table = self._parse_listing(out)
+                if table is not None and self._probe_listed(out, table).state.maybe_running:
+                    return
+                if not spawned and any(r.token == token for r in scripts.parse_listing_head(out)[0]):
+                    spawned = time.monotonic()
+            now = time.monotonic()
+            if (spawned or not token) and now - (spawned or began) >= _VISIBLE_WAIT:
+                return
+            time.sleep(0.05)
+
+    @contextmanager
+    def _remote_lock(self, conn: Connection, deadline: Deadline) -> Iterator[None]:
+        """Hold the node's start lock (flock, the file the node's own controller uses) meanwhile.
+
+        The lock is held by ``flock`` on the node for as long as this channel stays open.
+        """
+        hold = math.ceil(max(1.0, deadline.left())) + 5
+        chan = open_channel(conn, deadline)
+        try:
+            chan.exec_command(scripts.lock_command(self.lock_path, _LOCK_WAIT, hold))
+            seen = bytearray()
+            local = deadline.within(_LOCK_WAIT + self.timeout)
+            while Marker.LOCKED.text.encode() not in seen:
+                chan.settimeout(max(0.01, local.left()))
+                try:
+                    data = chan.recv(1024)
+                except TimeoutError:
+                    raise SSHFailure("timeout", f"no answer while taking the start lock on {self.node}") from None
+                if not data:
+                    raise self._lock_refused(chan, local)
+                seen += data
+            yield
+        finally:
+            with suppress(paramiko.SSHException, OSError, EOFError):
+                chan.shutdown_write()
+            chan.close()
+
+    def _lock_refused(self, chan: paramiko.Channel, local: Deadline) -> CommandFailed:
+        """Why the lock command ended without the lock."""
+        chan.status_event.wait(max(0.01, local.left()))
+        status = chan.exit_status
+        err = bytearray()
+        while chan.recv_stderr_ready():
+            err += chan.recv_stderr(4096)
+        why = err.decode(errors="replace").strip()
+        if status == 1 and not why:  # flock -w timed out (it says nothing)
+            return CommandFailed(f"{self.node}: another controller is starting the scheduler")
+        return CommandFailed(
+            f"{self.node}: cannot take the start lock {self.lock_path}: {why or f'exit status {status}'}"
+        )
+
+    def _launch_script(self, token: str, remote_deadline: float | None = None) -> str:
+        """The start script; with ``remote_deadline`` (the node's clock) it starts a leash."""
+        if remote_deadline is None:
+            launch = launch_command(self.config, self.node)
+        else:
+            spec = leash_spec(self.config, self.node, remote_deadline, token)
+            launch = launch_command(self.config, self.node, [*self.remote_words, CLI_SUBCOMMAND], spec.environment())
+        return scripts.launch_script(
+            launch,
+            node=self.node,
+            token=token,
+            state_dir=self.config.state_dir,
+            lock_dir=self.lock_path.parent,
+            session_path=self.session_path,
+        )
+
+    # --- the leash ------------------------------------------------------------------------------
+
+    def renew_leash(self, deadline: float) -> None:
+        """Renew the node's leash to ``deadline`` (our monotonic clock), through ``leash --serve``.
+
+        The deadline is turned into the node's clock by a round trip (:meth:`_remote_deadline`)
+        and sent as an absolute value, so a late answer or a late write is still safe. Bounded by
+        ``ssh_timeout``; never raises; a failure logs one warning until a renewal succeeds again.
+        Nothing to do where this project is not installed (no leash there).
+        """
+        if not self.remote_words:
+            return
+        budget = Deadline(self.timeout)
+
+        def renew(conn: Connection) -> str | None:
+            remote = self._remote_deadline(conn, budget, deadline)
+            if remote is None:
+                return None
+            answer = self._leash.request(conn, budget, f"set {remote!r}")
+            if answer != "ok":
+                raise SSHFailure("channel", f"the leash helper answered {(answer or '')[:200]!r}")
+            return answer
+
+        try:
+            done = self._session(budget, renew)
+        except LeashNotReady:
+            log.debug("%s: the leash helper is still starting there; renewal skipped", self.node)
+            return
+        except SSHFailure as exc:
+            self._leash_failed(str(exc))
+            return
+        except Exception as exc:  # noqa: BLE001 - renew_leash never raises (NodeRunner contract)
+            self._leash_failed(f"unexpected {exc!r}")
+            return
+        if done is not None and self._renew_failing:
+            self._renew_failing = False
+            log.info("%s: leash renewed again", self.node)
+
+    def _leash_failed(self, why: str) -> None:
+        if self._renew_failing:
+            log.debug("%s: leash renewal failed again: %s", self.node, why)
+            return
+        self._renew_failing = True
+        log.warning("%s: could not renew the leash over SSH: %s", self.node, why)
+
+    def _remote_deadline(
+        self, conn: Connection, budget: Deadline, deadline: float, patience: Deadline | None = None
+    ) -> float | None:
+        """``deadline`` (our monotonic clock) on the node's monotonic clock; None without the project.
+
+        At t0 we ask for the node's reading m1 and get it at t1: m1 was read at a real time >= t0,
+        at most t1 - t0 before t1, so ``m1 + (deadline - t1)`` is never later than ``deadline``
+        whatever the delays (the round trip only costs margin). ``patience``: how long to wait
+        for a helper still starting (default: the budget); then LeashNotReady.
+        """
+        if not self.remote_words:
+            return None
+        answer = self._leash.request(conn, budget, "clock", patience)
+        if answer is None:
+            return None
+        t1 = time.monotonic()
+        words = answer.split()
+        try:
+            if len(words) != 2 or words[0] != "clock":
+                raise ValueError(answer)
+            m1 = float(words[1])
+        except ValueError:
+            raise SSHFailure("channel", f"the leash helper answered {answer[:200]!r} to clock") from None
+        return m1 + (deadline - t1)
+
+    # --- stopping -------------------------------------------------------------------------------
+
+    def stop(self, grace: float | None = None) -> ProbeResult:
+        """The configured stop command first (if any, ``scheduler_stop_timeout`` for it), then kill.
+
+        Kill: this project's ``kill_local`` on the node when installed there (psutil, identity
+        checked, SIGTERM then SIGKILL after ``scheduler_stop_timeout``, whole trees); otherwise
+        the roots and every descendant found in the ``ps`` listing get
+        :func:`~.scripts.kill_script`. Returns a fresh probe; NodeUnreachable when the node
+        cannot be commanded.
+        """
+        stop_timeout = self.config.scheduler_stop_timeout if grace is None else grace
+        command = self.config.stop_command(self.node) if grace is None else ""
+        budget = 2 * self.timeout + stop_timeout * (2 if command else 1) + 2
+
+        deadline = Deadline(budget)
+
+        def run(conn: Connection) -> ProbeResult:
+            self._settle_pending(conn, deadline)
+            if command:
+                try:
+                    self._exec(conn, scripts.stop_command_script(command), deadline, budget=stop_timeout + self.timeout)
+                except SSHFailure as exc:
+                    if exc.kind != "timeout" or deadline.left() < self.timeout:
+                        raise
+                    log.warning("%s: stop command did not finish within %.1fs", self.node, stop_timeout)
+                result, _table = self._look(conn, deadline)
+                if result.state is SchedulerState.STOPPED:
+                    return result
+                log.warning("%s: scheduler still there after the stop command; killing it", self.node)
+            return self._kill(conn, deadline, stop_timeout)
+
+        try:
+            return self._session(deadline, run)
+        except SSHFailure as exc:
+            raise NodeUnreachable(f"{self.node}: stop over SSH: {exc}") from None
+
+    def _kill(self, conn: Connection, deadline: Deadline, stop_timeout: float) -> ProbeResult:
+        """SIGTERM every scheduler tree, SIGKILL what is left after ``stop_timeout``; a fresh probe."""
+        listing = scripts.listing_lines(self.config.state_dir, self.node)
+        lines = []
+        if self.remote_words:
+            argv = ["kill_local", "--json", "--node", self.node, "--timeout", f"{stop_timeout:g}"]
+            argv += ["--session-file", str(self.session_path)]
+            env = {MATCH_ENV: self.match, STATE_DIR_ENV: self.config.state_dir}
+            lines = scripts.kill_local_lines(self.remote_words, scripts.project_command(self.remote_words, argv, env))
+        wait = stop_timeout + self.timeout + 2
+        _status, out, err = self._exec(conn, "\n".join(lines + listing) + "\n", deadline, budget=wait)
+        table = self._parse_listing(out)
+        if table is None:
+            result = scripts.parse_probe_json(self.node, out)
+            if result is not None:
+                self.remote_project = True
+                return result
+            rc = marked(out, Marker.EXIT)
+            log.warning(
+                "%s: `%s kill_local` gave no answer%s; using the shell fallback",
+                self.node,
+                " ".join(self.remote_words),
+                f" (exit status {rc[0]})" if rc else "",
+            )
+            _status, out, err = self._exec(conn, self._probe_script(), deadline)
+            table = self._parse_listing(out)
+            if table is None:
+                raise SSHFailure("channel", f"unreadable process listing from {self.node}: {err.strip()}")
+        roots = table_roots(table, self.match)
+        targets = table_descendants(table, [r.pid for r in roots]) + roots if roots else []
+        script = (
+            (scripts.kill_script(targets, stop_timeout) if targets else "")
+            + scripts.end_session_script(self.session_path)
+            + self._probe_script()
+        )
+        _status, out, err = self._exec(conn, script, deadline, budget=wait)
+        after = self._parse_listing(out)
+        if after is None:
+            raise SSHFailure("channel", f"unreadable process listing from {self.node} after the kill: {err.strip()}")
+        return self._probe_listed(out, after)
+
+    # --- test_connection ------------------------------------------------------------------------
+
+    def check(self) -> SSHCheck:
+        """Reachability, host key, authentication, this project and the tools on the node."""
+        report = SSHCheck(self.target)
+        deadline = Deadline(self.timeout)
+        try:
+            conn, _fresh = self._link.connection(deadline)
+        except SSHFailure as exc:
+            _connection_failed(report, exc)
+            return report
+        report.reachable = True
+        report.host_key = f"{conn.host_key} ({conn.fingerprint})"
+        report.host_key_ok = True
+        report.auth, report.auth_ok = "ok", True
+        script = scripts.check_script(self.remote_words)
+        try:
+            _status, out, _err = self._session(deadline, lambda c: self._exec(c, script, deadline))
+        except SSHFailure as exc:
+            report.error = str(exc)
+            return report
+        version = marked(out, Marker.VERSION)
+        if version:
+            report.project = f"installed ({self.config.ssh_remote_command} version {version[0]})"
+        elif self.remote_words:
+            report.project = f"not installed ({self.remote_words[0]} not found): probing with ps"
+        else:
+            report.project = "not used (ssh_remote_command is empty): probing with ps"
+        report.tools_missing = tuple(marked(out, Marker.LACKS))
+        report.probe = self.probe()
+        return report
+
+
+def _connection_failed(report: SSHCheck, exc: SSHFailure) -> None:
+    """Fill ``report`` for a connection that could not be opened."""
+    report.error = str(exc)
+    if exc.kind in ("resolve", "connect", "timeout", "handshake"):
+        report.reachable = exc.kind == "handshake"
+        return
+    report.reachable = True
+    if exc.kind == "host-key-unknown":
+        report.host_key = f"unknown: {exc}"
+    elif exc.kind == "host-key-mismatch":
+        report.host_key = f"MISMATCH: {exc}"
+    else:
+        report.host_key, report.host_key_ok = "known", True
+        report.auth = f"FAILED: {exc}"

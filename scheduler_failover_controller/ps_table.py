@@ -1,0 +1,74 @@
+"""The POSIX ``ps`` listing a node without this project is probed with, and its parsing.
+
+The rows become :class:`~scheduler_failover_controller.probe.ProcessEntry` values, to which
+:func:`~scheduler_failover_controller.probe.probe_table` applies the same matching and root rules
+as the psutil probe.
+"""
+
+from __future__ import annotations
+
+import time
+
+from .probe import ProcessEntry
+
+#: The listing: POSIX ``ps`` fields plus ``stat`` (procps, BSD, busybox) and ``-ww`` (no
+#: truncation of the arguments).
+PS_LISTING = "ps -A -ww -o pid=,ppid=,stat=,etime=,args="
+
+#: ``ps`` STAT letters to psutil's status names (the rest count as running).
+_STAT_NAMES = {
+    "R": "running",
+    "S": "sleeping",
+    "D": "disk-sleep",
+    "I": "idle",
+    "Z": "zombie",
+    "T": "stopped",
+    "t": "tracing-stop",
+    "X": "dead",
+    "W": "waking",
+    "P": "parked",
+}
+
+
+def parse_etime(text: str) -> float:
+    """Seconds from ``ps`` etime: ``[[dd-]hh:]mm:ss``."""
+    days = 0
+    if "-" in text:
+        head, text = text.split("-", 1)
+        days = int(head)
+    seconds = 0
+    for part in text.split(":"):
+        seconds = seconds * 60 + int(part)
+    return float(days * 86400 + seconds)
+
+
+def parse_ps(text: str, now: float | None = None) -> list[ProcessEntry]:
+    """Rows of :data:`PS_LISTING`. Arguments are split on whitespace (ps joins them with spaces).
+
+    ``now``: the listing host's clock (``time.time()`` here by default), start times are taken
+    from it minus each row's elapsed time.
+    """
+    now = time.time() if now is None else now
+    rows = []
+    for line in text.splitlines():
+        parts = line.split(None, 4)
+        if len(parts) < 4:
+            continue
+        try:
+            pid, ppid, elapsed = int(parts[0]), int(parts[1]), parse_etime(parts[3])
+        except ValueError:
+            continue
+        args = parts[4] if len(parts) == 5 else ""
+        status = _STAT_NAMES.get(parts[2][:1], "running")
+        rows.append(ProcessEntry(pid, ppid, tuple(args.split()), status, now - elapsed, args=args))
+    return rows
+
+
+def lineage(pid: int, table: list[ProcessEntry]) -> set[int]:
+    """``pid`` and its ancestors in ``table``: the listing's own shell and session."""
+    parents = {e.pid: e.ppid for e in table}
+    out: set[int] = set()
+    while pid and pid not in out and len(out) < 256:
+        out.add(pid)
+        pid = parents.get(pid, 0)
+    return out
