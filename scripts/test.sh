@@ -15,10 +15,8 @@ echo "== mypy"; .venv/bin/mypy scheduler_failover_controller tests benchmarks
 export SFC_SOAK_SECONDS="${SFC_SOAK_SECONDS:-90}"
 echo "== pytest"; .venv/bin/python -m pytest -q -p no:cacheprovider "$@"
 # The metastore contract once more inside Airflow 2's virtualenv, on its SQLAlchemy 1.4 and
-# psycopg2: the controller is installed there on Airflow 2 masters. (ZooKeeper uses no SQLAlchemy.
-# Two SQLite controllers migrating first-release tables at once failed once there with "database is
-# locked" under load (an open defect): that case runs on SQLAlchemy 2 above, not here.)
+# psycopg2: the controller is installed there on Airflow 2 masters. (ZooKeeper uses no SQLAlchemy.)
 if [ -x .venv-airflow2/bin/python ] && [ "$#" -eq 0 ]; then
   echo "== metastore contract on SQLAlchemy $(.venv-airflow2/bin/python -c 'import sqlalchemy; print(sqlalchemy.__version__)') (Airflow 2's virtualenv)"
-  .venv-airflow2/bin/python -m pytest -q -p no:cacheprovider tests/contract/test_metastore_contract.py -k "not zookeeper and not first_release_gain"
+  .venv-airflow2/bin/python -m pytest -q -p no:cacheprovider tests/contract/test_metastore_contract.py -k "not zookeeper"
 fi

@@ -37,6 +37,7 @@ import selectors
 import socket
 import sqlite3
 import struct
+import time
 from collections.abc import Callable, Generator, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -162,7 +163,7 @@ class SQLDatabase:
                 return  # read only, in the journal mode its owner chose
             dbapi_conn.isolation_level = None  # we issue BEGIN ourselves (below)
             cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA journal_mode=WAL")
+            _use_wal(cur, self.timeout)
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.close()
 
@@ -356,6 +357,26 @@ def _read_only(url: URL) -> URL:
     if not database.startswith("file:"):
         database = "file:" + quote(str(Path(database).expanduser()))
     return url.set(database=database, query={**url.query, "mode": "ro", "uri": "true"})
+
+
+def _use_wal(cur: sqlite3.Cursor, timeout: float) -> None:
+    """Switch the file to WAL, trying again while another connection holds it.
+
+    Leaving a rollback journal needs the file to itself, and SQLite answers "database is locked"
+    at once there, without its busy handler: two controllers opening the same file at one moment
+    (seen with a file made by the first release) would fail setup. Bounded by what is left of
+    the call, or ``timeout`` outside one.
+    """
+    d = dl.current()
+    give_up = time.monotonic() + (timeout if d is None else d.remaining())
+    while True:
+        try:
+            cur.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= give_up:
+                raise
+        time.sleep(0.01)
 
 
 def _sqlite_guard(conn: sqlite3.Connection, timeout: float) -> None:

@@ -477,6 +477,35 @@ def test_tables_of_the_first_release_gain_the_new_columns(sql_be: Backend) -> No
         second.close()
 
 
+def test_a_sqlite_file_held_by_another_writer_is_switched_to_wal_once_it_is_let_go(tmp_path: Path) -> None:
+    """Leaving a rollback journal needs the file to itself, and while another connection is inside
+    a write SQLite says "database is locked" at once, without waiting (two controllers opening a
+    first-release file at one moment failed setup so). Setup waits within its deadline instead."""
+    import sqlite3
+    import threading
+
+    path = tmp_path / "metastore.db"
+    writer = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    writer.execute("CREATE TABLE other (a)")  # a rollback-journal file (SQLite's default)
+    writer.execute("BEGIN")
+    writer.execute("SELECT * FROM other").fetchall()
+    writer.execute("INSERT INTO other VALUES (1)")  # a writer mid-transaction (as another store's setup)
+    let_go = threading.Timer(0.5, lambda: writer.execute("COMMIT"))
+    let_go.start()
+    store = SQLMetastore(f"sqlite:///{path}", TIMEOUT)
+    try:
+        started = time.monotonic()
+        store.setup()
+        assert time.monotonic() - started >= 0.4  # it did wait for the writer
+        with contextlib.closing(sqlite3.connect(path)) as fresh:
+            assert fresh.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+        assert store.acquire_or_renew("h1", "n1", LEASE) is not None
+    finally:
+        let_go.join()
+        store.close()
+        writer.close()
+
+
 def test_leashed_flags_round_trip(store: Metastore) -> None:
     """Each controller's own leashed report, and the active controller's per-node leashed observation."""
     store.heartbeat(ControllerInfo("n1", "h1", 11, "0.1", "active", 0, 0, leashed=True))
