@@ -26,7 +26,7 @@ from scheduler_failover_controller.nodes import ssh as ssh_module
 from scheduler_failover_controller.probe import ProbeResult, SchedulerState
 from tests.ssh.conftest import CONTROLLER, FAKE, NODE, PYTHON, Env, Sshd, later, spawn_remote
 from tests.support.ports import free_port
-from tests.support.waiting import wait_for
+from tests.support.waiting import holds_for, wait_for
 from tests.unit.fakes import FakeStore, RecordingAlerter
 
 MODES = {"project": {}, "fallback": {"ssh_remote_command": "sfc_no_such_command_here"}}
@@ -601,6 +601,34 @@ def test_a_start_that_never_arrived_is_cancelled_for_good(env: Env, monkeypatch:
     assert "@@sfc-cancelled@@" in out and status != 0
     time.sleep(0.5)
     assert not env.schedulers()
+
+
+def test_a_start_after_one_that_launched_unseen_starts_nothing_more(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found by the chaos soak (PostgreSQL, a metastore restart): a start's answer was lost, the
+    next start found it had launched but its scheduler did not show yet (a slow leash), and
+    launched a second one on the same node: two schedulers for 0.5 s."""
+    slow = f"sleep 2; exec {PYTHON} {FAKE} --cluster {env.token} --node {{node}}"  # shows 2 s late
+    runner = env.runner(airflow_scheduler_start_command=slow)
+    _lose_launch_answer(runner, monkeypatch, run_it=True)
+    with pytest.raises(NodeUnreachable, match="may still come up"):
+        runner.start(later())
+    assert not env.schedulers()  # not yet
+    runner.start(later())  # settles the first: it had run, so nothing more is launched
+    assert not runner._pending
+    wait_for(lambda: env.schedulers(), 15, "the first start's scheduler")
+    holds_for(lambda: len(env.schedulers()) == 1, 3, "one scheduler on the node")
+
+
+def test_a_script_whose_shell_dies_without_an_exit_status_is_a_failure_not_an_answer(env: Env) -> None:
+    """paramiko reports -1 for a channel closed with no exit status (its connection closed under
+    it by another call's deadline, or its shell killed): the script's outcome is unknown, so it
+    must not pass for a status (a start taken as failed for good may still launch)."""
+    runner = env.runner()
+    deadline = ssh_module.Deadline(5)
+    with pytest.raises(ssh_module.SSHFailure, match="ended without an exit status"):
+        runner._session(deadline, lambda conn: runner._exec(conn, "kill -KILL $$\n", deadline))
+    status, out, _err = runner._session(deadline, lambda conn: runner._exec(conn, "echo fine\n", deadline))
+    assert (status, out) == (0, "fine\n")
 
 
 def test_probe_does_not_call_a_pending_start_stopped_while_unreachable(

@@ -258,7 +258,12 @@ class SSHNodeRunner(NodeRunner):
 
         def launch(conn: Connection) -> None:
             nonlocal token
-            self._settle_pending(conn, budget)
+            if self._settle_pending(conn, budget):
+                # An earlier start whose answer was lost did launch: its scheduler may not show
+                # yet (its leash's Python is still starting), and a second launch would be a
+                # second scheduler. The caller's wait sees it come up, or gives up and stops it.
+                log.info("%s: an earlier start had launched; not starting another", self.node)
+                return
             token = secrets.token_hex(8)  # new on a retry: settling cancels the last one
             if self.remote_words:
                 self._leash.warm_up(conn, budget)  # its Python starts there while we take the lock and look

@@ -510,6 +510,12 @@ def _collect(conn: Connection, chan: paramiko.Channel, local: Deadline) -> tuple
             raise SSHFailure("channel", f"too much output from {conn.target}")
     if not chan.status_event.wait(max(0.01, local.left())):
         raise socket.timeout()
+    if chan.exit_status < 0:
+        # The channel closed with no exit status: the connection was closed under it (another
+        # call's deadline), or the shell was killed by a signal. What the script did is unknown:
+        # a launch in it may still happen. Never a status its callers could take for an answer.
+        kind = "timeout" if conn.timed_out else "channel"
+        raise SSHFailure(kind, f"the command on {conn.target} ended without an exit status")
     err = bytearray()
     while chan.recv_stderr_ready() and len(err) < 65536:
         err += chan.recv_stderr(65536)
