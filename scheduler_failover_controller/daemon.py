@@ -23,6 +23,7 @@ from .redaction import RedactingFormatter, config_secrets
 from .trust import directory_problem
 
 if TYPE_CHECKING:
+    from .metastore.base import ControllerInfo
     from .metrics import MetricsServer
 
 log = logging.getLogger(__name__)
@@ -127,22 +128,25 @@ def _renewals(controller: Controller, interval: float, stop: threading.Event, wa
             log.exception(PLEASE_REPORT)
 
 
-def _setup(controller: Controller, stop: threading.Event, interval: float) -> bool:
-    """Create the schema, retrying until the store answers (a warning per try); False if stopped first.
+def _setup(controller: Controller, stop: threading.Event, interval: float) -> tuple[bool, ControllerInfo | None]:
+    """Create the schema and look for another live controller of this host, retrying until the
+    store answers (a warning per try); (False, None) if stopped first, else (True, that other).
 
     A controller started while its metastore is down keeps trying instead of exiting: a scheduler
-    already running on this node stays under its leash meanwhile.
+    already running on this node stays under its leash meanwhile. That includes a store that goes
+    down between the two (found by the chaos soak: a metastore restart right after setup made the
+    identity check's read fail, and the controller exited for good).
     """
     while not stop.is_set():
         try:
             controller.store.setup()
-            return True
+            return True, controller.other_live_controller()
         except MetastoreError as exc:
             log.warning("metastore not ready (%s); retrying in %gs", exc, interval)
             # Cycles meanwhile act on nothing but the self-fence of an unleashed local scheduler.
             log.info("%s", controller.run_cycle())
             stop.wait(interval)
-    return False
+    return False, None
 
 
 def run(
@@ -197,9 +201,9 @@ def run(
     )
     sd_notify("READY=1")
     try:
-        if not _setup(controller, stop, config.renew_interval):
+        ready, other = _setup(controller, stop, config.renew_interval)
+        if not ready:
             return 0
-        other = controller.other_live_controller()
         if other is not None:
             controller.duplicate = other  # its node's scheduler is the other's to guard: left alone
             problem = (

@@ -112,6 +112,23 @@ def test_a_store_down_at_start_up_is_retried_without_exiting(tmp_path: Path) -> 
     assert store.setups == 4 and controller.cycles == 6 and controller.shut
 
 
+def test_a_store_down_right_after_setup_is_retried_without_exiting(tmp_path: Path) -> None:
+    """Found by the chaos soak: setup passed, the metastore restarted, and the identity check's
+    read failed; the controller exited (exit 1) instead of trying again."""
+    stop = threading.Event()
+    controller = _Controller(stop, cycles_before_stop=4)
+    looks = []
+
+    def other_live_controller() -> None:
+        looks.append(1)
+        if len(looks) <= 2:
+            raise MetastoreError("the database system is shutting down")
+
+    controller.other_live_controller = other_live_controller  # type: ignore[method-assign]
+    assert daemon.run(_config(tmp_path), controller, stop) == 0  # type: ignore[arg-type]
+    assert len(looks) == 3 and controller.store.setups == 3 and controller.cycles == 4 and controller.shut
+
+
 def test_renewals_run_while_a_cycle_is_busy(tmp_path: Path) -> None:
     """A long cycle (a 60 s start, a slow probe) never delays a renewal: they have their own thread."""
     stop = threading.Event()
