@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from tests.process.harness import SFC, Cluster
-from tests.support.waiting import wait_for
+from tests.support.waiting import holds_for, wait_for
 
 
 def _second(cluster: Cluster, node: str, name: str) -> subprocess.Popen[bytes]:
@@ -41,8 +41,7 @@ def test_a_second_controller_with_the_same_identity_refuses_to_start(
             twin.wait()
     text = (cluster.tmp / "twin.log").read_text()
     assert "another controller is running as 'n1'" in text and "Traceback" not in text, text
-    time.sleep(1.0)
-    assert cluster.observer.current() == running  # the scheduler was left alone
+    holds_for(lambda: cluster.observer.current() == running, 1.0, "the scheduler left alone")
     assert cluster.observer.max_seen == 1
     assert all(proc.poll() is None for proc in cluster.procs.values())
 

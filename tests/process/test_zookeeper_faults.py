@@ -18,7 +18,7 @@ from scheduler_failover_controller.metastore.zookeeper import ZooKeeperMetastore
 from scheduler_failover_controller.nodes import make_runners
 from tests.process.harness import ZK_PREFIX, Cluster
 from tests.process.test_failover import assert_never_two, started
-from tests.support.waiting import wait_for
+from tests.support.waiting import holds_for, wait_for
 from tests.support.zk import Ensemble, expire_session
 
 pytestmark = pytest.mark.process
@@ -66,8 +66,7 @@ def test_quorum_lost_nobody_acts_until_it_returns(
         zk_ensemble.start(1)
     zk_ensemble.wait_quorum()
     wait_for(lambda: len(cluster.observer.current()) == 1, 30, "recovery after the quorum returns")
-    time.sleep(2)
-    assert len(cluster.observer.current()) == 1
+    holds_for(lambda: len(cluster.observer.current()) == 1, 2, "one scheduler after the quorum returns")
     logs = "".join(cluster.log(n) for n in cluster.nodes)
     # Fenced by its controller's cycle, or (when that cycle came late, e.g. under load) by the
     # leash at the placement's deadline, whose lines the scheduler's log holds.
@@ -125,8 +124,7 @@ def test_session_expiry_of_the_leader(make_cluster: Callable[..., Cluster], zk_h
         _, winner = epoch_and_leader(cluster)
         if winner == "n2":
             wait_for(lambda: any(s.startswith("standby") for s in leader.sentences[-3:]), 20, "n1 to be a standby")
-        time.sleep(2)
-        assert len(cluster.observer.current()) == 1
+        holds_for(lambda: len(cluster.observer.current()) == 1, 2, "one scheduler in the new term")
         after = leader.sentences[mark:]
         # A start the old term still tried is refused ("not starting: lost the leadership lease").
         acted = [s for s in after if f"active (epoch {epoch})" in s and "start" in s and "not starting" not in s]

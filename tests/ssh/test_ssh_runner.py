@@ -144,8 +144,7 @@ def test_start_is_detached_from_the_ssh_session(env: Env) -> None:
     wait_for(lambda: bool(env.schedulers()), 10, "the started scheduler")
     [root] = env.schedulers()
     runner.close()  # the session ends; the scheduler must stay
-    time.sleep(0.5)
-    assert root.is_running()
+    holds_for(root.is_running, 0.5, "the scheduler outliving its SSH session")
     assert root.pid not in {p.pid for s in env.sshd.processes() for p in s.children(recursive=True)}
 
 
@@ -153,8 +152,7 @@ def test_start_does_nothing_when_a_scheduler_runs(env: Env) -> None:
     proc = spawn(env)
     runner = env.runner()
     runner.start(later())
-    time.sleep(0.5)
-    assert [p.pid for p in env.schedulers()] == [proc.pid]
+    holds_for(lambda: [p.pid for p in env.schedulers()] == [proc.pid], 0.5, "only the scheduler that was there")
 
 
 def test_two_controllers_starting_at_once_start_one_scheduler(env: Env) -> None:
@@ -176,8 +174,7 @@ def test_two_controllers_starting_at_once_start_one_scheduler(env: Env) -> None:
         thread.start()
     for thread in threads:
         thread.join(30)
-    time.sleep(1.0)
-    assert len(env.schedulers()) == 1, errors
+    holds_for(lambda: len(env.schedulers()) == 1, 1.0, f"one scheduler ({errors})")
     assert all("another controller" in str(e) for e in errors)
 
 
@@ -362,8 +359,8 @@ def test_frozen_sshd_makes_start_and_stop_unreachable_within_their_bound(env: En
         assert time.monotonic() - began < 1.7
     finally:
         env.sshd.thaw(pids)
-    time.sleep(1.0)
-    assert not env.schedulers()  # the start never reached the node (it timed out before the launch)
+    # the start never reached the node (it timed out before the launch)
+    holds_for(lambda: not env.schedulers(), 1.0, "no scheduler on the node")
 
 
 def test_one_slow_node_does_not_hold_up_the_cycle(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -599,8 +596,7 @@ def test_a_start_that_never_arrived_is_cancelled_for_good(env: Env, monkeypatch:
     deadline = ssh_module.Deadline(5)
     status, out, _err = late._session(deadline, lambda conn: late._exec(conn, scripts[0], deadline))
     assert "@@sfc-cancelled@@" in out and status != 0
-    time.sleep(0.5)
-    assert not env.schedulers()
+    holds_for(lambda: not env.schedulers(), 0.5, "no scheduler from the late launch")
 
 
 def test_a_start_after_one_that_launched_unseen_starts_nothing_more(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
