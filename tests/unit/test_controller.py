@@ -437,7 +437,7 @@ def test_placed_but_start_failed_backs_the_node_off(cluster: Cluster) -> None:
     )
     assert cluster.actions == [("n1", "start")] and cluster.running() == []
     assert cluster.store.placement_node == "n1"
-    assert c1.backoff["n1"].until > cluster.clock.monotonic()
+    assert c1.incidents.backoff["n1"].until > cluster.clock.monotonic()
     assert "start_failed" in cluster.store.kinds()
 
 
@@ -671,7 +671,7 @@ def test_unknown_node_without_controller_blocks_a_start(cluster: Cluster) -> Non
         "its scheduler under a leash); not placing one on n1"
     )
     assert cluster.actions == [] and cluster.running() == []
-    assert cluster.store.placement_node is None and not c1.backoff
+    assert cluster.store.placement_node is None and not c1.incidents.backoff
     assert cluster.alerters["n1"].summaries == ["no scheduler runs: a start is blocked"]
     tick(cluster, c1)
     assert len(cluster.alerters["n1"].sent) == 1  # once per incident
@@ -705,7 +705,7 @@ def test_unknown_node_last_seen_running_unleashed_blocks(cluster: Cluster) -> No
     assert "killed stray scheduler(s) on n3" in tick(cluster, c1)[0]
     cluster.runners["n3"].run()  # back, and n3 cannot be reached from now on
     cluster.runners["n3"].reachable = False
-    c1._remember({"n3": cluster.runners["n3"]._result()})  # as a probe just before the cut saw it
+    c1.health.remember({"n3": cluster.runners["n3"]._result()})  # as a probe just before the cut saw it
     cluster.runners["n1"].die()
     cluster.store.placement_expires_at = cluster.store.server_now  # n1's placement lapses
     sentence = tick(cluster, c1)[0]
@@ -768,12 +768,12 @@ def test_fence_command_decides_whether_an_unknown_node_blocks(cluster: Cluster, 
         assert "placed and started the scheduler on n1" in sentence
         assert cluster.actions == [("n1", "start")]
         assert fence_events == ["fence_command for n3 succeeded"]
-        assert c1.fenced == {"n3"}
+        assert c1.fencing.fenced == {"n3"}
     else:
         assert "no scheduler seen, but one may still run on n3 (unreachable; not known to run" in sentence
         assert cluster.actions == []
         assert fence_events == ["fence_command for n3 failed (1)"]
-        assert c1.fenced == set()
+        assert c1.fencing.fenced == set()
 
 
 def test_start_refused_when_the_lease_margin_ran_out(cluster: Cluster) -> None:
@@ -1048,7 +1048,7 @@ def test_switchover_stops_the_old_scheduler_before_starting_the_new_one(
     assert cluster.actions == [("n1", "start"), ("n1", "stop"), ("n2", "start")]
     assert cluster.runners["n1"].graces == [grace]
     assert cluster.running() == ["n2"] and cluster.store.placement_node == "n2"
-    assert cluster.store.switchover is None and "switchover" in cluster.store.kinds()
+    assert cluster.store.switchover is None and "switchover_done" in cluster.store.kinds()
     (sentence,) = tick(cluster, c1)
     assert "scheduler healthy on n2" in sentence
 
@@ -1099,7 +1099,7 @@ def test_switchover_waits_while_the_old_scheduler_will_not_stop(cluster: Cluster
 def test_a_failing_health_check_restarts_only_after_n_failures_in_a_row(
     cluster: Cluster, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from scheduler_failover_controller import controller as controller_module
+    from scheduler_failover_controller import health as health_module
 
     answers: list[str | None] = []
     urls: list[str] = []
@@ -1108,7 +1108,7 @@ def test_a_failing_health_check_restarts_only_after_n_failures_in_a_row(
         urls.append(url)
         return answers.pop(0) if answers else None
 
-    monkeypatch.setattr(controller_module, "check_health", fake_check)
+    monkeypatch.setattr(health_module, "check_health", fake_check)
     c1 = active_on_n1(cluster, scheduler_health_url="http://{node}:8974/health", scheduler_health_failures=3)
     answers.extend(["health check answered HTTP 503", None, "health check failed: timed out"])
     (sentence,) = tick(cluster, c1)
@@ -1131,9 +1131,9 @@ def test_a_failing_health_check_restarts_only_after_n_failures_in_a_row(
 def test_a_new_scheduler_gets_its_start_timeout_to_bring_up_its_health_server(
     cluster: Cluster, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from scheduler_failover_controller import controller as controller_module
+    from scheduler_failover_controller import health as health_module
 
-    monkeypatch.setattr(controller_module, "check_health", lambda url, timeout: "health check failed: refused")
+    monkeypatch.setattr(health_module, "check_health", lambda url, timeout: "health check failed: refused")
     c1 = active_on_n1(
         cluster,
         scheduler_health_url="http://{node}:8974/health",
@@ -1264,7 +1264,9 @@ def test_a_new_active_learns_the_leash_of_nodes_from_the_last_observations(clust
     cluster.runners["n3"].reachable = False
     c2.run_cycle()
     assert cluster.store.lease_host == "n2"
-    assert not c2.last_seen["n3"].leashed and c2.last_seen["n3"].state is SchedulerState.RUNNING
+    seen = c2.health.last_seen("n3")
+    assert seen is not None
+    assert not seen.leashed and seen.state is SchedulerState.RUNNING
 
 
 # --- identity ---------------------------------------------------------------------------------
