@@ -18,18 +18,19 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
-from . import __version__
 from .airflow_job import SchedulerJobReader, open_job_reader
 from .alerts import Alerter
 from .config import Config
 from .exceptions import CommandFailed, CorruptRecord, MetastoreError, NodeUnreachable
 from .fencing import Fencing, only_leashed
 from .health import Health, seen_running
+from .identity import Identity
 from .incidents import Incidents
 from .metastore.base import ClusterState, ControllerInfo, Lease, Metastore, Observation, Placement
 from .metastore.rows import implausible
 from .nodes.base import NodeRunner
 from .probe import ProbeResult, SchedulerState
+from .renewals import Renewals
 from .status import SwitchoverOutcome
 from .term import MARGIN_TOO_SMALL, NEVER, Role, Term
 
@@ -79,12 +80,10 @@ class Controller:
         self.paused = False
         # Set on SIGTERM/SIGINT: a start wait gives up at once (the daemon hands over).
         self.stopping = threading.Event()
-        self.starting: set[str] = set()  # nodes with a start under way (their placement is renewed)
-        self.renewing: dict[str, bool] = {}  # remote node -> also renew its leash: healthy there, renewed apart
         self.local_leashed = True  # the local node runs no scheduler, or only leashed ones
         self.store_answered = False  # whether the store has answered since this process started
         self._renewal_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="leash")
-        self._leash_pending: set[str] = set()
+        self.renewals = Renewals(config, store, self.term, runners, self._renewal_pool)
         self.incidents = Incidents(config, self.alerter, self._event, monotonic)
         # Airflow's job table (scheduler_job_heartbeat_timeout), read by one of the checks
         self.jobs = job_reader if job_reader is not None else open_job_reader(config)
@@ -96,7 +95,7 @@ class Controller:
         # Another live controller registered as this host (the same current_host twice): set, this
         # controller stops acting and leaves the node's scheduler to that one (see check_identity).
         self.duplicate: ControllerInfo | None = None
-        self._heartbeats = 0
+        self.identity = Identity(config, store, self.holder, self.pid, monotonic, sleep, self.stopping)
         self._pool = ThreadPoolExecutor(max_workers=min(16, max(1, len(config.nodes))), thread_name_prefix="probe")
 
     # --- helpers ------------------------------------------------------------------------
@@ -150,56 +149,16 @@ class Controller:
             log.warning("could not record %s event: %s", kind, exc)
 
     def _heartbeat(self) -> None:
-        info = ControllerInfo(
-            self.host,
-            self.holder,
-            self.pid,
-            __version__,
-            self.role.value,
-            0.0,
-            0.0,
-            paused=self.paused,
-            leashed=self.local_leashed,
-        )
-        try:
-            self.store.heartbeat(info)
-            self._heartbeats += 1
-        except MetastoreError as exc:
-            log.warning("heartbeat not recorded: %s", exc)
+        self.identity.heartbeat(self.role.value, self.paused, self.local_leashed)
 
     def other_live_controller(self) -> ControllerInfo | None:
-        """Another controller that is alive and registered as this host, else None.
-
-        At start-up a registry entry of this host under another holder may be a predecessor
-        (crashed, restarted within the lease): it is alive only if its heartbeat moves while this
-        controller writes none (for two renewal intervals, within the lease).
-        """
-        first = self._registered_other()
-        if first is None or first.age > self.ttl:
-            return None
-        until = self.monotonic() + min(self.ttl, 2 * self.config.renew_interval + self.config.metastore_timeout)
-        while self.monotonic() < until and not self.stopping.is_set():
-            self.sleep(min(0.2, self.config.renew_interval / 2))
-            now = self._registered_other()
-            if now is None or now.holder != first.holder:
-                return None
-            if now.last_seen > first.last_seen:
-                return now
-        return None
-
-    def _registered_other(self) -> ControllerInfo | None:
-        for info in self.store.controllers():
-            if info.host == self.host and info.holder != self.holder:
-                return info
-        return None
+        """Another controller that is alive and registered as this host, else None (at start-up)."""
+        return self.identity.other_live_controller()
 
     def _check_identity(self) -> None:
-        """Once this controller has registered, another holder in its row is a second controller
-        with the same current_host (both write it): stop acting, say so, leave the node to it."""
-        if self._heartbeats == 0:
-            return
-        other = self._registered_other()
-        if other is not None and other.age <= self.ttl:
+        """Another controller with this current_host: stop acting, say so, leave the node to it."""
+        other = self.identity.duplicate()
+        if other is not None:
             self.duplicate = other
             message = (
                 f"another controller runs as {self.host!r} too (pid {other.pid}, holder {other.holder}): "
@@ -255,7 +214,7 @@ class Controller:
         else:
             if self.term.stand_by():
                 log.warning("lost the leadership lease to %s (epoch %d)", state.lease.host, state.lease.epoch)
-            self.renewing = {}
+            self.renewals.renewing = {}
         self._heartbeat()
         if self.role is Role.ACTIVE and not state.paused:
             probes = self._probe_all()
@@ -335,7 +294,7 @@ class Controller:
         self.local_leashed = only_leashed(probe)
         renewed: Placement | None = None
         if placement.node == self.host and placement.valid:
-            renewed = self._renew_own_placement(probe, t0)
+            renewed = self.renewals.own(probe, t0)
         elif placement.node != self.host:
             self.term.forget_placement()
         # Not renewed now: the placement must outlive the next chance to renew it, or we fence.
@@ -358,16 +317,6 @@ class Controller:
         self._event("fence", message)
         return f"{self.role}: {message}"
 
-    def _renew_own_placement(self, probe: ProbeResult, t0: float) -> Placement | None:
-        """Renew this node's placement, but only while its scheduler runs or a start is under way.
-
-        A placement kept alive for a dead scheduler would make an active controller that cannot
-        reach this node wait for it to expire for ever.
-        """
-        if not probe.state.maybe_running and self.host not in self.starting:
-            return None
-        return self.term.renew_own(t0)
-
     def _wait_usable(self, limit: float) -> None:
         """Wait up to ``limit`` seconds for the store's connection to be usable again."""
         until = self.monotonic() + limit
@@ -383,22 +332,8 @@ class Controller:
         return self.term.reconfirm(fallback)
 
     def _probe_all(self) -> dict[str, ProbeResult]:
-        """Probe every node in parallel; a probe that raises counts as UNKNOWN."""
-        futures = {node: self._pool.submit(self.health.probe, runner) for node, runner in self.runners.items()}
-        results: dict[str, ProbeResult] = {}
-        # A probe, then the checks of a running scheduler, each with its own timeout.
-        budget = self.config.ssh_timeout + 1
-        if self.config.scheduler_health_url:
-            budget += min(5.0, self.config.ssh_timeout)
-        if self.jobs is not None:
-            budget += self.config.metastore_timeout
-        for node, future in futures.items():
-            try:
-                results[node] = future.result(timeout=budget)
-            except Exception as exc:  # noqa: BLE001 - a broken probe is an unknown node
-                results[node] = ProbeResult(node, SchedulerState.UNKNOWN, detail=f"probe failed: {exc}")
-        self.last_probes = results
-        self.health.remember(results)
+        """Probe every node in parallel, and record what was seen under this term's epoch."""
+        results = self.last_probes = self.health.probe_all(self.runners, self._pool)
         observations = [
             Observation(n, r.state.value, r.pids, r.detail, by_host=self.host, leashed=r.leashed)
             for n, r in results.items()
@@ -416,7 +351,7 @@ class Controller:
 
     def _lead(self, state: ClusterState, probes: dict[str, ProbeResult]) -> str:
         prefix = f"active (epoch {self.epoch})"
-        self.renewing = {}  # _healthy sets it again for a scheduler seen healthy this cycle
+        self.renewals.renewing = {}  # _healthy sets it again for a scheduler seen healthy this cycle
         placement = state.placement
         if state.switchover is not None:
             return f"{prefix}: {self._switchover(state, probes, *state.switchover)}"
@@ -469,48 +404,9 @@ class Controller:
         if node != self.host:  # our own node's placement was renewed by _guard already
             # Keeps the placement (and the leash) of a node whose own controller is not there
             # alive; the renewal thread goes on renewing them between cycles.
-            self.renewing[node] = not self._has_live_controller(node)
-            self._renew_remote(node)
+            self.renewals.keep(node)
         self.incidents.healthy()
         return f"scheduler healthy on {node} ({probe.describe()})"
-
-    def _has_live_controller(self, node: str) -> bool:
-        """Whether ``node``'s own controller heartbeats (it then renews its leash itself)."""
-        try:
-            registry = self.store.controllers()
-        except MetastoreError:
-            return False
-        return any(c.host == node and c.age < 2 * self.config.renew_interval for c in registry)
-
-    def _renew_remote(self, node: str) -> None:
-        """Renew another node's placement under our epoch, and its leash when asked to."""
-        try:
-            placement, deadline = self.term.renew_placement(node)
-        except MetastoreError as exc:
-            self.term.failed(exc)
-            log.warning("placement renewal for %s failed: %s", node, exc)
-            return
-        if placement is None:
-            self.renewing.pop(node, None)
-        elif self.renewing.get(node):
-            self._renew_remote_leash(node, deadline)
-
-    def _renew_remote_leash(self, node: str, deadline: float) -> None:
-        """Renew ``node``'s leash in the background (over SSH): renewals never wait for a node."""
-        if node in self._leash_pending:
-            return  # the last one has not returned yet; its deadline is the safe one anyway
-        self._leash_pending.add(node)
-
-        def renew() -> None:
-            try:
-                self.runners[node].renew_leash(deadline)
-            finally:
-                self._leash_pending.discard(node)
-
-        try:
-            self._renewal_pool.submit(renew)
-        except RuntimeError:  # shut down
-            self._leash_pending.discard(node)
 
     def _kill_strays(self, strays: list[str], probes: dict[str, ProbeResult], keep: str) -> str:
         if not self.leads():
@@ -524,6 +420,7 @@ class Controller:
     def _restart_or_move(
         self, state: ClusterState, probes: dict[str, ProbeResult], node: str, probe: ProbeResult
     ) -> str:
+        """The scheduler on ``node`` is down or unhealthy: restart it in place within the budget, then move it."""
         limit = self.config.max_restart_attempts
         if not self.leads():
             return f"{MARGIN_TOO_SMALL} to act; not restarting or moving the scheduler this cycle"
@@ -543,24 +440,31 @@ class Controller:
                     f"next try in place in {wait:.1f}s"
                 )
         if target is None:
-            if probe.state.maybe_running:  # unhealthy, or several schedulers on one node
-                self._stop(self.runners[node])
-            # A restart that comes up but dies again still counts: crash loops end in a move.
-            self.incidents.restarts += 1
-            n = self.incidents.restarts
-            attempt = f"attempt {n}/{limit}" if n <= limit else f"attempt {n}, after its backoff"
-            ok, detail = self._start_on(node, probes)
-            # why it was restarted, e.g. "pid 5120 is stopped", a failed health check, a stale job heartbeat
-            why = f" ({probe.detail})" if probe.detail else ""
-            self.incidents.failed(
-                node, f"scheduler was {probe.state.value}{why}; restart {'ok' if ok else detail}", not ok
-            )
-            if ok and n > limit:
-                self.incidents.back_off(node)  # a crash loop past its budget: if it dies again, wait longer
-            if ok:
-                self._event("restart", f"restarted the scheduler on {node} ({attempt}){why}: {detail}")
-                return f"scheduler was {probe.state.value} on {node}{why}; restarted it in place ({attempt}, {detail})"
-            return f"restart of the scheduler on {node} failed ({attempt}): {detail}"
+            return self._restart_in_place(probes, node, probe)
+        return self._move(state, probes, node, target)
+
+    def _restart_in_place(self, probes: dict[str, ProbeResult], node: str, probe: ProbeResult) -> str:
+        limit = self.config.max_restart_attempts
+        if probe.state.maybe_running:  # unhealthy, or several schedulers on one node
+            self._stop(self.runners[node])
+        # A restart that comes up but dies again still counts: crash loops end in a move.
+        self.incidents.restarts += 1
+        n = self.incidents.restarts
+        attempt = f"attempt {n}/{limit}" if n <= limit else f"attempt {n}, after its backoff"
+        ok, detail = self._start_on(node, probes)
+        # why it was restarted, e.g. "pid 5120 is stopped", a failed health check, a stale job heartbeat
+        why = f" ({probe.detail})" if probe.detail else ""
+        self.incidents.failed(node, f"scheduler was {probe.state.value}{why}; restart {'ok' if ok else detail}", not ok)
+        if ok and n > limit:
+            self.incidents.back_off(node)  # a crash loop past its budget: if it dies again, wait longer
+        if ok:
+            self._event("restart", f"restarted the scheduler on {node} ({attempt}){why}: {detail}")
+            return f"scheduler was {probe.state.value} on {node}{why}; restarted it in place ({attempt}, {detail})"
+        return f"restart of the scheduler on {node} failed ({attempt}): {detail}"
+
+    def _move(self, state: ClusterState, probes: dict[str, ProbeResult], node: str, target: str) -> str:
+        """Move the scheduler off ``node`` to ``target``: stop-before-start, never both at once."""
+        limit = self.config.max_restart_attempts
         blocking = self.fencing.blocking(
             target, {**probes, node: ProbeResult(node, SchedulerState.STOPPED)}, self.cycles
         )
@@ -687,11 +591,11 @@ class Controller:
             return False, f"not starting: {MARGIN_TOO_SMALL}"
         # Fence the start by our epoch at the store as well: a restart in place writes nothing
         # else that the store could refuse, and our deadline alone trusts the server's clock rate.
-        self.starting.add(node)
+        self.renewals.starting.add(node)
         try:
             return self._start_and_wait(node)
         finally:
-            self.starting.discard(node)
+            self.renewals.starting.discard(node)
 
     def _start_and_wait(self, node: str) -> tuple[bool, str]:
         try:
@@ -724,26 +628,12 @@ class Controller:
                 return False, f"not up within {self.config.scheduler_start_timeout:g}s (cleanup: {after.state.value})"
             if now >= next_renewal:
                 next_renewal = now + self.config.renew_interval
-                if not self._renew_while_waiting(node):
+                if not self.renewals.while_waiting(node):
                     self._stop(runner)
                     if self.unreadable is not None:
                         return False, f"the metastore became unreadable while waiting ({self.unreadable}); stopped it"
                     return False, "lost the lease while waiting for the scheduler to come up; stopped it"
             self.sleep(step)
-
-    def _renew_while_waiting(self, node: str) -> bool:
-        t0 = self.monotonic()
-        if not self.term.renew_lease() or not self.term.readable():
-            return False
-        try:
-            placement, deadline = self.term.renew_placement(node, t0)
-        except MetastoreError as exc:
-            self.term.failed(exc)
-            log.warning("renewal while waiting for the scheduler failed: %s", exc)
-            return self.leads() and self.term.readable()
-        if placement is not None and node != self.host:  # this node's own deadline moved with it
-            self._renew_remote_leash(node, deadline)
-        return placement is not None
 
     # --- renewals, on their own clock ----------------------------------------------------
 
@@ -766,18 +656,16 @@ class Controller:
             if not self.term.renew_lease():
                 wake = True
             elif epoch == self.epoch and self.leads() and self.term.readable():
-                for node in list(self.renewing):
-                    self._renew_remote(node)
-                for node in list(self.starting - {self.host}):
-                    self._renew_while_waiting(node)
+                self.renewals.others()
         probe = self.local.probe()
         self.local_leashed = only_leashed(probe)
         held = self.placement_deadline != NEVER
         if not self.term.readable():  # found by the lease renewal just now
             return self._renew_nothing()
-        if (held or self.host in self.starting) and self._renew_own_placement(probe, t0) is None:
+        starting = self.host in self.renewals.starting
+        if (held or starting) and self.renewals.own(probe, t0) is None:
             # Not ours any more, or its scheduler is gone: the cycle decides what follows.
-            wake = wake or (probe.state.maybe_running and self.host not in self.starting)
+            wake = wake or (probe.state.maybe_running and self.host not in self.renewals.starting)
         if self.role is not Role.ACTIVE:
             try:
                 wake = wake or not self.store.read_state().lease.valid

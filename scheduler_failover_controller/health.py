@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 
 from .airflow_job import HostMatch, JobCheck, SchedulerJob, SchedulerJobReader, judge
@@ -82,6 +83,24 @@ class Health:
                 continue
             if state is not SchedulerState.UNKNOWN and self.last_seen(o.node) is None:
                 self.node(o.node).last_seen = ProbeResult(o.node, state, o.pids, o.detail, leashed=o.leashed)
+
+    def probe_all(self, runners: dict[str, NodeRunner], pool: ThreadPoolExecutor) -> dict[str, ProbeResult]:
+        """Probe every node in parallel (and remember what was seen); a probe that raises counts as UNKNOWN."""
+        futures = {node: pool.submit(self.probe, runner) for node, runner in runners.items()}
+        results: dict[str, ProbeResult] = {}
+        # A probe, then the checks of a running scheduler, each with its own timeout.
+        budget = self.config.ssh_timeout + 1
+        if self.config.scheduler_health_url:
+            budget += min(5.0, self.config.ssh_timeout)
+        if self.jobs is not None:
+            budget += self.config.metastore_timeout
+        for node, future in futures.items():
+            try:
+                results[node] = future.result(timeout=budget)
+            except Exception as exc:  # noqa: BLE001 - a broken probe is an unknown node
+                results[node] = ProbeResult(node, SchedulerState.UNKNOWN, detail=f"probe failed: {exc}")
+        self.remember(results)
+        return results
 
     def probe(self, runner: NodeRunner) -> ProbeResult:
         """The runner's probe, plus the checks configured for a running scheduler: Airflow's

@@ -1201,11 +1201,11 @@ def test_renew_renews_a_remote_placement_seen_healthy(cluster: Cluster) -> None:
     cluster.runners["n2"].run()
     assert "adopted the scheduler already running on n2" in c1.run_cycle()
     assert "scheduler healthy on n2" in tick(cluster, c1)[0]
-    assert c1.renewing == {"n2": True}  # n2 has no controller of its own: its leash is renewed too
+    assert c1.renewals.renewing == {"n2": True}  # n2 has no controller of its own: its leash is renewed too
     for _ in range(int(3 * TTL)):
         cluster.clock.advance(1.0)
         c1.renew()
-        wait_for(lambda: not c1._leash_pending, 5, "the background leash renewal")
+        wait_for(lambda: not c1.renewals.leash_pending, 5, "the background leash renewal")
     assert cluster.store.placement().valid and cluster.store.placement_node == "n2"
     assert [kind for kind, _d in cluster.runners["n2"].deadlines].count("renew") >= int(3 * TTL)
 
