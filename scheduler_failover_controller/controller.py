@@ -32,7 +32,7 @@ from .nodes.base import NodeRunner
 from .probe import ProbeResult, SchedulerState
 from .renewals import Renewals
 from .status import SwitchoverOutcome
-from .term import MARGIN_TOO_SMALL, NEVER, Role, Term
+from .term import MARGIN_TOO_SMALL, Role, Term
 
 log = logging.getLogger(__name__)
 
@@ -148,6 +148,12 @@ class Controller:
         except MetastoreError as exc:
             log.warning("could not record %s event: %s", kind, exc)
 
+    def _look_local(self) -> ProbeResult:
+        """Probe this node's scheduler; the heartbeat says whether it runs only leashed ones."""
+        probe = self.local.probe()
+        self.local_leashed = only_leashed(probe)
+        return probe
+
     def _heartbeat(self) -> None:
         self.identity.heartbeat(self.role.value, self.paused, self.local_leashed)
 
@@ -258,8 +264,7 @@ class Controller:
                 f"{self.role}: metastore {how} ({exc}); local scheduler may run "
                 f"{self.placement_deadline - self.lookahead - now:.1f}s more before self-fencing"
             )
-        probe = self.local.probe()
-        self.local_leashed = only_leashed(probe)
+        probe = self._look_local()
         if probe.leashed and not self.store_answered:
             # Started with the store down: this process never learnt the placement, but the
             # leash holds the deadline the last renewal gave it and stops the scheduler then.
@@ -290,7 +295,7 @@ class Controller:
     def _guard(self, state: ClusterState, t0: float, probe: ProbeResult | None) -> str | None:
         """Keep this node's placement alive, or make sure its scheduler is down. S2."""
         placement = state.placement
-        probe = probe or self.local.probe()
+        probe = probe or self._look_local()
         self.local_leashed = only_leashed(probe)
         renewed: Placement | None = None
         if placement.node == self.host and placement.valid:
@@ -647,49 +652,7 @@ class Controller:
         """
         if self.duplicate is not None:
             return False  # another controller has this identity: nothing of its node is ours to renew
-        if self.unreadable is not None:
-            return self._renew_nothing()
-        t0 = self.monotonic()
-        wake = False
-        if self.role is Role.ACTIVE:
-            epoch = self.epoch
-            if not self.term.renew_lease():
-                wake = True
-            elif epoch == self.epoch and self.leads() and self.term.readable():
-                self.renewals.others()
-        probe = self.local.probe()
-        self.local_leashed = only_leashed(probe)
-        held = self.placement_deadline != NEVER
-        if not self.term.readable():  # found by the lease renewal just now
-            return self._renew_nothing()
-        starting = self.host in self.renewals.starting
-        if (held or starting) and self.renewals.own(probe, t0) is None:
-            # Not ours any more, or its scheduler is gone: the cycle decides what follows.
-            wake = wake or (probe.state.maybe_running and self.host not in self.renewals.starting)
-        if self.role is not Role.ACTIVE:
-            try:
-                wake = wake or not self.store.read_state().lease.valid
-            except MetastoreError as exc:
-                self.term.failed(exc)
-                log.warning("renewal: cannot read the lease: %s", exc)
-        self._heartbeat()
-        return wake
-
-    def _renew_nothing(self) -> bool:
-        """Renewals while the store holds a record no valid write produces: none, as with the store down.
-
-        The lease lapses (another controller may take over once the record is fixed) and this
-        node's placement runs out (the cycle fences its scheduler first, the leash at the latest).
-        The heartbeat still says this controller is alive. True (run the cycle now) once the
-        store reads fine again: the cycle then takes up the renewals.
-        """
-        try:
-            self.store.read_state()
-            readable = True
-        except MetastoreError:
-            readable = False
-        self._heartbeat()
-        return readable
+        return self.renewals.renew(self._look_local, self._heartbeat)
 
     # --- shutdown -----------------------------------------------------------------------
 

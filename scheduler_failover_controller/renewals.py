@@ -10,6 +10,7 @@ over copies of them: no lock.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from .config import Config
@@ -17,7 +18,7 @@ from .exceptions import MetastoreError
 from .metastore.base import Metastore, Placement
 from .nodes.base import NodeRunner
 from .probe import ProbeResult
-from .term import Term
+from .term import NEVER, Role, Term
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,52 @@ class Renewals:
         self.starting: set[str] = set()  # nodes with a start under way (their placement is renewed)
         self.renewing: dict[str, bool] = {}  # remote node -> also renew its leash: healthy there, renewed apart
         self.leash_pending: set[str] = set()  # remote leash renewals not returned yet
+
+    def renew(self, look_local: Callable[[], ProbeResult], heartbeat: Callable[[], None]) -> bool:
+        """One round of the renewal thread: the lease (when active), the placements kept, this
+        node's placement and leash, the heartbeat. True when the cycle should run now."""
+        if not self.term.readable():
+            return self._renew_nothing(heartbeat)
+        t0 = self.term.monotonic()
+        wake = False
+        if self.term.role is Role.ACTIVE:
+            epoch = self.term.epoch
+            if not self.term.renew_lease():
+                wake = True
+            elif epoch == self.term.epoch and self.term.leads() and self.term.readable():
+                self.others()
+        probe = look_local()
+        held = self.term.placement_deadline != NEVER
+        if not self.term.readable():  # found by the lease renewal just now
+            return self._renew_nothing(heartbeat)
+        starting = self.host in self.starting
+        if (held or starting) and self.own(probe, t0) is None:
+            # Not ours any more, or its scheduler is gone: the cycle decides what follows.
+            wake = wake or (probe.state.maybe_running and self.host not in self.starting)
+        if self.term.role is not Role.ACTIVE:
+            try:
+                wake = wake or not self.store.read_state().lease.valid
+            except MetastoreError as exc:
+                self.term.failed(exc)
+                log.warning("renewal: cannot read the lease: %s", exc)
+        heartbeat()
+        return wake
+
+    def _renew_nothing(self, heartbeat: Callable[[], None]) -> bool:
+        """Renewals while the store holds a record no valid write produces: none, as with the store down.
+
+        The lease lapses (another controller may take over once the record is fixed) and this
+        node's placement runs out (the cycle fences its scheduler first, the leash at the latest).
+        The heartbeat still says this controller is alive. True (run the cycle now) once the
+        store reads fine again: the cycle then takes up the renewals.
+        """
+        try:
+            self.store.read_state()
+            readable = True
+        except MetastoreError:
+            readable = False
+        heartbeat()
+        return readable
 
     def own(self, probe: ProbeResult, t0: float) -> Placement | None:
         """Renew this node's placement, but only while its scheduler runs or a start is under way.
