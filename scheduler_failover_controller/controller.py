@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from .airflow_job import SchedulerJobReader, open_job_reader
 from .alerts import Alerter
 from .config import Config
-from .exceptions import CommandFailed, CorruptRecord, MetastoreError, NodeUnreachable
+from .exceptions import CorruptRecord, MetastoreError
 from .fencing import Fencing, only_leashed
 from .health import Health, seen_running
 from .identity import Identity
@@ -31,6 +31,7 @@ from .metastore.rows import implausible
 from .nodes.base import NodeRunner
 from .probe import ProbeResult, SchedulerState
 from .renewals import Renewals
+from .starts import Starts, stop
 from .status import SwitchoverOutcome
 from .term import MARGIN_TOO_SMALL, Role, Term
 
@@ -44,7 +45,8 @@ class Controller:
 
     ``term`` holds the role, epoch and deadlines (and every call that moves them), ``health``
     each node's last look and check streaks, ``incidents`` the failure counts, backoffs and
-    alerts, ``fencing`` what blocks a start and ``fence_command``.
+    alerts, ``fencing`` what blocks a start and ``fence_command``, ``starts`` a start and its
+    wait, ``renewals`` what is renewed between cycles, ``identity`` the registry row.
     """
 
     def __init__(
@@ -89,6 +91,9 @@ class Controller:
         self.jobs = job_reader if job_reader is not None else open_job_reader(config)
         self.health = Health(config, self.jobs, monotonic)
         self.fencing = Fencing(config, store, self.health, self._event)
+        self.starts = Starts(
+            config, self.term, self.renewals, self.fencing, self.incidents, runners, sleep, self.stopping
+        )
         self.last_state: ClusterState | None = None
         self.last_probes: dict[str, ProbeResult] = {}
         self.cycles = 0
@@ -285,7 +290,7 @@ class Controller:
                     f"{self.role}: a metastore call failed ({exc}), but the store answered again and "
                     f"renewed this node's placement; local scheduler kept"
                 )
-            after = self._stop(self.local)
+            after = stop(self.local)
             return (
                 f"{self.role}: metastore {how} ({exc}); self-fenced: stopped the local scheduler "
                 f"({probe.describe()} -> {after.state.value}) before its placement could expire"
@@ -313,7 +318,7 @@ class Controller:
         kept, fresh = self._reconfirm_placement()
         if kept:
             return None
-        after = self._stop(self.local)
+        after = stop(self.local)
         if fresh.node == self.host and fresh.valid:  # ours as last read, but it could not be renewed in time
             why = "whose placement could not be renewed before it would expire"
         else:
@@ -348,9 +353,6 @@ class Controller:
         except MetastoreError as exc:
             log.warning("observations not recorded: %s", exc)
         return results
-
-    def _stop(self, runner: NodeRunner) -> ProbeResult:
-        return self._stop_with(runner, None)
 
     # --- the active controller ----------------------------------------------------------
 
@@ -416,7 +418,7 @@ class Controller:
     def _kill_strays(self, strays: list[str], probes: dict[str, ProbeResult], keep: str) -> str:
         if not self.leads():
             return f"{MARGIN_TOO_SMALL} to act; not killing strays this cycle"
-        results = list(self._pool.map(lambda n: self._stop(self.runners[n]), strays))
+        results = list(self._pool.map(lambda n: stop(self.runners[n]), strays))
         parts = [f"{n} ({probes[n].describe()} -> {r.state.value})" for n, r in zip(strays, results, strict=True)]
         message = f"killed stray scheduler(s) on {', '.join(parts)}; the scheduler belongs on {keep}"
         self._event("kill", message)
@@ -451,7 +453,7 @@ class Controller:
     def _restart_in_place(self, probes: dict[str, ProbeResult], node: str, probe: ProbeResult) -> str:
         limit = self.config.max_restart_attempts
         if probe.state.maybe_running:  # unhealthy, or several schedulers on one node
-            self._stop(self.runners[node])
+            stop(self.runners[node])
         # A restart that comes up but dies again still counts: crash loops end in a move.
         self.incidents.restarts += 1
         n = self.incidents.restarts
@@ -476,7 +478,7 @@ class Controller:
         if blocking:
             return f"not moving the scheduler off {node}: one may still run on {', '.join(blocking)}"
         # Stop-before-start: the old node must be confirmed empty (a late start could still appear).
-        stopped = self._stop(self.runners[node])
+        stopped = stop(self.runners[node])
         if stopped.state is not SchedulerState.STOPPED:
             return f"cannot move the scheduler off {node}: could not confirm it stopped ({stopped.describe()})"
         if self.term.place(state.placement, target) is None:
@@ -528,7 +530,7 @@ class Controller:
             return f"{MARGIN_TOO_SMALL}; the switchover to {target} waits"
         grace = 0.0 if mode == "forced" else None
         for node in others:
-            after = self._stop_with(self.runners[node], grace)
+            after = stop(self.runners[node], grace)
             if after.state is not SchedulerState.STOPPED:
                 return f"switchover to {target}: the scheduler on {node} is still {after.describe()}; retrying"
             probes = {**probes, node: after}
@@ -543,12 +545,6 @@ class Controller:
             SwitchoverOutcome.DONE if ok else SwitchoverOutcome.FAILED,
             f"{mode} switchover from {old or 'nowhere'} to {target}: stopped {others or 'nothing'}, {result}: {detail}",
         )
-
-    def _stop_with(self, runner: NodeRunner, grace: float | None) -> ProbeResult:
-        try:
-            return runner.stop(grace)
-        except (NodeUnreachable, CommandFailed) as exc:
-            return ProbeResult(runner.node, SchedulerState.UNKNOWN, detail=str(exc))
 
     def _pick_target(self, probes: dict[str, ProbeResult], exclude: str | None, prefer: str | None) -> str | None:
         """The next node, in list order after ``exclude``, that is reachable, empty and not backing off."""
@@ -584,61 +580,8 @@ class Controller:
         self.health.seed(observations)
 
     def _start_on(self, node: str, probes: dict[str, ProbeResult]) -> tuple[bool, str]:
-        """Start the scheduler on ``node`` and wait until it is up, renewing our leases meanwhile."""
-        blocking = self.fencing.blocking(node, probes, self.cycles)
-        if blocking:
-            return False, f"not starting: a scheduler may still run on {', '.join(blocking)}"
-        # A stop just before (remote, with its grace) may have used up much of the lease: renew
-        # it first, so that the start is judged against a fresh deadline.
-        if not self.term.renew_lease():
-            return False, "not starting: lost the leadership lease"
-        if not self.leads():
-            return False, f"not starting: {MARGIN_TOO_SMALL}"
-        # Fence the start by our epoch at the store as well: a restart in place writes nothing
-        # else that the store could refuse, and our deadline alone trusts the server's clock rate.
-        self.renewals.starting.add(node)
-        try:
-            return self._start_and_wait(node)
-        finally:
-            self.renewals.starting.discard(node)
-
-    def _start_and_wait(self, node: str) -> tuple[bool, str]:
-        try:
-            mine, deadline = self.term.renew_placement(node)
-        except MetastoreError as exc:
-            return False, f"not starting: cannot confirm the placement on {node}: {exc}"
-        if mine is None:
-            return False, f"not starting: the placement on {node} is no longer ours (epoch {self.epoch})"
-        runner = self.runners[node]
-        try:
-            runner.start(deadline)  # under a leash holding that deadline
-        except (NodeUnreachable, CommandFailed) as exc:
-            return False, str(exc)
-        self.fencing.started(node)
-        start = self.monotonic()
-        give_up = start + self.config.scheduler_start_timeout
-        next_renewal = start + self.config.renew_interval
-        step = min(0.25, self.config.poll_frequency / 2)
-        while True:
-            probe = runner.probe()
-            if probe.state is SchedulerState.RUNNING:
-                self.incidents.started()
-                return True, f"up after {self.monotonic() - start:.1f}s, {probe.describe()}"
-            now = self.monotonic()
-            if self.stopping.is_set():
-                after = self._stop(runner)
-                return False, f"gave up the start to shut down (cleanup: {after.state.value})"
-            if now >= give_up:
-                after = self._stop(runner)  # it could still come up later: make sure it does not
-                return False, f"not up within {self.config.scheduler_start_timeout:g}s (cleanup: {after.state.value})"
-            if now >= next_renewal:
-                next_renewal = now + self.config.renew_interval
-                if not self.renewals.while_waiting(node):
-                    self._stop(runner)
-                    if self.unreadable is not None:
-                        return False, f"the metastore became unreadable while waiting ({self.unreadable}); stopped it"
-                    return False, "lost the lease while waiting for the scheduler to come up; stopped it"
-            self.sleep(step)
+        """Start the scheduler on ``node`` and wait until it is up: (whether it is, what happened)."""
+        return self.starts.start(node, probes, self.cycles)
 
     # --- renewals, on their own clock ----------------------------------------------------
 
@@ -665,7 +608,7 @@ class Controller:
             probe = self.local.probe()
             after = probe
             if seen_running(probe):
-                after = self._stop(self.local)
+                after = stop(self.local)
                 parts.append(f"stopped the local scheduler ({probe.describe()} -> {after.state.value})")
             if after.state is SchedulerState.STOPPED:
                 try:
