@@ -245,7 +245,7 @@ class Controller:
         if self.term.hold(lease, t0):
             self.incidents.restarts = 0
             log.info("became active with epoch %d", lease.epoch)
-            self._seed_last_seen()
+            self.health.seed(self.store)
             self._event("elected", f"{self.host} became active (epoch {lease.epoch})")
 
     def _unreadable(self, exc: CorruptRecord) -> str:
@@ -283,7 +283,7 @@ class Controller:
             # when the deadline is already behind us (we were frozen) is that worth a short wait
             # for the connection; before it, the stop must not be delayed.
             if now >= self.placement_deadline:
-                self._wait_usable(self.config.metastore_timeout)
+                self.term.wait_usable(self.config.metastore_timeout, self.sleep)
             renewed, _ = self._reconfirm_placement()
             if renewed:
                 return (
@@ -326,12 +326,6 @@ class Controller:
         message = f"stopped a scheduler on {self.host} ({probe.describe()}) {why}; now {after.state.value}"
         self._event("fence", message)
         return f"{self.role}: {message}"
-
-    def _wait_usable(self, limit: float) -> None:
-        """Wait up to ``limit`` seconds for the store's connection to be usable again."""
-        until = self.monotonic() + limit
-        while not self.store.usable() and self.monotonic() < until:
-            self.sleep(0.05)
 
     def _reconfirm_placement(self) -> tuple[bool, Placement]:
         """Read the placement afresh and renew it if it is this node's: (renewed, what was read).
@@ -387,9 +381,9 @@ class Controller:
                 return f"{prefix}: lost the race to adopt the scheduler on {node}; retrying next cycle"
             self._event("adopt", f"adopted the scheduler already running on {node}")
             return f"{prefix}: adopted the scheduler already running on {node} ({probes[node].describe()})"
-        target = self._pick_target(probes, exclude=None, prefer=placement.node)
+        target = self.incidents.pick_target(probes, exclude=None, prefer=placement.node)
         if target is None:
-            return f"{prefix}: no scheduler runs and no node can take it now ({self._why_no_target(probes)})"
+            return f"{prefix}: no scheduler runs and no node can take it now ({self.incidents.why_no_target(probes)})"
         blocking = self.fencing.blocking(target, probes, self.cycles)
         if blocking:  # not placed: no backoff for the target, it did nothing wrong
             message = f"no scheduler seen, but one may still run on {', '.join(blocking)}; not placing one on {target}"
@@ -436,10 +430,10 @@ class Controller:
             # The in-place budget is spent: move, or else retry in place once the node's backoff
             # is over (a scheduler that cannot start is not retried back to back for ever).
             if len(self.config.nodes) > 1:
-                target = self._pick_target(probes, exclude=node, prefer=None)
+                target = self.incidents.pick_target(probes, exclude=node, prefer=None)
             wait = self.incidents.until(node) - self.monotonic()
             if target is None and wait > 0:
-                others = f"no other node can take it ({self._why_no_target(probes)})"
+                others = f"no other node can take it ({self.incidents.why_no_target(probes)})"
                 if len(self.config.nodes) == 1:
                     others = "it has no other node"
                 return (
@@ -545,39 +539,6 @@ class Controller:
             SwitchoverOutcome.DONE if ok else SwitchoverOutcome.FAILED,
             f"{mode} switchover from {old or 'nowhere'} to {target}: stopped {others or 'nothing'}, {result}: {detail}",
         )
-
-    def _pick_target(self, probes: dict[str, ProbeResult], exclude: str | None, prefer: str | None) -> str | None:
-        """The next node, in list order after ``exclude``, that is reachable, empty and not backing off."""
-        now = self.monotonic()
-        nodes = list(self.config.nodes)
-        if exclude in nodes:
-            i = nodes.index(exclude)
-            nodes = nodes[i + 1 :] + nodes[:i]
-        order = [n for n in (prefer, self.host) if n in nodes] + nodes
-        for node in dict.fromkeys(order):
-            if node == exclude or probes[node].state is not SchedulerState.STOPPED:
-                continue
-            if self.incidents.until(node) > now:
-                continue
-            return node
-        return None
-
-    def _why_no_target(self, probes: dict[str, ProbeResult]) -> str:
-        now = self.monotonic()
-        parts = []
-        for node, probe in probes.items():
-            wait = self.incidents.until(node) - now
-            parts.append(f"{node} backing off {wait:.0f}s" if wait > 0 else f"{node} {probe.state.value}")
-        return ", ".join(parts)
-
-    def _seed_last_seen(self) -> None:
-        """A new term: start from what the previous active controller recorded."""
-        try:
-            observations = self.store.observations()
-        except MetastoreError as exc:
-            log.warning("could not read the last observations: %s", exc)
-            return
-        self.health.seed(observations)
 
     def _start_on(self, node: str, probes: dict[str, ProbeResult]) -> tuple[bool, str]:
         """Start the scheduler on ``node`` and wait until it is up: (whether it is, what happened)."""

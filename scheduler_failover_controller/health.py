@@ -9,14 +9,14 @@ configured check of its running scheduler (``health``: ``scheduler_health_url``;
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 
 from .airflow_job import HostMatch, JobCheck, SchedulerJob, SchedulerJobReader, judge
 from .config import Config
 from .exceptions import MetastoreError
-from .metastore.base import Observation
+from .metastore.base import Metastore
 from .nodes.base import NodeRunner
 from .probe import ProbeResult, SchedulerState, check_health
 
@@ -74,8 +74,13 @@ class Health:
             if probe.state is not SchedulerState.UNKNOWN:
                 self.node(node).last_seen = probe
 
-    def seed(self, observations: Iterable[Observation]) -> None:
+    def seed(self, store: Metastore) -> None:
         """A new term: start from what the previous active controller recorded."""
+        try:
+            observations = store.observations()
+        except MetastoreError as exc:
+            log.warning("could not read the last observations: %s", exc)
+            return
         for o in observations:
             try:
                 state = SchedulerState(o.state)

@@ -1,4 +1,5 @@
-"""Failures of the scheduler, counted: the restart budget, each node's backoff, and alerts once per incident.
+"""Failures of the scheduler, counted: the restart budget, each node's backoff (and so which node
+may take the scheduler next), and alerts once per incident.
 
 Three counts with three meanings (L2 in docs/design.md: one failed probe is not a failover):
 
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 
 from .alerts import Alerter
 from .config import Config
+from .probe import ProbeResult, SchedulerState
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +82,32 @@ class Incidents:
     def until(self, node: str) -> float:
         """When ``node``'s backoff ends (local monotonic; NEVER when it has none)."""
         return self.backoff.get(node, Backoff()).until
+
+    def pick_target(self, probes: dict[str, ProbeResult], exclude: str | None, prefer: str | None) -> str | None:
+        """The next node, in list order after ``exclude``, that is reachable, empty and not backing off
+        (``prefer`` first, then this controller's own node)."""
+        now = self.monotonic()
+        nodes = list(self.config.nodes)
+        if exclude in nodes:
+            i = nodes.index(exclude)
+            nodes = nodes[i + 1 :] + nodes[:i]
+        order = [n for n in (prefer, self.config.current_host) if n in nodes] + nodes
+        for node in dict.fromkeys(order):
+            if node == exclude or probes[node].state is not SchedulerState.STOPPED:
+                continue
+            if self.until(node) > now:
+                continue
+            return node
+        return None
+
+    def why_no_target(self, probes: dict[str, ProbeResult]) -> str:
+        """Why ``pick_target`` found no node: each node's backoff or state."""
+        now = self.monotonic()
+        parts = []
+        for node, probe in probes.items():
+            wait = self.until(node) - now
+            parts.append(f"{node} backing off {wait:.0f}s" if wait > 0 else f"{node} {probe.state.value}")
+        return ", ".join(parts)
 
     def started(self) -> None:
         """A scheduler came up just now."""

@@ -93,6 +93,12 @@ class Term:
 
     # --- the store's answers ----------------------------------------------------------------
 
+    def wait_usable(self, limit: float, sleep: Callable[[float], None]) -> None:
+        """Wait up to ``limit`` seconds for the store's connection to be usable again."""
+        until = self.monotonic() + limit
+        while not self.store.usable() and self.monotonic() < until:
+            sleep(0.05)
+
     def failed(self, exc: MetastoreError) -> None:
         """A call failed: when on a record no valid write produces, renew nothing until a cycle reads again."""
         if isinstance(exc, CorruptRecord):
