@@ -34,9 +34,26 @@ def tick(cluster: Cluster, *controllers: Controller, seconds: float = 1.0) -> li
 def active_on_n1(cluster: Cluster, **settings: Any) -> Controller:
     """n1's controller, active, with the scheduler placed and running on n1."""
     c1 = cluster.controller("n1", **settings)
-    assert "placed and started the scheduler on n1" in c1.run_cycle()
+    assert c1.run_cycle() == placed(cluster, "n1")
     assert cluster.running() == ["n1"]
     return c1
+
+
+def pid(cluster: Cluster, node: str) -> int:
+    """The one scheduler pid ``node`` runs now (its sentences name it)."""
+    (only,) = cluster.runners[node].pids
+    return only
+
+
+def healthy(cluster: Cluster, node: str, epoch: int = 1) -> str:
+    """The active's sentence for a healthy scheduler on ``node``."""
+    return f"active (epoch {epoch}): scheduler healthy on {node} (running (pid {pid(cluster, node)}))"
+
+
+def placed(cluster: Cluster, node: str, epoch: int = 1) -> str:
+    """The active's sentence for a scheduler placed and started on ``node`` at once."""
+    started = f"up after 0.0s, running (pid {pid(cluster, node)})"
+    return f"active (epoch {epoch}): placed and started the scheduler on {node} ({started})"
 
 
 def bump_version(store: FakeStore) -> None:
@@ -702,14 +719,21 @@ def test_unknown_node_last_seen_running_unleashed_blocks(cluster: Cluster) -> No
     cluster.store.register("n3", leashed=True)
     cluster.runners["n3"].leashed = False
     cluster.runners["n3"].run()
-    assert "killed stray scheduler(s) on n3" in tick(cluster, c1)[0]
+    stray = pid(cluster, "n3")
+    assert tick(cluster, c1)[0] == (
+        f"active (epoch 1): killed stray scheduler(s) on n3 (running (pid {stray}) -> stopped); "
+        "the scheduler belongs on n1"
+    )
     cluster.runners["n3"].run()  # back, and n3 cannot be reached from now on
     cluster.runners["n3"].reachable = False
     c1.health.remember({"n3": cluster.runners["n3"]._result()})  # as a probe just before the cut saw it
     cluster.runners["n1"].die()
     cluster.store.placement_expires_at = cluster.store.server_now  # n1's placement lapses
     sentence = tick(cluster, c1)[0]
-    assert "n3 (unreachable; last seen running a scheduler that is not under a leash)" in sentence
+    assert sentence == (
+        "active (epoch 1): no scheduler seen, but one may still run on "
+        "n3 (unreachable; last seen running a scheduler that is not under a leash); not placing one on n1"
+    )
     assert cluster.running() == ["n3"]
 
 
@@ -719,7 +743,10 @@ def test_a_dead_controller_guards_nothing_without_a_leash(cluster: Cluster) -> N
     cluster.store.register("n2", leashed=False)
     cluster.clock.advance(3 * TTL)  # its heartbeat is old: the controller is dead
     c1 = cluster.controller("n1")
-    assert "one may still run on n2" in c1.run_cycle()
+    assert c1.run_cycle() == (
+        "active (epoch 1): no scheduler seen, but one may still run on n2 (unreachable; its controller last "
+        "reported a scheduler that is not under a leash); not placing one on n1"
+    )
     assert cluster.actions == []
 
 
@@ -765,12 +792,15 @@ def test_fence_command_decides_whether_an_unknown_node_blocks(cluster: Cluster, 
     sentence = c1.run_cycle()
     fence_events = [e.message for e in cluster.store.events_of("fence")]
     if started:
-        assert "placed and started the scheduler on n1" in sentence
+        assert sentence == placed(cluster, "n1")
         assert cluster.actions == [("n1", "start")]
         assert fence_events == ["fence_command for n3 succeeded"]
         assert c1.fencing.fenced == {"n3"}
     else:
-        assert "no scheduler seen, but one may still run on n3 (unreachable; not known to run" in sentence
+        assert sentence == (
+            "active (epoch 1): no scheduler seen, but one may still run on n3 (unreachable; not known to run "
+            "its scheduler under a leash); not placing one on n1"
+        )
         assert cluster.actions == []
         assert fence_events == ["fence_command for n3 failed (1)"]
         assert c1.fencing.fenced == set()
@@ -1044,28 +1074,35 @@ def test_switchover_stops_the_old_scheduler_before_starting_the_new_one(
     c1 = active_on_n1(cluster)
     cluster.store.request_switchover("n2", mode)
     (sentence,) = tick(cluster, c1)
-    assert sentence.startswith(f"active (epoch 1): {mode} switchover from n1 to n2: stopped ['n1'], started")
+    assert sentence == (
+        f"active (epoch 1): {mode} switchover from n1 to n2: stopped ['n1'], started: "
+        f"up after 0.0s, running (pid {pid(cluster, 'n2')})"
+    )
     assert cluster.actions == [("n1", "start"), ("n1", "stop"), ("n2", "start")]
     assert cluster.runners["n1"].graces == [grace]
     assert cluster.running() == ["n2"] and cluster.store.placement_node == "n2"
     assert cluster.store.switchover is None and "switchover_done" in cluster.store.kinds()
+    assert cluster.store.events_of("switchover_done")[-1].message == sentence.removeprefix("active (epoch 1): ")
     (sentence,) = tick(cluster, c1)
-    assert "scheduler healthy on n2" in sentence
+    assert sentence == healthy(cluster, "n2")
 
 
 def test_switchover_to_where_it_already_runs_is_done_at_once(cluster: Cluster) -> None:
     c1 = active_on_n1(cluster)
     cluster.store.request_switchover("n1", "controlled")
     (sentence,) = tick(cluster, c1)
-    assert "switchover to n1: the scheduler already runs there" in sentence
+    assert sentence == (
+        f"active (epoch 1): switchover to n1: the scheduler already runs there (running (pid {pid(cluster, 'n1')}))"
+    )
     assert cluster.actions == [("n1", "start")] and cluster.store.switchover is None
+    assert cluster.store.kinds()[-1] == "switchover_done"
 
 
 @pytest.mark.parametrize(
     ("target", "setup", "reason"),
     [
         ("n9", None, "not in scheduler_nodes_in_cluster"),
-        ("n2", "target_unreachable", "its scheduler is unknown"),
+        ("n2", "target_unreachable", "its scheduler is unknown: n2: fake node unreachable"),
         ("n2", "other_unreachable", "cannot see n3"),
     ],
 )
@@ -1079,17 +1116,19 @@ def test_switchover_is_refused_when_it_cannot_be_safe(
         cluster.runners["n3"].reachable = False
     cluster.store.request_switchover(target, "controlled")
     (sentence,) = tick(cluster, c1)
-    assert f"refused the switchover to {target}: {reason}" in sentence
+    assert sentence == f"active (epoch 1): refused the switchover to {target}: {reason}"
     assert cluster.actions == [("n1", "start")] and cluster.running() == ["n1"]
     assert cluster.store.switchover is None
+    assert cluster.store.kinds()[-1] == "switchover_refused"
 
 
 def test_switchover_waits_while_the_old_scheduler_will_not_stop(cluster: Cluster) -> None:
     c1 = active_on_n1(cluster)
     cluster.runners["n1"].stop_fails = True
     cluster.store.request_switchover("n2", "controlled")
+    old = pid(cluster, "n1")
     (sentence,) = tick(cluster, c1)
-    assert "the scheduler on n1 is still running" in sentence and "retrying" in sentence
+    assert sentence == f"active (epoch 1): switchover to n2: the scheduler on n1 is still running (pid {old}); retrying"
     assert ("n2", "start") not in cluster.actions and cluster.store.switchover == ("n2", "controlled")
 
 
@@ -1112,17 +1151,17 @@ def test_a_failing_health_check_restarts_only_after_n_failures_in_a_row(
     c1 = active_on_n1(cluster, scheduler_health_url="http://{node}:8974/health", scheduler_health_failures=3)
     answers.extend(["health check answered HTTP 503", None, "health check failed: timed out"])
     (sentence,) = tick(cluster, c1)
-    assert "scheduler healthy on n1" in sentence  # one failure is not a restart
+    assert sentence == healthy(cluster, "n1")  # one failure is not a restart
     (sentence,) = tick(cluster, c1)
-    assert "scheduler healthy on n1" in sentence  # and a success resets the count
+    assert sentence == healthy(cluster, "n1")  # and a success resets the count
     answers.extend(["health check answered HTTP 503"] * 3)
     for _ in range(2):
         (sentence,) = tick(cluster, c1)
-        assert "scheduler healthy on n1" in sentence
+        assert sentence == healthy(cluster, "n1")
     (sentence,) = tick(cluster, c1)
-    assert (
-        "scheduler was unhealthy on n1 (health check answered HTTP 503 3 times in a row); restarted it in place"
-        in sentence
+    assert sentence == (
+        "active (epoch 1): scheduler was unhealthy on n1 (health check answered HTTP 503 3 times in a row); "
+        f"restarted it in place (attempt 1/3, up after 0.0s, running (pid {pid(cluster, 'n1')}))"
     )
     assert cluster.actions == [("n1", "start"), ("n1", "stop"), ("n1", "start")]
     assert urls[0] == "http://n1:8974/health"
@@ -1143,12 +1182,15 @@ def test_a_new_scheduler_gets_its_start_timeout_to_bring_up_its_health_server(
     # The grace counts from the first look at this scheduler process (the first tick).
     for _ in range(10):  # never answered yet, within scheduler_start_timeout: not counted
         (sentence,) = tick(cluster, c1)
-        assert "scheduler healthy on n1" in sentence
+        assert sentence == healthy(cluster, "n1")
         assert c1.last_probes["n1"].detail == "starting: health check failed: refused"
     (sentence,) = tick(cluster, c1, seconds=1.5)  # grace over: failure 1 of 2
-    assert "scheduler healthy on n1" in sentence
+    assert sentence == healthy(cluster, "n1")
     (sentence,) = tick(cluster, c1)
-    assert "scheduler was unhealthy on n1 (health check failed: refused 2 times in a row); restarted it" in sentence
+    assert sentence == (
+        "active (epoch 1): scheduler was unhealthy on n1 (health check failed: refused 2 times in a row); "
+        f"restarted it in place (attempt 1/3, up after 0.0s, running (pid {pid(cluster, 'n1')}))"
+    )
 
 
 # --- the leash and renewals on their own clock ------------------------------------------------
@@ -1199,8 +1241,10 @@ def test_renew_keeps_lease_and_placements_without_a_cycle(cluster: Cluster) -> N
 def test_renew_renews_a_remote_placement_seen_healthy(cluster: Cluster) -> None:
     c1 = cluster.controller("n1")
     cluster.runners["n2"].run()
-    assert "adopted the scheduler already running on n2" in c1.run_cycle()
-    assert "scheduler healthy on n2" in tick(cluster, c1)[0]
+    assert c1.run_cycle() == (
+        f"active (epoch 1): adopted the scheduler already running on n2 (running (pid {pid(cluster, 'n2')}))"
+    )
+    assert tick(cluster, c1)[0] == healthy(cluster, "n2")
     assert c1.renewals.renewing == {"n2": True}  # n2 has no controller of its own: its leash is renewed too
     for _ in range(int(3 * TTL)):
         cluster.clock.advance(1.0)
