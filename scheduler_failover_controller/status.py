@@ -155,15 +155,17 @@ def read_status(store: Metastore, config: Config) -> ClusterStatus:
         for node in config.nodes
     ]
     controllers = [_controller(c, state, config) for c in registry]
+    running = [n for n in nodes if n.scheduler is SchedulerState.RUNNING and (n.observed_age_s or 0) <= fresh]
     doubts = implausible(state, config.nodes, config.lease_ttl)  # a lease or placement no controller of ours wrote
     problems = list(doubts) + _problems(state, controllers, nodes, config, fresh)
+    if len(running) > 1:
+        problems.append("more than one scheduler running")
     # Two controllers with one current_host share one registry row: only the events tell.
     window = 10 * config.lease_ttl + 2 * config.poll_frequency
     for event in recent:
         if event.kind == "duplicate" and state.server_now - event.at <= window:
             problems.append(f"two controllers ran as {event.host} ({event.message.split(':', 1)[0]})")
             break
-    running = [n for n in nodes if n.scheduler is SchedulerState.RUNNING and (n.observed_age_s or 0) <= fresh]
     if not running:
         health = ClusterHealth.NO_SCHEDULER
     elif problems:
@@ -195,7 +197,7 @@ def _controller(c: ControllerInfo, state: ClusterState, config: Config) -> Contr
 def _problems(
     state: ClusterState, controllers: list[ControllerStatus], nodes: list[NodeStatus], config: Config, fresh: float
 ) -> list[str]:
-    """What keeps a cluster with a running scheduler from being healthy, in the order ``status`` lists it."""
+    """What keeps the cluster from being healthy, as the records and observations say."""
     problems = []
     if not state.lease.valid:
         problems.append("no active controller")
@@ -206,14 +208,9 @@ def _problems(
     for c in controllers:
         if c.heartbeat_age_s > config.lease_ttl:
             problems.append(f"controller on {c.host} silent for {c.heartbeat_age_s:.0f}s")
-    running = 0
     for n in nodes:
         if n.scheduler is SchedulerState.UNKNOWN:
             problems.append(f"{n.host} unknown")
         elif n.observed_age_s is not None and n.observed_age_s > fresh:
             problems.append(f"observation of {n.host} is {n.observed_age_s:.0f}s old")
-        if n.scheduler is SchedulerState.RUNNING and (n.observed_age_s or 0) <= fresh:
-            running += 1
-    if running > 1:
-        problems.append("more than one scheduler running")
     return problems
