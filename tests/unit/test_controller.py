@@ -142,7 +142,7 @@ def test_healthy_scheduler_renews_placement_and_lease(cluster: Cluster) -> None:
     store = cluster.store
     placement_expiry, lease_expiry = store.placement_expires_at, store.lease_expires_at
     (sentence,) = tick(cluster, c1)
-    assert sentence.startswith("active (epoch 1): scheduler healthy on n1 (running (pid")
+    assert sentence == healthy(cluster, "n1")
     assert cluster.actions == [("n1", "start")]
     assert store.placement_expires_at == placement_expiry + 1 and store.lease_expires_at == lease_expiry + 1
     assert (store.placement_version, store.lease_epoch) == (1, 1)
@@ -152,10 +152,10 @@ def test_healthy_scheduler_on_a_node_without_controller_keeps_its_placement(clus
     cluster.runners["n2"].run()
     cluster.store.force_placement("n2", TTL)
     c1 = cluster.controller("n1")
-    assert "scheduler healthy on n2" in c1.run_cycle()
+    assert c1.run_cycle() == healthy(cluster, "n2")
     expiry = cluster.store.placement_expires_at
     (sentence,) = tick(cluster, c1)
-    assert "scheduler healthy on n2" in sentence
+    assert sentence == healthy(cluster, "n2")
     assert cluster.store.placement_expires_at == expiry + 1  # renewed by the active, fenced by its epoch
     assert cluster.actions == []
 
@@ -163,9 +163,11 @@ def test_healthy_scheduler_on_a_node_without_controller_keeps_its_placement(clus
 def test_lease_lost_to_another_holder_turns_standby_and_acts_on_nothing(cluster: Cluster) -> None:
     c1 = active_on_n1(cluster)
     c2 = cluster.controller("n2")
-    assert c2.run_cycle().startswith("standby")
+    assert c2.run_cycle() == "standby: n1 is active (epoch 1); scheduler placed on n1"
     cluster.clock.advance(TTL + 1)  # c1 misses its renewals (stalled); c2 takes over
-    assert "adopted the scheduler already running on n1" in c2.run_cycle()
+    assert c2.run_cycle() == (
+        f"active (epoch 2): adopted the scheduler already running on n1 (running (pid {pid(cluster, 'n1')}))"
+    )
     assert cluster.store.lease_epoch == 2
     calls_before = len(cluster.store.calls)
     sentence = c1.run_cycle()
@@ -207,9 +209,10 @@ def test_run_cycle_catches_an_unexpected_exception(cluster: Cluster) -> None:
     cluster.store.on("read_state", boom)
     sentence = c1.run_cycle()
     assert sentence.startswith(PLEASE_REPORT) and "please report" in sentence
+    assert sentence == f"{PLEASE_REPORT}: the cycle failed; nothing more was done"
     assert cluster.actions == []
     assert c1.cycles == 1
-    assert "placed and started the scheduler on n1" in c1.run_cycle()  # the next cycle works
+    assert c1.run_cycle() == placed(cluster, "n1")  # the next cycle works
 
 
 # --- _guard (every controller guards its own node) ------------------------------------------
@@ -219,9 +222,12 @@ def test_guard_stops_a_standby_nodes_scheduler_that_has_no_placement(cluster: Cl
     active_on_n1(cluster)
     c2 = cluster.controller("n2")
     cluster.runners["n2"].run()
+    stopped = pid(cluster, "n2")
     sentence = c2.run_cycle()
-    assert sentence.startswith("standby: stopped a scheduler on n2 (running (pid")
-    assert "holds no valid placement (placement is on n1); now stopped" in sentence
+    assert sentence == (
+        f"standby: stopped a scheduler on n2 (running (pid {stopped})) "
+        "that holds no valid placement (placement is on n1); now stopped"
+    )
     assert cluster.actions == [("n1", "start"), ("n2", "stop")]
     assert cluster.running() == ["n1"]
     assert cluster.store.events_of("fence")[-1].host == "n2"
@@ -235,7 +241,7 @@ def test_guard_rereads_before_killing_and_spares_a_scheduler_just_placed_here(cl
     # The active moves the placement to n2 after c2 read the state but before its guard acts.
     cluster.store.on("heartbeat", lambda: cluster.store.force_placement("n2", TTL))
     sentence = c2.run_cycle()
-    assert sentence.startswith("standby: n1 is active")
+    assert sentence == "standby: n1 is active (epoch 1); scheduler placed on n1"
     assert cluster.runners["n2"].stops == 0 and cluster.running() == ["n2"]
     assert c2.may_run_locally()
 
@@ -245,8 +251,12 @@ def test_guard_stops_when_the_reread_fails(cluster: Cluster) -> None:
     c2 = cluster.controller("n2")
     cluster.runners["n2"].run()
     cluster.store.on("heartbeat", lambda: cluster.store.failing.add("read_state"))
+    stopped = pid(cluster, "n2")
     sentence = c2.run_cycle()
-    assert "stopped a scheduler on n2" in sentence
+    assert sentence == (
+        f"standby: stopped a scheduler on n2 (running (pid {stopped})) "
+        "that holds no valid placement (placement is on n1); now stopped"
+    )
     assert cluster.runners["n2"].stops == 1
 
 
@@ -258,7 +268,7 @@ def test_guard_keeps_renewing_the_placement_of_a_standby_node(cluster: Cluster) 
     c1.run_cycle()
     for _ in range(10):
         s1, s2 = tick(cluster, c1, c2)
-        assert s1.startswith("active (epoch 1): scheduler healthy on n2")
+        assert s1 == healthy(cluster, "n2")
         assert s2 == "standby: n1 is active (epoch 1); scheduler placed on n2"
     assert c2.may_run_locally() and cluster.running() == ["n2"] and cluster.actions == []
 
@@ -271,6 +281,7 @@ def test_metastore_unreachable_waits_then_self_fences_before_the_placement_expir
     store = cluster.store
     expires_at = store.placement_expires_at
     store.fail = True
+    running = pid(cluster, "n1")
     waited = 0
     for _ in range(10):
         cluster.clock.advance(1)  # the daemon's next cycle
@@ -285,8 +296,10 @@ def test_metastore_unreachable_waits_then_self_fences_before_the_placement_expir
             waited += 1
             continue
         break
-    assert "self-fenced: stopped the local scheduler (running (pid" in sentence
-    assert "-> stopped) before its placement could expire" in sentence
+    assert sentence == (
+        "active: metastore unreachable (fake metastore unreachable (acquire_or_renew)); self-fenced: stopped "
+        f"the local scheduler (running (pid {running}) -> stopped) before its placement could expire"
+    )
     assert waited >= 1  # one failed cycle is not a fence (L2)
     assert store.server_now < expires_at
     assert cluster.actions == [("n1", "start"), ("n1", "stop")]
@@ -297,6 +310,7 @@ def test_failing_placement_renewals_fence_before_the_placement_expires(cluster: 
     store = cluster.store
     expires_at = store.placement_expires_at
     store.failing.add("renew_placement")  # the rest of the store answers
+    running = pid(cluster, "n1")
     for _ in range(10):
         cluster.clock.advance(1)
         assert not (cluster.runners["n1"].running and store.server_now >= expires_at), (
@@ -306,8 +320,10 @@ def test_failing_placement_renewals_fence_before_the_placement_expires(cluster: 
         if not cluster.runners["n1"].running:
             break
         assert cluster.runners["n1"].stops == 0
-    assert "active: stopped a scheduler on n1 (running (pid" in sentence
-    assert "whose placement could not be renewed before it would expire; now stopped" in sentence
+    assert sentence == (
+        f"active: stopped a scheduler on n1 (running (pid {running})) "
+        "whose placement could not be renewed before it would expire; now stopped"
+    )
     assert store.server_now < expires_at
     assert cluster.actions == [("n1", "start"), ("n1", "stop")]
 
@@ -315,8 +331,12 @@ def test_failing_placement_renewals_fence_before_the_placement_expires(cluster: 
 def test_metastore_unreachable_demotes_the_active_after_its_lease_deadline(cluster: Cluster) -> None:
     c1 = active_on_n1(cluster)
     cluster.store.fail = True
+    running = pid(cluster, "n1")
     (sentence,) = tick(cluster, c1, seconds=TTL)
-    assert sentence.startswith("standby: metastore unreachable (fake metastore unreachable (acquire_or_renew))")
+    assert sentence == (
+        "standby: metastore unreachable (fake metastore unreachable (acquire_or_renew)); self-fenced: stopped "
+        f"the local scheduler (running (pid {running}) -> stopped) before its placement could expire"
+    )
     assert c1.role == "standby" and c1.epoch == 0
     assert cluster.running() == []  # long past the placement deadline: fenced in the same cycle
 
@@ -339,7 +359,9 @@ def test_metastore_unreachable_while_paused_acts_on_nothing(cluster: Cluster) ->
     tick(cluster, c1)
     cluster.store.fail = True
     (sentence,) = tick(cluster, c1)
-    assert "metastore unreachable" in sentence and "paused, acting on nothing" in sentence
+    assert sentence == (
+        "active: metastore unreachable (fake metastore unreachable (acquire_or_renew)); paused, acting on nothing"
+    )
     assert cluster.actions == [("n1", "start")]
 
 
@@ -349,7 +371,12 @@ def test_metastore_unreachable_while_paused_acts_on_nothing(cluster: Cluster) ->
 def test_strays_are_killed_and_the_placed_scheduler_kept(cluster: Cluster) -> None:
     c1 = active_on_n1(cluster)
     cluster.runners["n3"].run()
+    stray = pid(cluster, "n3")
     (sentence,) = tick(cluster, c1)
+    assert sentence == (
+        f"active (epoch 1): killed stray scheduler(s) on n3 (running (pid {stray}) -> stopped); "
+        "the scheduler belongs on n1"
+    )
     assert re.search(r"killed stray scheduler\(s\) on n3 \(running \(pid \d+\) -> stopped\)", sentence)
     assert sentence.endswith("the scheduler belongs on n1")
     assert cluster.actions == [("n1", "start"), ("n3", "stop")]
@@ -361,24 +388,30 @@ def test_strays_are_not_killed_without_lease_margin(cluster: Cluster) -> None:
     cluster.runners["n2"].run()
     cluster.store.force_placement("n2", TTL)
     c1 = cluster.controller("n1")
-    assert "scheduler healthy on n2" in c1.run_cycle()
+    assert c1.run_cycle() == healthy(cluster, "n2")
     cluster.runners["n3"].run()
     cluster.runners["n2"].on_probe = lambda: cluster.clock.advance(TTL)  # stalled during the probes
     (sentence,) = tick(cluster, c1)
-    assert "lease margin too small to act; not killing strays" in sentence
+    assert sentence == "active (epoch 1): lease margin too small to act; not killing strays this cycle"
     assert cluster.actions == [] and cluster.running() == ["n2", "n3"]
 
 
 def test_two_schedulers_without_placement_one_is_killed_then_the_other_adopted(cluster: Cluster) -> None:
     cluster.runners["n2"].run()
     cluster.runners["n3"].run()
+    stray = pid(cluster, "n3")
     c1 = cluster.controller("n1")
     sentence = c1.run_cycle()
-    assert "killed stray scheduler(s) on n3" in sentence and "the scheduler belongs on n2" in sentence
+    assert sentence == (
+        f"active (epoch 1): killed stray scheduler(s) on n3 (running (pid {stray}) -> stopped); "
+        "the scheduler belongs on n2"
+    )
     assert cluster.actions == [("n3", "stop")]
     assert cluster.running() == ["n2"]
     (sentence,) = tick(cluster, c1)
-    assert "adopted the scheduler already running on n2" in sentence
+    assert sentence == (
+        f"active (epoch 1): adopted the scheduler already running on n2 (running (pid {pid(cluster, 'n2')}))"
+    )
     assert cluster.store.placement_node == "n2" and cluster.actions == [("n3", "stop")]
 
 
@@ -388,7 +421,9 @@ def test_adopts_a_running_scheduler_when_the_placement_expired(cluster: Cluster)
     cluster.clock.advance(TTL + 3)  # placement long expired (e.g. its active controller died)
     c1 = cluster.controller("n1")
     sentence = c1.run_cycle()
-    assert sentence.startswith("active (epoch 1): adopted the scheduler already running on n2 (running (pid")
+    assert sentence == (
+        f"active (epoch 1): adopted the scheduler already running on n2 (running (pid {pid(cluster, 'n2')}))"
+    )
     store = cluster.store
     assert (store.placement_node, store.placement_epoch, store.placement_version) == ("n2", 1, 2)
     assert store.placement().valid
@@ -403,7 +438,9 @@ def test_the_active_adopts_a_scheduler_on_its_own_node_instead_of_killing_it(clu
     cluster.clock.advance(TTL + 3)
     c1 = cluster.controller("n1")
     sentence = c1.run_cycle()
-    assert sentence.startswith("active (epoch 1): adopted the scheduler already running on n1")
+    assert sentence == (
+        f"active (epoch 1): adopted the scheduler already running on n1 (running (pid {pid(cluster, 'n1')}))"
+    )
     assert cluster.actions == [] and cluster.running() == ["n1"]
     assert c1.may_run_locally()
 
@@ -422,7 +459,7 @@ def test_adoption_race_lost(cluster: Cluster) -> None:
     cluster.runners["n2"].run()
     c1 = cluster.controller("n1")
     cluster.store.on("set_placement", lambda: bump_version(cluster.store))
-    assert "lost the race to adopt the scheduler on n2; retrying next cycle" in c1.run_cycle()
+    assert c1.run_cycle() == "active (epoch 1): lost the race to adopt the scheduler on n2; retrying next cycle"
     assert cluster.actions == []
 
 
