@@ -502,8 +502,10 @@ def test_placement_node_unknown_waits_and_starts_nothing_elsewhere(cluster: Clus
     cluster.store.force_placement("n2", TTL)
     c1 = cluster.controller("n1")
     sentence = c1.run_cycle()
-    assert sentence.startswith("active (epoch 1): cannot see the scheduler node n2 (n2: fake node unreachable)")
-    assert "waiting 5.0s for its placement to expire before moving it" in sentence
+    assert sentence == (
+        "active (epoch 1): cannot see the scheduler node n2 (n2: fake node unreachable); "
+        "waiting 5.0s for its placement to expire before moving it"
+    )
     assert cluster.actions == [] and cluster.store.placement_node == "n2" and cluster.store.placement_version == 1
 
 
@@ -513,7 +515,10 @@ def test_placement_on_a_node_outside_the_config_waits_instead_of_crashing(cluste
     c1 = cluster.controller("n1")
     sentence = c1.run_cycle()
     assert PLEASE_REPORT not in sentence
-    assert "cannot see the scheduler node old-node" in sentence
+    assert sentence == (
+        "active (epoch 1): cannot see the scheduler node old-node (not a configured node); "
+        "waiting 5.0s for its placement to expire before moving it"
+    )
     assert cluster.actions == []
 
 
@@ -524,7 +529,10 @@ def test_dead_scheduler_is_restarted_in_place(cluster: Cluster) -> None:
     c1 = active_on_n1(cluster)
     cluster.runners["n1"].die()
     (sentence,) = tick(cluster, c1)
-    assert "scheduler was stopped on n1; restarted it in place" in sentence
+    assert sentence == (
+        "active (epoch 1): scheduler was stopped on n1; restarted it in place "
+        f"(attempt 1/3, up after 0.0s, running (pid {pid(cluster, 'n1')}))"
+    )
     assert cluster.actions == [("n1", "start"), ("n1", "start")]  # nothing to stop first
     assert cluster.running() == ["n1"]
     assert (cluster.store.placement_node, cluster.store.placement_version) == ("n1", 1)
@@ -540,7 +548,10 @@ def test_unhealthy_or_doubled_scheduler_is_stopped_then_restarted_in_place(clust
         cluster.runners["n1"].run(count=2)
     (sentence,) = tick(cluster, c1)
     state = "unhealthy" if fault == "unhealthy" else "running"
-    assert f"scheduler was {state} on n1; restarted it in place" in sentence
+    assert sentence == (
+        f"active (epoch 1): scheduler was {state} on n1; restarted it in place "
+        f"(attempt 1/3, up after 0.0s, running (pid {pid(cluster, 'n1')}))"
+    )
     assert cluster.actions == [("n1", "start"), ("n1", "stop"), ("n1", "start")]
     assert len(cluster.runners["n1"].pids) == 1 and cluster.running() == ["n1"]
 
@@ -550,7 +561,7 @@ def test_failed_restart_in_place_is_counted(cluster: Cluster) -> None:
     cluster.runners["n1"].die()
     cluster.runners["n1"].start_error = "exit 1"
     (sentence,) = tick(cluster, c1)
-    assert "restart of the scheduler on n1 failed (attempt 1/3): n1: exit 1" in sentence
+    assert sentence == "active (epoch 1): restart of the scheduler on n1 failed (attempt 1/3): n1: exit 1"
     assert cluster.actions == [("n1", "start"), ("n1", "start")]
     assert "start_failed" in cluster.store.kinds()
 
@@ -562,7 +573,9 @@ def test_restart_that_never_comes_up_is_cleaned_up(cluster: Cluster) -> None:
     n1.comes_up = False
     lease_expiry = cluster.store.lease_expires_at
     (sentence,) = tick(cluster, c1)
-    assert "restart of the scheduler on n1 failed (attempt 1/3): not up within 3s (cleanup: stopped)" in sentence
+    assert sentence == (
+        "active (epoch 1): restart of the scheduler on n1 failed (attempt 1/3): not up within 3s (cleanup: stopped)"
+    )
     assert cluster.actions == [("n1", "start"), ("n1", "start"), ("n1", "stop")]
     assert sum(cluster.clock.slept) >= 3  # waited with the injected sleep, not a real one
     assert cluster.store.lease_expires_at >= lease_expiry + 3  # the lease was renewed while waiting
@@ -576,10 +589,13 @@ def test_move_after_max_restart_attempts_stops_before_it_starts_and_alerts(clust
     n1.start_error = "exit 1"
     for attempt in (1, 2, 3):
         (sentence,) = tick(cluster, c1)
-        assert f"restart of the scheduler on n1 failed (attempt {attempt}/3)" in sentence
+        assert sentence == f"active (epoch 1): restart of the scheduler on n1 failed (attempt {attempt}/3): n1: exit 1"
     before = len(cluster.actions)
     (sentence,) = tick(cluster, c1)
-    assert "moved the scheduler from n1 to n2 after 3 failed restarts" in sentence
+    assert sentence == (
+        "active (epoch 1): moved the scheduler from n1 to n2 after 3 failed restarts "
+        f"(up after 0.0s, running (pid {pid(cluster, 'n2')}))"
+    )
     assert cluster.actions[before:] == [("n1", "stop"), ("n2", "start")]  # stop-before-start
     assert cluster.running() == ["n2"]
     store = cluster.store
@@ -594,9 +610,12 @@ def test_move_whose_start_fails_alerts_once(cluster: Cluster) -> None:
     for runner in cluster.runners.values():
         runner.start_error = "exit 1"
     (sentence,) = tick(cluster, c1)
-    assert "restart of the scheduler on n1 failed (attempt 1/1)" in sentence
+    assert sentence == "active (epoch 1): restart of the scheduler on n1 failed (attempt 1/1): n1: exit 1"
     (sentence,) = tick(cluster, c1)
-    assert "moved the scheduler from n1 to n2 after 1 failed restarts, but the start there failed" in sentence
+    assert sentence == (
+        "active (epoch 1): moved the scheduler from n1 to n2 after 1 failed restarts, "
+        "but the start there failed: n2: exit 1"
+    )
     assert cluster.actions[-2:] == [("n1", "stop"), ("n2", "start")]
     assert cluster.store.placement_node == "n2"
     assert len(cluster.alerters["n1"].sent) == 1
@@ -614,18 +633,25 @@ def test_no_other_node_to_move_to_retries_in_place(cluster: Cluster) -> None:
     tick(cluster, c1)
     before = len(cluster.actions)
     (sentence,) = tick(cluster, c1)
-    assert "scheduler down on n1 after 3 failed restarts and no other node can take it" in sentence
-    assert "(n1 backing off 19s, n2 unknown, n3 unknown); next try in place in 19.0s" in sentence
+    assert sentence == (
+        "active (epoch 1): scheduler down on n1 after 3 failed restarts and no other node can take it "
+        "(n1 backing off 19s, n2 unknown, n3 unknown); next try in place in 19.0s"
+    )
     assert cluster.actions[before:] == []
     # Backing off: no start at all until the node's backoff is over, then one more try in place.
     # Meanwhile the placement lapses (nobody renews the placement of a dead scheduler), so the
     # retry places it afresh.
     sentences = [tick(cluster, c1)[0] for _ in range(20)]
     assert cluster.actions[before:] == [("n1", "start")]
-    assert "no scheduler runs and no node can take it now (n1 backing off 15s, n2 unknown, n3 unknown)" in sentences[3]
+    assert sentences[3] == (
+        "active (epoch 1): no scheduler runs and no node can take it now (n1 backing off 15s, n2 unknown, n3 unknown)"
+    )
     retried = [i for i, s in enumerate(sentences) if "placed the scheduler on n1 but its start failed: n1: exit 1" in s]
     assert retried == [18], sentences  # 19 s of backoff left after the first tick
-    assert "(n1 backing off 39s, n2 unknown, n3 unknown); next try in place in 39.0s" in sentences[19]  # twice as long
+    assert sentences[19] == (  # twice as long
+        "active (epoch 1): scheduler down on n1 after 3 failed restarts and no other node can take it "
+        "(n1 backing off 39s, n2 unknown, n3 unknown); next try in place in 39.0s"
+    )
 
 
 def test_single_node_crash_loop_backs_off_after_its_budget() -> None:
