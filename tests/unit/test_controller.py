@@ -111,7 +111,7 @@ def test_fake_runner_start_stop_and_faults() -> None:
 def test_first_cycle_becomes_active_and_places_and_starts_on_its_own_node(cluster: Cluster) -> None:
     c1 = cluster.controller("n1")
     sentence = c1.run_cycle()
-    assert sentence.startswith("active (epoch 1): placed and started the scheduler on n1")
+    assert sentence == placed(cluster, "n1")
     assert cluster.actions == [("n1", "start")]
     assert cluster.running() == ["n1"]
     store = cluster.store
@@ -466,7 +466,7 @@ def test_adoption_race_lost(cluster: Cluster) -> None:
 def test_placement_race_lost_starts_nothing(cluster: Cluster) -> None:
     c1 = cluster.controller("n1")
     cluster.store.on("set_placement", lambda: bump_version(cluster.store))
-    assert "lost the race to place the scheduler on n1; retrying next cycle" in c1.run_cycle()
+    assert c1.run_cycle() == "active (epoch 1): lost the race to place the scheduler on n1; retrying next cycle"
     assert cluster.actions == []
 
 
@@ -678,9 +678,14 @@ def test_move_refused_when_the_old_node_cannot_be_confirmed_stopped(cluster: Clu
     n1.hang()
     n1.stop_fails = True
     (sentence,) = tick(cluster, c1)
-    assert "restart of the scheduler on n1 failed (attempt 1/1): not up within 3s (cleanup: unhealthy)" in sentence
+    assert sentence == (
+        "active (epoch 1): restart of the scheduler on n1 failed (attempt 1/1): not up within 3s (cleanup: unhealthy)"
+    )
     (sentence,) = tick(cluster, c1)
-    assert "cannot move the scheduler off n1: could not confirm it stopped (unhealthy (pid" in sentence
+    assert sentence == (
+        "active (epoch 1): cannot move the scheduler off n1: could not confirm it stopped "
+        f"(unhealthy (pid {pid(cluster, 'n1')}))"
+    )
     assert cluster.runners["n2"].starts == 0 and cluster.runners["n3"].starts == 0
     assert cluster.store.placement_node == "n1"
 
@@ -692,7 +697,7 @@ def test_move_race_lost_starts_nothing(cluster: Cluster) -> None:
     tick(cluster, c1)
     cluster.store.on("set_placement", lambda: bump_version(cluster.store))
     (sentence,) = tick(cluster, c1)
-    assert "lost the race to move the scheduler from n1 to n2; retrying next cycle" in sentence
+    assert sentence == "active (epoch 1): lost the race to move the scheduler from n1 to n2; retrying next cycle"
     assert cluster.actions[-1] == ("n1", "stop")
     assert cluster.runners["n2"].starts == 0
 
@@ -738,7 +743,9 @@ def test_start_waits_until_the_scheduler_is_up(cluster: Cluster) -> None:
     cluster.runners["n1"].up_after_probes = 3
     c1 = cluster.controller("n1")
     sentence = c1.run_cycle()
-    assert "placed and started the scheduler on n1 (up after 0.5s, running (pid" in sentence
+    assert sentence == (
+        f"active (epoch 1): placed and started the scheduler on n1 (up after 0.5s, running (pid {pid(cluster, 'n1')}))"
+    )
     assert cluster.clock.slept == [0.25, 0.25]
 
 
@@ -879,7 +886,10 @@ def test_start_refused_when_the_lease_margin_ran_out(cluster: Cluster) -> None:
 
     store.on("acquire_or_renew", lambda: store.on("acquire_or_renew", stall))  # the renewal in _start_on
     sentence = c1.run_cycle()
-    assert "placed the scheduler on n1 but its start failed: not starting: lease margin too small" in sentence
+    assert (
+        sentence
+        == "active (epoch 1): placed the scheduler on n1 but its start failed: not starting: lease margin too small"
+    )
     assert cluster.actions == []
 
 
@@ -889,7 +899,9 @@ def test_start_refused_when_the_lease_lapsed_just_before(cluster: Cluster) -> No
     store = cluster.store
     store.on("acquire_or_renew", lambda: store.on("acquire_or_renew", lambda: cluster.clock.advance(TTL)))
     sentence = c1.run_cycle()
-    assert "placed the scheduler on n1 but its start failed: not starting: lost the leadership lease" in sentence
+    assert sentence == (
+        "active (epoch 1): placed the scheduler on n1 but its start failed: not starting: lost the leadership lease"
+    )
     assert cluster.actions == [] and not c1.leads()
 
 
@@ -906,7 +918,10 @@ def test_lease_lost_while_waiting_for_the_start_stops_it(cluster: Cluster) -> No
     # The renewal just before the start succeeds; the next one, while waiting, finds it taken.
     store.on("acquire_or_renew", lambda: store.on("acquire_or_renew", lambda: store.on("acquire_or_renew", steal)))
     sentence = c1.run_cycle()
-    assert "start failed: lost the lease while waiting for the scheduler to come up; stopped it" in sentence
+    assert sentence == (
+        "active (epoch 1): placed the scheduler on n1 but its start failed: "
+        "lost the lease while waiting for the scheduler to come up; stopped it"
+    )
     assert cluster.actions == [("n1", "start"), ("n1", "stop")]
     assert cluster.running() == []
     assert not c1.leads()
@@ -1010,8 +1025,8 @@ def test_one_failed_call_after_a_freeze_does_not_fence_a_placement_the_store_sti
 def test_partitioned_node_fences_itself_before_another_node_starts_a_scheduler(cluster: Cluster) -> None:
     c2 = cluster.controller("n2")
     c1 = cluster.controller("n1")
-    assert "placed and started the scheduler on n2" in c2.run_cycle()
-    assert c1.run_cycle().startswith("standby: n2 is active")
+    assert c2.run_cycle() == placed(cluster, "n2")
+    assert c1.run_cycle() == "standby: n2 is active (epoch 1); scheduler placed on n2"
     n2, store = cluster.runners["n2"], cluster.store
     transcript = []
     for _ in range(12):
@@ -1090,7 +1105,7 @@ def test_shutdown_stops_the_local_scheduler_and_releases_everything(cluster: Clu
     assert c1.role == "stopped" and not c1.leads() and not c1.may_run_locally()
     # A standby takes over within one poll.
     (s2,) = tick(cluster, c2)
-    assert s2.startswith("active (epoch 2): placed and started the scheduler on n2")
+    assert s2 == placed(cluster, "n2", epoch=2)
 
 
 def test_shutdown_while_paused_leaves_the_scheduler_alone(cluster: Cluster) -> None:
@@ -1105,8 +1120,12 @@ def test_shutdown_while_paused_leaves_the_scheduler_alone(cluster: Cluster) -> N
 def test_shutdown_with_the_metastore_down_still_stops_the_local_scheduler(cluster: Cluster) -> None:
     c1 = active_on_n1(cluster)
     cluster.store.fail = True
+    running = pid(cluster, "n1")
     sentence = c1.shutdown()
-    assert sentence.startswith("stopped the local scheduler (running (pid")
+    assert sentence == (
+        f"stopped the local scheduler (running (pid {running}) -> stopped); could not release the placement "
+        "(fake metastore unreachable (release_placement)); metastore unreachable (fake metastore unreachable (release))"
+    )
     assert "could not release the placement (fake metastore unreachable (release_placement))" in sentence
     assert sentence.endswith("metastore unreachable (fake metastore unreachable (release))")
     assert cluster.running() == []
@@ -1332,7 +1351,10 @@ def test_sigterm_during_a_start_wait_gives_up_at_once(cluster: Cluster) -> None:
     c1 = cluster.controller("n1")
     cluster.runners["n1"].on_probe = c1.stopping.set
     sentence = c1.run_cycle()
-    assert sentence.endswith("its start failed: gave up the start to shut down (cleanup: stopped)")
+    assert sentence == (
+        "active (epoch 1): placed the scheduler on n1 but its start failed: "
+        "gave up the start to shut down (cleanup: stopped)"
+    )
     assert sum(cluster.clock.slept) < 1.0
     assert cluster.actions == [("n1", "start"), ("n1", "stop")]
 
@@ -1353,8 +1375,12 @@ def test_store_down_at_start_up_self_fences_an_unleashed_scheduler(cluster: Clus
     cluster.runners["n1"].run()
     cluster.runners["n1"].leashed = False  # started by hand: nothing else would stop it
     c1 = cluster.controller("n1")
+    running = pid(cluster, "n1")
     sentence = cluster.store.unreachable_for(c1.run_cycle)
-    assert "self-fenced: stopped the local scheduler" in sentence
+    assert sentence == (
+        "starting: metastore unreachable (fake metastore unreachable (acquire_or_renew)); self-fenced: stopped "
+        f"the local scheduler (running (pid {running}) -> stopped) before its placement could expire"
+    )
     assert cluster.running() == []
 
 
@@ -1387,10 +1413,14 @@ def test_a_second_controller_in_this_hosts_row_stops_this_one_and_leaves_the_sch
     twin = cluster.controller("n1")  # the same current_host: a second holder
     twin._heartbeat()
     sentence = tick(cluster, c1)[0]
-    assert "another controller runs as n1" in sentence and c1.duplicate is not None
+    assert sentence == "stopping: another controller runs as n1 (pid 2); current_host must be unique"
+    assert c1.duplicate is not None
     assert any(e.kind == "duplicate" for e in cluster.store.events(10))
     assert c1.renew() is False
-    assert "left the local scheduler" in c1.shutdown()
+    assert c1.shutdown() == (
+        "left the local scheduler and its placement to the other controller on n1; "
+        "released the leadership lease (epoch 1)"
+    )
     assert cluster.running() == ["n1"]
 
 
