@@ -26,9 +26,9 @@ from .config import (
 )
 from .exceptions import ConfigError, FailoverError, MetastoreError
 from .metastore import Metastore, open_metastore
-from .metastore.rows import implausible
 from .probe import MATCH_ENV, ProbeResult, SchedulerState
 from .redaction import config_secrets, mask_output, redact_webhook
+from .status import ClusterStatus, SwitchoverOutcome, read_status
 
 if TYPE_CHECKING:
     from .nodes import NodeRunner
@@ -534,98 +534,6 @@ def send_test_email(ctx: click.Context) -> None:
     click.echo(f"test alert sent to {', '.join(targets)}")
 
 
-def cluster_status(store: Metastore, config: Config) -> tuple[dict[str, Any], int]:
-    """The cluster as the metastore knows it, and the exit code: 0 healthy, 1 degraded, 2 down."""
-    state = store.read_state()
-    controllers = store.controllers()
-    observations = {o.node: o for o in store.observations()}
-    recent = store.events(200)
-    moves = [e for e in recent if e.kind == "move"]
-    lease, placement = state.lease, state.placement
-    active = lease.host if lease.valid else None
-    fresh = 2 * config.poll_frequency + config.lease_ttl
-    nodes: list[dict[str, Any]] = []
-    for node in config.nodes:
-        obs = observations.get(node)
-        nodes.append(
-            {
-                "host": node,
-                "scheduler": obs.state if obs else "unknown",
-                "pids": list(obs.pids) if obs else [],
-                "observed_age_s": round(obs.age, 3) if obs else None,
-            }
-        )
-    ctl: list[dict[str, Any]] = [
-        {
-            "host": c.host,
-            "role": _role(c.role, c.holder == lease.holder and lease.valid, c.age > config.lease_ttl),
-            "pid": c.pid,
-            "version": c.version,
-            "heartbeat_age_s": round(c.age, 3),
-            "paused": c.paused,  # the pause this controller acts on (cut off, it keeps acting on it)
-        }
-        for c in controllers
-    ]
-    running = [n for n in nodes if n["scheduler"] == "running" and (n["observed_age_s"] or 0) <= fresh]
-    doubts = implausible(state, config.nodes, config.lease_ttl)  # a lease or placement no controller of ours wrote
-    problems = list(doubts)
-    if active is None:
-        problems.append("no active controller")
-    if state.paused:
-        problems.append("paused")
-    if not placement.valid:
-        problems.append("no valid scheduler placement")
-    for c in ctl:
-        if c["heartbeat_age_s"] > config.lease_ttl:
-            problems.append(f"controller on {c['host']} silent for {c['heartbeat_age_s']:.0f}s")
-    for n in nodes:
-        if n["scheduler"] == "unknown":
-            problems.append(f"{n['host']} unknown")
-        elif n["observed_age_s"] is not None and n["observed_age_s"] > fresh:
-            problems.append(f"observation of {n['host']} is {n['observed_age_s']:.0f}s old")
-    if len(running) > 1:
-        problems.append("more than one scheduler running")
-    # Two controllers with one current_host share one registry row: only the events tell.
-    window = 10 * config.lease_ttl + 2 * config.poll_frequency
-    for event in recent:
-        if event.kind == "duplicate" and state.server_now - event.at <= window:
-            problems.append(f"two controllers ran as {event.host} ({event.message.split(':', 1)[0]})")
-            break
-    if not running:
-        code, health = 2, "no scheduler"
-    elif problems:
-        code, health = 1, "degraded"
-    else:
-        code, health = 0, "healthy"
-    data = {
-        "health": health,
-        "problems": problems,
-        "active_controller": active,
-        "epoch": lease.epoch,
-        "scheduler_node": placement.node if placement.valid else None,
-        "placement_expires_in_s": round(placement.remaining, 3) if placement.node else None,
-        "paused": state.paused,
-        "implausible": doubts,
-        "controllers": ctl,
-        "nodes": nodes,
-        "last_failover": (
-            {"at": moves[-1].at, "age_s": round(state.server_now - moves[-1].at, 1), "message": moves[-1].message}
-            if moves
-            else None
-        ),
-    }
-    return data, code
-
-
-def _role(registered: str, holds_lease: bool, silent: bool) -> str:
-    """A controller's role as the lease (not its own last word) says."""
-    if holds_lease:
-        return "active"
-    if silent:
-        return "silent"
-    return "standby" if registered == "active" else registered
-
-
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.pass_context
@@ -634,12 +542,13 @@ def status(ctx: click.Context, as_json: bool) -> None:
     config = _config(ctx)
     with _read_store(config) as store:
         store.setup()
-        data, code = cluster_status(store, config)
-    _emit(data, as_json, lambda: _render_status(data))
-    sys.exit(code)
+        cluster = read_status(store, config)
+    _emit(cluster.to_json(), as_json, lambda: _render_status(cluster))
+    sys.exit(cluster.health.exit_code)
 
 
-def _render_status(data: dict[str, Any]) -> str:
+def _render_status(cluster: ClusterStatus) -> str:
+    data = cluster.to_json()  # the same words as the JSON: enum values, unknown ones as written
     lines = [
         f"health: {data['health']}" + (f" ({'; '.join(data['problems'])})" if data["problems"] else ""),
         f"active controller: {data['active_controller'] or '-'} (epoch {data['epoch']})",
@@ -731,12 +640,15 @@ def switchover(ctx: click.Context, target: str, mode: str, wait_s: float | None)
                     "(is a controller active, and not paused?); the request stays pending"
                 )
             time.sleep(min(0.5, config.poll_frequency / 2))
-        outcome = [e.message for e in store.events(20) if e.kind == "switchover"]
+        # The active controller records the outcome as an event of its own kind, the sentence as its message.
+        kinds = {outcome.value for outcome in SwitchoverOutcome}
+        outcomes = [e for e in store.events(20) if e.kind in kinds]
         placement = store.read_state().placement
-    last = outcome[-1] if outcome else "no outcome recorded"
-    if placement.node != target or "refused" in last or "failed" in last:
-        raise click.ClickException(last)
-    click.echo(last)
+    last = outcomes[-1] if outcomes else None
+    message = last.message if last else "no outcome recorded"
+    if placement.node != target or (last is not None and last.kind != SwitchoverOutcome.DONE):
+        raise click.ClickException(message)
+    click.echo(message)
 
 
 def _set_paused(ctx: click.Context, paused: bool) -> None:

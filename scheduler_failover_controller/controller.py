@@ -13,49 +13,41 @@ from __future__ import annotations
 import logging
 import os
 import secrets
-import shlex
-import subprocess
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
 
-from . import __version__
-from .airflow_job import HostMatch, JobCheck, SchedulerJob, SchedulerJobReader, judge, open_job_reader
+from .airflow_job import SchedulerJobReader, open_job_reader
 from .alerts import Alerter
 from .config import Config
-from .exceptions import CommandFailed, CorruptRecord, MetastoreError, NodeUnreachable
+from .exceptions import CorruptRecord, MetastoreError
+from .fencing import Fencing, only_leashed
+from .health import Health, seen_running
+from .identity import Identity
+from .incidents import Incidents
 from .metastore.base import ClusterState, ControllerInfo, Lease, Metastore, Observation, Placement
 from .metastore.rows import implausible
 from .nodes.base import NodeRunner
-from .probe import ProbeResult, SchedulerState, check_health
+from .probe import ProbeResult, SchedulerState
+from .renewals import Renewals
+from .starts import Starts, stop
+from .status import SwitchoverOutcome
+from .term import MARGIN_TOO_SMALL, Role, Term
 
 log = logging.getLogger(__name__)
 
 PLEASE_REPORT = "INTERNAL ERROR (please report this with the log)"
-NEVER = float("-inf")
-
-
-@dataclass
-class _Backoff:
-    failures: int = 0
-    until: float = NEVER
-
-
-@dataclass
-class _Streak:
-    """One health check of one node's scheduler processes: since when they are watched, whether
-    they have passed it since, and its failures in a row."""
-
-    pids: tuple[int, ...]
-    since: float
-    passed: bool = False
-    failures: int = 0
 
 
 class Controller:
-    """One controller instance: its identity, its deadlines and its decision procedure."""
+    """One controller instance: its decision procedure, with its collaborators.
+
+    ``term`` holds the role, epoch and deadlines (and every call that moves them), ``health``
+    each node's last look and check streaks, ``incidents`` the failure counts, backoffs and
+    alerts, ``fencing`` what blocks a start and ``fence_command``, ``starts`` a start and its
+    wait, ``renewals`` what is renewed between cycles, ``identity`` the registry row.
+    """
 
     def __init__(
         self,
@@ -78,42 +70,37 @@ class Controller:
         self.pid = os.getpid() if pid is None else pid
         # Unique per process incarnation: a restarted controller is a new holder.
         self.holder = f"{self.host}:{self.pid}:{secrets.token_hex(4)}"
-        self.role = "starting"
-        self.epoch = 0
-        self.leader_deadline = NEVER
-        self._placement_deadline = NEVER
+        self.term = Term(
+            self.host,
+            self.holder,
+            store,
+            config.lease_ttl,
+            config.safety_margin,
+            monotonic,
+            lambda deadline: self.local.renew_leash(deadline),
+        )
         self.paused = False
         # Set on SIGTERM/SIGINT: a start wait gives up at once (the daemon hands over).
         self.stopping = threading.Event()
-        self.starting: set[str] = set()  # nodes with a start under way (their placement is renewed)
-        self.renewing: dict[str, bool] = {}  # remote node -> also renew its leash: healthy there, renewed apart
         self.local_leashed = True  # the local node runs no scheduler, or only leashed ones
         self.store_answered = False  # whether the store has answered since this process started
-        # A record no valid write produces, as the cycle last found it (None: the store reads fine).
-        # Until a cycle reads the store again, nothing is renewed: the store counts as down.
-        self.unreadable: str | None = None
         self._renewal_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="leash")
-        self._leash_pending: set[str] = set()
-        self.restart_failures = 0  # restarts in place since the scheduler last ran stably
-        self.failures = 0  # deaths and failed starts since it last ran stably (for alerting)
-        self.last_start = NEVER
-        self.in_incident = False
-        self.backoff: dict[str, _Backoff] = {}
-        self.fenced: set[str] = set()
-        self.fence_failed: dict[str, int] = {}  # node -> cycle in which fence_command last failed
+        self.renewals = Renewals(config, store, self.term, runners, self._renewal_pool)
+        self.incidents = Incidents(config, self.alerter, self._event, monotonic)
+        # Airflow's job table (scheduler_job_heartbeat_timeout), read by one of the checks
+        self.jobs = job_reader if job_reader is not None else open_job_reader(config)
+        self.health = Health(config, self.jobs, monotonic)
+        self.fencing = Fencing(config, store, self.health, self._event)
+        self.starts = Starts(
+            config, self.term, self.renewals, self.fencing, self.incidents, runners, sleep, self.stopping
+        )
         self.last_state: ClusterState | None = None
         self.last_probes: dict[str, ProbeResult] = {}
-        self.last_seen: dict[str, ProbeResult] = {}  # node -> its last probe that could see it
-        self.streaks: dict[tuple[str, str], _Streak] = {}  # (node, check) -> its streak
-        # Airflow's job table (scheduler_job_heartbeat_timeout): the reader, each node's last row
-        self.jobs = job_reader if job_reader is not None else open_job_reader(config)
-        self.last_jobs: dict[str, SchedulerJob] = {}
-        self._jobs_unreadable = False
         self.cycles = 0
         # Another live controller registered as this host (the same current_host twice): set, this
         # controller stops acting and leaves the node's scheduler to that one (see check_identity).
         self.duplicate: ControllerInfo | None = None
-        self._heartbeats = 0
+        self.identity = Identity(config, store, self.holder, self.pid, monotonic, sleep, self.stopping)
         self._pool = ThreadPoolExecutor(max_workers=min(16, max(1, len(config.nodes))), thread_name_prefix="probe")
 
     # --- helpers ------------------------------------------------------------------------
@@ -130,26 +117,27 @@ class Controller:
     def local(self) -> NodeRunner:
         return self.runners[self.host]
 
-    def _deadline(self, t0: float, remaining: float) -> float:
-        """A local monotonic deadline for a server-side expiry, measured from before the call."""
-        return t0 + remaining - self.margin
+    @property
+    def role(self) -> Role:
+        return self.term.role
+
+    @property
+    def epoch(self) -> int:
+        return self.term.epoch
+
+    @property
+    def unreadable(self) -> str | None:
+        """The record no valid write produces that the store last held (None: it reads fine)."""
+        return self.term.unreadable
 
     def leads(self) -> bool:
         """Whether this controller may act as leader right now (lease held, margin left)."""
-        return self.monotonic() < self.leader_deadline and self.store.usable()
+        return self.term.leads()
 
     @property
     def placement_deadline(self) -> float:
         """This node's placement deadline (local monotonic): its scheduler must be gone by then."""
-        return self._placement_deadline
-
-    @placement_deadline.setter
-    def placement_deadline(self, deadline: float) -> None:
-        # The leash beside the local scheduler is renewed to the same deadline, never further:
-        # it stops the scheduler at that deadline whatever becomes of this process.
-        self._placement_deadline = deadline
-        if deadline != NEVER:
-            self.local.renew_leash(deadline)
+        return self.term.placement_deadline
 
     @property
     def lookahead(self) -> float:
@@ -157,7 +145,7 @@ class Controller:
         return self.config.renew_interval + 2 * self.config.metastore_timeout
 
     def may_run_locally(self, lookahead: float = 0.0) -> bool:
-        return self.monotonic() + lookahead < self.placement_deadline
+        return self.term.may_run_locally(lookahead)
 
     def _event(self, kind: str, message: str) -> None:
         try:
@@ -165,66 +153,23 @@ class Controller:
         except MetastoreError as exc:
             log.warning("could not record %s event: %s", kind, exc)
 
-    def _alert(self, summary: str, body: str, always: bool = False) -> None:
-        """One alert per incident (plus every ``always`` one), so failures never storm."""
-        if self.in_incident and not always:
-            log.info("alert suppressed (incident already reported): %s", summary)
-            return
-        self.in_incident = True
-        self._event("alert", summary)
-        self.alerter.notify(summary, body)
+    def _look_local(self) -> ProbeResult:
+        """Probe this node's scheduler; the heartbeat says whether it runs only leashed ones."""
+        probe = self.local.probe()
+        self.local_leashed = only_leashed(probe)
+        return probe
 
     def _heartbeat(self) -> None:
-        info = ControllerInfo(
-            self.host,
-            self.holder,
-            self.pid,
-            __version__,
-            self.role,
-            0.0,
-            0.0,
-            paused=self.paused,
-            leashed=self.local_leashed,
-        )
-        try:
-            self.store.heartbeat(info)
-            self._heartbeats += 1
-        except MetastoreError as exc:
-            log.warning("heartbeat not recorded: %s", exc)
+        self.identity.heartbeat(self.role.value, self.paused, self.local_leashed)
 
     def other_live_controller(self) -> ControllerInfo | None:
-        """Another controller that is alive and registered as this host, else None.
-
-        At start-up a registry entry of this host under another holder may be a predecessor
-        (crashed, restarted within the lease): it is alive only if its heartbeat moves while this
-        controller writes none (for two renewal intervals, within the lease).
-        """
-        first = self._registered_other()
-        if first is None or first.age > self.ttl:
-            return None
-        until = self.monotonic() + min(self.ttl, 2 * self.config.renew_interval + self.config.metastore_timeout)
-        while self.monotonic() < until and not self.stopping.is_set():
-            self.sleep(min(0.2, self.config.renew_interval / 2))
-            now = self._registered_other()
-            if now is None or now.holder != first.holder:
-                return None
-            if now.last_seen > first.last_seen:
-                return now
-        return None
-
-    def _registered_other(self) -> ControllerInfo | None:
-        for info in self.store.controllers():
-            if info.host == self.host and info.holder != self.holder:
-                return info
-        return None
+        """Another controller that is alive and registered as this host, else None (at start-up)."""
+        return self.identity.other_live_controller()
 
     def _check_identity(self) -> None:
-        """Once this controller has registered, another holder in its row is a second controller
-        with the same current_host (both write it): stop acting, say so, leave the node to it."""
-        if self._heartbeats == 0:
-            return
-        other = self._registered_other()
-        if other is not None and other.age <= self.ttl:
+        """Another controller with this current_host: stop acting, say so, leave the node to it."""
+        other = self.identity.duplicate()
+        if other is not None:
             self.duplicate = other
             message = (
                 f"another controller runs as {self.host!r} too (pid {other.pid}, holder {other.holder}): "
@@ -249,7 +194,7 @@ class Controller:
         try:
             if self.unreadable is not None:
                 self.store.read_state()  # still unreadable: take or renew no lease
-            lease = self.store.acquire_or_renew(self.holder, self.host, self.ttl)
+            lease = self.term.acquire()
             state = self.store.read_state()
         except CorruptRecord as exc:
             return self._unreadable(exc)
@@ -257,7 +202,7 @@ class Controller:
             return self._metastore_down(exc)
         if self.unreadable is not None:
             log.warning("the metastore reads fine again (it held: %s); acting again", self.unreadable)
-            self.unreadable = None
+            self.term.unreadable = None
         self.store_answered = True
         self.last_state = state
         doubts = implausible(state, self.config.nodes, self.ttl)
@@ -278,12 +223,11 @@ class Controller:
         if lease is not None:
             self._lead_term(lease, t0)
         else:
-            if self.role == "active":
+            if self.term.stand_by():
                 log.warning("lost the leadership lease to %s (epoch %d)", state.lease.host, state.lease.epoch)
-            self.role, self.epoch, self.leader_deadline = "standby", 0, NEVER
-            self.renewing = {}
+            self.renewals.renewing = {}
         self._heartbeat()
-        if self.role == "active" and not state.paused:
+        if self.role is Role.ACTIVE and not state.paused:
             probes = self._probe_all()
             guard = self._guard(state, t0, probes[self.host])
             return guard or self._lead(state, probes)
@@ -298,27 +242,15 @@ class Controller:
         return f"standby: {leader} is active (epoch {state.lease.epoch}); scheduler placed on {where}{doubt}"
 
     def _lead_term(self, lease: Lease, t0: float) -> None:
-        self.leader_deadline = self._deadline(t0, lease.remaining)
-        if lease.epoch != self.epoch:
-            self.epoch = lease.epoch
-            self.role = "active"
-            self.restart_failures = 0
+        if self.term.hold(lease, t0):
+            self.incidents.restarts = 0
             log.info("became active with epoch %d", lease.epoch)
-            self._seed_last_seen()
+            self.health.seed(self.store)
             self._event("elected", f"{self.host} became active (epoch {lease.epoch})")
-        self.role = "active"
-
-    def _store_failed(self, exc: MetastoreError) -> None:
-        """A call failed: when on a record no valid write produces, renew nothing until a cycle reads again."""
-        if isinstance(exc, CorruptRecord):
-            self.unreadable = str(exc)
-
-    def _store_unreadable(self) -> bool:
-        return self.unreadable is not None
 
     def _unreadable(self, exc: CorruptRecord) -> str:
         """The store answers, but with a record no valid write produces: exactly as if it were down."""
-        self._store_failed(exc)
+        self.term.failed(exc)
         log.warning(
             "%s: no valid write produces that record; acting on nothing and renewing nothing "
             "(the lease lapses, this node fences itself as with the store down) until it is fixed",
@@ -329,9 +261,7 @@ class Controller:
     def _metastore_down(self, exc: MetastoreError, how: str = "unreachable") -> str:
         """The store cannot be reached (or read): act on nothing, and fence our node when time runs out."""
         now = self.monotonic()
-        if self.role == "active" and now >= self.leader_deadline:
-            self.role = "standby"
-            self.epoch = 0
+        self.term.lapse(now)
         if self.paused:
             return f"{self.role}: metastore {how} ({exc}); paused, acting on nothing"
         if now + self.lookahead < self.placement_deadline:
@@ -339,8 +269,7 @@ class Controller:
                 f"{self.role}: metastore {how} ({exc}); local scheduler may run "
                 f"{self.placement_deadline - self.lookahead - now:.1f}s more before self-fencing"
             )
-        probe = self.local.probe()
-        self.local_leashed = not probe.state.maybe_running or probe.leashed
+        probe = self._look_local()
         if probe.leashed and not self.store_answered:
             # Started with the store down: this process never learnt the placement, but the
             # leash holds the deadline the last renewal gave it and stops the scheduler then.
@@ -348,20 +277,20 @@ class Controller:
                 f"{self.role}: metastore {how} ({exc}); the local scheduler ({probe.describe()}) "
                 "is left to its leash, which stops it at its placement deadline unless the store answers first"
             )
-        if probe.state.maybe_running and probe.state is not SchedulerState.UNKNOWN:
+        if seen_running(probe):
             # One failed call is not proof: e.g. a ZooKeeper client that was frozen finds its
             # session expired, and its first call fails while it reconnects. Ask once more. Only
             # when the deadline is already behind us (we were frozen) is that worth a short wait
             # for the connection; before it, the stop must not be delayed.
             if now >= self.placement_deadline:
-                self._wait_usable(self.config.metastore_timeout)
+                self.term.wait_usable(self.config.metastore_timeout, self.sleep)
             renewed, _ = self._reconfirm_placement()
             if renewed:
                 return (
                     f"{self.role}: a metastore call failed ({exc}), but the store answered again and "
                     f"renewed this node's placement; local scheduler kept"
                 )
-            after = self._stop(self.local)
+            after = stop(self.local)
             return (
                 f"{self.role}: metastore {how} ({exc}); self-fenced: stopped the local scheduler "
                 f"({probe.describe()} -> {after.state.value}) before its placement could expire"
@@ -371,25 +300,25 @@ class Controller:
     def _guard(self, state: ClusterState, t0: float, probe: ProbeResult | None) -> str | None:
         """Keep this node's placement alive, or make sure its scheduler is down. S2."""
         placement = state.placement
-        probe = probe or self.local.probe()
-        self.local_leashed = not probe.state.maybe_running or probe.leashed
+        probe = probe or self._look_local()
+        self.local_leashed = only_leashed(probe)
         renewed: Placement | None = None
         if placement.node == self.host and placement.valid:
-            renewed = self._renew_own_placement(probe, t0)
+            renewed = self.renewals.own(probe, t0)
         elif placement.node != self.host:
-            self.placement_deadline = NEVER
+            self.term.forget_placement()
         # Not renewed now: the placement must outlive the next chance to renew it, or we fence.
         if self.paused or self.may_run_locally(0.0 if renewed is not None else self.lookahead):
             return None
-        if not probe.state.maybe_running or probe.state is SchedulerState.UNKNOWN:
+        if not seen_running(probe):
             return None
-        if self.role == "active" and self.leads() and not placement.valid:
+        if self.role is Role.ACTIVE and self.leads() and not placement.valid:
             return None  # no placement anywhere: the active adopts it (or kills it as a stray) below
         # Re-read before killing: the active controller may have just placed the scheduler here.
         kept, fresh = self._reconfirm_placement()
         if kept:
             return None
-        after = self._stop(self.local)
+        after = stop(self.local)
         if fresh.node == self.host and fresh.valid:  # ours as last read, but it could not be renewed in time
             why = "whose placement could not be renewed before it would expire"
         else:
@@ -398,68 +327,17 @@ class Controller:
         self._event("fence", message)
         return f"{self.role}: {message}"
 
-    def _renew_own_placement(self, probe: ProbeResult, t0: float) -> Placement | None:
-        """Renew this node's placement, but only while its scheduler runs or a start is under way.
-
-        A placement kept alive for a dead scheduler would make an active controller that cannot
-        reach this node wait for it to expire for ever.
-        """
-        if not probe.state.maybe_running and self.host not in self.starting:
-            return None
-        try:
-            renewed = self.store.renew_placement(self.host, self.ttl)
-        except MetastoreError as exc:
-            self._store_failed(exc)
-            log.warning("placement renewal failed: %s", exc)
-            return None
-        if renewed is not None:
-            self.placement_deadline = self._deadline(t0, renewed.remaining)
-        return renewed
-
-    def _wait_usable(self, limit: float) -> None:
-        """Wait up to ``limit`` seconds for the store's connection to be usable again."""
-        until = self.monotonic() + limit
-        while not self.store.usable() and self.monotonic() < until:
-            self.sleep(0.05)
-
     def _reconfirm_placement(self) -> tuple[bool, Placement]:
         """Read the placement afresh and renew it if it is this node's: (renewed, what was read).
 
-        What was read is ``last_state``'s placement when the store cannot be read; the caller
-        names it in its sentence before it fences.
+        What was read is ``last_state``'s placement when the store cannot be read.
         """
-        t1 = self.monotonic()
         fallback = self.last_state.placement if self.last_state else Placement(None, 0, 0.0, 0, 0.0)
-        try:
-            fresh = self.store.read_state().placement
-            if fresh.node == self.host and fresh.valid:
-                renewed = self.store.renew_placement(self.host, self.ttl)
-                if renewed is not None:
-                    self.placement_deadline = self._deadline(t1, renewed.remaining)
-                    return True, fresh
-            return False, fresh
-        except MetastoreError as exc:
-            self._store_failed(exc)
-            log.warning("could not re-read the placement before fencing: %s", exc)
-            return False, fallback
+        return self.term.reconfirm(fallback)
 
     def _probe_all(self) -> dict[str, ProbeResult]:
-        """Probe every node in parallel; a probe that raises counts as UNKNOWN."""
-        futures = {node: self._pool.submit(self._probe_node, runner) for node, runner in self.runners.items()}
-        results: dict[str, ProbeResult] = {}
-        # A probe, then the checks of a running scheduler, each with its own timeout.
-        budget = self.config.ssh_timeout + 1
-        if self.config.scheduler_health_url:
-            budget += min(5.0, self.config.ssh_timeout)
-        if self.jobs is not None:
-            budget += self.config.metastore_timeout
-        for node, future in futures.items():
-            try:
-                results[node] = future.result(timeout=budget)
-            except Exception as exc:  # noqa: BLE001 - a broken probe is an unknown node
-                results[node] = ProbeResult(node, SchedulerState.UNKNOWN, detail=f"probe failed: {exc}")
-        self.last_probes = results
-        self._remember(results)
+        """Probe every node in parallel, and record what was seen under this term's epoch."""
+        results = self.last_probes = self.health.probe_all(self.runners, self._pool)
         observations = [
             Observation(n, r.state.value, r.pids, r.detail, by_host=self.host, leashed=r.leashed)
             for n, r in results.items()
@@ -470,90 +348,11 @@ class Controller:
             log.warning("observations not recorded: %s", exc)
         return results
 
-    def _probe_node(self, runner: NodeRunner) -> ProbeResult:
-        """The runner's probe, plus the checks configured for a running scheduler: Airflow's
-        health check (``scheduler_health_url``) and its job heartbeat (``scheduler_job_heartbeat_timeout``).
-
-        Only ``scheduler_health_failures`` failures of one check in a row make it UNHEALTHY: one
-        slow answer is not a restart. A new scheduler process is given until it first passes a
-        check, or ``scheduler_start_timeout``, to bring its health server up or stamp its first
-        heartbeat. A check that could not look (Airflow's database unreadable) counts for nothing.
-        """
-        result = runner.probe()
-        node = runner.node
-        checks = self._checks(node)
-        if result.state is not SchedulerState.RUNNING or not checks:
-            for name in ("health", "job"):
-                self.streaks.pop((node, name), None)
-            self.last_jobs.pop(node, None)
-            return result
-        notes, failed = [], []
-        limit = self.config.scheduler_health_failures
-        for name, check in checks.items():
-            streak = self.streaks.get((node, name))
-            if streak is None or streak.pids != result.pids:
-                streak = self.streaks[(node, name)] = _Streak(result.pids, self.monotonic())
-            problem, unknown = check()
-            if problem is None:
-                streak.passed, streak.failures = True, 0
-            elif unknown:
-                notes.append(problem)
-            elif not streak.passed and self.monotonic() - streak.since < self.config.scheduler_start_timeout:
-                notes.append(f"starting: {problem}")
-            else:
-                streak.failures += 1
-                if streak.failures < limit:
-                    notes.append(f"{problem} ({streak.failures}/{limit})")
-                else:
-                    failed.append(f"{problem} {streak.failures} times in a row")
-        if failed:
-            return replace(result, state=SchedulerState.UNHEALTHY, detail="; ".join(failed))
-        return replace(result, detail="; ".join(notes)) if notes else result
-
-    def _checks(self, node: str) -> dict[str, Callable[[], tuple[str | None, bool]]]:
-        """The checks of ``node``'s running scheduler: name -> a look giving (problem, unknown)."""
-        checks: dict[str, Callable[[], tuple[str | None, bool]]] = {}
-        url = self.config.health_url(node)
-        if url:
-            checks["health"] = lambda: (check_health(url, timeout=min(5.0, self.config.ssh_timeout)), False)
-        if self.jobs is not None:
-
-            def job() -> tuple[str | None, bool]:
-                look = self._job_check(node)
-                return look.problem, look.unknown
-
-            checks["job"] = job
-        return checks
-
-    def _job_check(self, node: str) -> JobCheck:
-        """Look at ``node``'s scheduler job row in Airflow's database (UNKNOWN when it cannot be read)."""
-        jobs = self.jobs
-        if jobs is None:
-            return JobCheck()
-        host = HostMatch(*self.config.job_hostname(node))
-        try:
-            job = jobs.newest(host)
-        except MetastoreError as exc:
-            if not self._jobs_unreadable:  # once until it can be read again: not every cycle
-                log.warning("cannot read Airflow's job table (%s): scheduler heartbeats are not judged", exc)
-            self._jobs_unreadable = True
-            return JobCheck(f"job heartbeat unknown: {exc}", unknown=True)
-        if self._jobs_unreadable:
-            self._jobs_unreadable = False
-            log.info("Airflow's job table can be read again")
-        previous = self.last_jobs.get(node)
-        if job is not None:
-            self.last_jobs[node] = job
-        return JobCheck(judge(job, host, self.config.scheduler_job_heartbeat_timeout, previous), job=job)
-
-    def _stop(self, runner: NodeRunner) -> ProbeResult:
-        return self._stop_with(runner, None)
-
     # --- the active controller ----------------------------------------------------------
 
     def _lead(self, state: ClusterState, probes: dict[str, ProbeResult]) -> str:
         prefix = f"active (epoch {self.epoch})"
-        self.renewing = {}  # _healthy sets it again for a scheduler seen healthy this cycle
+        self.renewals.renewing = {}  # _healthy sets it again for a scheduler seen healthy this cycle
         placement = state.placement
         if state.switchover is not None:
             return f"{prefix}: {self._switchover(state, probes, *state.switchover)}"
@@ -578,82 +377,42 @@ class Controller:
             return f"{prefix}: {self._kill_strays([n for n in busy if n != keep], probes, keep)}"
         if len(busy) == 1:
             node = busy[0]
-            if self._set_placement(state.placement, node) is None:
+            if self.term.place(state.placement, node) is None:
                 return f"{prefix}: lost the race to adopt the scheduler on {node}; retrying next cycle"
             self._event("adopt", f"adopted the scheduler already running on {node}")
             return f"{prefix}: adopted the scheduler already running on {node} ({probes[node].describe()})"
-        target = self._pick_target(probes, exclude=None, prefer=placement.node)
+        target = self.incidents.pick_target(probes, exclude=None, prefer=placement.node)
         if target is None:
-            return f"{prefix}: no scheduler runs and no node can take it now ({self._why_no_target(probes)})"
-        blocking = self._blocking_nodes(target, probes)
+            return f"{prefix}: no scheduler runs and no node can take it now ({self.incidents.why_no_target(probes)})"
+        blocking = self.fencing.blocking(target, probes, self.cycles)
         if blocking:  # not placed: no backoff for the target, it did nothing wrong
             message = f"no scheduler seen, but one may still run on {', '.join(blocking)}; not placing one on {target}"
-            self._alert("no scheduler runs: a start is blocked", f"{message}. Bring the node back or fence it.")
+            self.incidents.alert(
+                "no scheduler runs: a start is blocked", f"{message}. Bring the node back or fence it."
+            )
             return f"{prefix}: {message}"
-        placed = self._set_placement(state.placement, target)
+        placed = self.term.place(state.placement, target)
         if placed is None:
             return f"{prefix}: lost the race to place the scheduler on {target}; retrying next cycle"
         ok, detail = self._start_on(target, probes)
         if ok:
             self._event("start", f"started the scheduler on {target}: {detail}")
             return f"{prefix}: placed and started the scheduler on {target} ({detail})"
-        self._note_failure(target, detail, start_failed=True)
+        self.incidents.failed(target, detail, start_failed=True)
         return f"{prefix}: placed the scheduler on {target} but its start failed: {detail}"
 
     def _healthy(self, node: str, probe: ProbeResult) -> str:
         if node != self.host:  # our own node's placement was renewed by _guard already
             # Keeps the placement (and the leash) of a node whose own controller is not there
             # alive; the renewal thread goes on renewing them between cycles.
-            self.renewing[node] = not self._has_live_controller(node)
-            self._renew_remote(node)
-        stable = self.monotonic() - self.last_start >= 3 * self.config.poll_frequency
-        if stable and (self.restart_failures or self.in_incident):
-            self._recovered()
+            self.renewals.keep(node)
+        self.incidents.healthy()
         return f"scheduler healthy on {node} ({probe.describe()})"
-
-    def _has_live_controller(self, node: str) -> bool:
-        """Whether ``node``'s own controller heartbeats (it then renews its leash itself)."""
-        try:
-            registry = self.store.controllers()
-        except MetastoreError:
-            return False
-        return any(c.host == node and c.age < 2 * self.config.renew_interval for c in registry)
-
-    def _renew_remote(self, node: str) -> None:
-        """Renew another node's placement under our epoch, and its leash when asked to."""
-        t0 = self.monotonic()
-        try:
-            placement = self.store.renew_placement(node, self.ttl, self.holder, self.epoch)
-        except MetastoreError as exc:
-            self._store_failed(exc)
-            log.warning("placement renewal for %s failed: %s", node, exc)
-            return
-        if placement is None:
-            self.renewing.pop(node, None)
-        elif self.renewing.get(node):
-            self._renew_remote_leash(node, self._deadline(t0, placement.remaining))
-
-    def _renew_remote_leash(self, node: str, deadline: float) -> None:
-        """Renew ``node``'s leash in the background (over SSH): renewals never wait for a node."""
-        if node in self._leash_pending:
-            return  # the last one has not returned yet; its deadline is the safe one anyway
-        self._leash_pending.add(node)
-
-        def renew() -> None:
-            try:
-                self.runners[node].renew_leash(deadline)
-            finally:
-                self._leash_pending.discard(node)
-
-        try:
-            self._renewal_pool.submit(renew)
-        except RuntimeError:  # shut down
-            self._leash_pending.discard(node)
 
     def _kill_strays(self, strays: list[str], probes: dict[str, ProbeResult], keep: str) -> str:
         if not self.leads():
-            return "lease margin too small to act; not killing strays this cycle"
-        results = list(self._pool.map(lambda n: self._stop(self.runners[n]), strays))
+            return f"{MARGIN_TOO_SMALL} to act; not killing strays this cycle"
+        results = list(self._pool.map(lambda n: stop(self.runners[n]), strays))
         parts = [f"{n} ({probes[n].describe()} -> {r.state.value})" for n, r in zip(strays, results, strict=True)]
         message = f"killed stray scheduler(s) on {', '.join(parts)}; the scheduler belongs on {keep}"
         self._event("kill", message)
@@ -662,62 +421,74 @@ class Controller:
     def _restart_or_move(
         self, state: ClusterState, probes: dict[str, ProbeResult], node: str, probe: ProbeResult
     ) -> str:
+        """The scheduler on ``node`` is down or unhealthy: restart it in place within the budget, then move it."""
         limit = self.config.max_restart_attempts
         if not self.leads():
-            return "lease margin too small to act; not restarting or moving the scheduler this cycle"
+            return f"{MARGIN_TOO_SMALL} to act; not restarting or moving the scheduler this cycle"
         target: str | None = None
-        if self.restart_failures >= limit:
+        if self.incidents.restarts >= limit:
             # The in-place budget is spent: move, or else retry in place once the node's backoff
             # is over (a scheduler that cannot start is not retried back to back for ever).
             if len(self.config.nodes) > 1:
-                target = self._pick_target(probes, exclude=node, prefer=None)
-            wait = self.backoff.get(node, _Backoff()).until - self.monotonic()
+                target = self.incidents.pick_target(probes, exclude=node, prefer=None)
+            wait = self.incidents.until(node) - self.monotonic()
             if target is None and wait > 0:
-                others = f"no other node can take it ({self._why_no_target(probes)})"
+                others = f"no other node can take it ({self.incidents.why_no_target(probes)})"
                 if len(self.config.nodes) == 1:
                     others = "it has no other node"
                 return (
-                    f"scheduler down on {node} after {self.restart_failures} failed restarts and {others}; "
+                    f"scheduler down on {node} after {self.incidents.restarts} failed restarts and {others}; "
                     f"next try in place in {wait:.1f}s"
                 )
         if target is None:
-            if probe.state.maybe_running:  # unhealthy, or several schedulers on one node
-                self._stop(self.runners[node])
-            # A restart that comes up but dies again still counts: crash loops end in a move.
-            self.restart_failures += 1
-            n = self.restart_failures
-            attempt = f"attempt {n}/{limit}" if n <= limit else f"attempt {n}, after its backoff"
-            ok, detail = self._start_on(node, probes)
-            # why it was restarted, e.g. "pid 5120 is stopped", a failed health check, a stale job heartbeat
-            why = f" ({probe.detail})" if probe.detail else ""
-            self._note_failure(
-                node, f"scheduler was {probe.state.value}{why}; restart {'ok' if ok else detail}", not ok
-            )
-            if ok and n > limit:
-                self._back_off(node)  # a crash loop past its budget: if it dies again, wait longer
-            if ok:
-                self._event("restart", f"restarted the scheduler on {node} ({attempt}){why}: {detail}")
-                return f"scheduler was {probe.state.value} on {node}{why}; restarted it in place ({attempt}, {detail})"
-            return f"restart of the scheduler on {node} failed ({attempt}): {detail}"
-        blocking = self._blocking_nodes(target, {**probes, node: ProbeResult(node, SchedulerState.STOPPED)})
+            return self._restart_in_place(probes, node, probe)
+        return self._move(state, probes, node, target)
+
+    def _restart_in_place(self, probes: dict[str, ProbeResult], node: str, probe: ProbeResult) -> str:
+        limit = self.config.max_restart_attempts
+        if probe.state.maybe_running:  # unhealthy, or several schedulers on one node
+            stop(self.runners[node])
+        # A restart that comes up but dies again still counts: crash loops end in a move.
+        self.incidents.restarts += 1
+        n = self.incidents.restarts
+        attempt = f"attempt {n}/{limit}" if n <= limit else f"attempt {n}, after its backoff"
+        ok, detail = self._start_on(node, probes)
+        # why it was restarted, e.g. "pid 5120 is stopped", a failed health check, a stale job heartbeat
+        why = f" ({probe.detail})" if probe.detail else ""
+        self.incidents.failed(node, f"scheduler was {probe.state.value}{why}; restart {'ok' if ok else detail}", not ok)
+        if ok and n > limit:
+            self.incidents.back_off(node)  # a crash loop past its budget: if it dies again, wait longer
+        if ok:
+            self._event("restart", f"restarted the scheduler on {node} ({attempt}){why}: {detail}")
+            return f"scheduler was {probe.state.value} on {node}{why}; restarted it in place ({attempt}, {detail})"
+        return f"restart of the scheduler on {node} failed ({attempt}): {detail}"
+
+    def _move(self, state: ClusterState, probes: dict[str, ProbeResult], node: str, target: str) -> str:
+        """Move the scheduler off ``node`` to ``target``: stop-before-start, never both at once."""
+        limit = self.config.max_restart_attempts
+        blocking = self.fencing.blocking(
+            target, {**probes, node: ProbeResult(node, SchedulerState.STOPPED)}, self.cycles
+        )
         if blocking:
             return f"not moving the scheduler off {node}: one may still run on {', '.join(blocking)}"
         # Stop-before-start: the old node must be confirmed empty (a late start could still appear).
-        stopped = self._stop(self.runners[node])
+        stopped = stop(self.runners[node])
         if stopped.state is not SchedulerState.STOPPED:
             return f"cannot move the scheduler off {node}: could not confirm it stopped ({stopped.describe()})"
-        if self._set_placement(state.placement, target) is None:
+        if self.term.place(state.placement, target) is None:
             return f"lost the race to move the scheduler from {node} to {target}; retrying next cycle"
-        self.restart_failures = 0
+        self.incidents.restarts = 0
         probes = {**probes, node: stopped}
         ok, detail = self._start_on(target, probes)
         message = f"moved the scheduler from {node} to {target} after {limit} failed restarts"
         self._event("move", f"{message}: {'started' if ok else 'start failed'}: {detail}")
         if ok:
-            self._alert(f"scheduler moved from {node} to {target}", f"{message}.\n{detail}", always=True)
+            self.incidents.alert(f"scheduler moved from {node} to {target}", f"{message}.\n{detail}", always=True)
             return f"{message} ({detail})"
-        self._note_failure(target, detail, start_failed=True)
-        self._alert(f"scheduler moved from {node} to {target}, but it failed to start", f"{message}.\n{detail}")
+        self.incidents.failed(target, detail, start_failed=True)
+        self.incidents.alert(
+            f"scheduler moved from {node} to {target}, but it failed to start", f"{message}.\n{detail}"
+        )
         return f"{message}, but the start there failed: {detail}"
 
     def _switchover(self, state: ClusterState, probes: dict[str, ProbeResult], target: str, mode: str) -> str:
@@ -728,292 +499,50 @@ class Controller:
         before the new one starts.
         """
 
-        def finish(message: str) -> str:
+        def finish(outcome: SwitchoverOutcome, message: str) -> str:
             try:
                 self.store.clear_switchover()
             except MetastoreError as exc:
                 log.warning("could not clear the switchover request: %s", exc)
-            self._event("switchover", message)
+            self._event(outcome.value, message)  # the CLI judges the outcome by this kind alone
             return message
 
+        refused = SwitchoverOutcome.REFUSED
         if target not in self.runners:
-            return finish(f"refused the switchover to {target}: not in scheduler_nodes_in_cluster")
+            return finish(refused, f"refused the switchover to {target}: not in scheduler_nodes_in_cluster")
         placement, probe = state.placement, probes[target]
         if placement.valid and placement.node == target and probe.state is SchedulerState.RUNNING:
-            return finish(f"switchover to {target}: the scheduler already runs there ({probe.describe()})")
+            message = f"switchover to {target}: the scheduler already runs there ({probe.describe()})"
+            return finish(SwitchoverOutcome.DONE, message)
         if probe.state is not SchedulerState.STOPPED:
-            return finish(f"refused the switchover to {target}: its scheduler is {probe.describe()}")
+            return finish(refused, f"refused the switchover to {target}: its scheduler is {probe.describe()}")
         others = [n for n, r in probes.items() if n != target and r.state is not SchedulerState.STOPPED]
         unknown = [n for n in others if probes[n].state is SchedulerState.UNKNOWN]
         if unknown:
-            return finish(f"refused the switchover to {target}: cannot see {', '.join(unknown)}")
+            return finish(refused, f"refused the switchover to {target}: cannot see {', '.join(unknown)}")
         if not self.leads():
-            return f"lease margin too small; the switchover to {target} waits"
+            return f"{MARGIN_TOO_SMALL}; the switchover to {target} waits"
         grace = 0.0 if mode == "forced" else None
         for node in others:
-            after = self._stop_with(self.runners[node], grace)
+            after = stop(self.runners[node], grace)
             if after.state is not SchedulerState.STOPPED:
                 return f"switchover to {target}: the scheduler on {node} is still {after.describe()}; retrying"
             probes = {**probes, node: after}
         old = placement.node if placement.valid else None
-        if self._set_placement(placement, target) is None:
+        if self.term.place(placement, target) is None:
             return f"lost the race to place the scheduler on {target} for the switchover; retrying"
         ok, detail = self._start_on(target, probes)
         if not ok:
-            self._note_failure(target, detail, start_failed=True)
+            self.incidents.failed(target, detail, start_failed=True)
         result = "started" if ok else "its start failed"
         return finish(
-            f"{mode} switchover from {old or 'nowhere'} to {target}: stopped {others or 'nothing'}, {result}: {detail}"
+            SwitchoverOutcome.DONE if ok else SwitchoverOutcome.FAILED,
+            f"{mode} switchover from {old or 'nowhere'} to {target}: stopped {others or 'nothing'}, {result}: {detail}",
         )
 
-    def _stop_with(self, runner: NodeRunner, grace: float | None) -> ProbeResult:
-        try:
-            return runner.stop(grace)
-        except (NodeUnreachable, CommandFailed) as exc:
-            return ProbeResult(runner.node, SchedulerState.UNKNOWN, detail=str(exc))
-
-    def _set_placement(self, current: Placement, node: str) -> Placement | None:
-        if not self.leads():
-            return None
-        t0 = self.monotonic()
-        try:
-            placed = self.store.set_placement(node, self.holder, self.epoch, current.version, self.ttl)
-        except MetastoreError as exc:
-            log.warning("could not write the placement: %s", exc)
-            return None
-        if placed is not None and node == self.host:
-            self.placement_deadline = self._deadline(t0, placed.remaining)
-        return placed
-
-    def _pick_target(self, probes: dict[str, ProbeResult], exclude: str | None, prefer: str | None) -> str | None:
-        """The next node, in list order after ``exclude``, that is reachable, empty and not backing off."""
-        now = self.monotonic()
-        nodes = list(self.config.nodes)
-        if exclude in nodes:
-            i = nodes.index(exclude)
-            nodes = nodes[i + 1 :] + nodes[:i]
-        order = [n for n in (prefer, self.host) if n in nodes] + nodes
-        for node in dict.fromkeys(order):
-            if node == exclude or probes[node].state is not SchedulerState.STOPPED:
-                continue
-            if self.backoff.get(node, _Backoff()).until > now:
-                continue
-            return node
-        return None
-
-    def _why_no_target(self, probes: dict[str, ProbeResult]) -> str:
-        now = self.monotonic()
-        parts = []
-        for node, probe in probes.items():
-            wait = self.backoff.get(node, _Backoff()).until - now
-            parts.append(f"{node} backing off {wait:.0f}s" if wait > 0 else f"{node} {probe.state.value}")
-        return ", ".join(parts)
-
-    def _blocking_nodes(self, target: str, probes: dict[str, ProbeResult]) -> list[str]:
-        """Other nodes that might run a scheduler we cannot stop: they block a start.
-
-        An unreachable node is no obstacle only when ``fence_command`` fenced it, or when its
-        placement has expired by server time and everything it may run is under a leash (which
-        stopped it before that expiry, whatever became of its controller). A registered
-        controller alone guards nothing: it may be dead, frozen or cut off.
-        """
-        blocking = []
-        for node, probe in probes.items():
-            if node == target or probe.state is SchedulerState.STOPPED:
-                continue
-            if probe.state is not SchedulerState.UNKNOWN:
-                blocking.append(node)
-                continue
-            if node in self.fenced:
-                continue  # fence_command already did
-            why = self._unseen_unsafe(node)
-            if why is None or self._fence(node):
-                continue
-            blocking.append(f"{node} ({why})")
-        return blocking
-
-    def _unseen_unsafe(self, node: str) -> str | None:
-        """Why an unreachable ``node`` may still run a scheduler; None when it cannot."""
-        try:
-            state = self.store.read_state()
-            registry = {c.host: c for c in self.store.controllers()}
-        except MetastoreError as exc:
-            return f"unreachable, and the metastore cannot tell whether its placement expired: {exc}"
-        if state.placement.valid and state.placement.node == node:
-            return f"unreachable; its placement expires in {state.placement.remaining:.1f}s"
-        entry = registry.get(node)
-        seen = self.last_seen.get(node)
-        if entry is None and seen is None:
-            return "unreachable; not known to run its scheduler under a leash"
-        if entry is not None and not entry.leashed:
-            return "unreachable; its controller last reported a scheduler that is not under a leash"
-        if seen is not None and seen.state.maybe_running and not seen.leashed:
-            return "unreachable; last seen running a scheduler that is not under a leash"
-        return None
-
-    def _remember(self, probes: dict[str, ProbeResult]) -> None:
-        """Keep the last look at each node that could see it (for the leash rule above)."""
-        for node, probe in probes.items():
-            if probe.state is not SchedulerState.UNKNOWN:
-                self.last_seen[node] = probe
-
-    def _seed_last_seen(self) -> None:
-        """A new term: start from what the previous active controller recorded."""
-        try:
-            observations = self.store.observations()
-        except MetastoreError as exc:
-            log.warning("could not read the last observations: %s", exc)
-            return
-        for o in observations:
-            try:
-                state = SchedulerState(o.state)
-            except ValueError:
-                continue
-            if state is not SchedulerState.UNKNOWN and o.node not in self.last_seen:
-                self.last_seen[o.node] = ProbeResult(o.node, state, o.pids, o.detail, leashed=o.leashed)
-
-    def _fence(self, node: str) -> bool:
-        """Run fence_command for an unreachable node without a controller; True if it succeeded."""
-        command = self.config.fence_command
-        if not command or self.fence_failed.get(node) == self.cycles:
-            return False  # none, or it failed for this node already this cycle: once per cycle is enough
-        try:
-            result = subprocess.run(
-                ["/bin/sh", "-c", f"{command} {shlex.quote(node)}"],
-                stdin=subprocess.DEVNULL,
-                capture_output=True,
-                timeout=self.config.ssh_timeout,
-                check=False,
-            )
-        except subprocess.TimeoutExpired:
-            self.fence_failed[node] = self.cycles
-            self._event("fence", f"fence_command for {node} timed out")
-            return False
-        ok = result.returncode == 0
-        self._event("fence", f"fence_command for {node} {'succeeded' if ok else f'failed ({result.returncode})'}")
-        if ok:
-            self.fenced.add(node)
-        else:
-            self.fence_failed[node] = self.cycles
-        return ok
-
     def _start_on(self, node: str, probes: dict[str, ProbeResult]) -> tuple[bool, str]:
-        """Start the scheduler on ``node`` and wait until it is up, renewing our leases meanwhile."""
-        blocking = self._blocking_nodes(node, probes)
-        if blocking:
-            return False, f"not starting: a scheduler may still run on {', '.join(blocking)}"
-        # A stop just before (remote, with its grace) may have used up much of the lease: renew
-        # it first, so that the start is judged against a fresh deadline.
-        if not self._renew_lease():
-            return False, "not starting: lost the leadership lease"
-        if not self.leads():
-            return False, "not starting: lease margin too small"
-        # Fence the start by our epoch at the store as well: a restart in place writes nothing
-        # else that the store could refuse, and our deadline alone trusts the server's clock rate.
-        self.starting.add(node)
-        try:
-            return self._start_and_wait(node)
-        finally:
-            self.starting.discard(node)
-
-    def _start_and_wait(self, node: str) -> tuple[bool, str]:
-        t0 = self.monotonic()
-        try:
-            mine = self.store.renew_placement(node, self.ttl, self.holder, self.epoch)
-        except MetastoreError as exc:
-            return False, f"not starting: cannot confirm the placement on {node}: {exc}"
-        if mine is None:
-            return False, f"not starting: the placement on {node} is no longer ours (epoch {self.epoch})"
-        deadline = self._deadline(t0, mine.remaining)
-        if node == self.host:
-            self.placement_deadline = deadline
-        runner = self.runners[node]
-        try:
-            runner.start(deadline)  # under a leash holding that deadline
-        except (NodeUnreachable, CommandFailed) as exc:
-            return False, str(exc)
-        self.fenced.discard(node)
-        start = self.monotonic()
-        give_up = start + self.config.scheduler_start_timeout
-        next_renewal = start + self.config.renew_interval
-        step = min(0.25, self.config.poll_frequency / 2)
-        while True:
-            probe = runner.probe()
-            if probe.state is SchedulerState.RUNNING:
-                self.last_start = self.monotonic()
-                return True, f"up after {self.monotonic() - start:.1f}s, {probe.describe()}"
-            now = self.monotonic()
-            if self.stopping.is_set():
-                after = self._stop(runner)
-                return False, f"gave up the start to shut down (cleanup: {after.state.value})"
-            if now >= give_up:
-                after = self._stop(runner)  # it could still come up later: make sure it does not
-                return False, f"not up within {self.config.scheduler_start_timeout:g}s (cleanup: {after.state.value})"
-            if now >= next_renewal:
-                next_renewal = now + self.config.renew_interval
-                if not self._renew_while_waiting(node):
-                    self._stop(runner)
-                    if self.unreadable is not None:
-                        return False, f"the metastore became unreadable while waiting ({self.unreadable}); stopped it"
-                    return False, "lost the lease while waiting for the scheduler to come up; stopped it"
-            self.sleep(step)
-
-    def _renew_lease(self) -> bool:
-        """Renew the leadership lease now; False only if it is lost (a failed call keeps the old deadline)."""
-        t0 = self.monotonic()
-        try:
-            lease = self.store.acquire_or_renew(self.holder, self.host, self.ttl)
-        except MetastoreError as exc:
-            self._store_failed(exc)
-            log.warning("lease renewal failed: %s", exc)
-            return True
-        if lease is None or lease.epoch != self.epoch:
-            self.leader_deadline = NEVER
-            return False
-        self.leader_deadline = self._deadline(t0, lease.remaining)
-        return True
-
-    def _renew_while_waiting(self, node: str) -> bool:
-        t0 = self.monotonic()
-        if not self._renew_lease() or self._store_unreadable():
-            return False
-        try:
-            placement = self.store.renew_placement(node, self.ttl, self.holder, self.epoch)
-        except MetastoreError as exc:
-            self._store_failed(exc)
-            log.warning("renewal while waiting for the scheduler failed: %s", exc)
-            return self.leads() and not self._store_unreadable()
-        if placement is not None:
-            deadline = self._deadline(t0, placement.remaining)
-            if node == self.host:
-                self.placement_deadline = deadline
-            else:
-                self._renew_remote_leash(node, deadline)
-        return placement is not None
-
-    def _note_failure(self, node: str, detail: str, start_failed: bool) -> None:
-        """Count a scheduler death or failed start; back the node off; alert once per incident."""
-        self.failures += 1
-        if start_failed:
-            self._back_off(node)
-            self._event("start_failed", f"scheduler start on {node} failed: {detail}")
-        if self.failures >= max(1, self.config.retry_count_before_alerting):
-            self._alert(
-                f"scheduler failed {self.failures} times",
-                f"The scheduler keeps failing (last on {node}): {detail}",
-            )
-
-    def _back_off(self, node: str) -> None:
-        """Keep ``node`` out of moves and retries for a while, doubling with each failure (up to 8x)."""
-        backoff = self.backoff.setdefault(node, _Backoff())
-        backoff.failures += 1
-        backoff.until = self.monotonic() + self.config.move_backoff * min(8, 2 ** (backoff.failures - 1))
-
-    def _recovered(self) -> None:
-        self.restart_failures = 0
-        self.failures = 0
-        self.in_incident = False
-        self.backoff.clear()
+        """Start the scheduler on ``node`` and wait until it is up: (whether it is, what happened)."""
+        return self.starts.start(node, probes, self.cycles)
 
     # --- renewals, on their own clock ----------------------------------------------------
 
@@ -1027,51 +556,7 @@ class Controller:
         """
         if self.duplicate is not None:
             return False  # another controller has this identity: nothing of its node is ours to renew
-        if self.unreadable is not None:
-            return self._renew_nothing()
-        t0 = self.monotonic()
-        wake = False
-        if self.role == "active":
-            epoch = self.epoch
-            if not self._renew_lease():
-                wake = True
-            elif epoch == self.epoch and self.leads() and not self._store_unreadable():
-                for node in list(self.renewing):
-                    self._renew_remote(node)
-                for node in list(self.starting - {self.host}):
-                    self._renew_while_waiting(node)
-        probe = self.local.probe()
-        self.local_leashed = not probe.state.maybe_running or probe.leashed
-        held = self.placement_deadline != NEVER
-        if self._store_unreadable():  # found by the lease renewal just now
-            return self._renew_nothing()
-        if (held or self.host in self.starting) and self._renew_own_placement(probe, t0) is None:
-            # Not ours any more, or its scheduler is gone: the cycle decides what follows.
-            wake = wake or (probe.state.maybe_running and self.host not in self.starting)
-        if self.role != "active":
-            try:
-                wake = wake or not self.store.read_state().lease.valid
-            except MetastoreError as exc:
-                self._store_failed(exc)
-                log.warning("renewal: cannot read the lease: %s", exc)
-        self._heartbeat()
-        return wake
-
-    def _renew_nothing(self) -> bool:
-        """Renewals while the store holds a record no valid write produces: none, as with the store down.
-
-        The lease lapses (another controller may take over once the record is fixed) and this
-        node's placement runs out (the cycle fences its scheduler first, the leash at the latest).
-        The heartbeat still says this controller is alive. True (run the cycle now) once the
-        store reads fine again: the cycle then takes up the renewals.
-        """
-        try:
-            self.store.read_state()
-            readable = True
-        except MetastoreError:
-            readable = False
-        self._heartbeat()
-        return readable
+        return self.renewals.renew(self._look_local, self._heartbeat)
 
     # --- shutdown -----------------------------------------------------------------------
 
@@ -1083,8 +568,8 @@ class Controller:
         elif not self.paused:
             probe = self.local.probe()
             after = probe
-            if probe.state.maybe_running and probe.state is not SchedulerState.UNKNOWN:
-                after = self._stop(self.local)
+            if seen_running(probe):
+                after = stop(self.local)
                 parts.append(f"stopped the local scheduler ({probe.describe()} -> {after.state.value})")
             if after.state is SchedulerState.STOPPED:
                 try:
@@ -1096,7 +581,7 @@ class Controller:
                 parts.append(f"kept the placement: local scheduler is {after.state.value}")
         else:
             parts.append("paused: left the local scheduler as it is")
-        self.placement_deadline = NEVER
+        self.term.forget_placement()
         try:
             if self.store.release(self.holder):
                 parts.append(f"released the leadership lease (epoch {self.epoch})")
@@ -1104,8 +589,7 @@ class Controller:
             self._event("stop", f"controller on {self.host} stopped: {'; '.join(parts) or 'nothing held'}")
         except MetastoreError as exc:
             parts.append(f"metastore unreachable ({exc})")
-        self.leader_deadline = NEVER
-        self.role = "stopped"
+        self.term.end()
         self._pool.shutdown(wait=False, cancel_futures=True)
         self._renewal_pool.shutdown(wait=False, cancel_futures=True)
         if self.jobs is not None:

@@ -34,9 +34,26 @@ def tick(cluster: Cluster, *controllers: Controller, seconds: float = 1.0) -> li
 def active_on_n1(cluster: Cluster, **settings: Any) -> Controller:
     """n1's controller, active, with the scheduler placed and running on n1."""
     c1 = cluster.controller("n1", **settings)
-    assert "placed and started the scheduler on n1" in c1.run_cycle()
+    assert c1.run_cycle() == placed(cluster, "n1")
     assert cluster.running() == ["n1"]
     return c1
+
+
+def pid(cluster: Cluster, node: str) -> int:
+    """The one scheduler pid ``node`` runs now (its sentences name it)."""
+    (only,) = cluster.runners[node].pids
+    return only
+
+
+def healthy(cluster: Cluster, node: str, epoch: int = 1) -> str:
+    """The active's sentence for a healthy scheduler on ``node``."""
+    return f"active (epoch {epoch}): scheduler healthy on {node} (running (pid {pid(cluster, node)}))"
+
+
+def placed(cluster: Cluster, node: str, epoch: int = 1) -> str:
+    """The active's sentence for a scheduler placed and started on ``node`` at once."""
+    started = f"up after 0.0s, running (pid {pid(cluster, node)})"
+    return f"active (epoch {epoch}): placed and started the scheduler on {node} ({started})"
 
 
 def bump_version(store: FakeStore) -> None:
@@ -94,7 +111,7 @@ def test_fake_runner_start_stop_and_faults() -> None:
 def test_first_cycle_becomes_active_and_places_and_starts_on_its_own_node(cluster: Cluster) -> None:
     c1 = cluster.controller("n1")
     sentence = c1.run_cycle()
-    assert sentence.startswith("active (epoch 1): placed and started the scheduler on n1")
+    assert sentence == placed(cluster, "n1")
     assert cluster.actions == [("n1", "start")]
     assert cluster.running() == ["n1"]
     store = cluster.store
@@ -125,7 +142,7 @@ def test_healthy_scheduler_renews_placement_and_lease(cluster: Cluster) -> None:
     store = cluster.store
     placement_expiry, lease_expiry = store.placement_expires_at, store.lease_expires_at
     (sentence,) = tick(cluster, c1)
-    assert sentence.startswith("active (epoch 1): scheduler healthy on n1 (running (pid")
+    assert sentence == healthy(cluster, "n1")
     assert cluster.actions == [("n1", "start")]
     assert store.placement_expires_at == placement_expiry + 1 and store.lease_expires_at == lease_expiry + 1
     assert (store.placement_version, store.lease_epoch) == (1, 1)
@@ -135,10 +152,10 @@ def test_healthy_scheduler_on_a_node_without_controller_keeps_its_placement(clus
     cluster.runners["n2"].run()
     cluster.store.force_placement("n2", TTL)
     c1 = cluster.controller("n1")
-    assert "scheduler healthy on n2" in c1.run_cycle()
+    assert c1.run_cycle() == healthy(cluster, "n2")
     expiry = cluster.store.placement_expires_at
     (sentence,) = tick(cluster, c1)
-    assert "scheduler healthy on n2" in sentence
+    assert sentence == healthy(cluster, "n2")
     assert cluster.store.placement_expires_at == expiry + 1  # renewed by the active, fenced by its epoch
     assert cluster.actions == []
 
@@ -146,9 +163,11 @@ def test_healthy_scheduler_on_a_node_without_controller_keeps_its_placement(clus
 def test_lease_lost_to_another_holder_turns_standby_and_acts_on_nothing(cluster: Cluster) -> None:
     c1 = active_on_n1(cluster)
     c2 = cluster.controller("n2")
-    assert c2.run_cycle().startswith("standby")
+    assert c2.run_cycle() == "standby: n1 is active (epoch 1); scheduler placed on n1"
     cluster.clock.advance(TTL + 1)  # c1 misses its renewals (stalled); c2 takes over
-    assert "adopted the scheduler already running on n1" in c2.run_cycle()
+    assert c2.run_cycle() == (
+        f"active (epoch 2): adopted the scheduler already running on n1 (running (pid {pid(cluster, 'n1')}))"
+    )
     assert cluster.store.lease_epoch == 2
     calls_before = len(cluster.store.calls)
     sentence = c1.run_cycle()
@@ -190,9 +209,10 @@ def test_run_cycle_catches_an_unexpected_exception(cluster: Cluster) -> None:
     cluster.store.on("read_state", boom)
     sentence = c1.run_cycle()
     assert sentence.startswith(PLEASE_REPORT) and "please report" in sentence
+    assert sentence == f"{PLEASE_REPORT}: the cycle failed; nothing more was done"
     assert cluster.actions == []
     assert c1.cycles == 1
-    assert "placed and started the scheduler on n1" in c1.run_cycle()  # the next cycle works
+    assert c1.run_cycle() == placed(cluster, "n1")  # the next cycle works
 
 
 # --- _guard (every controller guards its own node) ------------------------------------------
@@ -202,9 +222,12 @@ def test_guard_stops_a_standby_nodes_scheduler_that_has_no_placement(cluster: Cl
     active_on_n1(cluster)
     c2 = cluster.controller("n2")
     cluster.runners["n2"].run()
+    stopped = pid(cluster, "n2")
     sentence = c2.run_cycle()
-    assert sentence.startswith("standby: stopped a scheduler on n2 (running (pid")
-    assert "holds no valid placement (placement is on n1); now stopped" in sentence
+    assert sentence == (
+        f"standby: stopped a scheduler on n2 (running (pid {stopped})) "
+        "that holds no valid placement (placement is on n1); now stopped"
+    )
     assert cluster.actions == [("n1", "start"), ("n2", "stop")]
     assert cluster.running() == ["n1"]
     assert cluster.store.events_of("fence")[-1].host == "n2"
@@ -218,7 +241,7 @@ def test_guard_rereads_before_killing_and_spares_a_scheduler_just_placed_here(cl
     # The active moves the placement to n2 after c2 read the state but before its guard acts.
     cluster.store.on("heartbeat", lambda: cluster.store.force_placement("n2", TTL))
     sentence = c2.run_cycle()
-    assert sentence.startswith("standby: n1 is active")
+    assert sentence == "standby: n1 is active (epoch 1); scheduler placed on n1"
     assert cluster.runners["n2"].stops == 0 and cluster.running() == ["n2"]
     assert c2.may_run_locally()
 
@@ -228,8 +251,12 @@ def test_guard_stops_when_the_reread_fails(cluster: Cluster) -> None:
     c2 = cluster.controller("n2")
     cluster.runners["n2"].run()
     cluster.store.on("heartbeat", lambda: cluster.store.failing.add("read_state"))
+    stopped = pid(cluster, "n2")
     sentence = c2.run_cycle()
-    assert "stopped a scheduler on n2" in sentence
+    assert sentence == (
+        f"standby: stopped a scheduler on n2 (running (pid {stopped})) "
+        "that holds no valid placement (placement is on n1); now stopped"
+    )
     assert cluster.runners["n2"].stops == 1
 
 
@@ -241,7 +268,7 @@ def test_guard_keeps_renewing_the_placement_of_a_standby_node(cluster: Cluster) 
     c1.run_cycle()
     for _ in range(10):
         s1, s2 = tick(cluster, c1, c2)
-        assert s1.startswith("active (epoch 1): scheduler healthy on n2")
+        assert s1 == healthy(cluster, "n2")
         assert s2 == "standby: n1 is active (epoch 1); scheduler placed on n2"
     assert c2.may_run_locally() and cluster.running() == ["n2"] and cluster.actions == []
 
@@ -254,6 +281,7 @@ def test_metastore_unreachable_waits_then_self_fences_before_the_placement_expir
     store = cluster.store
     expires_at = store.placement_expires_at
     store.fail = True
+    running = pid(cluster, "n1")
     waited = 0
     for _ in range(10):
         cluster.clock.advance(1)  # the daemon's next cycle
@@ -268,8 +296,10 @@ def test_metastore_unreachable_waits_then_self_fences_before_the_placement_expir
             waited += 1
             continue
         break
-    assert "self-fenced: stopped the local scheduler (running (pid" in sentence
-    assert "-> stopped) before its placement could expire" in sentence
+    assert sentence == (
+        "active: metastore unreachable (fake metastore unreachable (acquire_or_renew)); self-fenced: stopped "
+        f"the local scheduler (running (pid {running}) -> stopped) before its placement could expire"
+    )
     assert waited >= 1  # one failed cycle is not a fence (L2)
     assert store.server_now < expires_at
     assert cluster.actions == [("n1", "start"), ("n1", "stop")]
@@ -280,6 +310,7 @@ def test_failing_placement_renewals_fence_before_the_placement_expires(cluster: 
     store = cluster.store
     expires_at = store.placement_expires_at
     store.failing.add("renew_placement")  # the rest of the store answers
+    running = pid(cluster, "n1")
     for _ in range(10):
         cluster.clock.advance(1)
         assert not (cluster.runners["n1"].running and store.server_now >= expires_at), (
@@ -289,8 +320,10 @@ def test_failing_placement_renewals_fence_before_the_placement_expires(cluster: 
         if not cluster.runners["n1"].running:
             break
         assert cluster.runners["n1"].stops == 0
-    assert "active: stopped a scheduler on n1 (running (pid" in sentence
-    assert "whose placement could not be renewed before it would expire; now stopped" in sentence
+    assert sentence == (
+        f"active: stopped a scheduler on n1 (running (pid {running})) "
+        "whose placement could not be renewed before it would expire; now stopped"
+    )
     assert store.server_now < expires_at
     assert cluster.actions == [("n1", "start"), ("n1", "stop")]
 
@@ -298,8 +331,12 @@ def test_failing_placement_renewals_fence_before_the_placement_expires(cluster: 
 def test_metastore_unreachable_demotes_the_active_after_its_lease_deadline(cluster: Cluster) -> None:
     c1 = active_on_n1(cluster)
     cluster.store.fail = True
+    running = pid(cluster, "n1")
     (sentence,) = tick(cluster, c1, seconds=TTL)
-    assert sentence.startswith("standby: metastore unreachable (fake metastore unreachable (acquire_or_renew))")
+    assert sentence == (
+        "standby: metastore unreachable (fake metastore unreachable (acquire_or_renew)); self-fenced: stopped "
+        f"the local scheduler (running (pid {running}) -> stopped) before its placement could expire"
+    )
     assert c1.role == "standby" and c1.epoch == 0
     assert cluster.running() == []  # long past the placement deadline: fenced in the same cycle
 
@@ -322,7 +359,9 @@ def test_metastore_unreachable_while_paused_acts_on_nothing(cluster: Cluster) ->
     tick(cluster, c1)
     cluster.store.fail = True
     (sentence,) = tick(cluster, c1)
-    assert "metastore unreachable" in sentence and "paused, acting on nothing" in sentence
+    assert sentence == (
+        "active: metastore unreachable (fake metastore unreachable (acquire_or_renew)); paused, acting on nothing"
+    )
     assert cluster.actions == [("n1", "start")]
 
 
@@ -332,7 +371,12 @@ def test_metastore_unreachable_while_paused_acts_on_nothing(cluster: Cluster) ->
 def test_strays_are_killed_and_the_placed_scheduler_kept(cluster: Cluster) -> None:
     c1 = active_on_n1(cluster)
     cluster.runners["n3"].run()
+    stray = pid(cluster, "n3")
     (sentence,) = tick(cluster, c1)
+    assert sentence == (
+        f"active (epoch 1): killed stray scheduler(s) on n3 (running (pid {stray}) -> stopped); "
+        "the scheduler belongs on n1"
+    )
     assert re.search(r"killed stray scheduler\(s\) on n3 \(running \(pid \d+\) -> stopped\)", sentence)
     assert sentence.endswith("the scheduler belongs on n1")
     assert cluster.actions == [("n1", "start"), ("n3", "stop")]
@@ -344,24 +388,30 @@ def test_strays_are_not_killed_without_lease_margin(cluster: Cluster) -> None:
     cluster.runners["n2"].run()
     cluster.store.force_placement("n2", TTL)
     c1 = cluster.controller("n1")
-    assert "scheduler healthy on n2" in c1.run_cycle()
+    assert c1.run_cycle() == healthy(cluster, "n2")
     cluster.runners["n3"].run()
     cluster.runners["n2"].on_probe = lambda: cluster.clock.advance(TTL)  # stalled during the probes
     (sentence,) = tick(cluster, c1)
-    assert "lease margin too small to act; not killing strays" in sentence
+    assert sentence == "active (epoch 1): lease margin too small to act; not killing strays this cycle"
     assert cluster.actions == [] and cluster.running() == ["n2", "n3"]
 
 
 def test_two_schedulers_without_placement_one_is_killed_then_the_other_adopted(cluster: Cluster) -> None:
     cluster.runners["n2"].run()
     cluster.runners["n3"].run()
+    stray = pid(cluster, "n3")
     c1 = cluster.controller("n1")
     sentence = c1.run_cycle()
-    assert "killed stray scheduler(s) on n3" in sentence and "the scheduler belongs on n2" in sentence
+    assert sentence == (
+        f"active (epoch 1): killed stray scheduler(s) on n3 (running (pid {stray}) -> stopped); "
+        "the scheduler belongs on n2"
+    )
     assert cluster.actions == [("n3", "stop")]
     assert cluster.running() == ["n2"]
     (sentence,) = tick(cluster, c1)
-    assert "adopted the scheduler already running on n2" in sentence
+    assert sentence == (
+        f"active (epoch 1): adopted the scheduler already running on n2 (running (pid {pid(cluster, 'n2')}))"
+    )
     assert cluster.store.placement_node == "n2" and cluster.actions == [("n3", "stop")]
 
 
@@ -371,7 +421,9 @@ def test_adopts_a_running_scheduler_when_the_placement_expired(cluster: Cluster)
     cluster.clock.advance(TTL + 3)  # placement long expired (e.g. its active controller died)
     c1 = cluster.controller("n1")
     sentence = c1.run_cycle()
-    assert sentence.startswith("active (epoch 1): adopted the scheduler already running on n2 (running (pid")
+    assert sentence == (
+        f"active (epoch 1): adopted the scheduler already running on n2 (running (pid {pid(cluster, 'n2')}))"
+    )
     store = cluster.store
     assert (store.placement_node, store.placement_epoch, store.placement_version) == ("n2", 1, 2)
     assert store.placement().valid
@@ -386,7 +438,9 @@ def test_the_active_adopts_a_scheduler_on_its_own_node_instead_of_killing_it(clu
     cluster.clock.advance(TTL + 3)
     c1 = cluster.controller("n1")
     sentence = c1.run_cycle()
-    assert sentence.startswith("active (epoch 1): adopted the scheduler already running on n1")
+    assert sentence == (
+        f"active (epoch 1): adopted the scheduler already running on n1 (running (pid {pid(cluster, 'n1')}))"
+    )
     assert cluster.actions == [] and cluster.running() == ["n1"]
     assert c1.may_run_locally()
 
@@ -405,14 +459,14 @@ def test_adoption_race_lost(cluster: Cluster) -> None:
     cluster.runners["n2"].run()
     c1 = cluster.controller("n1")
     cluster.store.on("set_placement", lambda: bump_version(cluster.store))
-    assert "lost the race to adopt the scheduler on n2; retrying next cycle" in c1.run_cycle()
+    assert c1.run_cycle() == "active (epoch 1): lost the race to adopt the scheduler on n2; retrying next cycle"
     assert cluster.actions == []
 
 
 def test_placement_race_lost_starts_nothing(cluster: Cluster) -> None:
     c1 = cluster.controller("n1")
     cluster.store.on("set_placement", lambda: bump_version(cluster.store))
-    assert "lost the race to place the scheduler on n1; retrying next cycle" in c1.run_cycle()
+    assert c1.run_cycle() == "active (epoch 1): lost the race to place the scheduler on n1; retrying next cycle"
     assert cluster.actions == []
 
 
@@ -437,7 +491,7 @@ def test_placed_but_start_failed_backs_the_node_off(cluster: Cluster) -> None:
     )
     assert cluster.actions == [("n1", "start")] and cluster.running() == []
     assert cluster.store.placement_node == "n1"
-    assert c1.backoff["n1"].until > cluster.clock.monotonic()
+    assert c1.incidents.backoff["n1"].until > cluster.clock.monotonic()
     assert "start_failed" in cluster.store.kinds()
 
 
@@ -448,8 +502,10 @@ def test_placement_node_unknown_waits_and_starts_nothing_elsewhere(cluster: Clus
     cluster.store.force_placement("n2", TTL)
     c1 = cluster.controller("n1")
     sentence = c1.run_cycle()
-    assert sentence.startswith("active (epoch 1): cannot see the scheduler node n2 (n2: fake node unreachable)")
-    assert "waiting 5.0s for its placement to expire before moving it" in sentence
+    assert sentence == (
+        "active (epoch 1): cannot see the scheduler node n2 (n2: fake node unreachable); "
+        "waiting 5.0s for its placement to expire before moving it"
+    )
     assert cluster.actions == [] and cluster.store.placement_node == "n2" and cluster.store.placement_version == 1
 
 
@@ -459,7 +515,10 @@ def test_placement_on_a_node_outside_the_config_waits_instead_of_crashing(cluste
     c1 = cluster.controller("n1")
     sentence = c1.run_cycle()
     assert PLEASE_REPORT not in sentence
-    assert "cannot see the scheduler node old-node" in sentence
+    assert sentence == (
+        "active (epoch 1): cannot see the scheduler node old-node (not a configured node); "
+        "waiting 5.0s for its placement to expire before moving it"
+    )
     assert cluster.actions == []
 
 
@@ -470,7 +529,10 @@ def test_dead_scheduler_is_restarted_in_place(cluster: Cluster) -> None:
     c1 = active_on_n1(cluster)
     cluster.runners["n1"].die()
     (sentence,) = tick(cluster, c1)
-    assert "scheduler was stopped on n1; restarted it in place" in sentence
+    assert sentence == (
+        "active (epoch 1): scheduler was stopped on n1; restarted it in place "
+        f"(attempt 1/3, up after 0.0s, running (pid {pid(cluster, 'n1')}))"
+    )
     assert cluster.actions == [("n1", "start"), ("n1", "start")]  # nothing to stop first
     assert cluster.running() == ["n1"]
     assert (cluster.store.placement_node, cluster.store.placement_version) == ("n1", 1)
@@ -486,7 +548,10 @@ def test_unhealthy_or_doubled_scheduler_is_stopped_then_restarted_in_place(clust
         cluster.runners["n1"].run(count=2)
     (sentence,) = tick(cluster, c1)
     state = "unhealthy" if fault == "unhealthy" else "running"
-    assert f"scheduler was {state} on n1; restarted it in place" in sentence
+    assert sentence == (
+        f"active (epoch 1): scheduler was {state} on n1; restarted it in place "
+        f"(attempt 1/3, up after 0.0s, running (pid {pid(cluster, 'n1')}))"
+    )
     assert cluster.actions == [("n1", "start"), ("n1", "stop"), ("n1", "start")]
     assert len(cluster.runners["n1"].pids) == 1 and cluster.running() == ["n1"]
 
@@ -496,7 +561,7 @@ def test_failed_restart_in_place_is_counted(cluster: Cluster) -> None:
     cluster.runners["n1"].die()
     cluster.runners["n1"].start_error = "exit 1"
     (sentence,) = tick(cluster, c1)
-    assert "restart of the scheduler on n1 failed (attempt 1/3): n1: exit 1" in sentence
+    assert sentence == "active (epoch 1): restart of the scheduler on n1 failed (attempt 1/3): n1: exit 1"
     assert cluster.actions == [("n1", "start"), ("n1", "start")]
     assert "start_failed" in cluster.store.kinds()
 
@@ -508,7 +573,9 @@ def test_restart_that_never_comes_up_is_cleaned_up(cluster: Cluster) -> None:
     n1.comes_up = False
     lease_expiry = cluster.store.lease_expires_at
     (sentence,) = tick(cluster, c1)
-    assert "restart of the scheduler on n1 failed (attempt 1/3): not up within 3s (cleanup: stopped)" in sentence
+    assert sentence == (
+        "active (epoch 1): restart of the scheduler on n1 failed (attempt 1/3): not up within 3s (cleanup: stopped)"
+    )
     assert cluster.actions == [("n1", "start"), ("n1", "start"), ("n1", "stop")]
     assert sum(cluster.clock.slept) >= 3  # waited with the injected sleep, not a real one
     assert cluster.store.lease_expires_at >= lease_expiry + 3  # the lease was renewed while waiting
@@ -522,10 +589,13 @@ def test_move_after_max_restart_attempts_stops_before_it_starts_and_alerts(clust
     n1.start_error = "exit 1"
     for attempt in (1, 2, 3):
         (sentence,) = tick(cluster, c1)
-        assert f"restart of the scheduler on n1 failed (attempt {attempt}/3)" in sentence
+        assert sentence == f"active (epoch 1): restart of the scheduler on n1 failed (attempt {attempt}/3): n1: exit 1"
     before = len(cluster.actions)
     (sentence,) = tick(cluster, c1)
-    assert "moved the scheduler from n1 to n2 after 3 failed restarts" in sentence
+    assert sentence == (
+        "active (epoch 1): moved the scheduler from n1 to n2 after 3 failed restarts "
+        f"(up after 0.0s, running (pid {pid(cluster, 'n2')}))"
+    )
     assert cluster.actions[before:] == [("n1", "stop"), ("n2", "start")]  # stop-before-start
     assert cluster.running() == ["n2"]
     store = cluster.store
@@ -540,9 +610,12 @@ def test_move_whose_start_fails_alerts_once(cluster: Cluster) -> None:
     for runner in cluster.runners.values():
         runner.start_error = "exit 1"
     (sentence,) = tick(cluster, c1)
-    assert "restart of the scheduler on n1 failed (attempt 1/1)" in sentence
+    assert sentence == "active (epoch 1): restart of the scheduler on n1 failed (attempt 1/1): n1: exit 1"
     (sentence,) = tick(cluster, c1)
-    assert "moved the scheduler from n1 to n2 after 1 failed restarts, but the start there failed" in sentence
+    assert sentence == (
+        "active (epoch 1): moved the scheduler from n1 to n2 after 1 failed restarts, "
+        "but the start there failed: n2: exit 1"
+    )
     assert cluster.actions[-2:] == [("n1", "stop"), ("n2", "start")]
     assert cluster.store.placement_node == "n2"
     assert len(cluster.alerters["n1"].sent) == 1
@@ -560,18 +633,25 @@ def test_no_other_node_to_move_to_retries_in_place(cluster: Cluster) -> None:
     tick(cluster, c1)
     before = len(cluster.actions)
     (sentence,) = tick(cluster, c1)
-    assert "scheduler down on n1 after 3 failed restarts and no other node can take it" in sentence
-    assert "(n1 backing off 19s, n2 unknown, n3 unknown); next try in place in 19.0s" in sentence
+    assert sentence == (
+        "active (epoch 1): scheduler down on n1 after 3 failed restarts and no other node can take it "
+        "(n1 backing off 19s, n2 unknown, n3 unknown); next try in place in 19.0s"
+    )
     assert cluster.actions[before:] == []
     # Backing off: no start at all until the node's backoff is over, then one more try in place.
     # Meanwhile the placement lapses (nobody renews the placement of a dead scheduler), so the
     # retry places it afresh.
     sentences = [tick(cluster, c1)[0] for _ in range(20)]
     assert cluster.actions[before:] == [("n1", "start")]
-    assert "no scheduler runs and no node can take it now (n1 backing off 15s, n2 unknown, n3 unknown)" in sentences[3]
+    assert sentences[3] == (
+        "active (epoch 1): no scheduler runs and no node can take it now (n1 backing off 15s, n2 unknown, n3 unknown)"
+    )
     retried = [i for i, s in enumerate(sentences) if "placed the scheduler on n1 but its start failed: n1: exit 1" in s]
     assert retried == [18], sentences  # 19 s of backoff left after the first tick
-    assert "(n1 backing off 39s, n2 unknown, n3 unknown); next try in place in 39.0s" in sentences[19]  # twice as long
+    assert sentences[19] == (  # twice as long
+        "active (epoch 1): scheduler down on n1 after 3 failed restarts and no other node can take it "
+        "(n1 backing off 39s, n2 unknown, n3 unknown); next try in place in 39.0s"
+    )
 
 
 def test_single_node_crash_loop_backs_off_after_its_budget() -> None:
@@ -598,9 +678,14 @@ def test_move_refused_when_the_old_node_cannot_be_confirmed_stopped(cluster: Clu
     n1.hang()
     n1.stop_fails = True
     (sentence,) = tick(cluster, c1)
-    assert "restart of the scheduler on n1 failed (attempt 1/1): not up within 3s (cleanup: unhealthy)" in sentence
+    assert sentence == (
+        "active (epoch 1): restart of the scheduler on n1 failed (attempt 1/1): not up within 3s (cleanup: unhealthy)"
+    )
     (sentence,) = tick(cluster, c1)
-    assert "cannot move the scheduler off n1: could not confirm it stopped (unhealthy (pid" in sentence
+    assert sentence == (
+        "active (epoch 1): cannot move the scheduler off n1: could not confirm it stopped "
+        f"(unhealthy (pid {pid(cluster, 'n1')}))"
+    )
     assert cluster.runners["n2"].starts == 0 and cluster.runners["n3"].starts == 0
     assert cluster.store.placement_node == "n1"
 
@@ -612,7 +697,7 @@ def test_move_race_lost_starts_nothing(cluster: Cluster) -> None:
     tick(cluster, c1)
     cluster.store.on("set_placement", lambda: bump_version(cluster.store))
     (sentence,) = tick(cluster, c1)
-    assert "lost the race to move the scheduler from n1 to n2; retrying next cycle" in sentence
+    assert sentence == "active (epoch 1): lost the race to move the scheduler from n1 to n2; retrying next cycle"
     assert cluster.actions[-1] == ("n1", "stop")
     assert cluster.runners["n2"].starts == 0
 
@@ -658,7 +743,9 @@ def test_start_waits_until_the_scheduler_is_up(cluster: Cluster) -> None:
     cluster.runners["n1"].up_after_probes = 3
     c1 = cluster.controller("n1")
     sentence = c1.run_cycle()
-    assert "placed and started the scheduler on n1 (up after 0.5s, running (pid" in sentence
+    assert sentence == (
+        f"active (epoch 1): placed and started the scheduler on n1 (up after 0.5s, running (pid {pid(cluster, 'n1')}))"
+    )
     assert cluster.clock.slept == [0.25, 0.25]
 
 
@@ -671,7 +758,7 @@ def test_unknown_node_without_controller_blocks_a_start(cluster: Cluster) -> Non
         "its scheduler under a leash); not placing one on n1"
     )
     assert cluster.actions == [] and cluster.running() == []
-    assert cluster.store.placement_node is None and not c1.backoff
+    assert cluster.store.placement_node is None and not c1.incidents.backoff
     assert cluster.alerters["n1"].summaries == ["no scheduler runs: a start is blocked"]
     tick(cluster, c1)
     assert len(cluster.alerters["n1"].sent) == 1  # once per incident
@@ -702,14 +789,21 @@ def test_unknown_node_last_seen_running_unleashed_blocks(cluster: Cluster) -> No
     cluster.store.register("n3", leashed=True)
     cluster.runners["n3"].leashed = False
     cluster.runners["n3"].run()
-    assert "killed stray scheduler(s) on n3" in tick(cluster, c1)[0]
+    stray = pid(cluster, "n3")
+    assert tick(cluster, c1)[0] == (
+        f"active (epoch 1): killed stray scheduler(s) on n3 (running (pid {stray}) -> stopped); "
+        "the scheduler belongs on n1"
+    )
     cluster.runners["n3"].run()  # back, and n3 cannot be reached from now on
     cluster.runners["n3"].reachable = False
-    c1._remember({"n3": cluster.runners["n3"]._result()})  # as a probe just before the cut saw it
+    c1.health.remember({"n3": cluster.runners["n3"]._result()})  # as a probe just before the cut saw it
     cluster.runners["n1"].die()
     cluster.store.placement_expires_at = cluster.store.server_now  # n1's placement lapses
     sentence = tick(cluster, c1)[0]
-    assert "n3 (unreachable; last seen running a scheduler that is not under a leash)" in sentence
+    assert sentence == (
+        "active (epoch 1): no scheduler seen, but one may still run on "
+        "n3 (unreachable; last seen running a scheduler that is not under a leash); not placing one on n1"
+    )
     assert cluster.running() == ["n3"]
 
 
@@ -719,7 +813,10 @@ def test_a_dead_controller_guards_nothing_without_a_leash(cluster: Cluster) -> N
     cluster.store.register("n2", leashed=False)
     cluster.clock.advance(3 * TTL)  # its heartbeat is old: the controller is dead
     c1 = cluster.controller("n1")
-    assert "one may still run on n2" in c1.run_cycle()
+    assert c1.run_cycle() == (
+        "active (epoch 1): no scheduler seen, but one may still run on n2 (unreachable; its controller last "
+        "reported a scheduler that is not under a leash); not placing one on n1"
+    )
     assert cluster.actions == []
 
 
@@ -765,15 +862,18 @@ def test_fence_command_decides_whether_an_unknown_node_blocks(cluster: Cluster, 
     sentence = c1.run_cycle()
     fence_events = [e.message for e in cluster.store.events_of("fence")]
     if started:
-        assert "placed and started the scheduler on n1" in sentence
+        assert sentence == placed(cluster, "n1")
         assert cluster.actions == [("n1", "start")]
         assert fence_events == ["fence_command for n3 succeeded"]
-        assert c1.fenced == {"n3"}
+        assert c1.fencing.fenced == {"n3"}
     else:
-        assert "no scheduler seen, but one may still run on n3 (unreachable; not known to run" in sentence
+        assert sentence == (
+            "active (epoch 1): no scheduler seen, but one may still run on n3 (unreachable; not known to run "
+            "its scheduler under a leash); not placing one on n1"
+        )
         assert cluster.actions == []
         assert fence_events == ["fence_command for n3 failed (1)"]
-        assert c1.fenced == set()
+        assert c1.fencing.fenced == set()
 
 
 def test_start_refused_when_the_lease_margin_ran_out(cluster: Cluster) -> None:
@@ -786,7 +886,10 @@ def test_start_refused_when_the_lease_margin_ran_out(cluster: Cluster) -> None:
 
     store.on("acquire_or_renew", lambda: store.on("acquire_or_renew", stall))  # the renewal in _start_on
     sentence = c1.run_cycle()
-    assert "placed the scheduler on n1 but its start failed: not starting: lease margin too small" in sentence
+    assert (
+        sentence
+        == "active (epoch 1): placed the scheduler on n1 but its start failed: not starting: lease margin too small"
+    )
     assert cluster.actions == []
 
 
@@ -796,7 +899,9 @@ def test_start_refused_when_the_lease_lapsed_just_before(cluster: Cluster) -> No
     store = cluster.store
     store.on("acquire_or_renew", lambda: store.on("acquire_or_renew", lambda: cluster.clock.advance(TTL)))
     sentence = c1.run_cycle()
-    assert "placed the scheduler on n1 but its start failed: not starting: lost the leadership lease" in sentence
+    assert sentence == (
+        "active (epoch 1): placed the scheduler on n1 but its start failed: not starting: lost the leadership lease"
+    )
     assert cluster.actions == [] and not c1.leads()
 
 
@@ -813,7 +918,10 @@ def test_lease_lost_while_waiting_for_the_start_stops_it(cluster: Cluster) -> No
     # The renewal just before the start succeeds; the next one, while waiting, finds it taken.
     store.on("acquire_or_renew", lambda: store.on("acquire_or_renew", lambda: store.on("acquire_or_renew", steal)))
     sentence = c1.run_cycle()
-    assert "start failed: lost the lease while waiting for the scheduler to come up; stopped it" in sentence
+    assert sentence == (
+        "active (epoch 1): placed the scheduler on n1 but its start failed: "
+        "lost the lease while waiting for the scheduler to come up; stopped it"
+    )
     assert cluster.actions == [("n1", "start"), ("n1", "stop")]
     assert cluster.running() == []
     assert not c1.leads()
@@ -917,8 +1025,8 @@ def test_one_failed_call_after_a_freeze_does_not_fence_a_placement_the_store_sti
 def test_partitioned_node_fences_itself_before_another_node_starts_a_scheduler(cluster: Cluster) -> None:
     c2 = cluster.controller("n2")
     c1 = cluster.controller("n1")
-    assert "placed and started the scheduler on n2" in c2.run_cycle()
-    assert c1.run_cycle().startswith("standby: n2 is active")
+    assert c2.run_cycle() == placed(cluster, "n2")
+    assert c1.run_cycle() == "standby: n2 is active (epoch 1); scheduler placed on n2"
     n2, store = cluster.runners["n2"], cluster.store
     transcript = []
     for _ in range(12):
@@ -997,7 +1105,7 @@ def test_shutdown_stops_the_local_scheduler_and_releases_everything(cluster: Clu
     assert c1.role == "stopped" and not c1.leads() and not c1.may_run_locally()
     # A standby takes over within one poll.
     (s2,) = tick(cluster, c2)
-    assert s2.startswith("active (epoch 2): placed and started the scheduler on n2")
+    assert s2 == placed(cluster, "n2", epoch=2)
 
 
 def test_shutdown_while_paused_leaves_the_scheduler_alone(cluster: Cluster) -> None:
@@ -1012,8 +1120,12 @@ def test_shutdown_while_paused_leaves_the_scheduler_alone(cluster: Cluster) -> N
 def test_shutdown_with_the_metastore_down_still_stops_the_local_scheduler(cluster: Cluster) -> None:
     c1 = active_on_n1(cluster)
     cluster.store.fail = True
+    running = pid(cluster, "n1")
     sentence = c1.shutdown()
-    assert sentence.startswith("stopped the local scheduler (running (pid")
+    assert sentence == (
+        f"stopped the local scheduler (running (pid {running}) -> stopped); could not release the placement "
+        "(fake metastore unreachable (release_placement)); metastore unreachable (fake metastore unreachable (release))"
+    )
     assert "could not release the placement (fake metastore unreachable (release_placement))" in sentence
     assert sentence.endswith("metastore unreachable (fake metastore unreachable (release))")
     assert cluster.running() == []
@@ -1044,28 +1156,35 @@ def test_switchover_stops_the_old_scheduler_before_starting_the_new_one(
     c1 = active_on_n1(cluster)
     cluster.store.request_switchover("n2", mode)
     (sentence,) = tick(cluster, c1)
-    assert sentence.startswith(f"active (epoch 1): {mode} switchover from n1 to n2: stopped ['n1'], started")
+    assert sentence == (
+        f"active (epoch 1): {mode} switchover from n1 to n2: stopped ['n1'], started: "
+        f"up after 0.0s, running (pid {pid(cluster, 'n2')})"
+    )
     assert cluster.actions == [("n1", "start"), ("n1", "stop"), ("n2", "start")]
     assert cluster.runners["n1"].graces == [grace]
     assert cluster.running() == ["n2"] and cluster.store.placement_node == "n2"
-    assert cluster.store.switchover is None and "switchover" in cluster.store.kinds()
+    assert cluster.store.switchover is None and "switchover_done" in cluster.store.kinds()
+    assert cluster.store.events_of("switchover_done")[-1].message == sentence.removeprefix("active (epoch 1): ")
     (sentence,) = tick(cluster, c1)
-    assert "scheduler healthy on n2" in sentence
+    assert sentence == healthy(cluster, "n2")
 
 
 def test_switchover_to_where_it_already_runs_is_done_at_once(cluster: Cluster) -> None:
     c1 = active_on_n1(cluster)
     cluster.store.request_switchover("n1", "controlled")
     (sentence,) = tick(cluster, c1)
-    assert "switchover to n1: the scheduler already runs there" in sentence
+    assert sentence == (
+        f"active (epoch 1): switchover to n1: the scheduler already runs there (running (pid {pid(cluster, 'n1')}))"
+    )
     assert cluster.actions == [("n1", "start")] and cluster.store.switchover is None
+    assert cluster.store.kinds()[-1] == "switchover_done"
 
 
 @pytest.mark.parametrize(
     ("target", "setup", "reason"),
     [
         ("n9", None, "not in scheduler_nodes_in_cluster"),
-        ("n2", "target_unreachable", "its scheduler is unknown"),
+        ("n2", "target_unreachable", "its scheduler is unknown: n2: fake node unreachable"),
         ("n2", "other_unreachable", "cannot see n3"),
     ],
 )
@@ -1079,17 +1198,19 @@ def test_switchover_is_refused_when_it_cannot_be_safe(
         cluster.runners["n3"].reachable = False
     cluster.store.request_switchover(target, "controlled")
     (sentence,) = tick(cluster, c1)
-    assert f"refused the switchover to {target}: {reason}" in sentence
+    assert sentence == f"active (epoch 1): refused the switchover to {target}: {reason}"
     assert cluster.actions == [("n1", "start")] and cluster.running() == ["n1"]
     assert cluster.store.switchover is None
+    assert cluster.store.kinds()[-1] == "switchover_refused"
 
 
 def test_switchover_waits_while_the_old_scheduler_will_not_stop(cluster: Cluster) -> None:
     c1 = active_on_n1(cluster)
     cluster.runners["n1"].stop_fails = True
     cluster.store.request_switchover("n2", "controlled")
+    old = pid(cluster, "n1")
     (sentence,) = tick(cluster, c1)
-    assert "the scheduler on n1 is still running" in sentence and "retrying" in sentence
+    assert sentence == f"active (epoch 1): switchover to n2: the scheduler on n1 is still running (pid {old}); retrying"
     assert ("n2", "start") not in cluster.actions and cluster.store.switchover == ("n2", "controlled")
 
 
@@ -1099,7 +1220,7 @@ def test_switchover_waits_while_the_old_scheduler_will_not_stop(cluster: Cluster
 def test_a_failing_health_check_restarts_only_after_n_failures_in_a_row(
     cluster: Cluster, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from scheduler_failover_controller import controller as controller_module
+    from scheduler_failover_controller import health as health_module
 
     answers: list[str | None] = []
     urls: list[str] = []
@@ -1108,21 +1229,21 @@ def test_a_failing_health_check_restarts_only_after_n_failures_in_a_row(
         urls.append(url)
         return answers.pop(0) if answers else None
 
-    monkeypatch.setattr(controller_module, "check_health", fake_check)
+    monkeypatch.setattr(health_module, "check_health", fake_check)
     c1 = active_on_n1(cluster, scheduler_health_url="http://{node}:8974/health", scheduler_health_failures=3)
     answers.extend(["health check answered HTTP 503", None, "health check failed: timed out"])
     (sentence,) = tick(cluster, c1)
-    assert "scheduler healthy on n1" in sentence  # one failure is not a restart
+    assert sentence == healthy(cluster, "n1")  # one failure is not a restart
     (sentence,) = tick(cluster, c1)
-    assert "scheduler healthy on n1" in sentence  # and a success resets the count
+    assert sentence == healthy(cluster, "n1")  # and a success resets the count
     answers.extend(["health check answered HTTP 503"] * 3)
     for _ in range(2):
         (sentence,) = tick(cluster, c1)
-        assert "scheduler healthy on n1" in sentence
+        assert sentence == healthy(cluster, "n1")
     (sentence,) = tick(cluster, c1)
-    assert (
-        "scheduler was unhealthy on n1 (health check answered HTTP 503 3 times in a row); restarted it in place"
-        in sentence
+    assert sentence == (
+        "active (epoch 1): scheduler was unhealthy on n1 (health check answered HTTP 503 3 times in a row); "
+        f"restarted it in place (attempt 1/3, up after 0.0s, running (pid {pid(cluster, 'n1')}))"
     )
     assert cluster.actions == [("n1", "start"), ("n1", "stop"), ("n1", "start")]
     assert urls[0] == "http://n1:8974/health"
@@ -1131,9 +1252,9 @@ def test_a_failing_health_check_restarts_only_after_n_failures_in_a_row(
 def test_a_new_scheduler_gets_its_start_timeout_to_bring_up_its_health_server(
     cluster: Cluster, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from scheduler_failover_controller import controller as controller_module
+    from scheduler_failover_controller import health as health_module
 
-    monkeypatch.setattr(controller_module, "check_health", lambda url, timeout: "health check failed: refused")
+    monkeypatch.setattr(health_module, "check_health", lambda url, timeout: "health check failed: refused")
     c1 = active_on_n1(
         cluster,
         scheduler_health_url="http://{node}:8974/health",
@@ -1143,12 +1264,15 @@ def test_a_new_scheduler_gets_its_start_timeout_to_bring_up_its_health_server(
     # The grace counts from the first look at this scheduler process (the first tick).
     for _ in range(10):  # never answered yet, within scheduler_start_timeout: not counted
         (sentence,) = tick(cluster, c1)
-        assert "scheduler healthy on n1" in sentence
+        assert sentence == healthy(cluster, "n1")
         assert c1.last_probes["n1"].detail == "starting: health check failed: refused"
     (sentence,) = tick(cluster, c1, seconds=1.5)  # grace over: failure 1 of 2
-    assert "scheduler healthy on n1" in sentence
+    assert sentence == healthy(cluster, "n1")
     (sentence,) = tick(cluster, c1)
-    assert "scheduler was unhealthy on n1 (health check failed: refused 2 times in a row); restarted it" in sentence
+    assert sentence == (
+        "active (epoch 1): scheduler was unhealthy on n1 (health check failed: refused 2 times in a row); "
+        f"restarted it in place (attempt 1/3, up after 0.0s, running (pid {pid(cluster, 'n1')}))"
+    )
 
 
 # --- the leash and renewals on their own clock ------------------------------------------------
@@ -1199,13 +1323,15 @@ def test_renew_keeps_lease_and_placements_without_a_cycle(cluster: Cluster) -> N
 def test_renew_renews_a_remote_placement_seen_healthy(cluster: Cluster) -> None:
     c1 = cluster.controller("n1")
     cluster.runners["n2"].run()
-    assert "adopted the scheduler already running on n2" in c1.run_cycle()
-    assert "scheduler healthy on n2" in tick(cluster, c1)[0]
-    assert c1.renewing == {"n2": True}  # n2 has no controller of its own: its leash is renewed too
+    assert c1.run_cycle() == (
+        f"active (epoch 1): adopted the scheduler already running on n2 (running (pid {pid(cluster, 'n2')}))"
+    )
+    assert tick(cluster, c1)[0] == healthy(cluster, "n2")
+    assert c1.renewals.renewing == {"n2": True}  # n2 has no controller of its own: its leash is renewed too
     for _ in range(int(3 * TTL)):
         cluster.clock.advance(1.0)
         c1.renew()
-        wait_for(lambda: not c1._leash_pending, 5, "the background leash renewal")
+        wait_for(lambda: not c1.renewals.leash_pending, 5, "the background leash renewal")
     assert cluster.store.placement().valid and cluster.store.placement_node == "n2"
     assert [kind for kind, _d in cluster.runners["n2"].deadlines].count("renew") >= int(3 * TTL)
 
@@ -1225,7 +1351,10 @@ def test_sigterm_during_a_start_wait_gives_up_at_once(cluster: Cluster) -> None:
     c1 = cluster.controller("n1")
     cluster.runners["n1"].on_probe = c1.stopping.set
     sentence = c1.run_cycle()
-    assert sentence.endswith("its start failed: gave up the start to shut down (cleanup: stopped)")
+    assert sentence == (
+        "active (epoch 1): placed the scheduler on n1 but its start failed: "
+        "gave up the start to shut down (cleanup: stopped)"
+    )
     assert sum(cluster.clock.slept) < 1.0
     assert cluster.actions == [("n1", "start"), ("n1", "stop")]
 
@@ -1246,8 +1375,12 @@ def test_store_down_at_start_up_self_fences_an_unleashed_scheduler(cluster: Clus
     cluster.runners["n1"].run()
     cluster.runners["n1"].leashed = False  # started by hand: nothing else would stop it
     c1 = cluster.controller("n1")
+    running = pid(cluster, "n1")
     sentence = cluster.store.unreachable_for(c1.run_cycle)
-    assert "self-fenced: stopped the local scheduler" in sentence
+    assert sentence == (
+        "starting: metastore unreachable (fake metastore unreachable (acquire_or_renew)); self-fenced: stopped "
+        f"the local scheduler (running (pid {running}) -> stopped) before its placement could expire"
+    )
     assert cluster.running() == []
 
 
@@ -1264,7 +1397,9 @@ def test_a_new_active_learns_the_leash_of_nodes_from_the_last_observations(clust
     cluster.runners["n3"].reachable = False
     c2.run_cycle()
     assert cluster.store.lease_host == "n2"
-    assert not c2.last_seen["n3"].leashed and c2.last_seen["n3"].state is SchedulerState.RUNNING
+    seen = c2.health.last_seen("n3")
+    assert seen is not None
+    assert not seen.leashed and seen.state is SchedulerState.RUNNING
 
 
 # --- identity ---------------------------------------------------------------------------------
@@ -1278,10 +1413,14 @@ def test_a_second_controller_in_this_hosts_row_stops_this_one_and_leaves_the_sch
     twin = cluster.controller("n1")  # the same current_host: a second holder
     twin._heartbeat()
     sentence = tick(cluster, c1)[0]
-    assert "another controller runs as n1" in sentence and c1.duplicate is not None
+    assert sentence == "stopping: another controller runs as n1 (pid 2); current_host must be unique"
+    assert c1.duplicate is not None
     assert any(e.kind == "duplicate" for e in cluster.store.events(10))
     assert c1.renew() is False
-    assert "left the local scheduler" in c1.shutdown()
+    assert c1.shutdown() == (
+        "left the local scheduler and its placement to the other controller on n1; "
+        "released the leadership lease (epoch 1)"
+    )
     assert cluster.running() == ["n1"]
 
 

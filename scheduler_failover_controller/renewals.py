@@ -1,0 +1,167 @@
+"""The placements and leashes this controller keeps alive between its cycles (docs/design.md, section 4).
+
+The cycle says what to keep (``renewing``: remote schedulers seen healthy; ``starting``: starts
+under way); the renewal thread and the cycle both renew them through here. A remote leash is
+renewed in the background, over SSH, so that no renewal ever waits for a node. As before this
+split, the cycle rebinds ``renewing`` and edits ``starting`` while the renewal thread iterates
+over copies of them: no lock.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+from .config import Config
+from .exceptions import MetastoreError
+from .metastore.base import Metastore, Placement
+from .nodes.base import NodeRunner
+from .probe import ProbeResult
+from .term import NEVER, Role, Term
+
+log = logging.getLogger(__name__)
+
+
+class Renewals:
+    """What is renewed apart from the cycle, and the renewals of it."""
+
+    def __init__(
+        self,
+        config: Config,
+        store: Metastore,
+        term: Term,
+        runners: dict[str, NodeRunner],
+        pool: ThreadPoolExecutor,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.term = term
+        self.host = config.current_host
+        self.runners = runners
+        self.pool = pool  # remote leash renewals
+        self.starting: set[str] = set()  # nodes with a start under way (their placement is renewed)
+        self.renewing: dict[str, bool] = {}  # remote node -> also renew its leash: healthy there, renewed apart
+        self.leash_pending: set[str] = set()  # remote leash renewals not returned yet
+
+    def renew(self, look_local: Callable[[], ProbeResult], heartbeat: Callable[[], None]) -> bool:
+        """One round of the renewal thread: the lease (when active), the placements kept, this
+        node's placement and leash, the heartbeat. True when the cycle should run now."""
+        if not self.term.readable():
+            return self._renew_nothing(heartbeat)
+        t0 = self.term.monotonic()
+        wake = False
+        if self.term.role is Role.ACTIVE:
+            epoch = self.term.epoch
+            if not self.term.renew_lease():
+                wake = True
+            elif epoch == self.term.epoch and self.term.leads() and self.term.readable():
+                self.others()
+        probe = look_local()
+        held = self.term.placement_deadline != NEVER
+        if not self.term.readable():  # found by the lease renewal just now
+            return self._renew_nothing(heartbeat)
+        starting = self.host in self.starting
+        if (held or starting) and self.own(probe, t0) is None:
+            # Not ours any more, or its scheduler is gone: the cycle decides what follows.
+            wake = wake or (probe.state.maybe_running and self.host not in self.starting)
+        if self.term.role is not Role.ACTIVE:
+            try:
+                wake = wake or not self.store.read_state().lease.valid
+            except MetastoreError as exc:
+                self.term.failed(exc)
+                log.warning("renewal: cannot read the lease: %s", exc)
+        heartbeat()
+        return wake
+
+    def _renew_nothing(self, heartbeat: Callable[[], None]) -> bool:
+        """Renewals while the store holds a record no valid write produces: none, as with the store down.
+
+        The lease lapses (another controller may take over once the record is fixed) and this
+        node's placement runs out (the cycle fences its scheduler first, the leash at the latest).
+        The heartbeat still says this controller is alive. True (run the cycle now) once the
+        store reads fine again: the cycle then takes up the renewals.
+        """
+        try:
+            self.store.read_state()
+            readable = True
+        except MetastoreError:
+            readable = False
+        heartbeat()
+        return readable
+
+    def own(self, probe: ProbeResult, t0: float) -> Placement | None:
+        """Renew this node's placement, but only while its scheduler runs or a start is under way.
+
+        A placement kept alive for a dead scheduler would make an active controller that cannot
+        reach this node wait for it to expire for ever.
+        """
+        if not probe.state.maybe_running and self.host not in self.starting:
+            return None
+        return self.term.renew_own(t0)
+
+    def keep(self, node: str) -> None:
+        """Renew the placement of ``node``'s healthy scheduler now and between cycles, and its leash
+        too when the node's own controller is not there to renew it."""
+        self.renewing[node] = not self._has_live_controller(node)
+        self.remote(node)
+
+    def _has_live_controller(self, node: str) -> bool:
+        """Whether ``node``'s own controller heartbeats (it then renews its leash itself)."""
+        try:
+            registry = self.store.controllers()
+        except MetastoreError:
+            return False
+        return any(c.host == node and c.age < 2 * self.config.renew_interval for c in registry)
+
+    def others(self) -> None:
+        """Renew every remote placement kept, and those of starts under way (the active, between cycles)."""
+        for node in list(self.renewing):
+            self.remote(node)
+        for node in list(self.starting - {self.host}):
+            self.while_waiting(node)
+
+    def remote(self, node: str) -> None:
+        """Renew another node's placement under our epoch, and its leash when asked to."""
+        try:
+            placement, deadline = self.term.renew_placement(node)
+        except MetastoreError as exc:
+            self.term.failed(exc)
+            log.warning("placement renewal for %s failed: %s", node, exc)
+            return
+        if placement is None:
+            self.renewing.pop(node, None)
+        elif self.renewing.get(node):
+            self.remote_leash(node, deadline)
+
+    def while_waiting(self, node: str) -> bool:
+        """Renew the lease and ``node``'s placement during a start; False when either is lost."""
+        t0 = self.term.monotonic()
+        if not self.term.renew_lease() or not self.term.readable():
+            return False
+        try:
+            placement, deadline = self.term.renew_placement(node, t0)
+        except MetastoreError as exc:
+            self.term.failed(exc)
+            log.warning("renewal while waiting for the scheduler failed: %s", exc)
+            return self.term.leads() and self.term.readable()
+        if placement is not None and node != self.host:  # this node's own deadline moved with it
+            self.remote_leash(node, deadline)
+        return placement is not None
+
+    def remote_leash(self, node: str, deadline: float) -> None:
+        """Renew ``node``'s leash in the background (over SSH): renewals never wait for a node."""
+        if node in self.leash_pending:
+            return  # the last one has not returned yet; its deadline is the safe one anyway
+        self.leash_pending.add(node)
+
+        def renew() -> None:
+            try:
+                self.runners[node].renew_leash(deadline)
+            finally:
+                self.leash_pending.discard(node)
+
+        try:
+            self.pool.submit(renew)
+        except RuntimeError:  # shut down
+            self.leash_pending.discard(node)
