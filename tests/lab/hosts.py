@@ -33,6 +33,7 @@ from tests.lab.tools import (
     libfaketime,
     sh,
 )
+from tests.support.sshd import sshd_config
 from tests.support.waiting import wait_for
 
 # --- hosts ------------------------------------------------------------------------------------
@@ -70,22 +71,14 @@ class Host:
             + "".join(f"{h.ip} {h.name}\n" for h in nodes)
         )
         (self.dir / "sshd_config").write_text(
-            f"ListenAddress {self.ip}:22\n"
-            f"HostKey {self.dir / 'ssh_host_ed25519_key'}\n"
-            "PidFile none\n"
-            f"AuthorizedKeysFile {lab.dir / 'authorized_keys'}\n"
-            "PermitRootLogin prohibit-password\n"
-            "PubkeyAuthentication yes\n"
-            "PasswordAuthentication no\n"
-            "KbdInteractiveAuthentication no\n"
-            "UsePAM no\n"
-            "StrictModes no\n"
-            "UseDNS no\n"
-            "PrintMotd no\n"
-            "MaxStartups 100:30:200\n"
-            "MaxSessions 100\n"
-            "LogLevel INFO\n"
-            f"SetEnv PATH={VENV_BIN}:{SYSTEM_PATH} PYTHONPATH={ROOT}\n"
+            sshd_config(
+                f"{self.ip}:22",
+                self.dir / "ssh_host_ed25519_key",
+                "none",
+                lab.dir / "authorized_keys",
+                "INFO",
+                f"SetEnv PATH={VENV_BIN}:{SYSTEM_PATH} PYTHONPATH={ROOT}",
+            )
         )
         settings = {
             "scheduler_nodes_in_cluster": ",".join(h.name for h in nodes),

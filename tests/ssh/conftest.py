@@ -33,6 +33,7 @@ from scheduler_failover_controller.nodes.ssh import SSHNodeRunner
 from scheduler_failover_controller.probe import find_schedulers
 from tests.conftest import IN_CI, missing
 from tests.support.ports import free_port
+from tests.support.sshd import sshd_config
 
 SSHD = "/usr/sbin/sshd"
 ROOT = Path(__file__).resolve().parents[2]
@@ -95,21 +96,13 @@ class Sshd:
         kind, key = self.host_key.with_suffix(".pub").read_text().split()[:2]
         self.known_hosts.write_text(f"[{NODE}]:{self.port} {kind} {key}\n")
         (self.base / "sshd_config").write_text(
-            f"ListenAddress {NODE}:{self.port}\n"
-            f"HostKey {self.host_key}\n"
-            f"PidFile {self.base / 'sshd.pid'}\n"
-            f"AuthorizedKeysFile {self.base / 'authorized_keys'}\n"
-            "PermitRootLogin prohibit-password\n"
-            "PubkeyAuthentication yes\n"
-            "PasswordAuthentication no\n"
-            "KbdInteractiveAuthentication no\n"
-            "UsePAM no\n"
-            "StrictModes no\n"
-            "UseDNS no\n"
-            "PrintMotd no\n"
-            "MaxStartups 100:30:200\n"
-            "MaxSessions 100\n"
-            "LogLevel VERBOSE\n"
+            sshd_config(
+                f"{NODE}:{self.port}",
+                self.host_key,
+                str(self.base / "sshd.pid"),
+                self.base / "authorized_keys",
+                "VERBOSE",
+            )
         )
 
     def start(self) -> None:
