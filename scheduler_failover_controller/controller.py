@@ -338,6 +338,11 @@ class Controller:
     def _probe_all(self) -> dict[str, ProbeResult]:
         """Probe every node in parallel, and record what was seen under this term's epoch."""
         results = self.last_probes = self.health.probe_all(self.runners, self._pool)
+        self._record(results)
+        return results
+
+    def _record(self, results: dict[str, ProbeResult]) -> None:
+        """Record these looks as the cluster's observations, under this term's epoch."""
         observations = [
             Observation(n, r.state.value, r.pids, r.detail, by_host=self.host, leashed=r.leashed)
             for n, r in results.items()
@@ -346,7 +351,6 @@ class Controller:
             self.store.record_observations(self.holder, self.epoch, observations)
         except MetastoreError as exc:
             log.warning("observations not recorded: %s", exc)
-        return results
 
     # --- the active controller ----------------------------------------------------------
 
@@ -571,6 +575,8 @@ class Controller:
             if seen_running(probe):
                 after = stop(self.local)
                 parts.append(f"stopped the local scheduler ({probe.describe()} -> {after.state.value})")
+                if self.leads() and self.last_probes:  # else status would show it running until the next active looks
+                    self._record({**self.last_probes, self.host: after})
             if after.state is SchedulerState.STOPPED:
                 try:
                     if self.store.release_placement(self.host):

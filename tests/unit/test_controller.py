@@ -1108,6 +1108,17 @@ def test_shutdown_stops_the_local_scheduler_and_releases_everything(cluster: Clu
     assert s2 == placed(cluster, "n2", epoch=2)
 
 
+def test_shutdown_of_the_active_records_its_node_stopped(cluster: Cluster) -> None:
+    """Else `status` shows the stopped scheduler running until another active looks (a single host: never)."""
+    c1 = active_on_n1(cluster)
+    c1.run_cycle()
+    assert {o.node: o.state for o in cluster.store.observations()}["n1"] == "running"
+    c1.shutdown()
+    seen = {o.node: (o.state, o.pids) for o in cluster.store.observations()}
+    assert seen["n1"] == ("stopped", ())
+    assert set(seen) == set(c1.runners)  # the other nodes' last looks are kept
+
+
 def test_shutdown_while_paused_leaves_the_scheduler_alone(cluster: Cluster) -> None:
     c1 = active_on_n1(cluster)
     cluster.store.set_paused(True)
