@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from .config import Config
 from .controller import PLEASE_REPORT, Controller
@@ -164,6 +164,37 @@ def run(
     wake = threading.Event()
     # First, before any signal handler changes: a port in use is a ConfigError (one line).
     metrics = _serve_metrics(controller, config.metrics_port, config.source) if config.metrics_port else None
+    previous = _install_signals(controller, stop, wake)
+    _announce(config, controller)
+    renewals_stop = threading.Event()
+    renewer = threading.Thread(
+        target=_renewals, args=(controller, config.renew_interval, renewals_stop, wake), name="renewals", daemon=True
+    )
+    sd_notify("READY=1")
+    try:
+        ready, other = _setup(controller, stop, config.renew_interval)
+        if not ready:
+            return 0
+        if other is not None:
+            _refuse_duplicate(config, controller, other)
+        renewer.start()
+        return _cycles(config, controller, stop, wake, metrics, monotonic)
+    finally:
+        renewals_stop.set()
+        if renewer.is_alive():
+            renewer.join(timeout=2 * config.metastore_timeout + 2)
+        sd_notify("STOPPING=1")
+        log.info("shutting down: %s", controller.shutdown())
+        if metrics is not None:
+            metrics.shutdown()
+        controller.store.close()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _install_signals(controller: Controller, stop: threading.Event, wake: threading.Event) -> dict[int, Any]:
+    """SIGTERM/SIGINT finish the cycle and hand over; SIGHUP/SIGUSR1/SIGUSR2 are logged. Returns
+    the handlers they replace (none outside the main thread, where Python allows no handler)."""
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         log.info("received %s; finishing the current cycle, then releasing", signal.Signals(signum).name)
@@ -174,12 +205,17 @@ def run(
     def on_ignored(signum: int, _frame: FrameType | None) -> None:
         log.info("received %s; ignored (restart the controller to apply a changed config)", signal.Signals(signum).name)
 
-    previous = {}
+    previous: dict[int, Any] = {}
     if threading.current_thread() is threading.main_thread():
         previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
         previous.update(
             {sig: signal.signal(sig, on_ignored) for sig in (signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)}
         )
+    return previous
+
+
+def _announce(config: Config, controller: Controller) -> None:
+    """The start-up line, and a warning for a stop command that gives no grace."""
     log.info(
         "controller %s starting on %s: nodes %s, poll %gs, lease %gs (renewed every %gs), metastore %s",
         controller.holder,
@@ -195,52 +231,45 @@ def run(
             "airflow_scheduler_stop_command uses kill -9: a stopped scheduler gets no grace to finish "
             "its work; leave it empty for SIGTERM, then SIGKILL after scheduler_stop_timeout"
         )
-    renewals_stop = threading.Event()
-    renewer = threading.Thread(
-        target=_renewals, args=(controller, config.renew_interval, renewals_stop, wake), name="renewals", daemon=True
+
+
+def _refuse_duplicate(config: Config, controller: Controller, other: ControllerInfo) -> NoReturn:
+    """Another live controller has this ``current_host``: record it and stop (a config error)."""
+    controller.duplicate = other  # its node's scheduler is the other's to guard: left alone
+    problem = (
+        f"another controller is running as {config.current_host!r} "
+        f"(pid {other.pid}, heartbeat {other.age:.1f}s ago); each controller needs its own current_host"
     )
-    sd_notify("READY=1")
-    try:
-        ready, other = _setup(controller, stop, config.renew_interval)
-        if not ready:
-            return 0
-        if other is not None:
-            controller.duplicate = other  # its node's scheduler is the other's to guard: left alone
-            problem = (
-                f"another controller is running as {config.current_host!r} "
-                f"(pid {other.pid}, heartbeat {other.age:.1f}s ago); each controller needs its own current_host"
-            )
-            controller._event("duplicate", f"{problem}: refused to start (pid {controller.pid})")
-            raise ConfigError(f"{config.source}: current_host: {problem}")
-        renewer.start()
-        next_run = monotonic()
-        while not stop.is_set():
-            wake.clear()
-            began = monotonic()
-            sentence = controller.run_cycle()
-            if metrics is not None:
-                metrics.observe_cycle(monotonic() - began)
-            log.info("%s", sentence)
-            if controller.duplicate is not None:
-                return 2  # a config error found at run time: another controller has this identity
-            sd_notify(f"WATCHDOG=1\nSTATUS={sentence[:200]}")
-            next_run += config.poll_frequency
-            now = monotonic()
-            if next_run < now:  # a slow cycle: skip the missed slots instead of bursting
-                next_run = now
-            # Woken early when the renewals find the lease free or lost: a lost host costs the
-            # lease, not the poll (at most one early cycle per renewal interval).
-            if wake.wait(next_run - now):
-                next_run = monotonic()
-    finally:
-        renewals_stop.set()
-        if renewer.is_alive():
-            renewer.join(timeout=2 * config.metastore_timeout + 2)
-        sd_notify("STOPPING=1")
-        log.info("shutting down: %s", controller.shutdown())
+    controller._event("duplicate", f"{problem}: refused to start (pid {controller.pid})")
+    raise ConfigError(f"{config.source}: current_host: {problem}")
+
+
+def _cycles(
+    config: Config,
+    controller: Controller,
+    stop: threading.Event,
+    wake: threading.Event,
+    metrics: MetricsServer | None,
+    monotonic: Callable[[], float],
+) -> int:
+    """One cycle every ``poll_frequency`` seconds, each sentence logged, until ``stop``."""
+    next_run = monotonic()
+    while not stop.is_set():
+        wake.clear()
+        began = monotonic()
+        sentence = controller.run_cycle()
         if metrics is not None:
-            metrics.shutdown()
-        controller.store.close()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+            metrics.observe_cycle(monotonic() - began)
+        log.info("%s", sentence)
+        if controller.duplicate is not None:
+            return 2  # a config error found at run time: another controller has this identity
+        sd_notify(f"WATCHDOG=1\nSTATUS={sentence[:200]}")
+        next_run += config.poll_frequency
+        now = monotonic()
+        if next_run < now:  # a slow cycle: skip the missed slots instead of bursting
+            next_run = now
+        # Woken early when the renewals find the lease free or lost: a lost host costs the
+        # lease, not the poll (at most one early cycle per renewal interval).
+        if wake.wait(next_run - now):
+            next_run = monotonic()
     return 0
