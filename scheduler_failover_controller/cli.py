@@ -627,8 +627,10 @@ def switchover(ctx: click.Context, target: str, mode: str, wait_s: float | None)
     wait = 2 * config.lease_ttl + config.scheduler_start_timeout if wait_s is None else wait_s
     with _store(config) as store:
         store.setup()
-        store.request_switchover(target, mode)
+        # The request's event first: the active may carry the request out (and record its outcome)
+        # at once, and the history must show the request before its outcome.
         store.add_event(config.current_host, "switchover", f"{mode} switchover to {target} requested")
+        store.request_switchover(target, mode)
         if wait == 0:
             click.echo(f"requested a {mode} switchover to {target}")
             return
@@ -642,7 +644,9 @@ def switchover(ctx: click.Context, target: str, mode: str, wait_s: float | None)
             time.sleep(min(0.5, config.poll_frequency / 2))
         # The active controller records the outcome as an event of its own kind, the sentence as its message.
         kinds = {outcome.value for outcome in SwitchoverOutcome}
-        outcomes = [e for e in store.events(20) if e.kind in kinds]
+        events = store.events(20)
+        ours = max((i for i, e in enumerate(events) if e.kind == "switchover"), default=-1)  # our request
+        outcomes = [e for e in events[ours + 1 :] if e.kind in kinds]  # not an earlier switchover's
         placement = store.read_state().placement
     last = outcomes[-1] if outcomes else None
     message = last.message if last else "no outcome recorded"

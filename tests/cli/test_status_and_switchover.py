@@ -129,6 +129,32 @@ def test_switchover_is_judged_by_the_outcome_kind_not_its_words(cli: Cli, kind: 
     assert [e["kind"] for e in events] == ["switchover", kind.value]
 
 
+def test_an_earlier_switchovers_outcome_is_not_taken_for_this_ones(cli: Cli) -> None:
+    """The outcome is looked for after this request's event only: an old failure says nothing now."""
+    store = cli.store()
+    store.add_event(HOST, "switchover", f"controlled switchover to {OTHER} requested", 1)
+    store.add_event(HOST, SwitchoverOutcome.FAILED.value, "an old failure", 1)
+    store.close()
+
+    def carry_out_silently() -> None:  # an active that moves it but records no outcome (an older release)
+        active = cli.store()
+        try:
+            wait_for(lambda: active.read_state().switchover is not None, 20, "the switchover request")
+            lease = active.acquire_or_renew("holder-a", HOST, 30)
+            assert lease is not None
+            assert active.set_placement(OTHER, "holder-a", lease.epoch, 0, 30) is not None
+            active.clear_switchover()
+        finally:
+            active.close()
+
+    thread = threading.Thread(target=carry_out_silently, daemon=True)
+    thread.start()
+    result = cli("switchover", "--to", OTHER, "--wait", "20")
+    thread.join(10)
+    assert result.exit_code == 0, result.output
+    assert result.output.strip() == "no outcome recorded"
+
+
 def test_switchover_words_that_once_meant_failure_do_not_fail_a_done_one(cli: Cli) -> None:
     cli.store().close()
     message = (
