@@ -16,6 +16,7 @@ import re
 import shlex
 import stat
 import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -482,8 +483,6 @@ def probe_local(node: str, match: str, state_dir: Path | None = None) -> ProbeRe
     ``state_dir`` (default: ``$SFC_STATE_DIR``, as the SSH runner passes it) is where the node's
     leashes register; without it no scheduler counts as leashed.
     """
-    import time
-
     looked_at = time.monotonic()
     try:
         roots, hidden = scan_schedulers(match)
