@@ -41,55 +41,72 @@ reading) and ``set DEADLINE`` (writes the deadline file).
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import logging
 import math
 import os
-import secrets
-import select
 import shlex
 import signal
-import stat
-import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Sequence
 
 import psutil
 
+from .leash_deadline import deadline_path, read_deadline_file, serve, write_atomically, write_deadline
+from .leash_procs import (
+    PR_SET_CHILD_SUBREAPER,
+    PR_SET_NAME,
+    PR_SET_PDEATHSIG,
+    Proc,
+    descendants,
+    prctl,
+    proc_argv,
+    proc_table,
+    signal_if_same,
+)
+from .leash_spec import (
+    CLI_SUBCOMMAND,
+    ENV_COMMAND,
+    ENV_DEADLINE,
+    ENV_NODE,
+    ENV_PREFIX,
+    ENV_STATE_DIR,
+    LOCAL_ARGV,
+    SERVE_BANNER,
+    Spec,
+    child_environment,
+)
+from .leash_watcher import Watcher
 from .probe import (
-    LEASH_MODULE,
-    MATCH_ENV,
-    STATE_DIR_ENV,
     LeashRecord,
     find_schedulers,
     leash_dir,
     leash_record_prefix,
     matches,
     read_leash_records,
-    split_title,
 )
+
+__all__ = [
+    "CLI_SUBCOMMAND",
+    "ENV_COMMAND",
+    "ENV_DEADLINE",
+    "ENV_NODE",
+    "ENV_PREFIX",
+    "ENV_STATE_DIR",
+    "LOCAL_ARGV",
+    "SERVE_BANNER",
+    "Leash",
+    "Spec",
+    "child_environment",
+    "deadline_path",
+    "main",
+    "read_deadline_file",
+    "serve",
+    "write_deadline",
+]
 
 log = logging.getLogger(__name__)
 
-ENV_PREFIX = "SFC_LEASH_"
-ENV_NODE = ENV_PREFIX + "NODE"
-ENV_STATE_DIR = ENV_PREFIX + "STATE_DIR"
-ENV_COMMAND = ENV_PREFIX + "COMMAND"
-ENV_STOP_COMMAND = ENV_PREFIX + "STOP_COMMAND"
-ENV_STOP_TIMEOUT = ENV_PREFIX + "STOP_TIMEOUT"
-ENV_TTL = ENV_PREFIX + "TTL"
-ENV_DEADLINE = ENV_PREFIX + "DEADLINE"
-ENV_LINGER = ENV_PREFIX + "LINGER"
-ENV_TOKEN = ENV_PREFIX + "TOKEN"
-
-#: how a leash is started on this machine
-LOCAL_ARGV = (sys.executable, "-m", LEASH_MODULE)
-#: the hidden CLI subcommand that execs the same on another node (``ssh_remote_command leash``)
-CLI_SUBCOMMAND = "leash"
-SERVE_BANNER = "sfc-leash-serve 1"
 
 POLL = 0.1  # seconds between looks at the deadline file
 SCAN = 0.5  # seconds between looks at the process tree (for the watcher's list)
@@ -101,270 +118,9 @@ KILL_GIVE_UP = 5.0  # seconds after SIGKILL to give up on processes that do not 
 # tree is gone, not just signalled, when the deadline is reached (waking up and signalling a tree
 # takes tens of milliseconds on a loaded host).
 KILL_LEAD = 0.1
-BACKSTOP = 1.0  # seconds after the deadline when the watcher kills if the leash has not
 _SIGNALS = {signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
 
-_PR_SET_PDEATHSIG = 1
-_PR_SET_NAME = 15
-_PR_SET_CHILD_SUBREAPER = 36
 LEASH_NAME = b"sfc-leash"
-WATCHER_NAME = b"sfc-leash-w"
-SERVE_NAME = b"sfc-leash-s"
-
-
-# --- the deadline channel -----------------------------------------------------------------------
-
-
-def deadline_path(state_dir: Path, node: str) -> Path:
-    """The node's deadline file: ``state_dir/leash/NODE.deadline``."""
-    return leash_dir(state_dir) / f"{node}.deadline"
-
-
-_failing: set[str] = set()  # deadline files whose last write failed (one warning per streak)
-
-
-def write_deadline(state_dir: Path, node: str, deadline: float) -> None:
-    """Renew ``node``'s leash on this machine: ``deadline`` is a ``time.monotonic()`` value.
-
-    Atomic (a temp file renamed over the old one), 0600 in a 0700 directory, no fsync (a leash
-    never outlives a reboot). Never raises: a failure (full or read-only disk) logs one warning
-    until a write succeeds again.
-    """
-    path = deadline_path(state_dir, node)
-    error = _write_deadline(path, deadline)
-    key = str(path)
-    if error is None:
-        if key in _failing:
-            _failing.discard(key)
-            log.info("%s: leash deadline written again (%s)", node, path)
-        return
-    if key in _failing:
-        log.debug("%s: leash deadline still not written to %s: %s", node, path, error)
-        return
-    _failing.add(key)
-    log.warning("%s: cannot renew the leash: writing %s failed: %s", node, path, error)
-
-
-def _write_deadline(path: Path, deadline: float) -> str | None:
-    """Write the deadline file; None, or why it could not be written."""
-    if not math.isfinite(deadline):
-        return f"not a deadline: {deadline!r}"
-    return _write_atomically(path, f"{deadline!r}\n")
-
-
-def _ensure_dir(directory: Path) -> None:
-    """``state_dir/leash``: created 0700; tightened to 0700 if it is ours and wider."""
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    with contextlib.suppress(FileExistsError):
-        os.mkdir(directory, 0o700)
-    info = os.stat(directory)
-    if info.st_uid == os.geteuid() and stat.S_IMODE(info.st_mode) & 0o077:
-        os.chmod(directory, 0o700)
-
-
-def _write_atomically(path: Path, text: str) -> str | None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    try:
-        _ensure_dir(path.parent)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-        try:
-            data = text.encode()
-            if os.write(fd, data) != len(data):
-                raise OSError("short write")
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except OSError as exc:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        return exc.strerror or str(exc)
-    return None
-
-
-def read_deadline_file(path: Path) -> float | None:
-    """The deadline in ``path``; None when absent, unreadable, not a regular file of this user,
-    or not a finite number."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except OSError:
-        return None
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode) or info.st_uid != os.geteuid():
-            return None
-        data = os.read(fd, 256)
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
-    try:
-        value = float(data.decode("ascii").split()[0])
-    except (UnicodeDecodeError, ValueError, IndexError):
-        return None
-    return value if math.isfinite(value) else None
-
-
-# --- what the starter passes ----------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Spec:
-    """What a leash is told by its starter, in the environment (never on its command line)."""
-
-    node: str
-    state_dir: Path
-    command: str  # run by /bin/sh -c
-    stop_command: str  # empty: SIGTERM
-    stop_timeout: float
-    ttl: float
-    deadline: float  # time.monotonic() on this host
-    match: str  # scheduler_process_match for the node
-    linger: float  # seconds to wait for a handed-off scheduler (scheduler_start_timeout)
-    token: str = ""
-
-    def environment(self) -> dict[str, str]:
-        """The variables that carry this spec (see :meth:`from_env`)."""
-        return {
-            ENV_NODE: self.node,
-            ENV_STATE_DIR: str(self.state_dir),
-            ENV_COMMAND: self.command,
-            ENV_STOP_COMMAND: self.stop_command,
-            ENV_STOP_TIMEOUT: repr(float(self.stop_timeout)),
-            ENV_TTL: repr(float(self.ttl)),
-            ENV_DEADLINE: repr(float(self.deadline)),
-            MATCH_ENV: self.match,
-            ENV_LINGER: repr(float(self.linger)),
-            ENV_TOKEN: self.token,
-        }
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> Spec:
-        """Read the spec; ValueError naming what is missing or wrong."""
-
-        def text(name: str, required: bool = True) -> str:
-            value = env.get(name, "")
-            if required and not value:
-                raise ValueError(f"{name} is not set")
-            return value
-
-        def number(name: str, positive: bool = True) -> float:
-            raw = text(name)
-            try:
-                value = float(raw)
-            except ValueError:
-                raise ValueError(f"{name} is not a number") from None
-            if not math.isfinite(value) or (positive and value <= 0):
-                raise ValueError(f"{name} must be a positive number")
-            return value
-
-        return cls(
-            node=text(ENV_NODE),
-            state_dir=Path(text(ENV_STATE_DIR)),
-            command=text(ENV_COMMAND),
-            stop_command=text(ENV_STOP_COMMAND, required=False),
-            stop_timeout=number(ENV_STOP_TIMEOUT),
-            ttl=number(ENV_TTL),
-            deadline=number(ENV_DEADLINE, positive=False),
-            match=text(MATCH_ENV, required=False),
-            linger=number(ENV_LINGER),
-            token=text(ENV_TOKEN, required=False),
-        )
-
-
-def child_environment(env: Mapping[str, str]) -> dict[str, str]:
-    """The environment of the scheduler: the leash's without its instructions."""
-    drop = {MATCH_ENV, STATE_DIR_ENV}
-    return {k: v for k, v in env.items() if not k.startswith(ENV_PREFIX) and k not in drop}
-
-
-# --- processes, read from /proc -------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Proc:
-    ppid: int
-    session: int
-    start: int  # start time in clock ticks since boot: with the pid, the process's identity
-    state: str
-
-
-def _stat(pid: int) -> _Proc | None:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as handle:
-            data = handle.read()
-    except OSError:
-        return None
-    rest = data.rpartition(b")")[2].split()
-    try:
-        return _Proc(int(rest[1]), int(rest[3]), int(rest[19]), rest[0].decode())
-    except (IndexError, ValueError):
-        return None
-
-
-def _table() -> dict[int, _Proc]:
-    """Every process of this machine (one read of /proc/PID/stat each; live ones only)."""
-    table = {}
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            info = _stat(int(name))
-            if info is not None and info.state not in ("Z", "X", "x"):
-                table[int(name)] = info
-    return table
-
-
-def _below(table: Mapping[int, _Proc], roots: Sequence[int], exclude: set[int]) -> list[int]:
-    """The live descendants of ``roots`` (not the roots), pruning the subtrees of ``exclude``."""
-    children: dict[int, list[int]] = {}
-    for pid, info in table.items():
-        children.setdefault(info.ppid, []).append(pid)
-    out: list[int] = []
-    level = list(roots)
-    seen = set(roots)
-    while level:
-        nxt = [c for p in level for c in children.get(p, []) if c not in seen and c not in exclude]
-        seen.update(nxt)
-        out += nxt
-        level = nxt
-    return out
-
-
-def _argv(pid: int) -> list[str]:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as handle:
-            raw = handle.read()
-    except OSError:
-        return []
-    return split_title([a.decode(errors="replace") for a in raw.split(b"\0")[:-1]])
-
-
-def _signal(pid: int, start: int, signum: int) -> bool:
-    """Signal ``pid`` only while it is the process that started at ``start`` (never a recycled pid)."""
-    info = _stat(pid)
-    if info is None or info.start != start or info.state in ("Z", "X", "x"):
-        return False
-    try:
-        os.kill(pid, signum)
-    except OSError:
-        return False
-    return True
-
-
-_libc: ctypes.CDLL | None = None
-
-
-def _prctl(option: int, value: int | bytes) -> bool:
-    """prctl(2) through ctypes (Linux); False when it failed or is not there."""
-    global _libc
-    try:
-        if _libc is None:
-            _libc = ctypes.CDLL(None, use_errno=True)
-        arg: ctypes.c_char_p | ctypes.c_ulong = (
-            ctypes.c_char_p(value) if isinstance(value, bytes) else ctypes.c_ulong(value)
-        )
-        zero = ctypes.c_ulong(0)
-        return int(_libc.prctl(ctypes.c_int(option), arg, zero, zero, zero)) == 0
-    except (OSError, AttributeError):
-        return False
 
 
 # --- the supervisor -------------------------------------------------------------------------------
@@ -415,8 +171,8 @@ class Leash:
     # --- life cycle ---
 
     def run(self) -> int:
-        _prctl(_PR_SET_NAME, LEASH_NAME)
-        if not _prctl(_PR_SET_CHILD_SUBREAPER, 1):
+        prctl(PR_SET_NAME, LEASH_NAME)
+        if not prctl(PR_SET_CHILD_SUBREAPER, 1):
             self.say("warning: PR_SET_CHILD_SUBREAPER failed; processes that detach escape the leash")
         signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
         now = time.monotonic()
@@ -510,7 +266,7 @@ class Leash:
                 signal.pthread_sigmask(signal.SIG_SETMASK, set())
                 for signum in (signal.SIGPIPE, signal.SIGXFSZ):
                     signal.signal(signum, signal.SIG_DFL)
-                _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+                prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
                 if os.getppid() == leash:  # not already orphaned before the prctl took effect
                     os.execve(argv[0], argv, env)
             except BaseException:  # noqa: BLE001 - exec failed: exit 127 as a shell does
@@ -528,7 +284,7 @@ class Leash:
             code = 1
             try:
                 os.close(write_end)
-                code = _Watcher(read_end, self.pid, self.spec, self.record_path).run()
+                code = Watcher(read_end, self.pid, self.spec, self.record_path).run()
             finally:
                 os._exit(code)
         os.close(read_end)
@@ -564,7 +320,7 @@ class Leash:
 
     def _register(self) -> None:
         record = LeashRecord(self.pid, self.create_time, self.mode, self.spec.token, self.watcher)
-        error = _write_atomically(self.record_path, record.to_json() + "\n")
+        error = write_atomically(self.record_path, record.to_json() + "\n")
         if error:
             self.say(f"warning: cannot register in {self.record_path}: {error} (probes see it as not leashed)")
 
@@ -583,32 +339,32 @@ class Leash:
 
     # --- supervising ---
 
-    def _scan_tree(self, now: float) -> dict[int, _Proc]:
-        table = _table()
+    def _scan_tree(self, now: float) -> dict[int, Proc]:
+        table = proc_table()
         exclude = {self.watcher} if self.watcher else set()
-        below = _below(table, [self.pid], exclude)
+        below = descendants(table, [self.pid], exclude)
         self.tree = [(pid, table[pid].start) for pid in below if pid in table]
         self.tree_matches = bool(self.words) and any(
-            pid != self.stop_pid and matches(_argv(pid), self.words) for pid, _start in self.tree
+            pid != self.stop_pid and matches(proc_argv(pid), self.words) for pid, _start in self.tree
         )
         self.matched_ever |= self.tree_matches
         self.next_scan = now + SCAN
         return table
 
-    def _scan_watch(self, now: float, table: dict[int, _Proc] | None = None) -> None:
+    def _scan_watch(self, now: float, table: dict[int, Proc] | None = None) -> None:
         """After a hand-off: the node's matching scheduler trees, wherever they run."""
-        table = table if table is not None else _table()
+        table = table if table is not None else proc_table()
         try:
             roots = [p.pid for p in find_schedulers(self.spec.match)]
         except Exception:  # noqa: BLE001 - psutil/OS trouble: keep the last list
             return
         roots = [pid for pid in roots if pid in table]
-        below = _below(table, roots, {self.pid})
+        below = descendants(table, roots, {self.pid})
         self.watched = [(pid, table[pid].start) for pid in roots + below if pid in table]
         self.next_scan = now + WATCH_SCAN
 
     def _kill_tree(self, signum: int) -> int:
-        return sum(_signal(pid, start, signum) for pid, start in self.tree)
+        return sum(signal_if_same(pid, start, signum) for pid, start in self.tree)
 
     def _supervise(self, now: float) -> bool:
         """One look while no stop is under way; True when the leash is done."""
@@ -686,8 +442,8 @@ class Leash:
         else:
             sent = 0
             for pid, start in targets:
-                sent += _signal(pid, start, signal.SIGTERM)
-                _signal(pid, start, signal.SIGCONT)  # a stopped process cannot act on SIGTERM
+                sent += signal_if_same(pid, start, signal.SIGTERM)
+                signal_if_same(pid, start, signal.SIGCONT)  # a stopped process cannot act on SIGTERM
             self.say(f"{why}: SIGTERM to {sent} process(es); SIGKILL in {self.kill_at - now:.2f}s")
 
     def _stop_step(self, now: float) -> bool:
@@ -697,18 +453,18 @@ class Leash:
             self.termed_after_stop_command = True
             if targets and now < self.kill_at:
                 for pid, start in targets:
-                    _signal(pid, start, signal.SIGTERM)
-                    _signal(pid, start, signal.SIGCONT)
+                    signal_if_same(pid, start, signal.SIGTERM)
+                    signal_if_same(pid, start, signal.SIGCONT)
                 self.say(f"the stop command left {len(targets)} process(es): SIGTERM")
         if now >= self.kill_at:
             if not self.killed:
                 self.say(f"deadline reached: SIGKILL to {len(targets)} process(es)")
             self.killed = True
             for pid, start in targets + self.tree:
-                _signal(pid, start, signal.SIGKILL)
+                signal_if_same(pid, start, signal.SIGKILL)
         if not targets:
             for pid, start in self.tree:  # the stop command, if it is still at it
-                _signal(pid, start, signal.SIGKILL)
+                signal_if_same(pid, start, signal.SIGKILL)
             if not self.tree:
                 early = self.deadline - now
                 when = f"{early:.2f}s before" if early >= 0 else f"{-early:.2f}s after"
@@ -718,135 +474,6 @@ class Leash:
             self.say(f"{len(targets)} process(es) survive SIGKILL (uninterruptible?); leaving")
             return True
         return False
-
-
-class _LeashGone(Exception):
-    pass
-
-
-def _leash_gone(_signum: int, _frame: object) -> None:
-    raise _LeashGone
-
-
-class _Watcher:
-    """The leash's child that outlives it: kills what the leash last reported when it dies."""
-
-    def __init__(self, read_end: int, leash: int, spec: Spec, record_path: Path) -> None:
-        self.fd = read_end
-        self.leash = leash
-        self.spec = spec
-        self.record_path = record_path
-        self.deadline: float | None = None
-        self.mode = "tree"
-        self.procs: list[tuple[int, int]] = []
-
-    def run(self) -> int:
-        _prctl(_PR_SET_NAME, WATCHER_NAME)
-        for signum in (signal.SIGHUP, signal.SIGINT):
-            signal.signal(signum, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        signal.signal(signal.SIGUSR1, _leash_gone)
-        signal.pthread_sigmask(signal.SIG_SETMASK, set())
-        _prctl(_PR_SET_PDEATHSIG, signal.SIGUSR1)
-        buffer = b""
-        try:
-            while os.getppid() == self.leash:
-                timeout = 1.0  # past the backstop: kill again once a second
-                if self.deadline is not None and self.deadline + BACKSTOP > time.monotonic():
-                    timeout = min(timeout, self.deadline + BACKSTOP - time.monotonic())
-                ready, _w, _x = select.select([self.fd], [], [], timeout)
-                if ready:
-                    data = os.read(self.fd, 65536)
-                    if not data:
-                        break  # every write end is closed: the leash is gone
-                    buffer += data
-                    *lines, buffer = buffer.split(b"\n")
-                    for line in lines:
-                        if line == b"B":
-                            return 0
-                        self._take(line)
-                if self.deadline is not None and time.monotonic() >= self.deadline + BACKSTOP:
-                    self._kill(spare_leash=True)  # the leash should have acted by now (frozen?)
-        except _LeashGone:
-            pass
-        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
-        self._gone()
-        return 0
-
-    def _take(self, line: bytes) -> None:
-        parts = line.decode(errors="replace").split()
-        if len(parts) < 3 or parts[0] != "S":
-            return
-        try:
-            self.deadline = float(parts[1])
-            self.mode = parts[2]
-            self.procs = [(int(p), int(s)) for p, s in (item.split(":") for item in parts[3:])]
-        except ValueError:
-            return
-
-    def _kill(self, spare_leash: bool) -> None:
-        for pid, start in self.procs:
-            _signal(pid, start, signal.SIGKILL)
-        me, sid = os.getpid(), os.getsid(0)
-        for pid, info in _table().items():
-            if info.session == sid and pid != me and not (spare_leash and pid == self.leash):
-                _signal(pid, info.start, signal.SIGKILL)
-
-    def _gone(self) -> None:
-        alive = [(p, s) for p, s in self.procs if (i := _stat(p)) is not None and i.start == s]
-        if self.mode == "watch" and self.spec.stop_command and alive:
-            with contextlib.suppress(OSError, subprocess.SubprocessError):
-                subprocess.run(
-                    ["/bin/sh", "-c", self.spec.stop_command],
-                    stdin=subprocess.DEVNULL,
-                    env=child_environment(os.environ),
-                    timeout=self.spec.stop_timeout,
-                    check=False,
-                )
-        self._kill(spare_leash=False)
-        with contextlib.suppress(OSError):
-            self.record_path.unlink()
-        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
-        with contextlib.suppress(OSError, ValueError):
-            sys.stderr.write(
-                f"{stamp} sfc-leash-watcher[{os.getpid()}] {self.spec.node}: the leash (pid {self.leash}) died; "
-                f"killed {len(alive)} process(es) it had reported and its session\n"
-            )
-            sys.stderr.flush()
-
-
-# --- the renewal end over SSH ----------------------------------------------------------------------
-
-
-def serve(env: Mapping[str, str]) -> int:
-    """Answer renewals on stdin/stdout until end of input: ``clock`` -> ``clock MONOTONIC``;
-    ``set DEADLINE`` -> ``ok`` or ``error WHY`` (DEADLINE on this host's monotonic clock)."""
-    _prctl(_PR_SET_NAME, SERVE_NAME)
-    node, state_dir = env.get(ENV_NODE, ""), env.get(ENV_STATE_DIR, "")
-    out = sys.stdout
-    if not node or not state_dir:
-        out.write(f"error {ENV_NODE} and {ENV_STATE_DIR} must be set\n")
-        out.flush()
-        return 2
-    path = deadline_path(Path(state_dir), node)
-    out.write(SERVE_BANNER + "\n")
-    out.flush()
-    for raw in sys.stdin.buffer:
-        words = raw.decode(errors="replace").split()
-        if words == ["clock"]:
-            out.write(f"clock {time.monotonic()!r}\n")
-        elif len(words) == 2 and words[0] == "set":
-            try:
-                value = float(words[1])
-            except ValueError:
-                out.write("error not a number\n")
-            else:
-                error = _write_deadline(path, value)
-                out.write("ok\n" if error is None else f"error {error}\n")
-        elif words:
-            out.write("error unknown request\n")
-        out.flush()
-    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,0 +1,104 @@
+"""Processes as the leash sees them: read from /proc, identified by (pid, start ticks), and prctl(2)."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from .probe import split_title
+
+PR_SET_PDEATHSIG = 1
+PR_SET_NAME = 15
+PR_SET_CHILD_SUBREAPER = 36
+
+
+# --- processes, read from /proc -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Proc:
+    ppid: int
+    session: int
+    start: int  # start time in clock ticks since boot: with the pid, the process's identity
+    state: str
+
+
+def proc_stat(pid: int) -> Proc | None:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            data = handle.read()
+    except OSError:
+        return None
+    rest = data.rpartition(b")")[2].split()
+    try:
+        return Proc(int(rest[1]), int(rest[3]), int(rest[19]), rest[0].decode())
+    except (IndexError, ValueError):
+        return None
+
+
+def proc_table() -> dict[int, Proc]:
+    """Every process of this machine (one read of /proc/PID/stat each; live ones only)."""
+    table = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            info = proc_stat(int(name))
+            if info is not None and info.state not in ("Z", "X", "x"):
+                table[int(name)] = info
+    return table
+
+
+def descendants(table: Mapping[int, Proc], roots: Sequence[int], exclude: set[int]) -> list[int]:
+    """The live descendants of ``roots`` (not the roots), pruning the subtrees of ``exclude``."""
+    children: dict[int, list[int]] = {}
+    for pid, info in table.items():
+        children.setdefault(info.ppid, []).append(pid)
+    out: list[int] = []
+    level = list(roots)
+    seen = set(roots)
+    while level:
+        nxt = [c for p in level for c in children.get(p, []) if c not in seen and c not in exclude]
+        seen.update(nxt)
+        out += nxt
+        level = nxt
+    return out
+
+
+def proc_argv(pid: int) -> list[str]:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            raw = handle.read()
+    except OSError:
+        return []
+    return split_title([a.decode(errors="replace") for a in raw.split(b"\0")[:-1]])
+
+
+def signal_if_same(pid: int, start: int, signum: int) -> bool:
+    """Signal ``pid`` only while it is the process that started at ``start`` (never a recycled pid)."""
+    info = proc_stat(pid)
+    if info is None or info.start != start or info.state in ("Z", "X", "x"):
+        return False
+    try:
+        os.kill(pid, signum)
+    except OSError:
+        return False
+    return True
+
+
+_libc: ctypes.CDLL | None = None
+
+
+def prctl(option: int, value: int | bytes) -> bool:
+    """prctl(2) through ctypes (Linux); False when it failed or is not there."""
+    global _libc
+    try:
+        if _libc is None:
+            _libc = ctypes.CDLL(None, use_errno=True)
+        arg: ctypes.c_char_p | ctypes.c_ulong = (
+            ctypes.c_char_p(value) if isinstance(value, bytes) else ctypes.c_ulong(value)
+        )
+        zero = ctypes.c_ulong(0)
+        return int(_libc.prctl(ctypes.c_int(option), arg, zero, zero, zero)) == 0
+    except (OSError, AttributeError):
+        return False

@@ -1,0 +1,101 @@
+"""What a leash is told by its starter: the ``SFC_LEASH_*`` variables, and the scheduler's environment."""
+
+from __future__ import annotations
+
+import math
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from .probe import LEASH_MODULE, MATCH_ENV, STATE_DIR_ENV
+
+ENV_PREFIX = "SFC_LEASH_"
+ENV_NODE = ENV_PREFIX + "NODE"
+ENV_STATE_DIR = ENV_PREFIX + "STATE_DIR"
+ENV_COMMAND = ENV_PREFIX + "COMMAND"
+ENV_STOP_COMMAND = ENV_PREFIX + "STOP_COMMAND"
+ENV_STOP_TIMEOUT = ENV_PREFIX + "STOP_TIMEOUT"
+ENV_TTL = ENV_PREFIX + "TTL"
+ENV_DEADLINE = ENV_PREFIX + "DEADLINE"
+ENV_LINGER = ENV_PREFIX + "LINGER"
+ENV_TOKEN = ENV_PREFIX + "TOKEN"
+
+#: how a leash is started on this machine
+LOCAL_ARGV = (sys.executable, "-m", LEASH_MODULE)
+#: the hidden CLI subcommand that execs the same on another node (``ssh_remote_command leash``)
+CLI_SUBCOMMAND = "leash"
+SERVE_BANNER = "sfc-leash-serve 1"
+
+
+# --- what the starter passes ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Spec:
+    """What a leash is told by its starter, in the environment (never on its command line)."""
+
+    node: str
+    state_dir: Path
+    command: str  # run by /bin/sh -c
+    stop_command: str  # empty: SIGTERM
+    stop_timeout: float
+    ttl: float
+    deadline: float  # time.monotonic() on this host
+    match: str  # scheduler_process_match for the node
+    linger: float  # seconds to wait for a handed-off scheduler (scheduler_start_timeout)
+    token: str = ""
+
+    def environment(self) -> dict[str, str]:
+        """The variables that carry this spec (see :meth:`from_env`)."""
+        return {
+            ENV_NODE: self.node,
+            ENV_STATE_DIR: str(self.state_dir),
+            ENV_COMMAND: self.command,
+            ENV_STOP_COMMAND: self.stop_command,
+            ENV_STOP_TIMEOUT: repr(float(self.stop_timeout)),
+            ENV_TTL: repr(float(self.ttl)),
+            ENV_DEADLINE: repr(float(self.deadline)),
+            MATCH_ENV: self.match,
+            ENV_LINGER: repr(float(self.linger)),
+            ENV_TOKEN: self.token,
+        }
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Spec:
+        """Read the spec; ValueError naming what is missing or wrong."""
+
+        def text(name: str, required: bool = True) -> str:
+            value = env.get(name, "")
+            if required and not value:
+                raise ValueError(f"{name} is not set")
+            return value
+
+        def number(name: str, positive: bool = True) -> float:
+            raw = text(name)
+            try:
+                value = float(raw)
+            except ValueError:
+                raise ValueError(f"{name} is not a number") from None
+            if not math.isfinite(value) or (positive and value <= 0):
+                raise ValueError(f"{name} must be a positive number")
+            return value
+
+        return cls(
+            node=text(ENV_NODE),
+            state_dir=Path(text(ENV_STATE_DIR)),
+            command=text(ENV_COMMAND),
+            stop_command=text(ENV_STOP_COMMAND, required=False),
+            stop_timeout=number(ENV_STOP_TIMEOUT),
+            ttl=number(ENV_TTL),
+            deadline=number(ENV_DEADLINE, positive=False),
+            match=text(MATCH_ENV, required=False),
+            linger=number(ENV_LINGER),
+            token=text(ENV_TOKEN, required=False),
+        )
+
+
+def child_environment(env: Mapping[str, str]) -> dict[str, str]:
+    """The environment of the scheduler: the leash's without its instructions."""
+    drop = {MATCH_ENV, STATE_DIR_ENV}
+    return {k: v for k, v in env.items() if not k.startswith(ENV_PREFIX) and k not in drop}
