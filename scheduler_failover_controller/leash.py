@@ -12,9 +12,10 @@ launch's own session, not a child of the controller.
   is reached.
 - The deadline channel is ``state_dir/leash/NODE.deadline`` (:func:`write_deadline`): an absolute
   deadline on this host's CLOCK_MONOTONIC, written atomically by the node's own controller (and by
-  an active controller elsewhere through ``--serve`` over SSH). The leash polls it, ignores a file
-  not owned by its user or unreadable, clamps each new value to ``now + lease_ttl`` when it first
-  reads it, and keeps the largest deadline it has seen (never less than the one it started with).
+  an active controller elsewhere through ``--serve`` over SSH). The leash polls it and takes only
+  a renewal written on this boot after the leash started (:class:`DeadlineFile`), at most
+  ``lease_ttl`` past its writing; it keeps the largest deadline it has seen, never less than the
+  one it started with, and never more than that one until such a renewal.
 - Whole tree: it is a child subreaper (PR_SET_CHILD_SUBREAPER), so whatever the start command forks,
   daemonizes (``-D``) or moves to a new session (``setsid``) stays below it. When the start command
   and every matching process below it are gone, it ends what is left and exits.
@@ -50,9 +51,7 @@ import sys
 import time
 from collections.abc import Sequence
 
-import psutil
-
-from .leash_deadline import deadline_path, read_deadline_file, serve, write_atomically, write_deadline
+from .leash_deadline import DeadlineFile, deadline_path, read_deadline_file, serve, write_atomically, write_deadline
 from .leash_procs import (
     PR_SET_CHILD_SUBREAPER,
     PR_SET_NAME,
@@ -78,11 +77,12 @@ from .leash_spec import (
 )
 from .leash_watcher import Watcher
 from .probe import (
-    LeashRecord,
     find_schedulers,
+    leash_alive,
     leash_dir,
     leash_record_prefix,
     matches,
+    own_leash_record,
     read_leash_records,
 )
 
@@ -137,7 +137,7 @@ class Leash:
         self.deadline = min(spec.deadline, now + spec.ttl)
         self.path = deadline_path(spec.state_dir, spec.node)
         self.record_path = leash_dir(spec.state_dir) / f"{leash_record_prefix(spec.node)}{self.pid}"
-        self.file_seen: tuple[int, int, int, int] | None = None
+        self.channel = DeadlineFile(self.path, spec.ttl, now)
         self.root = 0
         self.statuses: dict[int, int] = {}  # exit codes of our direct children of interest
         self.state = "run"  # run, settle, daemon, watch
@@ -158,7 +158,6 @@ class Leash:
         self.stop_pid = 0
         self.termed_after_stop_command = False
         self.term_requested = False
-        self.create_time = 0.0
 
     # --- messages (to scheduler.log) ---
 
@@ -181,7 +180,6 @@ class Leash:
             self.say(f"not starting the scheduler: its deadline is {self.deadline - now:.1f}s away")
             return 1
         self.root = self._spawn(["/bin/sh", "-c", self.spec.command])
-        self.create_time = psutil.Process().create_time()
         self._prune_records()
         self._spawn_watcher()
         self.say(f"started the scheduler (pid {self.root}); deadline in {self.deadline - now:.1f}s")
@@ -237,21 +235,11 @@ class Leash:
                 self.statuses[pid] = os.waitstatus_to_exitcode(status)
 
     def _read_deadline(self, now: float) -> None:
-        """Take up a new value of the deadline file (see the module docstring)."""
-        try:
-            info = os.stat(self.path, follow_symlinks=False)
-        except OSError:
-            return
-        seen = (info.st_ino, info.st_mtime_ns, info.st_size, info.st_uid)
-        if seen == self.file_seen:
-            return
-        self.file_seen = seen
-        value = read_deadline_file(self.path)
-        if value is None:
-            self.say(f"ignored {self.path}: not a regular file of uid {os.geteuid()} holding a deadline")
-            return
-        value = min(value, now + self.spec.ttl)
-        if value > self.deadline:
+        """Take up a renewal from the deadline file (see the module docstring)."""
+        value, complaint = self.channel.take()
+        if complaint:
+            self.say(complaint)
+        if value is not None and value > self.deadline:
             self.deadline = value
 
     # --- children ---
@@ -319,7 +307,7 @@ class Leash:
     # --- registration ---
 
     def _register(self) -> None:
-        record = LeashRecord(self.pid, self.create_time, self.mode, self.spec.token, self.watcher)
+        record = own_leash_record(self.mode, self.spec.token, self.watcher)
         error = write_atomically(self.record_path, record.to_json() + "\n")
         if error:
             self.say(f"warning: cannot register in {self.record_path}: {error} (probes see it as not leashed)")
@@ -329,11 +317,7 @@ class Leash:
         for record in read_leash_records(self.spec.state_dir, self.spec.node):
             if record.pid == self.pid:
                 continue
-            try:
-                alive = abs(psutil.Process(record.pid).create_time() - record.create_time) < 0.01
-            except psutil.Error:
-                alive = False
-            if not alive:
+            if not leash_alive(record):
                 with contextlib.suppress(OSError):
                     (leash_dir(self.spec.state_dir) / f"{leash_record_prefix(self.spec.node)}{record.pid}").unlink()
 

@@ -12,8 +12,10 @@ import stat
 import sys
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
+from .boot import boot_id
 from .leash_procs import PR_SET_NAME, prctl
 from .leash_spec import ENV_NODE, ENV_STATE_DIR, SERVE_BANNER
 from .probe import leash_dir
@@ -30,15 +32,32 @@ def deadline_path(state_dir: Path, node: str) -> Path:
     return leash_dir(state_dir) / f"{node}.deadline"
 
 
+@dataclass(frozen=True)
+class Renewal:
+    """One write of the deadline file: ``DEADLINE BOOT_ID WRITTEN_AT``.
+
+    ``deadline`` and ``written`` are readings of the host's ``time.monotonic()``, which count from
+    the boot ``boot`` names: the value first, so that a reader that knows only the number finds it.
+    """
+
+    deadline: float
+    boot: str
+    written: float
+
+    def text(self) -> str:
+        return f"{self.deadline!r} {self.boot or '-'} {self.written!r}\n"
+
+
 _failing: set[str] = set()  # deadline files whose last write failed (one warning per streak)
 
 
-def write_deadline(state_dir: Path, node: str, deadline: float) -> None:
+def write_deadline(state_dir: Path, node: str, deadline: float) -> bool:
     """Renew ``node``'s leash on this machine: ``deadline`` is a ``time.monotonic()`` value.
 
-    Atomic (a temp file renamed over the old one), 0600 in a 0700 directory, no fsync (a leash
-    never outlives a reboot). Never raises: a failure (full or read-only disk) logs one warning
-    until a write succeeds again.
+    Atomic (a temp file renamed over the old one), 0600 in a 0700 directory, no fsync (the file
+    names its boot: after a reboot no leash takes it). Never raises: False when it could not be
+    written (full or read-only disk, no file descriptor left), with one warning until a write
+    succeeds again. The caller must then not renew the placement beyond what the leash holds.
     """
     path = deadline_path(state_dir, node)
     error = _write_deadline(path, deadline)
@@ -47,19 +66,20 @@ def write_deadline(state_dir: Path, node: str, deadline: float) -> None:
         if key in _failing:
             _failing.discard(key)
             log.info("%s: leash deadline written again (%s)", node, path)
-        return
+        return True
     if key in _failing:
         log.debug("%s: leash deadline still not written to %s: %s", node, path, error)
-        return
+        return False
     _failing.add(key)
     log.warning("%s: cannot renew the leash: writing %s failed: %s", node, path, error)
+    return False
 
 
 def _write_deadline(path: Path, deadline: float) -> str | None:
     """Write the deadline file; None, or why it could not be written."""
     if not math.isfinite(deadline):
         return f"not a deadline: {deadline!r}"
-    return write_atomically(path, f"{deadline!r}\n")
+    return write_atomically(path, Renewal(deadline, boot_id(), time.monotonic()).text())
 
 
 def _ensure_dir(directory: Path) -> None:
@@ -91,9 +111,9 @@ def write_atomically(path: Path, text: str) -> str | None:
     return None
 
 
-def read_deadline_file(path: Path) -> float | None:
-    """The deadline in ``path``; None when absent, unreadable, not a regular file of this user,
-    or not a finite number."""
+def read_renewal(path: Path) -> Renewal | None:
+    """The renewal in ``path``; None when absent, unreadable, not a regular file of this user, or
+    not a finite deadline with its boot and the time it was written."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except OSError:
@@ -108,10 +128,55 @@ def read_deadline_file(path: Path) -> float | None:
     finally:
         os.close(fd)
     try:
-        value = float(data.decode("ascii").split()[0])
+        words = data.decode("ascii").split()
+        value, boot, written = float(words[0]), words[1], float(words[2])
     except (UnicodeDecodeError, ValueError, IndexError):
         return None
-    return value if math.isfinite(value) else None
+    if not (math.isfinite(value) and math.isfinite(written)):
+        return None
+    return Renewal(value, "" if boot == "-" else boot, written)
+
+
+def read_deadline_file(path: Path) -> float | None:
+    """The deadline in ``path`` (see :func:`read_renewal`), whatever boot it names."""
+    renewal = read_renewal(path)
+    return None if renewal is None else renewal.deadline
+
+
+class DeadlineFile:
+    """The leash's end of the channel: what the file may give a leash started at ``started``.
+
+    A leash's deadline is the one its starter gave it until the file holds a renewal that was
+    written on this boot at or after ``started`` (this host's monotonic clock, as the file's
+    writers read it); then at most ``written + ttl`` of it. A file left by an earlier leash, an
+    earlier boot or a starter that wrote before the launch never counts: it cannot extend a
+    deadline its starter did not give.
+    """
+
+    def __init__(self, path: Path, ttl: float, started: float) -> None:
+        self.path = path
+        self.ttl = ttl
+        self.started = started
+        self.seen: tuple[int, int, int, int] | None = None
+
+    def take(self) -> tuple[float | None, str]:
+        """A new deadline the file gives (or None), and a complaint to log (or "")."""
+        try:
+            info = os.stat(self.path, follow_symlinks=False)
+        except OSError:
+            return None, ""
+        seen = (info.st_ino, info.st_mtime_ns, info.st_size, info.st_uid)
+        if seen == self.seen:
+            return None, ""
+        self.seen = seen
+        renewal = read_renewal(self.path)
+        if renewal is None:
+            return None, f"ignored {self.path}: not a regular file of uid {os.geteuid()} holding a renewal"
+        if renewal.boot != boot_id():
+            return None, f"ignored {self.path}: written during another boot ({renewal.boot or 'unknown'})"
+        if renewal.written < self.started or renewal.written > time.monotonic():
+            return None, ""  # written before this leash started: its starter's deadline stands
+        return min(renewal.deadline, renewal.written + self.ttl), ""
 
 
 # --- the renewal end over SSH ----------------------------------------------------------------------

@@ -23,6 +23,8 @@ from pathlib import Path
 
 import psutil
 
+from .boot import boot_id, clock_ticks, start_ticks
+
 # Carries the process match to ``probe``/``kill_local`` run on another node over SSH, so that the
 # match words never appear in a command line there (a concurrent listing would see them).
 MATCH_ENV = "SFC_PROCESS_MATCH"
@@ -248,6 +250,7 @@ class ProcessEntry:
     status: str = ""
     create_time: float = 0.0
     args: str = ""  # the arguments as listed, to check a pid's identity before signalling it
+    started: float | None = None  # seconds since the node's boot (None: its uptime was not listed)
 
 
 def table_roots(table: Iterable[ProcessEntry], match: str, skip: Iterable[int] = ()) -> list[ProcessEntry]:
@@ -301,8 +304,9 @@ def classify(node: str, roots: Sequence[tuple[int, str, float]], leashed: bool =
 # --- leash registrations ------------------------------------------------------------------------
 #
 # Every leash registers itself in ``state_dir/leash/NODE.leash-PID``: one JSON line with its pid,
-# create time, mode and watcher. A probe counts a scheduler as leashed only when such a record is
-# backed by a live process of that identity: in "tree" mode a scheduler below it (the leash is a
+# its start in clock ticks since boot, the boot id, its mode and watcher. A probe counts a scheduler
+# as leashed only when such a record is of this boot and backed by a live process of that identity
+# (pid and start ticks: no wall-clock step moves them): in "tree" mode a scheduler below it (the leash is a
 # subreaper: whatever its start command forks or daemonizes stays below it), in "watch" mode
 # (the start command handed the scheduler to e.g. systemd) every matching scheduler of the node.
 
@@ -316,10 +320,18 @@ class LeashRecord:
     """One leash's registration (see above)."""
 
     pid: int
-    create_time: float  # psutil's create time on the leash's host
+    create_time: float  # psutil's create time on the leash's host (for readers of older versions)
     mode: str  # "tree" or "watch"
     token: str = ""  # the start that launched it
     watcher: int = 0  # pid of its watcher child
+    start: int = 0  # its start in clock ticks since boot (/proc/PID/stat): with the pid, its identity
+    boot: str = ""  # the boot id of its host when it registered
+    hz: int = 100  # clock ticks per second there
+
+    @property
+    def started(self) -> float:
+        """Its start in seconds since boot."""
+        return self.start / self.hz
 
     def to_json(self) -> str:
         return json.dumps(
@@ -329,8 +341,26 @@ class LeashRecord:
                 "mode": self.mode,
                 "token": self.token,
                 "watcher": self.watcher,
+                "start": self.start,
+                "boot": self.boot,
+                "hz": self.hz,
             }
         )
+
+
+def own_leash_record(mode: str, token: str, watcher: int) -> LeashRecord:
+    """The registration of this process as a leash."""
+    pid = os.getpid()
+    try:
+        created = psutil.Process(pid).create_time()
+    except psutil.Error:
+        created = 0.0
+    return LeashRecord(pid, created, mode, token, watcher, start_ticks(pid) or 0, boot_id(), clock_ticks())
+
+
+def leash_alive(record: LeashRecord) -> bool:
+    """Whether ``record`` is of this boot and its process still runs: same pid, same start ticks."""
+    return record.boot == boot_id() and record.start > 0 and start_ticks(record.pid) == record.start
 
 
 def leash_dir(state_dir: Path) -> Path:
@@ -352,10 +382,15 @@ def parse_leash_record(text: str) -> LeashRecord | None:
             str(data["mode"]),
             str(data.get("token", "")),
             int(data.get("watcher", 0)),
+            int(data.get("start", 0)),
+            str(data.get("boot", "")),
+            int(data.get("hz", 100)),
         )
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, AttributeError):
         return None
     if record.pid <= 0 or record.mode not in ("tree", "watch") or not math.isfinite(record.create_time):
+        return None
+    if record.start < 0 or record.hz <= 0:
         return None
     return record
 
@@ -390,13 +425,13 @@ def read_leash_records(state_dir: Path, node: str) -> list[LeashRecord]:
 
 
 def live_leashes(state_dir: Path, node: str) -> list[LeashRecord]:
-    """``node``'s registered leashes whose process is alive with that identity."""
+    """``node``'s registered leashes of this boot whose process is alive with that identity."""
     live = []
     for record in read_leash_records(state_dir, node):
         try:
             proc = psutil.Process(record.pid)
             if (
-                abs(proc.create_time() - record.create_time) < 0.01
+                leash_alive(record)
                 and proc.name() == "sfc-leash"  # the supervisor itself (not its watcher)
                 and proc.status() != psutil.STATUS_ZOMBIE
             ):
@@ -422,10 +457,10 @@ def leashed_roots(roots: Sequence[psutil.Process], leashes: Sequence[LeashRecord
     return True
 
 
-def listed_leashes(table: Iterable[ProcessEntry], records: Iterable[LeashRecord]) -> list[LeashRecord]:
-    """The records backed by a live listed process: a leash's arguments, its pid and start time.
-
-    The table's create times must be on the node's clock (``ps`` etime against the node's now).
+def listed_leashes(table: Iterable[ProcessEntry], records: Iterable[LeashRecord], boot: str) -> list[LeashRecord]:
+    """The records of boot ``boot`` (the node's, as its listing printed it) backed by a live listed
+    process: a leash's arguments, its pid and start (seconds since boot: ``ps`` etime against the
+    node's uptime, so that no step of its wall clock moves it).
     """
     rows = {e.pid: e for e in table}
     live = []
@@ -433,9 +468,12 @@ def listed_leashes(table: Iterable[ProcessEntry], records: Iterable[LeashRecord]
         entry = rows.get(record.pid)
         if (
             entry is not None
+            and entry.started is not None
+            and record.boot == boot
+            and record.start > 0
             and LEASH_MODULE in entry.argv
             and entry.status not in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD)
-            and abs(entry.create_time - record.create_time) <= LISTED_START_SLACK
+            and abs(entry.started - record.started) <= LISTED_START_SLACK
         ):
             live.append(record)
     return live
@@ -467,11 +505,12 @@ def probe_table(
     match: str,
     skip: Iterable[int] = (),
     leashes: Iterable[LeashRecord] = (),
+    boot: str = "",
 ) -> ProbeResult:
-    """Like :func:`probe_local`, on a listed process table; ``leashes``: the node's registrations
-    (the table's create times then on the node's clock)."""
+    """Like :func:`probe_local`, on a listed process table; ``leashes``: the node's registrations,
+    ``boot``: its boot id (the table's starts then in seconds since that boot)."""
     rows = list(table)
-    live = listed_leashes(rows, leashes)
+    live = listed_leashes(rows, leashes, boot)
     ignored = set(skip) | {r.pid for r in live} | {r.watcher for r in live if r.watcher}
     roots = table_roots(rows, match, ignored)
     return classify(node, [(e.pid, e.status, e.create_time) for e in roots], table_leashed(rows, roots, live))

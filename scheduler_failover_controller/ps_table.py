@@ -42,11 +42,13 @@ def parse_etime(text: str) -> float:
     return float(days * 86400 + seconds)
 
 
-def parse_ps(text: str, now: float | None = None) -> list[ProcessEntry]:
+def parse_ps(text: str, now: float | None = None, uptime: float | None = None) -> list[ProcessEntry]:
     """Rows of :data:`PS_LISTING`. Arguments are split on whitespace (ps joins them with spaces).
 
     ``now``: the listing host's clock (``time.time()`` here by default), start times are taken
-    from it minus each row's elapsed time.
+    from it minus each row's elapsed time. ``uptime``: its seconds since boot, read just before
+    the listing; each row's ``started`` is then that minus its elapsed time (``ps`` counts etime
+    from boot too, so no step of the wall clock moves it).
     """
     now = time.time() if now is None else now
     rows = []
@@ -60,7 +62,8 @@ def parse_ps(text: str, now: float | None = None) -> list[ProcessEntry]:
             continue
         args = parts[4] if len(parts) == 5 else ""
         status = _STAT_NAMES.get(parts[2][:1], "running")
-        rows.append(ProcessEntry(pid, ppid, tuple(args.split()), status, now - elapsed, args=args))
+        started = None if uptime is None else uptime - elapsed
+        rows.append(ProcessEntry(pid, ppid, tuple(args.split()), status, now - elapsed, args=args, started=started))
     return rows
 
 

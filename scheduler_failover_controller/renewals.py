@@ -15,9 +15,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 from .config import Config
 from .exceptions import MetastoreError
+from .health import seen_running
 from .metastore.base import Metastore, Placement
 from .nodes.base import NodeRunner
-from .probe import ProbeResult
+from .probe import ProbeResult, SchedulerState
 from .term import NEVER, Role, Term
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,9 @@ class Renewals:
         self.starting: set[str] = set()  # nodes with a start under way (their placement is renewed)
         self.renewing: dict[str, bool] = {}  # remote node -> also renew its leash: healthy there, renewed apart
         self.leash_pending: set[str] = set()  # remote leash renewals not returned yet
+        # remote node -> the placement deadline its leash must still be given (its last renewal
+        # failed): that node's placement is not renewed until it has it
+        self.leash_owed: dict[str, float] = {}
 
     def renew(self, look_local: Callable[[], ProbeResult], heartbeat: Callable[[], None]) -> bool:
         """One round of the renewal thread: the lease (when active), the placements kept, this
@@ -64,7 +68,8 @@ class Renewals:
         starting = self.host in self.starting
         if (held or starting) and self.own(probe, t0) is None:
             # Not ours any more, or its scheduler is gone: the cycle decides what follows.
-            wake = wake or (probe.state.maybe_running and self.host not in self.starting)
+            # (not when it cannot see it: the cycle could do no more than its leash does)
+            wake = wake or (seen_running(probe) and self.host not in self.starting)
         if self.term.role is not Role.ACTIVE:
             try:
                 wake = wake or not self.store.read_state().lease.valid
@@ -91,11 +96,15 @@ class Renewals:
         return readable
 
     def own(self, probe: ProbeResult, t0: float) -> Placement | None:
-        """Renew this node's placement, but only while its scheduler runs or a start is under way.
+        """Renew this node's placement, but only while its scheduler is seen running, or stopped
+        with a start under way; and only as far as its leash was renewed (``Term.leash_behind``).
 
-        A placement kept alive for a dead scheduler would make an active controller that cannot
+        A placement kept alive for a dead scheduler, or by a node that cannot see its own (its
+        probe UNKNOWN: e.g. out of file descriptors), would make an active controller that cannot
         reach this node wait for it to expire for ever.
         """
+        if probe.state is SchedulerState.UNKNOWN:
+            return None
         if not probe.state.maybe_running and self.host not in self.starting:
             return None
         return self.term.renew_own(t0)
@@ -122,7 +131,11 @@ class Renewals:
             self.while_waiting(node)
 
     def remote(self, node: str) -> None:
-        """Renew another node's placement under our epoch, and its leash when asked to."""
+        """Renew another node's placement under our epoch, and its leash when asked to: not while
+        that leash still owes a deadline (its last renewal failed; it is tried again instead)."""
+        if self.renewing.get(node) and node in self.leash_owed:
+            self.remote_leash(node, self.leash_owed[node])
+            return
         try:
             placement, deadline = self.term.renew_placement(node)
         except MetastoreError as exc:
@@ -131,6 +144,7 @@ class Renewals:
             return
         if placement is None:
             self.renewing.pop(node, None)
+            self.leash_owed.pop(node, None)
         elif self.renewing.get(node):
             self.remote_leash(node, deadline)
 
@@ -157,7 +171,11 @@ class Renewals:
 
         def renew() -> None:
             try:
-                self.runners[node].renew_leash(deadline)
+                if self.runners[node].renew_leash(deadline):
+                    if self.leash_owed.get(node, deadline) <= deadline:
+                        self.leash_owed.pop(node, None)
+                else:
+                    self.leash_owed[node] = max(deadline, self.leash_owed.get(node, deadline))
             finally:
                 self.leash_pending.discard(node)
 

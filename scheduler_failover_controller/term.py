@@ -46,7 +46,7 @@ class Term:
         ttl: float,
         margin: float,
         monotonic: Callable[[], float],
-        renew_local_leash: Callable[[float], None],
+        renew_local_leash: Callable[[float], bool],
     ) -> None:
         self.host = host
         self.holder = holder
@@ -59,6 +59,8 @@ class Term:
         self.epoch = 0
         self.leader_deadline = NEVER
         self._placement_deadline = NEVER
+        self._leash_deadline = NEVER  # the deadline the local leash was last given (written)
+        self._leash_lagging = False  # said once: this node's placement is not renewed for its leash
         # A record no valid write produces, as a call last found it (None: the store reads fine).
         # Until a cycle reads the store again, nothing is renewed: the store counts as down.
         self.unreadable: str | None = None
@@ -82,11 +84,36 @@ class Term:
         # The leash beside the local scheduler is renewed to the same deadline, never further:
         # it stops the scheduler at that deadline whatever becomes of this process.
         self._placement_deadline = deadline
-        self._renew_local_leash(deadline)
+        if self._renew_local_leash(deadline):
+            self._leash_deadline = deadline
+
+    def leash_behind(self) -> bool:
+        """Whether the local leash holds less than this node's placement allows, even after one more
+        try to give it that deadline. Then this node's placement is not renewed: a placement is
+        renewed only as far as its leash was (at most one renewal ahead of it), so that it expires
+        soon after the leash stops the scheduler, and the scheduler can move."""
+        if self._leash_deadline >= self._placement_deadline:
+            return False
+        if self._renew_local_leash(self._placement_deadline):
+            self._leash_deadline = self._placement_deadline
+            if self._leash_lagging:
+                self._leash_lagging = False
+                log.info("this node's leash was renewed again: renewing its placement again")
+            return False
+        if not self._leash_lagging:
+            self._leash_lagging = True
+            log.warning(
+                "not renewing this node's placement while its leash cannot be renewed (the placement was last "
+                "renewed to %.1fs from now, the leash to %.1fs)",
+                self._placement_deadline - self.monotonic(),
+                self._leash_deadline - self.monotonic(),
+            )
+        return True
 
     def forget_placement(self) -> None:
         """This node holds no placement (any more): its scheduler may not run."""
         self._placement_deadline = NEVER
+        self._leash_deadline = NEVER
 
     def may_run_locally(self, lookahead: float = 0.0) -> bool:
         return self.monotonic() + lookahead < self._placement_deadline
@@ -177,6 +204,8 @@ class Term:
         (and its leash) moves with it. Raises MetastoreError.
         """
         t0 = self.monotonic() if t0 is None else t0
+        if node == self.host and self.leash_behind():
+            return None, NEVER
         placement = self.store.renew_placement(node, self.ttl, self.holder, self.epoch)
         if placement is None:
             return None, NEVER
@@ -187,6 +216,8 @@ class Term:
 
     def renew_own(self, t0: float) -> Placement | None:
         """Renew this node's placement as its own controller (no epoch: a standby does it too)."""
+        if self.leash_behind():
+            return None
         try:
             renewed = self.store.renew_placement(self.host, self.ttl)
         except MetastoreError as exc:
@@ -206,7 +237,7 @@ class Term:
         t1 = self.monotonic()
         try:
             fresh = self.store.read_state().placement
-            if fresh.node == self.host and fresh.valid:
+            if fresh.node == self.host and fresh.valid and not self.leash_behind():
                 renewed = self.store.renew_placement(self.host, self.ttl)
                 if renewed is not None:
                     self._hold_placement(self.deadline(t1, renewed.remaining))

@@ -29,12 +29,15 @@ class NodeRunner(abc.ABC):
         controllers cannot both start one). Raises NodeUnreachable or CommandFailed.
         """
 
-    def renew_leash(self, deadline: float) -> None:
+    def renew_leash(self, deadline: float) -> bool:
         """Move the node's leash deadline on to ``deadline`` (the caller's ``time.monotonic()``).
 
-        Never raises and never blocks for long: a failure logs one warning (the leash then stops
-        the scheduler at the last deadline it got). This default: a runner without a leash.
+        Never raises and never blocks for long. False when the leash may not have it: a failure
+        logs one warning, and the leash then stops the scheduler at the last deadline it got, so
+        the caller must not renew the node's placement past that (docs/design.md, section 4).
+        This default: a runner without a leash, which has nothing to renew.
         """
+        return True
 
     @abc.abstractmethod
     def stop(self, grace: float | None = None) -> ProbeResult:

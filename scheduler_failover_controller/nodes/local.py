@@ -16,6 +16,7 @@ from pathlib import Path
 
 import psutil
 
+from ..boot import boot_id, start_ticks
 from ..config import Config
 from ..exceptions import CommandFailed
 from ..leash import LOCAL_ARGV, Spec, write_deadline
@@ -32,8 +33,14 @@ def node_lock_path(config: Config, node: str) -> Path:
 
 
 def session_file(config: Config, node: str) -> Path:
-    """Where a start records the session it created: ``SID START_TIME`` (both runners write it)."""
+    """Where a start records the session it created: ``SID START_TICKS BOOT_ID`` (both runners
+    write it; START_TICKS: the session leader's start in clock ticks since that boot)."""
     return node_lock_path(config, node).with_suffix(".session")
+
+
+def session_record(sid: int, ticks: int) -> str:
+    """The session file's line for a session led by ``sid``, started at ``ticks`` on this boot."""
+    return f"{sid} {ticks} {boot_id() or '-'}\n"
 
 
 def session_leftovers(path: Path) -> list[psutil.Process]:
@@ -41,32 +48,34 @@ def session_leftovers(path: Path) -> list[psutil.Process]:
 
     When a scheduler dies hard (SIGKILL, OOM), its workers live on as orphans that match no
     scheduler pattern (Airflow's ``airflow worker -- LocalExecutor``, ``serve-logs``), and a start
-    given up on may still be on its way; they are found by their session instead. Only processes
-    no older than that start count, so a recycled session id is not mistaken for ours.
+    given up on may still be on its way; they are found by their session instead. Only a record
+    of this boot counts, and only processes that started no earlier than its leader (in clock
+    ticks since boot, which no step of the wall clock moves), so neither a session id of an
+    earlier boot nor a recycled one is mistaken for ours.
     """
     try:
-        sid_text, started_text = read_private(path).split()
-        sid, started = int(sid_text), float(started_text)
+        words = read_private(path).split()
+        sid, ticks, boot = int(words[0]), int(words[1]), words[2]
     except UntrustedFile as exc:
         log.warning("not ending the session %s names: %s", path, exc)
         return []
-    except (OSError, ValueError):
+    except (OSError, ValueError, IndexError):
         return []
-    if sid <= 1:
+    if sid <= 1 or boot != (boot_id() or "-"):
         return []
-    with suppress(psutil.Error):
-        # The shell that led the session, if it is still there, started when the file says; a
-        # session id recycled since (or a file naming another session) has another leader.
-        leader = psutil.Process(sid).create_time()
-        if not started - 2 <= leader <= started + 1:
-            return []
+    # The shell that led the session, if it is still there, started when the file says; a
+    # session id recycled since (or a file naming another session) has another leader.
+    leader = start_ticks(sid)
+    if leader is not None and leader != ticks:
+        return []
     skip = {os.getpid(), os.getppid()}
     found = []
-    for proc in psutil.process_iter(["pid", "create_time", "status"]):
+    for proc in psutil.process_iter(["pid", "status"]):
         if proc.pid in skip or proc.info["status"] == psutil.STATUS_ZOMBIE:
             continue
         try:
-            if os.getsid(proc.pid) == sid and (proc.info["create_time"] or 0) >= started - 1:
+            started = start_ticks(proc.pid)
+            if started is not None and started >= ticks and os.getsid(proc.pid) == sid:
                 found.append(proc)
         except (OSError, psutil.Error):
             continue
@@ -80,7 +89,8 @@ def end_session(path: Path, node: str) -> None:
         log.warning("%s: ending %d leftover process(es) of the previous scheduler", node, len(leftovers))
         kill_trees(leftovers, 0)
     if not session_leftovers(path):
-        path.unlink(missing_ok=True)
+        with suppress(OSError):
+            path.unlink()
 
 
 _SPAWN_WAIT = 10.0  # seconds a start waits (holding the lock) for its leash to launch the command
@@ -198,9 +208,13 @@ class LocalNodeRunner(NodeRunner):
                 log.info("%s: a scheduler is already there; not starting another", self.node)
                 return
             self._clean_session()  # orphans of one that died hard
+            # The file holds this deadline before the leash starts (a file of an earlier leash or
+            # boot counts for no leash; see leash_deadline.DeadlineFile): and if it cannot be
+            # written, no renewal could be either: the scheduler would die at its first deadline.
+            if not write_deadline(self.config.state_dir, self.node, deadline):
+                raise CommandFailed(f"{self.node}: not starting: cannot write its leash deadline (see the log)")
             token = secrets.token_hex(8)
             env = {**os.environ, **leash_spec(self.config, self.node, deadline, token).environment()}
-            started = time.time()
             shell = subprocess.Popen(
                 ["/bin/sh", "-c", self._launch_command()],
                 stdin=subprocess.DEVNULL,
@@ -210,6 +224,7 @@ class LocalNodeRunner(NodeRunner):
                 close_fds=True,
                 env=env,
             )
+            leader = start_ticks(shell.pid)  # our child: there until we reap it
             try:
                 code = shell.wait(timeout=10)
             except subprocess.TimeoutExpired:
@@ -217,7 +232,8 @@ class LocalNodeRunner(NodeRunner):
                 shell.wait()
                 raise CommandFailed(f"{self.node}: start command did not detach within 10s") from None
             self.lock_path.parent.mkdir(parents=True, exist_ok=True)
-            write_private(self._session_file, f"{shell.pid} {started}\n")
+            if leader is not None:
+                write_private(self._session_file, session_record(shell.pid, leader))
             if code != 0:
                 raise CommandFailed(f"{self.node}: start shell exited with {code}")
             self._wait_visible(token)
@@ -244,9 +260,9 @@ class LocalNodeRunner(NodeRunner):
                 return
             time.sleep(0.05)
 
-    def renew_leash(self, deadline: float) -> None:
+    def renew_leash(self, deadline: float) -> bool:
         """Write the node's deadline file (this machine's monotonic clock: no conversion)."""
-        write_deadline(self.config.state_dir, self.node, deadline)
+        return write_deadline(self.config.state_dir, self.node, deadline)
 
     def stop(self, grace: float | None = None) -> ProbeResult:
         timeout = self.config.scheduler_stop_timeout if grace is None else grace

@@ -322,7 +322,8 @@ class FakeRunner(NodeRunner):
     "succeed" with no scheduler ever showing; ``up_after_probes`` delays it by that many probes;
     ``reachable = False`` makes probe UNKNOWN and start/stop raise NodeUnreachable;
     ``stop_fails`` leaves the scheduler running after stop; ``leashed = False`` reports its
-    scheduler as not under a leash (one started by hand). ``actions`` (shared between runners)
+    scheduler as not under a leash (one started by hand); ``leash_fails`` makes ``renew_leash``
+    fail (the leash keeps its last deadline). ``actions`` (shared between runners)
     records ``(node, "start"|"stop")`` in call order; ``deadlines`` the leash deadlines given
     to ``start`` and ``renew_leash``.
     """
@@ -343,6 +344,7 @@ class FakeRunner(NodeRunner):
         self.up_after_probes = 0
         self.stop_fails = False
         self.leashed = True
+        self.leash_fails = False
         self.deadlines: list[tuple[str, float]] = []
         self.leash_clock: Callable[[], float] | None = None
         self.starts = 0
@@ -427,9 +429,12 @@ class FakeRunner(NodeRunner):
         else:
             self.run()
 
-    def renew_leash(self, deadline: float) -> None:
+    def renew_leash(self, deadline: float) -> bool:
         with self._lock:
+            if self.leash_fails:
+                return False
             self.deadlines.append(("renew", deadline))
+        return True
 
     def stop(self, grace: float | None = None) -> ProbeResult:
         with self._lock:

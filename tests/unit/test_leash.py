@@ -215,14 +215,24 @@ def test_serve_answers_clock_and_set(tmp_path: Path) -> None:
 
 
 def test_registration_records_round_trip_and_reject_junk() -> None:
-    record = LeashRecord(10, 1700000000.5, "watch", "tok", 11)
+    record = LeashRecord(10, 1700000000.5, "watch", "tok", 11, start=4242, boot="b-1", hz=250)
     assert parse_leash_record(record.to_json()) == record
+    assert record.started == 4242 / 250
     for junk in ("", "{}", '{"pid": 0, "create_time": 1, "mode": "tree"}', '{"pid": 5, "create_time": 1, "mode": "x"}'):
         assert parse_leash_record(junk) is None
 
 
 def entry(pid: int, ppid: int, args: str, created: float = 100.0, status: str = "sleeping") -> ProcessEntry:
-    return ProcessEntry(pid, ppid, tuple(args.split()), status, created, args)
+    # ``created``: its start in seconds since boot, as a listing with the node's uptime gives it
+    return ProcessEntry(pid, ppid, tuple(args.split()), status, created, args, started=created)
+
+
+BOOT = "b0000000-0000-4000-8000-000000000001"
+
+
+def listed(pid: int, started: float, mode: str = "tree", token: str = "", watcher: int = 0) -> LeashRecord:
+    """A registration of a leash that started ``started`` seconds after boot ``BOOT``."""
+    return LeashRecord(pid, 1.7e9 + started, mode, token, watcher, start=int(started * 100), boot=BOOT, hz=100)
 
 
 LEASH_ARGS = "/venv/bin/python -m scheduler_failover_controller.leash"
@@ -237,31 +247,35 @@ def test_a_listed_scheduler_below_a_registered_leash_is_leashed() -> None:
         entry(13, 12, "airflow scheduler -- DagFileProcessorManager"),
         entry(20, 1, "/venv/bin/airflow scheduler"),  # a stray, not below it
     ]
-    record = LeashRecord(10, 100.0, "tree", "t", 11)
-    assert listed_leashes(table, [record]) == [record]
-    assert listed_leashes(table, [LeashRecord(10, 90.0, "tree")]) == []  # a recycled pid
-    assert listed_leashes([entry(10, 1, "sleep 100")], [record]) == []  # not a leash
+    record = listed(10, 100.0, "tree", "t", 11)
+    assert listed_leashes(table, [record], BOOT) == [record]
+    assert listed_leashes(table, [listed(10, 90.0)], BOOT) == []  # a recycled pid
+    assert listed_leashes([entry(10, 1, "sleep 100")], [record], BOOT) == []  # not a leash
+    assert listed_leashes(table, [record], "another boot") == []  # a record of another boot
+    assert listed_leashes(table, [LeashRecord(10, 100.0, "tree", boot=BOOT)], BOOT) == []  # no start: older format
+    unlisted = [ProcessEntry(e.pid, e.ppid, e.argv, e.status, e.create_time, e.args) for e in table]
+    assert listed_leashes(unlisted, [record], BOOT) == []  # no uptime listed: nothing to check against
     roots = [e for e in table if e.pid in (12,)]
     assert table_leashed(table, roots, [record])
     assert not table_leashed(table, [table[5]], [record])
     assert not table_leashed(table, [], [record])
-    result = probe_table("n", table[:5], "airflow scheduler", leashes=[record])
+    result = probe_table("n", table[:5], "airflow scheduler", leashes=[record], boot=BOOT)
     assert result == ProbeResult("n", SchedulerState.RUNNING, (12,), leashed=True)
     assert probe_table("n", table[:5], "airflow scheduler") == ProbeResult("n", SchedulerState.RUNNING, (12,))
     # one unleashed root among several: not leashed
-    assert not probe_table("n", table, "airflow scheduler", leashes=[record]).leashed
+    assert not probe_table("n", table, "airflow scheduler", leashes=[record], boot=BOOT).leashed
 
 
 def test_a_watching_leash_covers_every_root() -> None:
     table = [entry(10, 1, LEASH_ARGS), entry(30, 1, "/venv/bin/airflow scheduler")]
-    record = LeashRecord(10, 100.0, "watch")
-    assert probe_table("n", table, "airflow scheduler", leashes=[record]).leashed
+    record = listed(10, 100.0, "watch")
+    assert probe_table("n", table, "airflow scheduler", leashes=[record], boot=BOOT).leashed
 
 
 def test_the_leash_itself_is_never_a_listed_scheduler() -> None:
     table = [entry(10, 1, LEASH_ARGS), entry(11, 10, LEASH_ARGS)]
-    record = LeashRecord(10, 100.0, "tree", watcher=11)
-    assert probe_table("n", table, "-m scheduler_failover_controller.leash", leashes=[record]).state is (
+    record = listed(10, 100.0, "tree", watcher=11)
+    assert probe_table("n", table, "-m scheduler_failover_controller.leash", leashes=[record], boot=BOOT).state is (
         SchedulerState.STOPPED
     )
 

@@ -15,8 +15,9 @@ from pathlib import Path
 import psutil
 import pytest
 
+from scheduler_failover_controller.boot import start_ticks
 from scheduler_failover_controller.config import load_config
-from scheduler_failover_controller.nodes.local import LocalNodeRunner, session_leftovers
+from scheduler_failover_controller.nodes.local import LocalNodeRunner, session_leftovers, session_record
 from scheduler_failover_controller.probe import SchedulerState
 
 FAKE = Path(__file__).resolve().parents[1] / "support" / "fake_scheduler.py"
@@ -92,7 +93,7 @@ def test_a_start_ends_what_is_left_in_the_recorded_session(runner: LocalNodeRunn
     )
     try:
         runner.lock_path.parent.mkdir(parents=True, exist_ok=True)
-        runner._session_file.write_text(f"{leftover.pid} {psutil.Process(leftover.pid).create_time()}\n")
+        runner._session_file.write_text(session_record(leftover.pid, start_ticks(leftover.pid) or 0))
         runner.start(later())
         assert leftover.wait(timeout=5) == -signal.SIGKILL
         assert wait_until(lambda: runner.probe().state is SchedulerState.RUNNING)
@@ -102,7 +103,9 @@ def test_a_start_ends_what_is_left_in_the_recorded_session(runner: LocalNodeRunn
             leftover.wait()
 
 
-@pytest.mark.parametrize("forgery", ["other-start-time", "writable-by-others", "other-owner", "symlink"])
+@pytest.mark.parametrize(
+    "forgery", ["other-start-time", "writable-by-others", "other-owner", "symlink", "other-boot", "old-format"]
+)
 def test_a_session_file_anyone_could_have_written_is_not_obeyed(
     runner: LocalNodeRunner, tmp_path: Path, forgery: str
 ) -> None:
@@ -111,13 +114,17 @@ def test_a_session_file_anyone_could_have_written_is_not_obeyed(
     try:
         runner.lock_path.parent.mkdir(parents=True, exist_ok=True)
         path = runner._session_file
-        started = psutil.Process(victim.pid).create_time()
+        ticks = start_ticks(victim.pid) or 0
         if forgery == "symlink":
             real = tmp_path / "elsewhere"
-            real.write_text(f"{victim.pid} {started}\n")
+            real.write_text(session_record(victim.pid, ticks))
             path.symlink_to(real)
+        elif forgery == "other-boot":  # pids and ticks of the last boot mean nothing in this one
+            path.write_text(f"{victim.pid} {ticks} 0a1b2c3d-0000-4000-8000-000000000000\n")
+        elif forgery == "old-format":  # SID and a wall-clock time: which boot, no one can tell
+            path.write_text(f"{victim.pid} {psutil.Process(victim.pid).create_time()}\n")
         else:
-            path.write_text(f"{victim.pid} {started - 60 if forgery == 'other-start-time' else started}\n")
+            path.write_text(session_record(victim.pid, ticks - 6000 if forgery == "other-start-time" else ticks))
         if forgery == "writable-by-others":
             path.chmod(0o666)
         if forgery == "other-owner":

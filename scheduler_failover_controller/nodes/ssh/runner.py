@@ -149,9 +149,10 @@ class SSHNodeRunner(NodeRunner):
         return scripts.parse_listing(out)
 
     def _probe_listed(self, out: str, table: list[ProcessEntry]) -> ProbeResult:
-        """probe_table with the node's leashes (verifiable only when its clock was printed)."""
-        records, now = scripts.parse_listing_head(out)
-        return probe_table(self.node, table, self.match, leashes=records if now is not None else ())
+        """probe_table with the node's leashes (verifiable only when its boot and uptime were printed)."""
+        records, _now = scripts.parse_listing_head(out)
+        boot = scripts.parse_listing_boot(out)
+        return probe_table(self.node, table, self.match, leashes=records if boot else (), boot=boot[0] if boot else "")
 
     def _look(self, conn: Connection, deadline: Deadline) -> tuple[ProbeResult, list[ProcessEntry] | None]:
         """One probe on the node; with the ps table when the fallback was used."""
@@ -294,6 +295,12 @@ class SSHNodeRunner(NodeRunner):
             raise CommandFailed(f"{self.node}: the leash helper did not start there in time") from None
         if remote_deadline is None:
             log.info("%s: this project is not there: starting the scheduler without a leash", self.node)
+        else:
+            # The file holds this deadline before the leash starts (one of an earlier leash or boot
+            # counts for none); if it cannot be written there, no renewal could be either.
+            answer = self._leash.request(conn, budget, f"set {remote_deadline!r}")
+            if answer != "ok":
+                raise CommandFailed(f"{self.node}: not starting: cannot write its leash deadline there: {answer}")
         with self._pending_lock:
             self._pending.add(token)  # from here until it answers, the start may still happen
         status, out, err = self._exec(conn, self._launch_script(token, remote_deadline), budget)
@@ -386,16 +393,17 @@ class SSHNodeRunner(NodeRunner):
 
     # --- the leash ------------------------------------------------------------------------------
 
-    def renew_leash(self, deadline: float) -> None:
+    def renew_leash(self, deadline: float) -> bool:
         """Renew the node's leash to ``deadline`` (our monotonic clock), through ``leash --serve``.
 
         The deadline is turned into the node's clock by a round trip (:meth:`_remote_deadline`)
         and sent as an absolute value, so a late answer or a late write is still safe. Bounded by
         ``ssh_timeout``; never raises; a failure logs one warning until a renewal succeeds again.
-        Nothing to do where this project is not installed (no leash there).
+        Nothing to do where this project is not installed (no leash there). False when the leash
+        may not have the deadline (see :meth:`NodeRunner.renew_leash`).
         """
         if not self.remote_words:
-            return
+            return True
         budget = Deadline(self.timeout)
 
         def renew(conn: Connection) -> str | None:
@@ -411,16 +419,17 @@ class SSHNodeRunner(NodeRunner):
             done = self._session(budget, renew)
         except LeashNotReady:
             log.debug("%s: the leash helper is still starting there; renewal skipped", self.node)
-            return
+            return False
         except SSHFailure as exc:
             self._leash_failed(str(exc))
-            return
+            return False
         except Exception as exc:  # noqa: BLE001 - renew_leash never raises (NodeRunner contract)
             self._leash_failed(f"unexpected {exc!r}")
-            return
+            return False
         if done is not None and self._renew_failing:
             self._renew_failing = False
             log.info("%s: leash renewed again", self.node)
+        return True
 
     def _leash_failed(self, why: str) -> None:
         if self._renew_failing:

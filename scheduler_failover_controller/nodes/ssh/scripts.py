@@ -19,6 +19,7 @@ from collections.abc import Mapping, Sequence
 from contextlib import suppress
 from pathlib import Path
 
+from ...boot import BOOT_ID_PATH
 from ...exceptions import CommandFailed
 from ...probe import (
     LeashRecord,
@@ -37,6 +38,7 @@ class Marker(enum.Enum):
 
     LEASH = "leash"  # one of the node's leash registrations (before a listing)
     NOW = "now"  # the node's clock, ``date +%s`` (before a listing)
+    BOOT = "boot"  # the node's boot id and uptime (before a listing)
     PS = "ps"  # the listing shell's pid; the ps table follows
     CANCELLED = "cancelled"  # a start's token was taken first: that start never launches
     RAN = "ran"  # a start's token was there already: that start launched
@@ -88,6 +90,8 @@ def listing_lines(state_dir: Path, node: str) -> list[str]:
         f'  [ -f "$f" ] && [ -O "$f" ] && printf \'{Marker.LEASH.text} %s\\n\' "$(cat "$f" 2>/dev/null)"',
         "done 2>/dev/null",
         Marker.NOW.echo("$(date +%s)"),
+        f"read sfc_up sfc_idle 2>/dev/null < /proc/uptime && read sfc_boot 2>/dev/null < {BOOT_ID_PATH} && "
+        + Marker.BOOT.echo("$sfc_boot $sfc_up"),
         Marker.PS.echo("$$"),
         "LC_ALL=C",
         "export LC_ALL",
@@ -110,6 +114,17 @@ def parse_listing_head(out: str) -> tuple[list[LeashRecord], float | None]:
     return records, now
 
 
+def parse_listing_boot(out: str) -> tuple[str, float] | None:
+    """The node's boot id and uptime printed before a listing; None where it has neither (not Linux)."""
+    head = out.partition(Marker.PS.text)[0]
+    for value in marked(head, Marker.BOOT):
+        words = value.split()
+        with suppress(ValueError, IndexError):
+            if len(words) == 2 and words[0]:
+                return words[0], float(words[1])
+    return None
+
+
 def parse_listing(out: str) -> list[ProcessEntry] | None:
     """The ps table after the marker, with the listing's own shell and session left out."""
     if Marker.PS.text not in out:
@@ -121,7 +136,8 @@ def parse_listing(out: str) -> list[ProcessEntry] | None:
     except ValueError:
         return None
     # Start times on the node's clock when it printed it: they are compared with its leashes'.
-    table = parse_ps(text, parse_listing_head(out)[1])
+    boot = parse_listing_boot(out)
+    table = parse_ps(text, parse_listing_head(out)[1], boot[1] if boot else None)
     skip = lineage(own, table)
     return [e for e in table if e.pid not in skip]
 
@@ -222,9 +238,12 @@ def launch_script(launch: str, *, node: str, token: str, state_dir: Path, lock_d
         # on no command line there (secrets; and a ps listing would take it for a scheduler).
         "if command -v setsid >/dev/null 2>&1; then detach=setsid; else detach=; fi\n"
         f"$detach /bin/sh -s >/dev/null 2>&1 <<'{end}'\n"
-        # The detached shell leads the new session: record it, so that a stop can end a
-        # launch still on its way (a start given up on) and a dead scheduler's leftovers.
-        f'(umask 077 && echo "$$ $(date +%s)" > {q(session_path)})\n'
+        # The detached shell leads the new session: record it (its start in clock ticks since
+        # boot, and the boot), so that a stop can end a launch still on its way (a start given up
+        # on) and a dead scheduler's leftovers, and never a session of another boot.
+        f"{_OWN_TICKS}\n"
+        f"sfc_boot=-; read sfc_boot 2>/dev/null < {BOOT_ID_PATH}\n"
+        f'(umask 077 && echo "$$ $sfc_ticks ${{sfc_boot:--}} $(date +%s)" > {q(session_path)})\n'
         f"{launch}\n"
         f"{end}\n"
         "rc=$?\n"
@@ -241,21 +260,39 @@ def stop_command_script(command: str) -> str:
     return f"(\n{command}\n) </dev/null >/dev/null 2>&1\n"
 
 
+#: Shell: ``sfc_ticks`` = this shell's start in clock ticks since boot (``-`` without /proc).
+_OWN_TICKS = (
+    'sfc_ticks=-; sfc_stat=$(cat /proc/$$/stat 2>/dev/null) && set -- ${sfc_stat##*") "} && '
+    "shift 19 2>/dev/null && sfc_ticks=$1"
+)
+
+
 def end_session_script(session_path: Path) -> str:
     """SIGKILL what is left in the session the last launch recorded, then forget it.
 
-    Only processes of that session (``ps -o sid``) whose age is within the time since the
-    launch count, so a recycled session id is never taken for ours.
+    Only a record of this boot counts, and only processes of that session (``ps -o sid``) that
+    started no earlier than its leader, by their start in clock ticks since boot (no step of the
+    wall clock moves it), so neither a session of an earlier boot nor a recycled session id is
+    ever taken for ours. Where the node has no /proc (no ticks recorded), by age as ``ps`` says.
     """
     path = q(session_path)
     return (
         f"if [ -f {path} ]; then\n"
-        f"  read sfc_sid sfc_started < {path}\n"
-        "  sfc_age=$(( $(date +%s) - ${sfc_started:-0} + 1 ))\n"
-        "  for sfc_pid in $(ps -A -o pid=,sid=,etimes= 2>/dev/null | "
-        'awk -v s="$sfc_sid" -v a="$sfc_age" \'$2 == s && $3 <= a {print $1}\'); do\n'
-        '    [ "$sfc_pid" = "$$" ] || kill -KILL "$sfc_pid" 2>/dev/null\n'
-        "  done\n"
+        f"  read sfc_sid sfc_since sfc_was sfc_started < {path}\n"
+        f"  sfc_boot=-; read sfc_boot 2>/dev/null < {BOOT_ID_PATH}\n"
+        '  if [ "${sfc_was:--}" = "${sfc_boot:--}" ]; then\n'
+        "    sfc_age=$(( $(date +%s) - ${sfc_started:-0} + 1 ))\n"
+        "    for sfc_pid in $(ps -A -o pid=,sid=,etimes= 2>/dev/null | "
+        'awk -v s="$sfc_sid" -v a="$sfc_age" -v t="$sfc_since" \'$2 == s && (t != "-" || $3 <= a) {print $1}\'); do\n'
+        '      [ "$sfc_pid" = "$$" ] && continue\n'
+        '      if [ "$sfc_since" != "-" ]; then\n'
+        "        sfc_stat=$(cat /proc/$sfc_pid/stat 2>/dev/null) || continue\n"
+        '        set -- ${sfc_stat##*") "}; shift 19 2>/dev/null || continue\n'
+        '        [ "$1" -ge "$sfc_since" ] 2>/dev/null || continue\n'
+        "      fi\n"
+        '      kill -KILL "$sfc_pid" 2>/dev/null\n'
+        "    done\n"
+        "  fi\n"
         f"  rm -f {path}\n"
         "fi\n"
     )

@@ -1,0 +1,58 @@
+"""Which boot of this machine a record belongs to, and process identities no clock step can move.
+
+``CLOCK_MONOTONIC`` and process start times restart at every boot, so a deadline or a pid written
+before a reboot means nothing after it: records that hold them carry the boot id
+(``/proc/sys/kernel/random/boot_id``) and are ignored under another. A process is identified by
+its pid with its start time in clock ticks since boot (``/proc/PID/stat`` field 22): unlike
+psutil's ``create_time()`` (boot time + ticks, the boot time re-derived from the wall clock on
+every call), a step of the wall clock does not move it.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+
+BOOT_ID_PATH = "/proc/sys/kernel/random/boot_id"
+
+
+@functools.lru_cache(maxsize=1)
+def boot_id() -> str:
+    """This boot's id; "" where the kernel does not say (then every record counts as this boot's)."""
+    try:
+        with open(BOOT_ID_PATH, encoding="ascii") as handle:
+            return handle.read(64).strip()
+    except (OSError, UnicodeDecodeError):
+        return ""
+
+
+@functools.lru_cache(maxsize=1)
+def clock_ticks() -> int:
+    """Clock ticks per second (``SC_CLK_TCK``), the unit of process start times."""
+    try:
+        return int(os.sysconf("SC_CLK_TCK")) or 100
+    except (ValueError, OSError):
+        return 100
+
+
+def start_ticks(pid: int) -> int | None:
+    """When ``pid`` started, in clock ticks since boot; None when it is not there."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            data = handle.read()
+    except OSError:
+        return None
+    fields = data.rpartition(b")")[2].split()
+    try:
+        return int(fields[19])
+    except (IndexError, ValueError):
+        return None
+
+
+def uptime() -> float | None:
+    """Seconds since boot (``/proc/uptime``, the clock process start times count on)."""
+    try:
+        with open("/proc/uptime", encoding="ascii") as handle:
+            return float(handle.read(64).split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
