@@ -156,8 +156,14 @@ class Controller:
     def _look_local(self) -> ProbeResult:
         """Probe this node's scheduler; the heartbeat says whether it runs only leashed ones."""
         probe = self.local.probe()
-        self.local_leashed = only_leashed(probe)
+        self._note_leashed(probe)
         return probe
+
+    def _note_leashed(self, probe: ProbeResult) -> None:
+        """What the heartbeat says of this node's schedulers: from a look that saw them (a look that
+        could not keeps the last: it knows nothing new, and its placement is not renewed meanwhile)."""
+        if probe.state is not SchedulerState.UNKNOWN:
+            self.local_leashed = only_leashed(probe)
 
     def _heartbeat(self) -> None:
         self.identity.heartbeat(self.role.value, self.paused, self.local_leashed)
@@ -301,7 +307,7 @@ class Controller:
         """Keep this node's placement alive, or make sure its scheduler is down. S2."""
         placement = state.placement
         probe = probe or self._look_local()
-        self.local_leashed = only_leashed(probe)
+        self._note_leashed(probe)
         renewed: Placement | None = None
         if placement.node == self.host and placement.valid:
             renewed = self.renewals.own(probe, t0)

@@ -77,6 +77,8 @@ class Starts:
             mine, deadline = self.term.renew_placement(node)
         except MetastoreError as exc:
             return False, f"not starting: cannot confirm the placement on {node}: {exc}"
+        if mine is None and node == self.term.host and self.term.leash_behind():
+            return False, f"not starting: the leash deadline of {node} cannot be written"
         if mine is None:
             return False, f"not starting: the placement on {node} is no longer ours (epoch {self.term.epoch})"
         runner = self.runners[node]
