@@ -166,3 +166,26 @@ def test_a_renewal_to_a_frozen_node_gives_up_within_the_timeout(env: Env, caplog
     assert len(warnings) == 1  # one warning, not one per cycle
     renew_until_written(env, runner)  # reconnects
     assert not runner._renew_failing
+
+
+def test_a_remote_start_writes_the_deadline_before_it_launches_the_leash(env: Env) -> None:
+    """A deadline file left there (an earlier leash's, an hour ahead) never extends the new leash:
+    the start writes its own deadline there first, and the leash takes nothing written before it."""
+    runner = env.runner(scheduler_stop_timeout=1)
+    renewer = env.runner()
+    path = deadline_path(env.tmp / "state", NODE)
+    renewer.renew_leash(time.monotonic() + 3600)  # the earlier leash's last renewal (clamped to lease_ttl)
+    assert read_deadline_file(path) is not None
+    deadline = time.monotonic() + 4.0
+    runner.start(deadline)
+    wait_for(lambda: bool(env.schedulers()), 10, "the started scheduler")
+    [root] = env.schedulers()
+    leash = leash_of(root)
+    assert leash is not None
+    written = read_deadline_file(path)
+    assert written is not None and deadline - 1.0 < written <= deadline  # the start's own, on the node's clock
+    assert path.stat().st_mtime <= leash.create_time() + 0.01  # written before the leash started
+    procs = [root, *root.children(recursive=True)]
+    while not all(not p.is_running() or p.status() == psutil.STATUS_ZOMBIE for p in procs):
+        assert time.monotonic() <= deadline + 0.3, "the remote scheduler outlived its starter's deadline"
+        time.sleep(0.02)
