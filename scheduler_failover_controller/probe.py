@@ -60,11 +60,12 @@ class ProbeResult:
     state: SchedulerState
     pids: tuple[int, ...] = ()
     detail: str = ""
+    #: when each root started, in seconds since boot (no step of the wall clock moves it)
     create_times: tuple[float, ...] = field(default=(), compare=False)
     #: every scheduler root found runs under a live leash for this node (it stops them at the
     #: node's placement deadline whatever becomes of any controller); False when none runs
     leashed: bool = False
-    #: (pid, create time) of every matching process below a root at this look: a scheduler's
+    #: (pid, start in seconds since boot) of every matching process below a root at this look: a scheduler's
     #: forks, which keep its command line (see :class:`OrphanWatch`)
     hidden: frozenset[tuple[int, float]] = field(default=frozenset(), compare=False)
     #: ``time.monotonic()`` just before the processes were listed (0: not known)
@@ -202,14 +203,21 @@ def parent_lookup(parents: dict[int, int]) -> Callable[[int], int | None]:
     return ppid_of
 
 
+def since_boot(pid: int) -> float:
+    """When ``pid`` started, in seconds since boot (0.0 when it is gone): unlike psutil's create
+    time, which adds the boot time the kernel derives from the wall clock, no clock step moves it."""
+    ticks = start_ticks(pid)
+    return 0.0 if ticks is None else ticks / clock_ticks()
+
+
 def find_schedulers(match: str) -> list[psutil.Process]:
     """The root processes of every scheduler tree matching ``match``, oldest first."""
     return scan_schedulers(match)[0]
 
 
 def scan_schedulers(match: str) -> tuple[list[psutil.Process], frozenset[tuple[int, float]]]:
-    """The roots of every scheduler tree matching ``match`` (oldest first), and the (pid, create
-    time) of every matching process below a root."""
+    """The roots of every scheduler tree matching ``match`` (oldest first), and the (pid, start in
+    seconds since boot) of every matching process below a root."""
     words = shlex.split(match)
     skip = _own_lineage()
     found: dict[int, psutil.Process] = {}
@@ -227,10 +235,7 @@ def scan_schedulers(match: str) -> tuple[list[psutil.Process], frozenset[tuple[i
     roots = [proc for pid, proc in found.items() if pid in tops]
 
     def created(proc: psutil.Process) -> float:
-        try:
-            return proc.create_time()
-        except psutil.Error:
-            return 0.0
+        return since_boot(proc.pid)
 
     hidden = frozenset((pid, created(proc)) for pid, proc in found.items() if pid not in tops)
     return sorted(roots, key=created), hidden
@@ -533,7 +538,7 @@ def probe_local(node: str, match: str, state_dir: Path | None = None) -> ProbeRe
         status: str
         try:
             status = proc.status()
-            created = proc.create_time()
+            created = since_boot(proc.pid)
         except psutil.NoSuchProcess:
             continue
         except psutil.Error:
@@ -546,20 +551,16 @@ def probe_local(node: str, match: str, state_dir: Path | None = None) -> ProbeRe
     return replace(classify(node, seen, leashed), hidden=hidden, looked_at=looked_at)
 
 
-#: seconds two create times of one pid may differ by and still name the same process
-_SAME_PROCESS = 1.0
-
-
 class OrphanWatch:
     """Tells a scheduler's orphaned child from a scheduler, across consecutive probes of a node.
 
     A process forked by a scheduler keeps its command line, so while the scheduler lives it is
     hidden under it (only tree roots count). When the scheduler dies hard, that child becomes a
     root and would pass for a live scheduler. It is recognised by identity, not by time: a root
-    whose (pid, create time) a look saw below a scheduler is an orphan, so the node is UNHEALTHY
-    and gets cleaned up and restarted. (Comparing create times with the time of a look is not
-    exact: psutil's create times carry the whole-second error of the boot time, and a look is
-    listed before it is checked; a scheduler started just after a look passed for an orphan.)
+    whose (pid, start since boot) a look saw below a scheduler is an orphan, so the node is
+    UNHEALTHY and gets cleaned up and restarted. (Comparing start times with the time of a look is
+    not exact: a look is listed before it is checked, and a scheduler started just after a look
+    passed for an orphan. psutil's create times would not do either: they move with the wall clock.)
 
     An orphan stays one until it is gone, whoever probes next (the cycle, or the renewal thread),
     and a look in between (the dying scheduler as a zombie, nothing at all) forgets nothing. A
@@ -582,8 +583,8 @@ class OrphanWatch:
             if result.state is SchedulerState.RUNNING:
                 below = dict(self.hidden)
                 for pid, created in zip(result.pids, result.create_times, strict=False):
-                    # A create time may move by the whole second the boot time is rounded to.
-                    if pid not in self.orphans and pid in below and abs(created - below[pid]) <= _SAME_PROCESS:
+                    # Starts in clock ticks since boot: exact, and no step of the wall clock moves them.
+                    if pid not in self.orphans and pid in below and created == below[pid]:
                         self.orphans[pid] = self.roots
                 live = tuple(pid for pid in result.pids if pid not in self.orphans)
                 if live and fresh:

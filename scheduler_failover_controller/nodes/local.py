@@ -239,13 +239,17 @@ class LocalNodeRunner(NodeRunner):
             self._wait_visible(token)
 
     def _wait_visible(self, token: str) -> None:
-        """Until the new scheduler shows, or its leash launched it a second ago, or is gone."""
+        """Until the new scheduler shows and its leash registered (so the next probe sees it leashed),
+        or its leash launched it a second ago, or is gone."""
         now = time.monotonic()
         give_up, spawned, last_look = now + _SPAWN_WAIT, 0.0, now
-        while not self.probe().state.maybe_running:
+        while True:
+            running = self.probe().state.maybe_running
             now = time.monotonic()
             if not spawned and any(r.token == token for r in read_leash_records(self.config.state_dir, self.node)):
                 spawned = now
+            if running and spawned:
+                return
             if spawned and now - spawned >= _VISIBLE_WAIT:
                 return  # e.g. handed to systemd: it shows when it shows
             if not spawned and now - last_look >= 0.5:
