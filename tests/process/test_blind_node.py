@@ -1,0 +1,53 @@
+"""A controller that cannot see its own scheduler does not keep its placement alive (real processes).
+
+Its open-file limit is lowered to what it holds (``prlimit`` on its pid): it keeps its metastore
+connection, but can no longer list processes (its probe is UNKNOWN) nor write its leash's deadline.
+Its placement then runs out instead of being renewed for ever, which would hold every other node
+off the scheduler for as long as the controller stays blind.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.process.harness import Cluster
+from tests.support.waiting import wait_for
+
+pytestmark = pytest.mark.process
+
+TTL = 4.0
+
+
+def open_files(pid: int) -> int:
+    return len(list(Path(f"/proc/{pid}/fd").iterdir()))
+
+
+@pytest.mark.skipif(not shutil.which("prlimit"), reason="needs prlimit(1)")
+def test_a_controller_that_cannot_see_its_scheduler_lets_its_placement_expire(
+    make_cluster: Callable[..., Cluster], mariadb_url: str
+) -> None:
+    cluster: Cluster = make_cluster(mariadb_url, 2, poll=0.5, ttl=TTL)
+    cluster.observer.start()
+    cluster.start("n1")
+    wait_for(lambda: len(cluster.observer.current()) == 1, 20, "the first scheduler")
+    cluster.start("n2")
+    wait_for(lambda: len(cluster.status().get("controllers", [])) == 2, 20, "both controllers registered")
+    assert cluster.status().get("scheduler_node") == "n1"
+    pid = cluster.procs["n1"].pid
+    held = open_files(pid)
+    subprocess.run(["prlimit", f"--pid={pid}", f"--nofile={held}:{held}"], check=True)
+    blinded = time.monotonic()
+    wait_for(lambda: "cannot list processes" in cluster.log("n1"), 10, "n1's probe to fail")
+    # Its placement runs out: it is not renewed while n1 cannot see its scheduler.
+    wait_for(lambda: cluster.status().get("scheduler_node") != "n1", 3 * TTL, "n1's placement to run out")
+    assert time.monotonic() - blinded <= 3 * TTL
+    # Its leash, which it can no longer renew either, has stopped the scheduler by then.
+    assert not any(s.node == "n1" for s in cluster.observer.current())
+    cluster.observer.stop()
+    assert cluster.observer.max_seen <= 1, cluster.observer.history
