@@ -350,7 +350,7 @@ def probe(ctx: click.Context, as_json: bool, node: str | None, match: str | None
     "--session-file",
     type=click.Path(dir_okay=False),
     default=None,
-    help="A start's session record (SID START_TIME): what is left in that session is ended too.",
+    help="A start's session record (SID START_TICKS BOOT_ID): what is left in that session is ended too.",
 )
 @click.pass_context
 def kill_local(
