@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import os
+import time
 
 BOOT_ID_PATH = "/proc/sys/kernel/random/boot_id"
 
@@ -56,3 +57,21 @@ def uptime() -> float | None:
             return float(handle.read(64).split()[0])
     except (OSError, ValueError, IndexError):
         return None
+
+
+def started_monotonic(pid: int, now: float, window: float = 5.0) -> float:
+    """When ``pid`` started, on ``time.monotonic()`` (``now`` is a reading of it), never earlier than
+    ``now - window``; ``now`` when it cannot be told.
+
+    Start ticks count on the boot clock (``CLOCK_BOOTTIME``, which goes on during a suspend), so
+    they are moved onto the monotonic clock by the two clocks' difference now. The end of the
+    start's tick: what was written in the tick it started in counts as written before.
+    """
+    ticks = start_ticks(pid)
+    if ticks is None:
+        return now
+    try:
+        offset = time.clock_gettime(time.CLOCK_BOOTTIME) - time.monotonic()
+    except (AttributeError, OSError):
+        offset = 0.0
+    return min(now, max(now - window, (ticks + 1) / clock_ticks() - offset))

@@ -51,6 +51,7 @@ import sys
 import time
 from collections.abc import Sequence
 
+from .boot import started_monotonic
 from .leash_deadline import DeadlineFile, deadline_path, read_deadline_file, serve, write_atomically, write_deadline
 from .leash_procs import (
     PR_SET_CHILD_SUBREAPER,
@@ -137,7 +138,7 @@ class Leash:
         self.deadline = min(spec.deadline, now + spec.ttl)
         self.path = deadline_path(spec.state_dir, spec.node)
         self.record_path = leash_dir(spec.state_dir) / f"{leash_record_prefix(spec.node)}{self.pid}"
-        self.channel = DeadlineFile(self.path, spec.ttl, now)
+        self.channel = DeadlineFile(self.path, spec.ttl, started_monotonic(self.pid, now))
         self.root = 0
         self.statuses: dict[int, int] = {}  # exit codes of our direct children of interest
         self.state = "run"  # run, settle, daemon, watch

@@ -186,3 +186,15 @@ def test_the_launch_records_its_session_with_its_start_ticks_and_boot(tmp_path: 
         time.sleep(0.05)
     sid, ticks, recorded, wall = session.read_text().split()
     assert int(sid) > 1 and int(ticks) > 0 and recorded == boot.boot_id() and int(wall) > 0
+
+
+def test_a_process_s_start_on_the_monotonic_clock() -> None:
+    """The leash counts renewals from its exec, not from when its Python got round to reading."""
+    now = time.monotonic()
+    started = boot.started_monotonic(os.getpid(), now, window=10**6)
+    assert started <= now
+    assert abs(started - (now - (time.time() - psutil.Process().create_time()))) < 1.0
+    assert boot.started_monotonic(os.getpid(), now, window=0.0) == now  # never before now - window
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    assert boot.started_monotonic(child.pid, now) == now  # gone: now
