@@ -1,7 +1,7 @@
 """A controller that cannot see its own scheduler does not keep its placement alive (real processes).
 
-Its open-file limit is lowered to what it holds (``prlimit`` on its pid): it keeps its metastore
-connection, but can no longer list processes (its probe is UNKNOWN) nor write its leash's deadline.
+Its open-file limit is lowered to the descriptors it holds (``prlimit`` on its pid): it keeps its
+metastore connection, but can no longer list processes (its probe is UNKNOWN) nor write its leash's deadline.
 Its placement then runs out instead of being renewed for ever, which would hold every other node
 off the scheduler for as long as the controller stays blind.
 """
@@ -24,8 +24,15 @@ pytestmark = pytest.mark.process
 TTL = 4.0
 
 
-def open_files(pid: int) -> int:
-    return len(list(Path(f"/proc/{pid}/fd").iterdir()))
+def lowest_free_fd(pid: int) -> int:
+    """The lowest descriptor number ``pid`` may still open, over a few looks (a probe in progress
+    holds a few for a moment). A limit at that number fails every new open; those held stay."""
+    lowest = 1 << 20
+    for _ in range(20):
+        held = {int(fd.name) for fd in Path(f"/proc/{pid}/fd").iterdir()}
+        lowest = min(lowest, next(n for n in range(len(held) + 1) if n not in held))
+        time.sleep(0.02)
+    return lowest
 
 
 @pytest.mark.skipif(not shutil.which("prlimit"), reason="needs prlimit(1)")
@@ -40,13 +47,12 @@ def test_a_controller_that_cannot_see_its_scheduler_lets_its_placement_expire(
     wait_for(lambda: len(cluster.status().get("controllers", [])) == 2, 20, "both controllers registered")
     assert cluster.status().get("scheduler_node") == "n1"
     pid = cluster.procs["n1"].pid
-    held = open_files(pid)
-    subprocess.run(["prlimit", f"--pid={pid}", f"--nofile={held}:{held}"], check=True)
-    blinded = time.monotonic()
+    limit = lowest_free_fd(pid)
+    subprocess.run(["prlimit", f"--pid={pid}", f"--nofile={limit}:{limit}"], check=True)
     wait_for(lambda: "cannot list processes" in cluster.log("n1"), 10, "n1's probe to fail")
-    # Its placement runs out: it is not renewed while n1 cannot see its scheduler.
-    wait_for(lambda: cluster.status().get("scheduler_node") != "n1", 3 * TTL, "n1's placement to run out")
-    assert time.monotonic() - blinded <= 3 * TTL
+    # Its placement runs out (within the lease; status itself takes seconds on a loaded machine):
+    # it is not renewed while n1 cannot see its scheduler.
+    wait_for(lambda: cluster.status().get("scheduler_node") != "n1", 4 * TTL, "n1's placement to run out")
     # Its leash, which it can no longer renew either, has stopped the scheduler by then.
     assert not any(s.node == "n1" for s in cluster.observer.current())
     cluster.observer.stop()

@@ -176,14 +176,14 @@ def test_a_remote_start_writes_the_deadline_before_it_launches_the_leash(env: En
     path = deadline_path(env.tmp / "state", NODE)
     renewer.renew_leash(time.monotonic() + 3600)  # the earlier leash's last renewal (clamped to lease_ttl)
     assert read_deadline_file(path) is not None
-    deadline = time.monotonic() + 4.0
+    deadline = time.monotonic() + 8.0  # room for a start over SSH on a loaded machine
     runner.start(deadline)
     wait_for(lambda: bool(env.schedulers()), 10, "the started scheduler")
     [root] = env.schedulers()
     leash = leash_of(root)
     assert leash is not None
     written = read_deadline_file(path)
-    assert written is not None and deadline - 1.0 < written <= deadline  # the start's own, on the node's clock
+    assert written is not None and deadline - 3.0 < written <= deadline  # the start's own, on the node's clock
     assert path.stat().st_mtime <= leash.create_time() + 0.01  # written before the leash started
     procs = [root, *root.children(recursive=True)]
     while not all(not p.is_running() or p.status() == psutil.STATUS_ZOMBIE for p in procs):
