@@ -23,6 +23,7 @@ from scheduler_failover_controller.leash import LOCAL_ARGV, deadline_path, write
 from scheduler_failover_controller.nodes.local import LocalNodeRunner
 from scheduler_failover_controller.probe import live_leashes, probe_local, read_leash_records
 from tests.process.test_leash import FAKE, PY, ROOT, Lab, gone
+from tests.support.clock_step import stepped_stat, under_stat
 from tests.support.waiting import holds_for, wait_until
 
 OTHER_BOOT = "0a1b2c3d-0000-4000-8000-000000000000"
@@ -120,19 +121,6 @@ def test_a_leash_record_of_another_boot_counts_for_nothing_and_is_pruned(lab: La
 # --- a step of the wall clock ---------------------------------------------------------------------------
 
 
-def stepped_stat(tmp: Path, seconds: int) -> Path:
-    """This machine's /proc/stat with its boot time (``btime``) ``seconds`` off: what the kernel
-    reports after the wall clock was stepped by as much (btime is wall-clock now less uptime)."""
-    lines = []
-    for line in Path("/proc/stat").read_text().splitlines():
-        if line.startswith("btime "):
-            line = f"btime {int(line.split()[1]) + seconds}"
-        lines.append(line)
-    path = tmp / "stat"
-    path.write_text("\n".join(lines) + "\n")
-    return path
-
-
 @pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare"), reason="needs root and unshare(1)")
 def test_a_wall_clock_step_keeps_a_live_leash_recognised(lab: Lab) -> None:
     """The leash registers while the wall clock (and so the kernel's boot time, which psutil
@@ -143,9 +131,8 @@ def test_a_wall_clock_step_keeps_a_live_leash_recognised(lab: Lab) -> None:
     fake = stepped_stat(lab.tmp, -3600)
     lab.state.mkdir(parents=True, exist_ok=True)
     log = (lab.tmp / "leash.log").open("ab")
-    inner = 'mount --bind "$0" /proc/stat && exec "$@"'
     leash = subprocess.Popen(
-        ["unshare", "-m", "--propagation", "private", "/bin/sh", "-c", inner, str(fake), *LOCAL_ARGV],
+        under_stat(fake, LOCAL_ARGV),
         env={**os.environ, "PYTHONPATH": str(ROOT), **spec.environment()},
         stdin=subprocess.DEVNULL,
         stdout=log,

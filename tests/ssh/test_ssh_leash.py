@@ -9,15 +9,21 @@ holds is checked against the local one (never later).
 from __future__ import annotations
 
 import logging
+import os
+import shutil
+import subprocess
 import time
+from pathlib import Path
 
 import psutil
 import pytest
 
-from scheduler_failover_controller.leash import deadline_path, read_deadline_file
+from scheduler_failover_controller.leash import LOCAL_ARGV, deadline_path, read_deadline_file
+from scheduler_failover_controller.nodes.local import leash_spec
 from scheduler_failover_controller.nodes.ssh import Deadline, SSHNodeRunner
 from scheduler_failover_controller.probe import LEASH_NAMES, ProbeResult, SchedulerState, read_leash_records
 from tests.ssh.conftest import NODE, Env, later
+from tests.support.clock_step import stepped_stat, under_stat
 from tests.support.waiting import wait_for
 
 FALLBACK = {"ssh_remote_command": "sfc_no_such_command_here"}
@@ -189,3 +195,31 @@ def test_a_remote_start_writes_the_deadline_before_it_launches_the_leash(env: En
     while not all(not p.is_running() or p.status() == psutil.STATUS_ZOMBIE for p in procs):
         assert time.monotonic() <= deadline + 0.3, "the remote scheduler outlived its starter's deadline"
         time.sleep(0.02)
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare"), reason="needs root and unshare(1)")
+def test_the_listing_recognises_a_leash_registered_before_a_wall_clock_step(env: Env) -> None:
+    """The ps listing (a node without the probe server) tells a leash by its start since boot: a
+    leash that registered while the node's wall clock was an hour off is still live after the step
+    (see tests/support/clock_step.py; the machine's clock is never touched)."""
+    runner = env.runner()
+    config = env.config()
+    spec = leash_spec(config, NODE, time.monotonic() + 60, "step")
+    (env.tmp / "state").mkdir(parents=True, exist_ok=True)
+    leash = subprocess.Popen(
+        under_stat(stepped_stat(env.tmp, -3600), LOCAL_ARGV),
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2]), **spec.environment()},
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        wait_for(lambda: env.schedulers() and read_leash_records(env.tmp / "state", NODE), 10, "a registered leash")
+        [record] = read_leash_records(env.tmp / "state", NODE)
+        assert abs(record.create_time - psutil.Process(leash.pid).create_time()) > 3000
+        [root] = env.schedulers()
+        assert listed(runner) == ProbeResult(NODE, SchedulerState.RUNNING, (root.pid,), leashed=True)
+    finally:
+        leash.kill()
+        leash.wait()
