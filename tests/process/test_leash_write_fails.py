@@ -16,8 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from scheduler_failover_controller.config.model import renew_interval, safety_margin
+from scheduler_failover_controller.config import load_config
 from scheduler_failover_controller.leash import deadline_path
+from scheduler_failover_controller.metastore import open_metastore
 from tests.process.harness import Cluster
 from tests.support.waiting import wait_for, wait_until
 
@@ -52,17 +53,23 @@ def test_a_leash_that_cannot_be_renewed_lets_its_placement_run_out_and_the_sched
     wait_for(lambda: len(cluster.status().get("controllers", [])) == 2, 20, "both controllers registered")
     [first] = cluster.observer.current()
     assert first.node == "n1"
-    block(deadline_path(tmp_path / "c0" / "state", "n1"))
-    gone = wait_until(lambda: not cluster.observer.current(), 3 * TTL, "the leash to stop the scheduler")
-    status = cluster.status()
-    after = time.monotonic()
-    # What was left of n1's placement when its leash stopped the scheduler: at most one renewal
-    # interval past the leash's deadline (the renewal whose leash write failed), plus the margin
-    # and the stop timeout (the leash starts stopping that long before its deadline).
-    left = status.get("placement_expires_in_s") if status.get("scheduler_node") == "n1" else 0.0
-    stop_timeout = min(10.0, (TTL - renew_interval(POLL, TTL)) / 4)
-    bound = renew_interval(POLL, TTL) + safety_margin(TTL) + stop_timeout + 0.8
-    assert (left or 0.0) + (after - gone) <= bound, (left, after - gone, status)
+    config = load_config(str(cluster.config), env={"AIRFLOW__SCHEDULER_FAILOVER__CURRENT_HOST": "n1"})
+    store = open_metastore(config)
+    try:
+        block(deadline_path(tmp_path / "c0" / "state", "n1"))
+        gone = wait_until(lambda: not cluster.observer.current(), 3 * TTL, "the scheduler to be stopped")
+        placement = store.read_state().placement
+        after = time.monotonic()
+    finally:
+        store.close()
+    # What was left of n1's placement when its scheduler was stopped: one renewal interval past
+    # the leash's deadline (the renewal whose leash write failed) at most, plus the margin, plus
+    # how long before that deadline the scheduler is stopped: by the leash, the stop timeout; by
+    # the node fencing itself first, one renewal and two metastore calls (its lookahead).
+    left = placement.remaining if placement.node == "n1" and placement.valid else 0.0
+    early = max(config.scheduler_stop_timeout, config.renew_interval + 2 * config.metastore_timeout)
+    bound = config.renew_interval + config.safety_margin + early + 0.3
+    assert left + (after - gone) <= bound < TTL - config.renew_interval, (left, after - gone, placement)
     # The scheduler comes back on n2: n1 cannot hold a leash, so it is never started there again.
     wait_for(lambda: [s.node for s in cluster.observer.current()] == ["n2"], 30, "the scheduler on n2")
     cluster.observer.stop()
