@@ -18,7 +18,9 @@ from pathlib import Path
 import psutil
 import pytest
 
+from scheduler_failover_controller.boot import started_monotonic
 from scheduler_failover_controller.leash import LOCAL_ARGV, deadline_path, read_deadline_file
+from scheduler_failover_controller.leash_deadline import read_renewal
 from scheduler_failover_controller.nodes.local import leash_spec
 from scheduler_failover_controller.nodes.ssh import Deadline, SSHNodeRunner
 from scheduler_failover_controller.probe import LEASH_NAMES, ProbeResult, SchedulerState, read_leash_records
@@ -188,9 +190,11 @@ def test_a_remote_start_writes_the_deadline_before_it_launches_the_leash(env: En
     [root] = env.schedulers()
     leash = leash_of(root)
     assert leash is not None
-    written = read_deadline_file(path)
-    assert written is not None and deadline - 3.0 < written <= deadline  # the start's own, on the node's clock
-    assert path.stat().st_mtime <= leash.create_time() + 0.01  # written before the leash started
+    renewal = read_renewal(path)
+    assert renewal is not None and deadline - 3.0 < renewal.deadline <= deadline  # the start's own (node's clock)
+    # written before the leash started (both on the monotonic clock: psutil's create times carry
+    # the whole-second rounding of the kernel's boot time)
+    assert renewal.written <= started_monotonic(leash.pid, time.monotonic(), window=10**6)
     procs = [root, *root.children(recursive=True)]
     while not all(not p.is_running() or p.status() == psutil.STATUS_ZOMBIE for p in procs):
         assert time.monotonic() <= deadline + 0.3, "the remote scheduler outlived its starter's deadline"
