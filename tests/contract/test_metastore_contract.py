@@ -23,8 +23,9 @@ from typing import Any
 import pytest
 
 from scheduler_failover_controller.exceptions import MetastoreError
-from scheduler_failover_controller.metastore import sql as sqlmod
+from scheduler_failover_controller.metastore import sql as sqlstore
 from scheduler_failover_controller.metastore import sql_engine
+from scheduler_failover_controller.metastore import sql_tables as sqlmod
 from scheduler_failover_controller.metastore.base import TEXT_LIMIT, ControllerInfo, Metastore, Observation
 from scheduler_failover_controller.metastore.sql import SQLMetastore
 from scheduler_failover_controller.metastore.zookeeper import ZooKeeperMetastore
@@ -426,7 +427,7 @@ def test_tables_of_the_first_release_gain_the_new_columns(sql_be: Backend) -> No
     from sqlalchemy import Column, MetaData, Table, create_engine
     from sqlalchemy.schema import CreateTable
 
-    added = {(c.table.name, c.name) for c in sqlmod._ADDED_COLUMNS}
+    added = {(c.table.name, c.name) for c in sqlmod.ADDED_COLUMNS}
     assert added == {("sfc_controllers", "paused"), ("sfc_controllers", "leashed"), ("sfc_observations", "leashed")}
 
     def as_first_released(table: Any) -> Table:
@@ -555,7 +556,7 @@ def test_switchover_request_is_seen_by_every_client_and_cleared(store: Metastore
 def test_events_are_kept_bounded(store: Metastore, monkeypatch: pytest.MonkeyPatch) -> None:
     from scheduler_failover_controller.metastore import zookeeper as zkmod
 
-    monkeypatch.setattr(sqlmod, "EVENTS_KEPT", 15)
+    monkeypatch.setattr(sqlstore, "EVENTS_KEPT", 15)
     monkeypatch.setattr(zkmod, "EVENTS_KEPT", 15)
     monkeypatch.setattr(fakes, "EVENTS_KEPT", 15)
     for i in range(41):
