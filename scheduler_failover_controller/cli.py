@@ -26,6 +26,7 @@ from .config import (
 )
 from .exceptions import ConfigError, FailoverError, MetastoreError
 from .metastore import Metastore, open_metastore
+from .ownership import SCHEDULER_USER_ENV
 from .probe import MATCH_ENV, ProbeResult, SchedulerState
 from .redaction import config_secrets, mask_output, redact_webhook
 from .status import ClusterStatus, SwitchoverOutcome, read_status
@@ -297,6 +298,12 @@ def _target_and_match(ctx: click.Context, node: str | None, match: str | None) -
     return node, config.process_match(node)
 
 
+def _expected_uid(ctx: click.Context, match: str | None) -> int | None:
+    """Whose processes count: the config's scheduler_user when the config is used (no --match);
+    else None: ``$SFC_SCHEDULER_USER``, or this process's own user."""
+    return None if match else _config(ctx).scheduler_uid()
+
+
 _NODE_HELP = "Node name to report (default: current_host of the config, else this machine's host name)."
 _MATCH_HELP = (
     f"Words of a scheduler's command line (default: scheduler_process_match of the config; also ${MATCH_ENV}). "
@@ -324,14 +331,15 @@ def probe(ctx: click.Context, as_json: bool, node: str | None, match: str | None
     from .probe import OrphanWatch, probe_local
 
     name, words = _target_and_match(ctx, node, match)
+    uid = _expected_uid(ctx, match)
     if serve:
         orphans = OrphanWatch()  # one per connection: it remembers the previous probe
         while True:
-            click.echo(json.dumps(orphans.check(probe_local(name, words)).to_json()))
+            click.echo(json.dumps(orphans.check(probe_local(name, words, uid=uid)).to_json()))
             sys.stdout.flush()
             if not sys.stdin.buffer.readline():
                 return
-    result = probe_local(name, words)
+    result = probe_local(name, words, uid=uid)
     _emit(result.to_json(), as_json, lambda: f"{result.node}: {result.describe()}")
     sys.exit(1 if result.state is SchedulerState.UNKNOWN else 0)
 
@@ -369,15 +377,20 @@ def kill_local(
     from pathlib import Path
 
     from .nodes.local import end_session, kill_trees
-    from .probe import find_schedulers, probe_local
+    from .probe import owned_schedulers, probe_local
 
     name, words = _target_and_match(ctx, node, match)
+    uid = _expected_uid(ctx, match)
     if timeout is None:
         timeout = _config(ctx).scheduler_stop_timeout if not match else 10.0
-    kill_trees(find_schedulers(words), timeout)
+    try:
+        roots = owned_schedulers(name, words, uid=uid)[0]
+    except ValueError as exc:
+        raise BadInput(f"${SCHEDULER_USER_ENV}: {exc}") from None
+    kill_trees(roots, timeout)
     if session_file:
         end_session(Path(session_file), name)
-    result = probe_local(name, words)
+    result = probe_local(name, words, uid=uid)
     _emit(result.to_json(), as_json, lambda: f"{result.node}: {result.describe()}")
     sys.exit(0 if result.state is SchedulerState.STOPPED else 1)
 
@@ -565,7 +578,8 @@ def _render_status(cluster: ClusterStatus) -> str:
     for n in data["nodes"]:
         age = "never observed" if n["observed_age_s"] is None else f"observed {n['observed_age_s']:.1f}s ago"
         pids = f" pid {', '.join(map(str, n['pids']))}" if n["pids"] else ""
-        lines.append(f"  {n['host']}: {n['scheduler']}{pids} ({age})")
+        foreign = ", ".join(f"pid {f['pid']} ({f['user']})" for f in n["foreign"])
+        lines.append(f"  {n['host']}: {n['scheduler']}{pids} ({age})" + (f"; foreign: {foreign}" if foreign else ""))
     failover = data["last_failover"]
     lines.append(
         f"last failover: {failover['message']} ({failover['age_s']:.0f}s ago)" if failover else "last failover: none"

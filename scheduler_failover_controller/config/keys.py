@@ -259,6 +259,17 @@ Words of a scheduler's command line, matched against each process's arguments.
         "words of a scheduler's arguments (`{node}` = node name)",
     ),
     Key(
+        "scheduler_user",
+        p.user,
+        "",
+        """\
+The user whose processes count as the scheduler (a name or uid). Empty: the controller's own.
+A process below this controller's leash counts whatever its user (a start command may switch
+user); any other matching process is foreign: reported, never adopted or signalled.""",
+        "the user whose processes count as the scheduler (default: the controller's own)",
+        shown_default="the controller's own",
+    ),
+    Key(
         "airflow_scheduler_start_command",
         p.command,
         "",

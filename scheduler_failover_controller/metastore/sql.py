@@ -49,6 +49,7 @@ from .base import (
     Observation,
     Placement,
     capped,
+    foreign_rows,
 )
 from .sql_engine import SQLDatabase
 from .sql_tables import (
@@ -386,6 +387,7 @@ class SQLMetastore(SQLDatabase, Metastore):
                         by_host=obs.by_host,
                         epoch=epoch,
                         leashed=int(obs.leashed),
+                        foreign_procs=json.dumps(foreign_rows(obs.foreign)) if obs.foreign else "",
                     )
                 )
             return True
@@ -408,6 +410,7 @@ class SQLMetastore(SQLDatabase, Metastore):
                 by_host=rows.name(field_name(o, "by_host", node), r.by_host, empty=True),
                 server_now=now,
                 leashed=rows.flag(field_name(o, "leashed", node), r.leashed),
+                foreign=rows.foreign(field_name(o, "foreign_procs", node), r.foreign_procs, encoded=True),
             )
 
         def go(conn: Connection) -> list[Observation]:

@@ -79,9 +79,15 @@ observations_table = Table(
     Column("by_host", String(255), nullable=False),
     Column("epoch", BigInteger, nullable=False),
     Column("leashed", Integer, nullable=False, server_default="0"),  # added after version 1, like paused
+    Column("foreign_procs", String(TEXT_LIMIT), nullable=False, server_default=""),  # [[pid, user], ...]
 )
 # Columns added to a released schema (each with a default); older controllers ignore them.
-ADDED_COLUMNS = [controllers_table.c.paused, controllers_table.c.leashed, observations_table.c.leashed]
+ADDED_COLUMNS = [
+    controllers_table.c.paused,
+    controllers_table.c.leashed,
+    observations_table.c.leashed,
+    observations_table.c.foreign_procs,
+]
 events_table = Table(
     "sfc_events",
     metadata,

@@ -72,6 +72,7 @@ from .base import (
     Observation,
     Placement,
     capped,
+    foreign_rows,
 )
 from .zookeeper_records import (
     decode_controller,
@@ -355,6 +356,7 @@ class ZooKeeperMetastore(ZooKeeperSession, Metastore):
                     "detail": capped(o.detail),
                     "by": o.by_host,
                     "leashed": o.leashed,
+                    "foreign": foreign_rows(o.foreign),
                 }
                 for o in observations
             }

@@ -97,6 +97,7 @@ def decode_observations(path: str, data: bytes, at: float, now: float) -> list[O
                 rows.name(f"{entry}.by", get("by"), empty=True),
                 now,
                 leashed=rows.flag(f"{entry}.leashed", get("leashed", False)),  # not in the first release
+                foreign=rows.foreign(f"{entry}.foreign", get("foreign", [])),
             )
         )
     return found

@@ -19,7 +19,7 @@ import psutil
 from ..config import Config
 from ..exceptions import CommandFailed
 from ..leash import LOCAL_ARGV, Spec, write_deadline
-from ..probe import OrphanWatch, ProbeResult, SchedulerState, find_schedulers, probe_local, read_leash_records
+from ..probe import OrphanWatch, ProbeResult, SchedulerState, owned_schedulers, probe_local, read_leash_records
 from ..trust import UntrustedFile, read_private, write_private
 from .base import NodeRunner
 
@@ -148,9 +148,10 @@ class LocalNodeRunner(NodeRunner):
         self.match = config.process_match(node)
         self.lock_path = node_lock_path(config, node)
         self.orphans = OrphanWatch()
+        self.uid = config.scheduler_uid()  # whose processes count (see ..ownership)
 
     def probe(self) -> ProbeResult:
-        return self.orphans.check(probe_local(self.node, self.match, self.config.state_dir))
+        return self.orphans.check(probe_local(self.node, self.match, self.config.state_dir, self.uid))
 
     @contextmanager
     def _node_lock(self, timeout: float) -> Iterator[None]:
@@ -268,7 +269,7 @@ class LocalNodeRunner(NodeRunner):
                 self._clean_session()
                 return result
             log.warning("%s: scheduler still there after the stop command; killing it", self.node)
-        kill_trees(find_schedulers(self.match), timeout)
+        kill_trees(owned_schedulers(self.node, self.match, self.config.state_dir, self.uid)[0], timeout)
         self._clean_session()
         return self.probe()
 

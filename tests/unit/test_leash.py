@@ -222,7 +222,7 @@ def test_registration_records_round_trip_and_reject_junk() -> None:
 
 
 def entry(pid: int, ppid: int, args: str, created: float = 100.0, status: str = "sleeping") -> ProcessEntry:
-    return ProcessEntry(pid, ppid, tuple(args.split()), status, created, args)
+    return ProcessEntry(pid, ppid, tuple(args.split()), status, created, args, os.geteuid(), os.geteuid())
 
 
 LEASH_ARGS = "/venv/bin/python -m scheduler_failover_controller.leash"

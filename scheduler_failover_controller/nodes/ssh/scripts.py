@@ -20,6 +20,7 @@ from contextlib import suppress
 from pathlib import Path
 
 from ...exceptions import CommandFailed
+from ...ownership import ForeignProcess
 from ...probe import (
     LeashRecord,
     ProbeResult,
@@ -37,6 +38,7 @@ class Marker(enum.Enum):
 
     LEASH = "leash"  # one of the node's leash registrations (before a listing)
     NOW = "now"  # the node's clock, ``date +%s`` (before a listing)
+    UID = "uid"  # the uid whose processes count as the scheduler there (before a listing)
     PS = "ps"  # the listing shell's pid; the ps table follows
     CANCELLED = "cancelled"  # a start's token was taken first: that start never launches
     RAN = "ran"  # a start's token was there already: that start launched
@@ -79,15 +81,18 @@ def assignments(env: Mapping[str, object]) -> str:
 # --- the process listing --------------------------------------------------------------------
 
 
-def listing_lines(state_dir: Path, node: str) -> list[str]:
-    """Shell lines printing the node's leash registrations (files of this user) and its clock, a
-    marker with the shell's pid, then the ps table (this shell ends with it: ``exec``)."""
+def listing_lines(state_dir: Path, node: str, user: str = "") -> list[str]:
+    """Shell lines printing the node's leash registrations (files of this user), its clock and
+    the uid of ``user`` (empty: this shell's own) there, a marker with the shell's pid, then the
+    ps table (this shell ends with it: ``exec``)."""
     records = f"{q(leash_dir(state_dir))}/{q(leash_record_prefix(node))}*"
+    uid = f"id -u {q(user)}" if user else "id -u"
     return [
         f"for f in {records}; do",
         f'  [ -f "$f" ] && [ -O "$f" ] && printf \'{Marker.LEASH.text} %s\\n\' "$(cat "$f" 2>/dev/null)"',
         "done 2>/dev/null",
         Marker.NOW.echo("$(date +%s)"),
+        Marker.UID.echo(f"$({uid} 2>/dev/null)"),
         Marker.PS.echo("$$"),
         "LC_ALL=C",
         "export LC_ALL",
@@ -95,8 +100,17 @@ def listing_lines(state_dir: Path, node: str) -> list[str]:
     ]
 
 
-def listing_script(state_dir: Path, node: str) -> str:
-    return "\n".join(listing_lines(state_dir, node)) + "\n"
+def listing_script(state_dir: Path, node: str, user: str = "") -> str:
+    return "\n".join(listing_lines(state_dir, node, user)) + "\n"
+
+
+def parse_expected_uid(out: str) -> int | None:
+    """The uid printed before a listing (see :func:`listing_lines`); None when it is not there."""
+    head = out.partition(Marker.PS.text)[0]
+    for value in marked(head, Marker.UID):
+        if value.isdigit():
+            return int(value)
+    return None
 
 
 def parse_listing_head(out: str) -> tuple[list[LeashRecord], float | None]:
@@ -137,9 +151,10 @@ def parse_probe_json(node: str, out: str) -> ProbeResult | None:
         pids = tuple(int(p) for p in data.get("pids", []))
         detail = str(data.get("detail", ""))
         leashed = data.get("leashed", False) is True
-    except (ValueError, KeyError, TypeError):
+        foreign = tuple(sorted(ForeignProcess(int(f["pid"]), str(f["user"])) for f in data.get("foreign", [])))
+    except (ValueError, KeyError, TypeError, AttributeError):
         return None
-    return ProbeResult(node, state, pids, detail, leashed=leashed)
+    return ProbeResult(node, state, pids, detail, leashed=leashed, foreign=foreign)
 
 
 # --- this project on the node ---------------------------------------------------------------
