@@ -1,0 +1,202 @@
+"""Another user's process that looks like the scheduler: never counted, adopted or signalled.
+
+Real controllers (as root) with a stand-in scheduler; the other user is ``nobody``, whose
+stand-in is a shell script with the stand-in's name (``sh .../fake_scheduler.py --cluster T
+--node N``), so it matches the cluster's ``scheduler_process_match``.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import signal
+import subprocess
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from tests.process.harness import Cluster
+from tests.support.waiting import holds_for, wait_for
+
+pytestmark = [
+    pytest.mark.process,
+    pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setpriv") is None, reason="needs root and setpriv"),
+]
+
+AS_NOBODY = ["setpriv", "--reuid", "nobody", "--regid", "nogroup", "--clear-groups", "--"]
+LOOP = "trap 'exit 0' TERM\nwhile :; do sleep 1; done\n"
+
+
+@pytest.fixture
+def script_dir() -> Iterator[Path]:
+    """A directory ``nobody`` can read, with a shell script named like the stand-in scheduler."""
+    path = Path(tempfile.mkdtemp(prefix="sfc-foreign-"))
+    path.chmod(0o755)
+    (path / "fake_scheduler.py").write_text(LOOP)
+    (path / "fake_scheduler.py").chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def decoys() -> Iterator[Callable[[Path, Cluster, str], subprocess.Popen[bytes]]]:
+    """Starts ``nobody``'s matching processes; each is ended by pid after the test."""
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start(directory: Path, cluster: Cluster, node: str) -> subprocess.Popen[bytes]:
+        argv = [*AS_NOBODY, "/bin/sh", str(directory / "fake_scheduler.py"), "--cluster", cluster.token]
+        proc = subprocess.Popen(
+            [*argv, "--node", node], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+        )
+        started.append(proc)
+        wait_for(lambda: _user(proc.pid) == "nobody", 10, "nobody's process to run as nobody")
+        return proc
+
+    yield start
+    for proc in started:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def _user(pid: int) -> str | None:
+    try:
+        return pwd.getpwuid(psutil.Process(pid).uids().real).pw_name
+    except (psutil.Error, KeyError):
+        return None
+
+
+def schedulers(cluster: Cluster, node: str, exclude: set[int]) -> list[int]:
+    """The pids of ``node``'s stand-in scheduler roots, but for ``exclude`` (the decoys)."""
+    match = f"--cluster {cluster.token} --node {node}"
+    found = []
+    for proc in psutil.process_iter(["pid", "cmdline", "ppid"]):
+        line = " ".join(proc.info["cmdline"] or [])
+        if "fake_scheduler.py" in line and line.endswith(match) and proc.pid not in exclude:
+            found.append(proc.pid)
+    return [p for p in found if _parent(p) not in found]
+
+
+def _parent(pid: int) -> int | None:
+    try:
+        return psutil.Process(pid).ppid()
+    except psutil.Error:
+        return None
+
+
+def node_status(cluster: Cluster, node: str) -> dict[str, object]:
+    for entry in cluster.status().get("nodes", []):
+        if entry.get("host") == node:
+            return dict(entry)
+    return {}
+
+
+def foreign_pids(cluster: Cluster, node: str) -> list[object]:
+    foreign = node_status(cluster, node).get("foreign") or []
+    assert isinstance(foreign, list)
+    return [f.get("pid") for f in foreign if isinstance(f, dict) and f.get("user") == "nobody"]
+
+
+def sqlite(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'metastore.db'}"
+
+
+def test_on_the_schedulers_node_nobodys_copy_is_reported_not_killed_nor_adopted(
+    make_cluster: Callable[..., Cluster],
+    tmp_path: Path,
+    script_dir: Path,
+    decoys: Callable[[Path, Cluster, str], subprocess.Popen[bytes]],
+) -> None:
+    cluster = make_cluster(sqlite(tmp_path), 1)
+    cluster.start("n1")
+    wait_for(lambda: len(schedulers(cluster, "n1", set())) == 1, 20, "the scheduler on n1")
+    (real,) = schedulers(cluster, "n1", set())
+    decoy = decoys(script_dir, cluster, "n1")
+    # Several polls: the real, leashed scheduler is neither killed nor doubted, nobody's runs on.
+    holds_for(
+        lambda: schedulers(cluster, "n1", {decoy.pid}) == [real] and decoy.poll() is None,
+        6 * cluster.poll,
+        "the real scheduler and nobody's process both left alone",
+    )
+    wait_for(lambda: foreign_pids(cluster, "n1") == [decoy.pid], 15, "status to report nobody's process")
+    status = node_status(cluster, "n1")
+    assert status["scheduler"] == "running" and status["pids"] == [real], status
+    log = cluster.log("n1")
+    assert log.count(f"pid {decoy.pid} (nobody)") >= 1
+    assert log.count("looks like the scheduler but runs as another user") == 1, "logged once, not every cycle"
+    assert "restarted it in place" not in log and "stray" not in log
+
+
+def test_on_a_standby_node_nobodys_copy_is_not_killed_as_a_stray(
+    make_cluster: Callable[..., Cluster],
+    tmp_path: Path,
+    script_dir: Path,
+    decoys: Callable[[Path, Cluster, str], subprocess.Popen[bytes]],
+) -> None:
+    cluster = make_cluster(sqlite(tmp_path), 2)
+    cluster.start("n1")
+    wait_for(lambda: len(schedulers(cluster, "n1", set())) == 1, 20, "the scheduler on n1")
+    cluster.start("n2")
+    (real,) = schedulers(cluster, "n1", set())
+    decoy = decoys(script_dir, cluster, "n2")
+    holds_for(
+        lambda: (
+            decoy.poll() is None
+            and schedulers(cluster, "n1", set()) == [real]
+            and schedulers(cluster, "n2", {decoy.pid}) == []
+        ),
+        6 * cluster.poll,
+        "nobody's process on n2 left alone, the scheduler kept on n1",
+    )
+    wait_for(lambda: foreign_pids(cluster, "n2") == [decoy.pid], 15, "status to report nobody's process on n2")
+    after = cluster.status()
+    assert after["scheduler_node"] == "n1" and (after["placement_expires_in_s"] or 0) > 0, after
+    assert "stray" not in cluster.log("n1")
+
+
+def test_a_start_command_that_switches_user_is_leashed_counted_and_stopped(
+    make_cluster: Callable[..., Cluster],
+    tmp_path: Path,
+    script_dir: Path,
+    decoys: Callable[[Path, Cluster, str], subprocess.Popen[bytes]],
+) -> None:
+    cluster = make_cluster(sqlite(tmp_path), 2)
+    start = " ".join([*AS_NOBODY, "/bin/sh", str(script_dir / "fake_scheduler.py")])
+    text = cluster.config.read_text()
+    lines = [
+        f"airflow_scheduler_start_command = exec {start} --cluster {cluster.token} --node {{node}}"
+        if line.startswith("airflow_scheduler_start_command")
+        else line
+        for line in text.splitlines()
+    ]
+    cluster.config.write_text("\n".join(lines) + "\n")
+    # nobody's own copy on n1, not under the leash: it must not count beside the leashed one
+    decoy = decoys(script_dir, cluster, "n1")
+    cluster.start("n1")
+    wait_for(lambda: len(schedulers(cluster, "n1", {decoy.pid})) == 1, 20, "the leashed scheduler on n1")
+    (leashed,) = schedulers(cluster, "n1", {decoy.pid})
+    assert _user(leashed) == "nobody"
+    cluster.start("n2")
+    wait_for(lambda: node_status(cluster, "n1").get("pids") == [leashed], 15, "status to count the leashed one")
+    holds_for(
+        lambda: schedulers(cluster, "n1", {decoy.pid}) == [leashed] and decoy.poll() is None,
+        6 * cluster.poll,
+        "the leashed scheduler kept (not doubled by nobody's copy)",
+    )
+    assert foreign_pids(cluster, "n1") == [decoy.pid]
+    # Shut n1's controller down: it stops its (nobody's, leashed) scheduler, n2 takes over.
+    cluster.signal("n1", signal.SIGTERM)
+    wait_for(lambda: not psutil.pid_exists(leashed) or _zombie(leashed), 20, "the leashed scheduler to be stopped")
+    wait_for(lambda: len(schedulers(cluster, "n2", set())) == 1, 30, "the scheduler to move to n2")
+    assert decoy.poll() is None, "nobody's own copy was signalled"
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return True
