@@ -352,7 +352,7 @@ def table_owned(
         if counts(uids, expected, below(root.pid, parents.get, tree_leashes)):
             owned.append(root)
         else:
-            foreign.append(ForeignProcess(root.pid, user_name(root.uid)))
+            foreign.append(ForeignProcess(root.pid, user_name(root.uid if root.ruid is None else root.ruid)))
     return owned, sorted(foreign)
 
 

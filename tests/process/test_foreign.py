@@ -7,12 +7,8 @@ stand-in is a shell script with the stand-in's name (``sh .../fake_scheduler.py 
 
 from __future__ import annotations
 
-import os
-import pwd
-import shutil
 import signal
 import subprocess
-import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -20,54 +16,33 @@ import psutil
 import pytest
 
 from tests.process.harness import Cluster
+from tests.support.foreign import AS_NOBODY, Lookalikes, can_run_as_nobody, lookalike_dir, user_of
 from tests.support.waiting import holds_for, wait_for
 
 pytestmark = [
     pytest.mark.process,
-    pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setpriv") is None, reason="needs root and setpriv"),
+    pytest.mark.skipif(not can_run_as_nobody(), reason="needs root and setpriv"),
 ]
-
-AS_NOBODY = ["setpriv", "--reuid", "nobody", "--regid", "nogroup", "--clear-groups", "--"]
-LOOP = "trap 'exit 0' TERM\nwhile :; do sleep 1; done\n"
 
 
 @pytest.fixture
 def script_dir() -> Iterator[Path]:
-    """A directory ``nobody`` can read, with a shell script named like the stand-in scheduler."""
-    path = Path(tempfile.mkdtemp(prefix="sfc-foreign-"))
-    path.chmod(0o755)
-    (path / "fake_scheduler.py").write_text(LOOP)
-    (path / "fake_scheduler.py").chmod(0o755)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
+    with lookalike_dir() as path:
+        yield path
 
 
 @pytest.fixture
 def decoys() -> Iterator[Callable[[Path, Cluster, str], subprocess.Popen[bytes]]]:
-    """Starts ``nobody``'s matching processes; each is ended by pid after the test."""
-    started: list[subprocess.Popen[bytes]] = []
+    """Starts ``nobody``'s look-alikes of a node's scheduler; each is ended by pid after the test."""
+    made: list[Lookalikes] = []
 
     def start(directory: Path, cluster: Cluster, node: str) -> subprocess.Popen[bytes]:
-        argv = [*AS_NOBODY, "/bin/sh", str(directory / "fake_scheduler.py"), "--cluster", cluster.token]
-        proc = subprocess.Popen(
-            [*argv, "--node", node], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
-        )
-        started.append(proc)
-        wait_for(lambda: _user(proc.pid) == "nobody", 10, "nobody's process to run as nobody")
-        return proc
+        made.append(Lookalikes(directory))
+        return made[-1].start(["--cluster", cluster.token, "--node", node])
 
     yield start
-    for proc in started:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-
-
-def _user(pid: int) -> str | None:
-    try:
-        return pwd.getpwuid(psutil.Process(pid).uids().real).pw_name
-    except (psutil.Error, KeyError):
-        return None
+    for lookalikes in made:
+        lookalikes.close()
 
 
 def schedulers(cluster: Cluster, node: str, exclude: set[int]) -> list[int]:
@@ -179,7 +154,7 @@ def test_a_start_command_that_switches_user_is_leashed_counted_and_stopped(
     cluster.start("n1")
     wait_for(lambda: len(schedulers(cluster, "n1", {decoy.pid})) == 1, 20, "the leashed scheduler on n1")
     (leashed,) = schedulers(cluster, "n1", {decoy.pid})
-    assert _user(leashed) == "nobody"
+    assert user_of(leashed) == "nobody"
     cluster.start("n2")
     wait_for(lambda: node_status(cluster, "n1").get("pids") == [leashed], 15, "status to count the leashed one")
     holds_for(
