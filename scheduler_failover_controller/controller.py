@@ -428,10 +428,10 @@ class Controller:
             )
             return f"{waiting}; {self._kill_strays(strays, probes, node)}" if strays else waiting
         if strays:
-            killed, gone = self._stop_strays(strays, probes, node)
-            if not gone:
+            killed, after = self._stop_strays(strays, probes, node)
+            if len(after) < len(strays) or any(r.state is not SchedulerState.STOPPED for r in after.values()):
                 return f"{killed}; the scheduler on {node} is {probe.describe()}: not restarted while a stray may run"
-            return f"{killed}; {self._restart_or_move(state, probes, node, probe)}"
+            return f"{killed}; {self._restart_or_move(state, {**probes, **after}, node, probe)}"
         return self._restart_or_move(state, probes, node, probe)
 
     def _healthy(self, node: str, probe: ProbeResult) -> str:
@@ -445,15 +445,17 @@ class Controller:
     def _kill_strays(self, strays: list[str], probes: dict[str, ProbeResult], keep: str) -> str:
         return self._stop_strays(strays, probes, keep)[0]
 
-    def _stop_strays(self, strays: list[str], probes: dict[str, ProbeResult], keep: str) -> tuple[str, bool]:
-        """Stop the schedulers on ``strays``: (what was done, whether every one is now stopped)."""
+    def _stop_strays(
+        self, strays: list[str], probes: dict[str, ProbeResult], keep: str
+    ) -> tuple[str, dict[str, ProbeResult]]:
+        """Stop the schedulers on ``strays``: (what was done, each one's probe after its stop)."""
         if not self.leads():
-            return f"{MARGIN_TOO_SMALL} to act; not killing strays this cycle", False
+            return f"{MARGIN_TOO_SMALL} to act; not killing strays this cycle", {}
         results = list(self._pool.map(lambda n: stop(self.runners[n]), strays))
         parts = [f"{n} ({probes[n].describe()} -> {r.state.value})" for n, r in zip(strays, results, strict=True)]
         message = f"killed stray scheduler(s) on {', '.join(parts)}; the scheduler belongs on {keep}"
         self._event("kill", message)
-        return message, all(r.state is SchedulerState.STOPPED for r in results)
+        return message, dict(zip(strays, results))
 
     def _restart_or_move(
         self, state: ClusterState, probes: dict[str, ProbeResult], node: str, probe: ProbeResult

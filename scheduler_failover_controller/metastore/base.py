@@ -42,9 +42,9 @@ FOREIGN_LIMIT = 8  # foreign processes kept per observation (a JSON list within 
 USER_LIMIT = 32  # characters of a foreign process's user kept
 
 
-def foreign_rows(foreign: tuple[tuple[int, str], ...]) -> list[list[object]]:
-    """An observation's foreign processes as kept: ``[[pid, user], ...]``, capped."""
-    return [[pid, user[:USER_LIMIT]] for pid, user in foreign[:FOREIGN_LIMIT]]
+def foreign_rows(foreign: tuple[tuple[int, str], ...]) -> list[tuple[int, str]]:
+    """An observation's foreign processes as kept (JSON ``[[pid, user], ...]``), capped."""
+    return [(pid, user[:USER_LIMIT]) for pid, user in foreign[:FOREIGN_LIMIT]]
 
 
 @dataclass(frozen=True)

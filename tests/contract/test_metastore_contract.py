@@ -26,7 +26,14 @@ from scheduler_failover_controller.exceptions import MetastoreError
 from scheduler_failover_controller.metastore import sql as sqlstore
 from scheduler_failover_controller.metastore import sql_engine
 from scheduler_failover_controller.metastore import sql_tables as sqlmod
-from scheduler_failover_controller.metastore.base import TEXT_LIMIT, ControllerInfo, Metastore, Observation
+from scheduler_failover_controller.metastore.base import (
+    FOREIGN_LIMIT,
+    TEXT_LIMIT,
+    USER_LIMIT,
+    ControllerInfo,
+    Metastore,
+    Observation,
+)
 from scheduler_failover_controller.metastore.sql import SQLMetastore
 from scheduler_failover_controller.metastore.zookeeper import ZooKeeperMetastore
 from tests.conftest import missing
@@ -428,7 +435,12 @@ def test_tables_of_the_first_release_gain_the_new_columns(sql_be: Backend) -> No
     from sqlalchemy.schema import CreateTable
 
     added = {(c.table.name, c.name) for c in sqlmod.ADDED_COLUMNS}
-    assert added == {("sfc_controllers", "paused"), ("sfc_controllers", "leashed"), ("sfc_observations", "leashed")}
+    assert added == {
+        ("sfc_controllers", "paused"),
+        ("sfc_controllers", "leashed"),
+        ("sfc_observations", "leashed"),
+        ("sfc_observations", "foreign_procs"),
+    }
 
     def as_first_released(table: Any) -> Table:
         return Table(
@@ -463,7 +475,7 @@ def test_tables_of_the_first_release_gain_the_new_columns(sql_be: Backend) -> No
         with ThreadPoolExecutor(2) as pool:
             list(pool.map(lambda s: s.setup(), (first, second)))
         assert {c.host: (c.paused, c.leashed) for c in first.controllers()} == {"n0": (False, False)}
-        assert [(o.node, o.pids, o.leashed) for o in first.observations()] == [("n0", (7,), False)]
+        assert [(o.node, o.pids, o.leashed, o.foreign) for o in first.observations()] == [("n0", (7,), False, ())]
         second.heartbeat(ControllerInfo("n1", "h1", 11, "0.2", "standby", 0, 0, paused=True, leashed=True))
         assert {c.host: (c.paused, c.leashed) for c in first.controllers()} == {
             "n0": (False, False),
@@ -522,6 +534,24 @@ def test_leashed_flags_round_trip(store: Metastore) -> None:
     dumped = store.dump()
     assert {c["host"]: c["leashed"] for c in dumped["controllers"]} == {"n1": False, "n2": False}
     assert {o["node"]: o["leashed"] for o in dumped["observations"]} == {"n1": True, "n2": False}
+
+
+def test_foreign_processes_round_trip(store: Metastore) -> None:
+    """An observation's foreign processes (another user's look-alikes): kept, capped, read back."""
+    lease = store.acquire_or_renew("h1", "n1", LEASE)
+    assert lease is not None
+    many = tuple((100 + i, "u" * 40) for i in range(20))
+    obs = [
+        Observation("n1", "running", (5,), "", foreign=((7, "nobody"),)),
+        Observation("n2", "stopped", (), "", foreign=many),
+    ]
+    assert store.record_observations("h1", lease.epoch, obs)
+    got = {o.node: o.foreign for o in store.observations()}
+    assert got["n1"] == ((7, "nobody"),)
+    assert got["n2"] == tuple((pid, user[:USER_LIMIT]) for pid, user in many[:FOREIGN_LIMIT])
+    assert {o["node"]: o["foreign"] for o in store.dump()["observations"]}["n1"] == [{"pid": 7, "user": "nobody"}]
+    assert store.record_observations("h1", lease.epoch, [Observation("n1", "stopped", (), "")])
+    assert [o.foreign for o in store.observations()] == [()]
 
 
 def test_observations_are_fenced_by_epoch(store: Metastore) -> None:

@@ -7,6 +7,7 @@ stand-in is a shell script with the stand-in's name (``sh .../fake_scheduler.py 
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 from collections.abc import Callable, Iterator
@@ -175,3 +176,40 @@ def _zombie(pid: int) -> bool:
         return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
     except psutil.Error:
         return True
+
+
+def test_a_stray_that_keeps_coming_back_does_not_cost_the_placed_node_its_scheduler(
+    make_cluster: Callable[..., Cluster], tmp_path: Path, script_dir: Path
+) -> None:
+    """The scheduler runs on n2, whose controller is gone: only the active (n1) renews n2's
+    placement and leash. A loop (of the controllers' own user) brings a stray back on n3 as soon
+    as it is killed; the active kills it every cycle, and must still look after n2."""
+    cluster = make_cluster(sqlite(tmp_path), 3)
+    cluster.start("n1")
+    wait_for(lambda: len(schedulers(cluster, "n1", set())) == 1, 20, "the scheduler on n1")
+    cluster.start("n2")
+    wait_for(lambda: len(cluster.status().get("controllers", [])) == 2, 20, "n2's controller registered")
+    moved = cluster.cli("switchover", "--to", "n2")
+    assert moved.returncode == 0, moved.stdout + moved.stderr
+    wait_for(lambda: len(schedulers(cluster, "n2", set())) == 1, 20, "the scheduler on n2")
+    (placed,) = schedulers(cluster, "n2", set())
+    cluster.signal("n2", signal.SIGKILL)
+    cluster.procs["n2"].wait(timeout=10)
+    stray = f"/bin/sh {script_dir / 'fake_scheduler.py'} --cluster {cluster.token} --node n3"
+    loop = subprocess.Popen(
+        ["/bin/sh", "-c", f"i=0; while [ $i -lt 2000 ]; do {stray}; i=$((i+1)); done"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        wait_for(lambda: "killed stray scheduler(s) on n3" in cluster.log("n1"), 15, "the stray to be killed")
+        holds_for(
+            lambda: schedulers(cluster, "n2", set()) == [placed],
+            3 * cluster.ttl,
+            "the scheduler on n2 kept (its placement and leash renewed)",
+        )
+        assert cluster.status()["scheduler_node"] == "n2"
+    finally:
+        os.killpg(loop.pid, signal.SIGKILL)
+        loop.wait()
