@@ -239,7 +239,13 @@ class Controller:
         if self.role is Role.ACTIVE and not state.paused:
             probes = self._probe_all()
             guard = self._guard(state, t0, probes[self.host])
-            return guard or self._lead(state, probes)
+            if guard is None:
+                return self._lead(state, probes)
+            placement = state.placement
+            if placement.valid and placement.node != self.host and self.leads():
+                # A stray on this node was stopped: the placed node is still looked after.
+                return f"{guard}; {self._lead(state, {**probes, self.host: self._look_local()})}"
+            return guard
         guard = self._guard(state, t0, None)
         if guard:
             return guard

@@ -178,12 +178,14 @@ def _zombie(pid: int) -> bool:
         return True
 
 
+@pytest.mark.parametrize("stray_node", ["n3", "n1"])
 def test_a_stray_that_keeps_coming_back_does_not_cost_the_placed_node_its_scheduler(
-    make_cluster: Callable[..., Cluster], tmp_path: Path, script_dir: Path
+    make_cluster: Callable[..., Cluster], tmp_path: Path, script_dir: Path, stray_node: str
 ) -> None:
     """The scheduler runs on n2, whose controller is gone: only the active (n1) renews n2's
-    placement and leash. A loop (of the controllers' own user) brings a stray back on n3 as soon
-    as it is killed; the active kills it every cycle, and must still look after n2."""
+    placement and leash. A loop (of the controllers' own user) brings a stray back on another
+    node (n3, without a controller; n1, the active's own) as soon as it is killed; the active
+    kills it every cycle, and must still look after n2."""
     cluster = make_cluster(sqlite(tmp_path), 3)
     cluster.start("n1")
     wait_for(lambda: len(schedulers(cluster, "n1", set())) == 1, 20, "the scheduler on n1")
@@ -195,7 +197,7 @@ def test_a_stray_that_keeps_coming_back_does_not_cost_the_placed_node_its_schedu
     (placed,) = schedulers(cluster, "n2", set())
     cluster.signal("n2", signal.SIGKILL)
     cluster.procs["n2"].wait(timeout=10)
-    stray = f"/bin/sh {script_dir / 'fake_scheduler.py'} --cluster {cluster.token} --node n3"
+    stray = f"/bin/sh {script_dir / 'fake_scheduler.py'} --cluster {cluster.token} --node {stray_node}"
     loop = subprocess.Popen(
         ["/bin/sh", "-c", f"i=0; while [ $i -lt 2000 ]; do {stray}; i=$((i+1)); done"],
         stdout=subprocess.DEVNULL,
@@ -203,7 +205,8 @@ def test_a_stray_that_keeps_coming_back_does_not_cost_the_placed_node_its_schedu
         start_new_session=True,
     )
     try:
-        wait_for(lambda: "killed stray scheduler(s) on n3" in cluster.log("n1"), 15, "the stray to be killed")
+        killed = "killed stray scheduler(s) on n3" if stray_node == "n3" else "stopped a scheduler on n1"
+        wait_for(lambda: killed in cluster.log("n1"), 15, "the stray to be killed")
         holds_for(
             lambda: schedulers(cluster, "n2", set()) == [placed],
             3 * cluster.ttl,

@@ -222,3 +222,23 @@ def test_the_placed_node_is_not_restarted_while_a_stray_may_still_run(cluster: C
     sentence = c1.run_cycle()
     assert sentence.endswith("the scheduler on n1 is stopped: not restarted while a stray may run"), sentence
     assert cluster.actions == [("n1", "start"), ("n3", "stop")]
+
+
+def test_a_stray_on_the_active_node_itself_does_not_keep_the_placed_node_from_being_renewed(
+    cluster: Cluster,
+) -> None:
+    cluster.runners["n2"].run()
+    cluster.store.force_placement("n2", 5.0)
+    c1 = cluster.controller("n1")
+    c1.run_cycle()
+    for _ in range(8):  # longer than the placement's ttl
+        cluster.runners["n1"].run()  # a loop restarts the stray on the active's own node
+        expiry = cluster.store.placement_expires_at
+        cluster.clock.advance(1)
+        sentence = c1.run_cycle()
+        assert sentence.startswith("active: stopped a scheduler on n1"), sentence
+        assert (
+            f"; active (epoch 1): scheduler healthy on n2 (running (pid {cluster.runners['n2'].pids[0]}))" in sentence
+        )
+        assert cluster.store.placement_expires_at > expiry
+    assert cluster.store.placement_node == "n2" and cluster.running() == ["n2"]
