@@ -101,6 +101,8 @@ def test_on_the_schedulers_node_nobodys_copy_is_reported_not_killed_nor_adopted(
     wait_for(lambda: foreign_pids(cluster, "n1") == [decoy.pid], 15, "status to report nobody's process")
     status = node_status(cluster, "n1")
     assert status["scheduler"] == "running" and status["pids"] == [real], status
+    text = cluster.cli("status").stdout
+    assert f"foreign: pid {decoy.pid} (nobody)" in text and "foreign scheduler process on n1" in text, text
     log = cluster.log("n1")
     assert log.count(f"pid {decoy.pid} (nobody)") >= 1
     assert log.count("looks like the scheduler but runs as another user") == 1, "logged once, not every cycle"
@@ -216,3 +218,18 @@ def test_a_stray_that_keeps_coming_back_does_not_cost_the_placed_node_its_schedu
     finally:
         os.killpg(loop.pid, signal.SIGKILL)
         loop.wait()
+
+
+def test_an_unknown_scheduler_user_is_a_one_line_config_error(
+    make_cluster: Callable[..., Cluster], tmp_path: Path
+) -> None:
+    cluster = make_cluster(sqlite(tmp_path), 1)
+    config = cluster.config.read_text()
+    for value, code in (("no-such-user-x", 2), ("nobody", 0)):
+        cluster.config.write_text(config + f"scheduler_user = {value}\n")
+        done = cluster.cli("probe")
+        text = (done.stdout + done.stderr).strip()
+        assert done.returncode == code, text
+        assert len(text.splitlines()) == 1 and "Traceback" not in text, text
+        if code:
+            assert "scheduler_user" in text and "no-such-user-x" in text, text
