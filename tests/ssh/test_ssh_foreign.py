@@ -47,3 +47,16 @@ def test_nobodys_lookalike_is_foreign_and_survives_a_stop(
     assert after.foreign == (ForeignProcess(decoy.pid, "nobody"),)
     wait_for(lambda: not psutil.pid_exists(real.pid) or real.status() == psutil.STATUS_ZOMBIE, 10, "the real one gone")
     assert decoy.poll() is None, "nobody's process was signalled"
+
+
+def test_a_configured_scheduler_user_is_the_one_that_counts_there(
+    env: Env, mode: dict[str, str], lookalikes: Lookalikes
+) -> None:
+    root_one = spawn(env)
+    nobodys = lookalikes.start(["--cluster", env.token, "--node", NODE])
+    runner = env.runner(scheduler_user="nobody", **mode)
+    result = runner.probe()
+    assert result.state is SchedulerState.RUNNING and result.pids == (nobodys.pid,), result
+    assert result.foreign == (ForeignProcess(root_one.pid, "root"),)
+    unknown = env.runner(scheduler_user="4294967294", **mode).probe()  # a uid: no user needed
+    assert unknown.pids == () and len(unknown.foreign) == 2

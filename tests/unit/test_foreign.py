@@ -128,6 +128,7 @@ def test_the_listing_says_whose_processes_count_there(tmp_path: Path) -> None:
     script = scripts.listing_script(tmp_path, "n1", "air flow")
     assert "id -u 'air flow'" in script
     assert "id -u 2>/dev/null" in scripts.listing_script(tmp_path, "n1")
+    assert f'{scripts.Marker.UID.text} 4242"' in scripts.listing_script(tmp_path, "n1", "4242")
     assert scripts.parse_expected_uid(f"{scripts.Marker.UID.text} 1001\n{scripts.Marker.PS.text} 5\n") == 1001
     assert scripts.parse_expected_uid(f"{scripts.Marker.UID.text} \n{scripts.Marker.PS.text} 5\n") is None
     # after the marker a listed process could print anything: not read

@@ -86,13 +86,14 @@ def listing_lines(state_dir: Path, node: str, user: str = "") -> list[str]:
     the uid of ``user`` (empty: this shell's own) there, a marker with the shell's pid, then the
     ps table (this shell ends with it: ``exec``)."""
     records = f"{q(leash_dir(state_dir))}/{q(leash_record_prefix(node))}*"
-    uid = f"id -u {q(user)}" if user else "id -u"
+    user = user.strip()
+    uid = q(user) if user.isdigit() else f"$(id -u {q(user)} 2>/dev/null)" if user else "$(id -u 2>/dev/null)"
     return [
         f"for f in {records}; do",
         f'  [ -f "$f" ] && [ -O "$f" ] && printf \'{Marker.LEASH.text} %s\\n\' "$(cat "$f" 2>/dev/null)"',
         "done 2>/dev/null",
         Marker.NOW.echo("$(date +%s)"),
-        Marker.UID.echo(f"$({uid} 2>/dev/null)"),
+        Marker.UID.echo(uid),  # a uid as is (it needs no user there)
         Marker.PS.echo("$$"),
         "LC_ALL=C",
         "export LC_ALL",
