@@ -21,7 +21,7 @@ from pathlib import Path
 
 import psutil
 
-# Re-exported (``X as X``): where callers have always found them.
+# Re-exported (``X as X``) for the callers that import them from here.
 from .matching import LEASH_NAMES as LEASH_NAMES
 from .matching import find_schedulers as find_schedulers
 from .matching import matches as matches

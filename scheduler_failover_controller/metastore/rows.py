@@ -194,7 +194,7 @@ def pids(where: str, value: Any, encoded: bool = False) -> tuple[int, ...]:
 
 def foreign(where: str, value: Any, encoded: bool = False) -> tuple[tuple[int, str], ...]:
     """An observation's foreign processes: ``[[pid, user], ...]`` (``encoded``: JSON text, as SQL
-    keeps it; absent in records written before the field: empty)."""
+    keeps it; absent from an older controller's record: empty)."""
     if encoded and text(where, value, _FOREIGN_TEXT) == "":
         return ()  # the column's default: none
     found = parse_json(where, value) if encoded else value
