@@ -29,6 +29,7 @@ from .metastore import Metastore, open_metastore
 from .probe import MATCH_ENV, ProbeResult, SchedulerState
 from .redaction import config_secrets, mask_output, redact_webhook
 from .status import ClusterStatus, SwitchoverOutcome, read_status
+from .trust import write_problem
 
 if TYPE_CHECKING:
     from .nodes import NodeRunner
@@ -88,6 +89,10 @@ def _config(ctx: click.Context) -> Config:
 
 
 def _open_store(config: Config) -> Metastore:
+    path = _sqlite_path(config.metadata_service_sql_conn) if config.metadata_service_type == SQL_SERVICE else None
+    problem = write_problem(path, sticky_ok=False) if path is not None else None  # SQLite follows links
+    if problem:
+        raise ConfigProblem(f"{config.source}: metadata_service_sql_conn: {problem}")
     try:
         return open_metastore(config)
     except ConfigError as exc:  # the backend's message names the key; add the file
@@ -185,6 +190,9 @@ def init(ctx: click.Context, force: bool) -> None:
     try:
         if path.exists() and not path.is_file():  # never replace a device or a FIFO by a config
             raise ConfigProblem(f"{path}: not a regular file")
+        problem = write_problem(path) if path.parent.is_dir() else None  # a new directory is ours
+        if problem:
+            raise ConfigProblem(f"{path}: not written: {problem}")
         if not named and path.exists():
             existing = read_config_text(path)
             if f"[{SECTION}]" in existing:
