@@ -30,6 +30,7 @@ from .probe import MATCH_ENV, ProbeResult, SchedulerState
 from .redaction import config_secrets, mask_output, redact_webhook
 from .status import ClusterStatus, SwitchoverOutcome, read_status
 from .trust import write_problem
+from .undumpable import forbid_dumps
 
 if TYPE_CHECKING:
     from .nodes import NodeRunner
@@ -80,6 +81,8 @@ def main(ctx: click.Context, config_file: str | None) -> None:
 
 
 def _config(ctx: click.Context) -> Config:
+    # Before any secret is read: no process of this user may read them from our memory or environ.
+    forbid_dumps()
     try:
         config = load_config(ctx.obj["config_file"])
     except ConfigError as exc:

@@ -2,7 +2,8 @@
 
 :func:`merge` reads the file (``--config``, else ``$SCHEDULER_FAILOVER_CONTROLLER_CONFIG``, else
 ``$AIRFLOW_HOME/airflow.cfg``), takes our section raw and the ``AIRFLOW__SCHEDULER_FAILOVER__<KEY>``
-variables over it, and remembers where each value came from for the error messages.
+variables over it, and remembers where each value came from for the error messages. A secret
+key may also be given as ``KEY_cmd`` or ``KEY_file`` (see :mod:`.indirect`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..exceptions import ConfigError
+from .indirect import choose_secrets, split_indirect
 from .keys import COMMAND_KEYS, KEYS, SECTION
 from .model import airflow_home
 
@@ -68,8 +70,7 @@ def merge(explicit_path: str | None, env: Mapping[str, str]) -> Sources:
             raise ConfigError(f"{path}: [{name}]: section names are case-sensitive; name it [{SECTION}]")
     if required and not parser.has_section(SECTION):
         raise ConfigError(f"{path}: no [{SECTION}] section (a file named by --config or ${CONFIG_ENV} must have one)")
-    raw = _from_file(parser, text, path)
-    raw.update(_from_env(env))
+    raw = choose_secrets(_from_file(parser, text, path), _from_env(env))
     for key, (value, where) in raw.items():
         allowed = "\t\n" if key in COMMAND_KEYS else "\t"
         if "\n" in value.strip() and key not in COMMAND_KEYS:
@@ -85,7 +86,7 @@ def _from_file(parser: configparser.ConfigParser, text: str, path: Path) -> dict
     if not parser.has_section(SECTION):
         return raw
     for key, value in parser.items(SECTION, raw=True):
-        if key not in KEYS:
+        if key not in KEYS and split_indirect(key) is None:
             raise ConfigError(f"{path}: [{SECTION}] {key}: unknown key")
         raw[key] = (value, f"{path} [{SECTION}]")
         if "\n" in value.strip() and key not in COMMAND_KEYS:
@@ -101,7 +102,7 @@ def _from_env(env: Mapping[str, str]) -> dict[str, tuple[str, str]]:
     for name, value in env.items():
         if name.startswith(ENV_PREFIX):
             key = name[len(ENV_PREFIX) :].lower()
-            if key not in KEYS:
+            if key not in KEYS and split_indirect(key) is None:
                 raise ConfigError(f"environment {name}: unknown key {key}")
             raw[key] = (value, f"environment {name}")
     return raw

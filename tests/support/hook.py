@@ -18,6 +18,7 @@ class ScriptedHook:
     def __init__(self, replies: list[bytes]) -> None:
         self.replies = replies
         self.bodies: list[bytes] = []
+        self.paths: list[str] = []  # the request target of each request
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
         self.sock.listen(16)
@@ -43,15 +44,17 @@ class ScriptedHook:
                 continue
             with conn:
                 conn.settimeout(5)
-                body = self._read_request(conn)
+                head, body = self._read_request(conn)
+                words = head.split(b"\r\n", 1)[0].split()
+                self.paths.append(words[1].decode("latin-1") if len(words) > 1 else "")
                 reply = self.replies[min(len(self.bodies), len(self.replies) - 1)]
                 self.bodies.append(body)
                 with contextlib.suppress(OSError):
                     conn.sendall(reply)
 
     @staticmethod
-    def _read_request(conn: socket.socket) -> bytes:
-        """The request's body (by its Content-Length), within 5 s."""
+    def _read_request(conn: socket.socket) -> tuple[bytes, bytes]:
+        """The request's head and body (by its Content-Length), within 5 s."""
         data = b""
         until = time.monotonic() + 5
         while time.monotonic() < until:
@@ -63,12 +66,12 @@ class ScriptedHook:
                     if name.strip().lower() == b"content-length":
                         length = int(value.strip() or 0)
                 if len(body) >= length:
-                    return body
+                    return head, body
             try:
                 chunk = conn.recv(65536)
             except OSError:
-                return data
+                return data, b""
             if not chunk:
-                return data
+                return data, b""
             data += chunk
-        return data
+        return data, b""
