@@ -36,6 +36,9 @@ if TYPE_CHECKING:
     from .nodes import NodeRunner
 
 
+MAX_REQUEST_LINE = 4096  # bytes of a line read by a --serve loop
+
+
 class ConfigProblem(click.ClickException):
     """A configuration error: exit code 2, as the README says."""
 
@@ -193,7 +196,7 @@ def init(ctx: click.Context, force: bool) -> None:
     try:
         if path.exists() and not path.is_file():  # never replace a device or a FIFO by a config
             raise ConfigProblem(f"{path}: not a regular file")
-        problem = write_problem(path) if path.parent.is_dir() else None  # a new directory is ours
+        problem = write_problem(path)  # init follows a link: it must be no other user's to plant
         if problem:
             raise ConfigProblem(f"{path}: not written: {problem}")
         if not named and path.exists():
@@ -340,7 +343,7 @@ def probe(ctx: click.Context, as_json: bool, node: str | None, match: str | None
         while True:
             click.echo(json.dumps(orphans.check(probe_local(name, words)).to_json()))
             sys.stdout.flush()
-            if not sys.stdin.buffer.readline():
+            if not sys.stdin.buffer.readline(MAX_REQUEST_LINE):  # bounded: a longer line counts as several
                 return
     result = probe_local(name, words)
     _emit(result.to_json(), as_json, lambda: f"{result.node}: {result.describe()}")

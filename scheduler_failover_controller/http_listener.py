@@ -127,7 +127,7 @@ class BoundedHTTPServer:
                 return
             except OSError as exc:
                 if exc.errno not in _OUT_OF_FILES:
-                    raise
+                    return  # e.g. ECONNABORTED: that client is gone, the listener is not
                 # The waiting client stays in the kernel's backlog; free a descriptor for it.
                 if not self._starved:
                     log.warning("metrics endpoint: out of file descriptors (%s); dropping idle connections", exc)
