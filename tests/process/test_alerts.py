@@ -56,7 +56,7 @@ def test_a_daemon_alert_after_a_garbage_answer_still_goes_out(
             before = len(hook.bodies)
             os.kill(cluster.observer.current()[0].pid, signal.SIGKILL)
             with contextlib.suppress(AssertionError):
-                wait_for(lambda: len(hook.bodies) > before, 8, "an alert")  # noqa: B023 - called at once
+                wait_for(lambda: len(hook.bodies) > before, 4, "an alert")  # noqa: B023 - called at once
             if len(hook.bodies) >= 2:
                 break
         assert len(hook.bodies) >= 2, cluster.log("n1")[-3000:]
