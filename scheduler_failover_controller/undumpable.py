@@ -10,7 +10,6 @@ forbids ptrace by anyone but root, and it writes no core file. It lasts until th
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import logging
 import sys
 
@@ -21,7 +20,7 @@ PR_GET_DUMPABLE = 3
 
 
 def _prctl(option: int, arg: int) -> int:
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+    libc = ctypes.CDLL(None, use_errno=True)  # the interpreter's own symbols include libc's prctl
     return int(libc.prctl(option, arg, 0, 0, 0))
 
 
