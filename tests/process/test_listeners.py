@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from scheduler_failover_controller.http_listener import MAX_CONNECTIONS
 from tests.process.harness import SFC, Cluster
 from tests.support.ports import free_port
 from tests.support.waiting import holds_for, wait_for
@@ -135,7 +136,10 @@ def test_idle_connections_of_another_user_do_not_exhaust_the_controller(
         # Two leases long: the leash deadline is written several times meanwhile.
         holds_for(steady, 2 * cluster.ttl, "the controller keeping its scheduler")
         wait_for(lambda: _scrape(port), 20, "/metrics answering while the connections are held")
-        assert most[0] <= baseline + 40, f"{most[0]} descriptors (from {baseline}) with {held[1]} idle connections"
+        # The capped connections, and a few for what the controller opens meanwhile (9 -> 43 seen).
+        assert most[0] <= baseline + MAX_CONNECTIONS + 16, (
+            f"{most[0]} descriptors (from {baseline}) with {held[1]} idle connections"
+        )
     finally:
         with contextlib.suppress(OSError):
             assert holder.stdin is not None
