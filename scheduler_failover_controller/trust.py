@@ -93,6 +93,21 @@ def write_private(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def command_source_problem(path: Path, st: os.stat_result) -> str | None:
+    """Why the file ``path`` (``st``: its fstat) may not say what this user runs, or None.
+
+    A config names commands the controller runs (the start, stop and fence commands, ``KEY_cmd``
+    keys): a file another user owns or may write would run that user's commands as this one.
+    """
+    me = os.geteuid()
+    if st.st_uid not in (0, me):
+        return f"{path} belongs to {_who(st.st_uid)}: that user could make this one ({_who(me)}) run any command"
+    if _others_may_write(st):
+        mode = stat.S_IMODE(st.st_mode)
+        return f"{path} is writable by other users (mode {mode:04o}): they could make this user run any command"
+    return None
+
+
 def _others_may_write(st: os.stat_result) -> bool:
     return bool(st.st_mode & (stat.S_IWGRP | stat.S_IWOTH))
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..exceptions import ConfigError
+from ..trust import command_source_problem
 from .indirect import choose_secrets, split_indirect
 from .keys import COMMAND_KEYS, KEYS, SECTION
 from .model import airflow_home
@@ -135,15 +136,20 @@ def _read_file(path: Path, required: bool) -> tuple[configparser.ConfigParser, s
 
 
 def read_config_text(path: Path) -> str:
-    """A config file's text: a regular file only (a FIFO would block, /dev/zero never end), bounded."""
+    """A config file's text: a regular file only (a FIFO would block, /dev/zero never end), bounded,
+    of this user's or root's and writable by nobody else (it names commands this user runs)."""
     try:
         # O_NONBLOCK: opening a FIFO must not wait for a writer; fstat then refuses it.
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read config file: {exc.strerror or exc}") from None
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
             raise ConfigError(f"{path}: cannot read config file: not a regular file")
+        problem = command_source_problem(path, st)  # checked on the file read, links followed
+        if problem:
+            raise ConfigError(f"{path}: not trusted: {problem}")
         os.set_blocking(fd, True)
         data = os.read(fd, MAX_CONFIG_BYTES + 1)
         while len(data) <= MAX_CONFIG_BYTES:  # bounded: stops at the end or past the limit

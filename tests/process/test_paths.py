@@ -1,6 +1,7 @@
-"""Nothing the controller opens for writing sits where another user can place a link (issue 18,
-class 3). Each case: ``nobody`` owns a directory the config points into and links a file there to
-a root-only file; the command refuses in one line (exit 2) and the root-only file is untouched.
+"""Nothing the controller opens for writing sits where another user can place a link, and nothing
+another user can write says what it runs (issue 18, class 3). Each case: ``nobody`` owns a
+directory the config points into and links a file there to a root-only file, or owns the config;
+the command refuses in one line (exit 2) and the root-only file is untouched, nothing is run.
 """
 
 from __future__ import annotations
@@ -112,6 +113,28 @@ def test_a_sqlite_metastore_where_another_user_can_link_is_refused(
     code, out = _run(cluster, "--config", str(cluster.config), "start")
     _refused(code, out, "metadata_service_sql_conn", "nobody")
     assert not target.exists()
+
+
+def test_a_config_another_user_can_write_runs_none_of_its_commands(
+    make_cluster: Callable[..., Cluster], tmp_path: Path, nobody_dir: Path
+) -> None:
+    cluster = make_cluster(f"sqlite:///{tmp_path / 'metastore.db'}", 1)
+    marker = tmp_path / "ran-as-root"
+    text = cluster.config.read_text().replace(
+        "airflow_scheduler_start_command = ", f"airflow_scheduler_start_command = touch {marker}; "
+    )
+    assert str(marker) in text
+    # A config of nobody's (written by nobody), and one of root's that everyone may write.
+    theirs = nobody_dir / "sfc.cfg"
+    subprocess.run([*NOBODY, "sh", "-c", f"cat > {theirs}"], input=text, text=True, check=True, cwd="/")
+    code, out = _run(cluster, "--config", str(theirs), "start")
+    _refused(code, out, str(theirs), "belongs to nobody")
+    shared = tmp_path / "shared.cfg"
+    shared.write_text(text)
+    shared.chmod(0o666)
+    code, out = _run(cluster, "--config", str(shared), "start")
+    _refused(code, out, str(shared), "writable by other users")
+    assert not marker.exists()
 
 
 @pytest.fixture(autouse=True)
