@@ -1,4 +1,4 @@
-"""Alert sends that fail, with real processes: a webhook answering garbage (issue 18, class 7).
+"""Alert sends that fail, with real processes: a webhook answering garbage.
 
 A failed send is one line naming the channel and why: ``send_test_email`` exits 1 with it (no
 traceback), and a running controller logs it once and still delivers its next alert.

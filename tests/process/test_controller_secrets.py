@@ -1,4 +1,4 @@
-"""The controller's own secrets (issue 18, class 5): read from a command, used, never shown, and
+"""The controller's own secrets: read from a command, used, never shown, and
 kept from processes of the controller's own user.
 
 A controller runs as root without any capability (so that another process of the same uid and

@@ -1,6 +1,6 @@
-"""A scheduler health URL that answers garbage is a failed check, not a broken probe (issue 18,
-class 7): the controller restarts the scheduler as unhealthy, as for any failing check, instead
-of calling its node unknown (which blocks every restart and move)."""
+"""A scheduler health URL that answers garbage is a failed check, not a broken probe: the
+controller restarts the scheduler as unhealthy, as for any failing check, instead of calling its
+node unknown (which blocks every restart and move)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Every listener is bounded: idle connections from another local user cannot exhaust the
-controller's file descriptors (issue 18, class 2).
+controller's file descriptors.
 
 A controller with a metrics endpoint and a lowered open-file limit; a process running as
 ``nobody`` opens hundreds of idle connections to it and reopens each one the server closes. The

@@ -1,7 +1,7 @@
 """Nothing the controller opens for writing sits where another user can place a link, and nothing
-another user can write says what it runs (issue 18, class 3). Each case: ``nobody`` owns a
-directory the config points into and links a file there to a root-only file, or owns the config;
-the command refuses in one line (exit 2) and the root-only file is untouched, nothing is run.
+another user can write says what it runs. Each case: ``nobody`` owns a directory the config
+points into and links a file there to a root-only file, or owns the config; the command refuses
+in one line (exit 2) and the root-only file is untouched, nothing is run.
 """
 
 from __future__ import annotations
