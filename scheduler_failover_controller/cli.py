@@ -30,9 +30,14 @@ from .ownership import SCHEDULER_USER_ENV
 from .probe import MATCH_ENV, ProbeResult, SchedulerState
 from .redaction import config_secrets, mask_output, redact_webhook
 from .status import ClusterStatus, SwitchoverOutcome, read_status
+from .trust import write_problem
+from .undumpable import forbid_dumps
 
 if TYPE_CHECKING:
     from .nodes import NodeRunner
+
+
+MAX_REQUEST_LINE = 4096  # bytes of a line read by a --serve loop
 
 
 class ConfigProblem(click.ClickException):
@@ -80,6 +85,8 @@ def main(ctx: click.Context, config_file: str | None) -> None:
 
 
 def _config(ctx: click.Context) -> Config:
+    # Before any secret is read: no process of this user may read them from our memory or environ.
+    forbid_dumps()
     try:
         config = load_config(ctx.obj["config_file"])
     except ConfigError as exc:
@@ -89,6 +96,10 @@ def _config(ctx: click.Context) -> Config:
 
 
 def _open_store(config: Config) -> Metastore:
+    path = _sqlite_path(config.metadata_service_sql_conn) if config.metadata_service_type == SQL_SERVICE else None
+    problem = write_problem(path, sticky_ok=False) if path is not None else None  # SQLite follows links
+    if problem:
+        raise ConfigProblem(f"{config.source}: metadata_service_sql_conn: {problem}")
     try:
         return open_metastore(config)
     except ConfigError as exc:  # the backend's message names the key; add the file
@@ -186,6 +197,9 @@ def init(ctx: click.Context, force: bool) -> None:
     try:
         if path.exists() and not path.is_file():  # never replace a device or a FIFO by a config
             raise ConfigProblem(f"{path}: not a regular file")
+        problem = write_problem(path)  # init follows a link: it must be no other user's to plant
+        if problem:
+            raise ConfigProblem(f"{path}: not written: {problem}")
         if not named and path.exists():
             existing = read_config_text(path)
             if f"[{SECTION}]" in existing:
@@ -337,7 +351,7 @@ def probe(ctx: click.Context, as_json: bool, node: str | None, match: str | None
         while True:
             click.echo(json.dumps(orphans.check(probe_local(name, words, uid=uid)).to_json()))
             sys.stdout.flush()
-            if not sys.stdin.buffer.readline():
+            if not sys.stdin.buffer.readline(MAX_REQUEST_LINE):  # bounded: a longer line counts as several
                 return
     result = probe_local(name, words, uid=uid)
     _emit(result.to_json(), as_json, lambda: f"{result.node}: {result.describe()}")

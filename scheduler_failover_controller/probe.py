@@ -95,6 +95,7 @@ class ProbeResult:
 
 def check_health(url: str, timeout: float) -> str | None:
     """GET a scheduler health URL: None when it answers 2xx in time, else why not (one line)."""
+    import http.client
     import urllib.error
     import urllib.request
 
@@ -105,6 +106,8 @@ def check_health(url: str, timeout: float) -> str | None:
             return f"health check answered HTTP {response.status}"
     except urllib.error.HTTPError as exc:
         return f"health check answered HTTP {exc.code}"
+    except http.client.HTTPException as exc:  # an answer that is no HTTP: a failed check, not a broken probe
+        return f"health check failed: {type(exc).__name__}"
     except (OSError, ValueError) as exc:
         return f"health check failed: {getattr(exc, 'reason', exc)}"
 

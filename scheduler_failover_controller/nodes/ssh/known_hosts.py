@@ -54,7 +54,7 @@ def append_known_host(path: Path, hostname: str, key: paramiko.PKey) -> bool:
     """Append one known_hosts line (never rewrite the file: paramiko would drop what it cannot parse)."""
     try:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         with os.fdopen(fd, "a", encoding="ascii") as handle:
             handle.write(f"{hostname} {key.get_name()} {key.get_base64()}\n")
         return True
