@@ -317,7 +317,7 @@ class LeashRecord:
 
     pid: int
     create_time: float  # psutil's create time on the leash's host
-    mode: str  # "tree" or "watch"
+    mode: str  # "tree", "watch", or "denied" (it may not signal a scheduler: none counts as leashed)
     token: str = ""  # the start that launched it
     watcher: int = 0  # pid of its watcher child
 
@@ -355,7 +355,7 @@ def parse_leash_record(text: str) -> LeashRecord | None:
         )
     except (ValueError, KeyError, TypeError):
         return None
-    if record.pid <= 0 or record.mode not in ("tree", "watch") or not math.isfinite(record.create_time):
+    if record.pid <= 0 or record.mode not in ("tree", "watch", "denied") or not math.isfinite(record.create_time):
         return None
     return record
 
