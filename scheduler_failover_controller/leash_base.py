@@ -268,7 +268,8 @@ class LeashBase:
         """What runs below the leash, briefly: the distinct command lines, the first few."""
         seen: list[str] = []
         for pid, _start in self.tree:
-            line = " ".join(proc_argv(pid))[:80] or f"pid {pid}"
+            words = [os.path.basename(w) if w.startswith("/") else w for w in proc_argv(pid)]
+            line = shlex.join(words)[:100] or f"pid {pid}"
             if line not in seen:
                 seen.append(line)
         more = f" and {len(seen) - 4} more" if len(seen) > 4 else ""
@@ -282,8 +283,8 @@ class LeashBase:
 
 
 def _listing(users: dict[int, str]) -> str:
-    """``pid 12 (user nobody), pid 13 (user nobody)``."""
-    return ", ".join(f"pid {pid} (user {user})" for pid, user in sorted(users.items()))
+    """``pid 12 (nobody), pid 13 (uid 1001)``: pids and their users."""
+    return ", ".join(f"pid {pid} ({user})" for pid, user in sorted(users.items()))
 
 
 def _leash_alive(pid: int, ticks: int) -> bool:

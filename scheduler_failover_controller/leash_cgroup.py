@@ -73,6 +73,15 @@ def parent_dir() -> Path | str:
     return path
 
 
+def _write(path: Path, text: str) -> None:
+    """Write a cgroup control file (never creating one: outside cgroupfs that is an error)."""
+    fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW)
+    try:
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)
+
+
 class Cgroup:
     """One scheduler tree's cgroup (see the module docstring)."""
 
@@ -98,8 +107,7 @@ class Cgroup:
 
     def add(self, pid: int) -> None:
         """Move ``pid`` into the cgroup; OSError when that is refused."""
-        with open(self.path / "cgroup.procs", "w", encoding="ascii") as handle:
-            handle.write(str(pid))
+        _write(self.path / "cgroup.procs", str(pid))
 
     def pids(self) -> list[int]:
         """The members (an empty list once the cgroup is gone)."""
@@ -111,11 +119,8 @@ class Cgroup:
 
     def kill(self, wait: float = KILL_WAIT) -> bool:
         """SIGKILL every member, also those forked meanwhile; True when the cgroup is empty after."""
-        try:
-            with open(self.path / "cgroup.kill", "w", encoding="ascii") as handle:
-                handle.write("1")
-        except OSError:  # before 5.14 (no cgroup.kill): member by member, until none is left
-            pass
+        with contextlib.suppress(OSError):  # before 5.14 (no cgroup.kill): member by member, below
+            _write(self.path / "cgroup.kill", "1")
         give_up = time.monotonic() + wait
         while True:
             members = self.pids()

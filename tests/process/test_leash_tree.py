@@ -1,0 +1,211 @@
+"""The leash with real processes: a scheduler slow to appear, a tree that escapes a killed leash by
+``setsid``, a scheduler the leash may not signal, and what the scheduler's environment holds.
+
+Each test runs ``python -m scheduler_failover_controller.leash`` as the runners do (or a real
+controller), with stand-in schedulers whose arguments carry the test's token; everything it
+started is killed by pid at its end, also when it fails.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from scheduler_failover_controller.leash_cgroup import PREFIX, parent_dir
+from scheduler_failover_controller.probe import find_schedulers, probe_local, read_leash_records
+from tests.process.harness import Cluster
+from tests.process.test_leash import FAKE, PY, Lab, gone
+from tests.support.waiting import wait_until
+
+pytestmark = pytest.mark.process
+
+
+@pytest.fixture
+def lab(tmp_path: Path) -> Iterator[Lab]:
+    lab = Lab(tmp_path)
+    try:
+        yield lab
+    finally:
+        lab.close()
+
+
+# --- a scheduler that takes its time to appear ---------------------------------------------------
+
+
+def test_a_scheduler_that_execs_after_3s_comes_up_leashed(lab: Lab) -> None:
+    """``setsid nohup sh -c 'sleep 3; exec ...' &``: the start command is gone at once, the scheduler
+    shows 3 s later (a pyenv shim, ``su -``, ``conda run`` take as long), below the leash."""
+    inner = f"sleep 3; exec {PY} {FAKE} --cluster {lab.token} --node n1"
+    command = f"setsid nohup sh -c '{inner}' >/dev/null 2>&1 &"
+    spec = lab.spec(command, deadline_in=9.0, linger=7.0)
+    leash = lab.leash(spec)
+    wait_until(lambda: lab.schedulers(), 8, f"the slow scheduler to show\n{lab.log()}")
+    [root] = lab.schedulers()
+    assert leash.pid in {p.pid for p in root.parents()}
+    assert probe_local("n1", lab.match, lab.state).leashed
+    wait_until(lambda: "runs on below the leash" in lab.log(), 2, "the leash to see it")
+    procs = [root, *root.children(recursive=True)]
+    done = wait_until(lambda: gone(procs), 8, "the scheduler to go at the deadline", interval=0.02)
+    assert done <= spec.deadline, lab.log()
+    assert leash.wait(5) == 0
+
+
+def test_when_nothing_matching_appears_one_line_names_the_match_and_what_ran(lab: Lab) -> None:
+    command = f"setsid nohup {lab.sleeper('not-a-scheduler')} >/dev/null 2>&1 &"
+    leash = lab.leash(lab.spec(command, deadline_in=30.0, linger=2.5))
+    wait_until(lambda: lab.marked(), 5, "what the start command started")
+    procs = lab.marked()
+    assert leash.wait(10) == 0
+    assert gone(procs)
+    lines = [line for line in lab.log().splitlines() if "scheduler_process_match" in line]
+    assert len(lines) == 1, lab.log()
+    assert repr(lab.match) in lines[0] and "within 2.5s" in lines[0], lines[0]
+    assert "sleeper.py" in lines[0] and "not-a-scheduler" in lines[0], lines[0]  # what did start
+    assert "watching" not in lab.log()  # not taken for a hand-off
+
+
+# --- a killed leash whose tree called setsid since its last look ---------------------------------
+
+BURST = """
+import os, sys, time
+trigger = sys.argv[-1]
+while not os.path.exists(trigger):
+    time.sleep(0.005)
+for _ in range(4):  # a burst of escapes: new sessions, double-forked, like Airflow's task runner
+    if os.fork() == 0:
+        os.setsid()
+        if os.fork():
+            os._exit(0)
+        time.sleep(100000)
+time.sleep(100000)
+"""
+
+
+def _cgroups_of(pid: int) -> list[Path]:
+    parent = parent_dir()
+    if isinstance(parent, str):
+        return []
+    return list(parent.glob(f"{PREFIX}{pid}-*"))
+
+
+def test_a_sigkilled_leash_leaves_nothing_that_called_setsid_since_its_last_look(lab: Lab) -> None:
+    parent = parent_dir()
+    if isinstance(parent, str) or not os.access(parent, os.W_OK):
+        pytest.skip(f"no writable cgroup v2 here ({parent})")
+    script = lab.tmp / "burst" / "fake_scheduler.py"  # the program the match names
+    script.parent.mkdir()
+    script.write_text(BURST)
+    for attempt in range(5):
+        trigger = lab.tmp / f"go-{attempt}"
+        leash = lab.leash(lab.spec(f"exec {PY} {script} --cluster {lab.token} --node n1 {trigger}", deadline_in=60))
+        wait_until(lambda: lab.schedulers() and read_leash_records(lab.state, "n1"), 10, "the scheduler")
+        time.sleep(0.6)  # the leash has looked and told its watcher (it looks every 0.5 s) ...
+        trigger.touch()  # ... then the burst, and the kill before its next look
+        wait_until(lambda: len(lab.marked()) >= 5, 5, "the burst of setsid children", interval=0.002)
+        leash.kill()
+        procs, pid = lab.marked(), leash.pid
+        wait_until(lambda: gone(procs), 5, f"attempt {attempt}: the whole tree to go with its leash", interval=0.02)  # noqa: B023
+        wait_until(lambda: not _cgroups_of(pid), 5, "the tree's cgroup to be removed")  # noqa: B023
+        leash.wait()
+    assert lab.log().count("containment: cgroup") == 5
+
+
+# --- a scheduler the leash may not signal --------------------------------------------------------
+
+
+def test_a_watching_leash_that_may_not_signal_says_so_and_is_not_leashed(lab: Lab) -> None:
+    """A scheduler of another user (``nobody``) that the start command handed off: the leash (root
+    without CAP_KILL, so it may not signal another user's process) says so loudly, registers so
+    that no probe counts the scheduler leashed, and says at the deadline that it runs on."""
+    if os.geteuid() != 0 or not shutil.which("setpriv"):
+        pytest.skip("needs root and setpriv")
+    python = "/usr/bin/python3" if Path("/usr/bin/python3").exists() else PY  # one nobody may run
+    as_nobody = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"]
+    unit = lab.spawn([*as_nobody, python, str(FAKE), "--cluster", lab.token, "--node", "n1"])
+    wait_until(lambda: lab.schedulers(), 10, "nobody's scheduler")
+    spec = lab.spec("true", deadline_in=6.0, stop_timeout=1.0)
+    lab.state.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2]), **spec.environment()}
+    with (lab.tmp / "leash.log").open("ab") as log:
+        leash = subprocess.Popen(
+            ["setpriv", "--bounding-set=-kill", "--", sys.executable, "-m", "scheduler_failover_controller.leash"],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    lab.procs.append(leash)
+    wait_until(lambda: "WARNING: not permitted to signal" in lab.log(), 8, f"the warning\n{lab.log()}")
+    [line] = [x for x in lab.log().splitlines() if "WARNING: not permitted" in x]
+    assert f"pid {unit.pid} (nobody)" in line, line
+    assert [r.mode for r in read_leash_records(lab.state, "n1")] == ["denied"]
+    assert not probe_local("n1", lab.match, lab.state).leashed
+    assert leash.wait(spec.deadline + 3 - time.monotonic()) == 0
+    assert "ERROR: pid" in lab.log() and "left running past the deadline" in lab.log(), lab.log()
+    assert unit.poll() is None  # it could not be stopped, and that was said
+
+
+# --- the scheduler's environment -----------------------------------------------------------------
+
+HOOK = "http://127.0.0.1:9/hooks/Hook-Planted-4412"
+ZK_AUTH = "sfcuser:Zk-Planted-8126"
+
+
+class _PlantedCluster(Cluster):
+    """A cluster whose controllers have secrets and Airflow settings in their environment."""
+
+    def env(self, node: str) -> dict[str, str]:
+        env = super().env(node)
+        env.update(
+            {
+                "AIRFLOW__SCHEDULER_FAILOVER__ALERT_WEBHOOK_URL": HOOK,
+                "AIRFLOW__SCHEDULER_FAILOVER__METADATA_SERVICE_ZOOKEEPER_AUTH": ZK_AUTH,
+                "SCHEDULER_FAILOVER_CONTROLLER_CONFIG": str(self.config),
+                "SFC_PLANTED_INSTRUCTION": "Sfc-Planted-5531",
+                "AIRFLOW__CORE__PLANTED_X": "keep-core-x",
+                "AIRFLOW_CONN_PLANTED_Y": "keep-conn-y",
+                "AIRFLOW__SMTP__SMTP_PASSWORD": "keep-smtp-password",  # Airflow reads it too
+            }
+        )
+        return env
+
+
+def _environ(pid: int) -> dict[str, str]:
+    raw = Path(f"/proc/{pid}/environ").read_bytes()
+    return dict(item.decode(errors="replace").partition("=")[::2] for item in raw.split(b"\0") if item)
+
+
+def test_the_controllers_secrets_reach_neither_the_leash_nor_the_scheduler(tmp_path: Path) -> None:
+    cluster = _PlantedCluster(tmp_path / "c", f"sqlite:///{tmp_path / 'metastore.db'}", 1)
+    try:
+        cluster.start("n1")
+        wait_until(lambda: find_one(cluster), 30, f"the scheduler\n{cluster.log('n1')}")
+        scheduler = find_one(cluster)
+        assert scheduler is not None
+        leashes = [p for p in scheduler.parents() if p.name() == "sfc-leash"]
+        assert leashes, "the scheduler runs below its leash"
+        for proc, who in ((scheduler, "scheduler"), (leashes[0], "leash")):
+            env = _environ(proc.pid)
+            text = "\0".join(f"{k}={v}" for k, v in env.items())
+            for secret in ("Hook-Planted-4412", "Zk-Planted-8126", "Sfc-Planted-5531", str(cluster.config)):
+                assert secret not in text, f"{secret} in the {who}'s environment"
+            assert not [k for k in env if k.startswith("AIRFLOW__SCHEDULER_FAILOVER")], who
+            assert env.get("AIRFLOW__CORE__PLANTED_X") == "keep-core-x", who
+            assert env.get("AIRFLOW_CONN_PLANTED_Y") == "keep-conn-y", who
+            assert env.get("AIRFLOW__SMTP__SMTP_PASSWORD") == "keep-smtp-password", who
+    finally:
+        cluster.close()
+
+
+def find_one(cluster: Cluster) -> psutil.Process | None:
+    found = find_schedulers(cluster.observer.match)
+    return found[0] if len(found) == 1 else None
