@@ -17,11 +17,18 @@ launch's own session, not a child of the controller.
   reads it, and keeps the largest deadline it has seen (never less than the one it started with).
 - Whole tree: it is a child subreaper (PR_SET_CHILD_SUBREAPER), so whatever the start command forks,
   daemonizes (``-D``) or moves to a new session (``setsid``) stays below it. When the start command
-  and every matching process below it are gone, it ends what is left and exits.
-- Handed to systemd: a start command that exits 0 without anything matching ever having run below
-  it (``systemctl start airflow-scheduler``) leaves the leash watching the node's matching
-  schedulers wherever they run, to stop them at the deadline; it exits once none has been seen for
-  ``scheduler_start_timeout``.
+  and every matching process below it are gone, it ends what is left and exits. Where cgroup v2 is
+  writable, the tree also runs in a cgroup of its own (:mod:`.leash_cgroup`), which holds it
+  after a SIGKILL of the leash too.
+- A slow scheduler: one may take until ``scheduler_start_timeout`` to show below the leash (a
+  shim, ``su -``, a wrapper); while anything runs below it, the leash waits. When nothing matching
+  shows by then, one line names ``scheduler_process_match`` and what ran, and the tree is ended.
+- Handed to systemd: a start command that exits 0 leaving nothing at all below the leash, nothing
+  matching having run (``systemctl start airflow-scheduler``), leaves the leash watching the node's
+  matching schedulers wherever they run, to stop them at the deadline; it exits once none has
+  been seen for ``scheduler_start_timeout``.
+- A scheduler it may not signal (another user's) is reported loudly, and the leash registers as
+  "denied" meanwhile: no probe counts that scheduler leashed.
 - A killed leash takes its scheduler with it: the scheduler's direct child has
   PR_SET_PDEATHSIG=SIGKILL, and a watcher child (PR_SET_PDEATHSIG, and the end of a pipe) SIGKILLs
   the processes the leash last reported (identity-checked by start time) and the rest of the
@@ -30,7 +37,8 @@ launch's own session, not a child of the controller.
   is single-threaded, as PR_SET_PDEATHSIG (tied to the forking thread) needs.
 - Its own command line carries nothing of the start command, the process match or the node name
   (a probe matches schedulers by their arguments): everything comes in ``SFC_LEASH_*`` variables,
-  which the scheduler does not inherit. It registers in ``state_dir/leash/NODE.leash-PID`` so that
+  which the scheduler does not inherit, nor anything else only the controller reads
+  (:func:`~.leash_spec.child_environment`). It registers in ``state_dir/leash/NODE.leash-PID`` so that
   a probe can tell a leashed scheduler (see :mod:`scheduler_failover_controller.probe`).
 
 Run as ``python -m scheduler_failover_controller.leash`` (over SSH: ``ssh_remote_command leash``);
