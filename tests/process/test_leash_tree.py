@@ -23,7 +23,7 @@ from scheduler_failover_controller.leash_cgroup import PREFIX, parent_dir
 from scheduler_failover_controller.probe import find_schedulers, probe_local, read_leash_records
 from tests.process.harness import Cluster
 from tests.process.test_leash import FAKE, PY, Lab, gone
-from tests.support.waiting import wait_until
+from tests.support.waiting import holds_for, wait_until
 
 pytestmark = pytest.mark.process
 
@@ -209,3 +209,27 @@ def test_the_controllers_secrets_reach_neither_the_leash_nor_the_scheduler(tmp_p
 def find_one(cluster: Cluster) -> psutil.Process | None:
     found = find_schedulers(cluster.observer.match)
     return found[0] if len(found) == 1 else None
+
+
+def test_a_controller_brings_up_a_scheduler_that_execs_after_3s(tmp_path: Path) -> None:
+    """The same slow start through a real controller: its start wait and its leash both wait."""
+    cluster = Cluster(tmp_path / "c", f"sqlite:///{tmp_path / 'metastore.db'}", 1)
+    slow = f"sleep 3; exec {PY} {FAKE} --cluster {cluster.token} --node {{node}}"
+    text = cluster.config.read_text().replace("scheduler_start_timeout = 5\n", "scheduler_start_timeout = 10\n")
+    lines = [
+        f"airflow_scheduler_start_command = setsid nohup sh -c '{slow}' >/dev/null 2>&1 &"
+        if line.startswith("airflow_scheduler_start_command")
+        else line
+        for line in text.splitlines()
+    ]
+    cluster.config.write_text("\n".join(lines) + "\n")
+    try:
+        cluster.start("n1")
+        wait_until(lambda: find_one(cluster), 25, f"the slow scheduler\n{cluster.log('n1')}")
+        scheduler = find_one(cluster)
+        assert scheduler is not None
+        assert [p for p in scheduler.parents() if p.name() == "sfc-leash"], "it runs below its leash"
+        holds_for(lambda: find_one(cluster) == scheduler, 2.0, "the same scheduler up")
+        assert "not up within" not in cluster.log("n1")
+    finally:
+        cluster.close()
