@@ -19,7 +19,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from scheduler_failover_controller.leash_cgroup import PREFIX, parent_dir
+from scheduler_failover_controller.leash_cgroup import PREFIX, Cgroup, parent_dir
 from scheduler_failover_controller.probe import find_schedulers, probe_local, read_leash_records
 from tests.process.harness import Cluster
 from tests.process.test_leash import FAKE, PY, Lab, gone
@@ -87,6 +87,15 @@ for _ in range(4):  # a burst of escapes: new sessions, double-forked, like Airf
         time.sleep(100000)
 time.sleep(100000)
 """
+
+
+def _end_cgroups(leashes: list[int]) -> None:
+    """Remove what a test's leashes left: the controller's cleanup (its session, SIGKILLed at once)
+    may end a leash and its watcher together; on a host, the next leash sweeps it."""
+    for pid in leashes:
+        wait_until(lambda: not psutil.pid_exists(pid), 5, "the leash to go")  # noqa: B023
+        for path in _cgroups_of(pid):
+            Cgroup(path).end()
 
 
 def _cgroups_of(pid: int) -> list[Path]:
@@ -186,6 +195,7 @@ def _environ(pid: int) -> dict[str, str]:
 
 def test_the_controllers_secrets_reach_neither_the_leash_nor_the_scheduler(tmp_path: Path) -> None:
     cluster = _PlantedCluster(tmp_path / "c", f"sqlite:///{tmp_path / 'metastore.db'}", 1)
+    seen: list[int] = []
     try:
         cluster.start("n1")
         wait_until(lambda: find_one(cluster), 30, f"the scheduler\n{cluster.log('n1')}")
@@ -193,6 +203,7 @@ def test_the_controllers_secrets_reach_neither_the_leash_nor_the_scheduler(tmp_p
         assert scheduler is not None
         leashes = [p for p in scheduler.parents() if p.name() == "sfc-leash"]
         assert leashes, "the scheduler runs below its leash"
+        seen.extend(p.pid for p in leashes)
         for proc, who in ((scheduler, "scheduler"), (leashes[0], "leash")):
             env = _environ(proc.pid)
             text = "\0".join(f"{k}={v}" for k, v in env.items())
@@ -204,6 +215,7 @@ def test_the_controllers_secrets_reach_neither_the_leash_nor_the_scheduler(tmp_p
             assert env.get("AIRFLOW__SMTP__SMTP_PASSWORD") == "keep-smtp-password", who
     finally:
         cluster.close()
+        _end_cgroups(seen)
 
 
 def find_one(cluster: Cluster) -> psutil.Process | None:
@@ -223,13 +235,17 @@ def test_a_controller_brings_up_a_scheduler_that_execs_after_3s(tmp_path: Path) 
         for line in text.splitlines()
     ]
     cluster.config.write_text("\n".join(lines) + "\n")
+    seen: list[int] = []
     try:
         cluster.start("n1")
         wait_until(lambda: find_one(cluster), 25, f"the slow scheduler\n{cluster.log('n1')}")
         scheduler = find_one(cluster)
         assert scheduler is not None
-        assert [p for p in scheduler.parents() if p.name() == "sfc-leash"], "it runs below its leash"
+        leashes = [p.pid for p in scheduler.parents() if p.name() == "sfc-leash"]
+        assert leashes, "it runs below its leash"
+        seen.extend(leashes)
         holds_for(lambda: find_one(cluster) == scheduler, 2.0, "the same scheduler up")
         assert "not up within" not in cluster.log("n1")
     finally:
         cluster.close()
+        _end_cgroups(seen)
