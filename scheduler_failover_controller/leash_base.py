@@ -147,7 +147,7 @@ class LeashBase:
             return
         self.cgroup = made
         self.say(f"containment: cgroup {made.path}")
-        for path in sweep(made.path.parent, _leash_alive):
+        for path in sweep(made.path.parent):
             self.say(f"ended the leftover cgroup {path} of a leash that is gone")
 
     def _uncontain(self) -> None:
@@ -285,9 +285,3 @@ class LeashBase:
 def _listing(users: dict[int, str]) -> str:
     """``pid 12 (nobody), pid 13 (uid 1001)``: pids and their users."""
     return ", ".join(f"pid {pid} ({user})" for pid, user in sorted(users.items()))
-
-
-def _leash_alive(pid: int, ticks: int) -> bool:
-    """Whether the leash ``pid`` that started at ``ticks`` still runs."""
-    info = proc_stat(pid)
-    return info is not None and info.start == ticks and info.state not in ("Z", "X", "x")

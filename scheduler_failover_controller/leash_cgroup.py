@@ -24,6 +24,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from .leash_procs import proc_stat
+
 PREFIX = "sfc-leash-"
 _NAME = re.compile(re.escape(PREFIX) + r"(\d+)-(\d+)\Z")
 KILL_WAIT = 2.0  # seconds to wait for a killed cgroup to empty
@@ -148,17 +150,28 @@ class Cgroup:
         return self.kill(wait) and self.remove()
 
 
-def sweep(parent: Path, alive: Callable[[int, int], bool]) -> list[Path]:
-    """End and remove the sibling cgroups of leashes that are gone (both the leash and its watcher
-    were killed); ``alive(pid, ticks)`` tells a live leash. Returns those removed."""
+def leash_alive(pid: int, ticks: int) -> bool:
+    """Whether the leash ``pid`` that started at ``ticks`` (clock ticks after boot) still runs."""
+    info = proc_stat(pid)
+    return info is not None and info.start == ticks and info.state not in ("Z", "X", "x")
+
+
+def sweep(parent: Path | None = None, alive: Callable[[int, int], bool] = leash_alive) -> list[Path]:
+    """End and remove the leash cgroups under ``parent`` (default: this process's own cgroup)
+    whose leash is gone, e.g. killed together with its watcher; returns those removed."""
+    if parent is None:
+        found = parent_dir()
+        if isinstance(found, str):
+            return []
+        parent = found
     removed = []
     try:
         names = os.listdir(parent)
     except OSError:
         return []
     for name in names:
-        found = _NAME.match(name)
-        if found is None or alive(int(found.group(1)), int(found.group(2))):
+        match = _NAME.match(name)
+        if match is None or alive(int(match.group(1)), int(match.group(2))):
             continue
         group = Cgroup(parent / name)
         if group.end(wait=0.5):

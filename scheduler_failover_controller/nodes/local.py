@@ -19,6 +19,7 @@ import psutil
 from ..config import Config
 from ..exceptions import CommandFailed
 from ..leash import LOCAL_ARGV, Spec, write_deadline
+from ..leash_cgroup import sweep
 from ..leash_spec import scrubbed_environment
 from ..probe import OrphanWatch, ProbeResult, SchedulerState, find_schedulers, probe_local, read_leash_records
 from ..trust import UntrustedFile, read_private, write_private
@@ -80,6 +81,7 @@ def end_session(path: Path, node: str) -> None:
     if leftovers:
         log.warning("%s: ending %d leftover process(es) of the previous scheduler", node, len(leftovers))
         kill_trees(leftovers, 0)
+        sweep()  # the tree of a leash ended with its watcher: what left the session is in its cgroup
     if not session_leftovers(path):
         path.unlink(missing_ok=True)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -125,6 +126,31 @@ def test_a_sigkilled_leash_leaves_nothing_that_called_setsid_since_its_last_look
         wait_until(lambda: not _cgroups_of(pid), 5, "the tree's cgroup to be removed")  # noqa: B023
         leash.wait()
     assert lab.log().count("containment: cgroup") == 5
+
+
+def test_a_tree_whose_leash_and_watcher_were_killed_together_is_ended_by_the_next_leash(lab: Lab) -> None:
+    """A controller's cleanup SIGKILLs a leash's whole session, watcher included: what had left the
+    session (``setsid``) lives on in the tree's cgroup until the node's next leash sweeps it."""
+    parent = parent_dir()
+    if isinstance(parent, str) or not os.access(parent, os.W_OK):
+        pytest.skip(f"no writable cgroup v2 here ({parent})")
+    command = f"setsid {lab.sleeper('escaped')} &\n{lab.scheduler}"
+    first = lab.leash(lab.spec(command, deadline_in=60))
+    wait_until(lambda: len(lab.marked()) >= 3 and lab.watcher_of(first), 10, "the tree and the watcher")
+    escaped = [p for p in lab.marked() if "escaped" in p.cmdline()]
+    assert escaped
+    pair = (first.pid, lab.watcher_of(first))
+    for signum in (signal.SIGSTOP, signal.SIGKILL):  # both at once, as a session kill does
+        for pid in pair:
+            os.kill(pid, signum)
+    first.wait()
+    wait_until(lambda: not lab.schedulers(), 5, "the scheduler to die with its parent (PDEATHSIG)")
+    assert all(p.is_running() for p in escaped)  # what left the session is left
+    lab.leash(lab.spec("true", deadline_in=60, linger=1.0))
+    wait_until(lambda: gone(escaped), 5, "the next leash to end the leftover tree")
+    wait_until(lambda: not _cgroups_of(first.pid), 5, "the leftover cgroup to be removed")
+    assert "ended the leftover cgroup" in lab.log()
+    wait_until(lambda: "watching the node's schedulers" in lab.log(), 5, "the second leash to be up (and watched)")
 
 
 # --- a scheduler the leash may not signal --------------------------------------------------------
