@@ -113,11 +113,11 @@ class Leash(StoppingLeash):
             self.say(f"not starting the scheduler: its deadline is {self.deadline - now:.1f}s away")
             return 1
         self._contain()
-        self.root = self._spawn(["/bin/sh", "-c", self.spec.command], contain=True)
-        self.appear_by = time.monotonic() + self.spec.linger
         self.create_time = psutil.Process().create_time()
         self._prune_records()
-        self._spawn_watcher()
+        self._spawn_watcher()  # first: from here on, a killed leash leaves nothing (the cgroup neither)
+        self.root = self._spawn(["/bin/sh", "-c", self.spec.command], contain=True)
+        self.appear_by = time.monotonic() + self.spec.linger
         self.say(f"started the scheduler (pid {self.root}); deadline in {self.deadline - now:.1f}s")
         try:
             return self._loop()
