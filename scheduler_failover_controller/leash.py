@@ -206,7 +206,12 @@ class Leash(StoppingLeash):
             if self.watched:
                 self.linger_until = now + self.spec.linger
             elif now >= self.linger_until:
-                self.say(f"no scheduler seen for {self.spec.linger:g}s; leaving")
+                never = (
+                    ""
+                    if self.watched_ever
+                    else f"; no process matching scheduler_process_match {self.spec.match!r} ran"
+                )
+                self.say(f"no scheduler seen for {self.spec.linger:g}s{never}; leaving")
                 return True
         return False
 
@@ -221,7 +226,8 @@ class Leash(StoppingLeash):
         elif not self.tree and status == 0 and self.words and not self.matched_ever:
             self._hand_off(now)
         elif not self.tree:
-            self.say(f"the scheduler exited (status {status})")
+            never = f": {self._no_match()}" if self.words and not self.matched_ever else ""
+            self.say(f"the scheduler exited (status {status}){never}")
             return True
         elif not self.words or self.matched_ever:  # it has been and gone: end its leftovers
             if now >= self.settle_until:
@@ -245,12 +251,9 @@ class Leash(StoppingLeash):
 
     def _never_appeared(self) -> bool:
         """Nothing matching showed below the leash in ``scheduler_start_timeout``: say what did, end it."""
-        ran = self._describe_tree()
         left = self._kill_tree(signal.SIGKILL)
-        self.say(
-            f"no process matching scheduler_process_match {self.spec.match!r} appeared below the leash within "
-            f"{self.spec.linger:g}s (scheduler_start_timeout); what ran below it: {ran}; ended {left} process(es)"
-        )
+        within = f" within {self.spec.linger:g}s (scheduler_start_timeout)"
+        self.say(f"{self._no_match(within)}; ended {left} process(es)")
         return True
 
 

@@ -70,6 +70,8 @@ class LeashBase:
         self.denied: dict[str, dict[int, str]] = {}  # "tree"/"watch" -> {pid: user} it may not signal
         self.cgroup: Cgroup | None = None  # the tree's container, where the kernel offers one
         self.appear_by = math.inf  # when a scheduler must have shown below the leash
+        self.ran: list[str] = []  # command lines seen below the leash while nothing matched
+        self.watched_ever = False  # after a hand-off: a scheduler of the node has been seen
         self.matched_ever = False
         self.tree: list[tuple[int, int]] = []  # (pid, start) below us, the watcher excepted
         self.tree_matches = False
@@ -226,10 +228,14 @@ class LeashBase:
         exclude = {self.watcher} if self.watcher else set()
         below = descendants(table, [self.pid], exclude)
         self.tree = [(pid, table[pid].start) for pid in below if pid in table]
-        self.tree_matches = bool(self.words) and any(
-            pid != self.stop_pid and matches(proc_argv(pid), self.words) for pid, _start in self.tree
-        )
+        argvs = {pid: proc_argv(pid) for pid, _start in self.tree if pid != self.stop_pid}
+        self.tree_matches = bool(self.words) and any(matches(argv, self.words) for argv in argvs.values())
         self.matched_ever |= self.tree_matches
+        if not self.matched_ever:  # what ran, to say so should nothing matching ever show
+            for pid, argv in argvs.items():
+                line = shlex.join([os.path.basename(w) if w.startswith("/") else w for w in argv])[:100]
+                if (line or f"pid {pid}") not in self.ran and len(self.ran) < 5:
+                    self.ran.append(line or f"pid {pid}")
         self.next_scan = now + SCAN
         self._check_signalable("tree", self.tree)
         return table
@@ -244,6 +250,7 @@ class LeashBase:
         roots = [pid for pid in roots if pid in table]
         below = descendants(table, roots, {self.pid})
         self.watched = [(pid, table[pid].start) for pid in roots + below if pid in table]
+        self.watched_ever |= bool(self.watched)
         self.next_scan = now + WATCH_SCAN
         self._check_signalable("watch", [(pid, table[pid].start) for pid in roots])
 
@@ -264,16 +271,13 @@ class LeashBase:
                 self.say("every scheduler process may be signalled again: leashed")
             self._register()
 
-    def _describe_tree(self) -> str:
-        """What runs below the leash, briefly: the distinct command lines, the first few."""
-        seen: list[str] = []
-        for pid, _start in self.tree:
-            words = [os.path.basename(w) if w.startswith("/") else w for w in proc_argv(pid)]
-            line = shlex.join(words)[:100] or f"pid {pid}"
-            if line not in seen:
-                seen.append(line)
-        more = f" and {len(seen) - 4} more" if len(seen) > 4 else ""
-        return "; ".join(seen[:4]) + more if seen else "nothing"
+    def _no_match(self, within: str = "") -> str:
+        """That nothing matching ran below the leash, and what did (the first few command lines seen)."""
+        ran = "; ".join(self.ran[:4]) + (" ..." if len(self.ran) > 4 else "") if self.ran else "nothing"
+        return (
+            f"no process matching scheduler_process_match {self.spec.match!r} appeared below the leash{within}; "
+            f"what ran below it: {ran}"
+        )
 
     def _kill_tree(self, signum: int) -> int:
         ended = sum(signal_if_same(pid, start, signum) for pid, start in self.tree)
