@@ -128,11 +128,11 @@ class Cgroup:
             members = self.pids()
             if not members:
                 return True
-            if time.monotonic() >= give_up:
-                return False
             for pid in members:
                 with contextlib.suppress(OSError):
                     os.kill(pid, signal.SIGKILL)
+            if time.monotonic() >= give_up:
+                return False
             time.sleep(0.02)
 
     def remove(self) -> bool:

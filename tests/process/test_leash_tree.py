@@ -167,6 +167,38 @@ def test_a_tree_whose_leash_and_watcher_were_killed_together_is_ended_by_the_nex
     wait_until(lambda: "watching the node's schedulers" in lab.log(), 5, "the second leash to be up (and watched)")
 
 
+def test_without_cgroup_kill_every_member_is_killed_one_by_one(lab: Lab, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Kernels before 5.14 have no ``cgroup.kill``: the members, forks included, are SIGKILLed."""
+    from scheduler_failover_controller import leash_cgroup
+
+    parent = parent_dir()
+    if isinstance(parent, str) or not os.access(parent, os.W_OK):
+        pytest.skip(f"no writable cgroup v2 here ({parent})")
+    real_write = leash_cgroup._write
+
+    def no_kill_file(path: Path, text: str) -> None:
+        if path.name == "cgroup.kill":
+            raise OSError(2, "No such file or directory")
+        real_write(path, text)
+
+    monkeypatch.setattr(leash_cgroup, "_write", no_kill_file)
+    made = Cgroup.create(os.getpid(), 0)
+    assert isinstance(made, Cgroup), made
+    try:
+        go = lab.tmp / "go"
+        wait_go = f"while [ ! -e {go} ]; do sleep 0.01; done"
+        proc = lab.spawn(["sh", "-c", f"{wait_go}; {lab.sleeper('member')} & {lab.sleeper('member')} & wait"])
+        made.add(proc.pid)  # before it forks
+        go.touch()
+        wait_until(lambda: len(lab.marked()) >= 3, 5, "the members")
+        members = lab.marked()
+        made.kill(wait=0)  # one round, as the watcher's first look does
+        wait_until(lambda: gone(members), 2, "every member to die")
+        assert made.kill() and not made.pids()
+    finally:
+        made.end()
+
+
 # --- a scheduler the leash may not signal --------------------------------------------------------
 
 
