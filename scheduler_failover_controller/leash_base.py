@@ -261,15 +261,15 @@ class LeashBase:
         before = any(self.denied.values())
         new = {pid: user for pid, user in denied.items() if pid not in self.denied.get(kind, {})}
         self.denied[kind] = denied
+        if before != any(self.denied.values()):
+            self._register()  # first: once said, it holds
+            if not denied:
+                self.say("every scheduler process may be signalled again: leashed")
         if new:
             self.say(
                 f"WARNING: not permitted to signal {_listing(new)}: this leash cannot stop it at the deadline; "
                 "the node's scheduler counts as not leashed"
             )
-        if before != any(self.denied.values()):
-            if not denied:
-                self.say("every scheduler process may be signalled again: leashed")
-            self._register()
 
     def _no_match(self, within: str = "") -> str:
         """That nothing matching ran below the leash, and what did (the first few command lines seen)."""
