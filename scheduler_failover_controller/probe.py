@@ -197,7 +197,7 @@ class LeashRecord:
 
     pid: int
     create_time: float  # psutil's create time on the leash's host
-    mode: str  # "tree" or "watch"
+    mode: str  # "tree", "watch", or "denied" (it may not signal a scheduler: none counts as leashed)
     token: str = ""  # the start that launched it
     watcher: int = 0  # pid of its watcher child
 
@@ -235,7 +235,7 @@ def parse_leash_record(text: str) -> LeashRecord | None:
         )
     except (ValueError, KeyError, TypeError):
         return None
-    if record.pid <= 0 or record.mode not in ("tree", "watch") or not math.isfinite(record.create_time):
+    if record.pid <= 0 or record.mode not in ("tree", "watch", "denied") or not math.isfinite(record.create_time):
         return None
     return record
 
@@ -284,6 +284,13 @@ def live_leashes(state_dir: Path, node: str) -> list[LeashRecord]:
         except psutil.Error:
             continue
     return live
+
+
+def below_leashes(leashes: Iterable[LeashRecord]) -> set[int]:
+    """The leashes whose tree counts as the node's scheduler, whatever its user: tree mode, and a
+    leash that may not signal its tree (its scheduler is not leashed, but it is the node's: left
+    out, it would read as foreign and the node as stopped, and a second one could be started)."""
+    return {r.pid for r in leashes if r.mode in ("tree", "denied")}
 
 
 def leashed_roots(roots: Sequence[psutil.Process], leashes: Sequence[LeashRecord]) -> bool:
@@ -347,7 +354,7 @@ def table_owned(
     """``roots`` of a listed table as (those that count, those that are foreign): the
     :mod:`.ownership` rule, ancestors by the listed ppids (``leashes``: live ones)."""
     parents = {e.pid: e.ppid for e in table}
-    tree_leashes = {r.pid for r in leashes if r.mode == "tree"}
+    tree_leashes = below_leashes(leashes)
     owned: list[ProcessEntry] = []
     foreign: list[ForeignProcess] = []
     for root in roots:
@@ -399,7 +406,7 @@ def owned_schedulers(
     roots, hidden = scan_schedulers(match)
     where = _state_dir(state_dir)
     leashes = live_leashes(where, node) if where is not None else []
-    owned, foreign = split_procs(roots, expected, {r.pid for r in leashes if r.mode == "tree"})
+    owned, foreign = split_procs(roots, expected, below_leashes(leashes))
     return owned, foreign, hidden, leashes
 
 

@@ -19,6 +19,8 @@ import psutil
 from ..config import Config
 from ..exceptions import CommandFailed
 from ..leash import LOCAL_ARGV, Spec, write_deadline
+from ..leash_cgroup import sweep
+from ..leash_spec import scrubbed_environment
 from ..probe import OrphanWatch, ProbeResult, SchedulerState, owned_schedulers, probe_local, read_leash_records
 from ..trust import UntrustedFile, read_private, write_private
 from .base import NodeRunner
@@ -79,6 +81,7 @@ def end_session(path: Path, node: str) -> None:
     if leftovers:
         log.warning("%s: ending %d leftover process(es) of the previous scheduler", node, len(leftovers))
         kill_trees(leftovers, 0)
+        sweep()  # the tree of a leash ended with its watcher: what left the session is in its cgroup
     if not session_leftovers(path):
         path.unlink(missing_ok=True)
 
@@ -200,7 +203,9 @@ class LocalNodeRunner(NodeRunner):
                 return
             self._clean_session()  # orphans of one that died hard
             token = secrets.token_hex(8)
-            env = {**os.environ, **leash_spec(self.config, self.node, deadline, token).environment()}
+            # Nothing only the controller reads (its secrets) reaches the leash, nor so its scheduler.
+            spec = leash_spec(self.config, self.node, deadline, token)
+            env = {**scrubbed_environment(os.environ), **spec.environment()}
             started = time.time()
             shell = subprocess.Popen(
                 ["/bin/sh", "-c", self._launch_command()],
@@ -259,6 +264,7 @@ class LocalNodeRunner(NodeRunner):
                     stdin=subprocess.DEVNULL,
                     stdout=subprocess.DEVNULL,
                     stderr=subprocess.DEVNULL,
+                    env=scrubbed_environment(os.environ),
                     timeout=timeout,
                     check=False,
                 )
