@@ -50,6 +50,13 @@ def start_ticks(pid: int) -> int | None:
         return None
 
 
+def since_boot(pid: int) -> float:
+    """When ``pid`` started, in seconds since boot (0.0 when it is gone): unlike psutil's create
+    time, which adds the boot time the kernel derives from the wall clock, no clock step moves it."""
+    ticks = start_ticks(pid)
+    return 0.0 if ticks is None else ticks / clock_ticks()
+
+
 def uptime() -> float | None:
     """Seconds since boot (``/proc/uptime``, the clock process start times count on)."""
     try:

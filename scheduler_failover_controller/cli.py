@@ -26,12 +26,18 @@ from .config import (
 )
 from .exceptions import ConfigError, FailoverError, MetastoreError
 from .metastore import Metastore, open_metastore
+from .ownership import SCHEDULER_USER_ENV
 from .probe import MATCH_ENV, ProbeResult, SchedulerState
 from .redaction import config_secrets, mask_output, redact_webhook
 from .status import ClusterStatus, SwitchoverOutcome, read_status
+from .trust import write_problem
+from .undumpable import forbid_dumps
 
 if TYPE_CHECKING:
     from .nodes import NodeRunner
+
+
+MAX_REQUEST_LINE = 4096  # bytes of a line read by a --serve loop
 
 
 class ConfigProblem(click.ClickException):
@@ -79,6 +85,8 @@ def main(ctx: click.Context, config_file: str | None) -> None:
 
 
 def _config(ctx: click.Context) -> Config:
+    # Before any secret is read: no process of this user may read them from our memory or environ.
+    forbid_dumps()
     try:
         config = load_config(ctx.obj["config_file"])
     except ConfigError as exc:
@@ -88,6 +96,10 @@ def _config(ctx: click.Context) -> Config:
 
 
 def _open_store(config: Config) -> Metastore:
+    path = _sqlite_path(config.metadata_service_sql_conn) if config.metadata_service_type == SQL_SERVICE else None
+    problem = write_problem(path, sticky_ok=False) if path is not None else None  # SQLite follows links
+    if problem:
+        raise ConfigProblem(f"{config.source}: metadata_service_sql_conn: {problem}")
     try:
         return open_metastore(config)
     except ConfigError as exc:  # the backend's message names the key; add the file
@@ -185,6 +197,9 @@ def init(ctx: click.Context, force: bool) -> None:
     try:
         if path.exists() and not path.is_file():  # never replace a device or a FIFO by a config
             raise ConfigProblem(f"{path}: not a regular file")
+        problem = write_problem(path)  # init follows a link: it must be no other user's to plant
+        if problem:
+            raise ConfigProblem(f"{path}: not written: {problem}")
         if not named and path.exists():
             existing = read_config_text(path)
             if f"[{SECTION}]" in existing:
@@ -297,6 +312,12 @@ def _target_and_match(ctx: click.Context, node: str | None, match: str | None) -
     return node, config.process_match(node)
 
 
+def _expected_uid(ctx: click.Context, match: str | None) -> int | None:
+    """Whose processes count: the config's scheduler_user when the config is used (no --match);
+    else None: ``$SFC_SCHEDULER_USER``, or this process's own user."""
+    return None if match else _config(ctx).scheduler_uid()
+
+
 _NODE_HELP = "Node name to report (default: current_host of the config, else this machine's host name)."
 _MATCH_HELP = (
     f"Words of a scheduler's command line (default: scheduler_process_match of the config; also ${MATCH_ENV}). "
@@ -324,14 +345,15 @@ def probe(ctx: click.Context, as_json: bool, node: str | None, match: str | None
     from .probe import OrphanWatch, probe_local
 
     name, words = _target_and_match(ctx, node, match)
+    uid = _expected_uid(ctx, match)
     if serve:
         orphans = OrphanWatch()  # one per connection: it remembers the previous probe
         while True:
-            click.echo(json.dumps(orphans.check(probe_local(name, words)).to_json()))
+            click.echo(json.dumps(orphans.check(probe_local(name, words, uid=uid)).to_json()))
             sys.stdout.flush()
-            if not sys.stdin.buffer.readline():
+            if not sys.stdin.buffer.readline(MAX_REQUEST_LINE):  # bounded: a longer line counts as several
                 return
-    result = probe_local(name, words)
+    result = probe_local(name, words, uid=uid)
     _emit(result.to_json(), as_json, lambda: f"{result.node}: {result.describe()}")
     sys.exit(1 if result.state is SchedulerState.UNKNOWN else 0)
 
@@ -369,15 +391,20 @@ def kill_local(
     from pathlib import Path
 
     from .nodes.local import end_session, kill_trees
-    from .probe import find_schedulers, probe_local
+    from .probe import owned_schedulers, probe_local
 
     name, words = _target_and_match(ctx, node, match)
+    uid = _expected_uid(ctx, match)
     if timeout is None:
         timeout = _config(ctx).scheduler_stop_timeout if not match else 10.0
-    kill_trees(find_schedulers(words), timeout)
+    try:
+        roots = owned_schedulers(name, words, uid=uid)[0]
+    except ValueError as exc:
+        raise BadInput(f"${SCHEDULER_USER_ENV}: {exc}") from None
+    kill_trees(roots, timeout)
     if session_file:
         end_session(Path(session_file), name)
-    result = probe_local(name, words)
+    result = probe_local(name, words, uid=uid)
     _emit(result.to_json(), as_json, lambda: f"{result.node}: {result.describe()}")
     sys.exit(0 if result.state is SchedulerState.STOPPED else 1)
 
@@ -565,7 +592,8 @@ def _render_status(cluster: ClusterStatus) -> str:
     for n in data["nodes"]:
         age = "never observed" if n["observed_age_s"] is None else f"observed {n['observed_age_s']:.1f}s ago"
         pids = f" pid {', '.join(map(str, n['pids']))}" if n["pids"] else ""
-        lines.append(f"  {n['host']}: {n['scheduler']}{pids} ({age})")
+        foreign = ", ".join(f"pid {f['pid']} ({f['user']})" for f in n["foreign"])
+        lines.append(f"  {n['host']}: {n['scheduler']}{pids} ({age})" + (f"; foreign: {foreign}" if foreign else ""))
     failover = data["last_failover"]
     lines.append(
         f"last failover: {failover['message']} ({failover['age_s']:.0f}s ago)" if failover else "last failover: none"

@@ -29,6 +29,7 @@ from .incidents import Incidents
 from .metastore.base import ClusterState, ControllerInfo, Lease, Metastore, Observation, Placement
 from .metastore.rows import implausible
 from .nodes.base import NodeRunner
+from .ownership import ForeignLog
 from .probe import ProbeResult, SchedulerState
 from .renewals import Renewals
 from .starts import Starts, stop
@@ -100,6 +101,7 @@ class Controller:
         # Another live controller registered as this host (the same current_host twice): set, this
         # controller stops acting and leaves the node's scheduler to that one (see check_identity).
         self.duplicate: ControllerInfo | None = None
+        self.foreign = ForeignLog(log)  # logs each node's foreign schedulers once, when they appear
         self.identity = Identity(config, store, self.holder, self.pid, monotonic, sleep, self.stopping)
         self._pool = ThreadPoolExecutor(max_workers=min(16, max(1, len(config.nodes))), thread_name_prefix="probe")
 
@@ -157,6 +159,7 @@ class Controller:
         """Probe this node's scheduler; the heartbeat says whether it runs only leashed ones."""
         probe = self.local.probe()
         self._note_leashed(probe)
+        self._note_foreign({self.host: probe})
         return probe
 
     def _note_leashed(self, probe: ProbeResult) -> None:
@@ -164,6 +167,12 @@ class Controller:
         could not keeps the last: it knows nothing new, and its placement is not renewed meanwhile)."""
         if probe.state is not SchedulerState.UNKNOWN:
             self.local_leashed = only_leashed(probe)
+
+    def _note_foreign(self, probes: dict[str, ProbeResult]) -> None:
+        """Log foreign schedulers as they appear or go (a node not seen says nothing either way)."""
+        for node, probe in probes.items():
+            if probe.state is not SchedulerState.UNKNOWN:
+                self.foreign.note(node, probe.foreign)
 
     def _heartbeat(self) -> None:
         self.identity.heartbeat(self.role.value, self.paused, self.local_leashed)
@@ -236,7 +245,13 @@ class Controller:
         if self.role is Role.ACTIVE and not state.paused:
             probes = self._probe_all()
             guard = self._guard(state, t0, probes[self.host])
-            return guard or self._lead(state, probes)
+            if guard is None:
+                return self._lead(state, probes)
+            placement = state.placement
+            if placement.valid and placement.node != self.host and self.leads():
+                # A stray on this node was stopped: the placed node is still looked after.
+                return f"{guard}; {self._lead(state, {**probes, self.host: self._look_local()})}"
+            return guard
         guard = self._guard(state, t0, None)
         if guard:
             return guard
@@ -344,13 +359,22 @@ class Controller:
     def _probe_all(self) -> dict[str, ProbeResult]:
         """Probe every node in parallel, and record what was seen under this term's epoch."""
         results = self.last_probes = self.health.probe_all(self.runners, self._pool)
+        self._note_foreign(results)
         self._record(results)
         return results
 
     def _record(self, results: dict[str, ProbeResult]) -> None:
         """Record these looks as the cluster's observations, under this term's epoch."""
         observations = [
-            Observation(n, r.state.value, r.pids, r.detail, by_host=self.host, leashed=r.leashed)
+            Observation(
+                n,
+                r.state.value,
+                r.pids,
+                r.detail,
+                by_host=self.host,
+                leashed=r.leashed,
+                foreign=tuple((f.pid, f.user) for f in r.foreign),
+            )
             for n, r in results.items()
         ]
         try:
@@ -368,19 +392,7 @@ class Controller:
             return f"{prefix}: {self._switchover(state, probes, *state.switchover)}"
         busy = [n for n, r in probes.items() if r.state in (SchedulerState.RUNNING, SchedulerState.UNHEALTHY)]
         if placement.valid and placement.node is not None:
-            node = placement.node
-            strays = [n for n in busy if n != node]
-            if strays:
-                return f"{prefix}: {self._kill_strays(strays, probes, node)}"
-            probe = probes.get(node) or ProbeResult(node, SchedulerState.UNKNOWN, detail="not a configured node")
-            if probe.state is SchedulerState.RUNNING and len(probe.pids) == 1:
-                return f"{prefix}: {self._healthy(node, probe)}"
-            if probe.state is SchedulerState.UNKNOWN:
-                return (
-                    f"{prefix}: cannot see the scheduler node {node} ({probe.detail}); waiting "
-                    f"{placement.remaining:.1f}s for its placement to expire before moving it"
-                )
-            return f"{prefix}: {self._restart_or_move(state, probes, node, probe)}"
+            return f"{prefix}: {self._placed(state, probes, placement.node, [n for n in busy if n != placement.node])}"
         # No valid placement: adopt a running scheduler, or place one.
         if len(busy) > 1:
             keep = placement.node if placement.node in busy else busy[0]
@@ -411,6 +423,29 @@ class Controller:
         self.incidents.failed(target, detail, start_failed=True)
         return f"{prefix}: placed the scheduler on {target} but its start failed: {detail}"
 
+    def _placed(self, state: ClusterState, probes: dict[str, ProbeResult], node: str, strays: list[str]) -> str:
+        """The scheduler is placed on ``node``: its state first, then strays elsewhere.
+
+        A stray that keeps coming back must not keep the placed node from being looked after
+        (its placement renewed while it is healthy). Nothing starts while a stray may still run.
+        """
+        probe = probes.get(node) or ProbeResult(node, SchedulerState.UNKNOWN, detail="not a configured node")
+        if probe.state is SchedulerState.RUNNING and len(probe.pids) == 1:
+            healthy = self._healthy(node, probe)
+            return f"{healthy}; {self._kill_strays(strays, probes, node)}" if strays else healthy
+        if probe.state is SchedulerState.UNKNOWN:
+            waiting = (
+                f"cannot see the scheduler node {node} ({probe.detail}); waiting "
+                f"{state.placement.remaining:.1f}s for its placement to expire before moving it"
+            )
+            return f"{waiting}; {self._kill_strays(strays, probes, node)}" if strays else waiting
+        if strays:
+            killed, after = self._stop_strays(strays, probes, node)
+            if len(after) < len(strays) or any(r.state is not SchedulerState.STOPPED for r in after.values()):
+                return f"{killed}; the scheduler on {node} is {probe.describe()}: not restarted while a stray may run"
+            return f"{killed}; {self._restart_or_move(state, {**probes, **after}, node, probe)}"
+        return self._restart_or_move(state, probes, node, probe)
+
     def _healthy(self, node: str, probe: ProbeResult) -> str:
         if node != self.host:  # our own node's placement was renewed by _guard already
             # Keeps the placement (and the leash) of a node whose own controller is not there
@@ -420,13 +455,19 @@ class Controller:
         return f"scheduler healthy on {node} ({probe.describe()})"
 
     def _kill_strays(self, strays: list[str], probes: dict[str, ProbeResult], keep: str) -> str:
+        return self._stop_strays(strays, probes, keep)[0]
+
+    def _stop_strays(
+        self, strays: list[str], probes: dict[str, ProbeResult], keep: str
+    ) -> tuple[str, dict[str, ProbeResult]]:
+        """Stop the schedulers on ``strays``: (what was done, each one's probe after its stop)."""
         if not self.leads():
-            return f"{MARGIN_TOO_SMALL} to act; not killing strays this cycle"
+            return f"{MARGIN_TOO_SMALL} to act; not killing strays this cycle", {}
         results = list(self._pool.map(lambda n: stop(self.runners[n]), strays))
         parts = [f"{n} ({probes[n].describe()} -> {r.state.value})" for n, r in zip(strays, results, strict=True)]
         message = f"killed stray scheduler(s) on {', '.join(parts)}; the scheduler belongs on {keep}"
         self._event("kill", message)
-        return message
+        return message, dict(zip(strays, results))
 
     def _restart_or_move(
         self, state: ClusterState, probes: dict[str, ProbeResult], node: str, probe: ProbeResult

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import logging.handlers
 import os
 import re
 import signal
@@ -19,6 +18,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from .config import Config
 from .controller import PLEASE_REPORT, Controller
 from .exceptions import ConfigError, MetastoreError
+from .log_file import open_log_file
 from .redaction import RedactingFormatter, config_secrets
 from .trust import directory_problem
 
@@ -58,21 +58,16 @@ def prepare_state_dir(config: Config) -> None:
 def setup_logging(config: Config) -> None:
     """Log to stderr (journald) and, with ``logging_dir`` set, to a rotating file.
 
-    A log file that cannot be opened is a ConfigError (one line), raised before any handler changes.
+    A log file that cannot be opened, or not safely (:mod:`.log_file`), is a ConfigError (one
+    line), raised before any handler changes.
     """
     secrets = config_secrets(config)  # masked in every line, whichever library logs it
     rotating = None
     if config.logging_dir:
         directory = Path(config.logging_dir).expanduser()
-        path = directory / config.logging_file_name
-        try:
-            directory.mkdir(parents=True, exist_ok=True)
-            rotating = logging.handlers.TimedRotatingFileHandler(
-                path, when=config.logs_rotate_when, backupCount=config.logs_rotate_backup_count
-            )
-        except OSError as exc:
-            key = "logging_file_name" if directory.is_dir() else "logging_dir"
-            raise ConfigError(f"{config.source}: {key}: cannot open the log file {path}: {_oserror(exc)}") from None
+        rotating = open_log_file(
+            directory, config.logging_file_name, config.logs_rotate_when, config.logs_rotate_backup_count, config.source
+        )
         rotating.setFormatter(RedactingFormatter(LOG_FORMAT, secrets))
     root = logging.getLogger()
     root.setLevel(config.logging_level)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import pwd
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -74,16 +75,41 @@ def proc_argv(pid: int) -> list[str]:
     return split_title([a.decode(errors="replace") for a in raw.split(b"\0")[:-1]])
 
 
-def signal_if_same(pid: int, start: int, signum: int) -> bool:
-    """Signal ``pid`` only while it is the process that started at ``start`` (never a recycled pid)."""
+SENT, GONE, DENIED = "sent", "gone", "denied"
+
+
+def signal_same(pid: int, start: int, signum: int) -> str:
+    """Signal ``pid`` only while it is the process that started at ``start`` (never a recycled pid):
+    SENT, GONE (not that process any more), or DENIED (EPERM: another user's process). Signal 0
+    only checks."""
     info = proc_stat(pid)
     if info is None or info.start != start or info.state in ("Z", "X", "x"):
-        return False
+        return GONE
     try:
         os.kill(pid, signum)
+    except PermissionError:
+        return DENIED
     except OSError:
-        return False
-    return True
+        return GONE
+    return SENT
+
+
+def signal_if_same(pid: int, start: int, signum: int) -> bool:
+    """:func:`signal_same`, True when sent."""
+    return signal_same(pid, start, signum) == SENT
+
+
+def proc_user(pid: int) -> str:
+    """The name of ``pid``'s (real) user, else ``uid N``, else ``unknown user``."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="utf-8", errors="replace") as handle:
+            uid = next(int(line.split()[1]) for line in handle if line.startswith("Uid:"))
+    except (OSError, StopIteration, ValueError, IndexError):
+        return "unknown user"
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"uid {uid}"
 
 
 _libc: ctypes.CDLL | None = None

@@ -95,7 +95,30 @@ class Spec:
         )
 
 
+# --- what the scheduler may see ---------------------------------------------------------------------
+
+#: Variables only the controller reads: its own settings (``AIRFLOW__SCHEDULER_FAILOVER__KEY``, and
+#: their ``_CMD``/``_SECRET`` forms: webhook URLs, the ZooKeeper digest, the metastore URL), its config
+#: path, this project's ``SFC_*`` instructions, and systemd's channel to the controller's unit. Every
+#: DAG a scheduler parses could read them in its environment; Airflow needs none of them (its own
+#: ``AIRFLOW__*``, ``AIRFLOW_CONN_*``, ``PYTHONPATH``, ``PATH``, ... pass, ``AIRFLOW__SMTP__*`` too).
+CONTROLLER_PREFIXES = ("AIRFLOW__SCHEDULER_FAILOVER", "SFC_")
+CONTROLLER_NAMES = frozenset(
+    {"SCHEDULER_FAILOVER_CONTROLLER_CONFIG", "NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", MATCH_ENV, STATE_DIR_ENV}
+)
+
+
+def controller_only(name: str) -> bool:
+    """Whether variable ``name`` is the controller's own (see ``CONTROLLER_PREFIXES``)."""
+    return name.upper().startswith(CONTROLLER_PREFIXES) or name in CONTROLLER_NAMES
+
+
+def scrubbed_environment(env: Mapping[str, str]) -> dict[str, str]:
+    """``env`` without what only the controller reads: what a leash is started with (plus its spec)."""
+    return {k: v for k, v in env.items() if not controller_only(k)}
+
+
 def child_environment(env: Mapping[str, str]) -> dict[str, str]:
-    """The environment of the scheduler: the leash's without its instructions."""
-    drop = {MATCH_ENV, STATE_DIR_ENV}
-    return {k: v for k, v in env.items() if not k.startswith(ENV_PREFIX) and k not in drop}
+    """The environment of the scheduler (and of its stop command): the leash's without its
+    instructions, and without anything only the controller reads, should a starter have passed it."""
+    return scrubbed_environment(env)

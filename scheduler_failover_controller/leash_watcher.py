@@ -1,4 +1,5 @@
-"""The leash's watcher: a child that outlives the leash and ends the tree it last reported."""
+"""The leash's watcher: a child that outlives the leash and ends the tree it last reported, and the
+tree's cgroup (where there is one: nothing in it escapes by ``setsid``)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+from .leash_cgroup import Cgroup
 from .leash_procs import PR_SET_NAME, PR_SET_PDEATHSIG, prctl, proc_stat, proc_table, signal_if_same
 from .leash_spec import Spec, child_environment
 
@@ -29,8 +31,9 @@ def _leash_gone(_signum: int, _frame: object) -> None:
 class Watcher:
     """The leash's child that outlives it: kills what the leash last reported when it dies."""
 
-    def __init__(self, read_end: int, leash: int, spec: Spec, record_path: Path) -> None:
+    def __init__(self, read_end: int, leash: int, spec: Spec, record_path: Path, cgroup: Path | None = None) -> None:
         self.fd = read_end
+        self.cgroup = Cgroup(cgroup) if cgroup is not None else None
         self.leash = leash
         self.spec = spec
         self.record_path = record_path
@@ -83,6 +86,8 @@ class Watcher:
             return
 
     def _kill(self, spare_leash: bool) -> None:
+        if self.cgroup is not None:  # the leash and this watcher are not in it
+            self.cgroup.kill(wait=0)
         for pid, start in self.procs:
             signal_if_same(pid, start, signal.SIGKILL)
         me, sid = os.getpid(), os.getsid(0)
@@ -104,6 +109,8 @@ class Watcher:
         self._kill(spare_leash=False)
         with contextlib.suppress(OSError):
             self.record_path.unlink()
+        if self.cgroup is not None:
+            self.cgroup.end()
         stamp = time.strftime("%Y-%m-%d %H:%M:%S")
         with contextlib.suppress(OSError, ValueError):
             sys.stderr.write(

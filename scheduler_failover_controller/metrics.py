@@ -7,13 +7,13 @@ memory that a controller without metrics need not pay.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from http.server import ThreadingHTTPServer
 from typing import TYPE_CHECKING
 
-from prometheus_client import CollectorRegistry, Histogram, ProcessCollector
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, ProcessCollector, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.exposition import MetricsHandler
 from prometheus_client.registry import Collector
+
+from .http_listener import BoundedHTTPServer
 
 if TYPE_CHECKING:
     from .controller import Controller
@@ -46,10 +46,9 @@ class ControllerCollector(Collector):
         yield running
 
 
-class MetricsServer(ThreadingHTTPServer):
-    """The endpoint's HTTP server, with the registry it serves and the cycle-duration histogram."""
-
-    daemon_threads = True
+class MetricsServer(BoundedHTTPServer):
+    """The endpoint's HTTP server (``/metrics``), with the registry it serves and the cycle-duration
+    histogram. Bounded in connections, time and request size: any local user can connect to it."""
 
     def __init__(self, controller: Controller, port: int) -> None:
         self.registry = CollectorRegistry()
@@ -57,7 +56,11 @@ class MetricsServer(ThreadingHTTPServer):
         self.registry.register(self.state)
         ProcessCollector(registry=self.registry)
         self.cycles = Histogram("sfc_cycle_duration_seconds", "How long control cycles take", registry=self.registry)
-        super().__init__((ADDRESS, port), MetricsHandler.factory(self.registry))
+        super().__init__((ADDRESS, port), {"/metrics": self.exposition})
+
+    def exposition(self) -> tuple[str, bytes]:
+        """prometheus_client's text exposition of the registry."""
+        return CONTENT_TYPE_LATEST, generate_latest(self.registry)
 
     def observe_cycle(self, seconds: float) -> None:
         """Record one control cycle's duration."""

@@ -1,9 +1,8 @@
-"""Scheduler health on the local machine: which processes are schedulers, and in what state.
+"""Scheduler health: which processes are a node's scheduler, and in what state.
 
-A scheduler is a process whose arguments contain the words of ``scheduler_process_match``
-(the first word compared by basename, so ``/venv/bin/airflow scheduler`` matches
-``airflow scheduler`` but ``grep "airflow scheduler"`` does not). Only the top of each
-matching process tree counts: Airflow's own children carry the same words.
+Which command lines are a scheduler's is :mod:`.matching`'s rule; whose processes count,
+:mod:`.ownership`'s (below a live leash of the node, or of the expected user); the leash
+registrations that tell a leashed scheduler are kept here.
 """
 
 from __future__ import annotations
@@ -12,18 +11,28 @@ import enum
 import json
 import math
 import os
-import re
 import shlex
 import stat
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import psutil
 
-from .boot import boot_id, clock_ticks, start_ticks
+from .boot import boot_id, clock_ticks, since_boot, start_ticks
+
+# Re-exported (``X as X``) for the callers that import them from here.
+from .matching import LEASH_NAMES as LEASH_NAMES
+from .matching import find_schedulers as find_schedulers
+from .matching import matches as matches
+from .matching import parent_lookup as parent_lookup
+from .matching import program_index as program_index
+from .matching import root_pids as root_pids
+from .matching import scan_schedulers as scan_schedulers
+from .matching import split_title as split_title
+from .ownership import ForeignProcess, below, counts, describe_foreign, expected_uid, split_procs, user_name
 
 # Carries the process match to ``probe``/``kill_local`` run on another node over SSH, so that the
 # match words never appear in a command line there (a concurrent listing would see them).
@@ -31,9 +40,6 @@ MATCH_ENV = "SFC_PROCESS_MATCH"
 # Carries ``state_dir`` to ``probe``/``kill_local`` run over SSH: where the node's leashes register.
 STATE_DIR_ENV = "SFC_STATE_DIR"
 
-#: The process names (``comm``) the leash, its watcher and its SSH helper give themselves:
-#: never schedulers.
-LEASH_NAMES = frozenset({"sfc-leash", "sfc-leash-w", "sfc-leash-s"})
 #: The module the leash runs as (``python -m ...``): how a ``ps`` listing tells a leash.
 LEASH_MODULE = "scheduler_failover_controller.leash"
 
@@ -70,11 +76,14 @@ class ProbeResult:
     hidden: frozenset[tuple[int, float]] = field(default=frozenset(), compare=False)
     #: ``time.monotonic()`` just before the processes were listed (0: not known)
     looked_at: float = field(default=0.0, compare=False)
+    #: matching processes that do not count (another user's, not leashed): reported only
+    foreign: tuple[ForeignProcess, ...] = field(default=(), compare=False)
 
     def describe(self) -> str:
         pids = f" (pid {', '.join(map(str, self.pids))})" if self.pids else ""
         extra = f": {self.detail}" if self.detail and self.state is not SchedulerState.RUNNING else ""
-        return f"{self.state.value}{pids}{extra}"
+        foreign = f"; foreign, not counted: {describe_foreign(self.foreign)}" if self.foreign else ""
+        return f"{self.state.value}{pids}{extra}{foreign}"
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -83,11 +92,13 @@ class ProbeResult:
             "pids": list(self.pids),
             "detail": self.detail,
             "leashed": self.leashed,
+            "foreign": [f.to_json() for f in self.foreign],
         }
 
 
 def check_health(url: str, timeout: float) -> str | None:
     """GET a scheduler health URL: None when it answers 2xx in time, else why not (one line)."""
+    import http.client
     import urllib.error
     import urllib.request
 
@@ -98,147 +109,10 @@ def check_health(url: str, timeout: float) -> str | None:
             return f"health check answered HTTP {response.status}"
     except urllib.error.HTTPError as exc:
         return f"health check answered HTTP {exc.code}"
+    except http.client.HTTPException as exc:  # an answer that is no HTTP: a failed check, not a broken probe
+        return f"health check failed: {type(exc).__name__}"
     except (OSError, ValueError) as exc:
         return f"health check failed: {getattr(exc, 'reason', exc)}"
-
-
-def _argv(proc: psutil.Process) -> list[str]:
-    return split_title(proc.cmdline())
-
-
-def split_title(argv: list[str]) -> list[str]:
-    """``argv`` as matched: a process title set with setproctitle is one argument, split on spaces."""
-    if len(argv) == 1 and " " in argv[0]:
-        return argv[0].split()
-    return argv
-
-
-# Programs that run another program named by their arguments: the kernel turns a script's
-# "#!/venv/bin/python" into ``python /venv/bin/airflow scheduler``.
-_INTERPRETER = re.compile(r"(python|pypy)[0-9.]*|(ba|da|k|z)?sh|perl[0-9.]*|ruby[0-9.]*|node")
-_OPTION_WITH_VALUE = {"-X", "-W", "-Q"}
-
-
-def program_index(argv: list[str]) -> int | None:
-    """Where the program a process runs is named in ``argv``: 0, or the script an interpreter runs.
-
-    ``python -u /venv/bin/airflow scheduler`` runs ``airflow`` (index 2); ``python -m airflow
-    scheduler`` too (index 2); ``python -c ...`` runs no named program (None).
-    """
-    if not argv:
-        return None
-    if not _INTERPRETER.fullmatch(os.path.basename(argv[0])):
-        return 0
-    i = 1
-    while i < len(argv) and argv[i].startswith("-") and argv[i] != "-":
-        if argv[i] == "-m":
-            return i + 1 if i + 1 < len(argv) else None
-        if argv[i] == "-c":
-            return None
-        i += 2 if argv[i] in _OPTION_WITH_VALUE else 1
-    return i if i < len(argv) else None
-
-
-def matches(argv: list[str], words: list[str]) -> bool:
-    """Whether ``argv`` runs the program ``words[0]`` (by path or basename) with ``words[1:]`` as its
-    first arguments.
-
-    The program, not any word of the line: ``grep airflow scheduler``, ``watch airflow scheduler``
-    or an observer whose own arguments name the match are not schedulers.
-    """
-    if not words:
-        return False
-    first, rest = words[0], words[1:]
-    where = {0, program_index(argv)}
-    for i in sorted(w for w in where if w is not None and w < len(argv)):
-        arg = argv[i]
-        if (arg == first or os.path.basename(arg) == first) and argv[i + 1 : i + 1 + len(rest)] == rest:
-            return True
-    return False
-
-
-def _own_lineage() -> set[int]:
-    """This process and its ancestors: never schedulers, never to be killed."""
-    pids = {os.getpid()}
-    try:
-        for parent in psutil.Process().parents():
-            pids.add(parent.pid)
-    except psutil.Error:
-        pass
-    return pids
-
-
-def root_pids(matching: Iterable[int], ppid_of: Callable[[int], int | None]) -> set[int]:
-    """The pids of ``matching`` with no ancestor in ``matching`` (the tops of scheduler trees).
-
-    ``ppid_of`` gives a process's parent pid, or None when it cannot be known.
-    """
-    found = set(matching)
-    roots = set()
-    for pid in found:
-        ancestor, depth = ppid_of(pid), 0
-        nested = False
-        while ancestor and depth < 64:
-            if ancestor in found:
-                nested = True
-                break
-            ancestor = ppid_of(ancestor)
-            depth += 1
-        if not nested:
-            roots.add(pid)
-    return roots
-
-
-def parent_lookup(parents: dict[int, int]) -> Callable[[int], int | None]:
-    """``ppid_of`` for :func:`root_pids`: the parents listed already, else asked of the kernel."""
-
-    def ppid_of(pid: int) -> int | None:
-        if pid in parents:
-            return parents[pid]
-        try:
-            return psutil.Process(pid).ppid()
-        except psutil.Error:
-            return None
-
-    return ppid_of
-
-
-def since_boot(pid: int) -> float:
-    """When ``pid`` started, in seconds since boot (0.0 when it is gone): unlike psutil's create
-    time, which adds the boot time the kernel derives from the wall clock, no clock step moves it."""
-    ticks = start_ticks(pid)
-    return 0.0 if ticks is None else ticks / clock_ticks()
-
-
-def find_schedulers(match: str) -> list[psutil.Process]:
-    """The root processes of every scheduler tree matching ``match``, oldest first."""
-    return scan_schedulers(match)[0]
-
-
-def scan_schedulers(match: str) -> tuple[list[psutil.Process], frozenset[tuple[int, float]]]:
-    """The roots of every scheduler tree matching ``match`` (oldest first), and the (pid, start in
-    seconds since boot) of every matching process below a root."""
-    words = shlex.split(match)
-    skip = _own_lineage()
-    found: dict[int, psutil.Process] = {}
-    parents: dict[int, int] = {}
-    for proc in psutil.process_iter(["pid", "ppid"]):
-        try:
-            if proc.pid in skip or not matches(_argv(proc), words) or proc.name() in LEASH_NAMES:
-                continue
-            found[proc.pid] = proc
-            parents[proc.pid] = proc.info["ppid"]
-        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-            continue
-
-    tops = root_pids(found, parent_lookup(parents))
-    roots = [proc for pid, proc in found.items() if pid in tops]
-
-    def created(proc: psutil.Process) -> float:
-        return since_boot(proc.pid)
-
-    hidden = frozenset((pid, created(proc)) for pid, proc in found.items() if pid not in tops)
-    return sorted(roots, key=created), hidden
 
 
 @dataclass(frozen=True)
@@ -255,6 +129,8 @@ class ProcessEntry:
     status: str = ""
     create_time: float = 0.0
     args: str = ""  # the arguments as listed, to check a pid's identity before signalling it
+    uid: int | None = None  # effective uid (None: not listed)
+    ruid: int | None = None  # real uid
     started: float | None = None  # seconds since the node's boot (None: its uptime was not listed)
 
 
@@ -326,7 +202,7 @@ class LeashRecord:
 
     pid: int
     create_time: float  # psutil's create time on the leash's host (for readers of older versions)
-    mode: str  # "tree" or "watch"
+    mode: str  # "tree", "watch", or "denied" (it may not signal a scheduler: none counts as leashed)
     token: str = ""  # the start that launched it
     watcher: int = 0  # pid of its watcher child
     start: int = 0  # its start in clock ticks since boot (/proc/PID/stat): with the pid, its identity
@@ -393,7 +269,7 @@ def parse_leash_record(text: str) -> LeashRecord | None:
         )
     except (ValueError, KeyError, TypeError, AttributeError):
         return None
-    if record.pid <= 0 or record.mode not in ("tree", "watch") or not math.isfinite(record.create_time):
+    if record.pid <= 0 or record.mode not in ("tree", "watch", "denied") or not math.isfinite(record.create_time):
         return None
     if record.start < 0 or record.hz <= 0:
         return None
@@ -444,6 +320,13 @@ def live_leashes(state_dir: Path, node: str) -> list[LeashRecord]:
         except psutil.Error:
             continue
     return live
+
+
+def below_leashes(leashes: Iterable[LeashRecord]) -> set[int]:
+    """The leashes whose tree counts as the node's scheduler, whatever its user: tree mode, and a
+    leash that may not signal its tree (its scheduler is not leashed, but it is the node's: left
+    out, it would read as foreign and the node as stopped, and a second one could be started)."""
+    return {r.pid for r in leashes if r.mode in ("tree", "denied")}
 
 
 def leashed_roots(roots: Sequence[psutil.Process], leashes: Sequence[LeashRecord]) -> bool:
@@ -504,34 +387,79 @@ def table_leashed(table: Iterable[ProcessEntry], roots: Sequence[ProcessEntry], 
     return True
 
 
+def table_owned(
+    table: Iterable[ProcessEntry], roots: Sequence[ProcessEntry], expected: int, leashes: Sequence[LeashRecord]
+) -> tuple[list[ProcessEntry], list[ForeignProcess]]:
+    """``roots`` of a listed table as (those that count, those that are foreign): the
+    :mod:`.ownership` rule, ancestors by the listed ppids (``leashes``: live ones)."""
+    parents = {e.pid: e.ppid for e in table}
+    tree_leashes = below_leashes(leashes)
+    owned: list[ProcessEntry] = []
+    foreign: list[ForeignProcess] = []
+    for root in roots:
+        uids = None if root.ruid is None or root.uid is None else (root.ruid, root.uid)
+        if counts(uids, expected, below(root.pid, parents.get, tree_leashes)):
+            owned.append(root)
+        else:
+            foreign.append(ForeignProcess(root.pid, user_name(root.uid if root.ruid is None else root.ruid)))
+    return owned, sorted(foreign)
+
+
 def probe_table(
     node: str,
     table: Iterable[ProcessEntry],
     match: str,
     skip: Iterable[int] = (),
     leashes: Iterable[LeashRecord] = (),
+    expected: int | None = None,
     boot: str = "",
 ) -> ProbeResult:
     """Like :func:`probe_local`, on a listed process table; ``leashes``: the node's registrations,
-    ``boot``: its boot id (the table's starts then in seconds since that boot)."""
+    ``boot``: its boot id (the table's starts then in seconds since that boot); ``expected``: the
+    uid whose processes count (None: this process's own)."""
     rows = list(table)
     live = listed_leashes(rows, leashes, boot)
     ignored = set(skip) | {r.pid for r in live} | {r.watcher for r in live if r.watcher}
-    roots = table_roots(rows, match, ignored)
-    return classify(node, [(e.pid, e.status, e.create_time) for e in roots], table_leashed(rows, roots, live))
+    uid = os.geteuid() if expected is None else expected
+    roots, foreign = table_owned(rows, table_roots(rows, match, ignored), uid, live)
+    result = classify(node, [(e.pid, e.status, e.create_time) for e in roots], table_leashed(rows, roots, live))
+    return replace(result, foreign=tuple(foreign))
 
 
-def probe_local(node: str, match: str, state_dir: Path | None = None) -> ProbeResult:
-    """Look at this machine's processes for ``node``'s scheduler.
+def _state_dir(state_dir: Path | None) -> Path | None:
+    if state_dir is None and os.environ.get(STATE_DIR_ENV):
+        return Path(os.environ[STATE_DIR_ENV])
+    return state_dir
 
-    ``state_dir`` (default: ``$SFC_STATE_DIR``, as the SSH runner passes it) is where the node's
-    leashes register; without it no scheduler counts as leashed.
+
+def owned_schedulers(
+    node: str, match: str, state_dir: Path | None = None, uid: int | None = None
+) -> tuple[list[psutil.Process], list[ForeignProcess], frozenset[tuple[int, float]], list[LeashRecord]]:
+    """This machine's scheduler roots of ``node`` that count (oldest first), the foreign ones,
+    what was below a root (see :func:`scan_schedulers`), and the node's live leashes.
+
+    ``state_dir`` (default ``$SFC_STATE_DIR``): where the node's leashes register; ``uid``: the
+    expected user (default: ``$SFC_SCHEDULER_USER``, else this process's own; ValueError when
+    that names no user).
     """
+    expected = expected_uid() if uid is None else uid
+    roots, hidden = scan_schedulers(match)
+    where = _state_dir(state_dir)
+    leashes = live_leashes(where, node) if where is not None else []
+    owned, foreign = split_procs(roots, expected, below_leashes(leashes))
+    return owned, foreign, hidden, leashes
+
+
+def probe_local(node: str, match: str, state_dir: Path | None = None, uid: int | None = None) -> ProbeResult:
+    """Look at this machine's processes for ``node``'s scheduler (arguments: see
+    :func:`owned_schedulers`); without a ``state_dir`` no scheduler counts as leashed."""
     looked_at = time.monotonic()
     try:
-        roots, hidden = scan_schedulers(match)
+        roots, foreign, hidden, leashes = owned_schedulers(node, match, state_dir, uid)
     except (psutil.Error, OSError) as exc:
         return ProbeResult(node, SchedulerState.UNKNOWN, detail=f"cannot list processes: {exc}")
+    except ValueError as exc:
+        return ProbeResult(node, SchedulerState.UNKNOWN, detail=f"scheduler_user: {exc}")
     seen: list[tuple[int, str, float]] = []
     alive: list[psutil.Process] = []
     for proc in roots:
@@ -545,10 +473,9 @@ def probe_local(node: str, match: str, state_dir: Path | None = None) -> ProbeRe
             status, created = "?", 0.0
         seen.append((proc.pid, status, created))
         alive.append(proc)
-    if state_dir is None and os.environ.get(STATE_DIR_ENV):
-        state_dir = Path(os.environ[STATE_DIR_ENV])
-    leashed = bool(alive) and state_dir is not None and leashed_roots(alive, live_leashes(state_dir, node))
-    return replace(classify(node, seen, leashed), hidden=hidden, looked_at=looked_at)
+    leashed = bool(alive) and leashed_roots(alive, leashes)
+    result = classify(node, seen, leashed)
+    return replace(result, hidden=hidden, looked_at=looked_at, foreign=tuple(foreign))
 
 
 class OrphanWatch:

@@ -11,9 +11,10 @@ import time
 
 from .probe import ProcessEntry
 
-#: The listing: POSIX ``ps`` fields plus ``stat`` (procps, BSD, busybox) and ``-ww`` (no
-#: truncation of the arguments).
-PS_LISTING = "ps -A -ww -o pid=,ppid=,stat=,etime=,args="
+#: The listing: POSIX ``ps`` fields plus ``uid``/``ruid`` (effective and real uid: whose process
+#: it is, see :mod:`.ownership`) and ``stat`` (procps, BSD) and ``-ww`` (no truncation of the
+#: arguments).
+PS_LISTING = "ps -A -ww -o pid=,ppid=,uid=,ruid=,stat=,etime=,args="
 
 #: ``ps`` STAT letters to psutil's status names (the rest count as running).
 _STAT_NAMES = {
@@ -53,17 +54,20 @@ def parse_ps(text: str, now: float | None = None, uptime: float | None = None) -
     now = time.time() if now is None else now
     rows = []
     for line in text.splitlines():
-        parts = line.split(None, 4)
-        if len(parts) < 4:
+        parts = line.split(None, 6)
+        if len(parts) < 6:
             continue
         try:
-            pid, ppid, elapsed = int(parts[0]), int(parts[1]), parse_etime(parts[3])
+            pid, ppid, uid, ruid = int(parts[0]), int(parts[1]), int(parts[2]), int(parts[3])
+            elapsed = parse_etime(parts[5])
         except ValueError:
             continue
-        args = parts[4] if len(parts) == 5 else ""
-        status = _STAT_NAMES.get(parts[2][:1], "running")
+        args = parts[6] if len(parts) == 7 else ""
+        status = _STAT_NAMES.get(parts[4][:1], "running")
         started = None if uptime is None else uptime - elapsed
-        rows.append(ProcessEntry(pid, ppid, tuple(args.split()), status, now - elapsed, args=args, started=started))
+        rows.append(
+            ProcessEntry(pid, ppid, tuple(args.split()), status, now - elapsed, args, uid, ruid, started=started)
+        )
     return rows
 
 

@@ -68,6 +68,8 @@ class NodeStatus:
     scheduler: SchedulerState | str  # UNKNOWN when never observed; an unknown state as written
     pids: tuple[int, ...]
     observed_age_s: float | None  # None: never observed
+    #: (pid, user) of matching processes another user runs outside the leash: not counted
+    foreign: tuple[tuple[int, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -120,6 +122,7 @@ class ClusterStatus:
                     "scheduler": _text(n.scheduler),
                     "pids": list(n.pids),
                     "observed_age_s": n.observed_age_s,
+                    "foreign": [{"pid": pid, "user": user} for pid, user in n.foreign],
                 }
                 for n in self.nodes
             ],
@@ -149,7 +152,7 @@ def read_status(store: Metastore, config: Config) -> ClusterStatus:
     lease, placement = state.lease, state.placement
     fresh = 2 * config.poll_frequency + config.lease_ttl
     nodes = [
-        NodeStatus(node, _known(SchedulerState, obs.state), obs.pids, round(obs.age, 3))
+        NodeStatus(node, _known(SchedulerState, obs.state), obs.pids, round(obs.age, 3), obs.foreign)
         if (obs := observations.get(node))
         else NodeStatus(node, SchedulerState.UNKNOWN, (), None)
         for node in config.nodes
@@ -213,4 +216,7 @@ def _problems(
             problems.append(f"{n.host} unknown")
         elif n.observed_age_s is not None and n.observed_age_s > fresh:
             problems.append(f"observation of {n.host} is {n.observed_age_s:.0f}s old")
+        if n.foreign:
+            who = ", ".join(f"pid {pid} ({user})" for pid, user in n.foreign)
+            problems.append(f"foreign scheduler process on {n.host}: {who} (another user's, not counted)")
     return problems

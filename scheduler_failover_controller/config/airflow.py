@@ -10,6 +10,7 @@ from typing import Any
 
 from ..exceptions import ConfigError
 from .checks import check_job_db
+from .indirect import CMD, FILE, resolve
 from .keys import SMTP_KEYS
 from .model import SmtpConfig, airflow_home
 from .sources import Sources
@@ -95,15 +96,18 @@ def _job_hostnames(entries: tuple[str, ...], nodes: tuple[str, ...], src: Source
 
 
 def smtp(src: Sources) -> SmtpConfig:
-    """Airflow's ``[smtp]`` section, with ``AIRFLOW__SMTP__*`` overrides."""
+    """Airflow's ``[smtp]`` section, with ``AIRFLOW__SMTP__*`` overrides.
+
+    ``smtp_password`` may also come from ``smtp_password_cmd`` (as Airflow reads it) or
+    ``smtp_password_file`` (see :mod:`.indirect`); Airflow's ``smtp_password_secret`` names its
+    own secrets backend and is not read.
+    """
     found: dict[str, Any] = {}
     for key, parse in SMTP_KEYS.items():
-        text, where = None, ""
-        if src.parser.has_option("smtp", key):
-            text, where = src.airflow_value("smtp", key), f"{src.path} [smtp]"
-        env_name = "AIRFLOW__SMTP__" + key.upper()
-        if src.env.get(env_name) is not None:
-            text, where = src.env[env_name], f"environment {env_name}"
+        if key == "smtp_password":
+            text, where = _smtp_password(src)
+        else:
+            text, where = _smtp_value(src, key)
         if text is None:
             continue
         try:
@@ -113,3 +117,29 @@ def smtp(src: Sources) -> SmtpConfig:
             shown = "***" if key == "smtp_password" else repr(text.strip())
             raise ConfigError(f"{where}: {key} = {shown}: {reason}") from None
     return SmtpConfig(**found)
+
+
+def _smtp_value(src: Sources, key: str) -> tuple[str | None, str]:
+    """An ``[smtp]`` key's text and where it came from: the environment, else the file."""
+    env_name = "AIRFLOW__SMTP__" + key.upper()
+    if src.env.get(env_name) is not None:
+        return src.env[env_name], f"environment {env_name}"
+    if src.parser.has_option("smtp", key):
+        return src.airflow_value("smtp", key), f"{src.path} [smtp]"
+    return None, ""
+
+
+def _smtp_password(src: Sources) -> tuple[str | None, str]:
+    """``smtp_password`` in its first form: environment, then file; plain, ``_cmd``, ``_file``."""
+    key = "smtp_password"
+    for in_env in (True, False):
+        for suffix in ("", CMD, FILE):
+            name = key + suffix
+            if in_env and src.env.get("AIRFLOW__SMTP__" + name.upper()) is not None:
+                text, where = src.env["AIRFLOW__SMTP__" + name.upper()], "environment AIRFLOW__SMTP__" + name.upper()
+            elif not in_env and src.parser.has_option("smtp", name):
+                text, where = src.airflow_value("smtp", name), f"{src.path} [smtp]"
+            else:
+                continue
+            return resolve(key, suffix, text, where), where
+    return None, ""

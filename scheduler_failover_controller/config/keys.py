@@ -137,7 +137,8 @@ Where the lease and the cluster state live.
         """\
 SQLAlchemy URL of the metastore. Default: Airflow's own sql_alchemy_conn from this file's
 [database] or [core] section, else an embedded SQLite file in state_dir (one host only).
-Example: mysql+pymysql://sfc:secret@db.example.com:3306/airflow""",
+Example: mysql+pymysql://sfc:secret@db.example.com:3306/airflow
+Or metadata_service_sql_conn_cmd (a command printing it) or _file (a private file holding it).""",
         "SQLAlchemy URL",
         shown_default="Airflow's shared `sql_alchemy_conn`, else `state_dir/metastore.db`",
         redact=redact_url,
@@ -165,7 +166,9 @@ the servers' minSessionTimeout/maxSessionTimeout must allow it.""",
         "metadata_service_zookeeper_auth",
         p.text,
         "",
-        'Digest authentication "user:password"; the controller\'s znodes then get an ACL for that user only.',
+        """\
+Digest authentication "user:password"; the controller's znodes then get an ACL for that user only.
+Or metadata_service_zookeeper_auth_cmd (a command printing it) or _file (a private file holding it).""",
         "digest `user:password`; our znodes then get an ACL for that user",
         redact=_mask_auth,
     ),
@@ -257,6 +260,17 @@ Default: min(5, (lease_ttl - renewal interval) / 4).""",
 Words of a scheduler's command line, matched against each process's arguments.
 {node} is replaced by the node name.""",
         "words of a scheduler's arguments (`{node}` = node name)",
+    ),
+    Key(
+        "scheduler_user",
+        p.user,
+        "",
+        """\
+The user whose processes count as the scheduler (a name or uid). Empty: the controller's own.
+A process below this controller's leash counts whatever its user (a start command may switch
+user); any other matching process is foreign: reported, never adopted or signalled.""",
+        "the user whose processes count as the scheduler (default: the controller's own)",
+        shown_default="the controller's own",
     ),
     Key(
         "airflow_scheduler_start_command",
@@ -357,7 +371,9 @@ that cannot be reached and runs no controller of its own (STONITH). Empty: none.
         "alert_webhook_url",
         p.text,
         "",
-        "Optional URL that receives each alert as a JSON POST.",
+        """\
+Optional URL that receives each alert as a JSON POST.
+Or alert_webhook_url_cmd (a command printing it) or _file (a private file holding it).""",
         "alerts also POSTed as JSON",
         redact=lambda value: redact_webhook(value) if value else value,
     ),
@@ -373,8 +389,10 @@ that cannot be reached and runs no controller of its own (STONITH). Empty: none.
         "logging_dir",
         p.text,
         "",
-        "With logging_dir set (an absolute path) the logs also go to a rotating file there.",
-        "also log to a rotating file in this directory",
+        """\
+With logging_dir set (an absolute path) the logs also go to a rotating file there. Like state_dir,
+it must belong to the controller's user and be writable by nobody else, up the whole path.""",
+        "also log to a rotating file in this directory (private to the controller's user, as `state_dir`)",
         since_2016=True,
     ),
     Key(

@@ -71,6 +71,7 @@ class Config:
     lease_ttl: float
     metastore_timeout: float
     scheduler_process_match: str
+    scheduler_user: str
     airflow_scheduler_start_command: str
     airflow_scheduler_stop_command: str
     scheduler_start_timeout: float
@@ -115,6 +116,12 @@ class Config:
     def process_match(self, node: str) -> str:
         """The process match for ``node`` (``{node}`` is replaced by the node name)."""
         return self.scheduler_process_match.replace("{node}", node)
+
+    def scheduler_uid(self) -> int:
+        """The uid whose processes count as the scheduler on this machine (see :mod:`..ownership`)."""
+        from ..ownership import expected_uid
+
+        return expected_uid(self.scheduler_user)
 
     def health_url(self, node: str) -> str:
         """The scheduler's health URL on ``node`` (``{node}`` replaced, URL-quoted); empty: off."""

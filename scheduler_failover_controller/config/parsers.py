@@ -43,6 +43,16 @@ def command(raw: str) -> str:
     return raw.strip().replace(";;", ";").replace("\\;", ";")
 
 
+def user(raw: str) -> str:
+    """A user name or uid of this machine (empty: none); ValueError naming an unknown user."""
+    from ..ownership import resolve_user
+
+    value = raw.strip()
+    if value:
+        resolve_user(value)
+    return value
+
+
 def comma_list(raw: str) -> tuple[str, ...]:
     """Comma separated items, stripped, empty ones dropped."""
     return tuple(item.strip() for item in raw.split(",") if item.strip())

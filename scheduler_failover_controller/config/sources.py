@@ -2,7 +2,8 @@
 
 :func:`merge` reads the file (``--config``, else ``$SCHEDULER_FAILOVER_CONTROLLER_CONFIG``, else
 ``$AIRFLOW_HOME/airflow.cfg``), takes our section raw and the ``AIRFLOW__SCHEDULER_FAILOVER__<KEY>``
-variables over it, and remembers where each value came from for the error messages.
+variables over it, and remembers where each value came from for the error messages. A secret
+key may also be given as ``KEY_cmd`` or ``KEY_file`` (see :mod:`.indirect`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..exceptions import ConfigError
+from ..trust import command_source_problem
+from .indirect import choose_secrets, split_indirect
 from .keys import COMMAND_KEYS, KEYS, SECTION
 from .model import airflow_home
 
@@ -68,8 +71,7 @@ def merge(explicit_path: str | None, env: Mapping[str, str]) -> Sources:
             raise ConfigError(f"{path}: [{name}]: section names are case-sensitive; name it [{SECTION}]")
     if required and not parser.has_section(SECTION):
         raise ConfigError(f"{path}: no [{SECTION}] section (a file named by --config or ${CONFIG_ENV} must have one)")
-    raw = _from_file(parser, text, path)
-    raw.update(_from_env(env))
+    raw = choose_secrets(_from_file(parser, text, path), _from_env(env))
     for key, (value, where) in raw.items():
         allowed = "\t\n" if key in COMMAND_KEYS else "\t"
         if "\n" in value.strip() and key not in COMMAND_KEYS:
@@ -85,7 +87,7 @@ def _from_file(parser: configparser.ConfigParser, text: str, path: Path) -> dict
     if not parser.has_section(SECTION):
         return raw
     for key, value in parser.items(SECTION, raw=True):
-        if key not in KEYS:
+        if key not in KEYS and split_indirect(key) is None:
             raise ConfigError(f"{path}: [{SECTION}] {key}: unknown key")
         raw[key] = (value, f"{path} [{SECTION}]")
         if "\n" in value.strip() and key not in COMMAND_KEYS:
@@ -101,7 +103,7 @@ def _from_env(env: Mapping[str, str]) -> dict[str, tuple[str, str]]:
     for name, value in env.items():
         if name.startswith(ENV_PREFIX):
             key = name[len(ENV_PREFIX) :].lower()
-            if key not in KEYS:
+            if key not in KEYS and split_indirect(key) is None:
                 raise ConfigError(f"environment {name}: unknown key {key}")
             raw[key] = (value, f"environment {name}")
     return raw
@@ -134,15 +136,20 @@ def _read_file(path: Path, required: bool) -> tuple[configparser.ConfigParser, s
 
 
 def read_config_text(path: Path) -> str:
-    """A config file's text: a regular file only (a FIFO would block, /dev/zero never end), bounded."""
+    """A config file's text: a regular file only (a FIFO would block, /dev/zero never end), bounded,
+    of this user's or root's and writable by nobody else (it names commands this user runs)."""
     try:
         # O_NONBLOCK: opening a FIFO must not wait for a writer; fstat then refuses it.
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read config file: {exc.strerror or exc}") from None
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
             raise ConfigError(f"{path}: cannot read config file: not a regular file")
+        problem = command_source_problem(path, st)  # checked on the file read, links followed
+        if problem:
+            raise ConfigError(f"{path}: not trusted: {problem}")
         os.set_blocking(fd, True)
         data = os.read(fd, MAX_CONFIG_BYTES + 1)
         while len(data) <= MAX_CONFIG_BYTES:  # bounded: stops at the end or past the limit

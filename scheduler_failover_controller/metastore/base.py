@@ -38,6 +38,15 @@ def capped(text: str) -> str:
     return text[:TEXT_LIMIT]
 
 
+FOREIGN_LIMIT = 8  # foreign processes kept per observation (a JSON list within TEXT_LIMIT)
+USER_LIMIT = 32  # characters of a foreign process's user kept
+
+
+def foreign_rows(foreign: tuple[tuple[int, str], ...]) -> list[tuple[int, str]]:
+    """An observation's foreign processes as kept (JSON ``[[pid, user], ...]``), capped."""
+    return [(pid, user[:USER_LIMIT]) for pid, user in foreign[:FOREIGN_LIMIT]]
+
+
 @dataclass(frozen=True)
 class Lease:
     """The leadership lease as the server saw it. ``epoch`` is the fencing token."""
@@ -127,6 +136,8 @@ class Observation:
     by_host: str = ""
     server_now: float = 0.0
     leashed: bool = False  # every scheduler process of the node runs under the leash supervisor
+    #: (pid, user) of matching processes that do not count as the scheduler (see ownership)
+    foreign: tuple[tuple[int, str], ...] = ()
 
     @property
     def age(self) -> float:
@@ -359,6 +370,7 @@ class Metastore(abc.ABC):
                     "detail": o.detail,
                     "by": o.by_host,
                     "leashed": o.leashed,
+                    "foreign": [{"pid": pid, "user": user} for pid, user in o.foreign],
                     "observed_age_s": round(o.age, 3),
                 }
                 for o in self.observations()

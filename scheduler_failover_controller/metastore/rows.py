@@ -38,6 +38,7 @@ MAX_AHEAD = MAX_SECONDS + 60.0
 SWITCHOVER_MODES = ("controlled", "forced")
 MAX_HOLDER = MAX_NODE_NAME + 40  # a holder is "host:pid:random"
 _SHORT = 60
+_FOREIGN_TEXT = 1024  # the SQL column of an observation's foreign processes
 
 
 def shorten(value: object) -> str:
@@ -189,6 +190,30 @@ def pids(where: str, value: Any, encoded: bool = False) -> tuple[int, ...]:
     if not isinstance(found, list) or not all(isinstance(p, int) and not isinstance(p, bool) and p > 0 for p in found):
         raise corrupt(where, "is not a list of process ids", value)
     return tuple(found)
+
+
+def foreign(where: str, value: Any, encoded: bool = False) -> tuple[tuple[int, str], ...]:
+    """An observation's foreign processes: ``[[pid, user], ...]`` (``encoded``: JSON text, as SQL
+    keeps it; absent from an older controller's record: empty)."""
+    if encoded and text(where, value, _FOREIGN_TEXT) == "":
+        return ()  # the column's default: none
+    found = parse_json(where, value) if encoded else value
+    if not isinstance(found, list):
+        raise corrupt(where, "is not a list of [pid, user]", value)
+    out = []
+    for item in found:
+        if (
+            not isinstance(item, list)
+            or len(item) != 2
+            or not isinstance(item[0], int)
+            or isinstance(item[0], bool)
+            or item[0] <= 0
+            or not isinstance(item[1], str)
+            or not item[1].isprintable()
+        ):
+            raise corrupt(where, "is not a list of [pid, user]", value)
+        out.append((item[0], item[1]))
+    return tuple(out)
 
 
 def paused(where: str, value: Any) -> bool:

@@ -16,12 +16,6 @@ from functools import partial
 from typing import Any, TypeVar
 
 from sqlalchemy import (
-    BigInteger,
-    Column,
-    Float,
-    Integer,
-    MetaData,
-    String,
     Table,
     and_,
     case,
@@ -46,7 +40,6 @@ from .base import (
     EVENTS_KEPT,
     LEADER,
     SCHEDULER,
-    SCHEMA_VERSION,
     TEXT_LIMIT,
     ClusterState,
     ControllerInfo,
@@ -56,110 +49,28 @@ from .base import (
     Observation,
     Placement,
     capped,
+    foreign_rows,
 )
 from .sql_engine import SQLDatabase
+from .sql_tables import (
+    ADDED_COLUMNS,
+    SEEDS,
+    controllers_table,
+    events_table,
+    execute,
+    execute_sql,
+    field_name,
+    lease_table,
+    meta_table,
+    metadata,
+    num,
+    observations_table,
+    placement_table,
+)
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-# Seconds since the epoch, as a double on every database (FLOAT(53) is DOUBLE on MySQL/MariaDB and
-# DOUBLE PRECISION on PostgreSQL). Spelled this way so that SQLAlchemy 1.4, the one inside an Airflow 2
-# virtualenv, builds the same schema as 2.x's ``Double``.
-Double = Float(precision=53)
-
-metadata = MetaData()
-meta_table = Table(
-    "sfc_meta",
-    metadata,
-    Column("name", String(64), primary_key=True),
-    Column("value", String(255), nullable=False),
-)
-lease_table = Table(
-    "sfc_lease",
-    metadata,
-    Column("name", String(64), primary_key=True),
-    Column("holder", String(255), nullable=True),
-    Column("host", String(255), nullable=True),
-    Column("epoch", BigInteger, nullable=False, default=0),
-    Column("acquired_at", Double, nullable=False, default=0.0),
-    Column("expires_at", Double, nullable=False, default=0.0),
-)
-placement_table = Table(
-    "sfc_placement",
-    metadata,
-    Column("name", String(64), primary_key=True),
-    Column("node", String(255), nullable=True),
-    Column("epoch", BigInteger, nullable=False, default=0),
-    Column("version", BigInteger, nullable=False, default=0),
-    Column("expires_at", Double, nullable=False, default=0.0),
-    Column("updated_at", Double, nullable=False, default=0.0),
-)
-controllers_table = Table(
-    "sfc_controllers",
-    metadata,
-    Column("host", String(255), primary_key=True),
-    Column("holder", String(255), nullable=False),
-    Column("pid", Integer, nullable=False),
-    Column("version", String(64), nullable=False),
-    Column("role", String(32), nullable=False),
-    Column("last_seen", Double, nullable=False),
-    Column("started_at", Double, nullable=False),
-    # Added after schema version 1 was released: setup() adds them to older tables (see _add_columns).
-    Column("paused", Integer, nullable=False, server_default="0"),
-    Column("leashed", Integer, nullable=False, server_default="0"),
-)
-observations_table = Table(
-    "sfc_observations",
-    metadata,
-    Column("node", String(255), primary_key=True),
-    Column("state", String(32), nullable=False),
-    Column("pids", String(255), nullable=False),
-    Column("detail", String(TEXT_LIMIT), nullable=False),
-    Column("observed_at", Double, nullable=False),
-    Column("by_host", String(255), nullable=False),
-    Column("epoch", BigInteger, nullable=False),
-    Column("leashed", Integer, nullable=False, server_default="0"),  # added after version 1, like paused
-)
-# Columns added to a released schema (each with a default); older controllers ignore them.
-_ADDED_COLUMNS = [controllers_table.c.paused, controllers_table.c.leashed, observations_table.c.leashed]
-events_table = Table(
-    "sfc_events",
-    metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("at", Double, nullable=False),
-    Column("host", String(255), nullable=False),
-    Column("kind", String(32), nullable=False),
-    Column("message", String(TEXT_LIMIT), nullable=False),
-    Column("epoch", BigInteger, nullable=False),
-)
-
-
-def _f(value: Any) -> float:
-    return float(value) if value is not None else 0.0
-
-
-def _at(table: Table, column: str, key: object = None) -> str:
-    """How a CorruptRecord names a field: ``row sfc_lease.epoch``, ``row sfc_controllers[n1].pid``."""
-    return f"row {table.name}{'' if key is None else f'[{key}]'}.{column}"
-
-
-def _execute(statement: Any, conn: Connection) -> None:
-    conn.execute(statement)
-
-
-def _execute_sql(sql: str, conn: Connection) -> None:
-    conn.exec_driver_sql(sql)
-
-
-# The rows setup() makes sure of: (table, row), each keyed by its ``name``.
-_SEEDS: list[tuple[Table, dict[str, Any]]] = [
-    (meta_table, {"name": "schema_version", "value": str(SCHEMA_VERSION)}),
-    (meta_table, {"name": "paused", "value": "0"}),
-    (meta_table, {"name": "switchover", "value": ""}),
-    (lease_table, {"name": LEADER, "epoch": 0, "acquired_at": 0.0, "expires_at": 0.0}),
-    (placement_table, {"name": SCHEDULER, "epoch": 0, "version": 0, "expires_at": 0.0, "updated_at": 0.0}),
-]
 
 
 class SQLMetastore(SQLDatabase, Metastore):
@@ -198,7 +109,7 @@ class SQLMetastore(SQLDatabase, Metastore):
         version = select(meta_table.c.value).where(meta_table.c.name == "schema_version")
 
         def seed(conn: Connection) -> Any:
-            for table, row in _SEEDS:
+            for table, row in SEEDS:
                 if conn.execute(select(table.c.name).where(table.c.name == row["name"])).first() is None:
                     conn.execute(insert(table).values(**row))
             return conn.execute(version).scalar()
@@ -208,7 +119,7 @@ class SQLMetastore(SQLDatabase, Metastore):
         except IntegrityError:  # another controller seeded a row at the same moment: its rows are there now
             found = self._step(d, seed)
         self._catalog = present
-        return _at(meta_table, "value", "schema_version"), found
+        return field_name(meta_table, "value", "schema_version"), found
 
     def _upgrade(self, d: dl.Deadline) -> None:
         self._add_columns(d, self._catalog)
@@ -235,7 +146,7 @@ class SQLMetastore(SQLDatabase, Metastore):
         for table in tables:
             for attempt in range(3):
                 try:
-                    self._step(d, partial(_execute, CreateTable(table, if_not_exists=True)))
+                    self._step(d, partial(execute, CreateTable(table, if_not_exists=True)))
                     break
                 except (IntegrityError, ProgrammingError):
                     if attempt == 2:
@@ -249,13 +160,13 @@ class SQLMetastore(SQLDatabase, Metastore):
         upgrade; the schema version is left as it is. Another controller may add the same column
         at the same moment: a failed ALTER whose column now exists is that race, lost.
         """
-        for column in _ADDED_COLUMNS:
+        for column in ADDED_COLUMNS:
             table = column.table.name
             if table not in present or column.name in present[table]:
                 continue
             ddl = CreateColumn(column).compile(dialect=self.engine.dialect)  # from the one definition above
             try:
-                self._step(d, partial(_execute_sql, f"ALTER TABLE {table} ADD COLUMN {ddl}"))
+                self._step(d, partial(execute_sql, f"ALTER TABLE {table} ADD COLUMN {ddl}"))
                 log.info("metastore: added column %s.%s", table, column.name)
             except SQLAlchemyError:
                 if column.name not in self._columns(d).get(table, set()):
@@ -268,13 +179,13 @@ class SQLMetastore(SQLDatabase, Metastore):
         ).first()
         if row is None:
             raise rows.missing(f"row {t.name}[{LEADER}]")
-        now = _f(row[5])
-        rows.stamp(_at(t, "acquired_at"), row[3], now)
+        now = num(row[5])
+        rows.stamp(field_name(t, "acquired_at"), row[3], now)
         return Lease(
-            rows.optional_holder(_at(t, "holder"), row[0]),
-            rows.optional_name(_at(t, "host"), row[1]),
-            rows.integer(_at(t, "epoch"), row[2]),
-            rows.expiry(_at(t, "expires_at"), row[4], now),
+            rows.optional_holder(field_name(t, "holder"), row[0]),
+            rows.optional_name(field_name(t, "host"), row[1]),
+            rows.integer(field_name(t, "epoch"), row[2]),
+            rows.expiry(field_name(t, "expires_at"), row[4], now),
             now,
         )
 
@@ -287,13 +198,13 @@ class SQLMetastore(SQLDatabase, Metastore):
         ).first()
         if row is None:
             raise rows.missing(f"row {p.name}[{SCHEDULER}]")
-        now = _f(row[5])
-        rows.stamp(_at(p, "updated_at"), row[4], now)
+        now = num(row[5])
+        rows.stamp(field_name(p, "updated_at"), row[4], now)
         return Placement(
-            rows.optional_name(_at(p, "node"), row[0]),
-            rows.integer(_at(p, "epoch"), row[1]),
-            rows.expiry(_at(p, "expires_at"), row[2], now),
-            rows.integer(_at(p, "version"), row[3]),
+            rows.optional_name(field_name(p, "node"), row[0]),
+            rows.integer(field_name(p, "epoch"), row[1]),
+            rows.expiry(field_name(p, "expires_at"), row[2], now),
+            rows.integer(field_name(p, "version"), row[3]),
             now,
         )
 
@@ -350,9 +261,9 @@ class SQLMetastore(SQLDatabase, Metastore):
                     select(meta_table.c.name, meta_table.c.value).where(meta_table.c.name.in_(("paused", "switchover")))
                 ).all()
             )
-            paused = rows.paused(_at(meta_table, "value", "paused"), flags.get("paused", "0"))
+            paused = rows.paused(field_name(meta_table, "value", "paused"), flags.get("paused", "0"))
             request = flags.get("switchover", "")
-            where = _at(meta_table, "value", "switchover")
+            where = field_name(meta_table, "value", "switchover")
             if not isinstance(request, str):
                 raise rows.corrupt(where, "is not text", request)
             switchover = None
@@ -438,19 +349,19 @@ class SQLMetastore(SQLDatabase, Metastore):
         c = controllers_table
 
         def decode(r: Any) -> ControllerInfo:
-            host = rows.name(_at(c, "host"), r.host)
-            now = _f(r[-1])
+            host = rows.name(field_name(c, "host"), r.host)
+            now = num(r[-1])
             return ControllerInfo(
                 host=host,
-                holder=rows.holder(_at(c, "holder", host), r.holder),
-                pid=rows.integer(_at(c, "pid", host), r.pid, minimum=1),
-                version=rows.label(_at(c, "version", host), r.version, 64),
-                role=rows.label(_at(c, "role", host), r.role, 32),
-                last_seen=rows.stamp(_at(c, "last_seen", host), r.last_seen, now),
-                started_at=rows.stamp(_at(c, "started_at", host), r.started_at, now),
+                holder=rows.holder(field_name(c, "holder", host), r.holder),
+                pid=rows.integer(field_name(c, "pid", host), r.pid, minimum=1),
+                version=rows.label(field_name(c, "version", host), r.version, 64),
+                role=rows.label(field_name(c, "role", host), r.role, 32),
+                last_seen=rows.stamp(field_name(c, "last_seen", host), r.last_seen, now),
+                started_at=rows.stamp(field_name(c, "started_at", host), r.started_at, now),
                 server_now=now,
-                paused=rows.flag(_at(c, "paused", host), r.paused),
-                leashed=rows.flag(_at(c, "leashed", host), r.leashed),
+                paused=rows.flag(field_name(c, "paused", host), r.paused),
+                leashed=rows.flag(field_name(c, "leashed", host), r.leashed),
             )
 
         def go(conn: Connection) -> list[ControllerInfo]:
@@ -476,6 +387,7 @@ class SQLMetastore(SQLDatabase, Metastore):
                         by_host=obs.by_host,
                         epoch=epoch,
                         leashed=int(obs.leashed),
+                        foreign_procs=json.dumps(foreign_rows(obs.foreign)) if obs.foreign else "",
                     )
                 )
             return True
@@ -486,18 +398,19 @@ class SQLMetastore(SQLDatabase, Metastore):
         o = observations_table
 
         def decode(r: Any) -> Observation:
-            node = rows.name(_at(o, "node"), r.node)
-            now = _f(r[-1])
-            rows.integer(_at(o, "epoch", node), r.epoch)
+            node = rows.name(field_name(o, "node"), r.node)
+            now = num(r[-1])
+            rows.integer(field_name(o, "epoch", node), r.epoch)
             return Observation(
                 node=node,
-                state=rows.label(_at(o, "state", node), r.state, 32),
-                pids=rows.pids(_at(o, "pids", node), r.pids, encoded=True),
-                detail=rows.text(_at(o, "detail", node), r.detail, TEXT_LIMIT),
-                observed_at=rows.stamp(_at(o, "observed_at", node), r.observed_at, now),
-                by_host=rows.name(_at(o, "by_host", node), r.by_host, empty=True),
+                state=rows.label(field_name(o, "state", node), r.state, 32),
+                pids=rows.pids(field_name(o, "pids", node), r.pids, encoded=True),
+                detail=rows.text(field_name(o, "detail", node), r.detail, TEXT_LIMIT),
+                observed_at=rows.stamp(field_name(o, "observed_at", node), r.observed_at, now),
+                by_host=rows.name(field_name(o, "by_host", node), r.by_host, empty=True),
                 server_now=now,
-                leashed=rows.flag(_at(o, "leashed", node), r.leashed),
+                leashed=rows.flag(field_name(o, "leashed", node), r.leashed),
+                foreign=rows.foreign(field_name(o, "foreign_procs", node), r.foreign_procs, encoded=True),
             )
 
         def go(conn: Connection) -> list[Observation]:
@@ -532,18 +445,18 @@ class SQLMetastore(SQLDatabase, Metastore):
         e = events_table
 
         def decode(r: Any, now: float) -> Event:
-            key = rows.integer(_at(e, "id"), r.id, minimum=1)
+            key = rows.integer(field_name(e, "id"), r.id, minimum=1)
             return Event(
-                rows.stamp(_at(e, "at", key), r.at, now),
-                rows.name(_at(e, "host", key), r.host),
-                rows.label(_at(e, "kind", key), r.kind, 32),
-                rows.text(_at(e, "message", key), r.message, TEXT_LIMIT),
-                rows.integer(_at(e, "epoch", key), r.epoch),
+                rows.stamp(field_name(e, "at", key), r.at, now),
+                rows.name(field_name(e, "host", key), r.host),
+                rows.label(field_name(e, "kind", key), r.kind, 32),
+                rows.text(field_name(e, "message", key), r.message, TEXT_LIMIT),
+                rows.integer(field_name(e, "epoch", key), r.epoch),
             )
 
         def go(conn: Connection) -> list[Event]:
             found = conn.execute(select(e, self.now).order_by(e.c.id.desc()).limit(limit)).all()
-            return [decode(r, _f(r[-1])) for r in reversed(found)]
+            return [decode(r, num(r[-1])) for r in reversed(found)]
 
         return self._run(go)
 
@@ -554,7 +467,7 @@ class SQLMetastore(SQLDatabase, Metastore):
             """The counter's new value: kept (a valid one) or 0 (one no valid write produces)."""
             raw = conn.execute(select(column).where(column.table.c.name == key).with_for_update()).scalar()
             try:
-                rows.integer(_at(column.table, column.name), raw)
+                rows.integer(field_name(column.table, column.name), raw)
             except CorruptRecord:
                 return 0
             return column

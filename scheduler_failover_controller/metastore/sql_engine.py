@@ -28,21 +28,15 @@ write that lands late lands exactly as a slow one would have.
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 import logging
 import math
-import os
-import selectors
 import socket
 import sqlite3
-import struct
-import time
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import quote
 
 from sqlalchemy import __version__ as sqlalchemy_version
 from sqlalchemy import create_engine, event, literal_column
@@ -53,6 +47,16 @@ from sqlalchemy.sql.expression import ColumnElement
 from ..exceptions import ConfigError, MetastoreError
 from ..redaction import redact_url
 from . import deadline as dl
+from .sql_drivers import (
+    describe_db_error,
+    install_psycopg2_wait_callback,
+    psycopg_connection_class,
+    read_only,
+    socket_fd,
+    sqlite_guard,
+    tune_tcp,
+    use_wal,
+)
 
 log = logging.getLogger(__name__)
 
@@ -151,19 +155,19 @@ class SQLDatabase:
 
     def _sqlite_engine(self, parsed: URL) -> Engine:
         if self.foreign:
-            parsed = _read_only(parsed)
+            parsed = read_only(parsed)
         elif parsed.database and parsed.database != ":memory:":
             Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(parsed, future=True, connect_args={"timeout": self.timeout})
 
         @event.listens_for(engine, "connect")
         def _on_connect(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
-            _sqlite_guard(dbapi_conn, self.timeout)
+            sqlite_guard(dbapi_conn, self.timeout)
             if self.foreign:
                 return  # read only, in the journal mode its owner chose
             dbapi_conn.isolation_level = None  # we issue BEGIN ourselves (below)
             cur = dbapi_conn.cursor()
-            _use_wal(cur, self.timeout)
+            use_wal(cur, self.timeout)
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.close()
 
@@ -229,7 +233,7 @@ class SQLDatabase:
             },
         )
         if self.driver == "psycopg2":
-            _install_psycopg2_wait_callback()
+            install_psycopg2_wait_callback()
         else:
             event.listen(engine, "do_connect", self._connect_psycopg)
         return engine
@@ -261,7 +265,7 @@ class SQLDatabase:
                 sock = socket.create_connection(
                     (cparams.get("host") or "localhost", int(cparams.get("port") or 3306)), timeout=budget
                 )
-                _tune_tcp(sock, self.timeout)
+                tune_tcp(sock, self.timeout)
         except OSError as exc:  # as pymysql reports it, so that SQLAlchemy sees a DBAPI error
             raise pymysql.err.OperationalError(2003, f"Can't connect to MySQL server on {where!r} ({exc})") from None
         conn = pymysql.connect(*cargs, **cparams, defer_connect=True)
@@ -273,7 +277,7 @@ class SQLDatabase:
 
     def _connect_psycopg(self, _dialect: Any, record: Any, cargs: Any, cparams: dict[str, Any]) -> Any:
         """psycopg 3: connect through a connection class that keeps to the call's deadline."""
-        conn = _psycopg_connection_class().connect(*cargs, **cparams)
+        conn = psycopg_connection_class().connect(*cargs, **cparams)
         d = dl.current()
         if d is not None:
             dl.cut_socket(d, conn.fileno(), key=id(conn))
@@ -284,10 +288,10 @@ class SQLDatabase:
         """Guard the connection a call takes from the pool; ping it unless it was just made."""
         d = dl.current()
         if self.backend == "sqlite":
-            _sqlite_guard(dbapi_conn, self.timeout)
+            sqlite_guard(dbapi_conn, self.timeout)
             return
         if d is not None:
-            fd = _socket_fd(dbapi_conn)
+            fd = socket_fd(dbapi_conn)
             if fd >= 0:
                 dl.cut_socket(d, fd, key=id(dbapi_conn))
         if record.info.pop("sfc_fresh", False):
@@ -305,7 +309,7 @@ class SQLDatabase:
         except SQLAlchemyError as exc:
             if d.expired or d.passed:
                 raise d.timeout() from exc
-            raise MetastoreError(_describe_db_error(exc)) from exc
+            raise MetastoreError(describe_db_error(exc)) from exc
 
     @contextmanager
     def _connection(self, d: dl.Deadline) -> Iterator[Connection]:
@@ -346,168 +350,3 @@ class SQLDatabase:
 
     def close(self) -> None:
         self.engine.dispose()
-
-
-# --- drivers held to the deadline -------------------------------------------------------------
-
-
-def _read_only(url: URL) -> URL:
-    """A SQLite URL as a read-only ``file:`` URI: the file is never created nor written."""
-    database = url.database or ""
-    if not database.startswith("file:"):
-        database = "file:" + quote(str(Path(database).expanduser()))
-    return url.set(database=database, query={**url.query, "mode": "ro", "uri": "true"})
-
-
-def _use_wal(cur: sqlite3.Cursor, timeout: float) -> None:
-    """Switch the file to WAL, trying again while another connection holds it.
-
-    Leaving a rollback journal needs the file to itself, and SQLite answers "database is locked"
-    at once there, without its busy handler: two controllers opening the same file at one moment
-    (seen with a file made by the first release) would fail setup. Bounded by what is left of
-    the call, or ``timeout`` outside one.
-    """
-    d = dl.current()
-    give_up = time.monotonic() + (timeout if d is None else d.remaining())
-    while True:
-        try:
-            cur.execute("PRAGMA journal_mode=WAL")
-            return
-        except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) or time.monotonic() >= give_up:
-                raise
-        time.sleep(0.01)
-
-
-def _sqlite_guard(conn: sqlite3.Connection, timeout: float) -> None:
-    """SQLite waits for a lock at most what is left of the call, and is interrupted at its deadline.
-
-    Outside a call (a test's own use of the engine) it waits ``timeout``.
-    """
-    d = dl.current()
-    left = timeout if d is None else d.remaining()
-    conn.execute(f"PRAGMA busy_timeout={max(1, int(left * 1000))}")
-    if d is not None:
-        d.guard(("sqlite", id(conn)), conn.interrupt)
-
-
-def _tune_tcp(sock: socket.socket, timeout: float) -> None:
-    """What libpq gets from its keepalive and tcp_user_timeout parameters, for a socket of ours."""
-    seconds = max(1, math.ceil(timeout))
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-    for name, value in (
-        ("TCP_KEEPIDLE", seconds),
-        ("TCP_KEEPINTVL", seconds),
-        ("TCP_KEEPCNT", 3),
-        ("TCP_USER_TIMEOUT", max(1000, int(timeout * 1000))),
-    ):
-        option = getattr(socket, name, None)
-        if option is not None:  # Linux has them all
-            sock.setsockopt(socket.IPPROTO_TCP, option, value)
-
-
-def _socket_fd(dbapi_conn: Any) -> int:
-    """The file descriptor of a live DBAPI connection's socket, or -1."""
-    sock = getattr(dbapi_conn, "_sock", None)  # pymysql (None once it closed it)
-    try:
-        if sock is not None:
-            return int(sock.fileno())
-        if hasattr(dbapi_conn, "fileno") and not getattr(dbapi_conn, "closed", False):
-            return int(dbapi_conn.fileno())  # psycopg2, psycopg
-    except Exception:  # noqa: BLE001 - a closed connection: nothing to guard, its ping fails
-        return -1
-    return -1
-
-
-def _psycopg2_wait(conn: Any) -> None:
-    """psycopg2's wait callback: libpq non-blocking, waiting at most until the call's deadline.
-
-    Without a metastore deadline (any other use of psycopg2 in the process) it waits as long as
-    psycopg2 itself would. At the deadline the socket gets SO_LINGER 0 and the wait fails: psycopg2
-    then closes the connection (a RST; nothing unsent goes out later).
-    """
-    import psycopg2
-    import psycopg2.extensions as ext
-
-    d = dl.current()
-    while True:
-        state = conn.poll()
-        if state == ext.POLL_OK:
-            return
-        if state == ext.POLL_READ:
-            events = selectors.EVENT_READ
-        elif state == ext.POLL_WRITE:
-            events = selectors.EVENT_WRITE
-        else:
-            raise psycopg2.OperationalError(f"bad state from poll: {state}")
-        with selectors.DefaultSelector() as selector:
-            selector.register(conn.fileno(), events)
-            if d is None:
-                selector.select()
-                continue
-            timeout = d.remaining()
-            if timeout > 0 and selector.select(timeout):
-                continue
-        with contextlib.suppress(OSError):
-            dup = socket.socket(fileno=os.dup(conn.fileno()))
-            with dup:
-                dup.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        raise psycopg2.OperationalError(f"metastore deadline of {d.seconds:g}s passed")
-
-
-def _install_psycopg2_wait_callback() -> None:
-    import psycopg2.extensions as ext
-
-    current = ext.get_wait_callback()
-    if current is None:
-        ext.set_wait_callback(_psycopg2_wait)
-    elif current is not _psycopg2_wait:
-        log.warning("another psycopg2 wait callback is installed: PostgreSQL connects may outlast metastore_timeout")
-
-
-_PSYCOPG_CONNECTION: Any = None
-
-
-def _psycopg_connection_class() -> Any:
-    """A psycopg 3 Connection whose connect keeps to the call's deadline (made once, on first use).
-
-    psycopg drives libpq's non-blocking connect from a generator, waking it at least every 0.1 s;
-    this one checks the deadline at every wake-up and guards each socket the attempt uses.
-    """
-    global _PSYCOPG_CONNECTION
-    if _PSYCOPG_CONNECTION is not None:
-        return _PSYCOPG_CONNECTION
-    import psycopg
-
-    class DeadlineConnection(psycopg.Connection[Any]):
-        @classmethod
-        def _connect_gen(cls, *args: Any, **kwargs: Any) -> Any:
-            return _within_deadline(super()._connect_gen(*args, **kwargs))
-
-    def _within_deadline(gen: Generator[Any, Any, Any]) -> Generator[Any, Any, Any]:
-        d = dl.current()
-        if d is None:
-            return (yield from gen)
-        try:
-            waiting = next(gen)
-            while True:
-                fd = waiting[0]
-                if not d.guarded(("psycopg-connect", fd)):
-                    dl.cut_socket(d, fd, key=("psycopg-connect", fd))
-                if d.passed:
-                    gen.close()
-                    raise psycopg.errors.ConnectionTimeout(f"metastore deadline of {d.seconds:g}s passed")
-                waiting = gen.send((yield waiting))
-        except StopIteration as done:
-            return done.value
-
-    _PSYCOPG_CONNECTION = DeadlineConnection
-    return DeadlineConnection
-
-
-def _describe_db_error(exc: SQLAlchemyError) -> str:
-    """One line about a database failure, without the SQL text or parameters."""
-    orig = getattr(exc, "orig", None)
-    text = str(orig if orig is not None else exc).splitlines()[0]
-    return f"metastore error: {type(orig or exc).__name__}: {text}"[:300]

@@ -45,7 +45,6 @@ never more than one placement.
 from __future__ import annotations
 
 import contextlib
-import json
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -65,7 +64,6 @@ from . import rows
 from .base import (
     EVENTS_KEPT,
     SCHEMA_VERSION,
-    TEXT_LIMIT,
     ClusterState,
     ControllerInfo,
     Event,
@@ -74,35 +72,20 @@ from .base import (
     Observation,
     Placement,
     capped,
+    foreign_rows,
+)
+from .zookeeper_records import (
+    decode_controller,
+    decode_event,
+    decode_observations,
+    decode_placement,
+    dump,
+    field,
+    load_json,
 )
 from .zookeeper_session import ZooKeeperSession
 
 T = TypeVar("T")
-
-
-def _load(data: bytes) -> dict[str, Any]:
-    """A JSON object, or {} (only where a record that does not parse is simply not ours)."""
-    try:
-        value = json.loads(data.decode() or "{}")
-    except (ValueError, RecursionError):
-        return {}
-    return value if isinstance(value, dict) else {}
-
-
-_REQUIRED: Any = object()
-
-
-def _field(where: str, value: dict[str, Any], key: str, default: Any = _REQUIRED) -> Any:
-    """Member ``key`` of a znode's JSON object (``where`` names the znode)."""
-    if key in value:
-        return value[key]
-    if default is _REQUIRED:
-        raise rows.missing(f"{where} field {key}")
-    return default
-
-
-def _dump(value: dict[str, Any]) -> bytes:
-    return json.dumps(value, separators=(",", ":")).encode()
 
 
 class ZooKeeperMetastore(ZooKeeperSession, Metastore):
@@ -127,7 +110,7 @@ class ZooKeeperMetastore(ZooKeeperSession, Metastore):
                 for name, data in (
                     ("schema", str(SCHEMA_VERSION).encode()),
                     ("epoch", b"0"),
-                    ("placement", _dump({"node": None, "epoch": 0, "version": 0, "ttl": 0})),
+                    ("placement", dump({"node": None, "epoch": 0, "version": 0, "ttl": 0})),
                     ("paused", b"0"),
                     ("switchover", b""),
                     ("clock", b""),
@@ -161,9 +144,9 @@ class ZooKeeperMetastore(ZooKeeperSession, Metastore):
         where = f"znode {path}"
         value = rows.json_object(where, data)
         leader = {
-            "holder": rows.holder(f"{where} field holder", _field(where, value, "holder")),
-            "host": rows.optional_name(f"{where} field host", _field(where, value, "host", None)),
-            "ttl": rows.duration(f"{where} field ttl", _field(where, value, "ttl", 0)),
+            "holder": rows.holder(f"{where} field holder", field(where, value, "holder")),
+            "host": rows.optional_name(f"{where} field host", field(where, value, "host", None)),
+            "ttl": rows.duration(f"{where} field ttl", field(where, value, "ttl", 0)),
         }
         return leader, stat
 
@@ -181,7 +164,7 @@ class ZooKeeperMetastore(ZooKeeperSession, Metastore):
             epoch, version = self._epoch()
             tx = self.client.transaction()
             tx.create(
-                self._p("leader"), _dump({"holder": holder, "host": host, "ttl": ttl}), acl=self.acl, ephemeral=True
+                self._p("leader"), dump({"holder": holder, "host": host, "ttl": ttl}), acl=self.acl, ephemeral=True
             )
             tx.set_data(self._p("epoch"), str(epoch + 1).encode(), version=version)
             results = self._wait(tx.commit_async())
@@ -215,18 +198,7 @@ class ZooKeeperMetastore(ZooKeeperSession, Metastore):
     def _placement(self, now: float) -> tuple[Placement, Any]:
         path = self._p("placement")
         data, stat = self._get(path)
-        return self._decode_placement(path, data, stat, now), stat
-
-    @staticmethod
-    def _decode_placement(path: str, data: bytes, stat: Any, now: float) -> Placement:
-        where = f"znode {path}"
-        value = rows.json_object(where, data)
-        node = rows.optional_name(f"{where} field node", _field(where, value, "node"))
-        epoch = rows.integer(f"{where} field epoch", _field(where, value, "epoch"))
-        version = rows.integer(f"{where} field version", _field(where, value, "version"))
-        ttl = rows.duration(f"{where} field ttl", _field(where, value, "ttl"))
-        expires = float(stat.mtime) / 1000.0 + ttl if node else 0.0
-        return Placement(node, epoch, expires, version, now)
+        return decode_placement(path, data, stat, now), stat
 
     def read_state(self) -> ClusterState:
         def go() -> ClusterState:
@@ -246,7 +218,7 @@ class ZooKeeperMetastore(ZooKeeperSession, Metastore):
             if raw:
                 where = f"znode {path}"
                 request = rows.json_object(where, raw)
-                node, mode = _field(where, request, "node"), _field(where, request, "mode")
+                node, mode = field(where, request, "node"), field(where, request, "mode")
                 switchover = rows.switchover(f"{where} field node", node, f"{where} field mode", mode)
             return ClusterState(lease, placement, paused, now, switchover)
 
@@ -284,7 +256,7 @@ class ZooKeeperMetastore(ZooKeeperSession, Metastore):
                 if not self._fence(tx, holder, epoch):
                     return None
                 data = {"node": node, "epoch": epoch, "version": expected_version + 1, "ttl": ttl}
-                tx.set_data(self._p("placement"), _dump(data), version=stat.version)
+                tx.set_data(self._p("placement"), dump(data), version=stat.version)
                 if self._commit(tx):
                     return self._placement(self._server_now())[0]
             return None
@@ -303,7 +275,7 @@ class ZooKeeperMetastore(ZooKeeperSession, Metastore):
             if holder is not None and epoch is not None and not self._fence(tx, holder, epoch):
                 return None
             data = {"node": node, "epoch": placement.epoch, "version": placement.version, "ttl": ttl}
-            tx.set_data(self._p("placement"), _dump(data), version=stat.version)
+            tx.set_data(self._p("placement"), dump(data), version=stat.version)
             if not self._commit(tx):
                 return None
             return self._placement(self._server_now())[0]
@@ -317,7 +289,7 @@ class ZooKeeperMetastore(ZooKeeperSession, Metastore):
                 return False
             data = {"node": None, "epoch": placement.epoch, "version": placement.version + 1, "ttl": 0}
             try:
-                self._set(self._p("placement"), _dump(data), stat.version)
+                self._set(self._p("placement"), dump(data), stat.version)
             except BadVersionError:
                 return False
             return True
@@ -337,12 +309,12 @@ class ZooKeeperMetastore(ZooKeeperSession, Metastore):
 
         def go() -> None:
             try:
-                self._set(path, _dump(value))
+                self._set(path, dump(value))
             except NoNodeError:
                 try:
-                    self._wait(self.client.create_async(path, _dump(value), acl=self.acl))
+                    self._wait(self.client.create_async(path, dump(value), acl=self.acl))
                 except NodeExistsError:
-                    self._set(path, _dump(value))
+                    self._set(path, dump(value))
 
         self._run(go)
 
@@ -351,7 +323,7 @@ class ZooKeeperMetastore(ZooKeeperSession, Metastore):
             path = self._p("controllers", host)
             try:
                 data, stat = self._get(path)
-                if _load(data).get("holder") == holder:
+                if load_json(data).get("holder") == holder:
                     self._wait(self.client.delete_async(path, stat.version))
             except (NoNodeError, BadVersionError):
                 pass
@@ -367,33 +339,10 @@ class ZooKeeperMetastore(ZooKeeperSession, Metastore):
                     data, stat = self._get(self._p("controllers", host))
                 except NoNodeError:
                     continue
-                found.append(self._decode_controller(self._p("controllers", host), host, data, stat, now))
+                found.append(decode_controller(self._p("controllers", host), host, data, stat, now))
             return found
 
         return self._run(go)
-
-    @staticmethod
-    def _decode_controller(path: str, host: str, data: bytes, stat: Any, now: float) -> ControllerInfo:
-        where = f"znode {path}"
-        rows.name(where, host)  # the znode's own name is the host
-        value = rows.json_object(where, data)
-
-        def get(key: str, default: Any = _REQUIRED) -> Any:
-            return _field(where, value, key, default)
-
-        return ControllerInfo(
-            host=host,
-            holder=rows.holder(f"{where} field holder", get("holder")),
-            pid=rows.integer(f"{where} field pid", get("pid"), minimum=1),
-            version=rows.label(f"{where} field version", get("version"), 64),
-            role=rows.label(f"{where} field role", get("role"), 32),
-            last_seen=float(stat.mtime) / 1000.0,
-            started_at=float(stat.ctime) / 1000.0,
-            server_now=now,
-            # Entries of the first release have neither flag.
-            paused=rows.flag(f"{where} field paused", get("paused", False)),
-            leashed=rows.flag(f"{where} field leashed", get("leashed", False)),
-        )
 
     def record_observations(self, holder: str, epoch: int, observations: list[Observation]) -> bool:
         def go() -> bool:
@@ -407,10 +356,11 @@ class ZooKeeperMetastore(ZooKeeperSession, Metastore):
                     "detail": capped(o.detail),
                     "by": o.by_host,
                     "leashed": o.leashed,
+                    "foreign": foreign_rows(o.foreign),
                 }
                 for o in observations
             }
-            tx.set_data(self._p("observations"), _dump(data))
+            tx.set_data(self._p("observations"), dump(data))
             return self._commit(tx)
 
         return self._run(go)
@@ -420,42 +370,15 @@ class ZooKeeperMetastore(ZooKeeperSession, Metastore):
             now = self._server_now()
             path = self._p("observations")
             data, stat = self._get(path)
-            return self._decode_observations(path, data, float(stat.mtime) / 1000.0, now)
+            return decode_observations(path, data, float(stat.mtime) / 1000.0, now)
 
         return self._run(go)
-
-    @staticmethod
-    def _decode_observations(path: str, data: bytes, at: float, now: float) -> list[Observation]:
-        where = f"znode {path}"
-        found = []
-        for node, v in sorted(rows.json_object(where, data).items()):
-            rows.name(f"{where} key", node)
-            entry = f"{where} field {node}"
-            if not isinstance(v, dict):
-                raise rows.corrupt(entry, "is not a JSON object", v)
-
-            def get(key: str, default: Any = _REQUIRED, v: dict[str, Any] = v, entry: str = entry) -> Any:
-                return _field(entry, v, key, default)
-
-            found.append(
-                Observation(
-                    node,
-                    rows.label(f"{entry}.state", get("state"), 32),
-                    rows.pids(f"{entry}.pids", get("pids")),
-                    rows.text(f"{entry}.detail", get("detail"), TEXT_LIMIT),
-                    at,
-                    rows.name(f"{entry}.by", get("by"), empty=True),
-                    now,
-                    leashed=rows.flag(f"{entry}.leashed", get("leashed", False)),  # not in the first release
-                )
-            )
-        return found
 
     def set_paused(self, paused: bool) -> None:
         self._run(lambda: self._set(self._p("paused"), b"1" if paused else b"0"))
 
     def request_switchover(self, node: str, mode: str) -> None:
-        self._run(lambda: self._set(self._p("switchover"), _dump({"node": node, "mode": mode})))
+        self._run(lambda: self._set(self._p("switchover"), dump({"node": node, "mode": mode})))
 
     def clear_switchover(self) -> None:
         self._run(lambda: self._set(self._p("switchover"), b""))
@@ -464,7 +387,7 @@ class ZooKeeperMetastore(ZooKeeperSession, Metastore):
         def go() -> None:
             value = {"host": host, "kind": kind, "message": capped(message), "epoch": epoch}
             created = self._wait(
-                self.client.create_async(self._p("events", "e-"), _dump(value), acl=self.acl, sequence=True)
+                self.client.create_async(self._p("events", "e-"), dump(value), acl=self.acl, sequence=True)
             )
             sequence = int(created.rsplit("-", 1)[1])
             if sequence >= EVENTS_KEPT and sequence % 20 == 0:  # trim now and then, not on every event
@@ -487,22 +410,10 @@ class ZooKeeperMetastore(ZooKeeperSession, Metastore):
                     data, stat = self._get(self._p("events", name))
                 except NoNodeError:
                     continue
-                out.append(self._decode_event(self._p("events", name), data, stat))
+                out.append(decode_event(self._p("events", name), data, stat))
             return out
 
         return self._run(go)
-
-    @staticmethod
-    def _decode_event(path: str, data: bytes, stat: Any) -> Event:
-        where = f"znode {path}"
-        v = rows.json_object(where, data)
-        return Event(
-            float(stat.ctime) / 1000.0,
-            rows.name(f"{where} field host", _field(where, v, "host")),
-            rows.label(f"{where} field kind", _field(where, v, "kind"), 32),
-            rows.text(f"{where} field message", _field(where, v, "message"), TEXT_LIMIT),
-            rows.integer(f"{where} field epoch", _field(where, v, "epoch")),
-        )
 
     def clear(self) -> None:
         def go() -> None:
@@ -517,14 +428,14 @@ class ZooKeeperMetastore(ZooKeeperSession, Metastore):
                     self._wait(deleted)
             raw, stat = self._get(self._p("placement"))
             try:
-                placement = self._decode_placement(self._p("placement"), raw, stat, 0.0)
+                placement = decode_placement(self._p("placement"), raw, stat, 0.0)
                 epoch, version = placement.epoch, placement.version
             except CorruptRecord:
                 # The znode's own version grows with every write of it, changes of node included:
                 # past every version its data ever held.
                 epoch, version = 0, int(stat.version)
             data = {"node": None, "epoch": epoch, "version": version + 1, "ttl": 0}
-            self._set(self._p("placement"), _dump(data), stat.version)
+            self._set(self._p("placement"), dump(data), stat.version)
             self._set(self._p("observations"), b"{}")
             self._set(self._p("paused"), b"0")
             self._set(self._p("switchover"), b"")

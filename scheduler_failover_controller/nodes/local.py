@@ -20,7 +20,9 @@ from ..boot import boot_id, start_ticks
 from ..config import Config
 from ..exceptions import CommandFailed
 from ..leash import LOCAL_ARGV, Spec, write_deadline
-from ..probe import OrphanWatch, ProbeResult, SchedulerState, find_schedulers, probe_local, read_leash_records
+from ..leash_cgroup import sweep
+from ..leash_spec import scrubbed_environment
+from ..probe import OrphanWatch, ProbeResult, SchedulerState, owned_schedulers, probe_local, read_leash_records
 from ..trust import UntrustedFile, read_private, write_private
 from .base import NodeRunner
 
@@ -88,6 +90,7 @@ def end_session(path: Path, node: str) -> None:
     if leftovers:
         log.warning("%s: ending %d leftover process(es) of the previous scheduler", node, len(leftovers))
         kill_trees(leftovers, 0)
+        sweep()  # the tree of a leash ended with its watcher: what left the session is in its cgroup
     if not session_leftovers(path):
         with suppress(OSError):
             path.unlink()
@@ -158,9 +161,10 @@ class LocalNodeRunner(NodeRunner):
         self.match = config.process_match(node)
         self.lock_path = node_lock_path(config, node)
         self.orphans = OrphanWatch()
+        self.uid = config.scheduler_uid()  # whose processes count (see ..ownership)
 
     def probe(self) -> ProbeResult:
-        return self.orphans.check(probe_local(self.node, self.match, self.config.state_dir))
+        return self.orphans.check(probe_local(self.node, self.match, self.config.state_dir, self.uid))
 
     @contextmanager
     def _node_lock(self, timeout: float) -> Iterator[None]:
@@ -214,7 +218,9 @@ class LocalNodeRunner(NodeRunner):
             if not write_deadline(self.config.state_dir, self.node, deadline):
                 raise CommandFailed(f"{self.node}: not starting: cannot write its leash deadline (see the log)")
             token = secrets.token_hex(8)
-            env = {**os.environ, **leash_spec(self.config, self.node, deadline, token).environment()}
+            # Nothing only the controller reads (its secrets) reaches the leash, nor so its scheduler.
+            spec = leash_spec(self.config, self.node, deadline, token)
+            env = {**scrubbed_environment(os.environ), **spec.environment()}
             shell = subprocess.Popen(
                 ["/bin/sh", "-c", self._launch_command()],
                 stdin=subprocess.DEVNULL,
@@ -278,6 +284,7 @@ class LocalNodeRunner(NodeRunner):
                     stdin=subprocess.DEVNULL,
                     stdout=subprocess.DEVNULL,
                     stderr=subprocess.DEVNULL,
+                    env=scrubbed_environment(os.environ),
                     timeout=timeout,
                     check=False,
                 )
@@ -288,7 +295,7 @@ class LocalNodeRunner(NodeRunner):
                 self._clean_session()
                 return result
             log.warning("%s: scheduler still there after the stop command; killing it", self.node)
-        kill_trees(find_schedulers(self.match), timeout)
+        kill_trees(owned_schedulers(self.node, self.match, self.config.state_dir, self.uid)[0], timeout)
         self._clean_session()
         return self.probe()
 

@@ -512,7 +512,7 @@ def test_status_json_on_empty_cluster_exits_2(cli: Cli) -> None:
     assert data["scheduler_node"] is None
     assert data["paused"] is False
     assert data["controllers"] == []
-    assert data["nodes"] == [{"host": HOST, "scheduler": "unknown", "pids": [], "observed_age_s": None}]
+    assert data["nodes"] == [{"host": HOST, "scheduler": "unknown", "pids": [], "observed_age_s": None, "foreign": []}]
 
 
 def test_status_text_on_empty_cluster_exits_2(cli: Cli) -> None:
@@ -649,7 +649,8 @@ def test_clear_metadata_with_yes_wipes_but_keeps_epoch(cli: Cli) -> None:
 def test_is_scheduler_running_json_when_stopped(cli: Cli) -> None:
     result = cli("is_scheduler_running", "--json")
     assert result.exit_code == 1, result.output
-    assert as_json(result) == [{"node": HOST, "state": "stopped", "pids": [], "detail": "", "leashed": False}]
+    expected = {"node": HOST, "state": "stopped", "pids": [], "detail": "", "leashed": False, "foreign": []}
+    assert as_json(result) == [expected]
     text = cli("is_scheduler_running")
     assert text.exit_code == 1
     assert text.output.strip() == f"{HOST}: stopped"
@@ -673,7 +674,8 @@ def test_is_scheduler_running_json_when_running(cli: Cli, fake_scheduler: tuple[
     cli.write(scheduler_process_match=word)
     result = cli("is_scheduler_running", "--json")
     assert result.exit_code == 0, result.output
-    assert as_json(result) == [{"node": HOST, "state": "running", "pids": [proc.pid], "detail": "", "leashed": False}]
+    expected = {"node": HOST, "state": "running", "pids": [proc.pid], "detail": "", "leashed": False, "foreign": []}
+    assert as_json(result) == [expected]
 
 
 # A remote node that cannot be reached: a loopback address (no name lookup, so no DNS query ever

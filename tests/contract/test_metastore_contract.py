@@ -23,9 +23,17 @@ from typing import Any
 import pytest
 
 from scheduler_failover_controller.exceptions import MetastoreError
-from scheduler_failover_controller.metastore import sql as sqlmod
+from scheduler_failover_controller.metastore import sql as sqlstore
 from scheduler_failover_controller.metastore import sql_engine
-from scheduler_failover_controller.metastore.base import TEXT_LIMIT, ControllerInfo, Metastore, Observation
+from scheduler_failover_controller.metastore import sql_tables as sqlmod
+from scheduler_failover_controller.metastore.base import (
+    FOREIGN_LIMIT,
+    TEXT_LIMIT,
+    USER_LIMIT,
+    ControllerInfo,
+    Metastore,
+    Observation,
+)
 from scheduler_failover_controller.metastore.sql import SQLMetastore
 from scheduler_failover_controller.metastore.zookeeper import ZooKeeperMetastore
 from tests.conftest import missing
@@ -426,8 +434,13 @@ def test_tables_of_the_first_release_gain_the_new_columns(sql_be: Backend) -> No
     from sqlalchemy import Column, MetaData, Table, create_engine
     from sqlalchemy.schema import CreateTable
 
-    added = {(c.table.name, c.name) for c in sqlmod._ADDED_COLUMNS}
-    assert added == {("sfc_controllers", "paused"), ("sfc_controllers", "leashed"), ("sfc_observations", "leashed")}
+    added = {(c.table.name, c.name) for c in sqlmod.ADDED_COLUMNS}
+    assert added == {
+        ("sfc_controllers", "paused"),
+        ("sfc_controllers", "leashed"),
+        ("sfc_observations", "leashed"),
+        ("sfc_observations", "foreign_procs"),
+    }
 
     def as_first_released(table: Any) -> Table:
         return Table(
@@ -462,7 +475,7 @@ def test_tables_of_the_first_release_gain_the_new_columns(sql_be: Backend) -> No
         with ThreadPoolExecutor(2) as pool:
             list(pool.map(lambda s: s.setup(), (first, second)))
         assert {c.host: (c.paused, c.leashed) for c in first.controllers()} == {"n0": (False, False)}
-        assert [(o.node, o.pids, o.leashed) for o in first.observations()] == [("n0", (7,), False)]
+        assert [(o.node, o.pids, o.leashed, o.foreign) for o in first.observations()] == [("n0", (7,), False, ())]
         second.heartbeat(ControllerInfo("n1", "h1", 11, "0.2", "standby", 0, 0, paused=True, leashed=True))
         assert {c.host: (c.paused, c.leashed) for c in first.controllers()} == {
             "n0": (False, False),
@@ -523,6 +536,24 @@ def test_leashed_flags_round_trip(store: Metastore) -> None:
     assert {o["node"]: o["leashed"] for o in dumped["observations"]} == {"n1": True, "n2": False}
 
 
+def test_foreign_processes_round_trip(store: Metastore) -> None:
+    """An observation's foreign processes (another user's look-alikes): kept, capped, read back."""
+    lease = store.acquire_or_renew("h1", "n1", LEASE)
+    assert lease is not None
+    many = tuple((100 + i, "u" * 40) for i in range(20))
+    obs = [
+        Observation("n1", "running", (5,), "", foreign=((7, "nobody"),)),
+        Observation("n2", "stopped", (), "", foreign=many),
+    ]
+    assert store.record_observations("h1", lease.epoch, obs)
+    got = {o.node: o.foreign for o in store.observations()}
+    assert got["n1"] == ((7, "nobody"),)
+    assert got["n2"] == tuple((pid, user[:USER_LIMIT]) for pid, user in many[:FOREIGN_LIMIT])
+    assert {o["node"]: o["foreign"] for o in store.dump()["observations"]}["n1"] == [{"pid": 7, "user": "nobody"}]
+    assert store.record_observations("h1", lease.epoch, [Observation("n1", "stopped", (), "")])
+    assert [o.foreign for o in store.observations()] == [()]
+
+
 def test_observations_are_fenced_by_epoch(store: Metastore) -> None:
     lease = store.acquire_or_renew("a", "host-a", LEASE)
     assert lease is not None
@@ -555,7 +586,7 @@ def test_switchover_request_is_seen_by_every_client_and_cleared(store: Metastore
 def test_events_are_kept_bounded(store: Metastore, monkeypatch: pytest.MonkeyPatch) -> None:
     from scheduler_failover_controller.metastore import zookeeper as zkmod
 
-    monkeypatch.setattr(sqlmod, "EVENTS_KEPT", 15)
+    monkeypatch.setattr(sqlstore, "EVENTS_KEPT", 15)
     monkeypatch.setattr(zkmod, "EVENTS_KEPT", 15)
     monkeypatch.setattr(fakes, "EVENTS_KEPT", 15)
     for i in range(41):

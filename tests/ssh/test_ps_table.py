@@ -34,32 +34,38 @@ def test_parse_etime(text: str, seconds: float) -> None:
 
 
 LISTING = """\
-    1     0 Ss     10:00 /sbin/init
-  100     1 Ss     05:00 /venv/bin/python /venv/bin/airflow scheduler
-  101   100 S      04:59 airflow scheduler -- DagFileProcessorManager
-  102   101 S      04:58 /venv/bin/python /venv/bin/airflow scheduler
-  200     1 Tl     01:00 /venv/bin/airflow scheduler --pid /tmp/x
-  300     1 S      00:30 grep airflow scheduler
-  301     1 S      00:30 sh -c echo airflow scheduler
-  400     1 Z      00:10 [airflow] <defunct>
+    1     0     0     0 Ss     10:00 /sbin/init
+  100     1     0     0 Ss     05:00 /venv/bin/python /venv/bin/airflow scheduler
+  101   100     0     0 S      04:59 airflow scheduler -- DagFileProcessorManager
+  102   101     0     0 S      04:58 /venv/bin/python /venv/bin/airflow scheduler
+  200     1     0     0 Tl     01:00 /venv/bin/airflow scheduler --pid /tmp/x
+  300     1     0     0 S      00:30 grep airflow scheduler
+  301     1     0     0 S      00:30 sh -c echo airflow scheduler
+  400     1     0     0 Z      00:10 [airflow] <defunct>
+  500     1 65534 65534 S      00:20 /venv/bin/airflow scheduler
+  501     1     0 65534 S      00:20 /venv/bin/airflow scheduler
   garbage line
 """
 
 
 def test_parse_ps_and_roots_only() -> None:
     table = parse_ps(LISTING, now=1000.0)
-    assert [e.pid for e in table] == [1, 100, 101, 102, 200, 300, 301, 400]
+    assert [e.pid for e in table] == [1, 100, 101, 102, 200, 300, 301, 400, 500, 501]
     assert table[1].argv == ("/venv/bin/python", "/venv/bin/airflow", "scheduler")
     assert table[1].args == "/venv/bin/python /venv/bin/airflow scheduler"
     assert table[1].create_time == 1000.0 - 300
+    assert (table[1].uid, table[1].ruid, table[8].uid, table[9].uid, table[9].ruid) == (0, 0, 65534, 0, 65534)
     assert table[4].status == "stopped"
     assert table[7].status == "zombie"
     roots = table_roots(table, "airflow scheduler")
     # 101 and 102 sit below 100; grep and the shell run another program than airflow.
-    assert [e.pid for e in roots] == [100, 200]
-    assert probe_table("n", table, "airflow scheduler", skip=[300, 301]) == ProbeResult(
-        "n", SchedulerState.UNHEALTHY, (100, 200), "pid 200 is stopped"
-    )
+    assert [e.pid for e in roots] == [100, 200, 500, 501]
+    # 500 is another user's; 501 runs as root by a set-uid program of another user: not ours
+    result = probe_table("n", table, "airflow scheduler", skip=[300, 301], expected=0)
+    assert result == ProbeResult("n", SchedulerState.UNHEALTHY, (100, 200), "pid 200 is stopped")
+    assert [(f.pid, f.user) for f in result.foreign] == [(500, "nobody"), (501, "nobody")]
+    # the same table read by uid 65534: only its own process counts
+    assert probe_table("n", table, "airflow scheduler", skip=[300, 301], expected=65534).pids == (500,)
 
 
 def test_descendants_deepest_first() -> None:

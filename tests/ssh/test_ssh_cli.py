@@ -55,6 +55,7 @@ def test_probe_without_a_config_file(tmp_path: Path, scheduler: tuple[str, psuti
         "pids": [proc.pid],
         "detail": "",
         "leashed": False,
+        "foreign": [],
     }
     text = invoke("probe", "--node", "n2", "--match", match, home=home)
     assert text.exit_code == 0
@@ -93,6 +94,7 @@ def test_probe_defaults_from_the_config(tmp_path: Path, scheduler: tuple[str, ps
         "pids": [proc.pid],
         "detail": "",
         "leashed": False,
+        "foreign": [],
     }
 
 
@@ -101,7 +103,8 @@ def test_kill_local_kills_the_tree_and_prints_a_probe(tmp_path: Path, scheduler:
     child = proc.children()[0]
     result = invoke("kill-local", "--json", "--node", "n1", "--timeout", "2", home=tmp_path, **{MATCH_ENV: match})
     assert result.exit_code == 0, result.output
-    assert json.loads(result.output) == {"node": "n1", "state": "stopped", "pids": [], "detail": "", "leashed": False}
+    stopped = {"node": "n1", "state": "stopped", "pids": [], "detail": "", "leashed": False, "foreign": []}
+    assert json.loads(result.output) == stopped
     for gone in (proc, child):
         assert not gone.is_running() or gone.status() == psutil.STATUS_ZOMBIE
 
@@ -194,4 +197,5 @@ def test_console_script_probe_json_is_one_object(tmp_path: Path) -> None:
         timeout=60,
         check=True,
     ).stdout
-    assert json.loads(out) == {"node": "x", "state": "stopped", "pids": [], "detail": "", "leashed": False}
+    stopped = {"node": "x", "state": "stopped", "pids": [], "detail": "", "leashed": False, "foreign": []}
+    assert json.loads(out) == stopped

@@ -30,8 +30,10 @@ from scheduler_failover_controller.metastore.base import (
     Observation,
     Placement,
     capped,
+    foreign_rows,
 )
 from scheduler_failover_controller.nodes.base import NodeRunner
+from scheduler_failover_controller.ownership import ForeignProcess
 from scheduler_failover_controller.probe import ProbeResult, SchedulerState
 
 T = TypeVar("T")
@@ -262,7 +264,13 @@ class FakeStore(Metastore):
         if not self._leader_is(holder, epoch):
             return False
         self._observations = {
-            o.node: replace(o, detail=capped(o.detail), observed_at=self.server_now, server_now=0.0)
+            o.node: replace(
+                o,
+                detail=capped(o.detail),
+                foreign=tuple(foreign_rows(o.foreign)),
+                observed_at=self.server_now,
+                server_now=0.0,
+            )
             for o in observations
         }
         return True
@@ -345,6 +353,7 @@ class FakeRunner(NodeRunner):
         self.stop_fails = False
         self.leashed = True
         self.leash_fails = False
+        self.foreign: tuple[ForeignProcess, ...] = ()  # another user's look-alikes it reports
         self.deadlines: list[tuple[str, float]] = []
         self.leash_clock: Callable[[], float] | None = None
         self.starts = 0
@@ -392,7 +401,9 @@ class FakeRunner(NodeRunner):
         self.pids = ()
 
     def _result(self) -> ProbeResult:
-        return ProbeResult(self.node, self.state, self.pids, leashed=self.leashed and self.running)
+        return ProbeResult(
+            self.node, self.state, self.pids, leashed=self.leashed and self.running, foreign=self.foreign
+        )
 
     # --- the NodeRunner contract ---
 

@@ -374,7 +374,8 @@ def test_strays_are_killed_and_the_placed_scheduler_kept(cluster: Cluster) -> No
     stray = pid(cluster, "n3")
     (sentence,) = tick(cluster, c1)
     assert sentence == (
-        f"active (epoch 1): killed stray scheduler(s) on n3 (running (pid {stray}) -> stopped); "
+        f"active (epoch 1): scheduler healthy on n1 (running (pid {pid(cluster, 'n1')})); "
+        f"killed stray scheduler(s) on n3 (running (pid {stray}) -> stopped); "
         "the scheduler belongs on n1"
     )
     assert re.search(r"killed stray scheduler\(s\) on n3 \(running \(pid \d+\) -> stopped\)", sentence)
@@ -392,7 +393,10 @@ def test_strays_are_not_killed_without_lease_margin(cluster: Cluster) -> None:
     cluster.runners["n3"].run()
     cluster.runners["n2"].on_probe = lambda: cluster.clock.advance(TTL)  # stalled during the probes
     (sentence,) = tick(cluster, c1)
-    assert sentence == "active (epoch 1): lease margin too small to act; not killing strays this cycle"
+    assert sentence == (
+        f"active (epoch 1): scheduler healthy on n2 (running (pid {pid(cluster, 'n2')})); "
+        "lease margin too small to act; not killing strays this cycle"
+    )
     assert cluster.actions == [] and cluster.running() == ["n2", "n3"]
 
 
@@ -791,7 +795,8 @@ def test_unknown_node_last_seen_running_unleashed_blocks(cluster: Cluster) -> No
     cluster.runners["n3"].run()
     stray = pid(cluster, "n3")
     assert tick(cluster, c1)[0] == (
-        f"active (epoch 1): killed stray scheduler(s) on n3 (running (pid {stray}) -> stopped); "
+        f"active (epoch 1): scheduler healthy on n1 (running (pid {pid(cluster, 'n1')})); "
+        f"killed stray scheduler(s) on n3 (running (pid {stray}) -> stopped); "
         "the scheduler belongs on n1"
     )
     cluster.runners["n3"].run()  # back, and n3 cannot be reached from now on

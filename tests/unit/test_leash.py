@@ -224,7 +224,9 @@ def test_registration_records_round_trip_and_reject_junk() -> None:
 
 def entry(pid: int, ppid: int, args: str, created: float = 100.0, status: str = "sleeping") -> ProcessEntry:
     # ``created``: its start in seconds since boot, as a listing with the node's uptime gives it
-    return ProcessEntry(pid, ppid, tuple(args.split()), status, created, args, started=created)
+    return ProcessEntry(
+        pid, ppid, tuple(args.split()), status, created, args, os.geteuid(), os.geteuid(), started=created
+    )
 
 
 BOOT = "b0000000-0000-4000-8000-000000000001"

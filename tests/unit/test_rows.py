@@ -18,10 +18,9 @@ from hypothesis import strategies as st
 from sqlalchemy.exc import SQLAlchemyError
 
 from scheduler_failover_controller.exceptions import CorruptRecord, MetastoreError
-from scheduler_failover_controller.metastore import rows
+from scheduler_failover_controller.metastore import rows, zookeeper_records
 from scheduler_failover_controller.metastore.base import ClusterState, Lease, Placement
 from scheduler_failover_controller.metastore.sql import SQLMetastore
-from scheduler_failover_controller.metastore.zookeeper import ZooKeeperMetastore
 from tests.support.garbage import SQL_FIELDS, SqlField, one_line, plant_sql, populate, read
 
 NOW = 1_700_000_000.0
@@ -160,19 +159,27 @@ VALID_OBSERVATION = {"state": "running", "pids": [7], "detail": "", "by": "n1", 
 
 
 def _decoders() -> list[tuple[str, dict[str, Any], Any]]:
-    z = ZooKeeperMetastore
+    z = zookeeper_records
     return [
-        ("/sfc/placement", VALID_PLACEMENT, lambda data: z._decode_placement("/sfc/placement", data, STAT, NOW)),
+        (
+            "/sfc/placement",
+            VALID_PLACEMENT,
+            lambda data: z.decode_placement("/sfc/placement", data, STAT, NOW),
+        ),
         (
             "/sfc/controllers/n1",
             VALID_CONTROLLER,
-            lambda data: z._decode_controller("/sfc/controllers/n1", "n1", data, STAT, NOW),
+            lambda data: z.decode_controller("/sfc/controllers/n1", "n1", data, STAT, NOW),
         ),
-        ("/sfc/events/e-0000000001", VALID_EVENT, lambda data: z._decode_event("/sfc/events/e-0000000001", data, STAT)),
+        (
+            "/sfc/events/e-0000000001",
+            VALID_EVENT,
+            lambda data: z.decode_event("/sfc/events/e-0000000001", data, STAT),
+        ),
         (
             "/sfc/observations",
             VALID_OBSERVATION,
-            lambda data: z._decode_observations("/sfc/observations", b'{"n1": ' + data + b"}", NOW, NOW),
+            lambda data: zookeeper_records.decode_observations("/sfc/observations", b'{"n1": ' + data + b"}", NOW, NOW),
         ),
     ]
 
@@ -218,15 +225,15 @@ def test_any_bytes_in_a_znode_is_read_or_refused_in_one_line(which: int, data: b
 )
 def test_zookeeper_placement_garbage_names_the_field(key: str, value: object, problem: str) -> None:
     with pytest.raises(CorruptRecord, match="^metastore znode /sfc/placement " + problem):
-        ZooKeeperMetastore._decode_placement("/sfc/placement", _document(VALID_PLACEMENT, key, value), STAT, NOW)
+        zookeeper_records.decode_placement("/sfc/placement", _document(VALID_PLACEMENT, key, value), STAT, NOW)
     data = json.dumps({k: v for k, v in VALID_PLACEMENT.items() if k != key}).encode()
     with pytest.raises(CorruptRecord, match=f"^metastore znode /sfc/placement field {key} is missing$"):
-        ZooKeeperMetastore._decode_placement("/sfc/placement", data, STAT, NOW)
+        zookeeper_records.decode_placement("/sfc/placement", data, STAT, NOW)
 
 
 def test_first_release_controller_entries_have_no_flags() -> None:
     old = {k: v for k, v in VALID_CONTROLLER.items() if k not in ("paused", "leashed")}
-    info = ZooKeeperMetastore._decode_controller("/sfc/controllers/n1", "n1", json.dumps(old).encode(), STAT, NOW)
+    info = zookeeper_records.decode_controller("/sfc/controllers/n1", "n1", json.dumps(old).encode(), STAT, NOW)
     assert (info.paused, info.leashed) == (False, False)
 
 

@@ -11,9 +11,10 @@ when a node is remote.
 
 from __future__ import annotations
 
+from .known_hosts import fingerprint, load_known_hosts
 from .runner import SSHCheck, SSHNodeRunner
 from .scripts import kill_script
-from .transport import PARAMIKO_LOG, Deadline, SSHFailure, fingerprint, load_known_hosts
+from .transport import PARAMIKO_LOG, Deadline, SSHFailure
 
 __all__ = [
     "PARAMIKO_LOG",

@@ -29,14 +29,17 @@ import paramiko
 from ...config import Config
 from ...exceptions import CommandFailed, NodeUnreachable
 from ...leash import CLI_SUBCOMMAND
+from ...ownership import SCHEDULER_USER_ENV
 from ...probe import (
     MATCH_ENV,
     STATE_DIR_ENV,
     ProbeResult,
     ProcessEntry,
     SchedulerState,
+    listed_leashes,
     probe_table,
     table_descendants,
+    table_owned,
     table_roots,
 )
 from ..base import NodeRunner
@@ -114,7 +117,7 @@ class SSHNodeRunner(NodeRunner):
                 host_key_policy=config.ssh_host_key_policy,
             )
         )
-        self._prober = ProbeServer(node, self.remote_words, self.match, config.state_dir)
+        self._prober = ProbeServer(node, self.remote_words, self.match, config.state_dir, config.scheduler_user)
         self._leash = LeashHelper(node, self.remote_words, config.state_dir)
 
     @property
@@ -143,16 +146,39 @@ class SSHNodeRunner(NodeRunner):
     # --- looking ----------------------------------------------------------------------------
 
     def _probe_script(self) -> str:
-        return scripts.listing_script(self.config.state_dir, self.node)
+        return scripts.listing_script(self.config.state_dir, self.node, self.config.scheduler_user)
 
     def _parse_listing(self, out: str) -> list[ProcessEntry] | None:
         return scripts.parse_listing(out)
 
     def _probe_listed(self, out: str, table: list[ProcessEntry]) -> ProbeResult:
-        """probe_table with the node's leashes (verifiable only when its boot and uptime were printed)."""
+        """probe_table with the node's leashes (verifiable only when its boot and uptime were printed)
+        and the uid whose processes count there (UNKNOWN when it could not be told)."""
         records, _now = scripts.parse_listing_head(out)
         boot = scripts.parse_listing_boot(out)
-        return probe_table(self.node, table, self.match, leashes=records if boot else (), boot=boot[0] if boot else "")
+        uid = scripts.parse_expected_uid(out)
+        if uid is None:
+            who = f"scheduler_user {self.config.scheduler_user!r}" if self.config.scheduler_user else "its own uid"
+            return ProbeResult(self.node, SchedulerState.UNKNOWN, detail=f"ssh: the node did not tell {who}")
+        return probe_table(
+            self.node,
+            table,
+            self.match,
+            leashes=records if boot else (),
+            expected=uid,
+            boot=boot[0] if boot else "",
+        )
+
+    def _owned_listed(self, out: str, table: list[ProcessEntry]) -> list[ProcessEntry]:
+        """The scheduler roots of a listing that count (none when the expected uid is not known)."""
+        records, _now = scripts.parse_listing_head(out)
+        boot = scripts.parse_listing_boot(out)
+        uid = scripts.parse_expected_uid(out)
+        if uid is None:
+            return []
+        live = listed_leashes(table, records if boot else (), boot[0] if boot else "")
+        skip = {r.pid for r in live} | {r.watcher for r in live if r.watcher}
+        return table_owned(table, table_roots(table, self.match, skip), uid, live)[0]
 
     def _look(self, conn: Connection, deadline: Deadline) -> tuple[ProbeResult, list[ProcessEntry] | None]:
         """One probe on the node; with the ps table when the fallback was used."""
@@ -502,12 +528,14 @@ class SSHNodeRunner(NodeRunner):
 
     def _kill(self, conn: Connection, deadline: Deadline, stop_timeout: float) -> ProbeResult:
         """SIGTERM every scheduler tree, SIGKILL what is left after ``stop_timeout``; a fresh probe."""
-        listing = scripts.listing_lines(self.config.state_dir, self.node)
+        listing = scripts.listing_lines(self.config.state_dir, self.node, self.config.scheduler_user)
         lines = []
         if self.remote_words:
             argv = ["kill_local", "--json", "--node", self.node, "--timeout", f"{stop_timeout:g}"]
             argv += ["--session-file", str(self.session_path)]
             env = {MATCH_ENV: self.match, STATE_DIR_ENV: self.config.state_dir}
+            if self.config.scheduler_user:
+                env[SCHEDULER_USER_ENV] = self.config.scheduler_user
             lines = scripts.kill_local_lines(self.remote_words, scripts.project_command(self.remote_words, argv, env))
         wait = stop_timeout + self.timeout + 2
         _status, out, err = self._exec(conn, "\n".join(lines + listing) + "\n", deadline, budget=wait)
@@ -528,7 +556,7 @@ class SSHNodeRunner(NodeRunner):
             table = self._parse_listing(out)
             if table is None:
                 raise SSHFailure("channel", f"unreadable process listing from {self.node}: {err.strip()}")
-        roots = table_roots(table, self.match)
+        roots = self._owned_listed(out, table)
         targets = table_descendants(table, [r.pid for r in roots]) + roots if roots else []
         script = (
             (scripts.kill_script(targets, stop_timeout) if targets else "")

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from ...boot import BOOT_ID_PATH
 from ...exceptions import CommandFailed
+from ...ownership import ForeignProcess
 from ...probe import (
     LeashRecord,
     ProbeResult,
@@ -39,6 +40,7 @@ class Marker(enum.Enum):
     LEASH = "leash"  # one of the node's leash registrations (before a listing)
     NOW = "now"  # the node's clock, ``date +%s`` (before a listing)
     BOOT = "boot"  # the node's boot id and uptime (before a listing)
+    UID = "uid"  # the uid whose processes count as the scheduler there (before a listing)
     PS = "ps"  # the listing shell's pid; the ps table follows
     CANCELLED = "cancelled"  # a start's token was taken first: that start never launches
     RAN = "ran"  # a start's token was there already: that start launched
@@ -81,10 +83,13 @@ def assignments(env: Mapping[str, object]) -> str:
 # --- the process listing --------------------------------------------------------------------
 
 
-def listing_lines(state_dir: Path, node: str) -> list[str]:
-    """Shell lines printing the node's leash registrations (files of this user) and its clock, a
-    marker with the shell's pid, then the ps table (this shell ends with it: ``exec``)."""
+def listing_lines(state_dir: Path, node: str, user: str = "") -> list[str]:
+    """Shell lines printing the node's leash registrations (files of this user), its clock and
+    the uid of ``user`` (empty: this shell's own) there, a marker with the shell's pid, then the
+    ps table (this shell ends with it: ``exec``)."""
     records = f"{q(leash_dir(state_dir))}/{q(leash_record_prefix(node))}*"
+    user = user.strip()
+    uid = q(user) if user.isdigit() else f"$(id -u {q(user)} 2>/dev/null)" if user else "$(id -u 2>/dev/null)"
     return [
         f"for f in {records}; do",
         f'  [ -f "$f" ] && [ -O "$f" ] && printf \'{Marker.LEASH.text} %s\\n\' "$(cat "$f" 2>/dev/null)"',
@@ -92,6 +97,7 @@ def listing_lines(state_dir: Path, node: str) -> list[str]:
         Marker.NOW.echo("$(date +%s)"),
         f"read sfc_up sfc_idle 2>/dev/null < /proc/uptime && read sfc_boot 2>/dev/null < {BOOT_ID_PATH} && "
         + Marker.BOOT.echo("$sfc_boot $sfc_up"),
+        Marker.UID.echo(uid),  # a uid as is (it needs no user there)
         Marker.PS.echo("$$"),
         "LC_ALL=C",
         "export LC_ALL",
@@ -99,8 +105,17 @@ def listing_lines(state_dir: Path, node: str) -> list[str]:
     ]
 
 
-def listing_script(state_dir: Path, node: str) -> str:
-    return "\n".join(listing_lines(state_dir, node)) + "\n"
+def listing_script(state_dir: Path, node: str, user: str = "") -> str:
+    return "\n".join(listing_lines(state_dir, node, user)) + "\n"
+
+
+def parse_expected_uid(out: str) -> int | None:
+    """The uid printed before a listing (see :func:`listing_lines`); None when it is not there."""
+    head = out.partition(Marker.PS.text)[0]
+    for value in marked(head, Marker.UID):
+        if value.isdigit():
+            return int(value)
+    return None
 
 
 def parse_listing_head(out: str) -> tuple[list[LeashRecord], float | None]:
@@ -153,9 +168,10 @@ def parse_probe_json(node: str, out: str) -> ProbeResult | None:
         pids = tuple(int(p) for p in data.get("pids", []))
         detail = str(data.get("detail", ""))
         leashed = data.get("leashed", False) is True
-    except (ValueError, KeyError, TypeError):
+        foreign = tuple(sorted(ForeignProcess(int(f["pid"]), str(f["user"])) for f in data.get("foreign", [])))
+    except (ValueError, KeyError, TypeError, AttributeError):
         return None
-    return ProbeResult(node, state, pids, detail, leashed=leashed)
+    return ProbeResult(node, state, pids, detail, leashed=leashed, foreign=foreign)
 
 
 # --- this project on the node ---------------------------------------------------------------

@@ -22,6 +22,7 @@ from pathlib import Path
 import paramiko
 
 from ...leash import CLI_SUBCOMMAND, ENV_NODE, ENV_STATE_DIR, SERVE_BANNER
+from ...ownership import SCHEDULER_USER_ENV
 from ...probe import MATCH_ENV, STATE_DIR_ENV, ProbeResult
 from .scripts import parse_probe_json, serve_script
 from .transport import LOG_NAME, Connection, Deadline, SSHFailure, open_channel, read_line
@@ -86,10 +87,12 @@ class ServeChannel:
 class ProbeServer(ServeChannel):
     """``probe --json --serve`` on the node."""
 
-    def __init__(self, node: str, remote: Sequence[str], match: str, state_dir: Path) -> None:
+    def __init__(self, node: str, remote: Sequence[str], match: str, state_dir: Path, user: str = "") -> None:
         super().__init__(node, remote)
         argv = ["probe", "--json", "--node", node, "--serve"]
-        env = {MATCH_ENV: match, STATE_DIR_ENV: state_dir}
+        env: dict[str, object] = {MATCH_ENV: match, STATE_DIR_ENV: state_dir}
+        if user:  # else the helper's own user there (the SSH user) is the one whose processes count
+            env[SCHEDULER_USER_ENV] = user
         self.script = serve_script(remote, argv, env) if remote else ""
 
     def probe(self, conn: Connection, deadline: Deadline) -> ProbeResult | None:

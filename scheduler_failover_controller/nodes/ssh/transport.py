@@ -12,8 +12,6 @@ Host keys are checked against known_hosts; a changed key is always refused, an u
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import ipaddress
 import logging
 import os
@@ -27,6 +25,8 @@ from pathlib import Path
 from typing import TypeVar
 
 import paramiko
+
+from .known_hosts import append_known_host, fingerprint, load_known_hosts
 
 #: One logger for the whole package (the name its lines had when it was one module).
 LOG_NAME = __name__.rpartition(".")[0]
@@ -125,56 +125,6 @@ class Connection:
     fingerprint: str
     opened_at: float
     timed_out: bool = False  # its watchdog closed it
-
-
-def fingerprint(key: paramiko.PKey) -> str:
-    """``ssh-keygen -l`` style: ``ssh-ed25519 SHA256:...``."""
-    digest = base64.b64encode(hashlib.sha256(key.asbytes()).digest()).decode().rstrip("=")
-    return f"{key.get_name()} SHA256:{digest}"
-
-
-def load_known_hosts(keys: paramiko.HostKeys, path: Path) -> int:
-    """Add the entries of a known_hosts file to ``keys``; lines paramiko cannot parse are skipped
-    (as OpenSSH does), so one bad line does not make every node unreachable. Returns the count.
-
-    paramiko compares host names exactly (hashed names too): no wildcards, no @cert-authority,
-    no @revoked.
-    """
-    if not path.is_file():
-        return 0
-    count = 0
-    with path.open(encoding="utf-8", errors="replace") as handle:
-        for number, line in enumerate(handle, 1):
-            line = line.strip()
-            if not line or line.startswith("#"):
-                continue
-            try:
-                entry = paramiko.hostkeys.HostKeyEntry.from_line(line, number)
-                for name in entry.hostnames if entry is not None else []:
-                    if name.startswith("|1|"):
-                        paramiko.HostKeys.hash_host("check", name)  # a malformed hash fails later otherwise
-            except Exception as exc:  # noqa: BLE001 - InvalidHostKey, bad base64, bad hash, key type ...
-                log.warning("%s line %d: skipped (%s)", path, number, type(exc).__name__)
-                continue
-            if entry is None or entry.key is None:
-                continue
-            for name in entry.hostnames:
-                keys.add(name, entry.key.get_name(), entry.key)
-            count += 1
-    return count
-
-
-def append_known_host(path: Path, hostname: str, key: paramiko.PKey) -> bool:
-    """Append one known_hosts line (never rewrite the file: paramiko would drop what it cannot parse)."""
-    try:
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        with os.fdopen(fd, "a", encoding="ascii") as handle:
-            handle.write(f"{hostname} {key.get_name()} {key.get_base64()}\n")
-        return True
-    except OSError as exc:
-        log.warning("could not add the host key of %s to %s: %s", hostname, path, exc)
-        return False
 
 
 class _Policy(paramiko.MissingHostKeyPolicy):
