@@ -149,10 +149,17 @@ class Renewals:
             self.remote_leash(node, deadline)
 
     def while_waiting(self, node: str) -> bool:
-        """Renew the lease and ``node``'s placement during a start; False when either is lost."""
+        """Renew the lease and ``node``'s placement during a start (only as far as its leash); False
+        when either is lost."""
         t0 = self.term.monotonic()
         if not self.term.renew_lease() or not self.term.readable():
             return False
+        if node != self.host and node in self.leash_owed:
+            # Its leash missed a deadline: not renewed further until the leash has it; the start
+            # goes on only while the placement it already has lasts.
+            owed = self.leash_owed[node]
+            self.remote_leash(node, owed)
+            return self.term.monotonic() < owed
         try:
             placement, deadline = self.term.renew_placement(node, t0)
         except MetastoreError as exc:

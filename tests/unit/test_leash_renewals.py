@@ -139,3 +139,24 @@ def test_a_failed_remote_leash_renewal_stops_that_placement_s_renewals_until_it_
     c1.renew()  # ... and the placement is renewed again
     assert cluster.store.placement_expires_at > ahead
     assert cluster.runners["n2"].state is SchedulerState.RUNNING
+
+
+def test_during_a_start_a_remote_placement_is_not_renewed_past_a_leash_that_missed_a_deadline(
+    cluster: Cluster,
+) -> None:
+    c1 = cluster.controller("n1")
+    cluster.runners["n2"].run()
+    assert "adopted the scheduler already running on n2" in c1.run_cycle()
+    cluster.runners["n2"].leash_fails = True
+    assert c1.renewals.while_waiting("n2")  # renews the placement; the leash renewal fails
+    wait_for(lambda: not c1.renewals.leash_pending, 5, "the background leash renewal")
+    owed = c1.renewals.leash_owed["n2"]
+    ahead = cluster.store.placement_expires_at
+    cluster.clock.advance(1.0)
+    assert c1.renewals.while_waiting("n2")  # the placement still holds: the start may go on ...
+    wait_for(lambda: not c1.renewals.leash_pending, 5, "the background leash renewal")
+    assert cluster.store.placement_expires_at == ahead  # ... but it is not renewed
+    cluster.clock.advance(owed - cluster.clock.monotonic() + 0.1)
+    assert not c1.renewals.while_waiting("n2")  # past what the placement had: the start is undone
+    wait_for(lambda: not c1.renewals.leash_pending, 5, "the background leash renewal")
+    cluster.runners["n2"].leash_fails = False
