@@ -391,14 +391,14 @@ def kill_local(
     from pathlib import Path
 
     from .nodes.local import end_session, kill_trees
-    from .probe import owned_schedulers, probe_local
+    from .probe import probe_local, stop_targets
 
     name, words = _target_and_match(ctx, node, match)
     uid = _expected_uid(ctx, match)
     if timeout is None:
         timeout = _config(ctx).scheduler_stop_timeout if not match else 10.0
     try:
-        roots = owned_schedulers(name, words, uid=uid)[0]
+        roots = stop_targets(name, words, uid=uid)
     except ValueError as exc:
         raise BadInput(f"${SCHEDULER_USER_ENV}: {exc}") from None
     kill_trees(roots, timeout)

@@ -211,7 +211,7 @@ class LeashBase:
 
     def _register(self) -> None:
         mode = "denied" if any(self.denied.values()) else self.mode
-        record = own_leash_record(mode, self.spec.token, self.watcher)
+        record = own_leash_record(mode, self.spec.token, self.watcher, self.spec.linger)
         error = write_atomically(self.record_path, record.to_json() + "\n")
         if error:
             self.say(f"warning: cannot register in {self.record_path}: {error} (probes see it as not leashed)")

@@ -8,11 +8,8 @@ registrations that tell a leashed scheduler are kept here.
 from __future__ import annotations
 
 import enum
-import json
-import math
 import os
 import shlex
-import stat
 import threading
 import time
 from collections.abc import Iterable, Sequence
@@ -21,7 +18,19 @@ from pathlib import Path
 
 import psutil
 
-from .boot import boot_id, clock_ticks, since_boot, start_ticks
+from .boot import since_boot, uptime
+
+# Leash registrations (see :mod:`.leash_records`), re-exported for the callers that import them from here.
+from .leash_records import LeashRecord as LeashRecord
+from .leash_records import below_leashes as below_leashes
+from .leash_records import leash_alive as leash_alive
+from .leash_records import leash_dir as leash_dir
+from .leash_records import leash_record_prefix as leash_record_prefix
+from .leash_records import live_leashes as live_leashes
+from .leash_records import own_leash_record as own_leash_record
+from .leash_records import parse_leash_record as parse_leash_record
+from .leash_records import read_leash_records as read_leash_records
+from .leash_records import starting_detail, starting_leashes
 
 # Re-exported (``X as X``) for the callers that import them from here.
 from .matching import LEASH_NAMES as LEASH_NAMES
@@ -169,8 +178,16 @@ def table_descendants(table: Iterable[ProcessEntry], pids: Iterable[int]) -> lis
 _UNHEALTHY = (psutil.STATUS_ZOMBIE, psutil.STATUS_STOPPED, psutil.STATUS_DEAD, "tracing-stop")
 
 
-def classify(node: str, roots: Sequence[tuple[int, str, float]], leashed: bool = False) -> ProbeResult:
-    """The probe result for the (pid, status, create time) of each scheduler tree's root."""
+def classify(
+    node: str, roots: Sequence[tuple[int, str, float]], leashed: bool = False, starting: Sequence[LeashRecord] = ()
+) -> ProbeResult:
+    """The probe result for the (pid, status, create time) of each scheduler tree's root.
+
+    With no root, a leash still ``starting`` its scheduler (see :func:`.leash_records.starting_leashes`)
+    makes the node UNHEALTHY, never STOPPED: whatever reads it as empty would start a second one.
+    """
+    if not roots and starting:
+        return ProbeResult(node, SchedulerState.UNHEALTHY, detail=starting_detail(starting), leashed=True)
     if not roots:
         return ProbeResult(node, SchedulerState.STOPPED)
     pids = tuple(pid for pid, _status, _created in roots)
@@ -182,151 +199,8 @@ def classify(node: str, roots: Sequence[tuple[int, str, float]], leashed: bool =
     return ProbeResult(node, SchedulerState.RUNNING, pids, detail, times, leashed)
 
 
-# --- leash registrations ------------------------------------------------------------------------
-#
-# Every leash registers itself in ``state_dir/leash/NODE.leash-PID``: one JSON line with its pid,
-# its start in clock ticks since boot, the boot id, its mode and watcher. A probe counts a scheduler
-# as leashed only when such a record is of this boot and backed by a live process of that identity
-# (pid and start ticks: no wall-clock step moves them): in "tree" mode a scheduler below it (the leash is a
-# subreaper: whatever its start command forks or daemonizes stays below it), in "watch" mode
-# (the start command handed the scheduler to e.g. systemd) every matching scheduler of the node.
-
-_RECORD_MAX = 4096
 #: seconds of slack when a leash's start time is known from ``ps`` etime (whole seconds)
 LISTED_START_SLACK = 2.5
-
-
-@dataclass(frozen=True)
-class LeashRecord:
-    """One leash's registration (see above)."""
-
-    pid: int
-    create_time: float  # psutil's create time on the leash's host (for readers of older versions)
-    mode: str  # "tree", "watch", or "denied" (it may not signal a scheduler: none counts as leashed)
-    token: str = ""  # the start that launched it
-    watcher: int = 0  # pid of its watcher child
-    start: int = 0  # its start in clock ticks since boot (/proc/PID/stat): with the pid, its identity
-    boot: str = ""  # the boot id of its host when it registered
-    hz: int = 100  # clock ticks per second there
-
-    @property
-    def started(self) -> float:
-        """Its start in seconds since boot."""
-        return self.start / self.hz
-
-    def to_json(self) -> str:
-        return json.dumps(
-            {
-                "pid": self.pid,
-                "create_time": self.create_time,
-                "mode": self.mode,
-                "token": self.token,
-                "watcher": self.watcher,
-                "start": self.start,
-                "boot": self.boot,
-                "hz": self.hz,
-            }
-        )
-
-
-def own_leash_record(mode: str, token: str, watcher: int) -> LeashRecord:
-    """The registration of this process as a leash."""
-    pid = os.getpid()
-    try:
-        created = psutil.Process(pid).create_time()
-    except psutil.Error:
-        created = 0.0
-    return LeashRecord(pid, created, mode, token, watcher, start_ticks(pid) or 0, boot_id(), clock_ticks())
-
-
-def leash_alive(record: LeashRecord) -> bool:
-    """Whether ``record`` is of this boot and its process still runs: same pid, same start ticks."""
-    return record.boot == boot_id() and record.start > 0 and start_ticks(record.pid) == record.start
-
-
-def leash_dir(state_dir: Path) -> Path:
-    """The directory of the deadline files and leash registrations (0700)."""
-    return Path(state_dir) / "leash"
-
-
-def leash_record_prefix(node: str) -> str:
-    return f"{node}.leash-"
-
-
-def parse_leash_record(text: str) -> LeashRecord | None:
-    """A registration line, or None when it is not one."""
-    try:
-        data = json.loads(text)
-        record = LeashRecord(
-            int(data["pid"]),
-            float(data["create_time"]),
-            str(data["mode"]),
-            str(data.get("token", "")),
-            int(data.get("watcher", 0)),
-            int(data.get("start", 0)),
-            str(data.get("boot", "")),
-            int(data.get("hz", 100)),
-        )
-    except (ValueError, KeyError, TypeError, AttributeError):
-        return None
-    if record.pid <= 0 or record.mode not in ("tree", "watch", "denied") or not math.isfinite(record.create_time):
-        return None
-    if record.start < 0 or record.hz <= 0:
-        return None
-    return record
-
-
-def read_leash_records(state_dir: Path, node: str) -> list[LeashRecord]:
-    """The registrations of ``node``'s leashes: regular files owned by this user only."""
-    directory = leash_dir(state_dir)
-    prefix = leash_record_prefix(node)
-    try:
-        names = [n for n in os.listdir(directory) if n.startswith(prefix) and n[len(prefix) :].isdigit()]
-    except OSError:
-        return []
-    records = []
-    for name in names:
-        try:
-            fd = os.open(directory / name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-        except OSError:
-            continue
-        try:
-            info = os.fstat(fd)
-            if not stat.S_ISREG(info.st_mode) or info.st_uid != os.geteuid():
-                continue
-            text = os.read(fd, _RECORD_MAX).decode(errors="replace")
-        except OSError:
-            continue
-        finally:
-            os.close(fd)
-        record = parse_leash_record(text)
-        if record is not None and name == prefix + str(record.pid):
-            records.append(record)
-    return records
-
-
-def live_leashes(state_dir: Path, node: str) -> list[LeashRecord]:
-    """``node``'s registered leashes of this boot whose process is alive with that identity."""
-    live = []
-    for record in read_leash_records(state_dir, node):
-        try:
-            proc = psutil.Process(record.pid)
-            if (
-                leash_alive(record)
-                and proc.name() == "sfc-leash"  # the supervisor itself (not its watcher)
-                and proc.status() != psutil.STATUS_ZOMBIE
-            ):
-                live.append(record)
-        except psutil.Error:
-            continue
-    return live
-
-
-def below_leashes(leashes: Iterable[LeashRecord]) -> set[int]:
-    """The leashes whose tree counts as the node's scheduler, whatever its user: tree mode, and a
-    leash that may not signal its tree (its scheduler is not leashed, but it is the node's: left
-    out, it would read as foreign and the node as stopped, and a second one could be started)."""
-    return {r.pid for r in leashes if r.mode in ("tree", "denied")}
 
 
 def leashed_roots(roots: Sequence[psutil.Process], leashes: Sequence[LeashRecord]) -> bool:
@@ -422,7 +296,10 @@ def probe_table(
     ignored = set(skip) | {r.pid for r in live} | {r.watcher for r in live if r.watcher}
     uid = os.geteuid() if expected is None else expected
     roots, foreign = table_owned(rows, table_roots(rows, match, ignored), uid, live)
-    result = classify(node, [(e.pid, e.status, e.create_time) for e in roots], table_leashed(rows, roots, live))
+    # The listing's newest row (its own ``ps``) started just now: the node's seconds since boot.
+    now = max((e.started for e in rows if e.started is not None), default=None)
+    leashed = table_leashed(rows, roots, live)
+    result = classify(node, [(e.pid, e.status, e.create_time) for e in roots], leashed, starting_leashes(live, now))
     return replace(result, foreign=tuple(foreign))
 
 
@@ -450,6 +327,20 @@ def owned_schedulers(
     return owned, foreign, hidden, leashes
 
 
+def stop_targets(node: str, match: str, state_dir: Path | None = None, uid: int | None = None) -> list[psutil.Process]:
+    """What a stop of ``node`` ends (arguments: see :func:`owned_schedulers`): its scheduler roots
+    that count, and its leashes still starting one (ended, a leash stops its tree), so that no
+    scheduler comes up after the stop found the node empty."""
+    roots, _foreign, _hidden, leashes = owned_schedulers(node, match, state_dir, uid)
+    out = list(roots)
+    for record in starting_leashes(leashes, uptime()):
+        try:
+            out.append(psutil.Process(record.pid))
+        except psutil.Error:
+            continue
+    return out
+
+
 def probe_local(node: str, match: str, state_dir: Path | None = None, uid: int | None = None) -> ProbeResult:
     """Look at this machine's processes for ``node``'s scheduler (arguments: see
     :func:`owned_schedulers`); without a ``state_dir`` no scheduler counts as leashed."""
@@ -474,7 +365,7 @@ def probe_local(node: str, match: str, state_dir: Path | None = None, uid: int |
         seen.append((proc.pid, status, created))
         alive.append(proc)
     leashed = bool(alive) and leashed_roots(alive, leashes)
-    result = classify(node, seen, leashed)
+    result = classify(node, seen, leashed, starting_leashes(leashes, uptime()))
     return replace(result, hidden=hidden, looked_at=looked_at, foreign=tuple(foreign))
 
 

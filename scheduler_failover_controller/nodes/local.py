@@ -22,7 +22,7 @@ from ..exceptions import CommandFailed
 from ..leash import LOCAL_ARGV, Spec, write_deadline
 from ..leash_cgroup import sweep
 from ..leash_spec import scrubbed_environment
-from ..probe import OrphanWatch, ProbeResult, SchedulerState, owned_schedulers, probe_local, read_leash_records
+from ..probe import OrphanWatch, ProbeResult, SchedulerState, probe_local, read_leash_records, stop_targets
 from ..trust import UntrustedFile, read_private, write_private
 from .base import NodeRunner
 
@@ -295,7 +295,7 @@ class LocalNodeRunner(NodeRunner):
                 self._clean_session()
                 return result
             log.warning("%s: scheduler still there after the stop command; killing it", self.node)
-        kill_trees(owned_schedulers(self.node, self.match, self.config.state_dir, self.uid)[0], timeout)
+        kill_trees(stop_targets(self.node, self.match, self.config.state_dir, self.uid), timeout)
         self._clean_session()
         return self.probe()
 
