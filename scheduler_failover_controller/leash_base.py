@@ -23,6 +23,7 @@ from .leash_procs import (
     PR_SET_PDEATHSIG,
     Proc,
     descendants,
+    owned,
     prctl,
     proc_argv,
     proc_stat,
@@ -65,6 +66,7 @@ class LeashBase:
         self.spec = spec
         self.pid = os.getpid()
         self.words = shlex.split(spec.match) if spec.match else []
+        self.uid = spec.uid  # whose matching processes a watching leash watches (see ownership)
         now = time.monotonic()
         self.deadline = min(spec.deadline, now + spec.ttl)
         self.path = deadline_path(spec.state_dir, spec.node)
@@ -249,7 +251,7 @@ class LeashBase:
             roots = [p.pid for p in find_schedulers(self.spec.match)]
         except Exception:  # noqa: BLE001 - psutil/OS trouble: keep the last list
             return
-        roots = [pid for pid in roots if pid in table]
+        roots = [pid for pid in roots if pid in table and owned(pid, self.uid)]
         below = descendants(table, roots, {self.pid})
         self.watched = [(pid, table[pid].start) for pid in roots + below if pid in table]
         self.watched_ever |= bool(self.watched)

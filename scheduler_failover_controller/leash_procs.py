@@ -99,6 +99,22 @@ def signal_if_same(pid: int, start: int, signum: int) -> bool:
     return signal_same(pid, start, signum) == SENT
 
 
+def proc_uids(pid: int) -> tuple[int, int] | None:
+    """``pid``'s (real, effective) uid, None when it cannot be read."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as handle:
+            words = next(line for line in handle if line.startswith("Uid:")).split()
+        return int(words[1]), int(words[2])
+    except (OSError, StopIteration, ValueError, IndexError):
+        return None
+
+
+def owned(pid: int, uid: int) -> bool:
+    """Whether ``pid`` runs as ``uid`` (real and effective: a set-uid program another user ran
+    does not pass), the rule by which a watching leash's processes count (see ``ownership``)."""
+    return proc_uids(pid) == (uid, uid)
+
+
 def proc_user(pid: int) -> str:
     """The name of ``pid``'s (real) user, else ``uid N``, else ``unknown user``."""
     try:

@@ -167,8 +167,8 @@ STARTING_SLACK = 2.5
 
 
 def starting_leashes(leashes: Iterable[LeashRecord], now: float | None) -> list[LeashRecord]:
-    """The leashes (live ones) whose tree may still be bringing up its scheduler: tree mode (or a
-    leash that may not signal its tree), started less than its start timeout ago. ``now``: the
+    """The leashes (live ones) whose tree may still be bringing up its scheduler: tree mode,
+    started less than its start timeout ago (a "denied" record may be a watching leash's). ``now``: the
     node's seconds since boot (None: not known, none counts). A record without its start timeout
     (an older leash's) claims none.
 
@@ -177,11 +177,7 @@ def starting_leashes(leashes: Iterable[LeashRecord], now: float | None) -> list[
     """
     if now is None:
         return []
-    return [
-        r
-        for r in leashes
-        if r.mode in ("tree", "denied") and r.linger > 0 and now - r.started < r.linger + STARTING_SLACK
-    ]
+    return [r for r in leashes if r.mode == "tree" and r.linger > 0 and now - r.started < r.linger + STARTING_SLACK]
 
 
 def starting_detail(leashes: Iterable[LeashRecord]) -> str:

@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from .ownership import expected_uid
 from .probe import LEASH_MODULE, MATCH_ENV, STATE_DIR_ENV
 
 ENV_PREFIX = "SFC_LEASH_"
@@ -20,6 +21,7 @@ ENV_TTL = ENV_PREFIX + "TTL"
 ENV_DEADLINE = ENV_PREFIX + "DEADLINE"
 ENV_LINGER = ENV_PREFIX + "LINGER"
 ENV_TOKEN = ENV_PREFIX + "TOKEN"
+ENV_USER = ENV_PREFIX + "USER"
 
 #: how a leash is started on this machine
 LOCAL_ARGV = (sys.executable, "-m", LEASH_MODULE)
@@ -45,6 +47,14 @@ class Spec:
     match: str  # scheduler_process_match for the node
     linger: float  # seconds to wait for a handed-off scheduler (scheduler_start_timeout)
     token: str = ""
+    #: whose matching processes a watching leash watches and stops (scheduler_user: a name or uid;
+    #: empty: the leash's own user): the ownership rule, as for a probe
+    user: str = ""
+
+    @property
+    def uid(self) -> int:
+        """The uid ``user`` names on this machine."""
+        return expected_uid(self.user)
 
     def environment(self) -> dict[str, str]:
         """The variables that carry this spec (see :meth:`from_env`)."""
@@ -59,6 +69,7 @@ class Spec:
             MATCH_ENV: self.match,
             ENV_LINGER: repr(float(self.linger)),
             ENV_TOKEN: self.token,
+            ENV_USER: self.user,
         }
 
     @classmethod
@@ -81,6 +92,11 @@ class Spec:
                 raise ValueError(f"{name} must be a positive number")
             return value
 
+        user = text(ENV_USER, required=False)
+        try:
+            expected_uid(user)
+        except ValueError as exc:
+            raise ValueError(f"{ENV_USER}: {exc}") from None
         return cls(
             node=text(ENV_NODE),
             state_dir=Path(text(ENV_STATE_DIR)),
@@ -92,6 +108,7 @@ class Spec:
             match=text(MATCH_ENV, required=False),
             linger=number(ENV_LINGER),
             token=text(ENV_TOKEN, required=False),
+            user=user,
         )
 
 

@@ -116,6 +116,7 @@ def leash_spec(config: Config, node: str, deadline: float, token: str = "") -> S
         match=config.process_match(node),
         linger=config.scheduler_start_timeout,
         token=token,
+        user=config.scheduler_user,
     )
 
 

@@ -212,7 +212,7 @@ def test_a_watching_leash_that_may_not_signal_says_so_and_is_not_leashed(lab: La
     as_nobody = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"]
     unit = lab.spawn([*as_nobody, python, str(FAKE), "--cluster", lab.token, "--node", "n1"])
     wait_until(lambda: lab.schedulers(), 10, "nobody's scheduler")
-    spec = lab.spec("true", deadline_in=6.0, stop_timeout=1.0)
+    spec = lab.spec("true", deadline_in=6.0, stop_timeout=1.0, user="nobody")
     lab.state.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2]), **spec.environment()}
     with (lab.tmp / "leash.log").open("ab") as log:

@@ -26,7 +26,7 @@ def test_a_tree_leash_is_starting_until_its_start_timeout_has_passed() -> None:
     assert starting_leashes([record], 131.0) == [record]  # a little slack for the listing
     assert starting_leashes([record], 133.0) == []
     assert starting_leashes([record], None) == []  # the node's time since boot not known
-    assert starting_leashes([replace(record, mode="denied")], 101.0)  # its tree is the node's too
+    assert starting_leashes([replace(record, mode="denied")], 101.0) == []  # may be a watching one
     assert starting_leashes([replace(record, mode="watch")], 101.0) == []  # handed off: watched
     assert starting_leashes([replace(record, linger=0.0)], 101.0) == []  # an older leash claims none
 
