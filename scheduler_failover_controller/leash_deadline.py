@@ -11,9 +11,10 @@ import secrets
 import stat
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from .boot import boot_id
 from .leash_procs import PR_SET_NAME, prctl
@@ -182,9 +183,29 @@ class DeadlineFile:
 # --- the renewal end over SSH ----------------------------------------------------------------------
 
 
+#: the longest request line ``serve`` reads (``set`` with any float fits many times over)
+LINE_MAX = 4096
+
+
+def bounded_lines(stream: BinaryIO, limit: int = LINE_MAX) -> Iterator[bytes | None]:
+    """The lines of ``stream``, each read at most ``limit`` bytes at a time: a longer one is
+    read on to its newline and given as None, so no input can grow this process's memory."""
+    while True:
+        line = stream.readline(limit + 1)
+        if not line:
+            return
+        if len(line) <= limit or line.endswith(b"\n"):
+            yield line
+            continue
+        while line and not line.endswith(b"\n"):  # discard the rest of the line
+            line = stream.readline(limit + 1)
+        yield None
+
+
 def serve(env: Mapping[str, str]) -> int:
     """Answer renewals on stdin/stdout until end of input: ``clock`` -> ``clock MONOTONIC``;
-    ``set DEADLINE`` -> ``ok`` or ``error WHY`` (DEADLINE on this host's monotonic clock)."""
+    ``set DEADLINE`` -> ``ok`` or ``error WHY`` (DEADLINE on this host's monotonic clock); a line
+    over ``LINE_MAX`` bytes -> ``error line too long``."""
     prctl(PR_SET_NAME, SERVE_NAME)
     node, state_dir = env.get(ENV_NODE, ""), env.get(ENV_STATE_DIR, "")
     out = sys.stdout
@@ -195,9 +216,11 @@ def serve(env: Mapping[str, str]) -> int:
     path = deadline_path(Path(state_dir), node)
     out.write(SERVE_BANNER + "\n")
     out.flush()
-    for raw in sys.stdin.buffer:
-        words = raw.decode(errors="replace").split()
-        if words == ["clock"]:
+    for raw in bounded_lines(sys.stdin.buffer):
+        words = [] if raw is None else raw.decode(errors="replace").split()
+        if raw is None:
+            out.write("error line too long\n")
+        elif words == ["clock"]:
             out.write(f"clock {time.monotonic()!r}\n")
         elif len(words) == 2 and words[0] == "set":
             try:
