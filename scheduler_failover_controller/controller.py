@@ -20,6 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from .airflow_job import SchedulerJobReader, open_job_reader
 from .alerts import Alerter
+from .blind import Blindness
 from .config import Config
 from .exceptions import CorruptRecord, MetastoreError
 from .fencing import Fencing, only_leashed
@@ -101,6 +102,7 @@ class Controller:
         # Another live controller registered as this host (the same current_host twice): set, this
         # controller stops acting and leaves the node's scheduler to that one (see check_identity).
         self.duplicate: ControllerInfo | None = None
+        self.blind = Blindness(self.host, store, config.lease_ttl)
         self.foreign = ForeignLog(log)  # logs each node's foreign schedulers once, when they appear
         self.identity = Identity(config, store, self.holder, self.pid, monotonic, sleep, self.stopping)
         self._pool = ThreadPoolExecutor(max_workers=min(16, max(1, len(config.nodes))), thread_name_prefix="probe")
@@ -165,6 +167,7 @@ class Controller:
     def _note_leashed(self, probe: ProbeResult) -> None:
         """What the heartbeat says of this node's schedulers: from a look that saw them (a look that
         could not keeps the last: it knows nothing new, and its placement is not renewed meanwhile)."""
+        self.blind.note(probe)
         if probe.state is not SchedulerState.UNKNOWN:
             self.local_leashed = only_leashed(probe)
 
@@ -175,7 +178,7 @@ class Controller:
                 self.foreign.note(node, probe.foreign)
 
     def _heartbeat(self) -> None:
-        self.identity.heartbeat(self.role.value, self.paused, self.local_leashed)
+        self.identity.heartbeat(self.blind.role(self.role.value), self.paused, self.local_leashed)
 
     def other_live_controller(self) -> ControllerInfo | None:
         """Another controller that is alive and registered as this host, else None (at start-up)."""
@@ -209,7 +212,7 @@ class Controller:
         try:
             if self.unreadable is not None:
                 self.store.read_state()  # still unreadable: take or renew no lease
-            lease = self.term.acquire()
+            lease = None if self.role is not Role.ACTIVE and self.blind.abstains() else self.term.acquire()
             state = self.store.read_state()
         except CorruptRecord as exc:
             return self._unreadable(exc)
@@ -245,6 +248,9 @@ class Controller:
         if self.role is Role.ACTIVE and not state.paused:
             probes = self._probe_all()
             guard = self._guard(state, t0, probes[self.host])
+            stepped = self._step_down(state)
+            if stepped:
+                return f"{guard}; {stepped}" if guard else stepped
             if guard is None:
                 return self._lead(state, probes)
             placement = state.placement
@@ -261,6 +267,22 @@ class Controller:
         leader = state.lease.host if state.lease.valid else "nobody"
         doubt = f"; not plausible: {'; '.join(doubts)}" if doubts else ""
         return f"standby: {leader} is active (epoch {state.lease.epoch}); scheduler placed on {where}{doubt}"
+
+    def _step_down(self, state: ClusterState) -> str:
+        """Blind at this cycle's look (see :mod:`.blind`): release the lease to a live controller
+        that may see; what was done ("": nothing)."""
+        peers = self.blind.steps_down(state)
+        if not peers:
+            return ""
+        message = f"cannot see {self.host} ({self.blind.why}): left the lease to {', '.join(peers)}"
+        log.warning("%s", message)
+        self._event("step-down", message)
+        self.term.stand_by()  # first: the renewal thread renews no lease from here on
+        try:
+            self.store.release(self.holder)
+        except MetastoreError as exc:
+            return f"standby: {message}, but its release failed ({exc}): it runs out instead"
+        return f"standby: {message}"
 
     def _lead_term(self, lease: Lease, t0: float) -> None:
         if self.term.hold(lease, t0):
@@ -403,7 +425,7 @@ class Controller:
                 return f"{prefix}: lost the race to adopt the scheduler on {node}; retrying next cycle"
             self._event("adopt", f"adopted the scheduler already running on {node}")
             return f"{prefix}: adopted the scheduler already running on {node} ({probes[node].describe()})"
-        target = self.incidents.pick_target(probes, exclude=None, prefer=placement.node)
+        target = self.incidents.pick_target(probes, exclude=None, prefer=self.blind.preferred(placement.node))
         if target is None:
             return f"{prefix}: no scheduler runs and no node can take it now ({self.incidents.why_no_target(probes)})"
         blocking = self.fencing.blocking(target, probes, self.cycles)

@@ -475,15 +475,28 @@ def test_placement_race_lost_starts_nothing(cluster: Cluster) -> None:
 
 
 def test_no_node_can_take_the_scheduler(cluster: Cluster) -> None:
-    for node, runner in cluster.runners.items():
+    for runner in cluster.runners.values():
         runner.reachable = False
-        cluster.store.register(node)
+    cluster.store.register("n1")  # no other controller could do better
     c1 = cluster.controller("n1")
     sentence = c1.run_cycle()
     assert sentence == (
         "active (epoch 1): no scheduler runs and no node can take it now (n1 unknown, n2 unknown, n3 unknown)"
     )
     assert cluster.actions == [] and cluster.store.placement_node is None
+
+
+def test_an_active_that_cannot_see_its_own_node_leaves_the_lease_to_another_controller(cluster: Cluster) -> None:
+    for node, runner in cluster.runners.items():
+        runner.reachable = False
+        cluster.store.register(node)
+    c1 = cluster.controller("n1")
+    sentence = c1.run_cycle()
+    assert sentence.startswith("standby: cannot see n1") and "left the lease to n2, n3" in sentence
+    assert c1.role.value == "standby" and not cluster.store.read_state().lease.valid
+    assert cluster.actions == [] and cluster.store.placement_node is None
+    assert "standby: nobody is active" in c1.run_cycle()  # blind: it does not take the lease back
+    assert not cluster.store.read_state().lease.valid
 
 
 def test_placed_but_start_failed_backs_the_node_off(cluster: Cluster) -> None:
@@ -951,11 +964,13 @@ def _take_lease_during_probes(cluster: Cluster, how: str) -> None:
 
 @pytest.mark.parametrize("how", ["controller stalled", "server clock ran ahead"])
 def test_stale_leader_cannot_place_or_start(cluster: Cluster, how: str) -> None:
-    for node, runner in cluster.runners.items():
+    for runner in cluster.runners.values():
         runner.reachable = False
-        cluster.store.register(node)
     c1 = cluster.controller("n1")
     assert "no node can take it" in c1.run_cycle()
+    for node in cluster.runners:
+        if node != "n1":
+            cluster.store.register(node)
     for runner in cluster.runners.values():
         runner.reachable = True
     store = cluster.store

@@ -1,0 +1,77 @@
+"""A controller that cannot look at its own node leaves the leadership to one that can.
+
+Such a controller (out of file descriptors, its process table unreadable) cannot renew its own
+placement (see :mod:`.renewals`), so its leash stops the scheduler there at the deadline; as the
+active it could then place nothing either: every look of it fails alike. So, while another
+controller is alive, it does not ask for the lease, and as the active it releases it once its
+own placement has expired. Releasing is always safe: a new active starts nothing while a
+placement is valid, nor past a node it cannot see that may run an unleashed scheduler.
+
+A blind standby heartbeats the role ``blind``, and an active placing the scheduler anew does not
+prefer such a node: whatever brought its controller down (a process table it cannot read) may
+ail the node too, and nothing there would guard it but its leash.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from .exceptions import MetastoreError
+from .metastore.base import ClusterState, Metastore
+from .probe import ProbeResult, SchedulerState
+
+log = logging.getLogger(__name__)
+
+#: the role a blind controller that holds no lease heartbeats (``status`` shows it)
+BLIND_ROLE = "blind"
+
+
+class Blindness:
+    """Whether this controller's last look at its own node failed, and what follows from it."""
+
+    def __init__(self, host: str, store: Metastore, ttl: float) -> None:
+        self.host = host
+        self.store = store
+        self.ttl = ttl
+        self.why = ""  # the detail of the last look at the own node that failed ("": it saw)
+
+    def note(self, probe: ProbeResult) -> None:
+        """Take in a look at this controller's own node."""
+        was = self.why
+        self.why = probe.detail or "unknown" if probe.state is SchedulerState.UNKNOWN else ""
+        if self.why and not was:
+            log.warning("%s: cannot see this node's own processes (%s)", self.host, self.why)
+        elif was and not self.why:
+            log.info("%s: this node's own processes can be seen again", self.host)
+
+    def peers(self) -> list[str]:
+        """The other controllers alive by their heartbeat (none when the store cannot tell)."""
+        try:
+            return sorted({c.host for c in self.store.controllers() if c.host != self.host and c.age <= self.ttl})
+        except MetastoreError:
+            return []
+
+    def abstains(self) -> bool:
+        """Whether this controller, blind, leaves the lease to another live controller."""
+        return bool(self.why) and bool(self.peers())
+
+    def steps_down(self, state: ClusterState) -> list[str]:
+        """The live controllers an active one leaves the lease to: blind, with no valid placement
+        of its own node left (its leash has stopped the scheduler there); else none."""
+        if not self.why or (state.placement.valid and state.placement.node == self.host):
+            return []
+        return self.peers()
+
+    def role(self, role: str) -> str:
+        """The role to heartbeat for ``role`` (a standby's or stopped one's is ``blind`` while blind)."""
+        return BLIND_ROLE if self.why and role != "active" else role
+
+    def preferred(self, node: str | None) -> str | None:
+        """``node`` as the node to place on first, unless its controller is alive and blind."""
+        if node is None:
+            return None
+        try:
+            blind = any(c.host == node and c.role == BLIND_ROLE and c.age <= self.ttl for c in self.store.controllers())
+        except MetastoreError:
+            return node
+        return None if blind else node
