@@ -15,6 +15,7 @@ ail the node too, and nothing there would guard it but its leash.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from .exceptions import MetastoreError
 from .metastore.base import ClusterState, Metastore
@@ -75,3 +76,22 @@ class Blindness:
         except MetastoreError:
             return node
         return None if blind else node
+
+    def step_down(
+        self, state: ClusterState, holder: str, stand_by: Callable[[], object], event: Callable[[str, str], None]
+    ) -> str:
+        """As the active ``holder``, blind at this cycle's look: release the lease to a live
+        controller that may see (``stand_by`` first, so that no renewal takes it again meanwhile);
+        what was done ("": nothing)."""
+        peers = self.steps_down(state)
+        if not peers:
+            return ""
+        message = f"cannot see {self.host} ({self.why}): left the lease to {', '.join(peers)}"
+        log.warning("%s", message)
+        event("step-down", message)
+        stand_by()
+        try:
+            self.store.release(holder)
+        except MetastoreError as exc:
+            return f"standby: {message}, but its release failed ({exc}): it runs out instead"
+        return f"standby: {message}"
