@@ -213,7 +213,7 @@ class LeashBase:
 
     def _register(self) -> None:
         mode = "denied" if any(self.denied.values()) else self.mode
-        record = own_leash_record(mode, self.spec.token, self.watcher, self.spec.linger)
+        record = own_leash_record(mode, self.spec.token, self.watcher, self.spec.linger, self.matched_ever)
         error = write_atomically(self.record_path, record.to_json() + "\n")
         if error:
             self.say(f"warning: cannot register in {self.record_path}: {error} (probes see it as not leashed)")
@@ -234,7 +234,9 @@ class LeashBase:
         self.tree = [(pid, table[pid].start) for pid in below if pid in table]
         argvs = {pid: proc_argv(pid) for pid, _start in self.tree if pid != self.stop_pid}
         self.tree_matches = bool(self.words) and any(matches(argv, self.words) for argv in argvs.values())
-        self.matched_ever |= self.tree_matches
+        if self.tree_matches and not self.matched_ever:
+            self.matched_ever = True
+            self._register()  # its start is over: a probe no longer reads the node as starting
         if not self.matched_ever:  # what ran, to say so should nothing matching ever show
             for pid, argv in argvs.items():
                 line = shlex.join([os.path.basename(w) if w.startswith("/") else w for w in argv])[:100]

@@ -39,6 +39,7 @@ class LeashRecord:
     boot: str = ""  # the boot id of its host when it registered
     hz: int = 100  # clock ticks per second there
     linger: float = 0.0  # its scheduler_start_timeout: how long a tree of it may take to show a scheduler
+    shown: bool = False  # a scheduler has shown below it (its start is over)
 
     @property
     def started(self) -> float:
@@ -57,18 +58,21 @@ class LeashRecord:
                 "boot": self.boot,
                 "hz": self.hz,
                 "linger": self.linger,
+                "shown": self.shown,
             }
         )
 
 
-def own_leash_record(mode: str, token: str, watcher: int, linger: float = 0.0) -> LeashRecord:
+def own_leash_record(mode: str, token: str, watcher: int, linger: float = 0.0, shown: bool = False) -> LeashRecord:
     """The registration of this process as a leash."""
     pid = os.getpid()
     try:
         created = psutil.Process(pid).create_time()
     except psutil.Error:
         created = 0.0
-    return LeashRecord(pid, created, mode, token, watcher, start_ticks(pid) or 0, boot_id(), clock_ticks(), linger)
+    return LeashRecord(
+        pid, created, mode, token, watcher, start_ticks(pid) or 0, boot_id(), clock_ticks(), linger, shown
+    )
 
 
 def leash_alive(record: LeashRecord) -> bool:
@@ -99,6 +103,7 @@ def parse_leash_record(text: str) -> LeashRecord | None:
             str(data.get("boot", "")),
             int(data.get("hz", 100)),
             float(data.get("linger", 0.0)),
+            data.get("shown", False) is True,
         )
     except (ValueError, KeyError, TypeError, AttributeError):
         return None
@@ -168,7 +173,8 @@ STARTING_SLACK = 2.5
 
 def starting_leashes(leashes: Iterable[LeashRecord], now: float | None) -> list[LeashRecord]:
     """The leashes (live ones) whose tree may still be bringing up its scheduler: tree mode,
-    started less than its start timeout ago (a "denied" record may be a watching leash's). ``now``: the
+    started less than its start timeout ago, no scheduler shown below it yet (a "denied" record may
+    be a watching leash's). ``now``: the
     node's seconds since boot (None: not known, none counts). A record without its start timeout
     (an older leash's) claims none.
 
@@ -177,7 +183,11 @@ def starting_leashes(leashes: Iterable[LeashRecord], now: float | None) -> list[
     """
     if now is None:
         return []
-    return [r for r in leashes if r.mode == "tree" and r.linger > 0 and now - r.started < r.linger + STARTING_SLACK]
+    return [
+        r
+        for r in leashes
+        if r.mode == "tree" and not r.shown and r.linger > 0 and now - r.started < r.linger + STARTING_SLACK
+    ]
 
 
 def starting_detail(leashes: Iterable[LeashRecord]) -> str:

@@ -246,19 +246,21 @@ class LocalNodeRunner(NodeRunner):
             self._wait_visible(token)
 
     def _wait_visible(self, token: str) -> None:
-        """Until the new scheduler shows and its leash registered (so the next probe sees it leashed),
-        or its leash launched it a second ago, or is gone."""
+        """Until the new scheduler shows and its leash registered having seen it (so the next probe
+        sees it leashed, and not as a start under way), or its leash launched it a second ago
+        without one showing, or is gone."""
         now = time.monotonic()
         give_up, spawned, last_look = now + _SPAWN_WAIT, 0.0, now
         while True:
-            running = self.probe().state.maybe_running
+            running = self.probe().state is SchedulerState.RUNNING
             now = time.monotonic()
-            if not spawned and any(r.token == token for r in read_leash_records(self.config.state_dir, self.node)):
+            records = [r for r in read_leash_records(self.config.state_dir, self.node) if r.token == token]
+            if not spawned and records:
                 spawned = now
-            if running and spawned:
+            if running and spawned and (any(r.shown for r in records) or now >= give_up):
                 return
-            if spawned and now - spawned >= _VISIBLE_WAIT:
-                return  # e.g. handed to systemd: it shows when it shows
+            if spawned and not running and now - spawned >= _VISIBLE_WAIT:
+                return  # slow, or handed to systemd: it shows when it shows (its node reads as starting)
             if not spawned and now - last_look >= 0.5:
                 last_look = now
                 if not self._leftovers():

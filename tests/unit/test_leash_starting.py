@@ -16,6 +16,7 @@ from tests.unit.test_leash import BOOT, LEASH_ARGS, entry, listed
 def test_a_record_carries_its_start_timeout() -> None:
     record = replace(listed(10, 100.0), linger=30.0)
     assert parse_leash_record(record.to_json()) == record
+    assert parse_leash_record(replace(record, shown=True).to_json()) == replace(record, shown=True)
     assert parse_leash_record(record.to_json().replace("30.0", "-1.0")) is None
     assert parse_leash_record(record.to_json().replace("30.0", "NaN")) is None
 
@@ -29,6 +30,7 @@ def test_a_tree_leash_is_starting_until_its_start_timeout_has_passed() -> None:
     assert starting_leashes([replace(record, mode="denied")], 101.0) == []  # may be a watching one
     assert starting_leashes([replace(record, mode="watch")], 101.0) == []  # handed off: watched
     assert starting_leashes([replace(record, linger=0.0)], 101.0) == []  # an older leash claims none
+    assert starting_leashes([replace(record, shown=True)], 101.0) == []  # its scheduler has shown: over
 
 
 def test_no_scheduler_below_a_starting_leash_is_unhealthy_never_stopped() -> None:
