@@ -22,6 +22,7 @@ from pathlib import Path
 import psutil
 
 from .boot import boot_id, clock_ticks, since_boot, start_ticks
+from .http_client import check_health as check_health
 
 # Re-exported (``X as X``) for the callers that import them from here.
 from .matching import LEASH_NAMES as LEASH_NAMES
@@ -94,25 +95,6 @@ class ProbeResult:
             "leashed": self.leashed,
             "foreign": [f.to_json() for f in self.foreign],
         }
-
-
-def check_health(url: str, timeout: float) -> str | None:
-    """GET a scheduler health URL: None when it answers 2xx in time, else why not (one line)."""
-    import http.client
-    import urllib.error
-    import urllib.request
-
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
-            if 200 <= response.status < 300:
-                return None
-            return f"health check answered HTTP {response.status}"
-    except urllib.error.HTTPError as exc:
-        return f"health check answered HTTP {exc.code}"
-    except http.client.HTTPException as exc:  # an answer that is no HTTP: a failed check, not a broken probe
-        return f"health check failed: {type(exc).__name__}"
-    except (OSError, ValueError) as exc:
-        return f"health check failed: {getattr(exc, 'reason', exc)}"
 
 
 @dataclass(frozen=True)
