@@ -1,8 +1,9 @@
 """An HTTP peer run as ``nobody`` on 127.0.0.1 that answers its first connections one byte per second.
 
 Each of the first ``slow`` connections gets a valid ``200 OK`` status line and then a header that
-never ends, one byte a second (for at most ``SLOW_FOR`` seconds): a client whose timeout bounds each
-read only waits for it forever. Later connections get a whole ``200 OK`` at once. Every accepted
+never ends, one byte a second (for at most ``SLOW_FOR`` seconds); an SMTP client, which sends
+nothing first, gets a greeting line that never ends. A client whose timeout bounds each read only
+waits for either forever. Later connections get a whole ``200 OK`` at once. Every accepted
 connection is one ``conn N`` line in :attr:`SlowPeer.log`.
 """
 
@@ -33,13 +34,13 @@ def serve(conn, k):
         try:
             conn.settimeout(1)
             try:
-                conn.recv(65536)  # a request; an SMTP client sends nothing before the greeting
+                asked = conn.recv(65536)
             except socket.timeout:
-                pass
+                asked = b""  # an SMTP client: it waits for the greeting
             if k > slow:
                 conn.sendall(b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok")
                 return
-            for b in b"HTTP/1.1 200 OK\r\nX-Slow: ":
+            for b in b"HTTP/1.1 200 OK\r\nX-Slow: " if asked else b"220 ":
                 conn.sendall(bytes([b]))
                 time.sleep(1)
             for _ in range(slow_for):
