@@ -360,7 +360,7 @@ class Controller:
 
     def _probe_all(self) -> dict[str, ProbeResult]:
         """Probe every node in parallel, and record what was seen under this term's epoch."""
-        results = self.last_probes = self.health.probe_all(self.runners, self._probes, self.stopping)
+        results = self.last_probes = self.health.probe_all(self.runners, self._probes)
         self._note_foreign(results)
         self._record(results)
         return results

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
@@ -92,12 +91,10 @@ class Health:
             if state is not SchedulerState.UNKNOWN and self.last_seen(o.node) is None:
                 self.node(o.node).last_seen = ProbeResult(o.node, state, o.pids, o.detail, leashed=o.leashed)
 
-    def probe_all(
-        self, runners: dict[str, NodeRunner], pool: ProbePool, stop: threading.Event | None = None
-    ) -> dict[str, ProbeResult]:
+    def probe_all(self, runners: dict[str, NodeRunner], pool: ProbePool) -> dict[str, ProbeResult]:
         """Probe every node in parallel (and remember what was seen). A probe that raises, misses
         its deadline, or whose previous probe still hangs counts as UNKNOWN; none is waited for
-        past the deadline nor, once ``stop`` is set, at all."""
+        past the deadline."""
         # A probe, then the checks of a running scheduler, each with its own timeout.
         budget = self.config.ssh_timeout + 1
         if self.config.scheduler_health_url:
@@ -106,7 +103,7 @@ class Health:
             budget += self.config.metastore_timeout
         calls = {node: functools.partial(self.probe, runner) for node, runner in runners.items()}
         results: dict[str, ProbeResult] = {}
-        for node, outcome in pool.run_all(calls, budget, stop).items():
+        for node, outcome in pool.run_all(calls, budget).items():
             if outcome.value is not None:
                 results[node] = outcome.value
                 continue
@@ -114,8 +111,6 @@ class Health:
                 why = f"probe failed: {describe(outcome.error)}"
             elif outcome.busy:
                 why = f"its previous probe still hangs after {outcome.running_for or 0:.0f}s"
-            elif stop is not None and stop.is_set():
-                why = "stopping: not waited for"
             else:
                 why = f"probe timed out after {budget:g}s"
             results[node] = ProbeResult(node, SchedulerState.UNKNOWN, detail=why)

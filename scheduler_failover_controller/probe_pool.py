@@ -16,9 +16,6 @@ from typing import Generic, TypeVar
 
 T = TypeVar("T")
 
-#: how often a wait looks at ``stop``
-_STOP_POLL = 0.1
-
 
 @dataclass
 class Outcome(Generic[T]):
@@ -73,10 +70,8 @@ class ProbePool:
         threading.Thread(target=run, name=f"{self.name}-{key}", daemon=True).start()
         return slot
 
-    def run_all(
-        self, calls: Mapping[str, Callable[[], T]], timeout: float, stop: threading.Event | None = None
-    ) -> dict[str, Outcome[T]]:
-        """Run every call at once and wait for them until ``timeout`` seconds pass (or ``stop`` is set)."""
+    def run_all(self, calls: Mapping[str, Callable[[], T]], timeout: float) -> dict[str, Outcome[T]]:
+        """Run every call at once and wait for them until ``timeout`` seconds pass."""
         slots = {key: self._start(key, call) for key, call in calls.items()}
         deadline = self.monotonic() + timeout
         out: dict[str, Outcome[T]] = {}
@@ -86,11 +81,9 @@ class ProbePool:
                     since = self._slots[key].started
                 out[key] = Outcome(running_for=self.monotonic() - since, busy=True)
                 continue
-            while not slot.done.is_set():
-                left = deadline - self.monotonic()
-                if left <= 0 or (stop is not None and stop.is_set()):
-                    break
-                slot.done.wait(min(left, _STOP_POLL))
+            left = deadline - self.monotonic()
+            if left > 0:
+                slot.done.wait(left)
             if slot.done.is_set():
                 out[key] = Outcome(value=slot.value, error=slot.error)  # type: ignore[arg-type]
             else:

@@ -30,7 +30,7 @@ def test_a_hung_call_is_abandoned_and_not_started_again_while_it_hangs() -> None
     pool = ProbePool(monotonic=StepClock())
     calls = {"hung": lambda: release.wait(30), "fine": lambda: True}
     try:
-        first = pool.run_all(calls, timeout=5)
+        first = pool.run_all(calls, timeout=1.5)  # waits 0.5 s: the clock moves 1 s a look
         assert first["fine"].value is True
         assert first["hung"].value is None and first["hung"].running_for is not None and not first["hung"].busy
         before = _pool_threads()
@@ -56,17 +56,6 @@ def test_an_error_is_handed_back() -> None:
     assert isinstance(out["broken"].error, TimeoutError) and out["broken"].value is None
 
 
-def test_stop_ends_the_wait_at_once() -> None:
-    pool = ProbePool(monotonic=StepClock(0.0))  # a clock that never moves: only ``stop`` ends the wait
-    release, stop = threading.Event(), threading.Event()
-    stop.set()
-    try:
-        out = pool.run_all({"hung": lambda: release.wait(30)}, timeout=5, stop=stop)
-    finally:
-        release.set()
-    assert out["hung"].value is None and out["hung"].running_for is not None
-
-
 class _Runner:
     def __init__(self, node: str, result: ProbeResult | None = None, error: BaseException | None = None) -> None:
         self.node, self.result, self.error = node, result, error
@@ -82,7 +71,7 @@ class _Runner:
 
 
 def test_probe_all_names_why_a_node_is_unknown() -> None:
-    health = Health(make_config(), None, StepClock())
+    health = Health(make_config(ssh_timeout=1), None, StepClock())
     pool = ProbePool(monotonic=StepClock())
     hung = _Runner("n3")
     runners = {
