@@ -446,6 +446,8 @@ def test_connection(ctx: click.Context) -> None:
             head = f"scheduler {report.probe.describe()}"
         elif report.tools_missing:
             head = f"missing on the node: {', '.join(report.tools_missing)}"
+        elif report.state_dir_problem:
+            head = f"state_dir there refused: {report.state_dir_problem}"
         elif report.probe is not None:
             head = f"scheduler {report.probe.describe()}"
         else:
