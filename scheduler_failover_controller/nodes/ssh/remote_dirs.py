@@ -9,7 +9,7 @@ world-writable only with the sticky bit. A symbolic link counts only when the us
 it. A refusal is one line on stderr (``sfc: PATH ...``), the same line after
 :attr:`UNTRUSTED` on stdout, and exit status 1.
 
-Plain sh and ``ls -ldn`` (owner and mode, on every POSIX system), ``id -u``, ``dirname``.
+Plain sh, ``ls -ldn`` (owner and mode, on every POSIX system) and ``id -u``.
 """
 
 from __future__ import annotations
@@ -23,12 +23,13 @@ UNTRUSTED = "@@sfc-untrusted@@"
 
 #: Shell functions: ``sfc_dir PATH`` creates PATH (0700) when missing, then checks it.
 FUNCTIONS = (
+    "sfc_me=; sfc_ok=\n"
     f'sfc_no() {{ echo "sfc: $*" >&2; echo "{UNTRUSTED} $*"; exit 1; }}\n'
     # sfc_m, sfc_u: the mode string and the owner's uid of $1 (a link itself, not its target)
     'sfc_ls() { sfc_l=$(ls -ldn -- "$1" 2>/dev/null) || return 1; set -f; set -- $sfc_l; set +f; '
     "sfc_m=$1; sfc_u=$3; }\n"
     "sfc_dir() {\n"
-    '  sfc_me=$(id -u) || sfc_no "cannot tell this user\'s uid"\n'
+    '  sfc_me=${sfc_me:-$(id -u)} || sfc_no "cannot tell this user\'s uid"\n'
     '  [ -e "$1" ] || [ -L "$1" ] || (umask 077 && mkdir -p -- "$1") || sfc_no "$1: cannot create it"\n'
     '  if [ -L "$1" ]; then\n'
     '    sfc_ls "$1" || sfc_no "$1: cannot read its owner"\n'
@@ -39,14 +40,18 @@ FUNCTIONS = (
     '  [ "$sfc_u" = "$sfc_me" ] || sfc_no "$1 belongs to uid $sfc_u, not to this user (uid $sfc_me)"\n'
     '  case $sfc_m in ?????w*|????????w*) sfc_no "$1 is writable by other users (mode $sfc_m); chmod 700 it";; esac\n'
     '  sfc_p=$(cd -P -- "$1" && pwd -P) || sfc_no "$1: cannot resolve it"\n'
+    "  sfc_real=$sfc_p\n"
+    # up to / (or to a directory checked before: its parents were checked with it)
     '  while [ "$sfc_p" != / ] && [ -n "$sfc_p" ]; do\n'
-    '    sfc_p=$(dirname -- "$sfc_p")\n'
+    '    sfc_p=${sfc_p%/*}; sfc_p=${sfc_p:-/}\n'
+    '    [ "$sfc_p" = "$sfc_ok" ] && break\n'
     '    sfc_ls "$sfc_p/." || sfc_no "$sfc_p: cannot read its owner"\n'
     '    case $sfc_u in 0|"$sfc_me") ;; *)\n'
     '      sfc_no "$sfc_p (above $1) belongs to uid $sfc_u: another user could replace $1";; esac\n'
-    "    case $sfc_m in ????????w[!tT]*|????????w)\n"
+    '    case $sfc_m in ????????w[!tT]*|????????w)\n'
     '      sfc_no "$sfc_p (above $1) is writable by everyone without the sticky bit";; esac\n'
     "  done\n"
+    "  sfc_ok=$sfc_real\n"
     "}\n"
     # a file in a checked directory: a link there is refused (only this user could have made it)
     'sfc_file() { [ -L "$1" ] && sfc_no "$1 is a symbolic link"; :; }\n'
