@@ -43,12 +43,12 @@ FUNCTIONS = (
     "  sfc_real=$sfc_p\n"
     # up to / (or to a directory checked before: its parents were checked with it)
     '  while [ "$sfc_p" != / ] && [ -n "$sfc_p" ]; do\n'
-    '    sfc_p=${sfc_p%/*}; sfc_p=${sfc_p:-/}\n'
+    "    sfc_p=${sfc_p%/*}; sfc_p=${sfc_p:-/}\n"
     '    [ "$sfc_p" = "$sfc_ok" ] && break\n'
     '    sfc_ls "$sfc_p/." || sfc_no "$sfc_p: cannot read its owner"\n'
     '    case $sfc_u in 0|"$sfc_me") ;; *)\n'
     '      sfc_no "$sfc_p (above $1) belongs to uid $sfc_u: another user could replace $1";; esac\n'
-    '    case $sfc_m in ????????w[!tT]*|????????w)\n'
+    "    case $sfc_m in ????????w[!tT]*|????????w)\n"
     '      sfc_no "$sfc_p (above $1) is writable by everyone without the sticky bit";; esac\n'
     "  done\n"
     "  sfc_ok=$sfc_real\n"
