@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from scheduler_failover_controller.boot import start_ticks
 from scheduler_failover_controller.leash_deadline import write_deadline
+from scheduler_failover_controller.nodes.local import end_session, session_record
 from scheduler_failover_controller.nodes.ssh import remote_dirs, scripts
 
 NOBODY = 65534
@@ -133,3 +135,20 @@ def test_the_leash_deadline_is_not_written_where_another_user_could_replace_it(b
     os.chown(state, NOBODY, NOBODY)
     assert write_deadline(state, "node", 1e9) is False
     assert list((state / "leash").iterdir()) == []
+
+
+def test_kill_local_ends_no_session_named_in_a_dir_of_another_user(base: Path, victim: subprocess.Popen[bytes]) -> None:
+    """The Python side of a stop on the node (``kill_local --session-file``) under the same rule."""
+    locks = base / "state" / "locks"
+    locks.mkdir(parents=True, mode=0o700)
+    os.chown(locks, NOBODY, NOBODY)
+    record = locks / "node.session"
+    ticks = start_ticks(victim.pid)
+    assert ticks is not None
+    record.write_text(session_record(victim.pid, ticks))
+    record.chmod(0o600)
+    end_session(record, "node")
+    assert victim.poll() is None, "a session named in another user's directory was killed"
+    os.chown(locks, 0, 0)  # the same record in a private directory is acted on
+    end_session(record, "node")
+    assert victim.wait(10) is not None
