@@ -22,7 +22,6 @@ from pathlib import Path
 import psutil
 
 from .boot import boot_id, clock_ticks, since_boot, start_ticks
-from .http_client import check_health as check_health
 
 # Re-exported (``X as X``) for the callers that import them from here.
 from .matching import LEASH_NAMES as LEASH_NAMES
