@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from . import __version__
+from .cli_types import Seconds
 from .config import (
     CONFIG_ENV,
     SECTION,
@@ -364,7 +365,7 @@ def probe(ctx: click.Context, as_json: bool, node: str | None, match: str | None
 @click.option("--match", default=None, envvar=MATCH_ENV, show_envvar=True, help=_MATCH_HELP)
 @click.option(
     "--timeout",
-    type=click.FloatRange(0, 3600),
+    type=Seconds(0, 3600),
     default=None,
     help="Seconds between SIGTERM and SIGKILL (default: scheduler_stop_timeout, else 10).",
 )
@@ -640,7 +641,7 @@ def history(ctx: click.Context, limit: int, as_json: bool) -> None:
 @click.option(
     "--wait",
     "wait_s",
-    type=click.FloatRange(min=0),
+    type=Seconds(min=0),
     default=None,
     help="Seconds to wait for the result (default: 2 x lease_ttl + scheduler_start_timeout); 0: do not wait.",
 )
