@@ -228,3 +228,13 @@ def test_test_connection_refuses_a_key_file_others_may_write(env: Env) -> None:
     assert result.exit_code == 1, result.output
     assert "  auth: FAILED: refused: ssh_key_file" in result.output
     assert "writable by other users (mode 0666)" in result.output
+
+
+def test_a_linked_known_hosts_file_makes_the_node_unknown(env: Env) -> None:
+    from scheduler_failover_controller.probe import SchedulerState
+
+    link = env.tmp / "linked_known_hosts"
+    link.symlink_to(env.sshd.known_hosts)
+    result = env.runner(ssh_known_hosts_file=link).probe()
+    assert result.state is SchedulerState.UNKNOWN
+    assert f"refused: known_hosts file {link} is a symbolic link" in result.detail
