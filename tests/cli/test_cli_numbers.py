@@ -13,7 +13,7 @@ import click
 import pytest
 
 from scheduler_failover_controller.cli import main
-from scheduler_failover_controller.cli_types import Seconds
+from scheduler_failover_controller.cli.params import Seconds
 from tests.cli.test_cli import ENTRY_POINT, NO_MATCH, assert_no_traceback, lines, make_cli
 
 BAD = ["nan", "NaN", "-nan", "inf", "+inf", "1e999"]

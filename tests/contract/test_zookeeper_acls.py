@@ -8,7 +8,9 @@ adopted. Without it, the store warns once that anyone who can reach the ensemble
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from kazoo.client import KazooClient
@@ -84,3 +86,22 @@ def test_without_auth_one_warning_that_everything_is_open(zk_hosts: str, caplog:
         assert store.exposure() == said[0]
     finally:
         store.close()
+
+
+def test_test_connection_says_the_znodes_are_open_without_auth(zk_hosts: str, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from scheduler_failover_controller.cli import main
+    from scheduler_failover_controller.config import CONFIG_ENV
+
+    config = tmp_path / "sfc.cfg"
+    config.write_text(
+        "[scheduler_failover]\nscheduler_nodes_in_cluster = node-a\ncurrent_host = node-a\n"
+        f"state_dir = {tmp_path / 'state'}\nscheduler_process_match = no_such_scheduler_77c1\n"
+        f"metadata_service_type = zookeeper\nmetadata_service_zookeeper_nodes = {zk_hosts}\nlease_ttl = 10\n"
+    )
+    env: dict[str, str | None] = {name: None for name in os.environ if name.startswith("AIRFLOW__")}
+    env.update({CONFIG_ENV: None, "AIRFLOW_HOME": str(tmp_path)})
+    result = CliRunner().invoke(main, ["--config", str(config), "test_connection"], env=env)
+    assert result.exit_code == 0, result.output
+    assert "  warning: metadata_service_zookeeper_auth is empty" in result.output

@@ -238,3 +238,15 @@ def test_a_linked_known_hosts_file_makes_the_node_unknown(env: Env) -> None:
     result = env.runner(ssh_known_hosts_file=link).probe()
     assert result.state is SchedulerState.UNKNOWN
     assert f"refused: known_hosts file {link} is a symbolic link" in result.detail
+
+
+def test_test_connection_names_a_state_dir_another_user_owns(env: Env) -> None:
+    state = env.tmp / "state"
+    state.mkdir(mode=0o700)
+    os.chown(state, 65534, 65534)
+    config = write_config(env, metastore_timeout="0.5")
+    result = invoke("--config", str(config), "test_connection", home=env.tmp)
+    assert result.exit_code == 1, result.output
+    line = f"node {NODE} (remote): FAILED: state_dir there refused: {state} belongs to uid 65534"
+    assert line in result.output, result.output
+    assert "Traceback" not in result.output

@@ -1,0 +1,218 @@
+"""Commands that change the cluster: start, init, clear_metadata, send_test_email, switchover, pause, resume."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from ..config import SECTION, config_path, default_config_text, read_config_text
+from ..exceptions import ConfigError
+from ..redaction import redact_webhook
+from ..status import SwitchoverOutcome
+from ..trust import write_problem
+from .group import ConfigProblem, config_for, main, using_store
+from .params import Seconds
+
+
+@main.command()
+@click.pass_context
+def start(ctx: click.Context) -> None:
+    """Run the controller in the foreground until SIGTERM/SIGINT, then release the lease."""
+    from ..controller import Controller
+    from ..daemon import prepare_state_dir, run, setup_logging
+    from ..nodes import make_runners
+
+    config = config_for(ctx)
+    try:
+        prepare_state_dir(config)
+        setup_logging(config)
+    except ConfigError as exc:
+        raise ConfigProblem(str(exc)) from None
+    with using_store(config) as store:  # run() sets the store up, retrying while it is down
+        try:
+            controller = Controller(config, store, make_runners(config))  # e.g. Airflow's database driver missing
+            code = run(config, controller)
+        except ConfigError as exc:  # e.g. metrics_port already in use
+            raise ConfigProblem(str(exc)) from None
+        sys.exit(code)
+
+
+@main.command()
+@click.option("--force", is_flag=True, help="Overwrite an existing config file.")
+@click.pass_context
+def init(ctx: click.Context, force: bool) -> None:
+    """Write a documented default config (or add the section to airflow.cfg)."""
+    import socket
+
+    path, named = config_path(ctx.obj["config_file"], os.environ)
+    text = default_config_text(socket.gethostname())
+    try:
+        if path.exists() and not path.is_file():  # never replace a device or a FIFO by a config
+            raise ConfigProblem(f"{path}: not a regular file")
+        problem = write_problem(path)  # init follows a link: it must be no other user's to plant
+        if problem:
+            raise ConfigProblem(f"{path}: not written: {problem}")
+        if not named and path.exists():
+            existing = read_config_text(path)
+            if f"[{SECTION}]" in existing:
+                raise click.ClickException(f"{path}: already has a [{SECTION}] section")
+            _write_atomically(path, existing.rstrip("\n") + "\n\n" + text)
+            click.echo(f"added [{SECTION}] to {path}")
+            return
+        if path.exists() and not force:
+            raise click.ClickException(f"{path}: exists; use --force to overwrite it")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _write_atomically(path, text)
+    except ConfigError as exc:
+        raise ConfigProblem(str(exc)) from None
+    except OSError as exc:
+        raise click.ClickException(f"{path}: cannot write: {exc.strerror or exc}") from None
+    click.echo(f"wrote {path}")
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """Replace the file ``path`` names, whole or not at all, keeping what it was.
+
+    A symbolic link (an ``airflow.cfg`` kept in a config repository, say) stays a link: the file
+    it points to is replaced. That file keeps its mode, owner and group; a new file is 0600.
+    """
+    target = Path(os.path.realpath(path))
+    old = target.stat() if target.exists() else None
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(text)
+            out.flush()
+            os.fsync(out.fileno())
+            if old is not None:
+                os.fchmod(out.fileno(), old.st_mode & 0o7777)
+                if (old.st_uid, old.st_gid) != (os.geteuid(), os.getegid()):
+                    os.fchown(out.fileno(), old.st_uid, old.st_gid)
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+@main.command()
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.pass_context
+def clear_metadata(ctx: click.Context, yes: bool) -> None:
+    """Wipe the metastore (the epoch counter is kept so fencing tokens never go back)."""
+    config = config_for(ctx)
+    if not yes:
+        if sys.stdin is None or sys.stdin.closed or not sys.stdin.isatty():
+            raise click.ClickException("refusing to wipe the metastore without confirmation; pass --yes")
+        click.confirm("Wipe the failover controller's metastore?", abort=True)
+    with using_store(config) as store:
+        store.setup()
+        store.clear()
+    click.echo("metastore cleared")
+
+
+@main.command()
+@click.pass_context
+def send_test_email(ctx: click.Context) -> None:
+    """Send a test alert to alert_to_email (and the webhook, if set)."""
+    from ..alerts import Alerter, AlertError
+
+    config = config_for(ctx)
+    alerter = Alerter(config)
+    if not alerter.enabled:
+        raise click.ClickException(f"{config.source}: alert_to_email (or alert_webhook_url) is not set")
+    try:
+        alerter.deliver(
+            f"test alert from {config.current_host}",
+            "This is a test alert from the scheduler failover controller.",
+        )
+    except AlertError as exc:
+        raise click.ClickException(str(exc)) from None
+    hook = [redact_webhook(config.alert_webhook_url)] if config.alert_webhook_url else []
+    targets = [*config.alert_to_email, *hook]
+    click.echo(f"test alert sent to {', '.join(targets)}")
+
+
+@main.command()
+@click.option("--to", "target", required=True, help="The node that should run the scheduler.")
+@click.option(
+    "--mode",
+    type=click.Choice(["controlled", "forced"]),
+    default="controlled",
+    show_default=True,
+    help="controlled: SIGTERM (or the stop command) and up to scheduler_stop_timeout for the old "
+    "scheduler to exit; forced: kill it at once. Both stop it before starting the new one.",
+)
+@click.option(
+    "--wait",
+    "wait_s",
+    type=Seconds(min=0),
+    default=None,
+    help="Seconds to wait for the result (default: 2 x lease_ttl + scheduler_start_timeout); 0: do not wait.",
+)
+@click.pass_context
+def switchover(ctx: click.Context, target: str, mode: str, wait_s: float | None) -> None:
+    """Planned move of the scheduler to another node, carried out by the active controller."""
+    import time
+
+    config = config_for(ctx)
+    if target not in config.nodes:
+        raise click.BadParameter(
+            f"{target!r} is not in scheduler_nodes_in_cluster ({', '.join(config.nodes)})", param_hint="--to"
+        )
+    wait = 2 * config.lease_ttl + config.scheduler_start_timeout if wait_s is None else wait_s
+    with using_store(config) as store:
+        store.setup()
+        # The request's event first: the active may carry the request out (and record its outcome)
+        # at once, and the history must show the request before its outcome.
+        store.add_event(config.current_host, "switchover", f"{mode} switchover to {target} requested")
+        store.request_switchover(target, mode)
+        if wait == 0:
+            click.echo(f"requested a {mode} switchover to {target}")
+            return
+        deadline = time.monotonic() + wait
+        while store.read_state().switchover is not None:
+            if time.monotonic() > deadline:
+                raise click.ClickException(
+                    f"the switchover to {target} was not carried out within {wait:g}s "
+                    "(is a controller active, and not paused?); the request stays pending"
+                )
+            time.sleep(min(0.5, config.poll_frequency / 2))
+        # The active controller records the outcome as an event of its own kind, the sentence as its message.
+        kinds = {outcome.value for outcome in SwitchoverOutcome}
+        events = store.events(20)
+        ours = max((i for i, e in enumerate(events) if e.kind == "switchover"), default=-1)  # our request
+        outcomes = [e for e in events[ours + 1 :] if e.kind in kinds]  # not an earlier switchover's
+        placement = store.read_state().placement
+    last = outcomes[-1] if outcomes else None
+    message = last.message if last else "no outcome recorded"
+    if placement.node != target or (last is not None and last.kind != SwitchoverOutcome.DONE):
+        raise click.ClickException(message)
+    click.echo(message)
+
+
+def _set_paused(ctx: click.Context, paused: bool) -> None:
+    config = config_for(ctx)
+    with using_store(config) as store:
+        store.setup()
+        store.set_paused(paused)
+        store.add_event(
+            config.current_host, "pause" if paused else "resume", f"{'paused' if paused else 'resumed'} by CLI"
+        )
+    click.echo("paused: controllers keep their lease but start and stop nothing" if paused else "resumed")
+
+
+@main.command()
+@click.pass_context
+def pause(ctx: click.Context) -> None:
+    """Maintenance mode: controllers keep their lease but start and stop nothing."""
+    _set_paused(ctx, True)
+
+
+@main.command()
+@click.pass_context
+def resume(ctx: click.Context) -> None:
+    """Leave maintenance mode."""
+    _set_paused(ctx, False)

@@ -1,0 +1,86 @@
+"""The active controller's side of ``sfc switchover``: a planned move, carried out and its outcome recorded.
+
+A mixin of ``Controller`` (its method uses the controller's collaborators as they are).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from .exceptions import MetastoreError
+from .incidents import Incidents
+from .metastore.base import ClusterState, Metastore
+from .nodes.base import NodeRunner
+from .probe import ProbeResult, SchedulerState
+from .starts import stop
+from .status import SwitchoverOutcome
+from .term import MARGIN_TOO_SMALL, Term
+
+log = logging.getLogger("scheduler_failover_controller.controller")
+
+
+class Switchovers:
+    """A pending switchover request (``_switchover``): stop every other scheduler, then start the target."""
+
+    store: Metastore
+    runners: dict[str, NodeRunner]
+    term: Term
+    incidents: Incidents
+
+    def leads(self) -> bool:
+        raise NotImplementedError
+
+    def _event(self, kind: str, message: str) -> None:
+        raise NotImplementedError
+
+    def _start_on(self, node: str, probes: dict[str, ProbeResult]) -> tuple[bool, str]:
+        raise NotImplementedError
+
+    def _switchover(self, state: ClusterState, probes: dict[str, ProbeResult], target: str, mode: str) -> str:
+        """A planned move requested by ``sfc switchover``: stop every other scheduler, then start.
+
+        ``controlled`` gives the old scheduler SIGTERM and up to ``scheduler_stop_timeout`` to exit
+        (or runs the stop command); ``forced`` kills it at once. Either way it is confirmed gone
+        before the new one starts.
+        """
+
+        def finish(outcome: SwitchoverOutcome, message: str) -> str:
+            try:
+                self.store.clear_switchover()
+            except MetastoreError as exc:
+                log.warning("could not clear the switchover request: %s", exc)
+            self._event(outcome.value, message)  # the CLI judges the outcome by this kind alone
+            return message
+
+        refused = SwitchoverOutcome.REFUSED
+        if target not in self.runners:
+            return finish(refused, f"refused the switchover to {target}: not in scheduler_nodes_in_cluster")
+        placement, probe = state.placement, probes[target]
+        if placement.valid and placement.node == target and probe.state is SchedulerState.RUNNING:
+            message = f"switchover to {target}: the scheduler already runs there ({probe.describe()})"
+            return finish(SwitchoverOutcome.DONE, message)
+        if probe.state is not SchedulerState.STOPPED:
+            return finish(refused, f"refused the switchover to {target}: its scheduler is {probe.describe()}")
+        others = [n for n, r in probes.items() if n != target and r.state is not SchedulerState.STOPPED]
+        unknown = [n for n in others if probes[n].state is SchedulerState.UNKNOWN]
+        if unknown:
+            return finish(refused, f"refused the switchover to {target}: cannot see {', '.join(unknown)}")
+        if not self.leads():
+            return f"{MARGIN_TOO_SMALL}; the switchover to {target} waits"
+        grace = 0.0 if mode == "forced" else None
+        for node in others:
+            after = stop(self.runners[node], grace)
+            if after.state is not SchedulerState.STOPPED:
+                return f"switchover to {target}: the scheduler on {node} is still {after.describe()}; retrying"
+            probes = {**probes, node: after}
+        old = placement.node if placement.valid else None
+        if self.term.place(placement, target) is None:
+            return f"lost the race to place the scheduler on {target} for the switchover; retrying"
+        ok, detail = self._start_on(target, probes)
+        if not ok:
+            self.incidents.failed(target, detail, start_failed=True)
+        result = "started" if ok else "its start failed"
+        return finish(
+            SwitchoverOutcome.DONE if ok else SwitchoverOutcome.FAILED,
+            f"{mode} switchover from {old or 'nowhere'} to {target}: stopped {others or 'nothing'}, {result}: {detail}",
+        )
