@@ -121,6 +121,8 @@ def test_connection(ctx: click.Context) -> None:
         store.setup()
         state = store.read_state()
         click.echo(f"metastore {store.describe()}: ok (epoch {state.lease.epoch})")
+        if store.exposure():
+            click.echo(f"  warning: {store.exposure()}")
     except MetastoreError as exc:
         failed = True
         click.echo(f"metastore {store.describe()}: FAILED: {exc}")

@@ -201,6 +201,45 @@ def test_console_script_probe_json_is_one_object(tmp_path: Path) -> None:
     assert json.loads(out) == stopped
 
 
+def test_test_connection_refuses_a_known_hosts_file_another_user_owns(env: Env) -> None:
+    import pwd
+    import shutil
+
+    theirs = env.tmp / "their_known_hosts"
+    shutil.copy(env.sshd.known_hosts, theirs)
+    os.chown(theirs, pwd.getpwnam("nobody").pw_uid, -1)
+    config = write_config(env, ssh_known_hosts_file=theirs, metastore_timeout="0.5")
+    result = invoke("--config", str(config), "test_connection", home=env.tmp)
+    assert result.exit_code == 1, result.output
+    assert f"node {NODE} (remote): FAILED" in result.output
+    assert "  host key: unknown: refused: known_hosts file" in result.output
+    assert "not to this user or root" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_test_connection_refuses_a_key_file_others_may_write(env: Env) -> None:
+    import shutil
+
+    key = env.tmp / "shared_key"
+    shutil.copy(env.sshd.client_key, key)
+    key.chmod(0o666)
+    config = write_config(env, ssh_key_file=key, metastore_timeout="0.5")
+    result = invoke("--config", str(config), "test_connection", home=env.tmp)
+    assert result.exit_code == 1, result.output
+    assert "  auth: FAILED: refused: ssh_key_file" in result.output
+    assert "writable by other users (mode 0666)" in result.output
+
+
+def test_a_linked_known_hosts_file_makes_the_node_unknown(env: Env) -> None:
+    from scheduler_failover_controller.probe import SchedulerState
+
+    link = env.tmp / "linked_known_hosts"
+    link.symlink_to(env.sshd.known_hosts)
+    result = env.runner(ssh_known_hosts_file=link).probe()
+    assert result.state is SchedulerState.UNKNOWN
+    assert f"refused: known_hosts file {link} is a symbolic link" in result.detail
+
+
 def test_test_connection_names_a_state_dir_another_user_owns(env: Env) -> None:
     state = env.tmp / "state"
     state.mkdir(mode=0o700)
