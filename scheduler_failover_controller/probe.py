@@ -542,7 +542,7 @@ class OrphanWatch:
                 self.orphans = {pid: dead for pid, dead in self.orphans.items() if pid in result.pids}
             if result.state is SchedulerState.RUNNING:
                 below = dict(self.hidden)
-                for pid, created in zip(result.pids, result.create_times, strict=False):
+                for pid, created in zip(result.pids, result.create_times):
                     # A create time may move by the whole second the boot time is rounded to.
                     if pid not in self.orphans and pid in below and abs(created - below[pid]) <= _SAME_PROCESS:
                         self.orphans[pid] = self.roots
