@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The README's test command, and CI's (.ci/run): installs what the tests need (scripts/setup.sh),
 # then runs ruff, mypy for the oldest and the newest supported Python, and the CI tier of the
-# tests (README, "Tests and their tiers": every test not marked `manual`) in four lanes side by
-# side (scripts/lanes.sh): main (3.11), lab (the lab and the end-to-end runs, as root), py3.9 and
+# tests (README, "Tests and their tiers": every test not marked `manual`) in four lanes, two at a
+# time (scripts/lanes.sh): lab (the lab and the end-to-end runs, as root), main (3.11), py3.9 and
 # py3.13. Each lane has a log of its own; all are printed at the end, and the run fails if any
 # lane failed.
 #   bash scripts/test.sh -k contract    one pytest run with these arguments on .venv (3.11)
