@@ -1,6 +1,6 @@
 # Convenience targets; CI runs `bash .ci/run` (= scripts/test.sh). The tiers: README, "Tests and
 # their tiers". `test`, `lanes` and `matrix` are the CI tier; the rest are run by hand.
-.PHONY: test lanes matrix lab lab-airflow bench-airflow soak soak-mariadb soak-postgresql soak-zookeeper
+.PHONY: test types lanes matrix lab lab-airflow bench-airflow soak soak-mariadb soak-postgresql soak-zookeeper
 
 PYTHON ?= .venv/bin/python
 SOAK_SECONDS ?= 3600
@@ -9,6 +9,12 @@ SOAK_SEED ?= 1
 # Everything CI runs: installs what the tests need, then ruff, mypy and the CI tier in four lanes.
 test:
 	bash scripts/test.sh
+
+# Types as the oldest and the newest supported Python see them (the first needs .venv-py3.9: mypy
+# for 3.9 cannot parse the packages pip installs on 3.11).
+types:
+	.venv-py3.9/bin/mypy scheduler_failover_controller tests benchmarks
+	.venv-py3.13/bin/mypy --python-version 3.13 scheduler_failover_controller tests benchmarks
 
 # The CI tier's lanes alone (no set-up, ruff or mypy): main, lab, py3.9, py3.13 side by side.
 lanes:
