@@ -12,6 +12,7 @@ import functools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from typing import Optional
 
 from .airflow_job import HostMatch, JobCheck, SchedulerJob, SchedulerJobReader, judge
 from .config import Config
@@ -25,7 +26,7 @@ from .probe_pool import ProbePool
 log = logging.getLogger(__name__)
 
 #: a check of a running scheduler: a look giving (problem or None, whether it could not look)
-Check = Callable[[], tuple[str | None, bool]]
+Check = Callable[[], tuple[Optional[str], bool]]  # evaluated at import: no `X | None` before Python 3.10
 
 
 def seen_running(probe: ProbeResult) -> bool:

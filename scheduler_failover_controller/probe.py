@@ -490,7 +490,7 @@ class OrphanWatch:
                 self.orphans = {pid: dead for pid, dead in self.orphans.items() if pid in result.pids}
             if result.state is SchedulerState.RUNNING:
                 below = dict(self.hidden)
-                for pid, created in zip(result.pids, result.create_times, strict=False):
+                for pid, created in zip(result.pids, result.create_times):
                     # Starts in clock ticks since boot: exact, and no step of the wall clock moves them.
                     if pid not in self.orphans and pid in below and created == below[pid]:
                         self.orphans[pid] = self.roots

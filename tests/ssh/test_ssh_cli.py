@@ -13,12 +13,13 @@ from pathlib import Path
 
 import psutil
 import pytest
-from click.testing import CliRunner, Result
+from click.testing import Result
 
 from scheduler_failover_controller.cli import main
 from scheduler_failover_controller.config import CONFIG_ENV
 from scheduler_failover_controller.probe import MATCH_ENV
 from tests.ssh.conftest import FAKE, NODE, PYTHON, Env
+from tests.support.clirunner import cli_runner
 from tests.support.waiting import wait_for
 
 
@@ -26,7 +27,7 @@ def invoke(*args: str, home: Path, **env: str | None) -> Result:
     clean: dict[str, str | None] = {name: None for name in os.environ if name.startswith("AIRFLOW__")}
     clean.update({CONFIG_ENV: None, "AIRFLOW_HOME": str(home), MATCH_ENV: None})
     clean.update(env)
-    return CliRunner().invoke(main, list(args), env=clean)
+    return cli_runner().invoke(main, list(args), env=clean)
 
 
 @pytest.fixture
