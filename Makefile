@@ -1,17 +1,33 @@
-# Convenience targets; CI runs `bash .ci/run` (= scripts/test.sh).
-.PHONY: test lab lab-airflow bench-airflow soak soak-mariadb soak-postgresql soak-zookeeper
+# Convenience targets; CI runs `bash .ci/run` (= scripts/test.sh). The tiers: README, "Tests and
+# their tiers". `test`, `lanes` and `matrix` are the CI tier; the rest are run by hand.
+.PHONY: test types lanes matrix lab lab-airflow bench-airflow soak soak-mariadb soak-postgresql soak-zookeeper
 
 PYTHON ?= .venv/bin/python
 SOAK_SECONDS ?= 3600
 SOAK_SEED ?= 1
 
-# Everything CI runs: installs what the tests need, then ruff, mypy and the whole suite.
+# Everything CI runs: installs what the tests need, then ruff, mypy and the CI tier in four lanes.
 test:
 	bash scripts/test.sh
 
-# The multi-host lab alone (as root): simulated master hosts in network/PID/UTS/mount namespaces,
+# Types as the oldest and the newest supported Python see them (the first needs .venv-py3.9: mypy
+# for 3.9 cannot parse the packages pip installs on 3.11).
+types:
+	.venv-py3.9/bin/mypy scheduler_failover_controller tests benchmarks
+	.venv-py3.13/bin/mypy --python-version 3.13 scheduler_failover_controller tests benchmarks
+
+# The CI tier's lanes alone (no set-up, ruff or mypy): main, lab, py3.9, py3.13 side by side.
+lanes:
+	bash scripts/lanes.sh
+
+# Every test but the lab and the end-to-end runs on the oldest and the newest supported Python.
+matrix:
+	SFC_LANES="py3.9 py3.13" bash scripts/lanes.sh
+
+# The whole multi-host lab (as root): simulated master hosts in network/PID/UTS/mount namespaces,
 # sshd, MariaDB, PostgreSQL and ZooKeeper on 198.18.0.2, one controller per host, every failure
-# scenario, and a 3-minute chaos soak (SFC_SOAK_SECONDS, SFC_SOAK_SEED, SFC_SOAK_METASTORE).
+# scenario on every metastore it names (CI runs the MariaDB runs), and a 3-minute chaos soak
+# (SFC_SOAK_SECONDS, SFC_SOAK_SEED, SFC_SOAK_METASTORE).
 lab:
 	$(PYTHON) -m pytest -p no:cacheprovider tests/lab -v
 

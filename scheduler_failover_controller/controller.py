@@ -32,6 +32,7 @@ from .metastore.rows import implausible
 from .nodes.base import NodeRunner
 from .ownership import ForeignLog
 from .probe import ProbeResult, SchedulerState
+from .probe_pool import ProbePool
 from .recovery import Recovery
 from .renewals import Renewals
 from .starts import Starts, stop
@@ -109,6 +110,7 @@ class Controller(Recovery, Switchovers):
         self.foreign = ForeignLog(log)  # logs each node's foreign schedulers once, when they appear
         self.identity = Identity(config, store, self.holder, self.pid, monotonic, sleep, self.stopping)
         self._pool = ThreadPoolExecutor(max_workers=min(16, max(1, len(config.nodes))), thread_name_prefix="probe")
+        self._probes = ProbePool()  # a hung probe is abandoned: never a queue of probes behind it
 
     # --- helpers ------------------------------------------------------------------------
 
@@ -367,7 +369,7 @@ class Controller(Recovery, Switchovers):
 
     def _probe_all(self) -> dict[str, ProbeResult]:
         """Probe every node in parallel, and record what was seen under this term's epoch."""
-        results = self.last_probes = self.health.probe_all(self.runners, self._pool)
+        results = self.last_probes = self.health.probe_all(self.runners, self._probes)
         self._note_foreign(results)
         self._record(results)
         return results

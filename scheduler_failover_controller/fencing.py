@@ -8,15 +8,66 @@ nothing: it may be dead, frozen or cut off.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shlex
+import signal
 import subprocess
+import threading
 from collections.abc import Callable
 
 from .config import Config
 from .exceptions import MetastoreError
 from .health import Health
+from .leash_spec import scrubbed_environment
 from .metastore.base import Metastore
 from .probe import ProbeResult, SchedulerState
+
+OUTPUT_TAIL = 4096  # bytes of fence_command's output kept: its last ones, for the event
+
+
+def keep_tail(tail: bytearray, chunk: bytes) -> None:
+    """Append ``chunk`` to ``tail``, keeping only its last :data:`OUTPUT_TAIL` bytes."""
+    tail.extend(chunk)
+    del tail[:-OUTPUT_TAIL]
+
+
+def run_command(argv: list[str], timeout: float) -> tuple[int | None, str]:
+    """Run ``argv`` without the controller's own settings in its environment (its secrets are
+    none of the command's business); (exit status or None when it timed out and was killed, the
+    last line of its output). Only the last :data:`OUTPUT_TAIL` bytes are kept, however much it
+    prints, and a child left holding the output open does not hold the controller.
+    """
+    proc = subprocess.Popen(
+        argv,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=scrubbed_environment(os.environ),
+        start_new_session=True,
+    )
+    tail = bytearray()
+
+    stream = proc.stdout
+    assert stream is not None
+
+    def read() -> None:  # owns the pipe: closes it when the last writer did
+        with stream, contextlib.suppress(OSError):
+            for chunk in iter(lambda: os.read(stream.fileno(), 65536), b""):
+                keep_tail(tail, chunk)
+
+    reader = threading.Thread(target=read, name="fence-output", daemon=True)
+    reader.start()
+    try:
+        status: int | None = proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # the command and what it started
+        proc.wait()
+        status = None
+    reader.join(1.0)
+    lines = bytes(tail).decode("utf-8", errors="replace").strip().splitlines()
+    return status, lines[-1][:200] if lines else ""
 
 
 def only_leashed(probe: ProbeResult) -> bool:
@@ -77,19 +128,16 @@ class Fencing:
         if not command or self.fence_failed_cycle.get(node) == cycle:
             return False  # none, or it failed for this node already this cycle: once per cycle is enough
         try:
-            result = subprocess.run(
-                ["/bin/sh", "-c", f"{command} {shlex.quote(node)}"],
-                stdin=subprocess.DEVNULL,
-                capture_output=True,
-                timeout=self.config.ssh_timeout,
-                check=False,
-            )
-        except subprocess.TimeoutExpired:
+            status, said = run_command(["/bin/sh", "-c", f"{command} {shlex.quote(node)}"], self.config.ssh_timeout)
+        except OSError as exc:
+            status, said = 127, str(exc)
+        if status is None:
             self.fence_failed_cycle[node] = cycle
             self._event("fence", f"fence_command for {node} timed out")
             return False
-        ok = result.returncode == 0
-        self._event("fence", f"fence_command for {node} {'succeeded' if ok else f'failed ({result.returncode})'}")
+        ok = status == 0
+        result = "succeeded" if ok else f"failed ({status})" + (f": {said}" if said else "")
+        self._event("fence", f"fence_command for {node} {result}")
         if ok:
             self.fenced.add(node)
         else:

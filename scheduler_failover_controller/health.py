@@ -8,22 +8,25 @@ configured check of its running scheduler (``health``: ``scheduler_health_url``;
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
+from typing import Optional
 
 from .airflow_job import HostMatch, JobCheck, SchedulerJob, SchedulerJobReader, judge
 from .config import Config
 from .exceptions import MetastoreError
+from .http_client import check_health, describe
 from .metastore.base import Metastore
 from .nodes.base import NodeRunner
-from .probe import ProbeResult, SchedulerState, check_health
+from .probe import ProbeResult, SchedulerState
+from .probe_pool import ProbePool
 
 log = logging.getLogger(__name__)
 
 #: a check of a running scheduler: a look giving (problem or None, whether it could not look)
-Check = Callable[[], tuple[str | None, bool]]
+Check = Callable[[], tuple[Optional[str], bool]]  # evaluated at import: no `X | None` before Python 3.10
 
 
 def seen_running(probe: ProbeResult) -> bool:
@@ -89,21 +92,29 @@ class Health:
             if state is not SchedulerState.UNKNOWN and self.last_seen(o.node) is None:
                 self.node(o.node).last_seen = ProbeResult(o.node, state, o.pids, o.detail, leashed=o.leashed)
 
-    def probe_all(self, runners: dict[str, NodeRunner], pool: ThreadPoolExecutor) -> dict[str, ProbeResult]:
-        """Probe every node in parallel (and remember what was seen); a probe that raises counts as UNKNOWN."""
-        futures = {node: pool.submit(self.probe, runner) for node, runner in runners.items()}
-        results: dict[str, ProbeResult] = {}
+    def probe_all(self, runners: dict[str, NodeRunner], pool: ProbePool) -> dict[str, ProbeResult]:
+        """Probe every node in parallel (and remember what was seen). A probe that raises, misses
+        its deadline, or whose previous probe still hangs counts as UNKNOWN; none is waited for
+        past the deadline."""
         # A probe, then the checks of a running scheduler, each with its own timeout.
         budget = self.config.ssh_timeout + 1
         if self.config.scheduler_health_url:
             budget += min(5.0, self.config.ssh_timeout)
         if self.jobs is not None:
             budget += self.config.metastore_timeout
-        for node, future in futures.items():
-            try:
-                results[node] = future.result(timeout=budget)
-            except Exception as exc:  # noqa: BLE001 - a broken probe is an unknown node
-                results[node] = ProbeResult(node, SchedulerState.UNKNOWN, detail=f"probe failed: {exc}")
+        calls = {node: functools.partial(self.probe, runner) for node, runner in runners.items()}
+        results: dict[str, ProbeResult] = {}
+        for node, outcome in pool.run_all(calls, budget).items():
+            if outcome.value is not None:
+                results[node] = outcome.value
+                continue
+            if outcome.error is not None:
+                why = f"probe failed: {describe(outcome.error)}"
+            elif outcome.busy:
+                why = f"its previous probe still hangs after {outcome.running_for or 0:.0f}s"
+            else:
+                why = f"probe timed out after {budget:g}s"
+            results[node] = ProbeResult(node, SchedulerState.UNKNOWN, detail=why)
         self.remember(results)
         return results
 

@@ -20,6 +20,7 @@ from .boot import boot_id
 from .leash_procs import PR_SET_NAME, prctl
 from .leash_spec import ENV_NODE, ENV_STATE_DIR, SERVE_BANNER
 from .probe import leash_dir
+from .trust import directory_problem
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +98,9 @@ def write_atomically(path: Path, text: str) -> str | None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     try:
         _ensure_dir(path.parent)
+        problem = directory_problem(path.parent)  # another user could replace what is written
+        if problem:
+            return problem
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
         try:
             data = text.encode()

@@ -105,25 +105,6 @@ class ProbeResult:
         }
 
 
-def check_health(url: str, timeout: float) -> str | None:
-    """GET a scheduler health URL: None when it answers 2xx in time, else why not (one line)."""
-    import http.client
-    import urllib.error
-    import urllib.request
-
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
-            if 200 <= response.status < 300:
-                return None
-            return f"health check answered HTTP {response.status}"
-    except urllib.error.HTTPError as exc:
-        return f"health check answered HTTP {exc.code}"
-    except http.client.HTTPException as exc:  # an answer that is no HTTP: a failed check, not a broken probe
-        return f"health check failed: {type(exc).__name__}"
-    except (OSError, ValueError) as exc:
-        return f"health check failed: {getattr(exc, 'reason', exc)}"
-
-
 @dataclass(frozen=True)
 class ProcessEntry:
     """One row of a process table listed without psutil (e.g. ``ps`` on a remote node).
@@ -400,7 +381,7 @@ class OrphanWatch:
                 self.orphans = {pid: dead for pid, dead in self.orphans.items() if pid in result.pids}
             if result.state is SchedulerState.RUNNING:
                 below = dict(self.hidden)
-                for pid, created in zip(result.pids, result.create_times, strict=False):
+                for pid, created in zip(result.pids, result.create_times):
                     # Starts in clock ticks since boot: exact, and no step of the wall clock moves them.
                     if pid not in self.orphans and pid in below and created == below[pid]:
                         self.orphans[pid] = self.roots

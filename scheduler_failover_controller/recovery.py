@@ -85,7 +85,7 @@ class Recovery:
         if not self.leads():
             return f"{MARGIN_TOO_SMALL} to act; not killing strays this cycle", {}
         results = list(self._pool.map(lambda n: stop(self.runners[n]), strays))
-        parts = [f"{n} ({probes[n].describe()} -> {r.state.value})" for n, r in zip(strays, results, strict=True)]
+        parts = [f"{n} ({probes[n].describe()} -> {r.state.value})" for n, r in zip(strays, results)]
         message = f"killed stray scheduler(s) on {', '.join(parts)}; the scheduler belongs on {keep}"
         self._event("kill", message)
         return message, dict(zip(strays, results))

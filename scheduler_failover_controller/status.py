@@ -14,12 +14,13 @@ from .config import Config
 from .metastore.base import ClusterState, ControllerInfo, Metastore
 from .metastore.rows import implausible
 from .probe import SchedulerState
+from .strenum import StrEnum
 from .term import Role
 
 E = TypeVar("E", bound=enum.Enum)
 
 
-class ClusterHealth(enum.StrEnum):
+class ClusterHealth(StrEnum):
     """What ``status`` concludes; its value is the ``health`` field."""
 
     HEALTHY = "healthy"
@@ -31,7 +32,7 @@ class ClusterHealth(enum.StrEnum):
         return {ClusterHealth.HEALTHY: 0, ClusterHealth.DEGRADED: 1, ClusterHealth.NO_SCHEDULER: 2}[self]
 
 
-class SwitchoverOutcome(enum.StrEnum):
+class SwitchoverOutcome(StrEnum):
     """How the active controller carried out a switchover request: the kind of the event it writes."""
 
     DONE = "switchover_done"

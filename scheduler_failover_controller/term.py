@@ -10,12 +10,12 @@ own answer).
 
 from __future__ import annotations
 
-import enum
 import logging
 from collections.abc import Callable
 
 from .exceptions import CorruptRecord, MetastoreError
 from .metastore.base import Lease, Metastore, Placement
+from .strenum import StrEnum
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +24,7 @@ NEVER = float("-inf")
 MARGIN_TOO_SMALL = "lease margin too small"
 
 
-class Role(enum.StrEnum):
+class Role(StrEnum):
     """A controller's role. Its value is what the registry, ``status --json`` and metrics show."""
 
     STARTING = "starting"

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Installs everything the tests and the main job need on a fresh Debian machine: the Debian
 # packages of the servers the tests start (MariaDB, PostgreSQL, ZooKeeper, sshd), the test
-# virtualenv, and one virtualenv per Airflow major version with this project installed into it.
+# virtualenv (.venv), one more on the oldest and one on the newest supported Python (.venv-py3.9,
+# .venv-py3.13), and one virtualenv per Airflow major version with this project installed into it.
 # Idempotent; safe to re-run.
 #   SFC_SETUP_AIRFLOW=1 (default) both Airflow virtualenvs, 2 or 3 only that major's, 0 neither.
-#   SFC_SETUP_TESTS=0 skips what only the tests need: the servers' Debian packages and .venv
-#   (scripts/run.sh, the demo, needs only python3-venv and the Airflow 3 virtualenv).
+#   SFC_SETUP_TESTS=0 skips what only the tests need: the servers' Debian packages and the test
+#   virtualenvs (scripts/run.sh, the demo, needs only python3-venv and the Airflow 3 virtualenv).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -49,6 +50,35 @@ if [ "$tests" = 1 ]; then
   [ -x .venv/bin/python ] || python3 -m venv .venv
   .venv/bin/python -m pip install -q --upgrade pip >/dev/null
   .venv/bin/python -m pip install -q -e '.[test]'
+fi
+
+# The oldest and the newest Python the project supports, each a test virtualenv of its own
+# (.venv-py3.9, .venv-py3.13) for scripts/test.sh's matrix lanes. The interpreter comes from pyenv
+# (~/.pyenv/versions/3.9.*), else from the system (python3.9 on PATH, e.g. Debian's); none found
+# is an error, not a skip.
+find_python() {
+  local minor="$1" candidate
+  for candidate in "$HOME"/.pyenv/versions/"$minor".*/bin/python"$minor" "$(command -v "python$minor" || true)"; do
+    if [ -n "$candidate" ] && [ -x "$candidate" ] && "$candidate" -c 'import ensurepip, venv' >/dev/null 2>&1; then
+      echo "$candidate"
+      return 0
+    fi
+  done
+  return 1
+}
+if [ "$tests" = 1 ]; then
+  for minor in 3.9 3.13; do
+    venv=".venv-py$minor"
+    if [ ! -x "$venv/bin/python" ]; then
+      if ! python="$(find_python "$minor")"; then
+        echo "setup.sh: no Python $minor with venv found (~/.pyenv/versions/$minor.*, python$minor on PATH); install one, e.g. pyenv install $minor" >&2
+        exit 1
+      fi
+      "$python" -m venv "$venv"
+    fi
+    "$venv/bin/python" -m pip install -q --upgrade pip >/dev/null
+    "$venv/bin/python" -m pip install -q -e '.[test]'
+  done
 fi
 
 # One virtualenv per Airflow major version, each with this project installed into it as the

@@ -87,6 +87,8 @@ def test_connection(ctx: click.Context) -> None:
             head = f"scheduler {report.probe.describe()}"
         elif report.tools_missing:
             head = f"missing on the node: {', '.join(report.tools_missing)}"
+        elif report.state_dir_problem:
+            head = f"state_dir there refused: {report.state_dir_problem}"
         elif report.probe is not None:
             head = f"scheduler {report.probe.describe()}"
         else:
@@ -119,6 +121,8 @@ def test_connection(ctx: click.Context) -> None:
         store.setup()
         state = store.read_state()
         click.echo(f"metastore {store.describe()}: ok (epoch {state.lease.epoch})")
+        if store.exposure():
+            click.echo(f"  warning: {store.exposure()}")
     except MetastoreError as exc:
         failed = True
         click.echo(f"metastore {store.describe()}: FAILED: {exc}")

@@ -13,6 +13,7 @@ from ..config import node_name_problem
 from ..ownership import SCHEDULER_USER_ENV
 from ..probe import MATCH_ENV, SchedulerState
 from .group import BadInput, config_for, emit, main
+from .params import Seconds
 
 MAX_REQUEST_LINE = 4096  # bytes of a line read by a --serve loop
 
@@ -92,7 +93,7 @@ def probe(ctx: click.Context, as_json: bool, node: str | None, match: str | None
 @click.option("--match", default=None, envvar=MATCH_ENV, show_envvar=True, help=_MATCH_HELP)
 @click.option(
     "--timeout",
-    type=click.FloatRange(0, 3600),
+    type=Seconds(0, 3600),
     default=None,
     help="Seconds between SIGTERM and SIGKILL (default: scheduler_stop_timeout, else 10).",
 )

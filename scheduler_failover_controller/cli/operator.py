@@ -14,6 +14,7 @@ from ..redaction import redact_webhook
 from ..status import SwitchoverOutcome
 from ..trust import write_problem
 from .group import ConfigProblem, config_for, main, using_store
+from .params import Seconds
 
 
 @main.command()
@@ -147,7 +148,7 @@ def send_test_email(ctx: click.Context) -> None:
 @click.option(
     "--wait",
     "wait_s",
-    type=click.FloatRange(min=0),
+    type=Seconds(min=0),
     default=None,
     help="Seconds to wait for the result (default: 2 x lease_ttl + scheduler_start_timeout); 0: do not wait.",
 )

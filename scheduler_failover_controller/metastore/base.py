@@ -327,6 +327,10 @@ class Metastore(abc.ABC):
         """Where the store lives, with secrets masked."""
         return self.kind
 
+    def exposure(self) -> str | None:
+        """Why other users could rewrite the records, when the store knows they could (else None)."""
+        return None
+
     def dump(self) -> dict[str, Any]:
         """Everything in the store as plain values, for ``metadata``."""
         state = self.read_state()

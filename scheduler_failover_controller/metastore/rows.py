@@ -62,7 +62,7 @@ def integer(where: str, value: Any, minimum: int = 0) -> int:
         raise corrupt(where, "is not an integer", value)
     if value < minimum:
         raise corrupt(where, f"is below {minimum}", value)
-    return value
+    return int(value)
 
 
 def integer_text(where: str, value: Any) -> int:

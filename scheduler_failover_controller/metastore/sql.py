@@ -256,11 +256,12 @@ class SQLMetastore(SQLDatabase, Metastore):
         def go(conn: Connection) -> ClusterState:
             lease = self._lease(conn)
             placement = self._placement(conn)
-            flags = dict(
-                conn.execute(
+            flags = {
+                name: value
+                for name, value in conn.execute(
                     select(meta_table.c.name, meta_table.c.value).where(meta_table.c.name.in_(("paused", "switchover")))
-                ).all()
-            )
+                )
+            }
             paused = rows.paused(field_name(meta_table, "value", "paused"), flags.get("paused", "0"))
             request = flags.get("switchover", "")
             where = field_name(meta_table, "value", "switchover")

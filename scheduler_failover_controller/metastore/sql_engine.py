@@ -28,9 +28,11 @@ write that lands late lands exactly as a slow one would have.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import logging
 import math
+import os
 import socket
 import sqlite3
 from collections.abc import Callable, Iterator
@@ -81,6 +83,22 @@ _DRIVERS = {
     "mariadb": ("pymysql",),
     "postgresql": ("psycopg2", "psycopg"),
 }
+
+
+def create_private(path: Path) -> None:
+    """Create the SQLite file ``path`` 0600 (SQLite gives its -wal and -shm files the database's
+    mode), and the directories missing above it 0700, so that other users cannot read the records
+    (nor, with a lax umask, write them). An existing file or directory is left as it is."""
+    missing = []
+    for parent in path.parents:
+        if parent.exists():
+            break
+        missing.append(parent)
+    for directory in reversed(missing):
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(directory, 0o700)
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600))
 
 
 class SQLDatabase:
@@ -157,7 +175,7 @@ class SQLDatabase:
         if self.foreign:
             parsed = read_only(parsed)
         elif parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            create_private(Path(parsed.database).expanduser())
         engine = create_engine(parsed, future=True, connect_args={"timeout": self.timeout})
 
         @event.listens_for(engine, "connect")

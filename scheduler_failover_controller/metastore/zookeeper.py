@@ -88,6 +88,20 @@ from .zookeeper_session import ZooKeeperSession
 T = TypeVar("T")
 
 
+#: The record znodes under the root, with what a new one holds.
+RECORDS = {
+    "schema": str(SCHEMA_VERSION).encode(),
+    "epoch": b"0",
+    "placement": dump({"node": None, "epoch": 0, "version": 0, "ttl": 0}),
+    "paused": b"0",
+    "switchover": b"",
+    "clock": b"",
+    "observations": b"{}",
+    "controllers": b"",
+    "events": b"",
+}
+
+
 class ZooKeeperMetastore(ZooKeeperSession, Metastore):
     """The metastore in a ZooKeeper ensemble."""
 
@@ -106,22 +120,12 @@ class ZooKeeperMetastore(ZooKeeperSession, Metastore):
         try:
             self._wait(self.client.ensure_path_async(self.root or "/", acl=self.acl))
             creates = [
-                self.client.create_async(self._p(name), data, acl=self.acl)
-                for name, data in (
-                    ("schema", str(SCHEMA_VERSION).encode()),
-                    ("epoch", b"0"),
-                    ("placement", dump({"node": None, "epoch": 0, "version": 0, "ttl": 0})),
-                    ("paused", b"0"),
-                    ("switchover", b""),
-                    ("clock", b""),
-                    ("observations", b"{}"),
-                    ("controllers", b""),
-                    ("events", b""),
-                )
+                self.client.create_async(self._p(name), data, acl=self.acl) for name, data in RECORDS.items()
             ]  # sent at once: one round trip's wait, not nine
             for created in creates:
                 with contextlib.suppress(NodeExistsError):  # created by another controller, or earlier
                     self._wait(created)
+            self._check_acls([self.root or "/", *(self._p(name) for name in RECORDS)])
             found, _ = self._get(self._p("schema"))
         except KazooTimeoutError:
             raise d.timeout() from None

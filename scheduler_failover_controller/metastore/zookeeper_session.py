@@ -19,7 +19,7 @@ from kazoo.client import KazooClient, KazooState
 from kazoo.exceptions import AuthFailedError, KazooException, NoAuthError
 from kazoo.handlers.threading import KazooTimeoutError
 from kazoo.retry import KazooRetry
-from kazoo.security import make_digest_acl
+from kazoo.security import ACL, Permissions, make_digest_acl
 
 from ..exceptions import MetastoreError
 from . import deadline as dl
@@ -48,6 +48,9 @@ class _QuietReconnects(logging.Filter):
 # Our clients' own kazoo logger (under kazoo.client, so kazoo's logging settings still apply to it).
 kazoo_log = logging.getLogger("kazoo.client.sfc")
 kazoo_log.addFilter(_QuietReconnects())
+
+#: What no other client may be granted on our znodes: writing one, or deleting and recreating it.
+FOREIGN = Permissions.WRITE | Permissions.ADMIN | Permissions.CREATE | Permissions.DELETE
 
 
 class ZooKeeperSession:
@@ -92,6 +95,7 @@ class ZooKeeperSession:
             **ssl,
         )
         self._state_lock = threading.Lock()
+        self._warned_open = False
         self._negotiated: float | None = None
         self._watch_negotiation()
         self._suspended = True  # until kazoo reports CONNECTED
@@ -247,6 +251,34 @@ class ZooKeeperSession:
 
     def describe(self) -> str:
         return f"zookeeper {self.hosts}{self.root}"
+
+    def exposure(self) -> str | None:
+        """Without a digest user every znode is open: anyone who can reach the ensemble may rewrite it."""
+        if self.acl:
+            return None
+        return (
+            f"metadata_service_zookeeper_auth is empty: the znodes under {self.root or '/'} are open, and anyone "
+            "who can reach the ensemble can rewrite the placement and the lease; set a digest user"
+        )
+
+    def _check_acls(self, paths: list[str]) -> None:
+        """Refuse a znode that grants another client more than reading (one created first by someone
+        else is adopted as it is); without a digest user, warn once that everything is open."""
+        if not self.acl:
+            if not self._warned_open:
+                self._warned_open = True
+                log.warning("%s", self.exposure())
+            return
+        mine = self.acl[0].id
+        pending = [(path, self.client.get_acls_async(path)) for path in paths]
+        for path, answer in pending:
+            acls: list[ACL] = self._wait(answer)[0]
+            for acl in acls:
+                if acl.perms & FOREIGN and acl.id != mine:
+                    raise MetastoreError(
+                        f"znode {path} lets {acl.id.scheme}:{acl.id.id} write it (ACL perms {acl.perms}), not only "
+                        "the digest user of metadata_service_zookeeper_auth; delete it or set its ACL to that user"
+                    )
 
     def close(self) -> None:
         """End the session (waiting at most the timeout: see _stop_client)."""

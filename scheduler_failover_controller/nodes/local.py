@@ -23,7 +23,7 @@ from ..leash import LOCAL_ARGV, Spec, write_deadline
 from ..leash_cgroup import sweep
 from ..leash_spec import scrubbed_environment
 from ..probe import OrphanWatch, ProbeResult, SchedulerState, probe_local, read_leash_records, stop_targets
-from ..trust import UntrustedFile, read_private, write_private
+from ..trust import UntrustedFile, directory_problem, read_private, write_private
 from .base import NodeRunner
 
 log = logging.getLogger(__name__)
@@ -85,7 +85,13 @@ def session_leftovers(path: Path) -> list[psutil.Process]:
 
 
 def end_session(path: Path, node: str) -> None:
-    """SIGKILL whatever is left in the recorded session (no grace: its scheduler is gone)."""
+    """SIGKILL whatever is left in the recorded session (no grace: its scheduler is gone).
+
+    Only from a directory nobody else can write: a record there could name anyone's session."""
+    problem = directory_problem(path.parent)
+    if problem:
+        log.warning("%s: not ending the last session: %s", node, problem)
+        return
     leftovers = session_leftovers(path)
     if leftovers:
         log.warning("%s: ending %d leftover process(es) of the previous scheduler", node, len(leftovers))
@@ -171,7 +177,7 @@ class LocalNodeRunner(NodeRunner):
     def _node_lock(self, timeout: float) -> Iterator[None]:
         """An exclusive lock per node, shared by every controller on this machine."""
         self.lock_path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         try:
             deadline = time.monotonic() + timeout
             while True:

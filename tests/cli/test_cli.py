@@ -20,13 +20,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner, Result
+from click.testing import Result
 
 from scheduler_failover_controller import __version__
 from scheduler_failover_controller.cli import main
 from scheduler_failover_controller.config import CONFIG_ENV, load_config
 from scheduler_failover_controller.metastore.base import ControllerInfo, Observation
 from scheduler_failover_controller.metastore.sql import SQLMetastore
+from tests.support.clirunner import cli_runner
 from tests.support.ports import free_port
 
 HOST = "node-a"
@@ -77,7 +78,7 @@ class Cli:
             argv = ["--config", str(self.config), *argv]
         elif config is not None:
             argv = ["--config", str(config), *argv]
-        return CliRunner().invoke(main, argv, env={**self.env, **env}, input=stdin)
+        return cli_runner().invoke(main, argv, env={**self.env, **env}, input=stdin)
 
     def store(self, url: str | None = None) -> SQLMetastore:
         store = SQLMetastore(url or f"sqlite:///{self.tmp_path / 'state' / 'metastore.db'}", 2.0)

@@ -17,8 +17,8 @@ import psutil
 import pytest
 
 from scheduler_failover_controller.config import load_config
+from scheduler_failover_controller.http_client import check_health
 from scheduler_failover_controller.nodes.local import LocalNodeRunner
-from scheduler_failover_controller.probe import check_health
 from tests.conftest import missing
 from tests.support.observer import Observer
 from tests.support.waiting import wait_for

@@ -79,6 +79,14 @@ def lab_postgresql(lab_network: tuple[Network, MariaDB]) -> Iterator[PostgreSQLS
         yield site
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A scenario runs on MariaDB in CI; its runs on ZooKeeper and PostgreSQL are by hand (``make lab``)."""
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        if callspec is not None and callspec.params.get("lab_metastore", "mariadb") != "mariadb":
+            item.add_marker(pytest.mark.manual)
+
+
 def site_named(request: pytest.FixtureRequest, name: str, lab_network: tuple[Network, MariaDB]) -> LabMetastore:
     """The lab metastore called ``name``: mariadb, postgresql or zookeeper."""
     if name == "zookeeper":

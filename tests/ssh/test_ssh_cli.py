@@ -13,12 +13,13 @@ from pathlib import Path
 
 import psutil
 import pytest
-from click.testing import CliRunner, Result
+from click.testing import Result
 
 from scheduler_failover_controller.cli import main
 from scheduler_failover_controller.config import CONFIG_ENV
 from scheduler_failover_controller.probe import MATCH_ENV
 from tests.ssh.conftest import FAKE, NODE, PYTHON, Env
+from tests.support.clirunner import cli_runner
 from tests.support.waiting import wait_for
 
 
@@ -26,7 +27,7 @@ def invoke(*args: str, home: Path, **env: str | None) -> Result:
     clean: dict[str, str | None] = {name: None for name in os.environ if name.startswith("AIRFLOW__")}
     clean.update({CONFIG_ENV: None, "AIRFLOW_HOME": str(home), MATCH_ENV: None})
     clean.update(env)
-    return CliRunner().invoke(main, list(args), env=clean)
+    return cli_runner().invoke(main, list(args), env=clean)
 
 
 @pytest.fixture
@@ -199,3 +200,54 @@ def test_console_script_probe_json_is_one_object(tmp_path: Path) -> None:
     ).stdout
     stopped = {"node": "x", "state": "stopped", "pids": [], "detail": "", "leashed": False, "foreign": []}
     assert json.loads(out) == stopped
+
+
+def test_test_connection_refuses_a_known_hosts_file_another_user_owns(env: Env) -> None:
+    import pwd
+    import shutil
+
+    theirs = env.tmp / "their_known_hosts"
+    shutil.copy(env.sshd.known_hosts, theirs)
+    os.chown(theirs, pwd.getpwnam("nobody").pw_uid, -1)
+    config = write_config(env, ssh_known_hosts_file=theirs, metastore_timeout="0.5")
+    result = invoke("--config", str(config), "test_connection", home=env.tmp)
+    assert result.exit_code == 1, result.output
+    assert f"node {NODE} (remote): FAILED" in result.output
+    assert "  host key: unknown: refused: known_hosts file" in result.output
+    assert "not to this user or root" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_test_connection_refuses_a_key_file_others_may_write(env: Env) -> None:
+    import shutil
+
+    key = env.tmp / "shared_key"
+    shutil.copy(env.sshd.client_key, key)
+    key.chmod(0o666)
+    config = write_config(env, ssh_key_file=key, metastore_timeout="0.5")
+    result = invoke("--config", str(config), "test_connection", home=env.tmp)
+    assert result.exit_code == 1, result.output
+    assert "  auth: FAILED: refused: ssh_key_file" in result.output
+    assert "writable by other users (mode 0666)" in result.output
+
+
+def test_a_linked_known_hosts_file_makes_the_node_unknown(env: Env) -> None:
+    from scheduler_failover_controller.probe import SchedulerState
+
+    link = env.tmp / "linked_known_hosts"
+    link.symlink_to(env.sshd.known_hosts)
+    result = env.runner(ssh_known_hosts_file=link).probe()
+    assert result.state is SchedulerState.UNKNOWN
+    assert f"refused: known_hosts file {link} is a symbolic link" in result.detail
+
+
+def test_test_connection_names_a_state_dir_another_user_owns(env: Env) -> None:
+    state = env.tmp / "state"
+    state.mkdir(mode=0o700)
+    os.chown(state, 65534, 65534)
+    config = write_config(env, metastore_timeout="0.5")
+    result = invoke("--config", str(config), "test_connection", home=env.tmp)
+    assert result.exit_code == 1, result.output
+    line = f"node {NODE} (remote): FAILED: state_dir there refused: {state} belongs to uid 65534"
+    assert line in result.output, result.output
+    assert "Traceback" not in result.output

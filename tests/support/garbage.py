@@ -161,7 +161,7 @@ def plant_sql(store: SQLMetastore, field: SqlField, value: object) -> Callable[[
         with store.engine.connect() as conn:
             key = conn.execute(text(f"SELECT MIN({key_column}) FROM {field.table}")).scalar_one()
     with store.engine.begin() as conn:
-        old = conn.execute(
+        old: Any = conn.execute(
             text(f"SELECT {field.column} FROM {field.table} WHERE {key_column} = :k"), {"k": key}
         ).scalar_one()
         conn.execute(

@@ -142,7 +142,7 @@ def test_renewals_run_while_a_cycle_is_busy(tmp_path: Path) -> None:
             seen.append(controller.renewals - before)
 
     controller.cycle_hook = slow
-    assert daemon.run(_config(tmp_path, poll_frequency="5"), controller, stop) == 0  # type: ignore[arg-type]
+    assert daemon.run(_config(tmp_path, poll_frequency="1.5"), controller, stop) == 0  # type: ignore[arg-type]
     assert seen and seen[0] >= 2, seen
 
 

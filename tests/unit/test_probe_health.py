@@ -8,7 +8,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from scheduler_failover_controller.probe import check_health
+from scheduler_failover_controller.http_client import check_health
 from tests.support.ports import free_port
 
 

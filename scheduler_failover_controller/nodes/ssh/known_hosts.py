@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import base64
+import errno
 import hashlib
 import logging
 import os
+import stat
 from pathlib import Path
 
 import paramiko
+
+from ...trust import UntrustedFile
 
 log = logging.getLogger(__name__.rpartition(".")[0])  # the SSH package's logger, as transport.py's
 
@@ -19,17 +23,51 @@ def fingerprint(key: paramiko.PKey) -> str:
     return f"{key.get_name()} SHA256:{digest}"
 
 
+def _trusted_fd(path: Path, what: str) -> int:
+    """A read descriptor for ``path`` if it is a regular file of this user's or root's that no
+    other user may write, opened without following a link: whoever can write a known_hosts file
+    adds a host key for any master, and whoever can write the key file chooses our identity.
+    Raises :class:`UntrustedFile` (or OSError, e.g. when it does not exist).
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise UntrustedFile(f"{what} {path} is a symbolic link") from None
+        raise
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise UntrustedFile(f"{what} {path} is not a regular file")
+        if st.st_uid not in (0, os.geteuid()):
+            raise UntrustedFile(f"{what} {path} belongs to uid {st.st_uid}, not to this user or root")
+        if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+            mode = stat.S_IMODE(st.st_mode)
+            raise UntrustedFile(f"{what} {path} is writable by other users (mode {mode:04o})")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def check_key_file(path: Path) -> None:
+    """Refuse an ``ssh_key_file`` another user could have written (:class:`UntrustedFile`, OSError)."""
+    os.close(_trusted_fd(path, "ssh_key_file"))
+
+
 def load_known_hosts(keys: paramiko.HostKeys, path: Path) -> int:
     """Add the entries of a known_hosts file to ``keys``; lines paramiko cannot parse are skipped
     (as OpenSSH does), so one bad line does not make every node unreachable. Returns the count.
 
     paramiko compares host names exactly (hashed names too): no wildcards, no @cert-authority,
-    no @revoked.
+    no @revoked. A file another user could have written is refused (:class:`UntrustedFile`).
     """
-    if not path.is_file():
+    try:
+        fd = _trusted_fd(path, "known_hosts file")
+    except FileNotFoundError:
         return 0
     count = 0
-    with path.open(encoding="utf-8", errors="replace") as handle:
+    with os.fdopen(fd, encoding="utf-8", errors="replace") as handle:
         for number, line in enumerate(handle, 1):
             line = line.strip()
             if not line or line.startswith("#"):

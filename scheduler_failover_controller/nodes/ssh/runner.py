@@ -44,7 +44,7 @@ from ...probe import (
 )
 from ..base import NodeRunner
 from ..local import launch_command, leash_spec, node_lock_path, session_file
-from . import scripts
+from . import remote_dirs, scripts
 from .scripts import Marker, marked
 from .serve import LeashHelper, LeashNotReady, ProbeServer
 from .transport import LOG_NAME, Connection, Connector, Deadline, Endpoint, SSHFailure, open_channel, run_script
@@ -71,6 +71,7 @@ class SSHCheck:
     auth_ok: bool = False
     project: str = "not checked"
     tools_missing: tuple[str, ...] = ()
+    state_dir_problem: str = ""  # why the node's state_dir may not be written (remote_dirs)
     error: str = ""
     probe: ProbeResult | None = None
 
@@ -81,6 +82,7 @@ class SSHCheck:
             and self.host_key_ok
             and self.auth_ok
             and not self.tools_missing
+            and not self.state_dir_problem
             and self.probe is not None
             and self.probe.state is not SchedulerState.UNKNOWN
         )
@@ -584,7 +586,7 @@ class SSHNodeRunner(NodeRunner):
         report.host_key = f"{conn.host_key} ({conn.fingerprint})"
         report.host_key_ok = True
         report.auth, report.auth_ok = "ok", True
-        script = scripts.check_script(self.remote_words)
+        script = scripts.check_script(self.remote_words, self.config.state_dir)
         try:
             _status, out, _err = self._session(deadline, lambda c: self._exec(c, script, deadline))
         except SSHFailure as exc:
@@ -598,6 +600,7 @@ class SSHNodeRunner(NodeRunner):
         else:
             report.project = "not used (ssh_remote_command is empty): probing with ps"
         report.tools_missing = tuple(marked(out, Marker.LACKS))
+        report.state_dir_problem = remote_dirs.refused(out)
         report.probe = self.probe()
         return report
 

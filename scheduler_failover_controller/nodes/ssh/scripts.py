@@ -32,6 +32,7 @@ from ...probe import (
     parse_leash_record,
 )
 from ...ps_table import PS_LISTING, lineage, parse_ps
+from . import remote_dirs
 
 
 class Marker(enum.Enum):
@@ -214,8 +215,7 @@ def token_dir(lock_dir: Path, node: str, token: str) -> Path:
 def settle_script(lock_dir: Path, token_dirs: Sequence[Path]) -> str:
     """Take each token first (that start can no longer launch) or find it taken (it launched)."""
     return (
-        f"mkdir -p {q(lock_dir)} || exit 1\n"
-        f"for d in {words(token_dirs)}; do\n"
+        remote_dirs.guard([lock_dir.parent, lock_dir]) + f"for d in {words(token_dirs)}; do\n"
         f'  if mkdir "$d" 2>/dev/null; then {Marker.CANCELLED.echo("$d")}; else {Marker.RAN.echo("$d")}; fi\n'
         "done\n"
     )
@@ -232,7 +232,8 @@ def lock_command(lock_path: Path, wait: float, hold: int) -> str:
         f"{Marker.LOCKED.echo()}; if command -v timeout >/dev/null 2>&1; "
         f"then exec timeout {hold} cat >/dev/null; else exec cat >/dev/null; fi"
     )
-    command = f"mkdir -p {q(lock_path.parent)} && exec flock -o -w {wait:g} {q(lock_path)} /bin/sh -c {q(inner)}"
+    guard = remote_dirs.guard([lock_path.parent.parent, lock_path.parent])
+    command = f"{guard}exec flock -o -w {wait:g} {q(lock_path)} /bin/sh -c {q(inner)}"
     return f"/bin/sh -c {q(command)}"
 
 
@@ -246,8 +247,8 @@ def launch_script(launch: str, *, node: str, token: str, state_dir: Path, lock_d
     if any(line == end for line in launch.splitlines()):
         raise CommandFailed(f"{node}: the start command contains the line {end}")
     return (
-        f"mkdir -p {q(state_dir)} {q(lock_dir)} || exit 1\n"
-        f"mkdir {q(token_dir(lock_dir, node, token))} 2>/dev/null || {{ {Marker.CANCELLED.echo()}; exit 1; }}\n"
+        remote_dirs.guard([state_dir, lock_dir], [state_dir / "scheduler.log"])
+        + f"mkdir {q(token_dir(lock_dir, node, token))} 2>/dev/null || {{ {Marker.CANCELLED.echo()}; exit 1; }}\n"
         f"find {q(lock_dir)} -maxdepth 1 -type d -name {q(f'{node}.start-*')} -mtime +7 "
         "-exec rmdir {} + 2>/dev/null\n"
         # In its own session; the launch (with the start command) is fed on stdin, so it shows
@@ -292,8 +293,11 @@ def end_session_script(session_path: Path) -> str:
     ever taken for ours. Where the node has no /proc (no ticks recorded), by age as ``ps`` says.
     """
     path = q(session_path)
-    return (
-        f"if [ -f {path} ]; then\n"
+    # Read only in a directory nobody else can write (a record there may be anyone's); the
+    # refusal goes to stderr.
+    trusted = remote_dirs.condition([session_path.parent.parent, session_path.parent])
+    return remote_dirs.FUNCTIONS + (
+        f"if [ -f {path} ] && {trusted}; then\n"
         f"  read sfc_sid sfc_since sfc_was sfc_started < {path}\n"
         f"  sfc_boot=-; read sfc_boot 2>/dev/null < {BOOT_ID_PATH}\n"
         '  if [ "${sfc_was:--}" = "${sfc_boot:--}" ]; then\n'
@@ -354,9 +358,12 @@ def kill_script(targets: Sequence[ProcessEntry], timeout: float) -> str:
 TOOLS = ("ps", "flock")
 
 
-def check_script(remote: Sequence[str]) -> str:
-    """Lists the missing tools and (when ``remote`` names this project there) its version."""
-    script = f'for t in {words(TOOLS)}; do command -v "$t" >/dev/null 2>&1 || {Marker.LACKS.echo("$t")}; done\n'
+def check_script(remote: Sequence[str], state_dir: Path | None = None) -> str:
+    """Lists the missing tools, (when ``remote`` names this project there) its version, and
+    whether ``state_dir`` there and its ``locks`` and ``leash`` pass the directory rule (see
+    :mod:`.remote_dirs`; those not there yet are created, and checked, by the first start)."""
+    script = remote_dirs.check([state_dir, state_dir / "locks", state_dir / "leash"]) if state_dir else ""
+    script += f'for t in {words(TOOLS)}; do command -v "$t" >/dev/null 2>&1 || {Marker.LACKS.echo("$t")}; done\n'
     if remote:
         ask = words([*remote, "version"])
         script += (

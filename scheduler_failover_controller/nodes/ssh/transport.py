@@ -26,7 +26,8 @@ from typing import TypeVar
 
 import paramiko
 
-from .known_hosts import append_known_host, fingerprint, load_known_hosts
+from ...trust import UntrustedFile
+from .known_hosts import append_known_host, check_key_file, fingerprint, load_known_hosts
 
 #: One logger for the whole package (the name its lines had when it was one module).
 LOG_NAME = __name__.rpartition(".")[0]
@@ -235,6 +236,8 @@ class Connector:
         for path in self.endpoint.known_hosts_files():
             try:
                 load_known_hosts(client.get_host_keys(), path)
+            except UntrustedFile as exc:
+                raise SSHFailure("host-key-unknown", f"refused: {exc}") from None
             except OSError as exc:
                 raise SSHFailure("host-key-unknown", f"cannot read known_hosts file {path}: {exc}") from None
         if key_name in self._accepted:
@@ -255,9 +258,13 @@ class Connector:
             sock.close()
             raise
         key_file = ep.key_file
-        if key_file and not os.access(os.path.expanduser(key_file), os.R_OK):
+        try:
+            if key_file:
+                check_key_file(Path(key_file).expanduser())
+        except (UntrustedFile, OSError) as exc:
             sock.close()
-            raise SSHFailure("auth", f"cannot read ssh_key_file {key_file}")
+            why = f"refused: {exc}" if isinstance(exc, UntrustedFile) else f"cannot read ssh_key_file {key_file}"
+            raise SSHFailure("auth", why) from None
         left = max(0.01, deadline.left())
         done = threading.Event()
 

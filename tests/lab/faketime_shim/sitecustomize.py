@@ -20,4 +20,4 @@ def _sleep(seconds: float) -> None:
     select.select([], [], [], seconds)
 
 
-time.sleep = _sleep  # type: ignore[assignment]
+time.sleep = _sleep  # type: ignore[assignment,unused-ignore]  # needed on some Pythons only
