@@ -200,7 +200,7 @@ def describe(exc: BaseException) -> str:
     """``exc`` from :func:`request` as a short, never empty, single line."""
     text = " ".join(str(exc).split())[:200]
     name = type(exc).__name__
-    if isinstance(exc, socket.timeout) and not text:
+    if isinstance(exc, (socket.timeout, TimeoutError)) and not text:  # distinct classes before 3.10
         return "timed out"
     if not text or text in ("''", '""'):
         return name

@@ -630,7 +630,7 @@ def test_a_script_whose_shell_dies_without_an_exit_status_is_a_failure_not_an_an
 def test_probe_does_not_call_a_pending_start_stopped_while_unreachable(
     env: Env, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    runner = env.runner(ssh_timeout=1)
+    runner = env.runner(ssh_timeout=3)  # the settling probe after the thaw reconnects: room for a loaded machine
     _lose_launch_answer(runner, monkeypatch, run_it=False)
     with pytest.raises(NodeUnreachable):
         runner.start(later())
@@ -661,7 +661,7 @@ def test_an_unreachable_node_is_a_warning_once_and_reachable_again_is_info(
     """A node whose probes time out is said at WARNING when it turns unknown, not every cycle."""
     import logging
 
-    runner = env.runner(ssh_timeout=1)
+    runner = env.runner(ssh_timeout=3)  # the probe after the thaw reconnects: room for a loaded machine
     assert runner.probe().state is SchedulerState.STOPPED
     pids = env.sshd.freeze()
     try:
