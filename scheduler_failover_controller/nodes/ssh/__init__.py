@@ -11,8 +11,9 @@ when a node is remote.
 
 from __future__ import annotations
 
+from .check import SSHCheck
 from .known_hosts import fingerprint, load_known_hosts
-from .runner import SSHCheck, SSHNodeRunner
+from .runner import SSHNodeRunner
 from .scripts import kill_script
 from .transport import PARAMIKO_LOG, Deadline, SSHFailure
 

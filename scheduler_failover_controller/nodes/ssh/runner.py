@@ -14,17 +14,12 @@ from __future__ import annotations
 
 import getpass
 import logging
-import math
 import secrets
 import shlex
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
-from dataclasses import dataclass
+from collections.abc import Callable
 from typing import TypeVar
-
-import paramiko
 
 from ...config import Config
 from ...exceptions import CommandFailed, NodeUnreachable
@@ -45,50 +40,23 @@ from ...probe import (
 from ..base import NodeRunner
 from ..local import launch_command, leash_spec, node_lock_path, session_file
 from . import remote_dirs, scripts
+from .check import SSHCheck, connection_failed
+from .leash_renewal import LeashRenewal
 from .scripts import Marker, marked
 from .serve import LeashHelper, LeashNotReady, ProbeServer
-from .transport import LOG_NAME, Connection, Connector, Deadline, Endpoint, SSHFailure, open_channel, run_script
+from .start_lock import LOCK_WAIT, start_lock
+from .transport import LOG_NAME, Connection, Connector, Deadline, Endpoint, SSHFailure, run_script
 
 log = logging.getLogger(LOG_NAME)
 
 T = TypeVar("T")
 
 _UNREACHABLE_REPEAT = 60.0  # seconds between warnings while a node stays unreachable
-_LOCK_WAIT = 2.0  # seconds to wait for the node's start lock, as the local runner does
 _LEASH_WAIT = 2.0  # seconds more a start may take: the leash's helper and the leash start there
 _VISIBLE_WAIT = 1.0  # seconds a start waits, holding the lock, for the new process to show
 
 
-@dataclass
-class SSHCheck:
-    """What ``test_connection`` reports for one SSH node."""
-
-    target: str
-    reachable: bool = False
-    host_key: str = "not checked"
-    host_key_ok: bool = False
-    auth: str = "not tried"
-    auth_ok: bool = False
-    project: str = "not checked"
-    tools_missing: tuple[str, ...] = ()
-    state_dir_problem: str = ""  # why the node's state_dir may not be written (remote_dirs)
-    error: str = ""
-    probe: ProbeResult | None = None
-
-    @property
-    def ok(self) -> bool:
-        return (
-            self.reachable
-            and self.host_key_ok
-            and self.auth_ok
-            and not self.tools_missing
-            and not self.state_dir_problem
-            and self.probe is not None
-            and self.probe.state is not SchedulerState.UNKNOWN
-        )
-
-
-class SSHNodeRunner(NodeRunner):
+class SSHNodeRunner(LeashRenewal, NodeRunner):
     """A master node reached over SSH: ``node`` is its host name or address."""
 
     def __init__(self, node: str, config: Config) -> None:
@@ -282,7 +250,7 @@ class SSHNodeRunner(NodeRunner):
         settled such a start on the node (by creating its token first, so it can never launch, or
         by finding it created, so it did), every probe says UNKNOWN at best, never STOPPED.
         """
-        budget = Deadline(self.timeout + _LOCK_WAIT + _VISIBLE_WAIT + _LEASH_WAIT)
+        budget = Deadline(self.timeout + LOCK_WAIT + _VISIBLE_WAIT + _LEASH_WAIT)
         token = ""
 
         def launch(conn: Connection) -> None:
@@ -296,7 +264,7 @@ class SSHNodeRunner(NodeRunner):
             token = secrets.token_hex(8)  # new on a retry: settling cancels the last one
             if self.remote_words:
                 self._leash.warm_up(conn, budget)  # its Python starts there while we take the lock and look
-            with self._remote_lock(conn, budget):
+            with start_lock(conn, budget, self.node, self.lock_path, self.timeout):
                 self._launch_locked(conn, budget, deadline, token)
 
         try:
@@ -362,47 +330,6 @@ class SSHNodeRunner(NodeRunner):
                 return
             time.sleep(0.05)
 
-    @contextmanager
-    def _remote_lock(self, conn: Connection, deadline: Deadline) -> Iterator[None]:
-        """Hold the node's start lock (flock, the file the node's own controller uses) meanwhile.
-
-        The lock is held by ``flock`` on the node for as long as this channel stays open.
-        """
-        hold = math.ceil(max(1.0, deadline.left())) + 5
-        chan = open_channel(conn, deadline)
-        try:
-            chan.exec_command(scripts.lock_command(self.lock_path, _LOCK_WAIT, hold))
-            seen = bytearray()
-            local = deadline.within(_LOCK_WAIT + self.timeout)
-            while Marker.LOCKED.text.encode() not in seen:
-                chan.settimeout(max(0.01, local.left()))
-                try:
-                    data = chan.recv(1024)
-                except TimeoutError:
-                    raise SSHFailure("timeout", f"no answer while taking the start lock on {self.node}") from None
-                if not data:
-                    raise self._lock_refused(chan, local)
-                seen += data
-            yield
-        finally:
-            with suppress(paramiko.SSHException, OSError, EOFError):
-                chan.shutdown_write()
-            chan.close()
-
-    def _lock_refused(self, chan: paramiko.Channel, local: Deadline) -> CommandFailed:
-        """Why the lock command ended without the lock."""
-        chan.status_event.wait(max(0.01, local.left()))
-        status = chan.exit_status
-        err = bytearray()
-        while chan.recv_stderr_ready():
-            err += chan.recv_stderr(4096)
-        why = err.decode(errors="replace").strip()
-        if status == 1 and not why:  # flock -w timed out (it says nothing)
-            return CommandFailed(f"{self.node}: another controller is starting the scheduler")
-        return CommandFailed(
-            f"{self.node}: cannot take the start lock {self.lock_path}: {why or f'exit status {status}'}"
-        )
-
     def _launch_script(self, token: str, remote_deadline: float | None = None) -> str:
         """The start script; with ``remote_deadline`` (the node's clock) it starts a leash."""
         if remote_deadline is None:
@@ -418,78 +345,6 @@ class SSHNodeRunner(NodeRunner):
             lock_dir=self.lock_path.parent,
             session_path=self.session_path,
         )
-
-    # --- the leash ------------------------------------------------------------------------------
-
-    def renew_leash(self, deadline: float) -> bool:
-        """Renew the node's leash to ``deadline`` (our monotonic clock), through ``leash --serve``.
-
-        The deadline is turned into the node's clock by a round trip (:meth:`_remote_deadline`)
-        and sent as an absolute value, so a late answer or a late write is still safe. Bounded by
-        ``ssh_timeout``; never raises; a failure logs one warning until a renewal succeeds again.
-        Nothing to do where this project is not installed (no leash there). False when the leash
-        may not have the deadline (see :meth:`NodeRunner.renew_leash`).
-        """
-        if not self.remote_words:
-            return True
-        budget = Deadline(self.timeout)
-
-        def renew(conn: Connection) -> str | None:
-            remote = self._remote_deadline(conn, budget, deadline)
-            if remote is None:
-                return None
-            answer = self._leash.request(conn, budget, f"set {remote!r}")
-            if answer != "ok":
-                raise SSHFailure("channel", f"the leash helper answered {(answer or '')[:200]!r}")
-            return answer
-
-        try:
-            done = self._session(budget, renew)
-        except LeashNotReady:
-            log.debug("%s: the leash helper is still starting there; renewal skipped", self.node)
-            return False
-        except SSHFailure as exc:
-            self._leash_failed(str(exc))
-            return False
-        except Exception as exc:  # noqa: BLE001 - renew_leash never raises (NodeRunner contract)
-            self._leash_failed(f"unexpected {exc!r}")
-            return False
-        if done is not None and self._renew_failing:
-            self._renew_failing = False
-            log.info("%s: leash renewed again", self.node)
-        return True
-
-    def _leash_failed(self, why: str) -> None:
-        if self._renew_failing:
-            log.debug("%s: leash renewal failed again: %s", self.node, why)
-            return
-        self._renew_failing = True
-        log.warning("%s: could not renew the leash over SSH: %s", self.node, why)
-
-    def _remote_deadline(
-        self, conn: Connection, budget: Deadline, deadline: float, patience: Deadline | None = None
-    ) -> float | None:
-        """``deadline`` (our monotonic clock) on the node's monotonic clock; None without the project.
-
-        At t0 we ask for the node's reading m1 and get it at t1: m1 was read at a real time >= t0,
-        at most t1 - t0 before t1, so ``m1 + (deadline - t1)`` is never later than ``deadline``
-        whatever the delays (the round trip only costs margin). ``patience``: how long to wait
-        for a helper still starting (default: the budget); then LeashNotReady.
-        """
-        if not self.remote_words:
-            return None
-        answer = self._leash.request(conn, budget, "clock", patience)
-        if answer is None:
-            return None
-        t1 = time.monotonic()
-        words = answer.split()
-        try:
-            if len(words) != 2 or words[0] != "clock":
-                raise ValueError(answer)
-            m1 = float(words[1])
-        except ValueError:
-            raise SSHFailure("channel", f"the leash helper answered {answer[:200]!r} to clock") from None
-        return m1 + (deadline - t1)
 
     # --- stopping -------------------------------------------------------------------------------
 
@@ -580,7 +435,7 @@ class SSHNodeRunner(NodeRunner):
         try:
             conn, _fresh = self._link.connection(deadline)
         except SSHFailure as exc:
-            _connection_failed(report, exc)
+            connection_failed(report, exc)
             return report
         report.reachable = True
         report.host_key = f"{conn.host_key} ({conn.fingerprint})"
@@ -603,19 +458,3 @@ class SSHNodeRunner(NodeRunner):
         report.state_dir_problem = remote_dirs.refused(out)
         report.probe = self.probe()
         return report
-
-
-def _connection_failed(report: SSHCheck, exc: SSHFailure) -> None:
-    """Fill ``report`` for a connection that could not be opened."""
-    report.error = str(exc)
-    if exc.kind in ("resolve", "connect", "timeout", "handshake"):
-        report.reachable = exc.kind == "handshake"
-        return
-    report.reachable = True
-    if exc.kind == "host-key-unknown":
-        report.host_key = f"unknown: {exc}"
-    elif exc.kind == "host-key-mismatch":
-        report.host_key = f"MISMATCH: {exc}"
-    else:
-        report.host_key, report.host_key_ok = "known", True
-        report.auth = f"FAILED: {exc}"
