@@ -44,13 +44,22 @@ def directory_problem(path: Path) -> str | None:
         return f"{path} belongs to {_who(st.st_uid)}, not to this user ({_who(me)})"
     if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
         return f"{path} is writable by other users (mode {stat.S_IMODE(st.st_mode):04o}); chmod 700 it"
+    return parents_problem(path, f"another user could replace {path}")
+
+
+def parents_problem(path: Path, consequence: str = "") -> str | None:
+    """Why a directory above ``path`` (its real path) lets another user swap what is below it: it
+    belongs to someone but root or this user, or everyone may write it without the sticky bit."""
+    me = os.geteuid()
     for parent in Path(os.path.realpath(path)).parents:
         try:
             pst = os.stat(parent)
         except OSError as exc:
             return f"{parent}: {exc.strerror or exc}"
         if pst.st_uid not in (0, me):
-            return f"{parent} (above {path}) belongs to {_who(pst.st_uid)}: another user could replace {path}"
+            return f"{parent} (above {path}) belongs to {_who(pst.st_uid)}" + (
+                f": {consequence}" if consequence else ""
+            )
         if pst.st_mode & stat.S_IWOTH and not pst.st_mode & stat.S_ISVTX:
             return f"{parent} (above {path}) is writable by everyone without the sticky bit"
     return None
@@ -62,23 +71,38 @@ def read_private(path: Path, limit: int = 65536) -> str:
     Opened without following a symbolic link and checked on the open file, so the file checked is
     the file read. Raises :class:`UntrustedFile` (or OSError, e.g. when it does not exist).
     """
+    fd = open_trusted(path)
+    try:
+        return os.read(fd, limit).decode("utf-8", errors="replace")
+    finally:
+        os.close(fd)
+
+
+def open_trusted(path: Path, what: str = "", root_too: bool = False) -> int:
+    """A read descriptor for ``path`` if it is a regular file of this user's (or root's, with
+    ``root_too``) that no other user may write, opened without following a link and checked on
+    the open file. ``what`` names the file in the message. Raises :class:`UntrustedFile` (or
+    OSError, e.g. when it does not exist)."""
+    name = f"{what} {path}" if what else str(path)
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as exc:
         if exc.errno == errno.ELOOP:
-            raise UntrustedFile(f"{path} is a symbolic link") from None
+            raise UntrustedFile(f"{name} is a symbolic link") from None
         raise
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
-            raise UntrustedFile(f"{path} is not a regular file")
-        if st.st_uid != os.geteuid():
-            raise UntrustedFile(f"{path} belongs to {_who(st.st_uid)}, not to this user")
-        if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-            raise UntrustedFile(f"{path} is writable by other users (mode {stat.S_IMODE(st.st_mode):04o})")
-        return os.read(fd, limit).decode("utf-8", errors="replace")
-    finally:
+            raise UntrustedFile(f"{name} is not a regular file")
+        if st.st_uid != os.geteuid() and not (root_too and st.st_uid == 0):
+            owners = "this user or root" if root_too else "this user"
+            raise UntrustedFile(f"{name} belongs to {_who(st.st_uid)}, not to {owners}")
+        if _others_may_write(st):
+            raise UntrustedFile(f"{name} is writable by other users (mode {stat.S_IMODE(st.st_mode):04o})")
+    except BaseException:
         os.close(fd)
+        raise
+    return fd
 
 
 def write_private(path: Path, text: str) -> None:
@@ -151,15 +175,9 @@ def write_problem(path: Path, sticky_ok: bool = True) -> str | None:
             if not sticky:
                 mode = stat.S_IMODE(hst.st_mode)
                 return f"{holder} (holding {place.name}) is writable by other users (mode {mode:04o})"
-        for parent in Path(os.path.realpath(holder)).parents:
-            try:
-                pst = os.stat(parent)
-            except OSError as exc:
-                return f"{parent}: {exc.strerror or exc}"
-            if pst.st_uid not in (0, me):
-                return f"{parent} (above {place}) belongs to {_who(pst.st_uid)}"
-            if pst.st_mode & stat.S_IWOTH and not pst.st_mode & stat.S_ISVTX:
-                return f"{parent} (above {place}) is writable by everyone without the sticky bit"
+        problem = parents_problem(holder)
+        if problem:
+            return problem
     return None
 
 

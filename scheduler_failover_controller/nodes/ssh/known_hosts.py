@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import base64
-import errno
 import hashlib
 import logging
 import os
-import stat
 from pathlib import Path
 
 import paramiko
 
-from ...trust import UntrustedFile
+from ...trust import open_trusted
 
 log = logging.getLogger(__name__.rpartition(".")[0])  # the SSH package's logger, as transport.py's
 
@@ -24,30 +22,10 @@ def fingerprint(key: paramiko.PKey) -> str:
 
 
 def _trusted_fd(path: Path, what: str) -> int:
-    """A read descriptor for ``path`` if it is a regular file of this user's or root's that no
-    other user may write, opened without following a link: whoever can write a known_hosts file
-    adds a host key for any master, and whoever can write the key file chooses our identity.
-    Raises :class:`UntrustedFile` (or OSError, e.g. when it does not exist).
-    """
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise UntrustedFile(f"{what} {path} is a symbolic link") from None
-        raise
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise UntrustedFile(f"{what} {path} is not a regular file")
-        if st.st_uid not in (0, os.geteuid()):
-            raise UntrustedFile(f"{what} {path} belongs to uid {st.st_uid}, not to this user or root")
-        if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-            mode = stat.S_IMODE(st.st_mode)
-            raise UntrustedFile(f"{what} {path} is writable by other users (mode {mode:04o})")
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
+    """:func:`~scheduler_failover_controller.trust.open_trusted`, root's files allowed: whoever can
+    write a known_hosts file adds a host key for any master, and whoever can write the key file
+    chooses our identity."""
+    return open_trusted(path, what, root_too=True)
 
 
 def check_key_file(path: Path) -> None:
