@@ -36,16 +36,22 @@ def clock_ticks() -> int:
         return 100
 
 
-def start_ticks(pid: int) -> int | None:
-    """When ``pid`` started, in clock ticks since boot; None when it is not there."""
+def stat_fields(pid: int) -> list[bytes] | None:
+    """The fields of ``/proc/PID/stat`` after the command name (``state`` first, so field N of
+    proc(5) is index N - 3); None when the process is not there."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as handle:
             data = handle.read()
     except OSError:
         return None
-    fields = data.rpartition(b")")[2].split()
+    return data.rpartition(b")")[2].split()
+
+
+def start_ticks(pid: int) -> int | None:
+    """When ``pid`` started, in clock ticks since boot; None when it is not there."""
+    fields = stat_fields(pid)
     try:
-        return int(fields[19])
+        return int(fields[19]) if fields is not None else None
     except (IndexError, ValueError):
         return None
 

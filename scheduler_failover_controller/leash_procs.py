@@ -8,6 +8,7 @@ import pwd
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from .boot import stat_fields
 from .probe import split_title
 
 PR_SET_PDEATHSIG = 1
@@ -27,12 +28,9 @@ class Proc:
 
 
 def proc_stat(pid: int) -> Proc | None:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as handle:
-            data = handle.read()
-    except OSError:
+    rest = stat_fields(pid)
+    if rest is None:
         return None
-    rest = data.rpartition(b")")[2].split()
     try:
         return Proc(int(rest[1]), int(rest[3]), int(rest[19]), rest[0].decode())
     except (IndexError, ValueError):

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.process.harness import ZK_PREFIX, Cluster
+from tests.process.test_leash import Lab
 
 
 @pytest.fixture
@@ -22,6 +23,16 @@ def make_cluster(tmp_path: Path) -> Iterator[Callable[..., Cluster]]:
     yield make
     for cluster in clusters:
         cluster.close()
+
+
+@pytest.fixture
+def lab(tmp_path: Path) -> Iterator[Lab]:
+    """A leash lab (see tests/process/test_leash.py): what it started is stopped after."""
+    lab = Lab(tmp_path)
+    try:
+        yield lab
+    finally:
+        lab.close()
 
 
 @pytest.fixture(params=["sqlite", "mariadb", "zookeeper"])

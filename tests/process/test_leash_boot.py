@@ -11,7 +11,6 @@ import os
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
@@ -27,15 +26,6 @@ from tests.support.clock_step import stepped_stat, under_stat
 from tests.support.waiting import holds_for, wait_until
 
 OTHER_BOOT = "0a1b2c3d-0000-4000-8000-000000000000"
-
-
-@pytest.fixture
-def lab(tmp_path: Path) -> Iterator[Lab]:
-    lab = Lab(tmp_path)
-    try:
-        yield lab
-    finally:
-        lab.close()
 
 
 def leftover(path: Path, style: str) -> None:

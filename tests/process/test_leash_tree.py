@@ -14,7 +14,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
@@ -27,15 +26,6 @@ from tests.process.test_leash import FAKE, PY, Lab, gone
 from tests.support.waiting import holds_for, wait_until
 
 pytestmark = pytest.mark.process
-
-
-@pytest.fixture
-def lab(tmp_path: Path) -> Iterator[Lab]:
-    lab = Lab(tmp_path)
-    try:
-        yield lab
-    finally:
-        lab.close()
 
 
 # --- a scheduler that takes its time to appear ---------------------------------------------------

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import shutil
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
@@ -16,15 +15,6 @@ from tests.process.test_leash import FAKE, PY, Lab, gone
 from tests.support.waiting import holds_for, wait_until
 
 pytestmark = pytest.mark.process
-
-
-@pytest.fixture
-def lab(tmp_path: Path) -> Iterator[Lab]:
-    lab = Lab(tmp_path)
-    try:
-        yield lab
-    finally:
-        lab.close()
 
 
 def test_a_watching_leash_stops_the_expected_users_scheduler_and_not_a_look_alike(lab: Lab) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
@@ -25,15 +24,6 @@ from tests.support.observer import Observer
 from tests.support.waiting import holds_for, wait_until
 
 pytestmark = pytest.mark.process
-
-
-@pytest.fixture
-def lab(tmp_path: Path) -> Iterator[Lab]:
-    lab = Lab(tmp_path)
-    try:
-        yield lab
-    finally:
-        lab.close()
 
 
 def test_a_second_start_during_a_slow_start_launches_no_second_scheduler(lab: Lab, tmp_path: Path) -> None:
