@@ -111,6 +111,8 @@ def test_session_expiry_of_the_leader(make_cluster: Callable[..., Cluster], zk_h
     leader.thread.start()
     try:
         wait_for(lambda: len(cluster.observer.current()) == 1, 20, "the first scheduler")
+        # The first cycle's start is over only once it has said so (the scheduler shows first).
+        wait_for(lambda: any("started the scheduler" in s for s in leader.sentences), 20, "the first start's sentence")
         cluster.start("n2")
         wait_for(lambda: len(cluster.status().get("controllers", [])) == 2, 20, "both controllers")
         epoch, _ = epoch_and_leader(cluster)
