@@ -10,6 +10,7 @@ connection is one ``conn N`` line in :attr:`SlowPeer.log`.
 from __future__ import annotations
 
 import contextlib
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +19,9 @@ from tests.support.ports import free_port
 from tests.support.waiting import wait_for
 
 AS_NOBODY = ["setpriv", "--reuid", "nobody", "--regid", "nogroup", "--clear-groups"]
+# An interpreter ``nobody`` can run: a pyenv build under /root (mode 0700) may not load its own
+# libpython for another user; the system's Python (stdlib only is needed) can.
+PEER_PYTHON = "/usr/bin/python3" if os.access("/usr/bin/python3", os.X_OK) else sys.executable
 SLOW_FOR = 300  # seconds a slow answer dribbles at most (the process ends with the test anyway)
 
 _SERVE = r"""
@@ -69,7 +73,7 @@ class SlowPeer:
     def __enter__(self) -> SlowPeer:
         out = self.log_path.open("wb")
         self.proc = subprocess.Popen(
-            [*AS_NOBODY, sys.executable, "-c", _SERVE, str(self.port), str(self.slow), str(SLOW_FOR)],
+            [*AS_NOBODY, PEER_PYTHON, "-c", _SERVE, str(self.port), str(self.slow), str(SLOW_FOR)],
             stdout=out,
             stderr=subprocess.STDOUT,
             cwd="/",
