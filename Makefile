@@ -1,6 +1,6 @@
 # Convenience targets; CI runs `bash .ci/run` (= scripts/test.sh). The tiers: README, "Tests and
 # their tiers". `test`, `lanes` and `matrix` are the CI tier; the rest are run by hand.
-.PHONY: test types lanes matrix lab lab-airflow bench-airflow soak soak-mariadb soak-postgresql soak-zookeeper
+.PHONY: matrix-full test types lanes matrix lab lab-airflow bench-airflow soak soak-mariadb soak-postgresql soak-zookeeper
 
 PYTHON ?= .venv/bin/python
 SOAK_SECONDS ?= 3600
@@ -20,9 +20,14 @@ types:
 lanes:
 	bash scripts/lanes.sh
 
-# Every test but the lab and the end-to-end runs on the oldest and the newest supported Python.
+# CI's py3.9 and py3.13 lanes alone (the process tier there on SQLite).
 matrix:
 	SFC_LANES="py3.9 py3.13" bash scripts/lanes.sh
+
+# The whole real-process tier (every metastore) on the oldest and the newest supported Python.
+matrix-full:
+	.venv-py3.9/bin/python -m pytest -q -p no:cacheprovider tests/process -m "not manual"
+	.venv-py3.13/bin/python -m pytest -q -p no:cacheprovider tests/process -m "not manual"
 
 # The whole multi-host lab (as root): simulated master hosts in network/PID/UTS/mount namespaces,
 # sshd, MariaDB, PostgreSQL and ZooKeeper on 198.18.0.2, one controller per host, every failure

@@ -8,7 +8,8 @@ session, and an unprivileged process cannot move itself out, so the watcher ends
 with ``cgroup.kill`` (or a SIGKILL of every member on kernels before 5.14) whatever became of the
 leash.
 
-Where: ``sfc-leash-PID-TICKS`` (the leash's pid and start time), a child of the leash's own cgroup
+Where: ``sfc-leash-NS-PID-TICKS`` (the leash's PID namespace, pid and start time: a pid means
+nothing in another PID namespace, so a sweep ends only its own namespace's), a child of the leash's own cgroup
 on the unified hierarchy. It needs write access there: root, or a delegated subtree (systemd's
 ``Delegate=yes``). Elsewhere (cgroup v1 only, no write access, a ``/sys`` without cgroups as
 inside ``ip netns exec``) :func:`create` says why not, and the leash keeps to its process scan.
@@ -27,7 +28,17 @@ from pathlib import Path
 from .leash_procs import proc_stat
 
 PREFIX = "sfc-leash-"
-_NAME = re.compile(re.escape(PREFIX) + r"(\d+)-(\d+)\Z")
+_NAME = re.compile(re.escape(PREFIX) + r"(\d+)-(\d+)-(\d+)\Z")
+
+
+def pid_namespace() -> int:
+    """This process's PID namespace (the inode of ``/proc/self/ns/pid``; 0 when unknown)."""
+    try:
+        return os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        return 0
+
+
 KILL_WAIT = 2.0  # seconds to wait for a killed cgroup to empty
 
 
@@ -96,7 +107,7 @@ class Cgroup:
         parent = parent_dir()
         if isinstance(parent, str):
             return parent
-        path = parent / f"{PREFIX}{pid}-{ticks}"
+        path = parent / f"{PREFIX}{pid_namespace()}-{pid}-{ticks}"
         try:
             path.mkdir(mode=0o755)
         except OSError as exc:
@@ -171,7 +182,9 @@ def sweep(parent: Path | None = None, alive: Callable[[int, int], bool] = leash_
         return []
     for name in names:
         match = _NAME.match(name)
-        if match is None or alive(int(match.group(1)), int(match.group(2))):
+        if match is None or int(match.group(1)) != pid_namespace():
+            continue  # not a leash's, or another PID namespace's: its pid says nothing here
+        if alive(int(match.group(2)), int(match.group(3))):
             continue
         group = Cgroup(parent / name)
         if group.end(wait=0.5):

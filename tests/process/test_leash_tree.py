@@ -19,7 +19,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from scheduler_failover_controller.leash_cgroup import PREFIX, Cgroup, parent_dir
+from scheduler_failover_controller.leash_cgroup import PREFIX, Cgroup, parent_dir, pid_namespace
 from scheduler_failover_controller.probe import find_schedulers, probe_local, read_leash_records
 from tests.process.harness import Cluster
 from tests.process.test_leash import FAKE, PY, Lab, gone
@@ -107,7 +107,7 @@ def _cgroups_of(pid: int) -> list[Path]:
     parent = parent_dir()
     if isinstance(parent, str):
         return []
-    return list(parent.glob(f"{PREFIX}{pid}-*"))
+    return list(parent.glob(f"{PREFIX}{pid_namespace()}-{pid}-*"))
 
 
 def test_a_sigkilled_leash_leaves_nothing_that_called_setsid_since_its_last_look(lab: Lab) -> None:

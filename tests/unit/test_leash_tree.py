@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from scheduler_failover_controller.config import CONFIG_ENV, ENV_PREFIX
-from scheduler_failover_controller.leash_cgroup import PREFIX, Cgroup, sweep
+from scheduler_failover_controller.leash_cgroup import PREFIX, Cgroup, pid_namespace, sweep
 from scheduler_failover_controller.leash_spec import child_environment, controller_only, scrubbed_environment
 from scheduler_failover_controller.probe import LeashRecord, ProcessEntry, parse_leash_record, probe_table
 
@@ -61,12 +61,16 @@ def test_a_denied_leash_registers_and_no_probe_counts_it_leashed() -> None:
 
 
 def test_only_cgroups_of_leashes_that_are_gone_are_swept(tmp_path: Path) -> None:
-    for name in (f"{PREFIX}11-500", f"{PREFIX}12-600", "other", f"{PREFIX}13"):
+    """Of this PID namespace's leashes only: a pid of another namespace names another process here
+    (a leash in a container whose pid is that of a dead one here must keep its tree)."""
+    ns = pid_namespace()
+    names = (f"{PREFIX}{ns}-11-500", f"{PREFIX}{ns}-12-600", f"{PREFIX}{ns + 1}-11-500", "other", f"{PREFIX}13")
+    for name in names:
         (tmp_path / name).mkdir()
     alive = {(12, 600)}
     removed = sweep(tmp_path, lambda pid, ticks: (pid, ticks) in alive)
-    assert removed == [tmp_path / f"{PREFIX}11-500"]
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([f"{PREFIX}12-600", f"{PREFIX}13", "other"])
+    assert removed == [tmp_path / f"{PREFIX}{ns}-11-500"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(names[1:])
 
 
 def test_a_cgroup_that_cannot_be_written_is_not_used(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
