@@ -4,7 +4,7 @@
 # lane's log is printed, then one line per lane (result, minutes), then the totals of all pytest
 # runs; the exit status is non-zero if any lane failed. The lanes share nothing: every server,
 # namespace, chroot and database a test makes is its own (free ports, random names).
-#   SFC_LANES="main py3.9"    only these lanes, in this order (default: main lab py3.9 py3.13)
+#   SFC_LANES="main py3.9"    only these lanes, in this order (default: main py3.9 py3.13 lab e2e)
 #   SFC_LANES_AT_ONCE=3       how many lanes run at a time (the next starts when one ends); four
 #                             starved the timing-bound tests of a 2-core machine
 #   SFC_LANE_TIMEOUT=2400     seconds after which the lanes still running are interrupted
@@ -12,7 +12,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
-lanes="${SFC_LANES:-main lab py3.9 py3.13}"
+lanes="${SFC_LANES:-main py3.9 py3.13 lab e2e}"
 timeout_s="${SFC_LANE_TIMEOUT:-2400}"
 at_once="${SFC_LANES_AT_ONCE:-3}"
 logs="${SFC_LANE_LOGS:-$(mktemp -d "${TMPDIR:-/tmp}/sfc-lanes.XXXXXX")}"
@@ -35,9 +35,10 @@ signal.signal(signal.SIGINT, signal.default_int_handler)
 sys.exit(pytest.console_main())' -q -p no:cacheprovider "$@"
 }
 
-# The CI tier: every test not marked `manual`. The labs and the end-to-end runs (as root, real
-# Airflow) have a lane of their own (a new lab's directory goes into LABS); every other directory
-# under tests/, one added later too, runs on 3.11.
+# The CI tier: every test not marked `manual`. The lab and the end-to-end runs (as root, real
+# Airflow) each have a lane of their own (a new lab's directory goes into LABS, which the main lane
+# leaves out, and gets a lane); every other directory under tests/, one added later too, runs on
+# 3.11 in the main lane.
 CI=(-m "not manual")
 LABS=(tests/lab tests/e2e)
 REST=(tests "${LABS[@]/#/--ignore=}" "${CI[@]}")
@@ -52,7 +53,10 @@ lane_main() {
   pytest_in .venv "${REST[@]}"
 }
 lane_lab() {
-  pytest_in .venv "${LABS[@]}" "${CI[@]}"
+  pytest_in .venv tests/lab "${CI[@]}"
+}
+lane_e2e() {
+  pytest_in .venv tests/e2e "${CI[@]}"
 }
 lane_py3.9() {
   local rc=0
@@ -75,7 +79,7 @@ lane_py3.13() {
 declare -A pid_of=()
 for name in $lanes; do
   if ! declare -F "lane_$name" >/dev/null; then
-    echo "lanes.sh: no lane '$name' (there are: main lab py3.9 py3.13)" >&2
+    echo "lanes.sh: no lane '$name' (there are: main py3.9 py3.13 lab e2e)" >&2
     exit 2
   fi
 done
