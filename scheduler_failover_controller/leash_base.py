@@ -35,6 +35,7 @@ from .leash_procs import (
 from .leash_spec import Spec, child_environment
 from .leash_watcher import Watcher
 from .probe import (
+    LEASH_MODULE,
     find_schedulers,
     leash_alive,
     leash_dir,
@@ -239,6 +240,8 @@ class LeashBase:
             self._register()  # its start is over: a probe no longer reads the node as starting
         if not self.matched_ever:  # what ran, to say so should nothing matching ever show
             for pid, argv in argvs.items():
+                if LEASH_MODULE in argv:
+                    continue  # a child of ours between its fork and its exec of the start command
                 line = shlex.join([os.path.basename(w) if w.startswith("/") else w for w in argv])[:100]
                 if (line or f"pid {pid}") not in self.ran and len(self.ran) < 5:
                     self.ran.append(line or f"pid {pid}")

@@ -4,7 +4,7 @@
 # lane's log is printed, then one line per lane (result, minutes), then the totals of all pytest
 # runs; the exit status is non-zero if any lane failed. The lanes share nothing: every server,
 # namespace, chroot and database a test makes is its own (free ports, random names).
-#   SFC_LANES="main py3.9"    only these lanes, in this order (default: main py3.9 py3.13 lab e2e)
+#   SFC_LANES="main py3.9"    only these lanes, in this order (default: main lab py3.9 py3.13 e2e)
 #   SFC_LANES_AT_ONCE=3       how many lanes run at a time (the next starts when one ends); four
 #                             starved the timing-bound tests of a 2-core machine
 #   SFC_LANE_TIMEOUT=2400     seconds after which the lanes still running are interrupted
@@ -12,7 +12,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
-lanes="${SFC_LANES:-main py3.9 py3.13 lab e2e}"
+lanes="${SFC_LANES:-main lab py3.9 py3.13 e2e}"
 timeout_s="${SFC_LANE_TIMEOUT:-2400}"
 at_once="${SFC_LANES_AT_ONCE:-3}"
 logs="${SFC_LANE_LOGS:-$(mktemp -d "${TMPDIR:-/tmp}/sfc-lanes.XXXXXX")}"
