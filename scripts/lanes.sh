@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# The CI tier of the tests in lanes, three at a time (scripts/test.sh runs this after set-up,
+# The CI tier of the tests in lanes, two at a time (scripts/test.sh runs this after set-up,
 # ruff and mypy). Each lane is a sequence of pytest runs with a log of its own; at the end every
 # lane's log is printed, then one line per lane (result, minutes), then the totals of all pytest
 # runs; the exit status is non-zero if any lane failed. The lanes share nothing: every server,
 # namespace, chroot and database a test makes is its own (free ports, random names).
 #   SFC_LANES="main py3.9"    only these lanes, in this order (default: main lab py3.9 py3.13 e2e)
-#   SFC_LANES_AT_ONCE=3       how many lanes run at a time (the next starts when one ends); four
-#                             starved the timing-bound tests of a 2-core machine
+#   SFC_LANES_AT_ONCE=2       how many lanes run at a time (the next starts when one ends); three
+#                             made the timing-bound tests flaky on a 2-core machine
 #   SFC_LANE_TIMEOUT=2400     seconds after which the lanes still running are interrupted
 #   SFC_LANE_LOGS=DIR         where the logs go (default: a new directory under /tmp)
 set -uo pipefail
@@ -14,7 +14,7 @@ cd "$(dirname "$0")/.."
 
 lanes="${SFC_LANES:-main lab py3.9 py3.13 e2e}"
 timeout_s="${SFC_LANE_TIMEOUT:-2400}"
-at_once="${SFC_LANES_AT_ONCE:-3}"
+at_once="${SFC_LANES_AT_ONCE:-2}"
 logs="${SFC_LANE_LOGS:-$(mktemp -d "${TMPDIR:-/tmp}/sfc-lanes.XXXXXX")}"
 mkdir -p "$logs"
 case "$timeout_s" in
