@@ -13,7 +13,8 @@ test:
 # Types as the oldest and the newest supported Python see them (the first needs .venv-py3.9: mypy
 # for 3.9 cannot parse the packages pip installs on 3.11).
 types:
-	.venv-py3.9/bin/mypy scheduler_failover_controller tests benchmarks
+	.venv/bin/mypy scheduler_failover_controller tests benchmarks
+	.venv-py3.9/bin/mypy --python-version 3.9 scheduler_failover_controller tests benchmarks
 	.venv-py3.13/bin/mypy --python-version 3.13 scheduler_failover_controller tests benchmarks
 
 # The CI tier's lanes alone (no set-up, ruff or mypy): main, lab, py3.9, py3.13 side by side.

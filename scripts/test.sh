@@ -16,7 +16,8 @@ bash scripts/setup.sh
 echo "== ruff"; .venv/bin/ruff check . && .venv/bin/ruff format --check .
 # Types as the oldest and the newest supported Python see them, each with the packages pip
 # installs there (mypy checking for 3.9 cannot parse the newest packages, which need 3.10).
-echo "== mypy (Python 3.9)"; .venv-py3.9/bin/mypy scheduler_failover_controller tests benchmarks
+echo "== mypy (Python 3.11)"; .venv/bin/mypy scheduler_failover_controller tests benchmarks
+echo "== mypy (Python 3.9)"; .venv-py3.9/bin/mypy --python-version 3.9 scheduler_failover_controller tests benchmarks
 echo "== mypy (Python 3.13)"; .venv-py3.13/bin/mypy --python-version 3.13 scheduler_failover_controller tests benchmarks
 
 # The lab's chaos soak runs 3 minutes here, on PostgreSQL (`make soak`: an hour per metastore).
