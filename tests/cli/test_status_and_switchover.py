@@ -26,6 +26,7 @@ def cli(tmp_path: Path) -> Cli:
         tmp_path,
         scheduler_nodes_in_cluster=f"{HOST},{OTHER}",
         local_nodes=f"{HOST},{OTHER}",
+        node_control="ssh",
         scheduler_process_match=f"{NO_MATCH}_{{node}}",
         lease_ttl="30",
     )

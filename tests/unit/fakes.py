@@ -471,6 +471,7 @@ class FakeRunner(NodeRunner):
 NODES = ("n1", "n2", "n3")
 TEST_HOME = "/nonexistent/sfc-unit-tests"  # never created: load_config only names paths in it
 DEFAULTS: dict[str, object] = {
+    "node_control": "ssh",  # the fakes' runners reach every node; self mode's tests say so
     "poll_frequency": 1,
     "lease_ttl": 5,
     "metastore_timeout": 0.5,
