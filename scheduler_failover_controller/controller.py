@@ -169,8 +169,7 @@ class Controller(Recovery, Switchovers):
         return probe
 
     def _note_leashed(self, probe: ProbeResult) -> None:
-        """What the heartbeat says of this node's schedulers: from a look that saw them (a look that
-        could not keeps the last: it knows nothing new, and its placement is not renewed meanwhile)."""
+        """What the heartbeat says of this node's schedulers: from a look that saw them (else the last)."""
         self.blind.note(probe)
         if probe.state is not SchedulerState.UNKNOWN:
             self.local_leashed = only_leashed(probe)
@@ -363,10 +362,8 @@ class Controller(Recovery, Switchovers):
         return f"{self.role}: {message}"
 
     def _reconfirm_placement(self) -> tuple[bool, Placement]:
-        """Read the placement afresh and renew it if it is this node's: (renewed, what was read).
-
-        What was read is ``last_state``'s placement when the store cannot be read.
-        """
+        """Read the placement afresh and renew it if it is this node's: (renewed, what was read; the
+        last read when the store cannot be read)."""
         fallback = self.last_state.placement if self.last_state else Placement(None, 0, 0.0, 0, 0.0)
         return self.term.reconfirm(fallback)
 
@@ -464,9 +461,10 @@ class Controller(Recovery, Switchovers):
 
     def shutdown(self) -> str:
         """Graceful exit: stop our node's scheduler (nobody would guard it), release everything."""
-        parts = []
-        if self.duplicate is not None:
-            parts.append(f"left the local scheduler and its placement to the other controller on {self.host}")
+        parts: list[str] = []
+        if self.duplicate is not None or self.node_control.refused:  # not this controller's to act on
+            whose = "to the other controller" if self.duplicate else "as they are (another node_control)"
+            parts.append(f"left the local scheduler and its placement {whose} on {self.host}")
         elif not self.paused:
             probe = self.local.probe()
             after = probe
