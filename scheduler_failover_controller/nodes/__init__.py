@@ -37,12 +37,13 @@ def make_runners(config: Config, store: Metastore | None = None) -> dict[str, No
     if config.node_control == "self":
         from .by_report import ReportRunner
 
-        if store is None:
-            raise ValueError("self mode reads the other nodes from the metastore")
         for node in config.nodes:
-            runners[node] = (
-                LocalNodeRunner(node, config) if node == config.current_host else ReportRunner(node, config, store)
-            )
+            if node == config.current_host:
+                runners[node] = LocalNodeRunner(node, config)
+            elif store is None:
+                raise ValueError("self mode reads the other nodes from the metastore")
+            else:
+                runners[node] = ReportRunner(node, config, store)
         return runners
     for node in config.nodes:
         if node in config.local_nodes:

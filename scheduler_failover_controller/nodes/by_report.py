@@ -85,10 +85,12 @@ class ReportRunner(NodeRunner):
         self.sleep = sleep
         self.stopping = stopping or threading.Event()
         self.stale = stale_after(config)
+        self.report_age: float | None = None  # of the report the last probe read (None: none)
 
     def _look(self) -> tuple[ProbeResult, Placement, NodeReport | None]:
         state = self.store.read_state()
         report = next((r for r in self.store.reports() if r.node == self.node), None)
+        self.report_age = report.age if report is not None else None
         return report_probe(self.node, report, state.placement, self.stale), state.placement, report
 
     def probe(self) -> ProbeResult:
