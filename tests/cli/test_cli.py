@@ -609,6 +609,20 @@ def test_status_in_self_mode_shows_each_nodes_own_report_and_its_age(cli: Cli, m
     assert isinstance(mismatch, dict) and any("refuses to act" in p for p in mismatch["problems"])
 
 
+def test_node_control_is_changed_only_while_paused(cli: Cli) -> None:
+    assert cli("status", "--json").exit_code == 2  # the store exists, nothing recorded yet
+    assert_one_error_line(cli("node_control", "ssh"), 1, "not paused")
+    assert cli("pause").exit_code == 0
+    changed = cli("node-control", "ssh")
+    assert changed.exit_code == 0, changed.output
+    data = as_json(cli("status", "--json"))
+    assert isinstance(data, dict) and data["node_control"] == "ssh"
+    assert any("refuses to act" in p for p in data["problems"])  # this config says self
+    events = as_json(cli("history", "--json"))
+    assert isinstance(events, list) and any(e["kind"] == "node_control" for e in events)
+    assert cli("node_control", "sideways").exit_code == 2
+
+
 def test_pause_and_resume_show_in_status_and_history(cli: Cli) -> None:
     paused = cli("pause")
     assert paused.exit_code == 0, paused.output
