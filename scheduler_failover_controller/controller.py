@@ -1,11 +1,9 @@
 """The controller cycle: one decision per cycle, returned as a sentence and logged.
 
-Every controller, active or standby, guards its own node (S2 in docs/design.md): its local scheduler may
-run only while this node holds an unexpired placement, measured as a ``time.monotonic()``
-deadline derived from the server's expiry minus the server's now, less a safety margin.
-The active controller (holder of the leadership lease) additionally probes every node,
-kills strays, restarts in place, and moves the scheduler, always stop-before-start, and
-only while its own lease deadline has margin left.
+Every controller guards its own node (S2 in docs/design.md): its scheduler may run only while
+this node holds an unexpired placement (a ``time.monotonic()`` deadline from the server's expiry
+less a margin). The active also probes every node (in self mode: reads its report), kills strays,
+restarts in place and moves the scheduler, stop-before-start, while its lease has margin left.
 """
 
 from __future__ import annotations
@@ -35,6 +33,7 @@ from .probe import ProbeResult, SchedulerState
 from .probe_pool import ProbePool
 from .recovery import Recovery
 from .renewals import Renewals
+from .selfmode import NodeControl, SelfMode
 from .starts import Starts, stop
 from .switchover import Switchovers
 from .term import Role, Term
@@ -47,12 +46,10 @@ PLEASE_REPORT = "INTERNAL ERROR (please report this with the log)"
 class Controller(Recovery, Switchovers):
     """One controller instance: its decision procedure, with its collaborators.
 
-    ``term`` holds the role, epoch and deadlines (and every call that moves them), ``health``
-    each node's last look and check streaks, ``incidents`` the failure counts, backoffs and
-    alerts, ``fencing`` what blocks a start and ``fence_command``, ``starts`` a start and its
-    wait, ``renewals`` what is renewed between cycles, ``identity`` the registry row.
-    The decisions about the placed node and strays are in ``Recovery`` (recovery.py), a
-    switchover's in ``Switchovers`` (switchover.py), mixed in.
+    ``term``: role, epoch, deadlines; ``health``: each node's last look and check streaks;
+    ``incidents``: failure counts, backoffs, alerts; ``fencing``: what blocks a start; ``starts``,
+    ``renewals``, ``identity`` (the registry row); ``selfmode``: this node's reconcile (self mode).
+    Decisions on the placed node and strays: ``Recovery``; a switchover's: ``Switchovers`` (mixins).
     """
 
     def __init__(
@@ -111,6 +108,8 @@ class Controller(Recovery, Switchovers):
         self.identity = Identity(config, store, self.holder, self.pid, monotonic, sleep, self.stopping)
         self._pool = ThreadPoolExecutor(max_workers=min(16, max(1, len(config.nodes))), thread_name_prefix="probe")
         self._probes = ProbePool()  # a hung probe is abandoned: never a queue of probes behind it
+        self.node_control = NodeControl(config, store)  # one value per cluster: refuse when it differs
+        self.selfmode = SelfMode(self) if config.node_control == "self" else None  # other nodes: their reports
 
     # --- helpers ------------------------------------------------------------------------
 
@@ -170,8 +169,7 @@ class Controller(Recovery, Switchovers):
         return probe
 
     def _note_leashed(self, probe: ProbeResult) -> None:
-        """What the heartbeat says of this node's schedulers: from a look that saw them (a look that
-        could not keeps the last: it knows nothing new, and its placement is not renewed meanwhile)."""
+        """What the heartbeat says of this node's schedulers: from a look that saw them (else the last)."""
         self.blind.note(probe)
         if probe.state is not SchedulerState.UNKNOWN:
             self.local_leashed = only_leashed(probe)
@@ -207,7 +205,11 @@ class Controller(Recovery, Switchovers):
         """Run one cycle and return its decision; never raises."""
         self.cycles += 1
         try:
-            return self._cycle()
+            refusal = self.node_control.check()
+            sentence = refusal or self._cycle()
+            mine = self.selfmode if not refusal and not self.duplicate else None
+            acted = mine.reconcile(self.paused) if mine else None
+            return f"{sentence}; {acted}" if acted else sentence
         except Exception:
             log.exception(PLEASE_REPORT)
             return f"{PLEASE_REPORT}: the cycle failed; nothing more was done"
@@ -360,10 +362,8 @@ class Controller(Recovery, Switchovers):
         return f"{self.role}: {message}"
 
     def _reconfirm_placement(self) -> tuple[bool, Placement]:
-        """Read the placement afresh and renew it if it is this node's: (renewed, what was read).
-
-        What was read is ``last_state``'s placement when the store cannot be read.
-        """
+        """Read the placement afresh and renew it if it is this node's: (renewed, what was read; the
+        last read when the store cannot be read)."""
         fallback = self.last_state.placement if self.last_state else Placement(None, 0, 0.0, 0, 0.0)
         return self.term.reconfirm(fallback)
 
@@ -436,7 +436,10 @@ class Controller(Recovery, Switchovers):
 
     def _start_on(self, node: str, probes: dict[str, ProbeResult]) -> tuple[bool, str]:
         """Start the scheduler on ``node`` and wait until it is up: (whether it is, what happened)."""
-        return self.starts.start(node, probes, self.cycles)
+        result = self.starts.start(node, probes, self.cycles)
+        if self.selfmode is not None and node == self.host:
+            self.selfmode.note_start()  # started (or tried) for its placement: not again by the reconcile
+        return result
 
     # --- renewals, on their own clock ----------------------------------------------------
 
@@ -448,17 +451,20 @@ class Controller(Recovery, Switchovers):
         scheduler is probed. Returns True when the cycle should run now: the lease is free to take,
         or this controller lost it.
         """
-        if self.duplicate is not None:
-            return False  # another controller has this identity: nothing of its node is ours to renew
+        if self.duplicate is not None or self.node_control.refused:
+            return False  # another controller has this identity (or the cluster another mode): renew nothing
+        if self.selfmode is not None:  # this node's report goes with every renewal
+            return self.selfmode.renewal(self._look_local, lambda look: self.renewals.renew(look, self._heartbeat))
         return self.renewals.renew(self._look_local, self._heartbeat)
 
     # --- shutdown -----------------------------------------------------------------------
 
     def shutdown(self) -> str:
         """Graceful exit: stop our node's scheduler (nobody would guard it), release everything."""
-        parts = []
-        if self.duplicate is not None:
-            parts.append(f"left the local scheduler and its placement to the other controller on {self.host}")
+        parts: list[str] = []
+        if self.duplicate is not None or self.node_control.refused:  # not this controller's to act on
+            whose = "to the other controller" if self.duplicate else "as they are (another node_control)"
+            parts.append(f"left the local scheduler and its placement {whose} on {self.host}")
         elif not self.paused:
             probe = self.local.probe()
             after = probe

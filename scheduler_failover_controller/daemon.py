@@ -172,6 +172,9 @@ def run(
             return 0
         if other is not None:
             _refuse_duplicate(config, controller, other)
+        refusal = controller.node_control.check()  # the cluster runs another node_control: a config error
+        if refusal:
+            raise ConfigError(f"{config.source}: node_control: {refusal}")
         renewer.start()
         return _cycles(config, controller, stop, wake, metrics, monotonic)
     finally:
@@ -256,8 +259,8 @@ def _cycles(
         if metrics is not None:
             metrics.observe_cycle(monotonic() - began)
         log.info("%s", sentence)
-        if controller.duplicate is not None:
-            return 2  # a config error found at run time: another controller has this identity
+        if controller.duplicate is not None or controller.node_control.refused:
+            return 2  # a config error found at run time: another controller has this identity, or another mode
         sd_notify(f"WATCHDOG=1\nSTATUS={sentence[:200]}")
         next_run += config.poll_frequency
         now = monotonic()

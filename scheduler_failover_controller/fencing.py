@@ -112,9 +112,16 @@ class Fencing:
             return f"unreachable, and the metastore cannot tell whether its placement expired: {exc}"
         if state.placement.valid and state.placement.node == node:
             return f"unreachable; its placement expires in {state.placement.remaining:.1f}s"
+        if state.placement.node is None and state.placement.remaining > 0 and self.config.node_control == "self":
+            # A stop order (placement to nowhere) outlasts every placement renewed before it.
+            return (
+                f"unseen; a placement it held may last until the stop order expires in {state.placement.remaining:.1f}s"
+            )
         entry = registry.get(node)
         seen = self.health.last_seen(node)
         if entry is None and seen is None:
+            if self.config.node_control == "self":
+                return None  # no controller of its ever ran: none started a scheduler there (README)
             return "unreachable; not known to run its scheduler under a leash"
         if entry is not None and not entry.leashed:
             return "unreachable; its controller last reported a scheduler that is not under a leash"

@@ -68,9 +68,10 @@ class Recovery:
         return self._restart_or_move(state, probes, node, probe)
 
     def _healthy(self, node: str, probe: ProbeResult) -> str:
-        if node != self.host:  # our own node's placement was renewed by _guard already
-            # Keeps the placement (and the leash) of a node whose own controller is not there
-            # alive; the renewal thread goes on renewing them between cycles.
+        if node != self.host and self.config.node_control == "ssh":
+            # Our own node's placement was renewed by _guard already; in self mode only a node's own
+            # controller renews it. Keeps the placement (and the leash) of a node whose own controller
+            # is not there alive; the renewal thread goes on renewing them between cycles.
             self.renewals.keep(node)
         self.incidents.healthy()
         return f"scheduler healthy on {node} ({probe.describe()})"

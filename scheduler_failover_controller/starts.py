@@ -66,11 +66,24 @@ class Starts:
             return False, f"not starting: {MARGIN_TOO_SMALL}"
         # Fence the start by our epoch at the store as well: a restart in place writes nothing
         # else that the store could refuse, and our deadline alone trusts the server's clock rate.
+        if getattr(self.runners[node], "by_report", False):
+            return self._order_and_wait(node)  # self mode: the node's own controller starts and renews it
         self.renewals.starting.add(node)
         try:
             return self._start_and_wait(node)
         finally:
             self.renewals.starting.discard(node)
+
+    def _order_and_wait(self, node: str) -> tuple[bool, str]:
+        """Place the scheduler on ``node`` (self mode) and wait for its report RUNNING, renewing the lease
+        only: the placement is renewed by the node's own controller, never by this one."""
+        runner = self.runners[node]
+        try:
+            runner.start(self.term.placement_deadline)
+        except (NodeUnreachable, CommandFailed) as exc:
+            return False, str(exc)
+        self.fencing.started(node)
+        return self._wait(node, runner, lambda: self.term.renew_lease() and self.term.readable())
 
     def _start_and_wait(self, node: str) -> tuple[bool, str]:
         try:
@@ -87,6 +100,10 @@ class Starts:
         except (NodeUnreachable, CommandFailed) as exc:
             return False, str(exc)
         self.fencing.started(node)
+        return self._wait(node, runner, lambda: self.renewals.while_waiting(node))
+
+    def _wait(self, node: str, runner: NodeRunner, renew: Callable[[], bool]) -> tuple[bool, str]:
+        """Wait until ``runner``'s scheduler is up, calling ``renew`` every renew_interval (False: give up)."""
         start = self.term.monotonic()
         give_up = start + self.config.scheduler_start_timeout
         next_renewal = start + self.config.renew_interval
@@ -105,7 +122,7 @@ class Starts:
                 return False, f"not up within {self.config.scheduler_start_timeout:g}s (cleanup: {after.state.value})"
             if now >= next_renewal:
                 next_renewal = now + self.config.renew_interval
-                if not self.renewals.while_waiting(node):
+                if not renew():
                     stop(runner)
                     if self.term.unreadable is not None:
                         return (

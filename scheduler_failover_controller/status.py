@@ -11,8 +11,10 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from .config import Config
-from .metastore.base import ClusterState, ControllerInfo, Metastore
+from .metastore.base import ClusterState, ControllerInfo, Metastore, Observation
+from .metastore.reports import NodeReport
 from .metastore.rows import implausible
+from .nodes.by_report import stale_after
 from .probe import SchedulerState
 from .strenum import StrEnum
 from .term import Role
@@ -71,6 +73,8 @@ class NodeStatus:
     observed_age_s: float | None  # None: never observed
     #: (pid, user) of matching processes another user runs outside the leash: not counted
     foreign: tuple[tuple[int, str], ...] = ()
+    #: the age of the node's own controller's last report (self mode); None: none
+    report_age_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -93,6 +97,9 @@ class ClusterStatus:
     controllers: list[ControllerStatus]
     nodes: list[NodeStatus]
     last_failover: Failover | None
+    #: the cluster's recorded node_control (None: not recorded yet), and this config's
+    node_control: str | None = None
+    configured_node_control: str = "self"
 
     def to_json(self) -> dict[str, Any]:
         """The ``status --json`` document (its field names and order are an interface)."""
@@ -124,12 +131,14 @@ class ClusterStatus:
                     "pids": list(n.pids),
                     "observed_age_s": n.observed_age_s,
                     "foreign": [{"pid": pid, "user": user} for pid, user in n.foreign],
+                    "report_age_s": n.report_age_s,
                 }
                 for n in self.nodes
             ],
             "last_failover": (
                 {"at": failover.at, "age_s": failover.age_s, "message": failover.message} if failover else None
             ),
+            "node_control": self.node_control,
         }
 
 
@@ -148,14 +157,24 @@ def read_status(store: Metastore, config: Config) -> ClusterStatus:
     state = store.read_state()
     registry = store.controllers()
     observations = {o.node: o for o in store.observations()}
+    reports = {r.node: r for r in store.reports()}
+    recorded = store.read_node_control()
     recent = store.events(200)
     moves = [e for e in recent if e.kind == "move"]
     lease, placement = state.lease, state.placement
     fresh = 2 * config.poll_frequency + config.lease_ttl
+    if config.node_control == "self":  # each node's own report: true within one renewal of a change
+        fresh = stale_after(config)
+        observations = {
+            node: Observation(node, r.state, r.pids, r.detail, r.observed_at, node, r.server_now, r.leashed, r.foreign)
+            for node, r in reports.items()
+        }
     nodes = [
-        NodeStatus(node, _known(SchedulerState, obs.state), obs.pids, round(obs.age, 3), obs.foreign)
+        NodeStatus(
+            node, _known(SchedulerState, obs.state), obs.pids, round(obs.age, 3), obs.foreign, _age(reports, node)
+        )
         if (obs := observations.get(node))
-        else NodeStatus(node, SchedulerState.UNKNOWN, (), None)
+        else NodeStatus(node, SchedulerState.UNKNOWN, (), None, report_age_s=_age(reports, node))
         for node in config.nodes
     ]
     controllers = [_controller(c, state, config) for c in registry]
@@ -164,6 +183,11 @@ def read_status(store: Metastore, config: Config) -> ClusterStatus:
     problems = list(doubts) + _problems(state, controllers, nodes, config, fresh)
     if len(running) > 1:
         problems.append("more than one scheduler running")
+    if recorded is not None and recorded != config.node_control:
+        problems.append(
+            f"the cluster's node_control is {recorded} but {config.node_control} in this config: "
+            "a controller with this config refuses to act"
+        )
     # Two controllers with one current_host share one registry row: only the events tell.
     window = 10 * config.lease_ttl + 2 * config.poll_frequency
     for event in recent:
@@ -189,7 +213,14 @@ def read_status(store: Metastore, config: Config) -> ClusterStatus:
         controllers=controllers,
         nodes=nodes,
         last_failover=Failover(last.at, round(state.server_now - last.at, 1), last.message) if last else None,
+        node_control=recorded,
+        configured_node_control=config.node_control,
     )
+
+
+def _age(reports: dict[str, NodeReport], node: str) -> float | None:
+    report = reports.get(node)
+    return round(report.age, 3) if report is not None else None
 
 
 def _controller(c: ControllerInfo, state: ClusterState, config: Config) -> ControllerStatus:

@@ -64,6 +64,7 @@ class Term:
         # A record no valid write produces, as a call last found it (None: the store reads fine).
         # Until a cycle reads the store again, nothing is renewed: the store counts as down.
         self.unreadable: str | None = None
+        self._written: tuple[int, int] | None = None  # (epoch, version) of the last placement this term wrote
 
     # --- deadlines ------------------------------------------------------------------------
 
@@ -183,16 +184,26 @@ class Term:
 
     # --- placements ---------------------------------------------------------------------------
 
-    def place(self, current: Placement, node: str) -> Placement | None:
-        """Move the placement from ``current`` to ``node`` under this term's epoch; None if not done."""
+    def place(self, current: Placement, node: str | None) -> Placement | None:
+        """Move the placement from ``current`` to ``node`` (None: nowhere, a stop order in self mode)
+        under this term's epoch; None if not done.
+
+        When this term wrote a newer version since ``current`` was read (a stop order of this very
+        cycle), that version is the one expected: the write is still a compare-and-set on it.
+        """
         if not self.leads():
             return None
+        expected = current.version
+        if self._written is not None and self._written[0] == self.epoch:
+            expected = max(expected, self._written[1])
         t0 = self.monotonic()
         try:
-            placed = self.store.set_placement(node, self.holder, self.epoch, current.version, self.ttl)
+            placed = self.store.set_placement(node, self.holder, self.epoch, expected, self.ttl)
         except MetastoreError as exc:
             log.warning("could not write the placement: %s", exc)
             return None
+        if placed is not None:
+            self._written = (self.epoch, placed.version)
         if placed is not None and node == self.host:
             self._hold_placement(self.deadline(t0, placed.remaining))
         return placed

@@ -3,7 +3,9 @@ metadata, status, history."""
 
 from __future__ import annotations
 
+import contextlib
 import sys
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -15,6 +17,7 @@ from ..status import ClusterStatus, read_status
 from .group import config_for, emit, main, open_store, reading_store
 
 if TYPE_CHECKING:
+    from ..config import Config
     from ..nodes import NodeRunner
 
 
@@ -39,17 +42,42 @@ def is_scheduler_running(ctx: click.Context, as_json: bool) -> None:
 
     Exit 0 when exactly one scheduler runs, 1 otherwise.
     """
-    from ..nodes import make_runners
-
     config = config_for(ctx)
-    results = list(_probe_all(make_runners(config)).values())
+    with _runners(config) as runners:
+        results = list(_probe_all(runners).values())
+        ages = {node: _report_age(runner) for node, runner in runners.items()}
     emit(
-        [r.to_json() for r in results],
+        [{**r.to_json(), **({"report_age_s": ages[r.node]} if by_report(runners[r.node]) else {})} for r in results],
         as_json,
-        lambda: "\n".join(f"{r.node}: {r.describe()}" for r in results),
+        lambda: "\n".join(f"{r.node}: {r.describe()}{_reported(ages[r.node])}" for r in results),
     )
     running = [r for r in results if r.state is SchedulerState.RUNNING]
     sys.exit(0 if len(running) == 1 and len(running[0].pids) == 1 else 1)
+
+
+@contextlib.contextmanager
+def _runners(config: Config) -> Iterator[dict[str, NodeRunner]]:
+    """Every node's runner; in self mode the other nodes are their reports in the metastore."""
+    from ..nodes import make_runners
+
+    if config.node_control != "self" or config.nodes == (config.current_host,):
+        yield make_runners(config)
+        return
+    with reading_store(config) as store:  # set up by its first call: a store down makes each report unknown
+        yield make_runners(config, store)
+
+
+def by_report(runner: NodeRunner) -> bool:
+    return bool(getattr(runner, "by_report", False))
+
+
+def _report_age(runner: NodeRunner) -> float | None:
+    age = getattr(runner, "report_age", None)
+    return round(age, 3) if isinstance(age, float) else None
+
+
+def _reported(age: float | None) -> str:
+    return "" if age is None else f" (reported {age:.1f}s ago)"
 
 
 def _probe_all(runners: dict[str, NodeRunner]) -> dict[str, ProbeResult]:
@@ -68,20 +96,50 @@ def _probe_all(runners: dict[str, NodeRunner]) -> dict[str, ProbeResult]:
 @main.command()
 @click.pass_context
 def test_connection(ctx: click.Context) -> None:
-    """Reach every node (local, or SSH: host key, login, tools there) and the metastore; exit 1 if any fails."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    from ..nodes import SSHNodeRunner, make_runners
+    """Reach every node (local, its report in self mode, or SSH) and the metastore; exit 1 if any fails."""
 
     config = config_for(ctx)
     failed = False
-    runners = make_runners(config)
+    with _runners(config) as runners:
+        outputs = _checks(runners)
+    for ok, lines in outputs:
+        failed |= not ok
+        for line in lines:
+            click.echo(line)
+    store = open_store(config)
+    try:
+        store.setup()
+        state = store.read_state()
+        click.echo(f"metastore {store.describe()}: ok (epoch {state.lease.epoch})")
+        if store.exposure():
+            click.echo(f"  warning: {store.exposure()}")
+    except MetastoreError as exc:
+        failed = True
+        click.echo(f"metastore {store.describe()}: FAILED: {exc}")
+    finally:
+        store.close()
+    sys.exit(1 if failed else 0)
+
+
+def _checks(runners: dict[str, NodeRunner]) -> list[tuple[bool, list[str]]]:
+    """test_connection's lines for each node: local, its report (self mode), or over SSH."""
+    from concurrent.futures import ThreadPoolExecutor
 
     def check(runner: NodeRunner) -> tuple[bool, list[str]]:
-        if not isinstance(runner, SSHNodeRunner):
+        if by_report(runner):  # self mode: never a connection to the node
+            probe = runner.probe()
+            ok = probe.state is not SchedulerState.UNKNOWN
+            head = f"scheduler {probe.describe()}{_reported(_report_age(runner))}"
+            return ok, [f"node {runner.node} (its controller's report): {'ok' if ok else 'FAILED'}: {head}"]
+        from ..nodes import LocalNodeRunner
+
+        if isinstance(runner, LocalNodeRunner):
             probe = runner.probe()
             ok = probe.state is not SchedulerState.UNKNOWN
             return ok, [f"node {runner.node} (local): {'ok' if ok else 'FAILED'}: scheduler {probe.describe()}"]
+        from ..nodes import SSHNodeRunner
+
+        assert isinstance(runner, SSHNodeRunner)
         report = runner.check()
         if report.probe is not None and report.ok:
             head = f"scheduler {report.probe.describe()}"
@@ -108,27 +166,10 @@ def test_connection(ctx: click.Context) -> None:
 
     try:
         with ThreadPoolExecutor(max_workers=min(16, max(1, len(runners)))) as pool:
-            outputs = list(pool.map(check, runners.values()))
+            return list(pool.map(check, runners.values()))
     finally:
         for runner in runners.values():
             runner.close()
-    for ok, lines in outputs:
-        failed |= not ok
-        for line in lines:
-            click.echo(line)
-    store = open_store(config)
-    try:
-        store.setup()
-        state = store.read_state()
-        click.echo(f"metastore {store.describe()}: ok (epoch {state.lease.epoch})")
-        if store.exposure():
-            click.echo(f"  warning: {store.exposure()}")
-    except MetastoreError as exc:
-        failed = True
-        click.echo(f"metastore {store.describe()}: FAILED: {exc}")
-    finally:
-        store.close()
-    sys.exit(1 if failed else 0)
 
 
 @main.command()
@@ -188,6 +229,12 @@ def _render_status(cluster: ClusterStatus) -> str:
         f"active controller: {data['active_controller'] or '-'} (epoch {data['epoch']})",
         f"scheduler node: {data['scheduler_node'] or '-'}",
         f"paused: {'yes' if data['paused'] else 'no'}",
+        f"node_control: {data['node_control'] or 'not recorded yet'}"
+        + (
+            ""
+            if data["node_control"] in (None, cluster.configured_node_control)
+            else f" ({cluster.configured_node_control} here)"
+        ),
         "controllers:",
     ]
     lines += [
@@ -198,6 +245,8 @@ def _render_status(cluster: ClusterStatus) -> str:
     lines.append("nodes:")
     for n in data["nodes"]:
         age = "never observed" if n["observed_age_s"] is None else f"observed {n['observed_age_s']:.1f}s ago"
+        if cluster.configured_node_control == "self":
+            age = "never reported" if n["report_age_s"] is None else f"reported {n['report_age_s']:.1f}s ago"
         pids = f" pid {', '.join(map(str, n['pids']))}" if n["pids"] else ""
         foreign = ", ".join(f"pid {f['pid']} ({f['user']})" for f in n["foreign"])
         lines.append(f"  {n['host']}: {n['scheduler']}{pids} ({age})" + (f"; foreign: {foreign}" if foreign else ""))

@@ -1,4 +1,5 @@
-"""Commands that change the cluster: start, init, clear_metadata, send_test_email, switchover, pause, resume."""
+"""Commands that change the cluster: start, init, clear_metadata, send_test_email, switchover, pause, resume,
+node_control."""
 
 from __future__ import annotations
 
@@ -216,3 +217,23 @@ def pause(ctx: click.Context) -> None:
 def resume(ctx: click.Context) -> None:
     """Leave maintenance mode."""
     _set_paused(ctx, False)
+
+
+@main.command(name="node_control")
+@click.argument("value", type=click.Choice(["self", "ssh"]))
+@click.pass_context
+def node_control(ctx: click.Context, value: str) -> None:
+    """Record the cluster's node_control (self or ssh); only while paused (README: moving between them)."""
+    config = config_for(ctx)
+    with using_store(config) as store:
+        store.setup()
+        before = store.read_node_control()
+        if not store.set_node_control(value):
+            raise click.ClickException(
+                "the cluster is not paused: pause it first (sfc pause), then change node_control"
+            )
+        store.add_event(config.current_host, "node_control", f"node_control {before or 'unset'} -> {value} by CLI")
+    click.echo(
+        f"node_control: {value} for the cluster; controllers configured otherwise refuse to act: "
+        "change their configs, restart them, then resume"
+    )

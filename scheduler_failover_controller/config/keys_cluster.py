@@ -47,6 +47,16 @@ The controller's own node is always local. Other nodes are reached over SSH.""",
         shown_default="`current_host`",
     ),
     Key(
+        "node_control",
+        p.choice("self", "ssh"),
+        "self",
+        """\
+How the scheduler on each node is started and stopped. One value for the whole cluster.
+  self - every node's own controller acts on its own node by the placement; no SSH
+  ssh  - the active controller reaches the other nodes over SSH (masters without a controller)""",
+        "`self`: each controller acts on its own node, no SSH; `ssh`: the active reaches the others over SSH",
+    ),
+    Key(
         "metadata_service_type",
         p.service,
         p.SQL_SERVICE,

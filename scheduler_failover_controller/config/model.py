@@ -56,6 +56,7 @@ class Config:
     current_host: str
     nodes: tuple[str, ...]
     local_nodes: tuple[str, ...]
+    node_control: str
     metadata_service_type: str
     metadata_service_sql_conn: str = field(repr=False)  # may hold a password
     metadata_service_zookeeper_nodes: str

@@ -25,6 +25,7 @@ from typing import Any
 from ..exceptions import MetastoreError
 from . import deadline as dl
 from . import rows
+from .reports import ReportStore
 
 LEADER = "leader"
 SCHEDULER = "scheduler"
@@ -155,7 +156,7 @@ class Event:
     epoch: int = 0
 
 
-class Metastore(abc.ABC):
+class Metastore(ReportStore, abc.ABC):
     """Shared state of the controllers. Implementations must be safe across processes/hosts.
 
     The plumbing every backend shares lives here, as template methods: each public call runs
@@ -378,6 +379,20 @@ class Metastore(abc.ABC):
                     "observed_age_s": round(o.age, 3),
                 }
                 for o in self.observations()
+            ],
+            "node_control": self.read_node_control(),
+            "reports": [
+                {
+                    "node": r.node,
+                    "state": r.state,
+                    "pids": list(r.pids),
+                    "detail": r.detail,
+                    "leashed": r.leashed,
+                    "answers": r.answers,
+                    "started_for": r.started_for,
+                    "age_s": round(r.age, 3),
+                }
+                for r in self.reports()
             ],
             "events": [
                 {"at": e.at, "host": e.host, "kind": e.kind, "epoch": e.epoch, "message": e.message}

@@ -52,6 +52,7 @@ from .base import (
     foreign_rows,
 )
 from .sql_engine import SQLDatabase
+from .sql_reports import NODE_CONTROL, SQLReports, reports_table
 from .sql_tables import (
     ADDED_COLUMNS,
     SEEDS,
@@ -73,7 +74,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-class SQLMetastore(SQLDatabase, Metastore):
+class SQLMetastore(SQLReports, SQLDatabase, Metastore):
     """The metastore in a relational database, tables prefixed ``sfc_``."""
 
     kind = "sql"
@@ -474,7 +475,7 @@ class SQLMetastore(SQLDatabase, Metastore):
             return column
 
         def go(conn: Connection) -> None:
-            for table in (controllers_table, observations_table, events_table):
+            for table in (controllers_table, observations_table, events_table, reports_table):
                 conn.execute(delete(table))
             # Keep the epoch: fencing tokens must never go backwards, even across a wipe. Only a
             # counter no valid write produces (text, negative) restarts from 0: tokens are compared
@@ -493,5 +494,6 @@ class SQLMetastore(SQLDatabase, Metastore):
             )
             conn.execute(update(meta_table).where(meta_table.c.name == "paused").values(value="0"))
             conn.execute(update(meta_table).where(meta_table.c.name == "switchover").values(value=""))
+            conn.execute(update(meta_table).where(meta_table.c.name == NODE_CONTROL).values(value=""))
 
         self._run(go)

@@ -122,6 +122,7 @@ SEEDS: list[tuple[Table, dict[str, Any]]] = [
     (meta_table, {"name": "schema_version", "value": str(SCHEMA_VERSION)}),
     (meta_table, {"name": "paused", "value": "0"}),
     (meta_table, {"name": "switchover", "value": ""}),
+    (meta_table, {"name": "node_control", "value": ""}),
     (lease_table, {"name": LEADER, "epoch": 0, "acquired_at": 0.0, "expires_at": 0.0}),
     (placement_table, {"name": SCHEDULER, "epoch": 0, "version": 0, "expires_at": 0.0, "updated_at": 0.0}),
 ]

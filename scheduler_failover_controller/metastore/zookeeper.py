@@ -8,6 +8,7 @@ Layout under ``metadata_service_zookeeper_root`` (itself under any chroot of the
     placement     JSON {node, epoch, version, ttl}; expires ``ttl`` after its mtime (server clock)
     clock         rewritten to read the ZooKeeper leader's clock (its mtime) when expiry is judged
     paused, schema, observations (JSON), controllers/<host> (JSON, mtime = last seen),
+    reports/<node> and node_control (self mode: :mod:`.zookeeper_reports`),
     events/e-NNNNNNNNNN (sequential, JSON)
 
 Leadership is valid while the session is: a renewal is a round trip that confirms the leader
@@ -83,6 +84,7 @@ from .zookeeper_records import (
     field,
     load_json,
 )
+from .zookeeper_reports import ZooKeeperReports
 from .zookeeper_session import ZooKeeperSession
 
 T = TypeVar("T")
@@ -99,10 +101,12 @@ RECORDS = {
     "observations": b"{}",
     "controllers": b"",
     "events": b"",
+    "reports": b"",
+    "node_control": b"",
 }
 
 
-class ZooKeeperMetastore(ZooKeeperSession, Metastore):
+class ZooKeeperMetastore(ZooKeeperReports, ZooKeeperSession, Metastore):
     """The metastore in a ZooKeeper ensemble."""
 
     kind = "zookeeper"
@@ -423,7 +427,7 @@ class ZooKeeperMetastore(ZooKeeperSession, Metastore):
         def go() -> None:
             deletes = [
                 self.client.delete_async(self._p(parent, name))
-                for parent in ("controllers", "events")
+                for parent in ("controllers", "events", "reports")
                 for name in self._children(self._p(parent))
             ]
             deletes.append(self.client.delete_async(self._p("leader")))  # the epoch counter stays: tokens never go back
@@ -443,5 +447,6 @@ class ZooKeeperMetastore(ZooKeeperSession, Metastore):
             self._set(self._p("observations"), b"{}")
             self._set(self._p("paused"), b"0")
             self._set(self._p("switchover"), b"")
+            self._set(self._p("node_control"), b"")
 
         self._run(go)

@@ -26,6 +26,7 @@ from scheduler_failover_controller import __version__
 from scheduler_failover_controller.cli import main
 from scheduler_failover_controller.config import CONFIG_ENV, load_config
 from scheduler_failover_controller.metastore.base import ControllerInfo, Observation
+from scheduler_failover_controller.metastore.reports import NodeReport
 from scheduler_failover_controller.metastore.sql import SQLMetastore
 from tests.support.clirunner import cli_runner
 from tests.support.ports import free_port
@@ -513,7 +514,9 @@ def test_status_json_on_empty_cluster_exits_2(cli: Cli) -> None:
     assert data["scheduler_node"] is None
     assert data["paused"] is False
     assert data["controllers"] == []
-    assert data["nodes"] == [{"host": HOST, "scheduler": "unknown", "pids": [], "observed_age_s": None, "foreign": []}]
+    assert data["nodes"] == [
+        {"host": HOST, "scheduler": "unknown", "pids": [], "observed_age_s": None, "foreign": [], "report_age_s": None}
+    ]
 
 
 def test_status_text_on_empty_cluster_exits_2(cli: Cli) -> None:
@@ -525,6 +528,7 @@ def test_status_text_on_empty_cluster_exits_2(cli: Cli) -> None:
 
 def test_status_json_of_a_healthy_cluster_exits_0(cli: Cli, mariadb_url: str) -> None:
     cli.write(
+        node_control="ssh",  # the active's observations
         scheduler_nodes_in_cluster="node-a,node-b",
         poll_frequency="1",
         lease_ttl="30",
@@ -565,6 +569,58 @@ def test_status_json_of_a_healthy_cluster_exits_0(cli: Cli, mariadb_url: str) ->
     assert text.exit_code == 0
     assert "health: healthy" in text.output
     assert "node-b: standby (paused), heartbeat" in text.output
+
+
+def test_status_in_self_mode_shows_each_nodes_own_report_and_its_age(cli: Cli, mariadb_url: str) -> None:
+    keys = {"scheduler_nodes_in_cluster": "node-a,node-b", "lease_ttl": "30", "metadata_service_sql_conn": mariadb_url}
+    cli.write_keys(keys)
+    store = cli.store(mariadb_url)
+    try:
+        lease = store.acquire_or_renew("holder-a", HOST, 30)
+        assert lease is not None
+        store.heartbeat(ControllerInfo(HOST, "holder-a", 4242, "9.9", "active", 0.0, 0.0))
+        store.heartbeat(ControllerInfo("node-b", "holder-b", 4343, "9.9", "standby", 0.0, 0.0))
+        placed = store.set_placement(HOST, "holder-a", lease.epoch, 0, 30)
+        assert placed is not None
+        # The active's observation says nothing runs: in self mode status reads the node's own report.
+        assert store.record_observations("holder-a", lease.epoch, [Observation(HOST, "stopped", (), "")])
+        assert store.write_report(NodeReport(HOST, "holder-a", "running", (1234,), True, answers=1, seq=1))
+        assert store.write_report(NodeReport("node-b", "holder-b", "stopped", answers=1, seq=1))
+        assert store.claim_node_control("self") == "self"
+    finally:
+        store.close()
+    result = cli("status", "--json")
+    assert result.exit_code == 0, result.output
+    data = as_json(result)
+    assert isinstance(data, dict) and data["node_control"] == "self" and data["health"] == "healthy"
+    nodes = {n["host"]: n for n in data["nodes"]}
+    assert nodes[HOST]["scheduler"] == "running" and nodes[HOST]["pids"] == [1234]
+    assert 0 <= nodes[HOST]["report_age_s"] < 30 and nodes[HOST]["observed_age_s"] == nodes[HOST]["report_age_s"]
+    text = cli("status")
+    assert "node_control: self" in text.output and "reported " in text.output
+    probes = as_json(cli("is_scheduler_running", "--json"))
+    assert isinstance(probes, list)
+    assert {p["node"]: p["state"] for p in probes} == {HOST: "stopped", "node-b": "stopped"}  # n-a: its local look
+    assert 0 <= probes[1]["report_age_s"] < 30
+    connection = cli("test_connection")
+    assert "node node-b (its controller's report): ok: scheduler stopped (reported" in connection.output
+    cli.write_keys({**keys, "node_control": "ssh"})
+    mismatch = as_json(cli("status", "--json"))
+    assert isinstance(mismatch, dict) and any("refuses to act" in p for p in mismatch["problems"])
+
+
+def test_node_control_is_changed_only_while_paused(cli: Cli) -> None:
+    assert cli("status", "--json").exit_code == 2  # the store exists, nothing recorded yet
+    assert_one_error_line(cli("node_control", "ssh"), 1, "not paused")
+    assert cli("pause").exit_code == 0
+    changed = cli("node-control", "ssh")
+    assert changed.exit_code == 0, changed.output
+    data = as_json(cli("status", "--json"))
+    assert isinstance(data, dict) and data["node_control"] == "ssh"
+    assert any("refuses to act" in p for p in data["problems"])  # this config says self
+    events = as_json(cli("history", "--json"))
+    assert isinstance(events, list) and any(e["kind"] == "node_control" for e in events)
+    assert cli("node_control", "sideways").exit_code == 2
 
 
 def test_pause_and_resume_show_in_status_and_history(cli: Cli) -> None:
@@ -688,6 +744,7 @@ def unreachable_remote(cli: Cli, **keys: str) -> None:
     from tests.support.ports import free_port
 
     nodes = {"scheduler_nodes_in_cluster": f"node-a,{REMOTE}", "ssh_port": str(free_port()), "ssh_timeout": "1"}
+    nodes["node_control"] = "ssh"  # the other node is reached over SSH
     cli.write_keys({**nodes, **keys})
 
 

@@ -26,6 +26,7 @@ def cli(tmp_path: Path) -> Cli:
         tmp_path,
         scheduler_nodes_in_cluster=f"{HOST},{OTHER}",
         local_nodes=f"{HOST},{OTHER}",
+        node_control="ssh",
         scheduler_process_match=f"{NO_MATCH}_{{node}}",
         lease_ttl="30",
     )
@@ -72,13 +73,16 @@ def test_status_is_data_on_enums_and_its_json_keeps_its_field_names(cli: Cli) ->
         "controllers",
         "nodes",
         "last_failover",
+        "node_control",
     ]
     assert data["health"] == "healthy"
     assert [list(c) for c in data["controllers"]] == [
         ["host", "role", "pid", "version", "heartbeat_age_s", "paused"]
     ] * 2
     assert [c["role"] for c in data["controllers"]] == ["active", "observer"]
-    assert [list(n) for n in data["nodes"]] == [["host", "scheduler", "pids", "observed_age_s", "foreign"]] * 2
+    assert [list(n) for n in data["nodes"]] == [
+        ["host", "scheduler", "pids", "observed_age_s", "foreign", "report_age_s"]
+    ] * 2
     assert [(n["host"], n["scheduler"], n["pids"]) for n in data["nodes"]] == [
         (HOST, "running", [1234]),
         (OTHER, "sideways", []),

@@ -16,7 +16,7 @@ import textwrap
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,7 @@ from scheduler_failover_controller.metastore.base import (
     Metastore,
     Observation,
 )
+from scheduler_failover_controller.metastore.reports import NodeReport
 from scheduler_failover_controller.metastore.sql import SQLMetastore
 from scheduler_failover_controller.metastore.zookeeper import ZooKeeperMetastore
 from tests.conftest import missing
@@ -738,3 +739,73 @@ def test_zookeeper_suspended_connection_is_not_usable(zk_ensemble: Any, zk_hosts
         for i in range(3):
             zk_ensemble.thaw(i)
     store.close()
+
+
+# --- self mode: per-node reports and the cluster's node_control ---------------------------------
+
+
+def test_reports_round_trip_and_a_late_write_never_replaces_a_newer_one(store: Metastore) -> None:
+    """Each node's report as written (stamped by the server), ordered by ``seq``: an older look's
+    write that lands after a newer one is refused, and the newer report stays."""
+    first = NodeReport("n1", "n1:1:aa", "running", (5, 6), True, ((7, "nobody"),), "ok", 3, 3, seq=10)
+    assert store.write_report(first)
+    assert store.write_report(NodeReport("n2", "n2:2:bb", "stopped", answers=3, seq=1))
+    got = {r.node: r for r in store.reports()}
+    assert set(got) == {"n1", "n2"}
+    n1 = got["n1"]
+    assert (n1.holder, n1.state, n1.pids, n1.leashed, n1.foreign, n1.detail) == (
+        "n1:1:aa",
+        "running",
+        (5, 6),
+        True,
+        ((7, "nobody"),),
+        "ok",
+    )
+    assert (n1.answers, n1.started_for, n1.seq) == (3, 3, 10)
+    assert 0 <= n1.age < 5
+    newer = NodeReport("n1", "n1:1:aa", "stopped", answers=4, started_for=3, seq=12)
+    assert store.write_report(newer)
+    late = NodeReport("n1", "n1:1:aa", "running", (5,), True, answers=3, started_for=3, seq=11)
+    assert not store.write_report(late)
+    assert not store.write_report(replace(late, seq=12))  # equal is not newer
+    kept = {r.node: r for r in store.reports()}["n1"]
+    assert (kept.state, kept.answers, kept.seq) == ("stopped", 4, 12)
+    # A restarted controller (a new holder) goes on from the stored seq.
+    assert store.write_report(NodeReport("n1", "n1:9:cc", "running", (8,), True, answers=4, started_for=4, seq=13))
+    assert {r.node: r.holder for r in store.reports()}["n1"] == "n1:9:cc"
+
+
+def test_reports_cap_their_free_text(store: Metastore) -> None:
+    many = tuple((100 + i, "u" * 40) for i in range(20))
+    assert store.write_report(NodeReport("n1", "n1:1:aa", "unknown", detail="x" * 5000, foreign=many, seq=1))
+    report = store.reports()[0]
+    assert report.detail == "x" * TEXT_LIMIT
+    assert report.foreign == tuple((pid, user[:USER_LIMIT]) for pid, user in many[:FOREIGN_LIMIT])
+
+
+def test_node_control_is_recorded_once_and_changed_only_while_paused(store: Metastore, other: Any) -> None:
+    assert store.read_node_control() is None
+    assert store.claim_node_control("self") == "self"
+    assert store.read_node_control() == "self"
+    second = other()
+    assert second.claim_node_control("ssh") == "self"  # the first one recorded stays
+    assert not second.set_node_control("ssh")  # not paused: refused
+    assert store.claim_node_control("ssh") == "self"
+    store.set_paused(True)
+    assert second.set_node_control("ssh")
+    assert store.claim_node_control("self") == "ssh"
+    store.set_paused(False)
+    assert not store.set_node_control("self")
+    assert second.claim_node_control("self") == "ssh"
+
+
+def test_clear_wipes_reports_and_node_control(store: Metastore) -> None:
+    assert store.write_report(NodeReport("n1", "n1:1:aa", "running", (5,), True, answers=1, started_for=1, seq=4))
+    assert store.claim_node_control("ssh") == "ssh"
+    assert store.dump()["node_control"] == "ssh"
+    assert [r["node"] for r in store.dump()["reports"]] == ["n1"]
+    store.clear()
+    assert store.reports() == []
+    assert store.read_node_control() is None
+    assert store.claim_node_control("self") == "self"
+    assert store.write_report(NodeReport("n1", "n1:1:aa", "stopped", seq=1))

@@ -84,6 +84,7 @@ class Host:
             "scheduler_nodes_in_cluster": ",".join(h.name for h in nodes),
             "current_host": self.name,
             "local_nodes": self.name,
+            "node_control": "ssh",
             **lab.site.settings(),
             "state_dir": str(lab.state_dir),  # the same path on every host, private to each (a bind mount)
             "poll_frequency": "0.5",

@@ -16,8 +16,8 @@ def make_cluster(tmp_path: Path) -> Iterator[Callable[..., Cluster]]:
     """Builds clusters in this test's temp dir; every process they started is stopped after."""
     clusters: list[Cluster] = []
 
-    def make(url: str, size: int, **timing: float) -> Cluster:
-        clusters.append(Cluster(tmp_path / f"c{len(clusters)}", url, size, **timing))
+    def make(url: str, size: int, node_control: str = "ssh", **timing: float) -> Cluster:
+        clusters.append(Cluster(tmp_path / f"c{len(clusters)}", url, size, node_control=node_control, **timing))
         return clusters[-1]
 
     yield make

@@ -26,8 +26,13 @@ ZK_PREFIX = "zookeeper:"  # Cluster(url="zookeeper:HOSTS/chroot") runs on ZooKee
 class Cluster:
     """N controllers (n1..nN) as real processes sharing one metastore, all nodes on this host."""
 
-    def __init__(self, tmp: Path, url: str, size: int, poll: float = 0.5, ttl: float = 3.0) -> None:
-        """``url``: a SQLAlchemy URL, or ``zookeeper:`` followed by a ZooKeeper connection string."""
+    def __init__(
+        self, tmp: Path, url: str, size: int, *, node_control: str = "ssh", poll: float = 0.5, ttl: float = 3.0
+    ) -> None:
+        """``url``: a SQLAlchemy URL, or ``zookeeper:`` followed by a ZooKeeper connection string.
+
+        ``node_control = ssh`` (several nodes through ``local_nodes``, the active acting on all of
+        them), or ``self``: every controller acts on its own node only, and ``local_nodes`` is unset."""
         self.tmp = tmp
         tmp.mkdir(parents=True, exist_ok=True)
         self.token = uuid.uuid4().hex[:10]
@@ -37,7 +42,8 @@ class Cluster:
         self.config.write_text(
             "[scheduler_failover]\n"
             f"scheduler_nodes_in_cluster = {','.join(self.nodes)}\n"
-            f"local_nodes = {','.join(self.nodes)}\n"
+            + (f"local_nodes = {','.join(self.nodes)}\n" if node_control == "ssh" else "")
+            + f"node_control = {node_control}\n"
             + (
                 f"metadata_service_type = zookeeper\nmetadata_service_zookeeper_nodes = {url[len(ZK_PREFIX) :]}\n"
                 if url.startswith(ZK_PREFIX)

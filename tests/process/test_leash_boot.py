@@ -73,6 +73,7 @@ def test_a_leash_started_for_another_local_node_keeps_its_starters_deadline(lab:
     cfg = tmp_path / "sfc.cfg"
     cfg.write_text(
         "[scheduler_failover]\nscheduler_nodes_in_cluster = n0,n1\ncurrent_host = n0\nlocal_nodes = n0,n1\n"
+        "node_control = ssh\n"
         f"state_dir = {lab.state}\npoll_frequency = 1\nlease_ttl = 10\nscheduler_stop_timeout = 0.5\n"
         f"scheduler_process_match = fake_scheduler.py --cluster {lab.token} --node {{node}}\n"
         f"airflow_scheduler_start_command = exec {PY} {FAKE} --cluster {lab.token} --node {{node}}\n"

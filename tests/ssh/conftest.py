@@ -222,6 +222,7 @@ class Env:
         values: dict[str, object] = {
             "scheduler_nodes_in_cluster": f"{CONTROLLER},{NODE}",
             "current_host": CONTROLLER,
+            "node_control": "ssh",
             "state_dir": self.tmp / "state",
             # never connected to by these tests; SQLite is refused for nodes on other hosts
             "metadata_service_sql_conn": "mysql+pymysql://sfc@127.0.0.1:1/sfc",

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from scheduler_failover_controller.metastore.base import ControllerInfo, Metastore, Observation
+from scheduler_failover_controller.metastore.reports import NodeReport
 from scheduler_failover_controller.metastore.sql import SQLMetastore
 from scheduler_failover_controller.metastore.zookeeper import ZooKeeperMetastore
 
@@ -35,6 +36,8 @@ def populate(store: Metastore) -> None:
     store.heartbeat(ControllerInfo(HOST, HOLDER, 4242, "1.0", "active", 0, 0, leashed=True))
     assert store.record_observations(HOLDER, lease.epoch, [Observation(HOST, "running", (77,), "ok", by_host=HOST)])
     store.add_event(HOST, "elected", "n1 became active", lease.epoch)
+    assert store.write_report(NodeReport(HOST, HOLDER, "running", (77,), True, answers=1, started_for=1, seq=1))
+    assert store.claim_node_control("self") == "self"
 
 
 def read(store: Metastore, call: str) -> object:
@@ -43,6 +46,8 @@ def read(store: Metastore, call: str) -> object:
         store._ready = False
         store.setup()
         return None
+    if call == "node_control":
+        return store.claim_node_control("self")
     method: Callable[[], object] = getattr(store, call)
     return method()
 
@@ -95,6 +100,7 @@ PLACEMENT_ROW = ("name", "scheduler")
 CONTROLLER_ROW = ("host", HOST)
 OBSERVATION_ROW = ("node", HOST)
 EVENT_ROW = ("id", None)  # the oldest event
+REPORT_ROW = ("node", HOST)
 
 SQL_FIELDS: list[SqlField] = [
     SqlField("sfc_meta", "value", ("name", "schema_version"), "setup", ("abc", "-1", "1.5", "")),
@@ -144,6 +150,17 @@ SQL_FIELDS: list[SqlField] = [
     SqlField("sfc_events", "kind", EVENT_ROW, "events", LABELS),
     SqlField("sfc_events", "message", EVENT_ROW, "events", (), (b"\xff", "x" * 2000)),
     _counter("events", "sfc_events", "epoch", EVENT_ROW),
+    SqlField("sfc_meta", "value", ("name", "node_control"), "node_control", ("selfish", "SSH")),
+    SqlField("sfc_reports", "node", REPORT_ROW, "reports", NAMES),
+    SqlField("sfc_reports", "holder", REPORT_ROW, "reports", NAMES),
+    SqlField("sfc_reports", "state", REPORT_ROW, "reports", LABELS),
+    SqlField("sfc_reports", "pids", REPORT_ROW, "reports", ("not json", "[0]", '["77"]')),
+    SqlField("sfc_reports", "detail", REPORT_ROW, "reports", (), (b"\xff", "x" * 2000)),
+    _flag("reports", "sfc_reports", "leashed", REPORT_ROW),
+    _counter("reports", "sfc_reports", "answers", REPORT_ROW),
+    _counter("reports", "sfc_reports", "started_for", REPORT_ROW),
+    _counter("reports", "sfc_reports", "seq", REPORT_ROW),
+    _stamps("reports", "sfc_reports", "observed_at", REPORT_ROW),
 ]
 
 
@@ -238,6 +255,15 @@ ZK_FIELDS: list[ZkField] = [
     ZkField("events/", "kind", "events", (None, "line\nbreak")),
     ZkField("events/", "message", "events", (5,)),
     ZkField("events/", "epoch", "events", ("x", -1)),
+    ZkField("node_control", None, "node_control", (b"selfish", b"\xff")),
+    ZkField("reports/n1", None, "reports", (b"x", b"5")),
+    ZkField("reports/n1", "holder", "reports", (None, "two words")),
+    ZkField("reports/n1", "state", "reports", (5, "line\nbreak")),
+    ZkField("reports/n1", "pids", "reports", ("[77]", [0], None)),
+    ZkField("reports/n1", "leashed", "reports", ("no", 2)),
+    ZkField("reports/n1", "answers", "reports", ("x", -1, None)),
+    ZkField("reports/n1", "started_for", "reports", ("x", -1)),
+    ZkField("reports/n1", "seq", "reports", ("x", -1, 1.5)),
 ]
 
 

@@ -32,9 +32,11 @@ from scheduler_failover_controller.metastore.base import (
     capped,
     foreign_rows,
 )
+from scheduler_failover_controller.metastore.reports import NodeReport
 from scheduler_failover_controller.nodes.base import NodeRunner
 from scheduler_failover_controller.ownership import ForeignProcess
 from scheduler_failover_controller.probe import ProbeResult, SchedulerState
+from tests.unit.fake_reports import FakeReports
 
 T = TypeVar("T")
 
@@ -73,7 +75,7 @@ class FakeClock:
 # --- metastore ----------------------------------------------------------------------------
 
 
-class FakeStore(Metastore):
+class FakeStore(FakeReports, Metastore):
     """The whole Metastore contract in memory, with its own server clock and injectable faults.
 
     Faults: ``fail = True`` makes every call raise MetastoreError; ``failing`` names the methods
@@ -111,6 +113,8 @@ class FakeStore(Metastore):
         self.registry: dict[str, ControllerInfo] = {}
         self._observations: dict[str, Observation] = {}
         self._events: list[Event] = []
+        self.node_reports: dict[str, NodeReport] = {}
+        self.node_control: str | None = None
 
     # --- test controls ---
 
@@ -305,6 +309,8 @@ class FakeStore(Metastore):
         self.registry.clear()
         self._observations.clear()
         self._events.clear()
+        self.node_reports.clear()
+        self.node_control = None
         # The epoch is kept: fencing tokens never go backwards.
         self.lease_holder, self.lease_host, self.lease_expires_at = None, None, 0.0
         self.placement_node, self.placement_expires_at = None, 0.0
@@ -465,6 +471,7 @@ class FakeRunner(NodeRunner):
 NODES = ("n1", "n2", "n3")
 TEST_HOME = "/nonexistent/sfc-unit-tests"  # never created: load_config only names paths in it
 DEFAULTS: dict[str, object] = {
+    "node_control": "ssh",  # the fakes' runners reach every node; self mode's tests say so
     "poll_frequency": 1,
     "lease_ttl": 5,
     "metastore_timeout": 0.5,

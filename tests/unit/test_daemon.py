@@ -56,6 +56,16 @@ class _Store:
         self.closed = True
 
 
+class _NodeControl:
+    """The cluster's node_control as a controller checks it: ``refused`` names a mismatch."""
+
+    def __init__(self, refused: str | None = None) -> None:
+        self.refused = refused
+
+    def check(self) -> str | None:
+        return self.refused
+
+
 class _Controller:
     """Just what the loop and the metrics endpoint read."""
 
@@ -69,6 +79,7 @@ class _Controller:
         self.renewals = 0
         self.cycle_hook: Callable[[int], None] = lambda _n: None
         self.duplicate = None
+        self.node_control = _NodeControl()
 
     def other_live_controller(self) -> None:
         return None
@@ -101,6 +112,15 @@ def test_loop_runs_cycles_until_stopped_then_hands_over(tmp_path: Path) -> None:
     controller = _Controller(stop, cycles_before_stop=5)
     assert daemon.run(_config(tmp_path), controller, stop) == 0  # type: ignore[arg-type]
     assert controller.cycles == 5 and controller.shut and controller.store.closed
+
+
+def test_a_cluster_of_another_node_control_is_a_config_error_at_start_up(tmp_path: Path) -> None:
+    stop = threading.Event()
+    controller = _Controller(stop, cycles_before_stop=5)
+    controller.node_control = _NodeControl("refusing to act: node_control is ssh here but self for the cluster")
+    with pytest.raises(ConfigError, match="node_control: refusing to act: node_control is ssh here but self"):
+        daemon.run(_config(tmp_path), controller, stop)  # type: ignore[arg-type]
+    assert controller.cycles == 0 and controller.shut
 
 
 def test_a_store_down_at_start_up_is_retried_without_exiting(tmp_path: Path) -> None:
