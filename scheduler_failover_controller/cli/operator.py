@@ -34,7 +34,9 @@ def start(ctx: click.Context) -> None:
         raise ConfigProblem(str(exc)) from None
     with using_store(config) as store:  # run() sets the store up, retrying while it is down
         try:
-            controller = Controller(config, store, make_runners(config))  # e.g. Airflow's database driver missing
+            controller = Controller(
+                config, store, make_runners(config, store)
+            )  # e.g. Airflow's database driver missing
             code = run(config, controller)
         except ConfigError as exc:  # e.g. metrics_port already in use
             raise ConfigProblem(str(exc)) from None
