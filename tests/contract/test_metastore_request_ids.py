@@ -89,7 +89,7 @@ def test_a_release_without_ids_reads_and_rewrites_requests_as_before(store: Meta
         from sqlalchemy import text
 
         with store.engine.begin() as conn:
-            raw: dict[str, str] = dict(conn.execute(text("SELECT name, value FROM sfc_meta")).all())
+            raw = {str(r[0]): str(r[1]) for r in conn.execute(text("SELECT name, value FROM sfc_meta"))}
             assert raw["switchover"] == "n2 forced"  # exactly what a release without ids parses
             # An older CLI replaces the request: it writes its own row only.
             conn.execute(text("UPDATE sfc_meta SET value = 'n3 controlled' WHERE name = 'switchover'"))
