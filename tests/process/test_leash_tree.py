@@ -19,8 +19,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-from scheduler_failover_controller.leash_cgroup import PREFIX, Cgroup, parent_dir, pid_namespace
-from scheduler_failover_controller.probe import find_schedulers, probe_local, read_leash_records
+from scheduler_failover_controller.leash.cgroup import PREFIX, Cgroup, parent_dir, pid_namespace
+from scheduler_failover_controller.leash.records import read_leash_records
+from scheduler_failover_controller.probe import find_schedulers, probe_local
 from tests.process.harness import Cluster
 from tests.process.test_leash import FAKE, PY, Lab, gone
 from tests.support.waiting import holds_for, wait_until
@@ -159,7 +160,7 @@ def test_a_tree_whose_leash_and_watcher_were_killed_together_is_ended_by_the_nex
 
 def test_without_cgroup_kill_every_member_is_killed_one_by_one(lab: Lab, monkeypatch: pytest.MonkeyPatch) -> None:
     """Kernels before 5.14 have no ``cgroup.kill``: the members, forks included, are SIGKILLed."""
-    from scheduler_failover_controller import leash_cgroup
+    from scheduler_failover_controller.leash import cgroup as leash_cgroup
 
     parent = parent_dir()
     if isinstance(parent, str) or not os.access(parent, os.W_OK):

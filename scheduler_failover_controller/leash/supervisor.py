@@ -57,10 +57,10 @@ import sys
 import time
 from collections.abc import Sequence
 
-from .leash_base import LEASH_NAME, POLL, SETTLE, STOP_POLL, WAIT_SCAN
-from .leash_deadline import deadline_path, read_deadline_file, serve, write_deadline
-from .leash_procs import PR_SET_CHILD_SUBREAPER, PR_SET_NAME, prctl
-from .leash_spec import (
+from .children import LEASH_NAME, POLL, SETTLE, STOP_POLL, WAIT_SCAN
+from .deadline import deadline_path, read_deadline_file, serve, write_deadline
+from .procs import PR_SET_CHILD_SUBREAPER, PR_SET_NAME, prctl
+from .spec import (
     CLI_SUBCOMMAND,
     ENV_COMMAND,
     ENV_DEADLINE,
@@ -72,7 +72,7 @@ from .leash_spec import (
     Spec,
     child_environment,
 )
-from .leash_stop import StoppingLeash
+from .stop import StoppingLeash
 
 __all__ = [
     "CLI_SUBCOMMAND",
@@ -262,6 +262,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     return Leash(spec).run()
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -8,8 +8,8 @@ import pwd
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from .boot import stat_fields
-from .probe import split_title
+from ..boot import stat_fields
+from ..matching import split_title
 
 PR_SET_PDEATHSIG = 1
 PR_SET_NAME = 15

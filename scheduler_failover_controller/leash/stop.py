@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import signal
 
-from .leash_base import KILL_GIVE_UP, KILL_LEAD, STOP_POLL, LeashBase, _listing
-from .leash_procs import DENIED, SENT, proc_user, signal_if_same, signal_same
+from .children import KILL_GIVE_UP, KILL_LEAD, STOP_POLL, LeashBase, _listing
+from .procs import DENIED, SENT, proc_user, signal_if_same, signal_same
 
 
 class StoppingLeash(LeashBase):

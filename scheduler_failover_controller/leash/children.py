@@ -15,10 +15,11 @@ import signal
 import sys
 import time
 
-from .boot import started_monotonic
-from .leash_cgroup import Cgroup, sweep
-from .leash_deadline import DeadlineFile, deadline_path, write_atomically
-from .leash_procs import (
+from ..boot import started_monotonic
+from ..matching import find_schedulers, matches
+from .cgroup import Cgroup, sweep
+from .deadline import DeadlineFile, deadline_path, write_atomically
+from .procs import (
     DENIED,
     PR_SET_PDEATHSIG,
     Proc,
@@ -32,18 +33,16 @@ from .leash_procs import (
     signal_if_same,
     signal_same,
 )
-from .leash_spec import Spec, child_environment
-from .leash_watcher import Watcher
-from .probe import (
+from .records import (
     LEASH_MODULE,
-    find_schedulers,
     leash_alive,
     leash_dir,
     leash_record_prefix,
-    matches,
     own_leash_record,
     read_leash_records,
 )
+from .spec import Spec, child_environment
+from .watcher import Watcher
 
 POLL = 0.1  # seconds between looks at the deadline file
 SCAN = 0.5  # seconds between looks at the process tree (for the watcher's list)
