@@ -4,6 +4,6 @@ from __future__ import annotations
 
 import sys
 
-from .supervisor import main
+from .process import main
 
 sys.exit(main())

@@ -1,122 +1,101 @@
-"""The leash's state and its view of the scheduler's tree: the children it starts (in the tree's
-cgroup, where there is one), the watcher it feeds, its registration, and its looks at the tree.
+"""The leash's own processes and files: the children it starts (in the tree's cgroup, where there
+is one), the watcher it feeds, and its registration.
 
-See :mod:`scheduler_failover_controller.leash` for what the leash does and why; this is the part
-that the supervising (``leash``) and the stopping (``leash_stop``) share.
+:class:`Children` is what the supervisor asks of them; :class:`LiveChildren` does it for real
+(forks, pipes, cgroups, files), and a test gives the supervisor a fake.
 """
 
 from __future__ import annotations
 
 import contextlib
-import math
+import logging
 import os
-import shlex
 import signal
-import sys
-import time
+from typing import Protocol
 
-from ..boot import started_monotonic
-from ..matching import find_schedulers, matches
 from .cgroup import Cgroup, sweep
-from .deadline import DeadlineFile, deadline_path, write_atomically
-from .procs import (
-    DENIED,
-    PR_SET_PDEATHSIG,
-    Proc,
-    descendants,
-    owned,
-    prctl,
-    proc_argv,
-    proc_stat,
-    proc_table,
-    proc_user,
-    signal_if_same,
-    signal_same,
-)
-from .records import (
-    LEASH_MODULE,
-    leash_alive,
-    leash_dir,
-    leash_record_prefix,
-    own_leash_record,
-    read_leash_records,
-)
+from .deadline import write_atomically
+from .procs import PR_SET_PDEATHSIG, prctl, proc_stat
+from .records import leash_alive, leash_dir, leash_record_prefix, own_leash_record, read_leash_records
 from .spec import Spec, child_environment
+from .tree import Procs
+from .voice import Say
 from .watcher import Watcher
 
-POLL = 0.1  # seconds between looks at the deadline file
-SCAN = 0.5  # seconds between looks at the process tree (for the watcher's list)
-WATCH_SCAN = 1.0  # seconds between looks for the node's schedulers after a hand-off
-SETTLE = 1.0  # seconds a tree whose scheduler has been and gone may take to end after its start command
-WAIT_SCAN = 0.25  # seconds between looks while a start command's tree has yet to show its scheduler
-STOP_POLL = 0.05  # seconds between looks while stopping
-KILL_GIVE_UP = 5.0  # seconds after SIGKILL to give up on processes that do not die (D state)
-# SIGKILL goes this long before the deadline (at most a tenth of the stop timeout), so that the
-# tree is gone, not just signalled, when the deadline is reached (waking up and signalling a tree
-# takes tens of milliseconds on a loaded host).
-KILL_LEAD = 0.1
 
-LEASH_NAME = b"sfc-leash"
+class Children(Protocol):
+    """The supervisor's children and registration."""
+
+    watcher: int  # the watcher's pid (0: none yet)
+
+    def prepare(self) -> None:
+        """Before the start command: contain the tree, prune dead registrations, start the watcher."""
+
+    def spawn(self, argv: list[str], contain: bool = False) -> int:
+        """Start ``argv`` as a child (``contain``: in the tree's cgroup); its pid."""
+
+    def reap(self) -> None:
+        """Reap the children that have exited (replacing a watcher that died)."""
+
+    def exit_status(self, pid: int) -> int | None:
+        """The exit code of child ``pid`` once reaped, else None."""
+
+    def register(self, mode: str, shown: bool) -> None:
+        """(Re)write the registration: ``mode`` tree, watch or denied; ``shown``: a scheduler has shown."""
+
+    def send(self, deadline: float, mode: str, procs: Procs) -> None:
+        """Tell the watcher the deadline, the mode and what to kill should the leash die."""
+
+    def kill_cgroup(self, wait: float) -> None:
+        """SIGKILL the tree's cgroup, if there is one."""
+
+    def close(self) -> None:
+        """The leash is done: reap, unregister, end the cgroup, release the watcher."""
 
 
-class LeashBase:
-    """One scheduler's supervisor: its state, its children and its looks at the tree."""
+class LiveChildren:
+    """:class:`Children` for real (see the module docstring)."""
 
-    def __init__(self, spec: Spec) -> None:
+    def __init__(self, spec: Spec, pid: int, say: Say) -> None:
         self.spec = spec
-        self.pid = os.getpid()
-        self.words = shlex.split(spec.match) if spec.match else []
-        self.uid = spec.uid  # whose matching processes a watching leash watches (see ownership)
-        now = time.monotonic()
-        self.deadline = min(spec.deadline, now + spec.ttl)
-        self.path = deadline_path(spec.state_dir, spec.node)
-        self.record_path = leash_dir(spec.state_dir) / f"{leash_record_prefix(spec.node)}{self.pid}"
-        self.channel = DeadlineFile(self.path, spec.ttl, started_monotonic(self.pid, now))
-        self.root = 0
-        self.statuses: dict[int, int] = {}  # exit codes of our direct children of interest
-        self.state = "run"  # run, wait, daemon, watch
-        self.mode = "tree"  # tree or watch; registered as "denied" while it may not signal a scheduler
-        self.denied: dict[str, dict[int, str]] = {}  # "tree"/"watch" -> {pid: user} it may not signal
-        self.cgroup: Cgroup | None = None  # the tree's container, where the kernel offers one
-        self.appear_by = math.inf  # when a scheduler must have shown below the leash
-        self.ran: list[str] = []  # command lines seen below the leash while nothing matched
-        self.watched_ever = False  # after a hand-off: a scheduler of the node has been seen
-        self.matched_ever = False
-        self.tree: list[tuple[int, int]] = []  # (pid, start) below us, the watcher excepted
-        self.tree_matches = False
-        self.watched: list[tuple[int, int]] = []  # after a hand-off: the node's scheduler trees
-        self.next_scan = 0.0
-        self.settle_until = 0.0
-        self.linger_until = 0.0
+        self.pid = pid
+        self.say = say
+        self.record_path = leash_dir(spec.state_dir) / f"{leash_record_prefix(spec.node)}{pid}"
+        self.statuses: dict[int, int] = {}  # exit codes of the children it started
+        self.started: set[int] = set()
+        self.cgroup: Cgroup | None = None
         self.watcher = 0
         self.watcher_fd = -1
         self.sent = ""
-        self.stopping = False
-        self.kill_at = math.inf
-        self.killed = False
-        self.stop_pid = 0
-        self.termed_after_stop_command = False
-        self.term_requested = False
+        self.registered = ("tree", False)
 
-    def say(self, message: str) -> None:
-        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
-        with contextlib.suppress(OSError, ValueError):
-            sys.stderr.write(f"{stamp} sfc-leash[{self.pid}] {self.spec.node}: {message}\n")
-            sys.stderr.flush()
+    def prepare(self) -> None:
+        self._contain()
+        self._prune_records()
+        self._spawn_watcher()  # first: from here on, a killed leash leaves nothing (the cgroup neither)
 
-    def _reap(self) -> None:
+    def reap(self) -> None:
+        self._collect()
+        if self.watcher and self.statuses.pop(self.watcher, None) is not None:
+            self.say("the watcher died; starting another")
+            self._spawn_watcher()
+
+    def _collect(self) -> None:
         """Reap every child (as a subreaper, orphans of the tree are ours too)."""
         while True:
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
             except ChildProcessError:
-                return
+                break
             if pid == 0:
-                return
-            if pid in (self.root, self.watcher, self.stop_pid):
+                break
+            if pid in self.started:
                 self.statuses[pid] = os.waitstatus_to_exitcode(status)
 
-    def _spawn(self, argv: list[str], contain: bool = False) -> int:
+    def exit_status(self, pid: int) -> int | None:
+        return self.statuses.get(pid)
+
+    def spawn(self, argv: list[str], contain: bool = False) -> int:
         """Fork and exec ``argv`` with PR_SET_PDEATHSIG=SIGKILL and the scheduler's environment;
         ``contain``: in the tree's cgroup, moved there before it execs (it waits for that)."""
         env = child_environment(os.environ)
@@ -137,6 +116,7 @@ class LeashBase:
             except BaseException:  # noqa: BLE001 - exec failed: exit 127 as a shell does
                 pass
             os._exit(127)
+        self.started.add(pid)
         if gate is not None and self.cgroup is not None:
             os.close(gate[0])
             try:
@@ -149,7 +129,7 @@ class LeashBase:
         return pid
 
     def _contain(self) -> None:
-        """Put the scheduler's tree in a cgroup of its own where it can (see :mod:`.leash_cgroup`); say which."""
+        """Put the scheduler's tree in a cgroup of its own where it can (see :mod:`.cgroup`); say which."""
         me = proc_stat(self.pid)
         made = Cgroup.create(self.pid, me.start if me else 0)
         if isinstance(made, str):
@@ -160,13 +140,9 @@ class LeashBase:
         for path in sweep(made.path.parent):
             self.say(f"ended the leftover cgroup {path} of a leash that is gone")
 
-    def _uncontain(self) -> None:
+    def kill_cgroup(self, wait: float) -> None:
         if self.cgroup is not None:
-            self.cgroup.kill()
-            self._reap()
-            if not self.cgroup.remove():
-                self.say(f"warning: cannot remove {self.cgroup.path}")
-            self.cgroup = None
+            self.cgroup.kill(wait=wait)
 
     def _spawn_watcher(self) -> None:
         if self.watcher_fd >= 0:
@@ -184,14 +160,13 @@ class LeashBase:
                 os._exit(code)
         os.close(read_end)
         os.set_blocking(write_end, False)
+        self.started.add(pid)
         self.watcher, self.watcher_fd = pid, write_end
         self.sent = ""
-        self._register()
+        self.register(*self.registered)  # the registration names the watcher
 
-    def _send(self) -> None:
-        """Tell the watcher the deadline, the mode and the processes to kill should we die."""
-        procs = self.tree + self.watched
-        message = f"S {self.deadline!r} {self.mode} " + " ".join(f"{p}:{s}" for p, s in procs) + "\n"
+    def send(self, deadline: float, mode: str, procs: Procs) -> None:
+        message = f"S {deadline!r} {mode} " + " ".join(f"{p}:{s}" for p, s in procs) + "\n"
         if message == self.sent or self.watcher_fd < 0:
             return
         try:
@@ -203,20 +178,12 @@ class LeashBase:
             with contextlib.suppress(OSError):
                 os.kill(self.watcher, signal.SIGKILL)
 
-    def _bye(self) -> None:
-        if self.watcher_fd >= 0:
-            with contextlib.suppress(OSError):
-                os.write(self.watcher_fd, b"B\n")
-            with contextlib.suppress(OSError):
-                os.close(self.watcher_fd)
-            self.watcher_fd = -1
-
-    def _register(self) -> None:
-        mode = "denied" if any(self.denied.values()) else self.mode
-        record = own_leash_record(mode, self.spec.token, self.watcher, self.spec.linger, self.matched_ever)
+    def register(self, mode: str, shown: bool) -> None:
+        self.registered = (mode, shown)
+        record = own_leash_record(mode, self.spec.token, self.watcher, self.spec.linger, shown)
         error = write_atomically(self.record_path, record.to_json() + "\n")
         if error:
-            self.say(f"warning: cannot register in {self.record_path}: {error} (probes see it as not leashed)")
+            self.say(f"cannot register in {self.record_path}: {error} (probes see it as not leashed)", logging.WARNING)
 
     def _prune_records(self) -> None:
         """Remove the registrations of this node's leashes that are gone."""
@@ -227,73 +194,19 @@ class LeashBase:
                 with contextlib.suppress(OSError):
                     (leash_dir(self.spec.state_dir) / f"{leash_record_prefix(self.spec.node)}{record.pid}").unlink()
 
-    def _scan_tree(self, now: float) -> dict[int, Proc]:
-        table = proc_table()
-        exclude = {self.watcher} if self.watcher else set()
-        below = descendants(table, [self.pid], exclude)
-        self.tree = [(pid, table[pid].start) for pid in below if pid in table]
-        argvs = {pid: proc_argv(pid) for pid, _start in self.tree if pid != self.stop_pid}
-        self.tree_matches = bool(self.words) and any(matches(argv, self.words) for argv in argvs.values())
-        if self.tree_matches and not self.matched_ever:
-            self.matched_ever = True
-            self._register()  # its start is over: a probe no longer reads the node as starting
-        if not self.matched_ever:  # what ran, to say so should nothing matching ever show
-            for pid, argv in argvs.items():
-                if LEASH_MODULE in argv:
-                    continue  # a child of ours between its fork and its exec of the start command
-                line = shlex.join([os.path.basename(w) if w.startswith("/") else w for w in argv])[:100]
-                if (line or f"pid {pid}") not in self.ran and len(self.ran) < 5:
-                    self.ran.append(line or f"pid {pid}")
-        self.next_scan = now + SCAN
-        self._check_signalable("tree", self.tree)
-        return table
-
-    def _scan_watch(self, now: float, table: dict[int, Proc] | None = None) -> None:
-        """After a hand-off: the node's matching scheduler trees, wherever they run."""
-        table = table if table is not None else proc_table()
-        try:
-            roots = [p.pid for p in find_schedulers(self.spec.match)]
-        except Exception:  # noqa: BLE001 - psutil/OS trouble: keep the last list
-            return
-        roots = [pid for pid in roots if pid in table and owned(pid, self.uid)]
-        below = descendants(table, roots, {self.pid})
-        self.watched = [(pid, table[pid].start) for pid in roots + below if pid in table]
-        self.watched_ever |= bool(self.watched)
-        self.next_scan = now + WATCH_SCAN
-        self._check_signalable("watch", [(pid, table[pid].start) for pid in roots])
-
-    def _check_signalable(self, kind: str, procs: list[tuple[int, int]]) -> None:
-        """Note the processes this leash may not signal (another user's): while there are any, it
-        registers as "denied" (a probe does not count them leashed) and says so, loudly, once each."""
-        denied = {pid: proc_user(pid) for pid, start in procs if signal_same(pid, start, 0) == DENIED}
-        before = any(self.denied.values())
-        new = {pid: user for pid, user in denied.items() if pid not in self.denied.get(kind, {})}
-        self.denied[kind] = denied
-        if before != any(self.denied.values()):
-            self._register()  # first: once said, it holds
-            if not denied:
-                self.say("every scheduler process may be signalled again: leashed")
-        if new:
-            self.say(
-                f"WARNING: not permitted to signal {_listing(new)}: this leash cannot stop it at the deadline; "
-                "the node's scheduler counts as not leashed"
-            )
-
-    def _no_match(self, within: str = "") -> str:
-        """That nothing matching ran below the leash, and what did (the first few command lines seen)."""
-        ran = "; ".join(self.ran[:4]) + (" ..." if len(self.ran) > 4 else "") if self.ran else "nothing"
-        return (
-            f"no process matching scheduler_process_match {self.spec.match!r} appeared below the leash{within}; "
-            f"what ran below it: {ran}"
-        )
-
-    def _kill_tree(self, signum: int) -> int:
-        ended = sum(signal_if_same(pid, start, signum) for pid, start in self.tree)
-        if signum == signal.SIGKILL and self.cgroup is not None:
-            self.cgroup.kill(wait=0.5)
-        return ended
-
-
-def _listing(users: dict[int, str]) -> str:
-    """``pid 12 (nobody), pid 13 (uid 1001)``: pids and their users."""
-    return ", ".join(f"pid {pid} ({user})" for pid, user in sorted(users.items()))
+    def close(self) -> None:
+        self._collect()  # leave no zombie of ours to whoever inherits them
+        with contextlib.suppress(OSError):
+            self.record_path.unlink()
+        if self.cgroup is not None:
+            self.cgroup.kill()
+            self._collect()
+            if not self.cgroup.remove():
+                self.say(f"cannot remove {self.cgroup.path}", logging.WARNING)
+            self.cgroup = None
+        if self.watcher_fd >= 0:
+            with contextlib.suppress(OSError):
+                os.write(self.watcher_fd, b"B\n")
+            with contextlib.suppress(OSError):
+                os.close(self.watcher_fd)
+            self.watcher_fd = -1

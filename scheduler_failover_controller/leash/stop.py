@@ -1,85 +1,92 @@
-"""How the leash stops its scheduler: the stop command or SIGTERM, then SIGKILL just before the deadline."""
+"""How the supervisor stops its scheduler: the stop command or SIGTERM, then SIGKILL just before the deadline."""
 
 from __future__ import annotations
 
+import logging
 import signal
+from typing import TYPE_CHECKING
 
-from .children import KILL_GIVE_UP, KILL_LEAD, STOP_POLL, LeashBase, _listing
-from .procs import DENIED, SENT, proc_user, signal_if_same, signal_same
+from .procs import DENIED, SENT
+from .states import KILL_GIVE_UP, KILL_LEAD, STOP_POLL, State
+from .tree import Procs, listing
+
+if TYPE_CHECKING:
+    from .supervisor import Supervisor
 
 
-class StoppingLeash(LeashBase):
-    """The stopping half of the leash (see :mod:`scheduler_failover_controller.leash`)."""
+def _targets(sup: Supervisor, now: float) -> Procs:
+    """What a stop ends: the tree below the leash (its stop command excepted) and, watching, the node's."""
+    table = sup.scan_tree(now)
+    if sup.mode == "watch":
+        sup.scan_watch(now, table)
+    sup.next_scan = now + STOP_POLL
+    return [(p, s) for p, s in sup.view.tree if p != sup.stop_pid] + sup.view.watched
 
-    def _targets(self, now: float) -> list[tuple[int, int]]:
-        table = self._scan_tree(now)
-        if self.mode == "watch":
-            self._scan_watch(now, table)
-        self.next_scan = now + STOP_POLL
-        return [(p, s) for p, s in self.tree if p != self.stop_pid] + self.watched
 
-    def _kill_time(self) -> float:
-        return self.deadline - min(KILL_LEAD, self.spec.stop_timeout / 10)
+def _kill_time(sup: Supervisor) -> float:
+    return sup.deadline - min(KILL_LEAD, sup.spec.stop_timeout / 10)
 
-    def _unstoppable(self, targets: list[tuple[int, int]]) -> dict[int, str]:
-        """Those of ``targets`` this leash may not signal, by pid: their users."""
-        return {pid: proc_user(pid) for pid, start in targets if signal_same(pid, start, 0) == DENIED}
 
-    def _begin_stop(self, now: float) -> None:
-        self.stopping = True
-        if self.term_requested:
-            self.kill_at = min(self._kill_time(), now + self.spec.stop_timeout)
-            why = "asked to stop"
-        else:
-            self.kill_at = self._kill_time()
-            why = f"deadline in {self.deadline - now:.2f}s and not renewed"
-        targets = self._targets(now)
-        if self.spec.stop_command:
-            self.stop_pid = self._spawn(["/bin/sh", "-c", self.spec.stop_command])
-            self.say(f"{why}: running the stop command; SIGKILL in {self.kill_at - now:.2f}s")
-        else:
-            sent, denied = 0, {}
-            for pid, start in targets:
-                result = signal_same(pid, start, signal.SIGTERM)
-                sent += result == SENT
-                if result == DENIED:
-                    denied[pid] = proc_user(pid)
-                signal_if_same(pid, start, signal.SIGCONT)  # a stopped process cannot act on SIGTERM
-            self.say(f"{why}: SIGTERM to {sent} process(es); SIGKILL in {self.kill_at - now:.2f}s")
-            if denied:
-                self.say(f"ERROR: not permitted to signal {_listing(denied)}: it runs on past the deadline")
+def _users(sup: Supervisor, pids: list[int]) -> dict[int, str]:
+    return {pid: sup.table.user(pid) for pid in pids}
 
-    def _stop_step(self, now: float) -> bool:
-        """One look while stopping; True when nothing is left (or nothing left that it may signal)."""
-        targets = self._targets(now)
-        if self.stop_pid and self.stop_pid in self.statuses and not self.termed_after_stop_command:
-            self.termed_after_stop_command = True
-            if targets and now < self.kill_at:
-                for pid, start in targets:
-                    signal_if_same(pid, start, signal.SIGTERM)
-                    signal_if_same(pid, start, signal.SIGCONT)
-                self.say(f"the stop command left {len(targets)} process(es): SIGTERM")
-        if now >= self.kill_at:
-            if not self.killed:
-                self.say(f"deadline reached: SIGKILL to {len(targets)} process(es)")
-            self.killed = True
-            for pid, start in targets + self.tree:
-                signal_if_same(pid, start, signal.SIGKILL)
-            if self.cgroup is not None:
-                self.cgroup.kill(wait=0)
-            unstoppable = self._unstoppable(targets)
-            if unstoppable and len(unstoppable) == len(targets) and not self.tree:
-                self.say(f"ERROR: {_listing(unstoppable)} left running past the deadline: not permitted to signal")
-                return True
-        if not targets:
-            for pid, start in self.tree:  # the stop command, if it is still at it
-                signal_if_same(pid, start, signal.SIGKILL)
-            if not self.tree:
-                early = self.deadline - now
-                when = f"{early:.2f}s before" if early >= 0 else f"{-early:.2f}s after"
-                self.say(f"stopped: nothing left, {when} the deadline")
-                return True
-        if self.killed and now > self.kill_at + KILL_GIVE_UP:
-            self.say(f"{len(targets)} process(es) survive SIGKILL (uninterruptible?); leaving")
-            return True
-        return False
+
+def _terminate(sup: Supervisor, targets: Procs) -> tuple[int, list[int]]:
+    """SIGTERM (and SIGCONT: a stopped process cannot act on it) to ``targets``: how many were
+    signalled, and the pids it may not signal."""
+    sent, denied = 0, []
+    for pid, start in targets:
+        result = sup.table.signal(pid, start, signal.SIGTERM)
+        sent += result == SENT
+        if result == DENIED:
+            denied.append(pid)
+        sup.table.signal(pid, start, signal.SIGCONT)
+    return sent, denied
+
+
+def begin_stop(sup: Supervisor, now: float) -> None:
+    """Asked to stop, or the deadline less the stop timeout is reached: start stopping."""
+    if sup.term_requested:
+        sup.kill_at = min(_kill_time(sup), now + sup.spec.stop_timeout)
+        why = "asked to stop"
+    else:
+        sup.kill_at = _kill_time(sup)
+        why = f"deadline in {sup.deadline - now:.2f}s and not renewed"
+    targets = _targets(sup, now)
+    if sup.spec.stop_command:
+        sup.stop_pid = sup.children.spawn(["/bin/sh", "-c", sup.spec.stop_command])
+        sup.change(State.STOP_COMMAND, f"{why}: running the stop command; SIGKILL in {sup.kill_at - now:.2f}s")
+        return
+    sent, denied = _terminate(sup, targets)
+    sup.change(State.TERMINATING, f"{why}: SIGTERM to {sent} process(es); SIGKILL in {sup.kill_at - now:.2f}s")
+    if denied:
+        sup.say(f"not permitted to signal {listing(_users(sup, denied))}: it runs on past the deadline", logging.ERROR)
+
+
+def stop_step(sup: Supervisor, now: float) -> None:
+    """One look while stopping; DONE when nothing is left (or nothing left that it may signal)."""
+    targets = _targets(sup, now)
+    view = sup.view
+    command_done = sup.state is State.STOP_COMMAND and sup.children.exit_status(sup.stop_pid) is not None
+    if command_done and targets and now < sup.kill_at:
+        _terminate(sup, targets)
+        sup.change(State.TERMINATING, f"the stop command left {len(targets)} process(es): SIGTERM")
+    if now >= sup.kill_at:
+        if sup.state is not State.KILLING:
+            sup.change(State.KILLING, f"deadline reached: SIGKILL to {len(targets)} process(es)")
+        view.send(targets + view.tree, signal.SIGKILL)
+        sup.children.kill_cgroup(0)
+        unstoppable = view.unsignalable(targets)
+        if unstoppable and len(unstoppable) == len(targets) and not view.tree:
+            left = listing(_users(sup, unstoppable))
+            sup.change(State.DONE, f"{left} left running past the deadline: not permitted to signal", logging.ERROR)
+            return
+    if not targets:
+        view.send(view.tree, signal.SIGKILL)  # the stop command, if it is still at it
+        if not view.tree:
+            early = sup.deadline - now
+            when = f"{early:.2f}s before" if early >= 0 else f"{-early:.2f}s after"
+            sup.change(State.DONE, f"stopped: nothing left, {when} the deadline")
+            return
+    if sup.state is State.KILLING and now > sup.kill_at + KILL_GIVE_UP:
+        sup.change(State.DONE, f"{len(targets)} process(es) survive SIGKILL (uninterruptible?); leaving")
