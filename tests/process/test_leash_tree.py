@@ -64,6 +64,22 @@ def test_when_nothing_matching_appears_one_line_names_the_match_and_what_ran(lab
     assert "watching" not in lab.log()  # not taken for a hand-off
 
 
+def test_each_change_of_the_leashs_state_is_one_line_in_its_log(lab: Lab) -> None:
+    """The start command exits leaving a process that never becomes a scheduler: started, the exit
+    with something still below the leash, the end when nothing matching showed; one line each."""
+    command = f"setsid nohup {lab.sleeper('on-its-way')} >/dev/null 2>&1 &"
+    leash = lab.leash(lab.spec(command, deadline_in=30.0, linger=2.0))
+    wait_until(lambda: "left below it" in lab.log(), 5, f"the line of the start command's exit\n{lab.log()}")
+    assert leash.wait(10) == 0
+    lines = [line.split(": ", 1)[1] for line in lab.log().splitlines() if "sfc-leash[" in line]
+    changes = [
+        next(i for i, line in enumerate(lines) if line.startswith(start))
+        for start in ("started the scheduler", "the start command exited (status 0)", "no process matching")
+    ]
+    assert changes == sorted(changes), lines
+    assert sum("the start command exited" in line for line in lines) == 1, lines
+
+
 @pytest.mark.parametrize("exit_status", [0, 3])
 def test_a_start_command_that_leaves_nothing_names_the_match_when_it_never_ran(lab: Lab, exit_status: int) -> None:
     """``su - airflow -c 'airflow schedulr'`` (3), or a hand-off to a unit that never starts one (0)."""
