@@ -60,12 +60,14 @@ class Cluster:
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.observer = Observer(f"fake_scheduler.py --cluster {self.token}")
         self.strays: list[subprocess.Popen[bytes]] = []
+        self.extra_env: dict[str, str] = {}  # for every controller started from now on
 
     def env(self, node: str) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW__")}
         env.pop("SCHEDULER_FAILOVER_CONTROLLER_CONFIG", None)
         env["AIRFLOW__SCHEDULER_FAILOVER__CURRENT_HOST"] = node
         env["PYTHONPATH"] = str(ROOT)
+        env.update(self.extra_env)
         return env
 
     def start(self, node: str) -> subprocess.Popen[bytes]:

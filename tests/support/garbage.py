@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from scheduler_failover_controller.metastore.base import ControllerInfo, Metastore, Observation
+from scheduler_failover_controller.metastore.events import EventKind
 from scheduler_failover_controller.metastore.reports import NodeReport
 from scheduler_failover_controller.metastore.sql import SQLMetastore
 from scheduler_failover_controller.metastore.zookeeper import ZooKeeperMetastore
@@ -35,7 +36,7 @@ def populate(store: Metastore) -> None:
     assert store.set_placement(HOST, HOLDER, lease.epoch, placement.version, 30) is not None
     store.heartbeat(ControllerInfo(HOST, HOLDER, 4242, "1.0", "active", 0, 0, leashed=True))
     assert store.record_observations(HOLDER, lease.epoch, [Observation(HOST, "running", (77,), "ok", by_host=HOST)])
-    store.add_event(HOST, "elected", "n1 became active", lease.epoch)
+    store.add_event(HOST, EventKind.ELECTED, "n1 became active", lease.epoch)
     assert store.write_report(NodeReport(HOST, HOLDER, "running", (77,), True, answers=1, started_for=1, seq=1))
     assert store.claim_node_control("self") == "self"
 
@@ -161,6 +162,7 @@ SQL_FIELDS: list[SqlField] = [
     _counter("reports", "sfc_reports", "started_for", REPORT_ROW),
     _counter("reports", "sfc_reports", "seq", REPORT_ROW),
     _stamps("reports", "sfc_reports", "observed_at", REPORT_ROW),
+    SqlField("sfc_events", "request_id", EVENT_ROW, "events", ("two words", "semi;colon"), ("x" * 33,)),
 ]
 
 
@@ -227,6 +229,7 @@ ZK_FIELDS: list[ZkField] = [
     ZkField("switchover", None, "read_state", (b"n2 forced", b"[1]", b"\xff")),
     ZkField("switchover", "node", "read_state", (5, None, "two words")),
     ZkField("switchover", "mode", "read_state", ("sideways", None)),
+    ZkField("switchover", "id", "read_state", (5, "two words", "x" * 33)),
     ZkField("leader", None, "read_state", (b"{", b"[]", b"null")),
     ZkField("leader", "holder", "read_state", (None, 5, "two words")),
     ZkField("leader", "host", "read_state", (5, "line\nbreak")),
@@ -264,6 +267,7 @@ ZK_FIELDS: list[ZkField] = [
     ZkField("reports/n1", "answers", "reports", ("x", -1, None)),
     ZkField("reports/n1", "started_for", "reports", ("x", -1)),
     ZkField("reports/n1", "seq", "reports", ("x", -1, 1.5)),
+    ZkField("events/", "request_id", "events", (5, None, "two words")),
 ]
 
 
@@ -276,7 +280,7 @@ def zk_path(store: ZooKeeperMetastore, field: ZkField) -> str:
 def populate_zk(store: ZooKeeperMetastore) -> None:
     """``populate``, plus a pending switchover (so that its members exist)."""
     populate(store)
-    store.request_switchover(HOST, "controlled")
+    store.request_switchover(HOST, "controlled", "request-1")
 
 
 def plant_zk(store: ZooKeeperMetastore, field: ZkField, value: object) -> Callable[[], None]:

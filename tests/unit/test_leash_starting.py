@@ -4,11 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from scheduler_failover_controller.leash_records import (
-    LeashRecord,
-    parse_leash_record,
-    starting_leashes,
-)
+from scheduler_failover_controller.leash.records import LeashRecord, parse_leash_record, starting_leashes
 from scheduler_failover_controller.probe import SchedulerState, classify, probe_table
 from tests.unit.test_leash import BOOT, LEASH_ARGS, entry, listed
 

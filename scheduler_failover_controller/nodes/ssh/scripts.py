@@ -21,16 +21,9 @@ from pathlib import Path
 
 from ...boot import BOOT_ID_PATH
 from ...exceptions import CommandFailed
+from ...leash.records import LeashRecord, leash_dir, leash_record_prefix, parse_leash_record
 from ...ownership import ForeignProcess
-from ...probe import (
-    LeashRecord,
-    ProbeResult,
-    ProcessEntry,
-    SchedulerState,
-    leash_dir,
-    leash_record_prefix,
-    parse_leash_record,
-)
+from ...probe import ProbeResult, ProcessEntry, SchedulerState
 from ...ps_table import PS_LISTING, lineage, parse_ps
 from . import remote_dirs
 
