@@ -40,7 +40,7 @@ sys.exit(pytest.console_main())' -q -p no:cacheprovider "$@"
 # leaves out, and gets a lane); every other directory under tests/, one added later too, runs on
 # 3.11 in the main lane.
 CI=(-m "not manual")
-LABS=(tests/lab tests/e2e)
+LABS=(tests/lab tests/e2e tests/containers)  # tests/containers: make container-lab only, never CI
 REST=(tests "${LABS[@]/#/--ignore=}" "${CI[@]}")
 # On 3.9 and 3.13: what depends most on the Python and the packages pip picks for it: the unit
 # tests, the CLI, the metastore contract on every backend, and the real-process tier on the

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests.containers.dockerd import PrivateDockerd
+from tests.containers.observer import ContainerObserver
 from tests.support.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -26,6 +27,7 @@ COMPOSE_FILE = ROOT / "examples" / "compose" / "docker-compose.yml"
 COMPOSE = "/usr/bin/docker-compose"
 MASTERS = ("master1", "master2", "master3")
 LEDGER_INTERVAL = 5.0
+LEDGER = "/opt/airflow/shared/ledger"
 # The lab's controller timings: a renewal lands before the leash starts stopping
 # (poll 1 + 2 x metastore_timeout 1 + stop 5 + margin <= lease_ttl 10).
 TIMINGS = {
@@ -53,6 +55,7 @@ class ComposeLab:
     masters: tuple[str, ...] = MASTERS
     project: str = field(default_factory=lambda: f"sfclab{secrets.token_hex(3)}")
     work: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="sfc-compose-")))
+    observer: ContainerObserver | None = None
 
     @property
     def services(self) -> list[str]:
@@ -66,6 +69,9 @@ class ComposeLab:
         env = {f"AIRFLOW__SCHEDULER_FAILOVER__{k}": v for k, v in TIMINGS.items()}
         env["AIRFLOW__SCHEDULER_FAILOVER__SCHEDULER_NODES_IN_CLUSTER"] = ",".join(self.masters)
         env["SFC_LEDGER_INTERVAL"] = f"{LEDGER_INTERVAL:g}"
+        env["AIRFLOW__SCHEDULER_FAILOVER__AIRFLOW_SCHEDULER_START_COMMAND"] = (
+            f"exec env SFC_LEDGER={LEDGER} SFC_LEDGER_INTERVAL={LEDGER_INTERVAL:g} airflow scheduler"
+        )
         env["AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC"] = "2"
         env["AIRFLOW__CORE__PARALLELISM"] = "4"
         env["AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL"] = "10"

@@ -20,7 +20,6 @@ import shutil
 import signal
 import subprocess
 import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -163,7 +162,9 @@ class PrivateDockerd:
         """Removes every container, network and anonymous volume (images stay: the cache)."""
         ids = self.docker("ps", "-aq", check=False).split()
         if ids:
-            self.docker("unpause", *self.docker("ps", "-q", "--filter", "status=paused", check=False).split(), check=False)
+            self.docker(
+                "unpause", *self.docker("ps", "-q", "--filter", "status=paused", check=False).split(), check=False
+            )
             self.docker("rm", "-f", "-v", *ids, timeout=120, check=False)
         self.docker("network", "prune", "-f", check=False)
         self.docker("volume", "prune", "-f", check=False)
@@ -175,6 +176,7 @@ class PrivateDockerd:
             with contextlib.suppress(Exception):
                 self.clean()
             self._end_daemon()
+        left.extend(self._stragglers())
         left.extend(self._unmount())
         for parent in Path("/sys/fs/cgroup").glob(f"*{CGROUP_PARENT}"):
             with contextlib.suppress(OSError):
@@ -202,6 +204,16 @@ class PrivateDockerd:
             with contextlib.suppress(psutil.Error):
                 child.kill()
         psutil.wait_procs(tree, timeout=10)
+
+    def _stragglers(self) -> list[str]:
+        """Kills and names any process that still refers to the daemon's run directory (a shim)."""
+        left = []
+        for proc in psutil.process_iter(["pid", "cmdline"]):
+            if any(str(self.run_dir) in arg for arg in proc.info.get("cmdline") or []):
+                left.append(f"process {proc.pid}: {' '.join(proc.info['cmdline'])[:120]}")
+                with contextlib.suppress(psutil.Error):
+                    proc.kill()
+        return left
 
     def _unmount(self) -> list[str]:
         roots = (str(self.data_root) + "/", str(self.run_dir) + "/")
