@@ -56,6 +56,7 @@ class ComposeLab:
     project: str = field(default_factory=lambda: f"sfclab{secrets.token_hex(3)}")
     work: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="sfc-compose-")))
     observer: ContainerObserver | None = None
+    thawed: set[int] = field(default_factory=set)  # schedulers of a paused master, unpaused since
 
     @property
     def services(self) -> list[str]:

@@ -11,7 +11,9 @@ paused master's scheduler beside a new one is not "two schedulers", and the mome
 from __future__ import annotations
 
 import contextlib
-import threading
+import json
+import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +24,7 @@ from scheduler_failover_controller.matching import matches, parent_lookup, root_
 from tests.containers.dockerd import CGROUP_PARENT, PrivateDockerd
 from tests.support.observer import Observer, Seen
 
+ROOT = Path(__file__).resolve().parents[2]
 WORDS = ["airflow", "scheduler"]
 FREEZER = Path("/sys/fs/cgroup/freezer")
 
@@ -95,47 +98,33 @@ class ContainerObserver(Observer):
 
 @dataclass
 class ThawWatch:
-    """How long a frozen scheduler runs once its container thaws, polled every ~1 ms.
-
-    Started while the container is paused: it waits for the freezer to read THAWED, then for the
-    scheduler root ``pid`` to be gone or a zombie. ``ran`` is the seconds between the two (an
-    upper bound: each is seen at most one poll late, and the first one first).
-    """
+    """:mod:`tests.containers.thaw_watch` in a process of its own, started while the container is paused."""
 
     container: str
     pid: int
-    thawed_at: float = 0.0
-    ended_at: float = 0.0
-    _thread: threading.Thread | None = None
+    proc: subprocess.Popen[str] | None = None
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="thaw-watch", daemon=True)
-        self._thread.start()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tests.containers.thaw_watch", self.container, str(self.pid)],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.proc.stdout is not None
+        assert self.proc.stdout.readline().strip() == "ready", "the thaw watch did not start"
 
-    def _gone(self) -> bool:
-        try:
-            state = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except (OSError, IndexError):
-            return True
-        return state in ("Z", "X")
-
-    def _run(self, timeout: float = 120.0) -> None:
-        until = time.monotonic() + timeout
-        while time.monotonic() < until and frozen(self.container):
-            time.sleep(0.001)
-        self.thawed_at = time.monotonic()
-        while time.monotonic() < until and not self._gone():
-            time.sleep(0.0005)
-        if self._gone():
-            self.ended_at = time.monotonic()
-
-    def join(self, timeout: float = 130.0) -> float:
+    def join(self, timeout: float = 200.0) -> float:
         """The seconds the scheduler ran after the thaw (inf if it never ended)."""
-        if self._thread is not None:
-            self._thread.join(timeout)
-        if not self.ended_at:
+        assert self.proc is not None
+        try:
+            out, _ = self.proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.communicate()
             return float("inf")
-        return self.ended_at - self.thawed_at
+        found = json.loads(out.strip().splitlines()[-1])
+        return float("inf") if found["ended"] is None else float(found["ended"] - found["thawed"])
 
 
 def full_id(dockerd: PrivateDockerd, name: str) -> str:
