@@ -75,7 +75,8 @@ def test_a_killed_scheduler_on_a_standby_node_is_restarted_there_by_its_own_cont
     wait_for(lambda: cluster.observer.pids() not in ((), (pid,)), 15, "a new scheduler")
     on(cluster, "n2")
     wait_for(lambda: "restarted it in place" in cluster.log("n1"), 10, "the active's restart decision")
-    assert "started the local scheduler for placement version" in cluster.log("n2")[mark:]
+    said = "started the local scheduler for placement version"  # once its cycle is over
+    wait_for(lambda: said in cluster.log("n2")[mark:], 10, "n2's own controller saying it started it")
     finish(cluster)
 
 
@@ -119,7 +120,8 @@ def test_a_controlled_switchover_stops_first_and_the_target_starts_itself(
     assert result.returncode == 0 and "controlled switchover from n1 to n3" in result.stdout, result.stdout
     after = on(cluster, "n3")
     assert after != before and not psutil.pid_exists(before)
-    assert "started the local scheduler for placement version" in cluster.log("n3")
+    said = "started the local scheduler for placement version"  # once its cycle is over
+    wait_for(lambda: said in cluster.log("n3"), 10, "n3's own controller saying it started it")
     finish(cluster)
 
 
