@@ -13,6 +13,7 @@ import re
 import signal
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import psutil
 import pytest
@@ -154,3 +155,24 @@ def test_a_controller_of_another_node_control_refuses_to_start(
     assert lines and "node_control is ssh here but self for the cluster" in lines[-1]
     assert cluster.observer.pids() == (pid,)
     finish(cluster)
+
+
+def test_status_is_true_within_one_renewal_of_a_start_and_of_a_death_at_poll_60(
+    make_cluster: Callable[..., Cluster], tmp_path: Path
+) -> None:
+    """At poll 60 the cycle runs once a minute; each node's report goes with every renewal (2 s here)."""
+    cluster: Cluster = make_cluster(f"sqlite:///{tmp_path / 'm.db'}", 1, node_control="self", poll=60, ttl=8)
+    renew = 2.0  # min(poll_frequency, lease_ttl / 4)
+    cluster.observer.start()
+    cluster.start("n1")
+    wait_for(lambda: len(cluster.observer.current()) == 1, 30, "the scheduler")
+    up = time.monotonic()
+    wait_for(lambda: cluster.cli("status", "--json").returncode == 0, renew + 3, "status: healthy")
+    assert time.monotonic() - up < renew + 3
+    (seen,) = cluster.observer.current()
+    os.kill(seen.pid, signal.SIGKILL)
+    gone = time.monotonic()
+    wait_for(lambda: cluster.cli("status", "--json").returncode == 2, renew + 3, "status: no scheduler")
+    assert time.monotonic() - gone < renew + 3
+    cluster.observer.stop()
+    assert cluster.observer.max_seen <= 1
