@@ -18,10 +18,18 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.process.harness import Cluster
+from tests.process.harness import ZK_PREFIX, Cluster
 from tests.support.waiting import holds_for, wait_for
 
 pytestmark = pytest.mark.process
+
+
+@pytest.fixture(params=["mariadb", "zookeeper"])
+def shared_url(request: pytest.FixtureRequest) -> str:
+    """A metastore every master reaches over the network (the embedded SQLite file is one host's)."""
+    if request.param == "mariadb":
+        return str(request.getfixturevalue("mariadb_url"))
+    return ZK_PREFIX + str(request.getfixturevalue("zk_hosts"))
 
 
 def self_cluster(make_cluster: Callable[..., Cluster], url: str, size: int = 3, **timing: float) -> Cluster:
@@ -82,9 +90,9 @@ def test_a_killed_scheduler_on_a_standby_node_is_restarted_there_by_its_own_cont
 
 
 def test_a_killed_controller_leaves_its_scheduler_to_its_leash_then_another_node_takes_over(
-    make_cluster: Callable[..., Cluster], mariadb_url: str
+    make_cluster: Callable[..., Cluster], shared_url: str
 ) -> None:
-    cluster = self_cluster(make_cluster, mariadb_url)
+    cluster = self_cluster(make_cluster, shared_url)
     pid = switch_to(cluster, "n2")
     cluster.signal("n2", signal.SIGKILL)
     killed = time.monotonic()
@@ -113,9 +121,9 @@ def test_a_controller_restarted_while_its_scheduler_runs_adopts_it(
 
 
 def test_a_controlled_switchover_stops_first_and_the_target_starts_itself(
-    make_cluster: Callable[..., Cluster], mariadb_url: str
+    make_cluster: Callable[..., Cluster], shared_url: str
 ) -> None:
-    cluster = self_cluster(make_cluster, mariadb_url)
+    cluster = self_cluster(make_cluster, shared_url)
     before = on(cluster, "n1")
     result = cluster.cli("switchover", "--to", "n3")
     assert result.returncode == 0 and "controlled switchover from n1 to n3" in result.stdout, result.stdout
@@ -176,3 +184,15 @@ def test_status_is_true_within_one_renewal_of_a_start_and_of_a_death_at_poll_60(
     assert time.monotonic() - gone < renew + 3
     cluster.observer.stop()
     assert cluster.observer.max_seen <= 1
+
+
+def test_the_active_killed_with_the_scheduler_on_its_node_is_replaced_after_the_placement_expired(
+    make_cluster: Callable[..., Cluster], mariadb_url: str
+) -> None:
+    cluster = self_cluster(make_cluster, mariadb_url)
+    pid = on(cluster, "n1")
+    cluster.signal("n1", signal.SIGKILL)
+    wait_for(lambda: cluster.active() in ("n2", "n3"), 20, "a standby to become active")
+    wait_for(lambda: not psutil.pid_exists(pid), 2 * cluster.ttl, "n1's leash to stop its scheduler")
+    wait_for(lambda: [s.node for s in cluster.observer.current()] in (["n2"], ["n3"]), 20, "a scheduler elsewhere")
+    finish(cluster)
