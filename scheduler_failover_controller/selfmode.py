@@ -70,10 +70,11 @@ class SelfMode:
                 self._started_for = max(self._started_for, mine.started_for)
             self._loaded = True
 
-    def _next(self) -> int:
+    def _next(self) -> tuple[int, int]:
+        """The next report's (seq, started_for), taken together before its look."""
         with self._lock:
             self._seq += 1
-            return self._seq
+            return self._seq, self._started_for
 
     @property
     def started_for(self) -> int:
@@ -84,7 +85,8 @@ class SelfMode:
         with self._lock:
             self._started_for = max(self._started_for, version)
 
-    def _write(self, seq: int, answers: int, probe: ProbeResult) -> None:
+    def _write(self, taken: tuple[int, int], answers: int, probe: ProbeResult) -> None:
+        seq, started_for = taken
         report = NodeReport(
             self.host,
             self.term.holder,
@@ -94,7 +96,7 @@ class SelfMode:
             tuple((f.pid, f.user) for f in probe.foreign),
             probe.detail,
             answers,
-            self.started_for,
+            started_for,
             seq,
         )
         try:
@@ -125,7 +127,7 @@ class SelfMode:
         except MetastoreError as exc:
             self.term.failed(exc)
             placement = None
-        seq = self._next()
+        taken = self._next()
         seen: list[ProbeResult] = []
 
         def looked() -> ProbeResult:
@@ -137,7 +139,7 @@ class SelfMode:
         if placement is None or not seen:
             return wake
         probe = seen[-1]
-        self._write(seq, placement.version, probe)
+        self._write(taken, placement.version, probe)
         mine = placement.valid and placement.node == self.host
         if mine and probe.state is SchedulerState.STOPPED and self.started_for < placement.version:
             return True
@@ -153,16 +155,16 @@ class SelfMode:
         except MetastoreError as exc:
             self.term.failed(exc)
             return None  # the guard (S2) and the leash look after the node meanwhile
-        seq = self._next()
+        taken = self._next()
         probe = self.local.probe()
         mine = placement.valid and placement.node == self.host
         if paused or probe.state is SchedulerState.UNKNOWN:
-            self._write(seq, placement.version, probe)
+            self._write(taken, placement.version, probe)
             return None
         if mine and seen_running(probe):
             self._started(placement.version)  # a scheduler runs for it: adopted
         elif mine and self.started_for < placement.version and self.term.role is not Role.ACTIVE:
-            return self._start(placement, seq)
+            return self._start(placement, taken)
         elif not mine and seen_running(probe):
             after = stop(self.local)
             self._write(self._next(), placement.version, after)
@@ -170,15 +172,15 @@ class SelfMode:
             return (
                 f"stopped the local scheduler ({probe.describe()} -> {after.state.value}): the placement is on {where}"
             )
-        self._write(seq, placement.version, probe)
+        self._write(taken, placement.version, probe)
         return None
 
-    def _start(self, placement: Placement, seq: int) -> str:
+    def _start(self, placement: Placement, taken: tuple[int, int]) -> str:
         """Start this node's scheduler for ``placement``, after renewing it (conditional)."""
         version = placement.version
         renewed = self.term.renew_own(self.term.monotonic())
         if renewed is None or renewed.version != version:
-            self._write(seq, version, self.local.probe())
+            self._write(taken, version, self.local.probe())
             return f"placed here (version {version}), but the placement could not be renewed: not starting"
         self._started(version)  # an attempt counts: a failed start is the active's to judge
         self.renewals.starting.add(self.host)

@@ -49,7 +49,8 @@ def decode_placement(path: str, data: bytes, stat: Any, now: float) -> Placement
     epoch = rows.integer(f"{where} field epoch", field(where, value, "epoch"))
     version = rows.integer(f"{where} field version", field(where, value, "version"))
     ttl = rows.duration(f"{where} field ttl", field(where, value, "ttl"))
-    expires = float(stat.mtime) / 1000.0 + ttl if node else 0.0
+    # A placement to nowhere keeps its expiry too: it bounds every placement renewed before it (design, 5a).
+    expires = float(stat.mtime) / 1000.0 + ttl
     return Placement(node, epoch, expires, version, now)
 
 

@@ -811,3 +811,17 @@ def test_clear_wipes_reports_and_node_control(store: Metastore) -> None:
     assert store.read_node_control() is None
     assert store.claim_node_control("self") == "self"
     assert store.write_report(NodeReport("n1", "n1:1:aa", "stopped", seq=1))
+
+
+def test_a_placement_to_nowhere_keeps_its_expiry(store: Metastore) -> None:
+    """Self mode's stop order: no node may run the scheduler, and its expiry (ttl after the write, by
+    the server's clock) bounds every placement renewed before it (docs/design.md, 5a)."""
+    lease = store.acquire_or_renew("h1", "n1", LEASE)
+    assert lease is not None
+    placed = store.set_placement("n2", "h1", lease.epoch, store.read_state().placement.version, 30)
+    assert placed is not None
+    order = store.set_placement(None, "h1", lease.epoch, placed.version, 30)
+    assert order is not None and order.node is None and not order.valid
+    read = store.read_state().placement
+    assert read.node is None and not read.valid and 25 < read.remaining <= 30
+    assert store.renew_placement("n2", 30) is None  # the old node can no longer renew it

@@ -13,14 +13,23 @@ import re
 import signal
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import psutil
 import pytest
 
-from tests.process.harness import Cluster
+from tests.process.harness import ZK_PREFIX, Cluster
 from tests.support.waiting import holds_for, wait_for
 
 pytestmark = pytest.mark.process
+
+
+@pytest.fixture(params=["mariadb", "zookeeper"])
+def shared_url(request: pytest.FixtureRequest) -> str:
+    """A metastore every master reaches over the network (the embedded SQLite file is one host's)."""
+    if request.param == "mariadb":
+        return str(request.getfixturevalue("mariadb_url"))
+    return ZK_PREFIX + str(request.getfixturevalue("zk_hosts"))
 
 
 def self_cluster(make_cluster: Callable[..., Cluster], url: str, size: int = 3, **timing: float) -> Cluster:
@@ -75,14 +84,15 @@ def test_a_killed_scheduler_on_a_standby_node_is_restarted_there_by_its_own_cont
     wait_for(lambda: cluster.observer.pids() not in ((), (pid,)), 15, "a new scheduler")
     on(cluster, "n2")
     wait_for(lambda: "restarted it in place" in cluster.log("n1"), 10, "the active's restart decision")
-    assert "started the local scheduler for placement version" in cluster.log("n2")[mark:]
+    said = "started the local scheduler for placement version"  # once its cycle is over
+    wait_for(lambda: said in cluster.log("n2")[mark:], 10, "n2's own controller saying it started it")
     finish(cluster)
 
 
 def test_a_killed_controller_leaves_its_scheduler_to_its_leash_then_another_node_takes_over(
-    make_cluster: Callable[..., Cluster], mariadb_url: str
+    make_cluster: Callable[..., Cluster], shared_url: str
 ) -> None:
-    cluster = self_cluster(make_cluster, mariadb_url)
+    cluster = self_cluster(make_cluster, shared_url)
     pid = switch_to(cluster, "n2")
     cluster.signal("n2", signal.SIGKILL)
     killed = time.monotonic()
@@ -111,15 +121,16 @@ def test_a_controller_restarted_while_its_scheduler_runs_adopts_it(
 
 
 def test_a_controlled_switchover_stops_first_and_the_target_starts_itself(
-    make_cluster: Callable[..., Cluster], mariadb_url: str
+    make_cluster: Callable[..., Cluster], shared_url: str
 ) -> None:
-    cluster = self_cluster(make_cluster, mariadb_url)
+    cluster = self_cluster(make_cluster, shared_url)
     before = on(cluster, "n1")
     result = cluster.cli("switchover", "--to", "n3")
     assert result.returncode == 0 and "controlled switchover from n1 to n3" in result.stdout, result.stdout
     after = on(cluster, "n3")
     assert after != before and not psutil.pid_exists(before)
-    assert "started the local scheduler for placement version" in cluster.log("n3")
+    said = "started the local scheduler for placement version"  # once its cycle is over
+    wait_for(lambda: said in cluster.log("n3"), 10, "n3's own controller saying it started it")
     finish(cluster)
 
 
@@ -151,4 +162,37 @@ def test_a_controller_of_another_node_control_refuses_to_start(
     lines = [line for line in cluster.log("n2").splitlines() if "refusing to act" in line]
     assert lines and "node_control is ssh here but self for the cluster" in lines[-1]
     assert cluster.observer.pids() == (pid,)
+    finish(cluster)
+
+
+def test_status_is_true_within_one_renewal_of_a_start_and_of_a_death_at_poll_60(
+    make_cluster: Callable[..., Cluster], tmp_path: Path
+) -> None:
+    """At poll 60 the cycle runs once a minute; each node's report goes with every renewal (2 s here)."""
+    cluster: Cluster = make_cluster(f"sqlite:///{tmp_path / 'm.db'}", 1, node_control="self", poll=60, ttl=8)
+    renew = 2.0  # min(poll_frequency, lease_ttl / 4)
+    cluster.observer.start()
+    cluster.start("n1")
+    wait_for(lambda: len(cluster.observer.current()) == 1, 30, "the scheduler")
+    up = time.monotonic()
+    wait_for(lambda: cluster.cli("status", "--json").returncode == 0, renew + 3, "status: healthy")
+    assert time.monotonic() - up < renew + 3
+    (seen,) = cluster.observer.current()
+    os.kill(seen.pid, signal.SIGKILL)
+    gone = time.monotonic()
+    wait_for(lambda: cluster.cli("status", "--json").returncode == 2, renew + 3, "status: no scheduler")
+    assert time.monotonic() - gone < renew + 3
+    cluster.observer.stop()
+    assert cluster.observer.max_seen <= 1
+
+
+def test_the_active_killed_with_the_scheduler_on_its_node_is_replaced_after_the_placement_expired(
+    make_cluster: Callable[..., Cluster], mariadb_url: str
+) -> None:
+    cluster = self_cluster(make_cluster, mariadb_url)
+    pid = on(cluster, "n1")
+    cluster.signal("n1", signal.SIGKILL)
+    wait_for(lambda: cluster.active() in ("n2", "n3"), 20, "a standby to become active")
+    wait_for(lambda: not psutil.pid_exists(pid), 2 * cluster.ttl, "n1's leash to stop its scheduler")
+    wait_for(lambda: [s.node for s in cluster.observer.current()] in (["n2"], ["n3"]), 20, "a scheduler elsewhere")
     finish(cluster)

@@ -279,3 +279,24 @@ def test_report_probe_says_unknown_when_stale_or_behind(cluster: SelfCluster) ->
     cluster.clock.advance(10)
     probe = runner.probe()
     assert probe.state is SchedulerState.UNKNOWN and "last report is" in probe.detail
+
+
+def test_a_stop_order_to_a_node_that_died_is_waited_out_before_anything_starts(cluster: SelfCluster) -> None:
+    """The active ordered n2's scheduler stopped (placement to nowhere), and n2's controller died
+    before it acted: its scheduler runs on under its leash. The nowhere placement's expiry bounds
+    that leash's deadline: nothing starts elsewhere before it, and then everything is stopped."""
+    c1, c2, c3 = three(cluster)
+    cluster.store.request_switchover("n2", "controlled")
+    cluster.tick(c1, c2, c3)
+    assert cluster.running() == ["n2"]
+    store, lease = cluster.store, cluster.store.lease()
+    order = store.set_placement(None, lease.holder or "", lease.epoch, store.placement().version, 5)
+    assert order is not None
+    del cluster.controllers["n2"]  # dead before it saw the order
+    sentences = []
+    for _ in range(30):
+        sentences += cluster.tick(c1, c3, seconds=0.5)  # SelfCluster.check: never two at once
+        if cluster.running() not in ([], ["n2"]):
+            break
+    assert cluster.running() in (["n1"], ["n3"]), sentences
+    assert any("unseen; a placement it held may last until the stop order expires" in s for s in sentences), sentences
