@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 from .exceptions import MetastoreError
 from .metastore.base import ClusterState, Metastore
-from .probe import ProbeResult, SchedulerState
+from .probe_result import ProbeResult, SchedulerState
 
 log = logging.getLogger(__name__)
 

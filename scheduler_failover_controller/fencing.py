@@ -21,7 +21,7 @@ from .exceptions import MetastoreError
 from .health import Health
 from .leash_spec import scrubbed_environment
 from .metastore.base import Metastore
-from .probe import ProbeResult, SchedulerState
+from .probe_result import ProbeResult, SchedulerState
 
 OUTPUT_TAIL = 4096  # bytes of fence_command's output kept: its last ones, for the event
 

@@ -34,16 +34,8 @@ from .leash_procs import (
 )
 from .leash_spec import Spec, child_environment
 from .leash_watcher import Watcher
-from .probe import (
-    LEASH_MODULE,
-    find_schedulers,
-    leash_alive,
-    leash_dir,
-    leash_record_prefix,
-    matches,
-    own_leash_record,
-    read_leash_records,
-)
+from .matching import find_schedulers, matches
+from .probe import LEASH_MODULE, leash_alive, leash_dir, leash_record_prefix, own_leash_record, read_leash_records
 
 POLL = 0.1  # seconds between looks at the deadline file
 SCAN = 0.5  # seconds between looks at the process tree (for the watcher's list)

@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from .boot import stat_fields
-from .probe import split_title
+from .matching import split_title
 
 PR_SET_PDEATHSIG = 1
 PR_SET_NAME = 15

@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 from .config import Config
 from .metastore.base import ClusterState, ControllerInfo, Metastore
 from .metastore.rows import implausible
-from .probe import SchedulerState
+from .probe_result import SchedulerState
 from .strenum import StrEnum
 from .term import Role
 

@@ -11,7 +11,7 @@ from .exceptions import MetastoreError
 from .incidents import Incidents
 from .metastore.base import ClusterState, Metastore
 from .nodes.base import NodeRunner
-from .probe import ProbeResult, SchedulerState
+from .probe_result import ProbeResult, SchedulerState
 from .starts import stop
 from .status import SwitchoverOutcome
 from .term import MARGIN_TOO_SMALL, Term

@@ -10,7 +10,7 @@ import click
 
 from .. import __version__
 from ..exceptions import MetastoreError
-from ..probe import ProbeResult, SchedulerState
+from ..probe_result import ProbeResult, SchedulerState
 from ..status import ClusterStatus, read_status
 from .group import config_for, emit, main, open_store, reading_store
 

@@ -22,7 +22,9 @@ from ..exceptions import CommandFailed
 from ..leash import LOCAL_ARGV, Spec, write_deadline
 from ..leash_cgroup import sweep
 from ..leash_spec import scrubbed_environment
-from ..probe import OrphanWatch, ProbeResult, SchedulerState, probe_local, read_leash_records, stop_targets
+from ..orphans import OrphanWatch
+from ..probe import probe_local, read_leash_records, stop_targets
+from ..probe_result import ProbeResult, SchedulerState
 from ..trust import UntrustedFile, directory_problem, read_private, write_private
 from .base import NodeRunner
 

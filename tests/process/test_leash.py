@@ -24,8 +24,9 @@ import psutil
 import pytest
 
 from scheduler_failover_controller.leash import LOCAL_ARGV, Spec, deadline_path, write_deadline
+from scheduler_failover_controller.matching import find_schedulers
 from scheduler_failover_controller.nodes.local import launch_command, leash_spec
-from scheduler_failover_controller.probe import find_schedulers, probe_local, read_leash_records
+from scheduler_failover_controller.probe import probe_local, read_leash_records
 from tests.support.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -20,7 +20,8 @@ import psutil
 import pytest
 
 from scheduler_failover_controller.leash_cgroup import PREFIX, Cgroup, parent_dir, pid_namespace
-from scheduler_failover_controller.probe import find_schedulers, probe_local, read_leash_records
+from scheduler_failover_controller.matching import find_schedulers
+from scheduler_failover_controller.probe import probe_local, read_leash_records
 from tests.process.harness import Cluster
 from tests.process.test_leash import FAKE, PY, Lab, gone
 from tests.support.waiting import holds_for, wait_until

@@ -33,8 +33,7 @@ from scheduler_failover_controller.metastore.base import (
     foreign_rows,
 )
 from scheduler_failover_controller.nodes.base import NodeRunner
-from scheduler_failover_controller.ownership import ForeignProcess
-from scheduler_failover_controller.probe import ProbeResult, SchedulerState
+from scheduler_failover_controller.probe_result import ForeignProcess, ProbeResult, SchedulerState
 
 T = TypeVar("T")
 

@@ -31,18 +31,9 @@ from scheduler_failover_controller.leash import (
     write_deadline,
 )
 from scheduler_failover_controller.nodes.local import launch_command
-from scheduler_failover_controller.probe import (
-    MATCH_ENV,
-    LeashRecord,
-    ProbeResult,
-    ProcessEntry,
-    SchedulerState,
-    leashed_roots,
-    listed_leashes,
-    parse_leash_record,
-    probe_table,
-    table_leashed,
-)
+from scheduler_failover_controller.nodes.ssh.ps_table import ProcessEntry, listed_leashes, probe_table, table_leashed
+from scheduler_failover_controller.probe import MATCH_ENV, LeashRecord, leashed_roots, parse_leash_record
+from scheduler_failover_controller.probe_result import ProbeResult, SchedulerState
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -10,7 +10,8 @@ import pytest
 from scheduler_failover_controller.config import CONFIG_ENV, ENV_PREFIX
 from scheduler_failover_controller.leash_cgroup import PREFIX, Cgroup, pid_namespace, sweep
 from scheduler_failover_controller.leash_spec import child_environment, controller_only, scrubbed_environment
-from scheduler_failover_controller.probe import LeashRecord, ProcessEntry, parse_leash_record, probe_table
+from scheduler_failover_controller.nodes.ssh.ps_table import ProcessEntry, probe_table
+from scheduler_failover_controller.probe import LeashRecord, parse_leash_record
 
 KEPT = {
     "PATH": "/usr/bin",
