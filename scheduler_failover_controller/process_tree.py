@@ -1,14 +1,15 @@
-"""Walking up a process tree: the one walker every "is it below ...?" question uses.
+"""Walking a process tree: the one walk up and the one walk down that every scan uses.
 
-The parents come from wherever the processes were listed: the kernel here (psutil), or a ``ps``
-table of another node (its listed ppids). Whether a scheduler runs below a leash, whether a
-matching process is the top of its tree, and which processes are this one's own lineage are all
-asked of :func:`ancestors` with a ``ppid_of`` for that source.
+The parents come from wherever the processes were listed: the kernel here (psutil), /proc as the
+leash reads it, or a ``ps`` table of another node (its listed ppids). Whether a scheduler runs
+below a leash, whether a matching process is the top of its tree, and which processes are this
+one's own lineage are asked of :func:`ancestors`; what runs below a leash or a scheduler (to watch
+or to end it) of :func:`descendant_levels`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Container, Iterable, Iterator, Mapping
 from typing import Optional
 
 import psutil
@@ -32,6 +33,25 @@ def ancestors(pid: int, ppid_of: PpidOf, limit: int = MAX_DEPTH) -> Iterator[int
 def below(pid: int, ppid_of: PpidOf, ancestors_of: set[int], limit: int = MAX_DEPTH) -> bool:
     """Whether one of ``ancestors_of`` is an ancestor of ``pid``."""
     return bool(ancestors_of) and any(p in ancestors_of for p in ancestors(pid, ppid_of, limit))
+
+
+def descendant_levels(
+    parents: Mapping[int, int], roots: Iterable[int], exclude: Container[int] = ()
+) -> list[list[int]]:
+    """The processes below ``roots`` (not the roots), level by level, nearest first; the subtrees
+    of ``exclude`` pruned. ``parents``: pid -> ppid of every process listed."""
+    children: dict[int, list[int]] = {}
+    for pid, ppid in parents.items():
+        children.setdefault(ppid, []).append(pid)
+    levels: list[list[int]] = []
+    level = list(roots)
+    seen = set(level)
+    while level:
+        level = [c for p in level for c in children.get(p, []) if c not in seen and c not in exclude]
+        seen.update(level)
+        if level:
+            levels.append(level)
+    return levels
 
 
 def root_pids(matching: Iterable[int], ppid_of: PpidOf) -> set[int]:

@@ -20,7 +20,7 @@ from ...matching import matches
 from ...ownership import counts, user_name
 from ...probe import LEASH_MODULE, all_leashed, classify
 from ...probe_result import ForeignProcess, ProbeResult
-from ...process_tree import ancestors, below, root_pids
+from ...process_tree import ancestors, below, descendant_levels, root_pids
 
 
 @dataclass(frozen=True)
@@ -127,18 +127,9 @@ def table_roots(table: Iterable[ProcessEntry], match: str, skip: Iterable[int] =
 
 def table_descendants(table: Iterable[ProcessEntry], pids: Iterable[int]) -> list[ProcessEntry]:
     """Every process of ``table`` below ``pids`` (children, grandchildren ...), deepest first."""
-    children: dict[int, list[ProcessEntry]] = {}
-    for entry in table:
-        children.setdefault(entry.ppid, []).append(entry)
-    out: list[ProcessEntry] = []
-    seen: set[int] = set(pids)
-    level = list(pids)
-    while level:
-        step = [c for pid in level for c in children.get(pid, []) if c.pid not in seen]
-        seen.update(c.pid for c in step)
-        out = step + out
-        level = [c.pid for c in step]
-    return out
+    rows = {e.pid: e for e in table}
+    levels = descendant_levels({pid: e.ppid for pid, e in rows.items()}, pids)
+    return [rows[pid] for level in reversed(levels) for pid in level]
 
 
 #: seconds of slack when a leash's start time is known from ``ps`` etime (whole seconds)
