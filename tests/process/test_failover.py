@@ -25,6 +25,9 @@ def started(make_cluster: Callable[..., Cluster], url: str, size: int, **timing:
     cluster.observer.start()
     cluster.start("n1")
     wait_for(lambda: len(cluster.observer.current()) == 1, 20, "the first scheduler")
+    # The start is logged once the scheduler is seen up: a test that freezes n1 before that line
+    # would read it as written after the thaw.
+    wait_for(lambda: "started the scheduler" in cluster.log("n1"), 20, "n1 to log the first start")
     for node in cluster.nodes[1:]:
         cluster.start(node)
     wait_for(lambda: len(cluster.status().get("controllers", [])) == size, 20, "every controller registered")
@@ -33,7 +36,8 @@ def started(make_cluster: Callable[..., Cluster], url: str, size: int, **timing:
 
 def assert_never_two(cluster: Cluster) -> None:
     obs = cluster.observer
-    assert obs.samples > 20, "the observer did not run"
+    # A sanity check that it ran at all: on a starved machine it samples less often than it asks.
+    assert obs.samples > 10, "the observer did not run"
     assert obs.max_seen <= 1, f"two schedulers at once: {obs.history}"
 
 
