@@ -19,7 +19,7 @@ from collections.abc import Callable
 from .config import Config
 from .exceptions import MetastoreError
 from .health import Health
-from .leash_spec import scrubbed_environment
+from .leash.spec import scrubbed_environment
 from .metastore.base import Metastore
 from .metastore.events import EventKind
 from .probe_result import ProbeResult, SchedulerState

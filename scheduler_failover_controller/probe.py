@@ -3,7 +3,8 @@
 Which command lines are a scheduler's is :mod:`.matching`'s rule; whose processes count,
 :mod:`.ownership`'s (below a live leash of the node, or of the expected user); the tree is walked
 by :mod:`.process_tree`. The same rules applied to another node's ``ps`` listing are
-:mod:`.nodes.ssh.ps_table`'s. The leash registrations that tell a leashed scheduler are kept here.
+:mod:`.nodes.ssh.ps_table`'s; the leash registrations that tell a leashed scheduler are
+:mod:`.leash.records`'.
 """
 
 from __future__ import annotations
@@ -17,18 +18,7 @@ from pathlib import Path
 import psutil
 
 from .boot import since_boot, uptime
-
-# Leash registrations (see :mod:`.leash_records`), re-exported for the callers that import them from here.
-from .leash_records import LeashRecord as LeashRecord
-from .leash_records import below_leashes as below_leashes
-from .leash_records import leash_alive as leash_alive
-from .leash_records import leash_dir as leash_dir
-from .leash_records import leash_record_prefix as leash_record_prefix
-from .leash_records import live_leashes as live_leashes
-from .leash_records import own_leash_record as own_leash_record
-from .leash_records import parse_leash_record as parse_leash_record
-from .leash_records import read_leash_records as read_leash_records
-from .leash_records import starting_detail, starting_leashes
+from .leash.records import LeashRecord, below_leashes, live_leashes, starting_detail, starting_leashes
 from .matching import scan_schedulers
 from .ownership import expected_uid, split_procs
 from .probe_result import ForeignProcess, ProbeResult, SchedulerState
@@ -40,9 +30,6 @@ MATCH_ENV = "SFC_PROCESS_MATCH"
 # Carries ``state_dir`` to ``probe``/``kill_local`` run over SSH: where the node's leashes register.
 STATE_DIR_ENV = "SFC_STATE_DIR"
 
-#: The module the leash runs as (``python -m ...``): how a ``ps`` listing tells a leash.
-LEASH_MODULE = "scheduler_failover_controller.leash"
-
 
 _UNHEALTHY = (psutil.STATUS_ZOMBIE, psutil.STATUS_STOPPED, psutil.STATUS_DEAD, "tracing-stop")
 
@@ -52,7 +39,7 @@ def classify(
 ) -> ProbeResult:
     """The probe result for the (pid, status, create time) of each scheduler tree's root.
 
-    With no root, a leash still ``starting`` its scheduler (see :func:`.leash_records.starting_leashes`)
+    With no root, a leash still ``starting`` its scheduler (see :func:`.leash.records.starting_leashes`)
     makes the node UNHEALTHY, never STOPPED: whatever reads it as empty would start a second one.
     """
     if not roots and starting:

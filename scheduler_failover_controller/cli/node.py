@@ -148,7 +148,7 @@ def leash(serve: bool) -> None:
     replaces this process with ``python -m scheduler_failover_controller.leash`` (same pid, none
     of the command line's imports kept for the scheduler's lifetime).
     """
-    from ..leash import LOCAL_ARGV
+    from ..leash.spec import LOCAL_ARGV
 
     sys.stdout.flush()
     os.execv(LOCAL_ARGV[0], [*LOCAL_ARGV, *(["--serve"] if serve else [])])

@@ -13,6 +13,7 @@ import uuid
 import psutil
 import pytest
 
+from scheduler_failover_controller.leash.records import LeashRecord, below_leashes
 from scheduler_failover_controller.nodes.ssh.ps_table import (
     PS_LISTING,
     ProcessEntry,
@@ -27,7 +28,7 @@ from scheduler_failover_controller.nodes.ssh.ps_table import (
 )
 from scheduler_failover_controller.nodes.ssh.scripts import kill_script
 from scheduler_failover_controller.ownership import split_procs
-from scheduler_failover_controller.probe import LeashRecord, below_leashes, leashed_roots, probe_local
+from scheduler_failover_controller.probe import leashed_roots, probe_local
 from scheduler_failover_controller.probe_result import ForeignProcess, ProbeResult, SchedulerState
 from scheduler_failover_controller.process_tree import ancestors, kernel_ppid
 from tests.ssh.conftest import FAKE, PYTHON

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from scheduler_failover_controller.leash_procs import Proc, descendants
+from scheduler_failover_controller.leash.procs import Proc, descendants
 from scheduler_failover_controller.process_tree import (
     ancestors,
     below,

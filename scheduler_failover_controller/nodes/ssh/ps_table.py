@@ -15,10 +15,10 @@ from dataclasses import dataclass, replace
 
 import psutil
 
-from ...leash_records import LeashRecord, below_leashes, starting_leashes
+from ...leash.records import LEASH_MODULE, LeashRecord, below_leashes, starting_leashes
 from ...matching import matches
 from ...ownership import counts, user_name
-from ...probe import LEASH_MODULE, all_leashed, classify
+from ...probe import all_leashed, classify
 from ...probe_result import ForeignProcess, ProbeResult
 from ...process_tree import ancestors, below, descendant_levels, root_pids
 

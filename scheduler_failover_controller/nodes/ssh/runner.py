@@ -23,7 +23,7 @@ from typing import TypeVar
 
 from ...config import Config
 from ...exceptions import CommandFailed, NodeUnreachable
-from ...leash import CLI_SUBCOMMAND
+from ...leash.spec import CLI_SUBCOMMAND
 from ...ownership import SCHEDULER_USER_ENV
 from ...probe import MATCH_ENV, STATE_DIR_ENV
 from ...probe_result import ProbeResult, SchedulerState

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from ...boot import BOOT_ID_PATH
 from ...exceptions import CommandFailed
-from ...probe import LeashRecord, leash_dir, leash_record_prefix, parse_leash_record
+from ...leash.records import LeashRecord, leash_dir, leash_record_prefix, parse_leash_record
 from ...probe_result import ForeignProcess, ProbeResult, SchedulerState
 from . import remote_dirs
 from .ps_table import PS_LISTING, ProcessEntry, lineage, parse_ps
