@@ -11,6 +11,8 @@
 #                             so three fill a 2-core machine without starving a timing-bound test
 #   SFC_LANE_TIMEOUT=2400     seconds after which the lanes still running are interrupted
 #   SFC_LANE_LOGS=DIR         where the logs go (default: a new directory under /tmp)
+#   SFC_LANES_DRY_RUN=1       each pytest run is printed to its lane's log (virtualenv, then the
+#                             arguments, shell-quoted), not run
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -31,6 +33,10 @@ esac
 pytest_in() {
   local venv="$1"; shift
   [ -e "$logs/interrupted" ] && return 130
+  if [ "${SFC_LANES_DRY_RUN:-0}" = 1 ]; then
+    printf 'dry run: %q' "$venv"; printf ' %q' "$@"; echo
+    return 0
+  fi
   echo "== $venv ($("$venv/bin/python" -c 'import platform; print(platform.python_version())')): pytest $*"
   "$venv/bin/python" -c 'import signal, sys, pytest
 signal.signal(signal.SIGINT, signal.default_int_handler)
