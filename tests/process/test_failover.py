@@ -25,8 +25,9 @@ def started(make_cluster: Callable[..., Cluster], url: str, size: int, **timing:
     cluster.observer.start()
     cluster.start("n1")
     wait_for(lambda: len(cluster.observer.current()) == 1, 20, "the first scheduler")
-    # Its start is done (logged), so that what a test does next meets a controller past it.
-    wait_for(lambda: "started the scheduler" in cluster.log("n1"), 20, "n1 to log the start")
+    # The start is logged once the scheduler is seen up: a test that freezes n1 before that line
+    # would read it as written after the thaw.
+    wait_for(lambda: "started the scheduler" in cluster.log("n1"), 20, "n1 to log the first start")
     for node in cluster.nodes[1:]:
         cluster.start(node)
     wait_for(lambda: len(cluster.status().get("controllers", [])) == size, 20, "every controller registered")
@@ -36,6 +37,8 @@ def started(make_cluster: Callable[..., Cluster], url: str, size: int, **timing:
 def assert_never_two(cluster: Cluster) -> None:
     """Stop the observer once it has looked often enough to count (a loaded machine samples slower)."""
     obs = cluster.observer
+    # A sanity check that it ran at all: it is stopped once it has taken its 21st sample, however
+    # slowly a starved machine lets it sample.
     wait_for(lambda: obs.samples > 20, 10, "the observer's 21st sample")
     obs.stop()
     assert obs.max_seen <= 1, f"two schedulers at once: {obs.history}"

@@ -91,15 +91,28 @@ def test_on_the_schedulers_node_nobodys_copy_is_reported_not_killed_nor_adopted(
 ) -> None:
     cluster = make_cluster(sqlite(tmp_path), 1)
     cluster.start("n1")
-    wait_for(lambda: len(schedulers(cluster, "n1", set())) == 1, 20, "the scheduler on n1")
+    # The scheduler as the controller reports it: a look while its start command still runs could
+    # catch the shell that starts it, whose pid is not the scheduler's.
+    wait_for(
+        lambda: len(schedulers(cluster, "n1", set())) == 1 and node_status(cluster, "n1").get("scheduler") == "running",
+        20,
+        "the scheduler on n1",
+    )
     (real,) = schedulers(cluster, "n1", set())
     decoy = decoys(script_dir, cluster, "n1")
     # Several polls: the real, leashed scheduler is neither killed nor doubted, nobody's runs on.
-    holds_for(
-        lambda: schedulers(cluster, "n1", {decoy.pid}) == [real] and decoy.poll() is None,
-        6 * cluster.poll,
-        "the real scheduler and nobody's process both left alone",
-    )
+    try:
+        holds_for(
+            lambda: schedulers(cluster, "n1", {decoy.pid}) == [real] and decoy.poll() is None,
+            6 * cluster.poll,
+            "the real scheduler and nobody's process both left alone",
+        )
+    except AssertionError as exc:
+        seen = schedulers(cluster, "n1", {decoy.pid})
+        raise AssertionError(
+            f"{exc}: scheduler roots {seen} (was {real}), decoy exit {decoy.poll()}; "
+            f"n1's log:\n{cluster.log('n1')[-4000:]}"
+        ) from None
     wait_for(lambda: foreign_pids(cluster, "n1") == [decoy.pid], 15, "status to report nobody's process")
     status = node_status(cluster, "n1")
     assert status["scheduler"] == "running" and status["pids"] == [real], status
