@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-DEFAULT = ["py3.13", "py3.9", "lab", "process", "main", "e2e"]
+DEFAULT = ["py3.13", "py3.9", "lab", "process", "main", "e2e", "process-servers"]
 
 
 Lanes = dict[str, list[tuple[str, list[str]]]]
@@ -54,6 +54,10 @@ def _directories(args: list[str]) -> set[str]:
     return covered - ignored
 
 
+def _keyword(args: list[str]) -> str:
+    return args[args.index("-k") + 1] if "-k" in args else ""
+
+
 def test_the_lanes_on_3_11_run_every_test_directory_once_and_the_process_tier_apart(lanes: Lanes) -> None:
     assert all(lanes[name] for name in DEFAULT), lanes
     seen: list[str] = []
@@ -61,13 +65,17 @@ def test_the_lanes_on_3_11_run_every_test_directory_once_and_the_process_tier_ap
         for venv, args in runs:
             if venv == ".venv":
                 assert args[args.index("-m") + 1] == "not manual", (name, args)  # the CI tier, all of it
-                assert "-k" not in args, (name, args)
-                seen += sorted(_directories(args))
+                if name not in ("process", "process-servers"):
+                    assert not _keyword(args), (name, args)
+                    seen += sorted(_directories(args))
+    # The real-process tier, the longest part of 3.11, is two lanes apart from main: the one
+    # selects exactly what the other leaves out.
+    (process,), (servers,) = lanes["process"], lanes["process-servers"]
+    assert _directories(process[1]) == _directories(servers[1]) == {"tests/process"}
+    assert _keyword(process[1]) == f"not ({_keyword(servers[1])})" and _keyword(servers[1]), (process, servers)
+    seen.append("tests/process")
     every = sorted(f"tests/{d.name}" for d in (ROOT / "tests").iterdir() if any(d.glob("test_*.py")))
     assert sorted(seen) == every, "each test directory once on 3.11"
-    # The real-process tier, the longest part of 3.11, is a lane of its own.
-    assert [_directories(a) for _, a in lanes["process"]] == [{"tests/process"}]
-    assert all("tests/process" not in _directories(a) for _, a in lanes["main"])
 
 
 def test_the_oldest_and_newest_python_run_unit_cli_contract_and_the_process_tier(lanes: Lanes) -> None:
