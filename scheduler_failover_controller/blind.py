@@ -19,7 +19,8 @@ from collections.abc import Callable
 
 from .exceptions import MetastoreError
 from .metastore.base import ClusterState, Metastore
-from .probe import ProbeResult, SchedulerState
+from .metastore.events import EventKind
+from .probe_result import ProbeResult, SchedulerState
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +79,7 @@ class Blindness:
         return None if blind else node
 
     def step_down(
-        self, state: ClusterState, holder: str, stand_by: Callable[[], object], event: Callable[[str, str], None]
+        self, state: ClusterState, holder: str, stand_by: Callable[[], object], event: Callable[[EventKind, str], None]
     ) -> str:
         """As the active ``holder``, blind at this cycle's look: release the lease to a live
         controller that may see (``stand_by`` first, so that no renewal takes it again meanwhile);
@@ -88,7 +89,7 @@ class Blindness:
             return ""
         message = f"cannot see {self.host} ({self.why}): left the lease to {', '.join(peers)}"
         log.warning("%s", message)
-        event("step-down", message)
+        event(EventKind.STEP_DOWN, message)
         stand_by()
         try:
             self.store.release(holder)

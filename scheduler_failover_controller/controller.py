@@ -28,11 +28,12 @@ from .health import Health, seen_running
 from .identity import Identity
 from .incidents import Incidents
 from .metastore.base import ClusterState, ControllerInfo, Lease, Metastore, Observation, Placement
+from .metastore.events import EventKind
 from .metastore.rows import implausible
 from .nodes.base import NodeRunner
 from .ownership import ForeignLog
-from .probe import ProbeResult, SchedulerState
 from .probe_pool import ProbePool
+from .probe_result import ProbeResult, SchedulerState
 from .recovery import Recovery
 from .renewals import Renewals
 from .starts import Starts, stop
@@ -156,9 +157,9 @@ class Controller(Recovery, Switchovers):
     def may_run_locally(self, lookahead: float = 0.0) -> bool:
         return self.term.may_run_locally(lookahead)
 
-    def _event(self, kind: str, message: str) -> None:
+    def _event(self, kind: EventKind, message: str, request_id: str = "") -> None:
         try:
-            self.store.add_event(self.host, kind, message, self.epoch)
+            self.store.add_event(self.host, kind, message, self.epoch, request_id)
         except MetastoreError as exc:
             log.warning("could not record %s event: %s", kind, exc)
 
@@ -199,7 +200,7 @@ class Controller(Recovery, Switchovers):
                 f"current_host must be unique; this one (pid {self.pid}) stops"
             )
             log.error("%s", message)
-            self._event("duplicate", message)
+            self._event(EventKind.DUPLICATE, message)
 
     # --- the cycle ----------------------------------------------------------------------
 
@@ -278,7 +279,7 @@ class Controller(Recovery, Switchovers):
             self.incidents.restarts = 0
             log.info("became active with epoch %d", lease.epoch)
             self.health.seed(self.store)
-            self._event("elected", f"{self.host} became active (epoch {lease.epoch})")
+            self._event(EventKind.ELECTED, f"{self.host} became active (epoch {lease.epoch})")
 
     def _unreadable(self, exc: CorruptRecord) -> str:
         """The store answers, but with a record no valid write produces: exactly as if it were down."""
@@ -356,7 +357,7 @@ class Controller(Recovery, Switchovers):
         else:
             why = f"that holds no valid placement (placement is on {fresh.node if fresh.valid else 'no node'})"
         message = f"stopped a scheduler on {self.host} ({probe.describe()}) {why}; now {after.state.value}"
-        self._event("fence", message)
+        self._event(EventKind.FENCE, message)
         return f"{self.role}: {message}"
 
     def _reconfirm_placement(self) -> tuple[bool, Placement]:
@@ -412,7 +413,7 @@ class Controller(Recovery, Switchovers):
             node = busy[0]
             if self.term.place(state.placement, node) is None:
                 return f"{prefix}: lost the race to adopt the scheduler on {node}; retrying next cycle"
-            self._event("adopt", f"adopted the scheduler already running on {node}")
+            self._event(EventKind.ADOPT, f"adopted the scheduler already running on {node}")
             return f"{prefix}: adopted the scheduler already running on {node} ({probes[node].describe()})"
         target = self.incidents.pick_target(probes, exclude=None, prefer=self.blind.preferred(placement.node))
         if target is None:
@@ -429,7 +430,7 @@ class Controller(Recovery, Switchovers):
             return f"{prefix}: lost the race to place the scheduler on {target}; retrying next cycle"
         ok, detail = self._start_on(target, probes)
         if ok:
-            self._event("start", f"started the scheduler on {target}: {detail}")
+            self._event(EventKind.START, f"started the scheduler on {target}: {detail}")
             return f"{prefix}: placed and started the scheduler on {target} ({detail})"
         self.incidents.failed(target, detail, start_failed=True)
         return f"{prefix}: placed the scheduler on {target} but its start failed: {detail}"
@@ -482,7 +483,7 @@ class Controller(Recovery, Switchovers):
             if self.store.release(self.holder):
                 parts.append(f"released the leadership lease (epoch {self.epoch})")
             self.store.deregister(self.host, self.holder)
-            self._event("stop", f"controller on {self.host} stopped: {'; '.join(parts) or 'nothing held'}")
+            self._event(EventKind.STOP, f"controller on {self.host} stopped: {'; '.join(parts) or 'nothing held'}")
         except MetastoreError as exc:
             parts.append(f"metastore unreachable ({exc})")
         self.term.end()

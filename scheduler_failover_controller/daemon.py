@@ -19,6 +19,7 @@ from .config import Config
 from .controller import PLEASE_REPORT, Controller
 from .exceptions import ConfigError, MetastoreError
 from .log_file import open_log_file
+from .metastore.events import EventKind
 from .redaction import RedactingFormatter, config_secrets
 from .trust import directory_problem
 
@@ -235,7 +236,7 @@ def _refuse_duplicate(config: Config, controller: Controller, other: ControllerI
         f"another controller is running as {config.current_host!r} "
         f"(pid {other.pid}, heartbeat {other.age:.1f}s ago); each controller needs its own current_host"
     )
-    controller._event("duplicate", f"{problem}: refused to start (pid {controller.pid})")
+    controller._event(EventKind.DUPLICATE, f"{problem}: refused to start (pid {controller.pid})")
     raise ConfigError(f"{config.source}: current_host: {problem}")
 
 

@@ -19,9 +19,10 @@ from collections.abc import Callable
 from .config import Config
 from .exceptions import MetastoreError
 from .health import Health
-from .leash_spec import scrubbed_environment
+from .leash.spec import scrubbed_environment
 from .metastore.base import Metastore
-from .probe import ProbeResult, SchedulerState
+from .metastore.events import EventKind
+from .probe_result import ProbeResult, SchedulerState
 
 OUTPUT_TAIL = 4096  # bytes of fence_command's output kept: its last ones, for the event
 
@@ -78,7 +79,9 @@ def only_leashed(probe: ProbeResult) -> bool:
 class Fencing:
     """The nodes fenced by ``fence_command``, and the judgement of what blocks a start."""
 
-    def __init__(self, config: Config, store: Metastore, health: Health, event: Callable[[str, str], None]) -> None:
+    def __init__(
+        self, config: Config, store: Metastore, health: Health, event: Callable[[EventKind, str], None]
+    ) -> None:
         self.config = config
         self.store = store
         self.health = health
@@ -133,11 +136,11 @@ class Fencing:
             status, said = 127, str(exc)
         if status is None:
             self.fence_failed_cycle[node] = cycle
-            self._event("fence", f"fence_command for {node} timed out")
+            self._event(EventKind.FENCE, f"fence_command for {node} timed out")
             return False
         ok = status == 0
         result = "succeeded" if ok else f"failed ({status})" + (f": {said}" if said else "")
-        self._event("fence", f"fence_command for {node} {result}")
+        self._event(EventKind.FENCE, f"fence_command for {node} {result}")
         if ok:
             self.fenced.add(node)
         else:

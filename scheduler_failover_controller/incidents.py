@@ -17,7 +17,8 @@ from dataclasses import dataclass
 
 from .alerts import Alerter
 from .config import Config
-from .probe import ProbeResult, SchedulerState
+from .metastore.events import EventKind
+from .probe_result import ProbeResult, SchedulerState
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +40,7 @@ class Incidents:
         self,
         config: Config,
         alerter: Alerter,
-        event: Callable[[str, str], None],
+        event: Callable[[EventKind, str], None],
         monotonic: Callable[[], float],
     ) -> None:
         self.config = config
@@ -58,7 +59,7 @@ class Incidents:
             log.info("alert suppressed (incident already reported): %s", summary)
             return
         self.reported = True
-        self._event("alert", summary)
+        self._event(EventKind.ALERT, summary)
         self.alerter.notify(summary, body)
 
     def failed(self, node: str, detail: str, start_failed: bool) -> None:
@@ -66,7 +67,7 @@ class Incidents:
         self.faults += 1
         if start_failed:
             self.back_off(node)
-            self._event("start_failed", f"scheduler start on {node} failed: {detail}")
+            self._event(EventKind.START_FAILED, f"scheduler start on {node} failed: {detail}")
         if self.faults >= max(1, self.config.retry_count_before_alerting):
             self.alert(
                 f"scheduler failed {self.faults} times",

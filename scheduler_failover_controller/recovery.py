@@ -14,8 +14,9 @@ from .config import Config
 from .fencing import Fencing
 from .incidents import Incidents
 from .metastore.base import ClusterState
+from .metastore.events import EventKind
 from .nodes.base import NodeRunner
-from .probe import ProbeResult, SchedulerState
+from .probe_result import ProbeResult, SchedulerState
 from .renewals import Renewals
 from .starts import stop
 from .term import MARGIN_TOO_SMALL, Term
@@ -38,7 +39,7 @@ class Recovery:
     def leads(self) -> bool:
         raise NotImplementedError
 
-    def _event(self, kind: str, message: str) -> None:
+    def _event(self, kind: EventKind, message: str, request_id: str = "") -> None:
         raise NotImplementedError
 
     def _start_on(self, node: str, probes: dict[str, ProbeResult]) -> tuple[bool, str]:
@@ -87,7 +88,7 @@ class Recovery:
         results = list(self._pool.map(lambda n: stop(self.runners[n]), strays))
         parts = [f"{n} ({probes[n].describe()} -> {r.state.value})" for n, r in zip(strays, results)]
         message = f"killed stray scheduler(s) on {', '.join(parts)}; the scheduler belongs on {keep}"
-        self._event("kill", message)
+        self._event(EventKind.KILL, message)
         return message, dict(zip(strays, results))
 
     def _restart_or_move(
@@ -131,7 +132,7 @@ class Recovery:
         if ok and n > limit:
             self.incidents.back_off(node)  # a crash loop past its budget: if it dies again, wait longer
         if ok:
-            self._event("restart", f"restarted the scheduler on {node} ({attempt}){why}: {detail}")
+            self._event(EventKind.RESTART, f"restarted the scheduler on {node} ({attempt}){why}: {detail}")
             return f"scheduler was {probe.state.value} on {node}{why}; restarted it in place ({attempt}, {detail})"
         return f"restart of the scheduler on {node} failed ({attempt}): {detail}"
 
@@ -153,7 +154,7 @@ class Recovery:
         probes = {**probes, node: stopped}
         ok, detail = self._start_on(target, probes)
         message = f"moved the scheduler from {node} to {target} after {limit} failed restarts"
-        self._event("move", f"{message}: {'started' if ok else 'start failed'}: {detail}")
+        self._event(EventKind.MOVE, f"{message}: {'started' if ok else 'start failed'}: {detail}")
         if ok:
             self.incidents.alert(f"scheduler moved from {node} to {target}", f"{message}.\n{detail}", always=True)
             return f"{message} ({detail})"

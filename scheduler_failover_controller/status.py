@@ -1,4 +1,4 @@
-"""The cluster as the metastore knows it, judged once: what ``status`` shows, and a switchover's outcome.
+"""The cluster as the metastore knows it, judged once: what ``status`` shows.
 
 ``read_status`` builds a ``ClusterStatus``; the CLI only renders it (text, or ``to_json()``, whose
 field names outside checks rely on) and exits with its ``health.exit_code``.
@@ -12,8 +12,9 @@ from typing import Any, TypeVar
 
 from .config import Config
 from .metastore.base import ClusterState, ControllerInfo, Metastore
+from .metastore.events import EventKind
 from .metastore.rows import implausible
-from .probe import SchedulerState
+from .probe_result import SchedulerState
 from .strenum import StrEnum
 from .term import Role
 
@@ -30,14 +31,6 @@ class ClusterHealth(StrEnum):
     @property
     def exit_code(self) -> int:
         return {ClusterHealth.HEALTHY: 0, ClusterHealth.DEGRADED: 1, ClusterHealth.NO_SCHEDULER: 2}[self]
-
-
-class SwitchoverOutcome(StrEnum):
-    """How the active controller carried out a switchover request: the kind of the event it writes."""
-
-    DONE = "switchover_done"
-    REFUSED = "switchover_refused"
-    FAILED = "switchover_failed"
 
 
 def _known(kind: type[E], text: str) -> E | str:
@@ -149,7 +142,7 @@ def read_status(store: Metastore, config: Config) -> ClusterStatus:
     registry = store.controllers()
     observations = {o.node: o for o in store.observations()}
     recent = store.events(200)
-    moves = [e for e in recent if e.kind == "move"]
+    moves = [e for e in recent if e.kind == EventKind.MOVE]
     lease, placement = state.lease, state.placement
     fresh = 2 * config.poll_frequency + config.lease_ttl
     nodes = [
@@ -167,7 +160,7 @@ def read_status(store: Metastore, config: Config) -> ClusterStatus:
     # Two controllers with one current_host share one registry row: only the events tell.
     window = 10 * config.lease_ttl + 2 * config.poll_frequency
     for event in recent:
-        if event.kind == "duplicate" and state.server_now - event.at <= window:
+        if event.kind == EventKind.DUPLICATE and state.server_now - event.at <= window:
             problems.append(f"two controllers ran as {event.host} ({event.message.split(':', 1)[0]})")
             break
     if not running:

@@ -10,10 +10,10 @@ import logging
 from .exceptions import MetastoreError
 from .incidents import Incidents
 from .metastore.base import ClusterState, Metastore
+from .metastore.events import EventKind
 from .nodes.base import NodeRunner
-from .probe import ProbeResult, SchedulerState
+from .probe_result import ProbeResult, SchedulerState
 from .starts import stop
-from .status import SwitchoverOutcome
 from .term import MARGIN_TOO_SMALL, Term
 
 log = logging.getLogger("scheduler_failover_controller.controller")
@@ -30,7 +30,7 @@ class Switchovers:
     def leads(self) -> bool:
         raise NotImplementedError
 
-    def _event(self, kind: str, message: str) -> None:
+    def _event(self, kind: EventKind, message: str, request_id: str = "") -> None:
         raise NotImplementedError
 
     def _start_on(self, node: str, probes: dict[str, ProbeResult]) -> tuple[bool, str]:
@@ -41,24 +41,25 @@ class Switchovers:
 
         ``controlled`` gives the old scheduler SIGTERM and up to ``scheduler_stop_timeout`` to exit
         (or runs the stop command); ``forced`` kills it at once. Either way it is confirmed gone
-        before the new one starts.
+        before the new one starts. The outcome's event carries the request's id: the CLI that
+        asked waits for that event and judges the outcome by its kind alone.
         """
 
-        def finish(outcome: SwitchoverOutcome, message: str) -> str:
+        def finish(outcome: EventKind, message: str) -> str:
             try:
                 self.store.clear_switchover()
             except MetastoreError as exc:
                 log.warning("could not clear the switchover request: %s", exc)
-            self._event(outcome.value, message)  # the CLI judges the outcome by this kind alone
+            self._event(outcome, message, state.switchover_id)
             return message
 
-        refused = SwitchoverOutcome.REFUSED
+        refused = EventKind.SWITCHOVER_REFUSED
         if target not in self.runners:
             return finish(refused, f"refused the switchover to {target}: not in scheduler_nodes_in_cluster")
         placement, probe = state.placement, probes[target]
         if placement.valid and placement.node == target and probe.state is SchedulerState.RUNNING:
             message = f"switchover to {target}: the scheduler already runs there ({probe.describe()})"
-            return finish(SwitchoverOutcome.DONE, message)
+            return finish(EventKind.SWITCHOVER_DONE, message)
         if probe.state is not SchedulerState.STOPPED:
             return finish(refused, f"refused the switchover to {target}: its scheduler is {probe.describe()}")
         others = [n for n, r in probes.items() if n != target and r.state is not SchedulerState.STOPPED]
@@ -81,6 +82,6 @@ class Switchovers:
             self.incidents.failed(target, detail, start_failed=True)
         result = "started" if ok else "its start failed"
         return finish(
-            SwitchoverOutcome.DONE if ok else SwitchoverOutcome.FAILED,
+            EventKind.SWITCHOVER_DONE if ok else EventKind.SWITCHOVER_FAILED,
             f"{mode} switchover from {old or 'nowhere'} to {target}: stopped {others or 'nothing'}, {result}: {detail}",
         )

@@ -10,7 +10,8 @@ import click
 
 from .. import __version__
 from ..exceptions import MetastoreError
-from ..probe import ProbeResult, SchedulerState
+from ..metastore.base import Event
+from ..probe_result import ProbeResult, SchedulerState
 from ..status import ClusterStatus, read_status
 from .group import config_for, emit, main, open_store, reading_store
 
@@ -223,10 +224,22 @@ def history(ctx: click.Context, limit: int, as_json: bool) -> None:
     def when(at: float) -> str:
         return datetime.datetime.fromtimestamp(at, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
 
+    def line(e: Event) -> str:
+        request = f" (request {e.request_id})" if e.request_id else ""
+        return f"{when(e.at)} [{e.kind}] {e.host} (epoch {e.epoch}){request}: {e.message}"
+
     emit(
-        [{"at": e.at, "host": e.host, "kind": e.kind, "epoch": e.epoch, "message": e.message} for e in events],
+        [
+            {
+                "at": e.at,
+                "host": e.host,
+                "kind": str(e.kind),
+                "epoch": e.epoch,
+                "message": e.message,
+                "request_id": e.request_id,
+            }
+            for e in events
+        ],
         as_json,
-        lambda: (
-            "\n".join(f"{when(e.at)} [{e.kind}] {e.host} (epoch {e.epoch}): {e.message}" for e in events) or "no events"
-        ),
+        lambda: "\n".join(line(e) for e in events) or "no events",
     )

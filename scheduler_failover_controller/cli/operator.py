@@ -10,11 +10,12 @@ import click
 
 from ..config import SECTION, config_path, default_config_text, read_config_text
 from ..exceptions import ConfigError
+from ..metastore.events import EventKind, new_request_id
 from ..redaction import redact_webhook
-from ..status import SwitchoverOutcome
 from ..trust import write_problem
 from .group import ConfigProblem, config_for, main, using_store
 from .params import Seconds
+from .switchover_wait import NotCarriedOut, await_outcome
 
 
 @main.command()
@@ -155,42 +156,35 @@ def send_test_email(ctx: click.Context) -> None:
 @click.pass_context
 def switchover(ctx: click.Context, target: str, mode: str, wait_s: float | None) -> None:
     """Planned move of the scheduler to another node, carried out by the active controller."""
-    import time
-
     config = config_for(ctx)
     if target not in config.nodes:
         raise click.BadParameter(
             f"{target!r} is not in scheduler_nodes_in_cluster ({', '.join(config.nodes)})", param_hint="--to"
         )
     wait = 2 * config.lease_ttl + config.scheduler_start_timeout if wait_s is None else wait_s
+    request_id = new_request_id()
     with using_store(config) as store:
         store.setup()
         # The request's event first: the active may carry the request out (and record its outcome)
         # at once, and the history must show the request before its outcome.
-        store.add_event(config.current_host, "switchover", f"{mode} switchover to {target} requested")
-        store.request_switchover(target, mode)
+        store.add_event(
+            config.current_host, EventKind.SWITCHOVER, f"{mode} switchover to {target} requested", request_id=request_id
+        )
+        store.request_switchover(target, mode, request_id)
         if wait == 0:
             click.echo(f"requested a {mode} switchover to {target}")
             return
-        deadline = time.monotonic() + wait
-        while store.read_state().switchover is not None:
-            if time.monotonic() > deadline:
-                raise click.ClickException(
-                    f"the switchover to {target} was not carried out within {wait:g}s "
-                    "(is a controller active, and not paused?); the request stays pending"
-                )
-            time.sleep(min(0.5, config.poll_frequency / 2))
-        # The active controller records the outcome as an event of its own kind, the sentence as its message.
-        kinds = {outcome.value for outcome in SwitchoverOutcome}
-        events = store.events(20)
-        ours = max((i for i, e in enumerate(events) if e.kind == "switchover"), default=-1)  # our request
-        outcomes = [e for e in events[ours + 1 :] if e.kind in kinds]  # not an earlier switchover's
-        placement = store.read_state().placement
-    last = outcomes[-1] if outcomes else None
-    message = last.message if last else "no outcome recorded"
-    if placement.node != target or (last is not None and last.kind != SwitchoverOutcome.DONE):
-        raise click.ClickException(message)
-    click.echo(message)
+        interval = min(0.5, config.poll_frequency / 2)
+        try:
+            verdict = await_outcome(store, request_id, target, wait, interval, settle=config.metastore_timeout)
+        except NotCarriedOut:
+            raise click.ClickException(
+                f"the switchover to {target} was not carried out within {wait:g}s "
+                "(is a controller active, and not paused?); the request stays pending"
+            ) from None
+    if not verdict.ok:
+        raise click.ClickException(verdict.message)
+    click.echo(verdict.message)
 
 
 def _set_paused(ctx: click.Context, paused: bool) -> None:
@@ -199,7 +193,9 @@ def _set_paused(ctx: click.Context, paused: bool) -> None:
         store.setup()
         store.set_paused(paused)
         store.add_event(
-            config.current_host, "pause" if paused else "resume", f"{'paused' if paused else 'resumed'} by CLI"
+            config.current_host,
+            EventKind.PAUSE if paused else EventKind.RESUME,
+            f"{'paused' if paused else 'resumed'} by CLI",
         )
     click.echo("paused: controllers keep their lease but start and stop nothing" if paused else "resumed")
 

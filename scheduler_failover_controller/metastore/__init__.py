@@ -2,8 +2,9 @@
 
 ``base`` the contract and the plumbing every backend shares (setup, schema version, deadlines, text
 caps); ``deadline`` the hard client-side deadline of each call; ``rows`` the checks of every record
-read; ``sql`` / ``sql_engine`` the SQL backend (statements / connections held to the deadline);
-``zookeeper`` / ``zookeeper_session`` the ZooKeeper backend (znodes / the kazoo session).
+read; ``events`` the event kinds and switchover request ids; ``sql`` / ``sql_engine`` the SQL
+backend (statements / connections held to the deadline); ``zookeeper`` / ``zookeeper_session`` the
+ZooKeeper backend (znodes / the kazoo session).
 """
 
 from __future__ import annotations

@@ -25,6 +25,7 @@ from typing import Any
 from ..exceptions import MetastoreError
 from . import deadline as dl
 from . import rows
+from .events import EventKind
 
 LEADER = "leader"
 SCHEDULER = "scheduler"
@@ -99,6 +100,7 @@ class ClusterState:
     paused: bool
     server_now: float
     switchover: tuple[str, str] | None = None  # (target node, "controlled" | "forced") requested
+    switchover_id: str = ""  # the pending request's id ('' when none, or asked by a release without ids)
 
 
 @dataclass(frozen=True)
@@ -150,9 +152,10 @@ class Event:
 
     at: float
     host: str
-    kind: str
+    kind: EventKind | str  # a kind this release does not know (a newer one wrote it): as written
     message: str
     epoch: int = 0
+    request_id: str = ""  # the switchover request a request or outcome event answers ('' for others)
 
 
 class Metastore(abc.ABC):
@@ -293,20 +296,28 @@ class Metastore(abc.ABC):
         """Set maintenance mode: controllers keep their lease but start and stop nothing."""
 
     @abc.abstractmethod
-    def request_switchover(self, node: str, mode: str) -> None:
-        """Ask the active controller to move the scheduler to ``node`` (replaces any pending ask)."""
+    def request_switchover(self, node: str, mode: str, request_id: str = "") -> None:
+        """Ask the active controller to move the scheduler to ``node`` (replaces any pending ask).
+
+        ``request_id`` is written with the request in the same write, and read back with it as
+        ``ClusterState.switchover_id``; the outcome's event carries it. A controller of a release
+        without ids still carries the request out (and its outcome carries no id).
+        """
 
     @abc.abstractmethod
     def clear_switchover(self) -> None:
         """Drop the pending switchover request (done or refused)."""
 
     @abc.abstractmethod
-    def add_event(self, host: str, kind: str, message: str, epoch: int = 0) -> None:
-        """Append to the history, keeping only the newest ``EVENTS_KEPT`` entries."""
+    def add_event(self, host: str, kind: EventKind, message: str, epoch: int = 0, request_id: str = "") -> None:
+        """Append to the history, keeping only the newest ``EVENTS_KEPT`` entries.
+
+        ``request_id`` names the switchover request the event asks for or answers.
+        """
 
     @abc.abstractmethod
     def events(self, limit: int = 50) -> list[Event]:
-        """The newest ``limit`` events, oldest first."""
+        """The newest ``limit`` events, oldest first; a kind this release does not know as written."""
 
     @abc.abstractmethod
     def clear(self) -> None:
@@ -351,7 +362,9 @@ class Metastore(abc.ABC):
             },
             "paused": state.paused,
             "switchover_requested": (
-                {"to": state.switchover[0], "mode": state.switchover[1]} if state.switchover else None
+                {"to": state.switchover[0], "mode": state.switchover[1], "id": state.switchover_id}
+                if state.switchover
+                else None
             ),
             "controllers": [
                 {
@@ -380,7 +393,14 @@ class Metastore(abc.ABC):
                 for o in self.observations()
             ],
             "events": [
-                {"at": e.at, "host": e.host, "kind": e.kind, "epoch": e.epoch, "message": e.message}
+                {
+                    "at": e.at,
+                    "host": e.host,
+                    "kind": str(e.kind),
+                    "epoch": e.epoch,
+                    "message": e.message,
+                    "request_id": e.request_id,
+                }
                 for e in self.events(20)
             ],
         }

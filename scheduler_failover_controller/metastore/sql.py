@@ -35,7 +35,7 @@ from sqlalchemy.sql.expression import ColumnElement
 
 from ..exceptions import CorruptRecord
 from . import deadline as dl
-from . import rows
+from . import rows, sql_switchover
 from .base import (
     EVENTS_KEPT,
     LEADER,
@@ -51,6 +51,7 @@ from .base import (
     capped,
     foreign_rows,
 )
+from .events import EventKind, event_kind, request_id
 from .sql_engine import SQLDatabase
 from .sql_tables import (
     ADDED_COLUMNS,
@@ -259,22 +260,15 @@ class SQLMetastore(SQLDatabase, Metastore):
             flags = {
                 name: value
                 for name, value in conn.execute(
-                    select(meta_table.c.name, meta_table.c.value).where(meta_table.c.name.in_(("paused", "switchover")))
+                    select(meta_table.c.name, meta_table.c.value).where(
+                        meta_table.c.name.in_(("paused", sql_switchover.REQUEST, sql_switchover.REQUEST_ID))
+                    )
                 )
             }
             paused = rows.paused(field_name(meta_table, "value", "paused"), flags.get("paused", "0"))
-            request = flags.get("switchover", "")
-            where = field_name(meta_table, "value", "switchover")
-            if not isinstance(request, str):
-                raise rows.corrupt(where, "is not text", request)
-            switchover = None
-            if request:
-                target, _, mode = request.partition(" ")
-                try:
-                    switchover = rows.switchover(where, target, where, mode)
-                except CorruptRecord:
-                    raise rows.corrupt(where, "is not a switchover request (NODE controlled|forced)", request) from None
-            return ClusterState(lease, placement, paused, lease.server_now, switchover)
+            request = flags.get(sql_switchover.REQUEST, "")
+            switchover, key = sql_switchover.decode(request, flags.get(sql_switchover.REQUEST_ID))
+            return ClusterState(lease, placement, paused, lease.server_now, switchover, key)
 
         return self._run(go)
 
@@ -423,19 +417,18 @@ class SQLMetastore(SQLDatabase, Metastore):
         m = meta_table
         self._run(lambda conn: conn.execute(update(m).where(m.c.name == "paused").values(value="1" if paused else "0")))
 
-    def request_switchover(self, node: str, mode: str) -> None:
-        m = meta_table
-        self._run(lambda conn: conn.execute(update(m).where(m.c.name == "switchover").values(value=f"{node} {mode}")))
+    def request_switchover(self, node: str, mode: str, request_id: str = "") -> None:
+        self._run(lambda conn: sql_switchover.write(conn, node, mode, request_id))
 
     def clear_switchover(self) -> None:
-        m = meta_table
-        self._run(lambda conn: conn.execute(update(m).where(m.c.name == "switchover").values(value="")))
+        self._run(lambda conn: sql_switchover.write(conn, "", "", ""))
 
-    def add_event(self, host: str, kind: str, message: str, epoch: int = 0) -> None:
+    def add_event(self, host: str, kind: EventKind, message: str, epoch: int = 0, request_id: str = "") -> None:
         e = events_table
+        row = {"host": host, "kind": str(kind), "message": capped(message), "epoch": epoch, "request_id": request_id}
 
         def go(conn: Connection) -> None:
-            conn.execute(insert(e).values(at=self.now, host=host, kind=kind, message=capped(message), epoch=epoch))
+            conn.execute(insert(e).values(at=self.now, **row))
             newest = conn.execute(select(func.max(e.c.id))).scalar() or 0
             if newest > EVENTS_KEPT:
                 conn.execute(delete(e).where(e.c.id <= newest - EVENTS_KEPT))
@@ -450,9 +443,10 @@ class SQLMetastore(SQLDatabase, Metastore):
             return Event(
                 rows.stamp(field_name(e, "at", key), r.at, now),
                 rows.name(field_name(e, "host", key), r.host),
-                rows.label(field_name(e, "kind", key), r.kind, 32),
+                event_kind(rows.label(field_name(e, "kind", key), r.kind, 32)),
                 rows.text(field_name(e, "message", key), r.message, TEXT_LIMIT),
                 rows.integer(field_name(e, "epoch", key), r.epoch),
+                request_id(field_name(e, "request_id", key), r.request_id),
             )
 
         def go(conn: Connection) -> list[Event]:
@@ -492,6 +486,6 @@ class SQLMetastore(SQLDatabase, Metastore):
                 .values(version=counter(conn, p.c.version, SCHEDULER) + 1)
             )
             conn.execute(update(meta_table).where(meta_table.c.name == "paused").values(value="0"))
-            conn.execute(update(meta_table).where(meta_table.c.name == "switchover").values(value=""))
+            sql_switchover.write(conn, "", "", "")
 
         self._run(go)

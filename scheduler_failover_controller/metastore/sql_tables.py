@@ -21,6 +21,7 @@ from .base import (
     SCHEMA_VERSION,
     TEXT_LIMIT,
 )
+from .events import REQUEST_ID_LIMIT
 
 # Seconds since the epoch, as a double on every database (FLOAT(53) is DOUBLE on MySQL/MariaDB and
 # DOUBLE PRECISION on PostgreSQL). Spelled this way so that SQLAlchemy 1.4, the one inside an Airflow 2
@@ -81,13 +82,6 @@ observations_table = Table(
     Column("leashed", Integer, nullable=False, server_default="0"),  # added after version 1, like paused
     Column("foreign_procs", String(TEXT_LIMIT), nullable=False, server_default=""),  # [[pid, user], ...]
 )
-# Columns added to a released schema (each with a default); older controllers ignore them.
-ADDED_COLUMNS = [
-    controllers_table.c.paused,
-    controllers_table.c.leashed,
-    observations_table.c.leashed,
-    observations_table.c.foreign_procs,
-]
 events_table = Table(
     "sfc_events",
     metadata,
@@ -97,7 +91,17 @@ events_table = Table(
     Column("kind", String(32), nullable=False),
     Column("message", String(TEXT_LIMIT), nullable=False),
     Column("epoch", BigInteger, nullable=False),
+    # The switchover request an event asks for or answers ('' for the others); added after version 1.
+    Column("request_id", String(REQUEST_ID_LIMIT), nullable=False, server_default=""),
 )
+# Columns added to a released schema (each with a default); older controllers ignore them.
+ADDED_COLUMNS = [
+    controllers_table.c.paused,
+    controllers_table.c.leashed,
+    observations_table.c.leashed,
+    observations_table.c.foreign_procs,
+    events_table.c.request_id,
+]
 
 
 def num(value: Any) -> float:
@@ -122,6 +126,9 @@ SEEDS: list[tuple[Table, dict[str, Any]]] = [
     (meta_table, {"name": "schema_version", "value": str(SCHEMA_VERSION)}),
     (meta_table, {"name": "paused", "value": "0"}),
     (meta_table, {"name": "switchover", "value": ""}),
+    # The pending request's id, as "ID NODE MODE": it names the request it was written with, so an
+    # older release that rewrites only the request row leaves an id that no longer matches it.
+    (meta_table, {"name": "switchover_id", "value": ""}),
     (lease_table, {"name": LEADER, "epoch": 0, "acquired_at": 0.0, "expires_at": 0.0}),
     (placement_table, {"name": SCHEDULER, "epoch": 0, "version": 0, "expires_at": 0.0, "updated_at": 0.0}),
 ]

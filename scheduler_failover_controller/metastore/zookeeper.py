@@ -74,11 +74,13 @@ from .base import (
     capped,
     foreign_rows,
 )
+from .events import EventKind
 from .zookeeper_records import (
     decode_controller,
     decode_event,
     decode_observations,
     decode_placement,
+    decode_switchover,
     dump,
     field,
     load_json,
@@ -218,13 +220,8 @@ class ZooKeeperMetastore(ZooKeeperSession, Metastore):
             paused = rows.paused(f"znode {self._p('paused')}", self._get(self._p("paused"))[0])
             path = self._p("switchover")
             raw = self._get(path)[0]
-            switchover = None
-            if raw:
-                where = f"znode {path}"
-                request = rows.json_object(where, raw)
-                node, mode = field(where, request, "node"), field(where, request, "mode")
-                switchover = rows.switchover(f"{where} field node", node, f"{where} field mode", mode)
-            return ClusterState(lease, placement, paused, now, switchover)
+            switchover, key = decode_switchover(path, raw)
+            return ClusterState(lease, placement, paused, now, switchover, key)
 
         return self._run(go)
 
@@ -381,15 +378,21 @@ class ZooKeeperMetastore(ZooKeeperSession, Metastore):
     def set_paused(self, paused: bool) -> None:
         self._run(lambda: self._set(self._p("paused"), b"1" if paused else b"0"))
 
-    def request_switchover(self, node: str, mode: str) -> None:
-        self._run(lambda: self._set(self._p("switchover"), dump({"node": node, "mode": mode})))
+    def request_switchover(self, node: str, mode: str, request_id: str = "") -> None:
+        self._run(lambda: self._set(self._p("switchover"), dump({"node": node, "mode": mode, "id": request_id})))
 
     def clear_switchover(self) -> None:
         self._run(lambda: self._set(self._p("switchover"), b""))
 
-    def add_event(self, host: str, kind: str, message: str, epoch: int = 0) -> None:
+    def add_event(self, host: str, kind: EventKind, message: str, epoch: int = 0, request_id: str = "") -> None:
         def go() -> None:
-            value = {"host": host, "kind": kind, "message": capped(message), "epoch": epoch}
+            value = {
+                "host": host,
+                "kind": str(kind),
+                "message": capped(message),
+                "epoch": epoch,
+                "request_id": request_id,
+            }
             created = self._wait(
                 self.client.create_async(self._p("events", "e-"), dump(value), acl=self.acl, sequence=True)
             )

@@ -14,6 +14,7 @@ from .base import (
     Observation,
     Placement,
 )
+from .events import event_kind, request_id
 
 
 def load_json(data: bytes) -> dict[str, Any]:
@@ -109,7 +110,19 @@ def decode_event(path: str, data: bytes, stat: Any) -> Event:
     return Event(
         float(stat.ctime) / 1000.0,
         rows.name(f"{where} field host", field(where, v, "host")),
-        rows.label(f"{where} field kind", field(where, v, "kind"), 32),
+        event_kind(rows.label(f"{where} field kind", field(where, v, "kind"), 32)),
         rows.text(f"{where} field message", field(where, v, "message"), TEXT_LIMIT),
         rows.integer(f"{where} field epoch", field(where, v, "epoch")),
+        request_id(f"{where} field request_id", field(where, v, "request_id", "")),  # none before ids
     )
+
+
+def decode_switchover(path: str, data: bytes) -> tuple[tuple[str, str] | None, str]:
+    """The pending switchover request (node, mode) or None, and its id (empty when it has none)."""
+    if not data:
+        return None, ""
+    where = f"znode {path}"
+    v = rows.json_object(where, data)
+    node, mode = field(where, v, "node"), field(where, v, "mode")
+    found = rows.switchover(f"{where} field node", node, f"{where} field mode", mode)
+    return found, request_id(f"{where} field id", field(where, v, "id", ""))  # none from a release without ids

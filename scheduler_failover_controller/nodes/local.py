@@ -19,10 +19,13 @@ import psutil
 from ..boot import boot_id, start_ticks
 from ..config import Config
 from ..exceptions import CommandFailed
-from ..leash import LOCAL_ARGV, Spec, write_deadline
-from ..leash_cgroup import sweep
-from ..leash_spec import scrubbed_environment
-from ..probe import OrphanWatch, ProbeResult, SchedulerState, probe_local, read_leash_records, stop_targets
+from ..leash.cgroup import sweep
+from ..leash.deadline import write_deadline
+from ..leash.records import read_leash_records
+from ..leash.spec import LOCAL_ARGV, Spec, scrubbed_environment
+from ..orphans import OrphanWatch
+from ..probe import probe_local, stop_targets
+from ..probe_result import ProbeResult, SchedulerState
 from ..trust import UntrustedFile, directory_problem, read_private, write_private
 from .base import NodeRunner
 

@@ -26,6 +26,7 @@ from scheduler_failover_controller import __version__
 from scheduler_failover_controller.cli import main
 from scheduler_failover_controller.config import CONFIG_ENV, load_config
 from scheduler_failover_controller.metastore.base import ControllerInfo, Observation
+from scheduler_failover_controller.metastore.events import EventKind
 from scheduler_failover_controller.metastore.sql import SQLMetastore
 from tests.support.clirunner import cli_runner
 from tests.support.ports import free_port
@@ -627,7 +628,7 @@ def test_clear_metadata_with_yes_wipes_but_keeps_epoch(cli: Cli) -> None:
     store = cli.store()
     try:
         assert store.acquire_or_renew("holder-a", HOST, 30) is not None
-        store.add_event(HOST, "election", "won")
+        store.add_event(HOST, EventKind.ELECTED, "won")
     finally:
         store.close()
     assert cli("pause").exit_code == 0

@@ -9,8 +9,9 @@ import pytest
 
 from scheduler_failover_controller.config import load_config
 from scheduler_failover_controller.metastore.base import ControllerInfo, Observation
-from scheduler_failover_controller.probe import SchedulerState
-from scheduler_failover_controller.status import ClusterHealth, SwitchoverOutcome, read_status, role_by_lease
+from scheduler_failover_controller.metastore.events import EventKind
+from scheduler_failover_controller.probe_result import SchedulerState
+from scheduler_failover_controller.status import ClusterHealth, read_status, role_by_lease
 from scheduler_failover_controller.term import Role
 from tests.support.waiting import wait_for
 
@@ -89,19 +90,26 @@ def test_status_is_data_on_enums_and_its_json_keeps_its_field_names(cli: Cli) ->
     assert isinstance(shown, dict) and list(shown) == list(data)
 
 
-def play_active(cli: Cli, kind: str, message: str, place_on: str | None) -> threading.Thread:
-    """Stand in for the active controller: answer the next switchover request with ``kind`` and ``message``."""
+def play_active(
+    cli: Cli, kind: EventKind, message: str, place_on: str | None, with_id: bool = True
+) -> threading.Thread:
+    """Stand in for the active controller: answer the next switchover request with ``kind`` and ``message``.
+
+    Like a controller, it clears the request first and then records the outcome, with the request's
+    id (``with_id``) or without one (a controller of a release without ids).
+    """
 
     def answer() -> None:
         store = cli.store()
         try:
             wait_for(lambda: store.read_state().switchover is not None, 20, "the switchover request")
+            request_id = store.read_state().switchover_id if with_id else ""
             if place_on is not None:
                 lease = store.acquire_or_renew("holder-a", HOST, 30)
                 assert lease is not None
                 assert store.set_placement(place_on, "holder-a", lease.epoch, 0, 30) is not None
-            store.add_event(HOST, kind, message, 1)
             store.clear_switchover()
+            store.add_event(HOST, kind, message, 1, request_id)
         finally:
             store.close()
 
@@ -112,13 +120,13 @@ def play_active(cli: Cli, kind: str, message: str, place_on: str | None) -> thre
 
 @pytest.mark.parametrize(
     ("kind", "code"),
-    [(SwitchoverOutcome.DONE, 0), (SwitchoverOutcome.REFUSED, 1), (SwitchoverOutcome.FAILED, 1)],
+    [(EventKind.SWITCHOVER_DONE, 0), (EventKind.SWITCHOVER_REFUSED, 1), (EventKind.SWITCHOVER_FAILED, 1)],
 )
-def test_switchover_is_judged_by_the_outcome_kind_not_its_words(cli: Cli, kind: SwitchoverOutcome, code: int) -> None:
+def test_switchover_is_judged_by_the_outcome_kind_not_its_words(cli: Cli, kind: EventKind, code: int) -> None:
     cli.store().close()  # the schema, before both sides use it
     # The words say nothing either way: only the kind tells.
     message = "the operator's wish was considered"
-    answer = play_active(cli, kind.value, message, place_on=OTHER)
+    answer = play_active(cli, kind, message, place_on=OTHER)
     result = cli("switchover", "--to", OTHER, "--wait", "20")
     answer.join(10)
     assert result.exit_code == code, result.output
@@ -132,8 +140,8 @@ def test_switchover_is_judged_by_the_outcome_kind_not_its_words(cli: Cli, kind: 
 def test_an_earlier_switchovers_outcome_is_not_taken_for_this_ones(cli: Cli) -> None:
     """The outcome is looked for after this request's event only: an old failure says nothing now."""
     store = cli.store()
-    store.add_event(HOST, "switchover", f"controlled switchover to {OTHER} requested", 1)
-    store.add_event(HOST, SwitchoverOutcome.FAILED.value, "an old failure", 1)
+    store.add_event(HOST, EventKind.SWITCHOVER, f"controlled switchover to {OTHER} requested", 1)
+    store.add_event(HOST, EventKind.SWITCHOVER_FAILED, "an old failure", 1)
     store.close()
 
     def carry_out_silently() -> None:  # an active that moves it but records no outcome (an older release)
@@ -160,7 +168,7 @@ def test_switchover_words_that_once_meant_failure_do_not_fail_a_done_one(cli: Cl
     message = (
         "controlled switchover from node-a to node-b: stopped ['node-a'], started: up after 1.0s (it had failed once)"
     )
-    answer = play_active(cli, SwitchoverOutcome.DONE.value, message, place_on=OTHER)
+    answer = play_active(cli, EventKind.SWITCHOVER_DONE, message, place_on=OTHER)
     result = cli("switchover", "--to", OTHER, "--wait", "20")
     answer.join(10)
     assert result.exit_code == 0, result.output
@@ -169,7 +177,7 @@ def test_switchover_words_that_once_meant_failure_do_not_fail_a_done_one(cli: Cl
 
 def test_a_done_switchover_that_did_not_place_the_scheduler_there_fails(cli: Cli) -> None:
     cli.store().close()
-    answer = play_active(cli, SwitchoverOutcome.DONE.value, "switched", place_on=HOST)
+    answer = play_active(cli, EventKind.SWITCHOVER_DONE, "switched", place_on=HOST)
     result = cli("switchover", "--to", OTHER, "--wait", "20")
     answer.join(10)
     assert result.exit_code == 1, result.output

@@ -34,6 +34,7 @@ from scheduler_failover_controller.metastore.base import (
     Metastore,
     Observation,
 )
+from scheduler_failover_controller.metastore.events import EventKind
 from scheduler_failover_controller.metastore.sql import SQLMetastore
 from scheduler_failover_controller.metastore.zookeeper import ZooKeeperMetastore
 from tests.conftest import missing
@@ -440,6 +441,7 @@ def test_tables_of_the_first_release_gain_the_new_columns(sql_be: Backend) -> No
         ("sfc_controllers", "leashed"),
         ("sfc_observations", "leashed"),
         ("sfc_observations", "foreign_procs"),
+        ("sfc_events", "request_id"),
     }
 
     def as_first_released(table: Any) -> Table:
@@ -590,7 +592,7 @@ def test_events_are_kept_bounded(store: Metastore, monkeypatch: pytest.MonkeyPat
     monkeypatch.setattr(zkmod, "EVENTS_KEPT", 15)
     monkeypatch.setattr(fakes, "EVENTS_KEPT", 15)
     for i in range(41):
-        store.add_event("n1", "restart", f"event {i}", 3)
+        store.add_event("n1", EventKind.RESTART, f"event {i}", 3)
     events = store.events(100)
     assert 15 <= len(events) <= 35  # ZooKeeper trims in batches, SQL on every insert
     assert events[-1].message == "event 40" and events[-1].epoch == 3
@@ -599,7 +601,7 @@ def test_events_are_kept_bounded(store: Metastore, monkeypatch: pytest.MonkeyPat
 
 def test_long_text_is_capped_to_what_the_store_keeps(store: Metastore) -> None:
     """A message or detail longer than the records keep is cut, never refused."""
-    store.add_event("n1", "restart", "m" * (TEXT_LIMIT + 500))
+    store.add_event("n1", EventKind.RESTART, "m" * (TEXT_LIMIT + 500))
     assert store.events(1)[0].message == "m" * TEXT_LIMIT
     lease = store.acquire_or_renew("a", "host-a", LEASE)
     assert lease is not None
@@ -612,7 +614,7 @@ def test_clear_wipes_everything_but_the_epoch(store: Metastore) -> None:
     assert lease is not None
     store.set_placement("n1", "a", lease.epoch, store.read_state().placement.version, 30)
     store.heartbeat(ControllerInfo("n1", "a", 1, "0.1", "active", 0, 0))
-    store.add_event("n1", "elected", "x")
+    store.add_event("n1", EventKind.ELECTED, "x")
     store.set_paused(True)
     store.clear()
     state = store.read_state()

@@ -37,6 +37,7 @@ from scheduler_failover_controller.exceptions import MetastoreError
 from scheduler_failover_controller.metastore import deadline as dl
 from scheduler_failover_controller.metastore import sql_engine
 from scheduler_failover_controller.metastore.base import ControllerInfo, Metastore, Observation
+from scheduler_failover_controller.metastore.events import EventKind
 from scheduler_failover_controller.metastore.sql import SQLMetastore
 from scheduler_failover_controller.metastore.zookeeper import ZooKeeperMetastore
 from tests.conftest import mariadb_binaries, missing, start_mariadb
@@ -217,7 +218,7 @@ def _calls(epoch: int) -> list[tuple[str, Callable[[Metastore], object]]]:
         ("set_paused", lambda s: s.set_paused(True)),
         ("request_switchover", lambda s: s.request_switchover("late", "forced")),
         ("clear_switchover", lambda s: s.clear_switchover()),
-        ("add_event", lambda s: s.add_event("late", "late", "late")),
+        ("add_event", lambda s: s.add_event("late", EventKind.ALERT, "late")),
         ("events", lambda s: s.events()),
         ("clear", lambda s: s.clear()),
         ("dump", lambda s: s.dump()),

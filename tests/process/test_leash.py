@@ -23,9 +23,12 @@ from pathlib import Path
 import psutil
 import pytest
 
-from scheduler_failover_controller.leash import LOCAL_ARGV, Spec, deadline_path, write_deadline
+from scheduler_failover_controller.leash.deadline import deadline_path, write_deadline
+from scheduler_failover_controller.leash.records import read_leash_records
+from scheduler_failover_controller.leash.spec import LOCAL_ARGV, Spec
+from scheduler_failover_controller.matching import find_schedulers
 from scheduler_failover_controller.nodes.local import launch_command, leash_spec
-from scheduler_failover_controller.probe import find_schedulers, probe_local, read_leash_records
+from scheduler_failover_controller.probe import probe_local
 from tests.support.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -18,9 +18,11 @@ import pytest
 
 from scheduler_failover_controller.boot import boot_id
 from scheduler_failover_controller.config import load_config
-from scheduler_failover_controller.leash import LOCAL_ARGV, deadline_path, write_deadline
+from scheduler_failover_controller.leash.deadline import deadline_path, write_deadline
+from scheduler_failover_controller.leash.records import live_leashes, read_leash_records
+from scheduler_failover_controller.leash.spec import LOCAL_ARGV
 from scheduler_failover_controller.nodes.local import LocalNodeRunner
-from scheduler_failover_controller.probe import live_leashes, probe_local, read_leash_records
+from scheduler_failover_controller.probe import probe_local
 from tests.process.test_leash import FAKE, PY, ROOT, Lab, gone
 from tests.support.clock_step import stepped_stat, under_stat
 from tests.support.waiting import holds_for, wait_until

@@ -19,8 +19,10 @@ from pathlib import Path
 import psutil
 import pytest
 
-from scheduler_failover_controller.leash_cgroup import PREFIX, Cgroup, parent_dir, pid_namespace
-from scheduler_failover_controller.probe import find_schedulers, probe_local, read_leash_records
+from scheduler_failover_controller.leash.cgroup import PREFIX, Cgroup, parent_dir, pid_namespace
+from scheduler_failover_controller.leash.records import read_leash_records
+from scheduler_failover_controller.matching import find_schedulers
+from scheduler_failover_controller.probe import probe_local
 from tests.process.harness import Cluster
 from tests.process.test_leash import FAKE, PY, Lab, gone
 from tests.support.waiting import holds_for, wait_until
@@ -63,18 +65,36 @@ def test_when_nothing_matching_appears_one_line_names_the_match_and_what_ran(lab
     assert "watching" not in lab.log()  # not taken for a hand-off
 
 
+def test_each_change_of_the_leashs_state_is_one_line_in_its_log(lab: Lab) -> None:
+    """The start command exits leaving a process that never becomes a scheduler: started, the exit
+    with something still below the leash, the end when nothing matching showed; one line each."""
+    command = f"setsid nohup {lab.sleeper('on-its-way')} >/dev/null 2>&1 &"
+    leash = lab.leash(lab.spec(command, deadline_in=30.0, linger=2.0))
+    wait_until(lambda: "left below it" in lab.log(), 5, f"the line of the start command's exit\n{lab.log()}")
+    assert leash.wait(10) == 0
+    lines = [line.split(": ", 1)[1] for line in lab.log().splitlines() if "sfc-leash[" in line]
+    changes = [
+        next(i for i, line in enumerate(lines) if line.startswith(start))
+        for start in ("started the scheduler", "the start command exited (status 0)", "no process matching")
+    ]
+    assert changes == sorted(changes), lines
+    assert sum("the start command exited" in line for line in lines) == 1, lines
+
+
 @pytest.mark.parametrize("exit_status", [0, 3])
 def test_a_start_command_that_leaves_nothing_names_the_match_when_it_never_ran(lab: Lab, exit_status: int) -> None:
     """``su - airflow -c 'airflow schedulr'`` (3), or a hand-off to a unit that never starts one (0)."""
-    command = f"{lab.sleeper('too-short')} & sleep 0.3; kill $!; exit {exit_status}"
-    leash = lab.leash(lab.spec(command, deadline_in=30.0, linger=1.0))
+    # The leash names what ran below it from its scans, one every 0.5 s: the stand-in lives for
+    # two of them, so a loaded machine still lets one land, and ends within the start timeout.
+    command = f"{lab.sleeper('too-short')} & sleep 1.2; kill $!; exit {exit_status}"
+    leash = lab.leash(lab.spec(command, deadline_in=30.0, linger=2.0))
     assert leash.wait(10) == 0
     lines = [line for line in lab.log().splitlines() if "scheduler_process_match" in line]
     assert len(lines) == 1 and repr(lab.match) in lines[0], lab.log()
     if exit_status:
         assert "exited (status 3)" in lines[0] and "too-short" in lines[0], lines[0]
     else:
-        assert "watching the node's schedulers" in lab.log() and "no scheduler seen for 1s" in lines[0]
+        assert "watching the node's schedulers" in lab.log() and "no scheduler seen for 2s" in lines[0]
 
 
 # --- a killed leash whose tree called setsid since its last look ---------------------------------
@@ -159,7 +179,7 @@ def test_a_tree_whose_leash_and_watcher_were_killed_together_is_ended_by_the_nex
 
 def test_without_cgroup_kill_every_member_is_killed_one_by_one(lab: Lab, monkeypatch: pytest.MonkeyPatch) -> None:
     """Kernels before 5.14 have no ``cgroup.kill``: the members, forks included, are SIGKILLed."""
-    from scheduler_failover_controller import leash_cgroup
+    from scheduler_failover_controller.leash import cgroup as leash_cgroup
 
     parent = parent_dir()
     if isinstance(parent, str) or not os.access(parent, os.W_OK):

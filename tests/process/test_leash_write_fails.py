@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from scheduler_failover_controller.config import load_config
-from scheduler_failover_controller.leash import deadline_path
+from scheduler_failover_controller.leash.deadline import deadline_path
 from scheduler_failover_controller.metastore import open_metastore
 from tests.process.harness import Cluster
 from tests.support.waiting import wait_for, wait_until

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from scheduler_failover_controller.metastore.base import ControllerInfo, Metastore, Observation
+from scheduler_failover_controller.metastore.events import EventKind
 from scheduler_failover_controller.metastore.sql import SQLMetastore
 from scheduler_failover_controller.metastore.zookeeper import ZooKeeperMetastore
 
@@ -34,7 +35,7 @@ def populate(store: Metastore) -> None:
     assert store.set_placement(HOST, HOLDER, lease.epoch, placement.version, 30) is not None
     store.heartbeat(ControllerInfo(HOST, HOLDER, 4242, "1.0", "active", 0, 0, leashed=True))
     assert store.record_observations(HOLDER, lease.epoch, [Observation(HOST, "running", (77,), "ok", by_host=HOST)])
-    store.add_event(HOST, "elected", "n1 became active", lease.epoch)
+    store.add_event(HOST, EventKind.ELECTED, "n1 became active", lease.epoch)
 
 
 def read(store: Metastore, call: str) -> object:
@@ -144,6 +145,7 @@ SQL_FIELDS: list[SqlField] = [
     SqlField("sfc_events", "kind", EVENT_ROW, "events", LABELS),
     SqlField("sfc_events", "message", EVENT_ROW, "events", (), (b"\xff", "x" * 2000)),
     _counter("events", "sfc_events", "epoch", EVENT_ROW),
+    SqlField("sfc_events", "request_id", EVENT_ROW, "events", ("two words", "semi;colon"), ("x" * 33,)),
 ]
 
 
@@ -210,6 +212,7 @@ ZK_FIELDS: list[ZkField] = [
     ZkField("switchover", None, "read_state", (b"n2 forced", b"[1]", b"\xff")),
     ZkField("switchover", "node", "read_state", (5, None, "two words")),
     ZkField("switchover", "mode", "read_state", ("sideways", None)),
+    ZkField("switchover", "id", "read_state", (5, "two words", "x" * 33)),
     ZkField("leader", None, "read_state", (b"{", b"[]", b"null")),
     ZkField("leader", "holder", "read_state", (None, 5, "two words")),
     ZkField("leader", "host", "read_state", (5, "line\nbreak")),
@@ -238,6 +241,7 @@ ZK_FIELDS: list[ZkField] = [
     ZkField("events/", "kind", "events", (None, "line\nbreak")),
     ZkField("events/", "message", "events", (5,)),
     ZkField("events/", "epoch", "events", ("x", -1)),
+    ZkField("events/", "request_id", "events", (5, None, "two words")),
 ]
 
 
@@ -250,7 +254,7 @@ def zk_path(store: ZooKeeperMetastore, field: ZkField) -> str:
 def populate_zk(store: ZooKeeperMetastore) -> None:
     """``populate``, plus a pending switchover (so that its members exist)."""
     populate(store)
-    store.request_switchover(HOST, "controlled")
+    store.request_switchover(HOST, "controlled", "request-1")
 
 
 def plant_zk(store: ZooKeeperMetastore, field: ZkField, value: object) -> Callable[[], None]:

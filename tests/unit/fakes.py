@@ -32,9 +32,9 @@ from scheduler_failover_controller.metastore.base import (
     capped,
     foreign_rows,
 )
+from scheduler_failover_controller.metastore.events import EventKind, event_kind
 from scheduler_failover_controller.nodes.base import NodeRunner
-from scheduler_failover_controller.ownership import ForeignProcess
-from scheduler_failover_controller.probe import ProbeResult, SchedulerState
+from scheduler_failover_controller.probe_result import ForeignProcess, ProbeResult, SchedulerState
 
 T = TypeVar("T")
 
@@ -108,6 +108,7 @@ class FakeStore(Metastore):
         self.placement_expires_at = 0.0
         self.paused = False
         self.switchover: tuple[str, str] | None = None
+        self.switchover_id = ""
         self.registry: dict[str, ControllerInfo] = {}
         self._observations: dict[str, Observation] = {}
         self._events: list[Event] = []
@@ -173,10 +174,10 @@ class FakeStore(Metastore):
         now = self.server_now
         self.registry[host] = ControllerInfo(host, holder, 1, "0", role, now, now, paused=paused, leashed=leashed)
 
-    def kinds(self) -> list[str]:
+    def kinds(self) -> list[EventKind | str]:
         return [e.kind for e in self._events]
 
-    def events_of(self, kind: str) -> list[Event]:
+    def events_of(self, kind: EventKind | str) -> list[Event]:
         return [e for e in self._events if e.kind == kind]
 
     # --- the contract ---
@@ -209,7 +210,9 @@ class FakeStore(Metastore):
 
     def read_state(self) -> ClusterState:
         self._enter("read_state")
-        return ClusterState(self.lease(), self.placement(), self.paused, self.server_now, self.switchover)
+        return ClusterState(
+            self.lease(), self.placement(), self.paused, self.server_now, self.switchover, self.switchover_id
+        )
 
     def set_placement(
         self, node: str | None, holder: str, epoch: int, expected_version: int, ttl: float
@@ -283,17 +286,18 @@ class FakeStore(Metastore):
         self._enter("set_paused")
         self.paused = paused
 
-    def request_switchover(self, node: str, mode: str) -> None:
+    def request_switchover(self, node: str, mode: str, request_id: str = "") -> None:
         self._enter("request_switchover")
-        self.switchover = (node, mode)
+        self.switchover, self.switchover_id = (node, mode), request_id
 
     def clear_switchover(self) -> None:
         self._enter("clear_switchover")
-        self.switchover = None
+        self.switchover, self.switchover_id = None, ""
 
-    def add_event(self, host: str, kind: str, message: str, epoch: int = 0) -> None:
+    def add_event(self, host: str, kind: EventKind, message: str, epoch: int = 0, request_id: str = "") -> None:
         self._enter("add_event")
-        self._events.append(Event(self.server_now, host, kind, capped(message), epoch))
+        # Stored and read back as text, like every backend: a kind this release does not know stays as written.
+        self._events.append(Event(self.server_now, host, event_kind(str(kind)), capped(message), epoch, request_id))
         del self._events[:-EVENTS_KEPT]
 
     def events(self, limit: int = 50) -> list[Event]:
@@ -310,7 +314,7 @@ class FakeStore(Metastore):
         self.placement_node, self.placement_expires_at = None, 0.0
         self.placement_version += 1
         self.paused = False
-        self.switchover = None
+        self.switchover, self.switchover_id = None, ""
 
     def close(self) -> None:
         self.calls.append("close")

@@ -17,7 +17,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-from scheduler_failover_controller.leash import (
+from scheduler_failover_controller.leash.deadline import deadline_path, read_deadline_file, write_deadline
+from scheduler_failover_controller.leash.records import LeashRecord, parse_leash_record
+from scheduler_failover_controller.leash.spec import (
     ENV_COMMAND,
     ENV_DEADLINE,
     ENV_NODE,
@@ -26,23 +28,11 @@ from scheduler_failover_controller.leash import (
     SERVE_BANNER,
     Spec,
     child_environment,
-    deadline_path,
-    read_deadline_file,
-    write_deadline,
 )
 from scheduler_failover_controller.nodes.local import launch_command
-from scheduler_failover_controller.probe import (
-    MATCH_ENV,
-    LeashRecord,
-    ProbeResult,
-    ProcessEntry,
-    SchedulerState,
-    leashed_roots,
-    listed_leashes,
-    parse_leash_record,
-    probe_table,
-    table_leashed,
-)
+from scheduler_failover_controller.nodes.ssh.ps_table import ProcessEntry, listed_leashes, probe_table, table_leashed
+from scheduler_failover_controller.probe import MATCH_ENV, leashed_roots
+from scheduler_failover_controller.probe_result import ProbeResult, SchedulerState
 
 ROOT = Path(__file__).resolve().parents[2]
 

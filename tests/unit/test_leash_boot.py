@@ -13,7 +13,7 @@ import psutil
 import pytest
 
 from scheduler_failover_controller import boot
-from scheduler_failover_controller.leash_deadline import (
+from scheduler_failover_controller.leash.deadline import (
     DeadlineFile,
     Renewal,
     deadline_path,
@@ -21,8 +21,8 @@ from scheduler_failover_controller.leash_deadline import (
     read_renewal,
     write_deadline,
 )
+from scheduler_failover_controller.leash.records import LeashRecord, leash_alive, own_leash_record, parse_leash_record
 from scheduler_failover_controller.nodes.ssh import scripts
-from scheduler_failover_controller.probe import LeashRecord, leash_alive, own_leash_record, parse_leash_record
 
 OTHER_BOOT = "0a1b2c3d-0000-4000-8000-000000000000"
 TTL = 10.0

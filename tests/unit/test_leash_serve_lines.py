@@ -7,8 +7,8 @@ import os
 import subprocess
 from pathlib import Path
 
-from scheduler_failover_controller.leash_deadline import LINE_MAX, bounded_lines, deadline_path, read_deadline_file
-from scheduler_failover_controller.leash_spec import ENV_NODE, ENV_STATE_DIR, LOCAL_ARGV, SERVE_BANNER
+from scheduler_failover_controller.leash.deadline import LINE_MAX, bounded_lines, deadline_path, read_deadline_file
+from scheduler_failover_controller.leash.spec import ENV_NODE, ENV_STATE_DIR, LOCAL_ARGV, SERVE_BANNER
 from tests.unit.test_leash import ROOT
 
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from scheduler_failover_controller.leash_procs import owned
-from scheduler_failover_controller.leash_spec import ENV_USER, Spec
+from scheduler_failover_controller.leash.procs import owned
+from scheduler_failover_controller.leash.spec import ENV_USER, Spec
 
 
 def _spec(user: str) -> Spec:

@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 
 from scheduler_failover_controller.config import CONFIG_ENV, ENV_PREFIX
-from scheduler_failover_controller.leash_cgroup import PREFIX, Cgroup, pid_namespace, sweep
-from scheduler_failover_controller.leash_spec import child_environment, controller_only, scrubbed_environment
-from scheduler_failover_controller.probe import LeashRecord, ProcessEntry, parse_leash_record, probe_table
+from scheduler_failover_controller.leash.cgroup import PREFIX, Cgroup, pid_namespace, sweep
+from scheduler_failover_controller.leash.records import LeashRecord, parse_leash_record
+from scheduler_failover_controller.leash.spec import child_environment, controller_only, scrubbed_environment
+from scheduler_failover_controller.nodes.ssh.ps_table import ProcessEntry, probe_table
 
 KEPT = {
     "PATH": "/usr/bin",
@@ -74,7 +75,7 @@ def test_only_cgroups_of_leashes_that_are_gone_are_swept(tmp_path: Path) -> None
 
 
 def test_a_cgroup_that_cannot_be_written_is_not_used(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from scheduler_failover_controller import leash_cgroup
+    from scheduler_failover_controller.leash import cgroup as leash_cgroup
 
     monkeypatch.setattr(leash_cgroup, "parent_dir", lambda: "no cgroup2 hierarchy is mounted")
     assert Cgroup.create(1, 2) == "no cgroup2 hierarchy is mounted"

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from scheduler_failover_controller.boot import start_ticks
-from scheduler_failover_controller.leash_deadline import write_deadline
+from scheduler_failover_controller.leash.deadline import write_deadline
 from scheduler_failover_controller.nodes.local import end_session, session_record
 from scheduler_failover_controller.nodes.ssh import remote_dirs, scripts
 

@@ -21,18 +21,10 @@ from pathlib import Path
 
 from ...boot import BOOT_ID_PATH
 from ...exceptions import CommandFailed
-from ...ownership import ForeignProcess
-from ...probe import (
-    LeashRecord,
-    ProbeResult,
-    ProcessEntry,
-    SchedulerState,
-    leash_dir,
-    leash_record_prefix,
-    parse_leash_record,
-)
-from ...ps_table import PS_LISTING, lineage, parse_ps
+from ...leash.records import LeashRecord, leash_dir, leash_record_prefix, parse_leash_record
+from ...probe_result import ForeignProcess, ProbeResult, SchedulerState
 from . import remote_dirs
+from .ps_table import PS_LISTING, ProcessEntry, lineage, parse_ps
 
 
 class Marker(enum.Enum):

@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from .leash_procs import proc_stat
+from .procs import proc_stat
 
 PREFIX = "sfc-leash-"
 _NAME = re.compile(re.escape(PREFIX) + r"(\d+)-(\d+)-(\d+)\Z")

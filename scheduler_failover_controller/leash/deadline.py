@@ -16,11 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from .boot import boot_id
-from .leash_procs import PR_SET_NAME, prctl
-from .leash_spec import ENV_NODE, ENV_STATE_DIR, SERVE_BANNER
-from .probe import leash_dir
-from .trust import directory_problem
+from ..boot import boot_id
+from ..trust import directory_problem
+from .procs import PR_SET_NAME, prctl
+from .records import leash_dir
+from .spec import ENV_NODE, ENV_STATE_DIR, SERVE_BANNER
 
 log = logging.getLogger(__name__)
 

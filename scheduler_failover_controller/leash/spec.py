@@ -8,8 +8,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from .ownership import expected_uid
-from .probe import LEASH_MODULE, MATCH_ENV, STATE_DIR_ENV
+from ..ownership import expected_uid
+from ..probe import MATCH_ENV, STATE_DIR_ENV
+from .records import LEASH_MODULE
 
 ENV_PREFIX = "SFC_LEASH_"
 ENV_NODE = ENV_PREFIX + "NODE"

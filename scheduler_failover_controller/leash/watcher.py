@@ -12,9 +12,9 @@ import sys
 import time
 from pathlib import Path
 
-from .leash_cgroup import Cgroup
-from .leash_procs import PR_SET_NAME, PR_SET_PDEATHSIG, prctl, proc_stat, proc_table, signal_if_same
-from .leash_spec import Spec, child_environment
+from .cgroup import Cgroup
+from .procs import PR_SET_NAME, PR_SET_PDEATHSIG, prctl, proc_stat, proc_table, signal_if_same
+from .spec import Spec, child_environment
 
 BACKSTOP = 1.0  # seconds after the deadline when the watcher kills if the leash has not
 WATCHER_NAME = b"sfc-leash-w"

@@ -1,4 +1,8 @@
-"""Processes as the leash sees them: read from /proc, identified by (pid, start ticks), and prctl(2)."""
+"""Processes as the leash sees them: read from /proc, identified by (pid, start ticks), and prctl(2).
+
+:class:`ProcessTable` is all the supervisor reads of and does to the machine's processes;
+:class:`LiveProcesses` is the real one, and a test gives the supervisor a fake.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +11,11 @@ import os
 import pwd
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
-from .boot import stat_fields
-from .probe import split_title
+from ..boot import stat_fields
+from ..matching import find_schedulers, split_title
+from ..process_tree import descendant_levels
 
 PR_SET_PDEATHSIG = 1
 PR_SET_NAME = 15
@@ -50,18 +56,8 @@ def proc_table() -> dict[int, Proc]:
 
 def descendants(table: Mapping[int, Proc], roots: Sequence[int], exclude: set[int]) -> list[int]:
     """The live descendants of ``roots`` (not the roots), pruning the subtrees of ``exclude``."""
-    children: dict[int, list[int]] = {}
-    for pid, info in table.items():
-        children.setdefault(info.ppid, []).append(pid)
-    out: list[int] = []
-    level = list(roots)
-    seen = set(roots)
-    while level:
-        nxt = [c for p in level for c in children.get(p, []) if c not in seen and c not in exclude]
-        seen.update(nxt)
-        out += nxt
-        level = nxt
-    return out
+    levels = descendant_levels({pid: info.ppid for pid, info in table.items()}, roots, exclude)
+    return [pid for level in levels for pid in level]
 
 
 def proc_argv(pid: int) -> list[str]:
@@ -142,3 +138,50 @@ def prctl(option: int, value: int | bytes) -> bool:
         return int(_libc.prctl(ctypes.c_int(option), arg, zero, zero, zero)) == 0
     except (OSError, AttributeError):
         return False
+
+
+# --- the supervisor's view ------------------------------------------------------------------------
+
+
+class ProcessTable(Protocol):
+    """The machine's processes, as the supervisor reads and signals them."""
+
+    def table(self) -> dict[int, Proc]:
+        """Every live process, by pid."""
+
+    def argv(self, pid: int) -> list[str]:
+        """``pid``'s arguments (empty when gone)."""
+
+    def signal(self, pid: int, start: int, signum: int) -> str:
+        """:func:`signal_same`: SENT, GONE or DENIED."""
+
+    def user(self, pid: int) -> str:
+        """:func:`proc_user`."""
+
+    def owned(self, pid: int, uid: int) -> bool:
+        """:func:`owned`."""
+
+    def schedulers(self, match: str) -> list[int]:
+        """The roots of the machine's scheduler trees by ``match`` (OSError and the like on trouble)."""
+
+
+class LiveProcesses:
+    """:class:`ProcessTable` on this machine's /proc."""
+
+    def table(self) -> dict[int, Proc]:
+        return proc_table()
+
+    def argv(self, pid: int) -> list[str]:
+        return proc_argv(pid)
+
+    def signal(self, pid: int, start: int, signum: int) -> str:
+        return signal_same(pid, start, signum)
+
+    def user(self, pid: int) -> str:
+        return proc_user(pid)
+
+    def owned(self, pid: int, uid: int) -> bool:
+        return owned(pid, uid)
+
+    def schedulers(self, match: str) -> list[int]:
+        return [proc.pid for proc in find_schedulers(match)]

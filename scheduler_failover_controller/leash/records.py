@@ -21,9 +21,12 @@ from pathlib import Path
 
 import psutil
 
-from .boot import boot_id, clock_ticks, start_ticks
+from ..boot import boot_id, clock_ticks, start_ticks
 
 _RECORD_MAX = 4096
+
+#: The module the leash runs as (``python -m ...``): how a ``ps`` listing tells a leash.
+LEASH_MODULE = "scheduler_failover_controller.leash"
 
 
 @dataclass(frozen=True)
