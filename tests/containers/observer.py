@@ -20,7 +20,8 @@ from pathlib import Path
 
 import psutil
 
-from scheduler_failover_controller.matching import matches, parent_lookup, root_pids
+from scheduler_failover_controller.matching import matches
+from scheduler_failover_controller.process_tree import parent_lookup, root_pids
 from tests.containers.dockerd import CGROUP_PARENT, PrivateDockerd
 from tests.support.observer import Observer, Seen
 
