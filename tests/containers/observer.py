@@ -104,6 +104,7 @@ class ThawWatch:
     container: str
     pid: int
     proc: subprocess.Popen[str] | None = None
+    found: dict[str, float | None] = field(default_factory=dict)
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
@@ -116,7 +117,8 @@ class ThawWatch:
         assert self.proc.stdout.readline().strip() == "ready", "the thaw watch did not start"
 
     def join(self, timeout: float = 200.0) -> float:
-        """The seconds the scheduler ran after the thaw (inf if it never ended)."""
+        """The seconds the scheduler ran after the thaw (inf if it never ended); :attr:`found` has
+        the details (when the leash got a CPU, the scheduler's own CPU seconds)."""
         assert self.proc is not None
         try:
             out, _ = self.proc.communicate(timeout=timeout)
@@ -125,6 +127,7 @@ class ThawWatch:
             self.proc.communicate()
             return float("inf")
         found = json.loads(out.strip().splitlines()[-1])
+        self.found = found
         return float("inf") if found["ended"] is None else float(found["ended"] - found["thawed"])
 
 
