@@ -20,7 +20,7 @@ from collections.abc import Callable
 from .exceptions import MetastoreError
 from .metastore.base import ClusterState, Metastore
 from .metastore.events import EventKind
-from .probe import ProbeResult, SchedulerState
+from .probe_result import ProbeResult, SchedulerState
 
 log = logging.getLogger(__name__)
 

@@ -24,7 +24,7 @@ from .metastore.base import Metastore, Placement
 from .metastore.reports import NodeReport
 from .nodes.base import NodeRunner
 from .nodes.by_report import ReportRunner
-from .probe import ProbeResult, SchedulerState
+from .probe_result import ProbeResult, SchedulerState
 from .renewals import Renewals
 from .starts import stop
 from .term import Role, Term

@@ -16,7 +16,7 @@ from .metastore.events import EventKind
 from .metastore.reports import NodeReport
 from .metastore.rows import implausible
 from .nodes.by_report import stale_after
-from .probe import SchedulerState
+from .probe_result import SchedulerState
 from .strenum import StrEnum
 from .term import Role
 

@@ -18,8 +18,7 @@ from ..config import Config
 from ..exceptions import CommandFailed, MetastoreError
 from ..metastore.base import Metastore, Placement
 from ..metastore.reports import NodeReport
-from ..ownership import ForeignProcess
-from ..probe import ProbeResult, SchedulerState
+from ..probe_result import ForeignProcess, ProbeResult, SchedulerState
 from .base import NodeRunner
 
 if TYPE_CHECKING:

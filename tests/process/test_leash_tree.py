@@ -21,7 +21,8 @@ import pytest
 
 from scheduler_failover_controller.leash.cgroup import PREFIX, Cgroup, parent_dir, pid_namespace
 from scheduler_failover_controller.leash.records import read_leash_records
-from scheduler_failover_controller.probe import find_schedulers, probe_local
+from scheduler_failover_controller.matching import find_schedulers
+from scheduler_failover_controller.probe import probe_local
 from tests.process.harness import Cluster
 from tests.process.test_leash import FAKE, PY, Lab, gone
 from tests.support.waiting import holds_for, wait_until
@@ -83,15 +84,17 @@ def test_each_change_of_the_leashs_state_is_one_line_in_its_log(lab: Lab) -> Non
 @pytest.mark.parametrize("exit_status", [0, 3])
 def test_a_start_command_that_leaves_nothing_names_the_match_when_it_never_ran(lab: Lab, exit_status: int) -> None:
     """``su - airflow -c 'airflow schedulr'`` (3), or a hand-off to a unit that never starts one (0)."""
-    command = f"{lab.sleeper('too-short')} & sleep 0.3; kill $!; exit {exit_status}"
-    leash = lab.leash(lab.spec(command, deadline_in=30.0, linger=1.0))
+    # The leash names what ran below it from its scans, one every 0.5 s: the stand-in lives for
+    # two of them, so a loaded machine still lets one land, and ends within the start timeout.
+    command = f"{lab.sleeper('too-short')} & sleep 1.2; kill $!; exit {exit_status}"
+    leash = lab.leash(lab.spec(command, deadline_in=30.0, linger=2.0))
     assert leash.wait(10) == 0
     lines = [line for line in lab.log().splitlines() if "scheduler_process_match" in line]
     assert len(lines) == 1 and repr(lab.match) in lines[0], lab.log()
     if exit_status:
         assert "exited (status 3)" in lines[0] and "too-short" in lines[0], lines[0]
     else:
-        assert "watching the node's schedulers" in lab.log() and "no scheduler seen for 1s" in lines[0]
+        assert "watching the node's schedulers" in lab.log() and "no scheduler seen for 2s" in lines[0]
 
 
 # --- a killed leash whose tree called setsid since its last look ---------------------------------

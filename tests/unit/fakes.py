@@ -35,8 +35,7 @@ from scheduler_failover_controller.metastore.base import (
 from scheduler_failover_controller.metastore.events import EventKind, event_kind
 from scheduler_failover_controller.metastore.reports import NodeReport
 from scheduler_failover_controller.nodes.base import NodeRunner
-from scheduler_failover_controller.ownership import ForeignProcess
-from scheduler_failover_controller.probe import ProbeResult, SchedulerState
+from scheduler_failover_controller.probe_result import ForeignProcess, ProbeResult, SchedulerState
 from tests.unit.fake_reports import FakeReports
 
 T = TypeVar("T")

@@ -15,7 +15,7 @@ import pytest
 
 from scheduler_failover_controller.controller import Controller
 from scheduler_failover_controller.nodes.by_report import ReportRunner
-from scheduler_failover_controller.probe import SchedulerState
+from scheduler_failover_controller.probe_result import SchedulerState
 
 from .fakes import Cluster
 
