@@ -1465,7 +1465,6 @@ def test_a_predecessors_row_is_no_duplicate(cluster: Cluster) -> None:
     assert new.duplicate is None
 
 
-
 def test_a_lease_whose_session_expired_leads_nothing(cluster: Cluster) -> None:
     """A ZooKeeper session expires and the client connects a new one before the lease's deadline
     (measured from the last renewal) runs out: the lease went with its session, so nothing may be
