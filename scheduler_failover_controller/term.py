@@ -58,6 +58,7 @@ class Term:
         self.role = Role.STARTING
         self.epoch = 0
         self.leader_deadline = NEVER
+        self._lease_session: int | None = None  # the store session the held lease lives on
         self._placement_deadline = NEVER
         self._leash_deadline = NEVER  # the deadline the local leash was last given (written)
         self._leash_lagging = False  # said once: this node's placement is not renewed for its leash
@@ -73,8 +74,14 @@ class Term:
         return t0 + remaining - self.margin
 
     def leads(self) -> bool:
-        """Whether this controller may act as leader right now (lease held, margin left)."""
-        return self.monotonic() < self.leader_deadline and self.store.usable()
+        """Whether this controller may act as leader right now (lease held, margin left, and on the
+        store session it was taken on: a ZooKeeper session that expired took the lease with it, even
+        when a new one is connected before the deadline runs out)."""
+        return (
+            self.monotonic() < self.leader_deadline
+            and self.store.usable()
+            and self.store.session() == self._lease_session
+        )
 
     @property
     def placement_deadline(self) -> float:
@@ -145,6 +152,7 @@ class Term:
     def hold(self, lease: Lease, t0: float) -> bool:
         """The cycle holds ``lease`` (asked for at ``t0``): active. True when it is a new term."""
         self.leader_deadline = self.deadline(t0, lease.remaining)
+        self._lease_session = lease.session
         new = lease.epoch != self.epoch
         self.epoch = lease.epoch
         self.role = Role.ACTIVE
@@ -180,6 +188,7 @@ class Term:
             self.leader_deadline = NEVER
             return False
         self.leader_deadline = self.deadline(t0, lease.remaining)
+        self._lease_session = lease.session
         return True
 
     # --- placements ---------------------------------------------------------------------------

@@ -59,6 +59,11 @@ def report_probe(node: str, report: NodeReport | None, placement: Placement, sta
         return ProbeResult(
             node, SchedulerState.UNKNOWN, detail=f"placed there (version {placement.version}), not started yet"
         )
+    if state.maybe_running and state is not SchedulerState.UNKNOWN and not (placement.valid and placement.node == node):
+        # Its own controller stops it (or its leash did, by its placement's deadline): never adopted, and
+        # no stop order is needed; until it reports STOPPED, it blocks a start by the fencing rule.
+        detail = f"reports a scheduler ({report.state}) without a valid placement there; its own controller stops it"
+        return ProbeResult(node, SchedulerState.UNKNOWN, detail=detail)
     foreign = tuple(ForeignProcess(pid, user) for pid, user in report.foreign)
     return ProbeResult(node, state, report.pids, report.detail, leashed=report.leashed, foreign=foreign)
 

@@ -79,9 +79,9 @@ class Lab:
         self.start_script = self.dir / "start-scheduler.sh"
         self.flags = self.dir / "flags"
         self.state_dir = self.dir / "state"  # each host mounts its own h<i>/state here
+        self.overrides = dict(config or {})  # node_control = self: hosts without sshd
         self.hosts = [Host(self, i + 1) for i in range(size)]
         self.observer = Observer(f"fake_scheduler.py --cluster {self.token}")
-        self.overrides = dict(config or {})
         self.closed = False
         self._prepare()
 

@@ -58,6 +58,7 @@ class Host:
         self.nsenter: subprocess.Popen[bytes] | None = None  # the controller's nsenter
         self.controller_pid: int | None = None
         self.faketime: str | None = None
+        self.ssh = lab.overrides.get("node_control", "ssh") == "ssh"  # else no sshd on this host
 
     # set-up
 
@@ -106,7 +107,8 @@ class Host:
             "hostname": self.name,
             "address": self.ip,
             "hosts_file": str(self.dir / "hosts"),
-            "sshd": ["/usr/sbin/sshd", "-D", "-e", "-f", str(self.dir / "sshd_config")],
+            # A self-mode lab's hosts run no sshd at all: nothing but the metastore between them.
+            "sshd": ["/usr/sbin/sshd", "-D", "-e", "-f", str(self.dir / "sshd_config")] if self.ssh else [],
             "sshd_log": str(self.dir / "sshd.log"),
             "ready_file": str(self.dir / "ready"),
             "binds": [[str(self.dir / "state"), str(lab.state_dir)], [str(self.write_home()), "/etc/passwd"]],
@@ -201,7 +203,7 @@ class Host:
                 raise AssertionError(f"{self.name}: init exited {unshare.returncode}: {self.read('init.log')}")
             return (self.dir / "ready").exists()
 
-        wait_for(ready, timeout, f"{self.name} to boot (sshd up)")
+        wait_for(ready, timeout, f"{self.name} to boot (sshd up)" if self.ssh else f"{self.name} to boot")
         children = psutil.Process(unshare.pid).children()
         assert len(children) == 1, children
         self.init_pid = children[0].pid

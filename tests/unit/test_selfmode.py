@@ -14,7 +14,9 @@ from typing import Any
 import pytest
 
 from scheduler_failover_controller.controller import Controller
-from scheduler_failover_controller.nodes.by_report import ReportRunner
+from scheduler_failover_controller.metastore.base import Placement
+from scheduler_failover_controller.metastore.reports import NodeReport
+from scheduler_failover_controller.nodes.by_report import ReportRunner, report_probe
 from scheduler_failover_controller.probe_result import SchedulerState
 
 from .fakes import Cluster
@@ -300,3 +302,18 @@ def test_a_stop_order_to_a_node_that_died_is_waited_out_before_anything_starts(c
             break
     assert cluster.running() in (["n1"], ["n3"]), sentences
     assert any("unseen; a placement it held may last until the stop order expires" in s for s in sentences), sentences
+
+
+def test_a_report_of_a_scheduler_without_a_valid_placement_is_never_adopted() -> None:
+    """Its own controller stops it (or its leash did): the active reads it as unknown, not running."""
+    fresh = NodeReport("n2", "n2:1:aa", "running", (7,), True, answers=4, started_for=4, seq=9, server_now=1.0)
+    expired = Placement("n2", 1, 100.0, 4, 100.5)
+    elsewhere = Placement("n3", 1, 200.0, 4, 100.5)
+    placed = Placement("n2", 1, 200.0, 4, 100.5)
+    assert report_probe("n2", fresh, placed, 3.5).state is SchedulerState.RUNNING
+    for placement in (expired, elsewhere):
+        probe = report_probe("n2", fresh, placement, 3.5)
+        assert probe.state is SchedulerState.UNKNOWN and "without a valid placement" in probe.detail
+    stopped = NodeReport("n2", "n2:1:aa", "stopped", answers=4, started_for=3, seq=9, server_now=1.0)
+    assert report_probe("n2", stopped, placed, 3.5).state is SchedulerState.UNKNOWN  # placed, not started yet
+    assert report_probe("n2", stopped, elsewhere, 3.5).state is SchedulerState.STOPPED
