@@ -10,7 +10,6 @@ paused master's scheduler beside a new one is not "two schedulers", and the mome
 
 from __future__ import annotations
 
-import contextlib
 import json
 import subprocess
 import sys
@@ -133,8 +132,3 @@ class ThawWatch:
 
 def full_id(dockerd: PrivateDockerd, name: str) -> str:
     return dockerd.docker("inspect", "--format", "{{.Id}}", name)
-
-
-def kill_process(pid: int) -> None:
-    with contextlib.suppress(psutil.Error):
-        psutil.Process(pid).kill()
