@@ -6,7 +6,7 @@ PYTHON ?= .venv/bin/python
 SOAK_SECONDS ?= 3600
 SOAK_SEED ?= 1
 
-# Everything CI runs: installs what the tests need, then ruff, mypy and the CI tier in four lanes.
+# Everything CI runs: installs what the tests need, then ruff, mypy and the CI tier in seven lanes.
 test:
 	bash scripts/test.sh
 
@@ -17,7 +17,8 @@ types:
 	.venv-py3.9/bin/mypy --python-version 3.9 scheduler_failover_controller tests benchmarks
 	.venv-py3.13/bin/mypy --python-version 3.13 scheduler_failover_controller tests benchmarks
 
-# The CI tier's lanes alone (no set-up, ruff or mypy): main, lab, py3.9, py3.13 side by side.
+# The CI tier's lanes alone (no set-up, ruff or mypy): py3.13, py3.9, lab, process, main, e2e,
+# process-servers, three at a time.
 lanes:
 	bash scripts/lanes.sh
 

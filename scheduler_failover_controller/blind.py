@@ -22,7 +22,7 @@ from .exceptions import MetastoreError
 from .fencing import only_leashed
 from .metastore.base import ClusterState, Metastore
 from .metastore.events import EventKind
-from .probe import ProbeResult, SchedulerState
+from .probe_result import ProbeResult, SchedulerState
 
 log = logging.getLogger(__name__)
 

@@ -32,8 +32,8 @@ from .metastore.events import EventKind
 from .metastore.rows import implausible
 from .nodes.base import NodeRunner
 from .ownership import ForeignLog
-from .probe import ProbeResult, SchedulerState
 from .probe_pool import ProbePool
+from .probe_result import ProbeResult, SchedulerState
 from .recovery import Recovery
 from .renewals import Renewals
 from .starts import Starts, stop

@@ -22,7 +22,7 @@ from .health import Health
 from .leash.spec import scrubbed_environment
 from .metastore.base import Metastore
 from .metastore.events import EventKind
-from .probe import ProbeResult, SchedulerState
+from .probe_result import ProbeResult, SchedulerState
 
 OUTPUT_TAIL = 4096  # bytes of fence_command's output kept: its last ones, for the event
 

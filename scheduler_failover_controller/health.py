@@ -21,8 +21,8 @@ from .exceptions import MetastoreError
 from .http_client import check_health, describe
 from .metastore.base import Metastore
 from .nodes.base import NodeRunner
-from .probe import ProbeResult, SchedulerState
 from .probe_pool import ProbePool
+from .probe_result import ProbeResult, SchedulerState
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from .alerts import Alerter
 from .config import Config
 from .metastore.events import EventKind
-from .probe import ProbeResult, SchedulerState
+from .probe_result import ProbeResult, SchedulerState
 
 log = logging.getLogger(__name__)
 

@@ -3,20 +3,21 @@
 A scheduler is a process whose arguments contain the words of ``scheduler_process_match``
 (the first word compared by basename, so ``/venv/bin/airflow scheduler`` matches
 ``airflow scheduler`` but ``grep "airflow scheduler"`` does not). Only the top of each
-matching process tree counts: Airflow's own children carry the same words. Who runs them is
-:mod:`.ownership`'s concern.
+matching process tree counts: Airflow's own children carry the same words (the tree is walked by
+:mod:`.process_tree`). Who runs them is :mod:`.ownership`'s concern.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shlex
-from collections.abc import Callable, Iterable
 
 import psutil
 
 from .boot import since_boot
+from .process_tree import ancestors, kernel_ppid, parent_lookup, root_pids
 
 #: The process names (``comm``) the leash, its watcher and its SSH helper give themselves:
 #: never schedulers.
@@ -81,47 +82,9 @@ def matches(argv: list[str], words: list[str]) -> bool:
 def _own_lineage() -> set[int]:
     """This process and its ancestors: never schedulers, never to be killed."""
     pids = {os.getpid()}
-    try:
-        for parent in psutil.Process().parents():
-            pids.add(parent.pid)
-    except psutil.Error:
-        pass
+    with contextlib.suppress(psutil.Error):
+        pids.update(list(ancestors(os.getpid(), kernel_ppid())))
     return pids
-
-
-def root_pids(matching: Iterable[int], ppid_of: Callable[[int], int | None]) -> set[int]:
-    """The pids of ``matching`` with no ancestor in ``matching`` (the tops of scheduler trees).
-
-    ``ppid_of`` gives a process's parent pid, or None when it cannot be known.
-    """
-    found = set(matching)
-    roots = set()
-    for pid in found:
-        ancestor, depth = ppid_of(pid), 0
-        nested = False
-        while ancestor and depth < 64:
-            if ancestor in found:
-                nested = True
-                break
-            ancestor = ppid_of(ancestor)
-            depth += 1
-        if not nested:
-            roots.add(pid)
-    return roots
-
-
-def parent_lookup(parents: dict[int, int]) -> Callable[[int], int | None]:
-    """``ppid_of`` for :func:`root_pids`: the parents listed already, else asked of the kernel."""
-
-    def ppid_of(pid: int) -> int | None:
-        if pid in parents:
-            return parents[pid]
-        try:
-            return psutil.Process(pid).ppid()
-        except psutil.Error:
-            return None
-
-    return ppid_of
 
 
 def find_schedulers(match: str) -> list[psutil.Process]:

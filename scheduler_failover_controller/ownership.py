@@ -14,10 +14,12 @@ import logging
 import os
 import pwd
 import threading
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
 
 import psutil
+
+from .probe_result import ForeignProcess, describe_foreign
+from .process_tree import below, kernel_ppid
 
 # Carries ``scheduler_user`` to ``probe``/``kill_local`` run on another node over SSH.
 SCHEDULER_USER_ENV = "SFC_SCHEDULER_USER"
@@ -57,24 +59,6 @@ def user_name(uid: int | None) -> str:
         return f"uid {uid}"
 
 
-@dataclass(frozen=True, order=True)
-class ForeignProcess:
-    """A matching process that does not count as the scheduler: its pid and its user."""
-
-    pid: int
-    user: str
-
-    def describe(self) -> str:
-        return f"pid {self.pid} ({self.user})"
-
-    def to_json(self) -> dict[str, object]:
-        return {"pid": self.pid, "user": self.user}
-
-
-def describe_foreign(foreign: Iterable[ForeignProcess]) -> str:
-    return ", ".join(f.describe() for f in foreign)
-
-
 def counts(uids: Sequence[int] | None, expected: int, leashed: bool) -> bool:
     """Whether a process with (real, effective) ``uids`` is the scheduler: below a live leash of
     its node, or running as the expected user (both uids: a set-uid program run by another user
@@ -82,16 +66,6 @@ def counts(uids: Sequence[int] | None, expected: int, leashed: bool) -> bool:
     if leashed:
         return True
     return uids is not None and len(uids) >= 2 and uids[0] == expected and uids[1] == expected
-
-
-def below(pid: int, ppid_of: Callable[[int], int | None], ancestors: set[int], limit: int = 256) -> bool:
-    """Whether one of ``ancestors`` is an ancestor of ``pid``."""
-    parent, depth = ppid_of(pid), 0
-    while parent and depth < limit:
-        if parent in ancestors:
-            return True
-        parent, depth = ppid_of(parent), depth + 1
-    return False
 
 
 def split_procs(
@@ -104,7 +78,7 @@ def split_procs(
     for proc in roots:
         try:
             uids = proc.uids()
-            leashed = bool(leashes) and bool(leashes & {p.pid for p in proc.parents()})
+            leashed = below(proc.pid, kernel_ppid([proc]), leashes)
         except psutil.NoSuchProcess:
             continue
         except psutil.Error:

@@ -16,7 +16,7 @@ from .incidents import Incidents
 from .metastore.base import ClusterState
 from .metastore.events import EventKind
 from .nodes.base import NodeRunner
-from .probe import ProbeResult, SchedulerState
+from .probe_result import ProbeResult, SchedulerState
 from .renewals import Renewals
 from .starts import stop
 from .term import MARGIN_TOO_SMALL, Term

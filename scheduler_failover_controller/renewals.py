@@ -18,7 +18,7 @@ from .exceptions import MetastoreError
 from .health import seen_running
 from .metastore.base import Metastore, Placement
 from .nodes.base import NodeRunner
-from .probe import ProbeResult, SchedulerState
+from .probe_result import ProbeResult, SchedulerState
 from .term import NEVER, Role, Term
 
 log = logging.getLogger(__name__)

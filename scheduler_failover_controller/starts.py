@@ -17,7 +17,7 @@ from .exceptions import CommandFailed, MetastoreError, NodeUnreachable
 from .fencing import Fencing
 from .incidents import Incidents
 from .nodes.base import NodeRunner
-from .probe import ProbeResult, SchedulerState
+from .probe_result import ProbeResult, SchedulerState
 from .renewals import Renewals
 from .term import MARGIN_TOO_SMALL, Term
 

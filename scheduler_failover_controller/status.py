@@ -14,7 +14,7 @@ from .config import Config
 from .metastore.base import ClusterState, ControllerInfo, Metastore
 from .metastore.events import EventKind
 from .metastore.rows import implausible
-from .probe import SchedulerState
+from .probe_result import SchedulerState
 from .strenum import StrEnum
 from .term import Role
 

@@ -12,7 +12,7 @@ from .incidents import Incidents
 from .metastore.base import ClusterState, Metastore
 from .metastore.events import EventKind
 from .nodes.base import NodeRunner
-from .probe import ProbeResult, SchedulerState
+from .probe_result import ProbeResult, SchedulerState
 from .starts import stop
 from .term import MARGIN_TOO_SMALL, Term
 

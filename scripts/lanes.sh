@@ -1,20 +1,24 @@
 #!/usr/bin/env bash
-# The CI tier of the tests in lanes, two at a time (scripts/test.sh runs this after set-up,
+# The CI tier of the tests in lanes, three at a time (scripts/test.sh runs this after set-up,
 # ruff and mypy). Each lane is a sequence of pytest runs with a log of its own; at the end every
 # lane's log is printed, then one line per lane (result, minutes), then the totals of all pytest
 # runs; the exit status is non-zero if any lane failed. The lanes share nothing: every server,
 # namespace, chroot and database a test makes is its own (free ports, random names).
-#   SFC_LANES="main py3.9"    only these lanes, in this order (default: main lab py3.9 py3.13 e2e)
-#   SFC_LANES_AT_ONCE=2       how many lanes run at a time (the next starts when one ends); three
-#                             made the timing-bound tests flaky on a 2-core machine
+#   SFC_LANES="main py3.9"    only these lanes, in this order (default: py3.13 py3.9 lab process
+#                             main e2e process-servers: the longest first, the short ones last)
+#   SFC_LANES_AT_ONCE=3       how many lanes run at a time (the next starts when one ends). Most
+#                             tests wait on real processes: a lane keeps about half a core busy,
+#                             so three fill a 2-core machine without starving a timing-bound test
 #   SFC_LANE_TIMEOUT=2400     seconds after which the lanes still running are interrupted
 #   SFC_LANE_LOGS=DIR         where the logs go (default: a new directory under /tmp)
+#   SFC_LANES_DRY_RUN=1       each pytest run is printed to its lane's log (virtualenv, then the
+#                             arguments, shell-quoted), not run
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
-lanes="${SFC_LANES:-main lab py3.9 py3.13 e2e}"
+lanes="${SFC_LANES:-py3.13 py3.9 lab process main e2e process-servers}"
 timeout_s="${SFC_LANE_TIMEOUT:-2400}"
-at_once="${SFC_LANES_AT_ONCE:-2}"
+at_once="${SFC_LANES_AT_ONCE:-3}"
 logs="${SFC_LANE_LOGS:-$(mktemp -d "${TMPDIR:-/tmp}/sfc-lanes.XXXXXX")}"
 mkdir -p "$logs"
 case "$timeout_s" in
@@ -29,6 +33,10 @@ esac
 pytest_in() {
   local venv="$1"; shift
   [ -e "$logs/interrupted" ] && return 130
+  if [ "${SFC_LANES_DRY_RUN:-0}" = 1 ]; then
+    printf 'dry run: %q' "$venv"; printf ' %q' "$@"; echo
+    return 0
+  fi
   echo "== $venv ($("$venv/bin/python" -c 'import platform; print(platform.python_version())')): pytest $*"
   "$venv/bin/python" -c 'import signal, sys, pytest
 signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -36,21 +44,31 @@ sys.exit(pytest.console_main())' -q -p no:cacheprovider "$@"
 }
 
 # The CI tier: every test not marked `manual`. The lab and the end-to-end runs (as root, real
-# Airflow) each have a lane of their own (a new lab's directory goes into LABS, which the main lane
-# leaves out, and gets a lane); every other directory under tests/, one added later too, runs on
-# 3.11 in the main lane.
+# Airflow) each have a lane of their own (a new lab's directory goes into LABS, which the 3.11
+# lanes leave out, and gets a lane); the real-process tier is two lanes: process (on SQLite, and
+# the tests not parametrized by a metastore) and process-servers (its runs on MariaDB and
+# ZooKeeper, by the parameter's name: the two selections are each other's complement); every
+# other directory under tests/, one added later too, runs on 3.11 in the main lane.
 CI=(-m "not manual")
 LABS=(tests/lab tests/e2e)
-REST=(tests "${LABS[@]/#/--ignore=}" "${CI[@]}")
+PROCESS=(tests/process)
+SERVERS="mariadb or zookeeper"
+REST=(tests "${LABS[@]/#/--ignore=}" "${PROCESS[@]/#/--ignore=}" "${CI[@]}")
 # On 3.9 and 3.13: what depends most on the Python and the packages pip picks for it: the unit
 # tests, the CLI, the metastore contract on every backend, and the real-process tier on the
 # embedded SQLite metastore (its MariaDB and ZooKeeper runs differ from it only in the backend,
-# which the contract covers on every Python; they run on 3.11 in the main lane, as do the SSH
-# tests against a real sshd).
+# which the contract covers on every Python; they run on 3.11 in process-servers, as do the SSH
+# tests against a real sshd in the main lane).
 MATRIX=(tests/unit tests/cli tests/contract "${CI[@]}")
-MATRIX_PROCESS=(tests/process "${CI[@]}" -k "not mariadb and not zookeeper")
+MATRIX_PROCESS=("${PROCESS[@]}" "${CI[@]}" -k "not ($SERVERS)")
 lane_main() {
   pytest_in .venv "${REST[@]}"
+}
+lane_process() {
+  pytest_in .venv "${PROCESS[@]}" "${CI[@]}" -k "not ($SERVERS)"
+}
+lane_process-servers() {
+  pytest_in .venv "${PROCESS[@]}" "${CI[@]}" -k "$SERVERS"
 }
 lane_lab() {
   pytest_in .venv tests/lab "${CI[@]}"
@@ -79,7 +97,7 @@ lane_py3.13() {
 declare -A pid_of=()
 for name in $lanes; do
   if ! declare -F "lane_$name" >/dev/null; then
-    echo "lanes.sh: no lane '$name' (there are: main py3.9 py3.13 lab e2e)" >&2
+    echo "lanes.sh: no lane '$name' (there are: main process process-servers py3.9 py3.13 lab e2e)" >&2
     exit 2
   fi
 done
@@ -144,7 +162,7 @@ echo; echo "======== lanes (logs in $logs)"
 for name in $lanes; do
   read -r rc seconds cpu 2>/dev/null <"$logs/$name.result" || { rc=interrupted; seconds=0 cpu=""; }
   [ "$rc" = 0 ] || failed=1
-  printf 'lane %-7s %-16s %5.1f min  (CPU %s)\n' "$name" "$([ "$rc" = 0 ] && echo passed || echo "FAILED ($rc)")" \
+  printf 'lane %-15s %-16s %5.1f min  (CPU %s)\n' "$name" "$([ "$rc" = 0 ] && echo passed || echo "FAILED ($rc)")" \
     "$(awk -v s="$seconds" 'BEGIN { print s / 60 }')" "$cpu"
 done
 # The totals of every pytest run in every lane, from pytest's own closing lines.

@@ -11,7 +11,7 @@ import click
 from .. import __version__
 from ..exceptions import MetastoreError
 from ..metastore.base import Event
-from ..probe import ProbeResult, SchedulerState
+from ..probe_result import ProbeResult, SchedulerState
 from ..status import ClusterStatus, read_status
 from .group import config_for, emit, main, open_store, reading_store
 

@@ -11,7 +11,8 @@ import click
 
 from ..config import node_name_problem
 from ..ownership import SCHEDULER_USER_ENV
-from ..probe import MATCH_ENV, SchedulerState
+from ..probe import MATCH_ENV
+from ..probe_result import SchedulerState
 from .group import BadInput, config_for, emit, main
 from .params import Seconds
 
@@ -71,7 +72,8 @@ def probe(ctx: click.Context, as_json: bool, node: str | None, match: str | None
     The SSH runner of another master runs this on the node. Exit 0 when the processes could be
     listed (whatever the state), 1 when the state is unknown.
     """
-    from ..probe import OrphanWatch, probe_local
+    from ..orphans import OrphanWatch
+    from ..probe import probe_local
 
     name, words = _target_and_match(ctx, node, match)
     uid = _expected_uid(ctx, match)

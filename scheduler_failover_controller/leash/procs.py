@@ -15,6 +15,7 @@ from typing import Protocol
 
 from ..boot import stat_fields
 from ..matching import find_schedulers, split_title
+from ..process_tree import descendant_levels
 
 PR_SET_PDEATHSIG = 1
 PR_SET_NAME = 15
@@ -55,18 +56,8 @@ def proc_table() -> dict[int, Proc]:
 
 def descendants(table: Mapping[int, Proc], roots: Sequence[int], exclude: set[int]) -> list[int]:
     """The live descendants of ``roots`` (not the roots), pruning the subtrees of ``exclude``."""
-    children: dict[int, list[int]] = {}
-    for pid, info in table.items():
-        children.setdefault(info.ppid, []).append(pid)
-    out: list[int] = []
-    level = list(roots)
-    seen = set(roots)
-    while level:
-        nxt = [c for p in level for c in children.get(p, []) if c not in seen and c not in exclude]
-        seen.update(nxt)
-        out += nxt
-        level = nxt
-    return out
+    levels = descendant_levels({pid: info.ppid for pid, info in table.items()}, roots, exclude)
+    return [pid for level in levels for pid in level]
 
 
 def proc_argv(pid: int) -> list[str]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import abc
 
-from ..probe import ProbeResult
+from ..probe_result import ProbeResult
 
 
 class NodeRunner(abc.ABC):

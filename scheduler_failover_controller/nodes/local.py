@@ -23,7 +23,9 @@ from ..leash.cgroup import sweep
 from ..leash.deadline import write_deadline
 from ..leash.records import read_leash_records
 from ..leash.spec import LOCAL_ARGV, Spec, scrubbed_environment
-from ..probe import OrphanWatch, ProbeResult, SchedulerState, probe_local, stop_targets
+from ..orphans import OrphanWatch
+from ..probe import probe_local, stop_targets
+from ..probe_result import ProbeResult, SchedulerState
 from ..trust import UntrustedFile, directory_problem, read_private, write_private
 from .base import NodeRunner
 

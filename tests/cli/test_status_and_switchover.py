@@ -10,7 +10,7 @@ import pytest
 from scheduler_failover_controller.config import load_config
 from scheduler_failover_controller.metastore.base import ControllerInfo, Observation
 from scheduler_failover_controller.metastore.events import EventKind
-from scheduler_failover_controller.probe import SchedulerState
+from scheduler_failover_controller.probe_result import SchedulerState
 from scheduler_failover_controller.status import ClusterHealth, read_status, role_by_lease
 from scheduler_failover_controller.term import Role
 from tests.support.waiting import wait_for

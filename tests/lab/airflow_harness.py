@@ -38,7 +38,8 @@ from typing import Any
 
 import psutil
 
-from scheduler_failover_controller.probe import matches, parent_lookup, root_pids
+from scheduler_failover_controller.matching import matches
+from scheduler_failover_controller.process_tree import parent_lookup, root_pids
 from tests.lab.harness import Lab
 from tests.lab.hosts import Host
 from tests.lab.network import Network

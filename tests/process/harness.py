@@ -14,7 +14,7 @@ from typing import Any
 
 import psutil
 
-from scheduler_failover_controller.probe import find_schedulers
+from scheduler_failover_controller.matching import find_schedulers
 from tests.support.observer import Observer
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -26,8 +26,9 @@ import pytest
 from scheduler_failover_controller.leash.deadline import deadline_path, write_deadline
 from scheduler_failover_controller.leash.records import read_leash_records
 from scheduler_failover_controller.leash.spec import LOCAL_ARGV, Spec
+from scheduler_failover_controller.matching import find_schedulers
 from scheduler_failover_controller.nodes.local import launch_command, leash_spec
-from scheduler_failover_controller.probe import find_schedulers, probe_local
+from scheduler_failover_controller.probe import probe_local
 from tests.support.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -347,7 +348,8 @@ def test_a_killed_watcher_is_replaced(lab: Lab) -> None:
     os.kill(first, signal.SIGKILL)
     wait_until(lambda: lab.watcher_of(leash) not in (0, first), 5, "a new watcher")
     second = lab.watcher_of(leash)
-    assert psutil.Process(second).name() == "sfc-leash-w"
+    # A new watcher names itself once it runs: a look right after its fork sees the leash's name.
+    wait_until(lambda: psutil.Process(second).name() == "sfc-leash-w", 5, "the new watcher to name itself")
     assert lab.schedulers()  # the scheduler was not touched
     time.sleep(0.8)
     procs = lab.marked()

@@ -21,7 +21,8 @@ import pytest
 
 from scheduler_failover_controller.leash.cgroup import PREFIX, Cgroup, parent_dir, pid_namespace
 from scheduler_failover_controller.leash.records import read_leash_records
-from scheduler_failover_controller.probe import find_schedulers, probe_local
+from scheduler_failover_controller.matching import find_schedulers
+from scheduler_failover_controller.probe import probe_local
 from tests.process.harness import Cluster
 from tests.process.test_leash import FAKE, PY, Lab, gone
 from tests.support.waiting import holds_for, wait_until

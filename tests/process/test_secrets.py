@@ -23,10 +23,12 @@ from tests.process.harness import SFC, ZK_PREFIX, Cluster
 from tests.support.waiting import wait_for
 
 ZK_AUTH = "sfcuser:Zk-Planted-9431"
-SQL_PASSWORD = "Sql-Planted@5517"  # an "@" too: written %40 in the URL, as it must be
+SQL_PASSWORD = "Sql-Planted@Tail5517"  # an "@" too: written %40 in the URL, as it must be
+# Each planted piece is a word no log has by chance: a bare number such as 5517 can be a pid, a port
+# or a request id in a DEBUG line.
 SMTP_PASSWORD = "Smtp-Planted-2208"
 HOOK = "http://127.0.0.1:9/hooks/Hook-Planted-7730?token=Tok-Planted-1180"
-PLANTED = ["Zk-Planted-9431", zookeeper_digest(ZK_AUTH).split(":", 1)[1], "Sql-Planted", "5517"]
+PLANTED = ["Zk-Planted-9431", zookeeper_digest(ZK_AUTH).split(":", 1)[1], "Sql-Planted", "Tail5517"]
 PLANTED += [SMTP_PASSWORD, "Hook-Planted-7730", "Tok-Planted-1180"]
 
 COMMANDS = [
@@ -113,7 +115,7 @@ def test_sql_password_never_shown(make_cluster: Callable[..., Cluster], mariadb:
         # A wrong password, as a query parameter, and one with an unescaped "@": one line, no secret.
         for bad in (
             url.replace("Planted%40", "Planted-x"),
-            f"mysql+pymysql://127.0.0.1:{mariadb.port}/{database}?user={user}&password=Sql-Planted-wrong5517",
+            f"mysql+pymysql://127.0.0.1:{mariadb.port}/{database}?user={user}&password=Sql-Planted-wrongTail5517",
             url.replace("%40", "@"),
         ):
             text = cluster.config.read_text()

@@ -19,7 +19,8 @@ import pytest
 from scheduler_failover_controller.config import load_config
 from scheduler_failover_controller.leash.records import read_leash_records
 from scheduler_failover_controller.nodes.local import LocalNodeRunner
-from scheduler_failover_controller.probe import SchedulerState, probe_local
+from scheduler_failover_controller.probe import probe_local
+from scheduler_failover_controller.probe_result import SchedulerState
 from tests.process.test_leash import FAKE, PY, ROOT, Lab
 from tests.support.observer import Observer
 from tests.support.waiting import holds_for, wait_until

@@ -45,7 +45,6 @@ def test_one_ensemble_server_down_changes_no_leader(
         zk_ensemble.start(i)
         zk_ensemble.wait_quorum()
     assert cluster.observer.current() == pids, "the scheduler was restarted"
-    cluster.observer.stop()
     assert_never_two(cluster)
 
 
@@ -72,7 +71,6 @@ def test_quorum_lost_nobody_acts_until_it_returns(
     # leash at the placement's deadline, whose lines the scheduler's log holds.
     leash = "".join(path.read_text(errors="replace") for path in cluster.tmp.rglob("*.log"))
     assert "self-fenced" in logs or "no valid placement" in logs or "and not renewed: " in leash, logs[-3000:]
-    cluster.observer.stop()
     assert_never_two(cluster)
 
 
@@ -133,5 +131,4 @@ def test_session_expiry_of_the_leader(make_cluster: Callable[..., Cluster], zk_h
         assert not acted, after
     finally:
         leader.close()
-    cluster.observer.stop()
     assert_never_two(cluster)

@@ -28,9 +28,9 @@ import psutil
 import pytest
 
 from scheduler_failover_controller.config import ENV_PREFIX, Config, load_config
+from scheduler_failover_controller.matching import find_schedulers
 from scheduler_failover_controller.nodes.local import kill_trees
 from scheduler_failover_controller.nodes.ssh import SSHNodeRunner
-from scheduler_failover_controller.probe import find_schedulers
 from tests.conftest import IN_CI, missing
 from tests.support.ports import free_port
 from tests.support.sshd import sshd_config

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import pwd
+import shlex
 import subprocess
 import sys
 import time
@@ -10,17 +13,24 @@ import uuid
 import psutil
 import pytest
 
-from scheduler_failover_controller.nodes.ssh.scripts import kill_script
-from scheduler_failover_controller.probe import (
-    ProbeResult,
+from scheduler_failover_controller.leash.records import LeashRecord, below_leashes
+from scheduler_failover_controller.nodes.ssh.ps_table import (
+    PS_LISTING,
     ProcessEntry,
-    SchedulerState,
-    probe_local,
+    lineage,
+    parse_etime,
+    parse_ps,
     probe_table,
     table_descendants,
+    table_leashed,
+    table_owned,
     table_roots,
 )
-from scheduler_failover_controller.ps_table import PS_LISTING, lineage, parse_etime, parse_ps
+from scheduler_failover_controller.nodes.ssh.scripts import kill_script
+from scheduler_failover_controller.ownership import split_procs
+from scheduler_failover_controller.probe import leashed_roots, probe_local
+from scheduler_failover_controller.probe_result import ForeignProcess, ProbeResult, SchedulerState
+from scheduler_failover_controller.process_tree import ancestors, kernel_ppid
 from tests.ssh.conftest import FAKE, PYTHON
 from tests.support.waiting import wait_for
 
@@ -94,6 +104,43 @@ def test_real_ps_listing_agrees_with_psutil() -> None:
                 child.kill()
             proc.kill()
             proc.wait()
+
+
+def test_the_kernel_and_the_listing_walk_a_real_tree_alike() -> None:
+    """One walker, two sources of parents: whether a real scheduler runs below a leash, and whether
+    it counts, read from the kernel (psutil) and from this machine's ps listing, agree."""
+    token = uuid.uuid4().hex[:12]
+    nobody = pwd.getpwnam("nobody").pw_uid
+    # sh stands in for a tree-mode leash: it stays the stand-in scheduler's parent (no exec).
+    command = f"{shlex.join([PYTHON, str(FAKE), '--cluster', token, '--node', 'n'])}; :"
+    shell = subprocess.Popen(["/bin/sh", "-c", command])
+    try:
+        outer = psutil.Process(shell.pid)
+        wait_for(lambda: any(c.children() for c in outer.children()), 10, "the stand-in and its child")
+        [root] = outer.children()
+        [child] = root.children()
+        out = subprocess.run(PS_LISTING.split(), capture_output=True, text=True, check=True).stdout
+        table = parse_ps(out)
+        [entry] = table_roots(table, f"fake_scheduler.py --cluster {token}")
+        assert entry.pid == root.pid
+        parents = {e.pid: e.ppid for e in table}
+        assert list(ancestors(root.pid, parents.get)) == list(ancestors(root.pid, kernel_ppid([root])))
+        assert list(ancestors(root.pid, parents.get))[:2] == [shell.pid, os.getpid()]
+        for leash, leashed in [(shell.pid, True), (os.getpid(), True), (root.pid, False), (child.pid, False)]:
+            records = [LeashRecord(leash, 0.0, "tree")]
+            assert leashed_roots([root], records) is leashed, leash
+            assert table_leashed(table, [entry], records) is leashed, leash
+            # Run as another user than the expected one, it counts only below a leash of the node.
+            mine = split_procs([root], nobody, below_leashes(records))
+            listed = table_owned(table, [entry], nobody, records)
+            assert [p.pid for p in mine[0]] == [e.pid for e in listed[0]] == ([root.pid] if leashed else [])
+            foreign = [] if leashed else [ForeignProcess(root.pid, pwd.getpwuid(os.geteuid()).pw_name)]
+            assert mine[1] == listed[1] == foreign
+    finally:
+        for leftover in outer.children(recursive=True):
+            leftover.kill()
+        shell.kill()
+        shell.wait()
 
 
 def test_kill_script_checks_identity_and_kills_the_tree() -> None:

@@ -232,7 +232,7 @@ def test_test_connection_refuses_a_key_file_others_may_write(env: Env) -> None:
 
 
 def test_a_linked_known_hosts_file_makes_the_node_unknown(env: Env) -> None:
-    from scheduler_failover_controller.probe import SchedulerState
+    from scheduler_failover_controller.probe_result import SchedulerState
 
     link = env.tmp / "linked_known_hosts"
     link.symlink_to(env.sshd.known_hosts)

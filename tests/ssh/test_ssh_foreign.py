@@ -8,8 +8,7 @@ from collections.abc import Iterator
 import psutil
 import pytest
 
-from scheduler_failover_controller.ownership import ForeignProcess
-from scheduler_failover_controller.probe import SchedulerState
+from scheduler_failover_controller.probe_result import ForeignProcess, SchedulerState
 from tests.ssh.conftest import NODE, Env
 from tests.ssh.test_ssh_runner import MODES, spawn
 from tests.support.foreign import Lookalikes, can_run_as_nobody, lookalike_dir

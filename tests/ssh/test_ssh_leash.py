@@ -22,9 +22,10 @@ from scheduler_failover_controller.boot import started_monotonic
 from scheduler_failover_controller.leash.deadline import deadline_path, read_deadline_file, read_renewal
 from scheduler_failover_controller.leash.records import read_leash_records
 from scheduler_failover_controller.leash.spec import LOCAL_ARGV
+from scheduler_failover_controller.matching import LEASH_NAMES
 from scheduler_failover_controller.nodes.local import leash_spec
 from scheduler_failover_controller.nodes.ssh import Deadline, SSHNodeRunner
-from scheduler_failover_controller.probe import LEASH_NAMES, ProbeResult, SchedulerState
+from scheduler_failover_controller.probe_result import ProbeResult, SchedulerState
 from tests.ssh.conftest import NODE, Env, later
 from tests.support.clock_step import stepped_stat, under_stat
 from tests.support.waiting import wait_for

@@ -23,7 +23,7 @@ from scheduler_failover_controller.controller import Controller
 from scheduler_failover_controller.exceptions import CommandFailed, NodeUnreachable
 from scheduler_failover_controller.nodes import LocalNodeRunner, NodeRunner, SSHNodeRunner, make_runners
 from scheduler_failover_controller.nodes import ssh as ssh_module
-from scheduler_failover_controller.probe import ProbeResult, SchedulerState
+from scheduler_failover_controller.probe_result import ProbeResult, SchedulerState
 from tests.ssh.conftest import CONTROLLER, FAKE, NODE, PYTHON, Env, Sshd, later, spawn_remote
 from tests.support.ports import free_port
 from tests.support.waiting import holds_for, wait_for

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from scheduler_failover_controller.exceptions import CommandFailed
-from scheduler_failover_controller.probe import SchedulerState
+from scheduler_failover_controller.probe_result import SchedulerState
 from tests.ssh.conftest import Env, later
 
 NOBODY = 65534

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import psutil
 
-from scheduler_failover_controller.probe import find_schedulers
+from scheduler_failover_controller.matching import find_schedulers
 
 
 @dataclass(frozen=True, order=True)

@@ -34,8 +34,7 @@ from scheduler_failover_controller.metastore.base import (
 )
 from scheduler_failover_controller.metastore.events import EventKind, event_kind
 from scheduler_failover_controller.nodes.base import NodeRunner
-from scheduler_failover_controller.ownership import ForeignProcess
-from scheduler_failover_controller.probe import ProbeResult, SchedulerState
+from scheduler_failover_controller.probe_result import ForeignProcess, ProbeResult, SchedulerState
 
 T = TypeVar("T")
 

@@ -7,7 +7,7 @@ from typing import Any, cast
 from scheduler_failover_controller.blind import BLIND_ROLE, Blindness
 from scheduler_failover_controller.exceptions import MetastoreError
 from scheduler_failover_controller.metastore.base import ClusterState, ControllerInfo, Lease, Metastore, Placement
-from scheduler_failover_controller.probe import ProbeResult, SchedulerState
+from scheduler_failover_controller.probe_result import ProbeResult, SchedulerState
 
 
 class _Store:

@@ -10,7 +10,7 @@ import pytest
 
 from scheduler_failover_controller.controller import PLEASE_REPORT, Controller
 from scheduler_failover_controller.exceptions import MetastoreError
-from scheduler_failover_controller.probe import SchedulerState
+from scheduler_failover_controller.probe_result import SchedulerState
 from tests.support.waiting import wait_for
 
 from .fakes import Cluster, FakeClock, FakeRunner, FakeStore, make_config

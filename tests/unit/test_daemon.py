@@ -19,7 +19,7 @@ import pytest
 from scheduler_failover_controller import daemon
 from scheduler_failover_controller.config import load_config
 from scheduler_failover_controller.exceptions import ConfigError, MetastoreError
-from scheduler_failover_controller.probe import ProbeResult, SchedulerState
+from scheduler_failover_controller.probe_result import ProbeResult, SchedulerState
 
 ROOT = Path(__file__).resolve().parents[2]
 

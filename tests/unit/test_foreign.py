@@ -18,14 +18,13 @@ from scheduler_failover_controller.nodes.ssh import scripts
 from scheduler_failover_controller.ownership import (
     SCHEDULER_USER_ENV,
     ForeignLog,
-    ForeignProcess,
-    below,
     counts,
     expected_uid,
     resolve_user,
     split_procs,
 )
-from scheduler_failover_controller.probe import ProbeResult, SchedulerState
+from scheduler_failover_controller.probe_result import ForeignProcess, ProbeResult, SchedulerState
+from scheduler_failover_controller.process_tree import below
 from scheduler_failover_controller.status import read_status
 
 from .fakes import Cluster, make_config

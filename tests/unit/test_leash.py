@@ -30,16 +30,9 @@ from scheduler_failover_controller.leash.spec import (
     child_environment,
 )
 from scheduler_failover_controller.nodes.local import launch_command
-from scheduler_failover_controller.probe import (
-    MATCH_ENV,
-    ProbeResult,
-    ProcessEntry,
-    SchedulerState,
-    leashed_roots,
-    listed_leashes,
-    probe_table,
-    table_leashed,
-)
+from scheduler_failover_controller.nodes.ssh.ps_table import ProcessEntry, listed_leashes, probe_table, table_leashed
+from scheduler_failover_controller.probe import MATCH_ENV, leashed_roots
+from scheduler_failover_controller.probe_result import ProbeResult, SchedulerState
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from scheduler_failover_controller.controller import Controller
-from scheduler_failover_controller.probe import SchedulerState
+from scheduler_failover_controller.probe_result import SchedulerState
 from tests.support.waiting import wait_for
 
 from .fakes import Cluster

@@ -5,7 +5,9 @@ from __future__ import annotations
 from dataclasses import replace
 
 from scheduler_failover_controller.leash.records import LeashRecord, parse_leash_record, starting_leashes
-from scheduler_failover_controller.probe import SchedulerState, classify, probe_table
+from scheduler_failover_controller.nodes.ssh.ps_table import probe_table
+from scheduler_failover_controller.probe import classify
+from scheduler_failover_controller.probe_result import SchedulerState
 from tests.unit.test_leash import BOOT, LEASH_ARGS, entry, listed
 
 

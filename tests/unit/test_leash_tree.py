@@ -11,7 +11,7 @@ from scheduler_failover_controller.config import CONFIG_ENV, ENV_PREFIX
 from scheduler_failover_controller.leash.cgroup import PREFIX, Cgroup, pid_namespace, sweep
 from scheduler_failover_controller.leash.records import LeashRecord, parse_leash_record
 from scheduler_failover_controller.leash.spec import child_environment, controller_only, scrubbed_environment
-from scheduler_failover_controller.probe import ProcessEntry, probe_table
+from scheduler_failover_controller.nodes.ssh.ps_table import ProcessEntry, probe_table
 
 KEPT = {
     "PATH": "/usr/bin",

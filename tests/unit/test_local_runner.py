@@ -18,7 +18,7 @@ import pytest
 from scheduler_failover_controller.boot import start_ticks
 from scheduler_failover_controller.config import load_config
 from scheduler_failover_controller.nodes.local import LocalNodeRunner, session_leftovers, session_record
-from scheduler_failover_controller.probe import SchedulerState
+from scheduler_failover_controller.probe_result import SchedulerState
 
 FAKE = Path(__file__).resolve().parents[1] / "support" / "fake_scheduler.py"
 
@@ -141,7 +141,8 @@ def test_a_session_file_anyone_could_have_written_is_not_obeyed(
 
 
 def test_a_forked_child_left_by_a_dead_scheduler_is_unhealthy_not_running() -> None:
-    from scheduler_failover_controller.probe import OrphanWatch, ProbeResult
+    from scheduler_failover_controller.orphans import OrphanWatch
+    from scheduler_failover_controller.probe_result import ProbeResult
 
     watch = OrphanWatch()
     now = time.time()
@@ -161,7 +162,8 @@ def test_an_orphan_stays_one_whoever_probes_and_whatever_is_seen_between() -> No
     """The renewal thread probes the node too: its look must not make the cycle's next look take
     the orphan for the scheduler (seen in CI: a killed Airflow scheduler's fork passed for it, so
     it was never restarted). Nor may a look at the dying scheduler in between."""
-    from scheduler_failover_controller.probe import OrphanWatch, ProbeResult
+    from scheduler_failover_controller.orphans import OrphanWatch
+    from scheduler_failover_controller.probe_result import ProbeResult
 
     watch = OrphanWatch()
     now = time.time()
@@ -186,7 +188,8 @@ def test_a_new_scheduler_is_no_orphan_whatever_its_create_time_says() -> None:
     """Found by the e2e test of a hung Airflow 2 scheduler: the renewal thread's look at the old
     scheduler, listed before the restart and taken in after it, made the new scheduler (created
     "before" that look) an orphan, so the restart waited 60 s for a scheduler that never counted."""
-    from scheduler_failover_controller.probe import OrphanWatch, ProbeResult
+    from scheduler_failover_controller.orphans import OrphanWatch
+    from scheduler_failover_controller.probe_result import ProbeResult
 
     watch = OrphanWatch()
     now = time.time()
@@ -200,7 +203,8 @@ def test_a_new_scheduler_is_no_orphan_whatever_its_create_time_says() -> None:
 
 
 def test_a_look_listed_before_the_last_one_taken_in_changes_nothing() -> None:
-    from scheduler_failover_controller.probe import OrphanWatch, ProbeResult
+    from scheduler_failover_controller.orphans import OrphanWatch
+    from scheduler_failover_controller.probe_result import ProbeResult
 
     watch = OrphanWatch()
     now = time.time()

@@ -74,6 +74,6 @@ def test_nothing_listening_is_a_failure() -> None:
     ],
 )
 def test_match_is_the_program_and_its_first_arguments(argv: list[str], found: bool) -> None:
-    from scheduler_failover_controller.probe import matches, split_title
+    from scheduler_failover_controller.matching import matches, split_title
 
     assert matches(split_title(argv), ["airflow", "scheduler"]) is found

@@ -17,8 +17,9 @@ import pytest
 
 from scheduler_failover_controller.leash.records import LeashRecord, leash_dir, leash_record_prefix
 from scheduler_failover_controller.nodes.ssh import scripts
+from scheduler_failover_controller.nodes.ssh.ps_table import ProcessEntry
 from scheduler_failover_controller.nodes.ssh.scripts import Marker, marked
-from scheduler_failover_controller.probe import ProbeResult, ProcessEntry, SchedulerState
+from scheduler_failover_controller.probe_result import ProbeResult, SchedulerState
 
 ROOT = Path(__file__).resolve().parents[2]
 

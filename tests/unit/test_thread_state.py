@@ -17,7 +17,7 @@ import pytest
 
 from scheduler_failover_controller.controller import PLEASE_REPORT, Controller
 from scheduler_failover_controller.exceptions import CorruptRecord
-from scheduler_failover_controller.probe import ProbeResult, SchedulerState
+from scheduler_failover_controller.probe_result import ProbeResult, SchedulerState
 from scheduler_failover_controller.term import NEVER, Role
 from tests.support.waiting import wait_for
 

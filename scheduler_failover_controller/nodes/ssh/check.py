@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ...probe import ProbeResult, SchedulerState
+from ...probe_result import ProbeResult, SchedulerState
 from .transport import SSHFailure
 
 

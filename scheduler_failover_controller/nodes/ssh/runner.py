@@ -5,7 +5,7 @@ reading of their output :mod:`.scripts`', the long-lived helpers on the node :mo
 
 Probing: with this project on the node (``ssh_remote_command`` found there), its ``probe --serve``
 answers; otherwise, or while it starts, the node lists its processes with ``ps`` and the same
-matching and root rules are applied here (:func:`~scheduler_failover_controller.probe.probe_table`).
+matching and root rules are applied here (:func:`.ps_table.probe_table`).
 Whatever goes wrong (resolution, connection, host key, authentication, timeout, unreadable answer)
 makes the probe UNKNOWN, never running or stopped.
 """
@@ -25,23 +25,14 @@ from ...config import Config
 from ...exceptions import CommandFailed, NodeUnreachable
 from ...leash.spec import CLI_SUBCOMMAND
 from ...ownership import SCHEDULER_USER_ENV
-from ...probe import (
-    MATCH_ENV,
-    STATE_DIR_ENV,
-    ProbeResult,
-    ProcessEntry,
-    SchedulerState,
-    listed_leashes,
-    probe_table,
-    table_descendants,
-    table_owned,
-    table_roots,
-)
+from ...probe import MATCH_ENV, STATE_DIR_ENV
+from ...probe_result import ProbeResult, SchedulerState
 from ..base import NodeRunner
 from ..local import launch_command, leash_spec, node_lock_path, session_file
 from . import remote_dirs, scripts
 from .check import SSHCheck, connection_failed
 from .leash_renewal import LeashRenewal
+from .ps_table import ProcessEntry, listed_leashes, probe_table, table_descendants, table_owned, table_roots
 from .scripts import Marker, marked
 from .serve import LeashHelper, LeashNotReady, ProbeServer
 from .start_lock import LOCK_WAIT, start_lock

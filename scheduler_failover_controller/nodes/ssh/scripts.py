@@ -22,10 +22,9 @@ from pathlib import Path
 from ...boot import BOOT_ID_PATH
 from ...exceptions import CommandFailed
 from ...leash.records import LeashRecord, leash_dir, leash_record_prefix, parse_leash_record
-from ...ownership import ForeignProcess
-from ...probe import ProbeResult, ProcessEntry, SchedulerState
-from ...ps_table import PS_LISTING, lineage, parse_ps
+from ...probe_result import ForeignProcess, ProbeResult, SchedulerState
 from . import remote_dirs
+from .ps_table import PS_LISTING, ProcessEntry, lineage, parse_ps
 
 
 class Marker(enum.Enum):

@@ -23,7 +23,8 @@ import paramiko
 
 from ...leash.spec import CLI_SUBCOMMAND, ENV_NODE, ENV_STATE_DIR, SERVE_BANNER
 from ...ownership import SCHEDULER_USER_ENV
-from ...probe import MATCH_ENV, STATE_DIR_ENV, ProbeResult
+from ...probe import MATCH_ENV, STATE_DIR_ENV
+from ...probe_result import ProbeResult
 from .scripts import parse_probe_json, serve_script
 from .transport import LOG_NAME, Connection, Deadline, SSHFailure, open_channel, read_line
 
