@@ -48,8 +48,8 @@ class Role(StrEnum):
 class Term:
     """Who this controller is, whether it leads, and until when its node may run the scheduler.
 
-    Shared by the cycle and the renewal thread: ``role``, ``epoch``, ``leader_deadline``, both
-    placement deadlines, ``unreadable`` and the generation are read and written only under
+    Shared by the cycle and the renewal thread: ``role``, ``epoch``, ``leader_deadline``, the lease's
+    session, both placement deadlines, ``unreadable`` and the generation are read and written only under
     ``_lock``, which is never held across a store call or a leash write. A call reads what it
     needs under the lock, runs without it, and applies its answer under the lock only if the
     generation is still the one it began with. The cycle's steps (a new term, a step-down, a
@@ -80,6 +80,7 @@ class Term:
         self._role = Role.STARTING
         self._epoch = 0
         self._leader_deadline = NEVER
+        self._lease_session: int | None = None  # the store session the held lease lives on
         self._placement_deadline = NEVER
         self._leash_deadline = NEVER  # the deadline the local leash was last given (written)
         self._leash_lagging = False  # said once: this node's placement is not renewed for its leash
@@ -144,8 +145,12 @@ class Term:
         return t0 + remaining - self.margin
 
     def leads(self) -> bool:
-        """Whether this controller may act as leader right now (lease held, margin left)."""
-        return self.monotonic() < self.leader_deadline and self.store.usable()
+        """Whether this controller may act as leader right now (lease held, margin left, and on the
+        store session it was taken on: a ZooKeeper session that expired took the lease with it, even
+        when a new one is connected before the deadline runs out)."""
+        with self._lock:
+            deadline, session = self._leader_deadline, self._lease_session
+        return self.monotonic() < deadline and self.store.usable() and self.store.session() == session
 
     @property
     def placement_deadline(self) -> float:
@@ -239,6 +244,7 @@ class Term:
             if new or self._role is not Role.ACTIVE:
                 self._bump(term=1)
             self._leader_deadline = self.deadline(t0, lease.remaining)
+            self._lease_session = lease.session
             self._epoch = lease.epoch
             self._role = Role.ACTIVE
         return new
@@ -299,6 +305,7 @@ class Term:
                 self._leader_deadline = NEVER
                 return False
             self._leader_deadline = self.deadline(t0, lease.remaining)
+            self._lease_session = lease.session
         return True
 
     # --- placements ---------------------------------------------------------------------------

@@ -57,6 +57,9 @@ class Lease:
     epoch: int
     expires_at: float
     server_now: float
+    #: The connection the lease lives on, where it lives on one (a ZooKeeper session): once the
+    #: store's :meth:`Metastore.session` differs, this lease is gone whatever its time says.
+    session: int | None = None
 
     @property
     def remaining(self) -> float:
@@ -326,6 +329,11 @@ class Metastore(abc.ABC):
     @abc.abstractmethod
     def close(self) -> None:
         """Release connections."""
+
+    def session(self) -> int | None:
+        """The connection a lease taken now would live on (a ZooKeeper session id); None where a
+        lease lives on no connection (SQL: it lasts its time). A lease of another session is lost."""
+        return None
 
     def usable(self) -> bool:
         """False while the store knows its connection cannot be trusted (ZooKeeper SUSPENDED/LOST).

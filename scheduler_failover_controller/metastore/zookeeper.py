@@ -166,7 +166,7 @@ class ZooKeeperMetastore(ZooKeeperSession, Metastore):
                 if stat.ephemeralOwner != session or data.get("holder") != holder:
                     return None  # another session leads; its node lives exactly as long as it does
                 epoch, _ = self._epoch()
-                return self._lease(holder, host, epoch, t0)
+                return self._lease(holder, host, epoch, t0, session)
             epoch, version = self._epoch()
             tx = self.client.transaction()
             tx.create(
@@ -176,15 +176,20 @@ class ZooKeeperMetastore(ZooKeeperSession, Metastore):
             results = self._wait(tx.commit_async())
             if any(isinstance(r, Exception) for r in results):
                 return None  # lost the race: someone else created the leader node or bumped the epoch
-            return self._lease(holder, host, epoch + 1, t0)
+            return self._lease(holder, host, epoch + 1, t0, session)
 
         return self._run(go)
 
-    def _lease(self, holder: str | None, host: str | None, epoch: int, t0: float) -> Lease:
+    def _lease(self, holder: str | None, host: str | None, epoch: int, t0: float, session: int | None) -> Lease:
         # The session outlives the round trip we just made by at least its timeout, counted
         # from before we sent it: report that as the lease's remaining time.
         remaining = self.session_timeout - (time.monotonic() - t0)
-        return Lease(holder, host, epoch, remaining, 0.0)
+        return Lease(holder, host, epoch, remaining, 0.0, session)
+
+    def session(self) -> int | None:
+        """The current session's id: a lease taken on an earlier one ended with it."""
+        client_id = self.client.client_id
+        return client_id[0] if client_id else None
 
     def release(self, holder: str) -> bool:
         def go() -> bool:

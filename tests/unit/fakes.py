@@ -101,6 +101,7 @@ class FakeStore(Metastore):
         self.lease_host: str | None = None
         self.lease_epoch = 0
         self.lease_expires_at = 0.0
+        self.session_id: int | None = None  # as a ZooKeeper session: see expire_session
         # scheduler placement
         self.placement_node: str | None = None
         self.placement_epoch = 0
@@ -147,7 +148,18 @@ class FakeStore(Metastore):
         return self.lease_holder == holder and self.lease_epoch == epoch and self.lease_expires_at > self.server_now
 
     def lease(self) -> Lease:
-        return Lease(self.lease_holder, self.lease_host, self.lease_epoch, self.lease_expires_at, self.server_now)
+        holder, host, epoch = self.lease_holder, self.lease_host, self.lease_epoch
+        return Lease(holder, host, epoch, self.lease_expires_at, self.server_now, self.session_id)
+
+    def expire_session(self) -> None:
+        """As ZooKeeper expiring the session and the client connecting a new one at once: the lease
+        (an ephemeral node of the old session) is gone."""
+        self.session_id = (self.session_id or 0) + 1
+        self.lease_holder = self.lease_host = None
+        self.lease_expires_at = self.server_now
+
+    def session(self) -> int | None:
+        return self.session_id
 
     def placement(self) -> Placement:
         return Placement(

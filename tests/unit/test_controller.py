@@ -1463,3 +1463,16 @@ def test_a_predecessors_row_is_no_duplicate(cluster: Cluster) -> None:
     assert new.other_live_controller() is None
     assert "another controller" not in new.run_cycle()
     assert new.duplicate is None
+
+
+def test_a_lease_whose_session_expired_leads_nothing(cluster: Cluster) -> None:
+    """A ZooKeeper session expires and the client connects a new one before the lease's deadline
+    (measured from the last renewal) runs out: the lease went with its session, so nothing may be
+    done as leader on it, even before the next renewal says so; the next cycle starts a new term."""
+    cluster.store.session_id = 1
+    c1 = active_on_n1(cluster)
+    assert c1.leads()
+    cluster.store.expire_session()
+    assert not c1.leads()
+    (sentence,) = tick(cluster, c1, seconds=0.1)
+    assert sentence.startswith("active (epoch 2)") and c1.leads(), sentence
