@@ -15,9 +15,11 @@ ail the node too, and nothing there would guard it but its leash.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 
 from .exceptions import MetastoreError
+from .fencing import only_leashed
 from .metastore.base import ClusterState, Metastore
 from .metastore.events import EventKind
 from .probe_result import ProbeResult, SchedulerState
@@ -29,21 +31,47 @@ BLIND_ROLE = "blind"
 
 
 class Blindness:
-    """Whether this controller's last look at its own node failed, and what follows from it."""
+    """Whether this controller's last look at its own node failed, and what follows from it.
+
+    Also what the heartbeat says of this node's schedulers (``leashed``). Both threads take their
+    looks in (``note``): ``why``, ``leashed`` and the time of the newest look are kept behind
+    ``_lock``, and a look older than one taken in changes nothing.
+    """
 
     def __init__(self, host: str, store: Metastore, ttl: float) -> None:
         self.host = host
         self.store = store
         self.ttl = ttl
-        self.why = ""  # the detail of the last look at the own node that failed ("": it saw)
+        self._lock = threading.Lock()
+        self._why = ""  # the detail of the last look at the own node that failed ("": it saw)
+        self._leashed = True  # the node runs no scheduler, or only leashed ones (as the last look that saw it)
+        self._looked_at = 0.0  # the newest look taken in
+
+    @property
+    def why(self) -> str:
+        with self._lock:
+            return self._why
+
+    @property
+    def leashed(self) -> bool:
+        """Whether the node runs only leashed schedulers, from a look that saw them (a look that could
+        not keeps the last: it knows nothing new, and its placement is not renewed meanwhile)."""
+        with self._lock:
+            return self._leashed
 
     def note(self, probe: ProbeResult) -> None:
         """Take in a look at this controller's own node."""
-        was = self.why
-        self.why = probe.detail or "unknown" if probe.state is SchedulerState.UNKNOWN else ""
-        if self.why and not was:
-            log.warning("%s: cannot see this node's own processes (%s)", self.host, self.why)
-        elif was and not self.why:
+        why = probe.detail or "unknown" if probe.state is SchedulerState.UNKNOWN else ""
+        with self._lock:
+            if probe.looked_at and probe.looked_at < self._looked_at:
+                return  # older than a look the other thread took in
+            self._looked_at = max(self._looked_at, probe.looked_at)
+            was, self._why = self._why, why
+            if probe.state is not SchedulerState.UNKNOWN:
+                self._leashed = only_leashed(probe)
+        if why and not was:
+            log.warning("%s: cannot see this node's own processes (%s)", self.host, why)
+        elif was and not why:
             log.info("%s: this node's own processes can be seen again", self.host)
 
     def peers(self) -> list[str]:
@@ -60,7 +88,8 @@ class Blindness:
     def steps_down(self, state: ClusterState) -> list[str]:
         """The live controllers an active one leaves the lease to: blind, with no valid placement
         of its own node left (its leash has stopped the scheduler there); else none."""
-        if not self.why or (state.placement.valid and state.placement.node == self.host):
+        why = self.why
+        if not why or (state.placement.valid and state.placement.node == self.host):
             return []
         return self.peers()
 

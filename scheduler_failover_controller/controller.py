@@ -21,7 +21,7 @@ from .alerts import Alerter
 from .blind import Blindness
 from .config import Config
 from .exceptions import CorruptRecord, MetastoreError
-from .fencing import Fencing, only_leashed
+from .fencing import Fencing
 from .health import Health, seen_running
 from .identity import Identity
 from .incidents import Incidents
@@ -83,10 +83,10 @@ class Controller(Recovery, Switchovers):
             monotonic,
             lambda deadline: self.local.renew_leash(deadline),
         )
+        self._shared = threading.Lock()  # the cycle writes ``paused`` and ``duplicate`` under it; renewals read them
         self.paused = False
         # Set on SIGTERM/SIGINT: a start wait gives up at once (the daemon hands over).
         self.stopping = threading.Event()
-        self.local_leashed = True  # the local node runs no scheduler, or only leashed ones
         self.store_answered = False  # whether the store has answered since this process started
         self._renewal_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="leash")
         self.renewals = Renewals(config, store, self.term, runners, self._renewal_pool)
@@ -171,9 +171,7 @@ class Controller(Recovery, Switchovers):
 
     def _note_leashed(self, probe: ProbeResult) -> None:
         """What the heartbeat says of this node's schedulers: from a look that saw them (else the last)."""
-        self.blind.note(probe)
-        if probe.state is not SchedulerState.UNKNOWN:
-            self.local_leashed = only_leashed(probe)
+        self.blind.note(probe)  # and what the heartbeat says of them (``blind.leashed``)
 
     def _note_foreign(self, probes: dict[str, ProbeResult]) -> None:
         """Log foreign schedulers as they appear or go (a node not seen says nothing either way)."""
@@ -182,7 +180,9 @@ class Controller(Recovery, Switchovers):
                 self.foreign.note(node, probe.foreign)
 
     def _heartbeat(self) -> None:
-        self.identity.heartbeat(self.blind.role(self.role.value), self.paused, self.local_leashed)
+        with self._shared:
+            paused = self.paused
+        self.identity.heartbeat(self.blind.role(self.role.value), paused, self.blind.leashed)
 
     def other_live_controller(self) -> ControllerInfo | None:
         """Another controller that is alive and registered as this host, else None (at start-up)."""
@@ -192,7 +192,8 @@ class Controller(Recovery, Switchovers):
         """Another controller with this current_host: stop acting, say so, leave the node to it."""
         other = self.identity.duplicate()
         if other is not None:
-            self.duplicate = other
+            with self._shared:
+                self.duplicate = other
             message = (
                 f"another controller runs as {self.host!r} too (pid {other.pid}, holder {other.holder}): "
                 f"current_host must be unique; this one (pid {self.pid}) stops"
@@ -238,7 +239,8 @@ class Controller(Recovery, Switchovers):
                 "(a controller with another config may hold it): fix the configs or clear the record",
                 doubt,
             )
-        self.paused = state.paused
+        with self._shared:
+            self.paused = state.paused
         try:
             self._check_identity()
         except MetastoreError as exc:
@@ -251,7 +253,7 @@ class Controller(Recovery, Switchovers):
         else:
             if self.term.stand_by():
                 log.warning("lost the leadership lease to %s (epoch %d)", state.lease.host, state.lease.epoch)
-            self.renewals.renewing = {}
+            self.renewals.drop_kept()
         self._heartbeat()
         if self.role is Role.ACTIVE and not state.paused:
             probes = self._probe_all()
@@ -398,7 +400,7 @@ class Controller(Recovery, Switchovers):
 
     def _lead(self, state: ClusterState, probes: dict[str, ProbeResult]) -> str:
         prefix = f"active (epoch {self.epoch})"
-        self.renewals.renewing = {}  # _healthy sets it again for a scheduler seen healthy this cycle
+        self.renewals.drop_kept()  # _healthy sets it again for a scheduler seen healthy this cycle
         placement = state.placement
         if state.switchover is not None:
             return f"{prefix}: {self._switchover(state, probes, *state.switchover)}"
@@ -445,14 +447,12 @@ class Controller(Recovery, Switchovers):
     # --- renewals, on their own clock ----------------------------------------------------
 
     def renew(self) -> bool:
-        """Renew the lease and the placements this controller keeps, apart from the cycle.
-
-        The daemon's renewal thread runs this every ``renew_interval``, so that no probe, start or
-        stop (which run in the cycle) can delay a renewal: ``poll_frequency`` is only how often the
-        scheduler is probed. Returns True when the cycle should run now: the lease is free to take,
-        or this controller lost it.
-        """
-        if self.duplicate is not None or self.node_control.refused:
+        """Renew the lease and the placements this controller keeps, apart from the cycle: the renewal
+        thread, every ``renew_interval``, so that no probe, start or stop (in the cycle) delays a
+        renewal. True when the cycle should run now: the lease is free to take, or this one lost it."""
+        with self._shared:
+            duplicate = self.duplicate
+        if duplicate is not None or self.node_control.refused:
             return False  # another controller has this identity (or the cluster another mode): renew nothing
         if self.selfmode is not None:  # this node's report goes with every renewal
             return self.selfmode.renewal(self._look_local, lambda look: self.renewals.renew(look, self._heartbeat))

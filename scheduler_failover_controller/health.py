@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Optional
@@ -55,20 +56,28 @@ class NodeHealth:
 
 
 class Health:
-    """Every node's ``NodeHealth``, and the checks that turn a running scheduler UNHEALTHY."""
+    """Every node's ``NodeHealth``, and the checks that turn a running scheduler UNHEALTHY.
+
+    The cycle's alone, but its probes run in a pool, one per node at a time: a node's streaks and
+    job row are that node's probe's; ``nodes`` itself and ``_jobs_unreadable`` are kept behind
+    ``_lock`` (never held across a probe or a check). The renewal thread does not use it.
+    """
 
     def __init__(self, config: Config, jobs: SchedulerJobReader | None, monotonic: Callable[[], float]) -> None:
         self.config = config
         self.jobs = jobs
         self.monotonic = monotonic
+        self._lock = threading.Lock()
         self.nodes: dict[str, NodeHealth] = {}
         self._jobs_unreadable = False
 
     def node(self, node: str) -> NodeHealth:
-        return self.nodes.setdefault(node, NodeHealth())
+        with self._lock:
+            return self.nodes.setdefault(node, NodeHealth())
 
     def last_seen(self, node: str) -> ProbeResult | None:
-        known = self.nodes.get(node)
+        with self._lock:
+            known = self.nodes.get(node)
         return known.last_seen if known else None
 
     def remember(self, probes: dict[str, ProbeResult]) -> None:
@@ -181,12 +190,14 @@ class Health:
         try:
             job = jobs.newest(host)
         except MetastoreError as exc:
-            if not self._jobs_unreadable:  # once until it can be read again: not every cycle
+            with self._lock:
+                was, self._jobs_unreadable = self._jobs_unreadable, True
+            if not was:  # once until it can be read again: not every cycle
                 log.warning("cannot read Airflow's job table (%s): scheduler heartbeats are not judged", exc)
-            self._jobs_unreadable = True
             return JobCheck(f"job heartbeat unknown: {exc}", unknown=True)
-        if self._jobs_unreadable:
-            self._jobs_unreadable = False
+        with self._lock:
+            was, self._jobs_unreadable = self._jobs_unreadable, False
+        if was:
             log.info("Airflow's job table can be read again")
         known = self.node(node)
         previous = known.last_job

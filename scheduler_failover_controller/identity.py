@@ -36,6 +36,7 @@ class Identity:
         self.monotonic = monotonic
         self.sleep = sleep
         self.stopping = stopping
+        self._lock = threading.Lock()  # both threads heartbeat: ``heartbeats`` is counted under it
         self.heartbeats = 0  # heartbeats recorded by this process
 
     def heartbeat(self, role: str, paused: bool, leashed: bool) -> None:
@@ -46,7 +47,8 @@ class Identity:
         )
         try:
             self.store.heartbeat(info)
-            self.heartbeats += 1
+            with self._lock:
+                self.heartbeats += 1
         except MetastoreError as exc:
             log.warning("heartbeat not recorded: %s", exc)
 
@@ -74,8 +76,9 @@ class Identity:
     def duplicate(self) -> ControllerInfo | None:
         """Once this controller has registered, another holder in its row is a second controller
         with the same current_host (both write it). Raises MetastoreError."""
-        if self.heartbeats == 0:
-            return None
+        with self._lock:
+            if self.heartbeats == 0:
+                return None
         other = self._registered_other()
         return other if other is not None and other.age <= self.config.lease_ttl else None
 

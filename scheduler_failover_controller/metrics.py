@@ -22,7 +22,11 @@ ADDRESS = "127.0.0.1"  # the endpoint is local: a scraper on the node, or a tunn
 
 
 class ControllerCollector(Collector):
-    """What the controller knows, read from it at each scrape (never stale, nothing to update)."""
+    """What the controller knows, read from it at each scrape (never stale, nothing to update).
+
+    Read from the HTTP thread: role and epoch under the term's lock; the cycle count, the last
+    cycle's duration and the last probes are each replaced whole by the cycle, never changed in place.
+    """
 
     def __init__(self, controller: Controller) -> None:
         self.controller = controller

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import pwd
+import threading
 from collections.abc import Iterable, Sequence
 
 import psutil
@@ -90,15 +91,24 @@ def split_procs(
 
 
 class ForeignLog:
-    """Logs each node's foreign schedulers when they appear and when they are gone, not every cycle."""
+    """Logs each node's foreign schedulers when they appear and when they are gone, not every cycle.
+
+    Both threads' looks at the own node come here: ``seen`` is read and written under ``_lock``.
+    """
 
     def __init__(self, logger: logging.Logger) -> None:
         self.log = logger
+        self._lock = threading.Lock()
         self.seen: dict[str, frozenset[ForeignProcess]] = {}
 
     def note(self, node: str, foreign: Iterable[ForeignProcess]) -> None:
         now = frozenset(foreign)
-        before = self.seen.get(node, frozenset())
+        with self._lock:
+            before = self.seen.get(node, frozenset())
+            if now:
+                self.seen[node] = now
+            else:
+                self.seen.pop(node, None)
         new = sorted(now - before)
         if new:
             self.log.warning(
@@ -109,7 +119,3 @@ class ForeignLog:
             )
         if before and not now:
             self.log.info("%s: no foreign scheduler process any more", node)
-        if now:
-            self.seen[node] = now
-        else:
-            self.seen.pop(node, None)

@@ -2,15 +2,15 @@
 
 The cycle says what to keep (``renewing``: remote schedulers seen healthy; ``starting``: starts
 under way); the renewal thread and the cycle both renew them through here. A remote leash is
-renewed in the background, over SSH, so that no renewal ever waits for a node. As before this
-split, the cycle rebinds ``renewing`` and edits ``starting`` while the renewal thread iterates
-over copies of them: no lock.
+renewed in the background, over SSH, so that no renewal ever waits for a node. What the threads
+share here is kept behind one lock (see ``Renewals``).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 from .config import Config
@@ -24,8 +24,44 @@ from .term import NEVER, Role, Term
 log = logging.getLogger(__name__)
 
 
+class Starting:
+    """The nodes with a start under way: added and discarded by the cycle, read by the renewal
+    thread; kept behind the lock of the ``Renewals`` that owns it."""
+
+    def __init__(self, lock: threading.Lock) -> None:
+        self._lock = lock
+        self._nodes: set[str] = set()
+
+    def add(self, node: str) -> None:
+        with self._lock:
+            self._nodes.add(node)
+
+    def discard(self, node: str) -> None:
+        with self._lock:
+            self._nodes.discard(node)
+
+    def __contains__(self, node: object) -> bool:
+        with self._lock:
+            return node in self._nodes
+
+    def __iter__(self) -> Iterator[str]:
+        with self._lock:
+            return iter(sorted(self._nodes))  # a copy: never iterated while the cycle edits it
+
+    def __sub__(self, other: set[str]) -> set[str]:
+        with self._lock:
+            return self._nodes - other
+
+
 class Renewals:
-    """What is renewed apart from the cycle, and the renewals of it."""
+    """What is renewed apart from the cycle, and the renewals of it.
+
+    The cycle, the renewal thread and the leash threads share ``starting``, ``renewing``,
+    ``leash_pending`` and ``leash_owed``: each is read and written only under ``_lock``, never held
+    across a store call or an SSH call. ``renewing`` is the cycle's: a renewal drops a node from
+    it (its placement is not ours any more) only if the cycle has not set it anew since that
+    renewal began (``_kept``, bumped by ``drop_kept``).
+    """
 
     def __init__(
         self,
@@ -41,7 +77,9 @@ class Renewals:
         self.host = config.current_host
         self.runners = runners
         self.pool = pool  # remote leash renewals
-        self.starting: set[str] = set()  # nodes with a start under way (their placement is renewed)
+        self._lock = threading.Lock()
+        self._kept = 0  # how often the cycle set ``renewing`` anew
+        self.starting = Starting(self._lock)  # nodes with a start under way (their placement is renewed)
         self.renewing: dict[str, bool] = {}  # remote node -> also renew its leash: healthy there, renewed apart
         self.leash_pending: set[str] = set()  # remote leash renewals not returned yet
         # remote node -> the placement deadline its leash must still be given (its last renewal
@@ -54,12 +92,13 @@ class Renewals:
         if not self.term.readable():
             return self._renew_nothing(heartbeat)
         t0 = self.term.monotonic()
+        generation = self.term.generation()
         wake = False
-        if self.term.role is Role.ACTIVE:
-            epoch = self.term.epoch
+        role, epoch = self.term.standing()
+        if role is Role.ACTIVE:
             if not self.term.renew_lease():
                 wake = True
-            elif epoch == self.term.epoch and self.term.leads() and self.term.readable():
+            elif self.term.standing() == (role, epoch) and self.term.leads() and self.term.readable():
                 self.others()
         probe = look_local()
         held = self.term.placement_deadline != NEVER
@@ -74,7 +113,7 @@ class Renewals:
             try:
                 wake = wake or not self.store.read_state().lease.valid
             except MetastoreError as exc:
-                self.term.failed(exc)
+                self.term.failed(exc, generation)
                 log.warning("renewal: cannot read the lease: %s", exc)
         heartbeat()
         return wake
@@ -112,8 +151,16 @@ class Renewals:
     def keep(self, node: str) -> None:
         """Renew the placement of ``node``'s healthy scheduler now and between cycles, and its leash
         too when the node's own controller is not there to renew it."""
-        self.renewing[node] = not self._has_live_controller(node)
+        leash_too = not self._has_live_controller(node)
+        with self._lock:
+            self.renewing[node] = leash_too
         self.remote(node)
+
+    def drop_kept(self) -> None:
+        """The cycle starts over what it keeps: nothing until ``keep`` says so again."""
+        with self._lock:
+            self.renewing = {}
+            self._kept += 1
 
     def _has_live_controller(self, node: str) -> bool:
         """Whether ``node``'s own controller heartbeats (it then renews its leash itself)."""
@@ -125,45 +172,54 @@ class Renewals:
 
     def others(self) -> None:
         """Renew every remote placement kept, and those of starts under way (the active, between cycles)."""
-        for node in list(self.renewing):
+        with self._lock:
+            kept = list(self.renewing)
+        for node in kept:
             self.remote(node)
-        for node in list(self.starting - {self.host}):
+        for node in sorted(self.starting - {self.host}):
             self.while_waiting(node)
 
     def remote(self, node: str) -> None:
         """Renew another node's placement under our epoch, and its leash when asked to: not while
         that leash still owes a deadline (its last renewal failed; it is tried again instead)."""
-        if self.renewing.get(node) and node in self.leash_owed:
-            self.remote_leash(node, self.leash_owed[node])
+        generation = self.term.generation()
+        with self._lock:
+            kept, leash_too, owed = self._kept, self.renewing.get(node), self.leash_owed.get(node)
+        if leash_too and owed is not None:
+            self.remote_leash(node, owed)
             return
         try:
             placement, deadline = self.term.renew_placement(node)
         except MetastoreError as exc:
-            self.term.failed(exc)
+            self.term.failed(exc, generation)
             log.warning("placement renewal for %s failed: %s", node, exc)
             return
-        if placement is None:
-            self.renewing.pop(node, None)
-            self.leash_owed.pop(node, None)
-        elif self.renewing.get(node):
+        with self._lock:
+            if placement is None and kept == self._kept:  # else the cycle has said anew what to keep
+                self.renewing.pop(node, None)
+                self.leash_owed.pop(node, None)
+            leash_too = placement is not None and self.renewing.get(node)
+        if leash_too:
             self.remote_leash(node, deadline)
 
     def while_waiting(self, node: str) -> bool:
         """Renew the lease and ``node``'s placement during a start (only as far as its leash); False
         when either is lost."""
         t0 = self.term.monotonic()
+        generation = self.term.generation()
         if not self.term.renew_lease() or not self.term.readable():
             return False
-        if node != self.host and node in self.leash_owed:
+        with self._lock:
+            owed = self.leash_owed.get(node) if node != self.host else None
+        if owed is not None:
             # Its leash missed a deadline: not renewed further until the leash has it; the start
             # goes on only while the placement it already has lasts.
-            owed = self.leash_owed[node]
             self.remote_leash(node, owed)
             return self.term.monotonic() < owed
         try:
             placement, deadline = self.term.renew_placement(node, t0)
         except MetastoreError as exc:
-            self.term.failed(exc)
+            self.term.failed(exc, generation)
             log.warning("renewal while waiting for the scheduler failed: %s", exc)
             return self.term.leads() and self.term.readable()
         if placement is not None and node != self.host:  # this node's own deadline moved with it
@@ -172,21 +228,26 @@ class Renewals:
 
     def remote_leash(self, node: str, deadline: float) -> None:
         """Renew ``node``'s leash in the background (over SSH): renewals never wait for a node."""
-        if node in self.leash_pending:
-            return  # the last one has not returned yet; its deadline is the safe one anyway
-        self.leash_pending.add(node)
+        with self._lock:
+            if node in self.leash_pending:
+                return  # the last one has not returned yet; its deadline is the safe one anyway
+            self.leash_pending.add(node)
 
         def renew() -> None:
+            renewed = False
             try:
-                if self.runners[node].renew_leash(deadline):
-                    if self.leash_owed.get(node, deadline) <= deadline:
-                        self.leash_owed.pop(node, None)
-                else:
-                    self.leash_owed[node] = max(deadline, self.leash_owed.get(node, deadline))
+                renewed = self.runners[node].renew_leash(deadline)  # over SSH: never under the lock
             finally:
-                self.leash_pending.discard(node)
+                with self._lock:
+                    if renewed:
+                        if self.leash_owed.get(node, deadline) <= deadline:
+                            self.leash_owed.pop(node, None)
+                    else:
+                        self.leash_owed[node] = max(deadline, self.leash_owed.get(node, deadline))
+                    self.leash_pending.discard(node)
 
         try:
             self.pool.submit(renew)
         except RuntimeError:  # shut down
-            self.leash_pending.discard(node)
+            with self._lock:
+                self.leash_pending.discard(node)

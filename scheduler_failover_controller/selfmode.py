@@ -216,7 +216,18 @@ class NodeControl:
     def __init__(self, config: Config, store: Metastore) -> None:
         self.config = config
         self.store = store
-        self.refused: str | None = None
+        self._lock = threading.Lock()  # the cycle writes the refusal, the renewal thread reads it
+        self._refused: str | None = None
+
+    @property
+    def refused(self) -> str | None:
+        """Why this controller refuses to act (None: it may act), as the last check found."""
+        with self._lock:
+            return self._refused
+
+    def _set(self, refused: str | None) -> None:
+        with self._lock:
+            self._refused = refused
 
     def check(self) -> str | None:
         """None when this controller may act; else the one line saying why not (logged once)."""
@@ -227,7 +238,7 @@ class NodeControl:
         if recorded == self.config.node_control:
             if self.refused is not None:
                 log.warning("the cluster's node_control is %s again, as configured: acting again", recorded)
-            self.refused = None
+            self._set(None)
             return None
         if self.refused is None:
             log.error(
@@ -237,7 +248,6 @@ class NodeControl:
                 recorded,
                 self.config.node_control,
             )
-        self.refused = (
-            f"refusing to act: node_control is {self.config.node_control} here but {recorded} for the cluster"
-        )
-        return self.refused
+        refused = f"refusing to act: node_control is {self.config.node_control} here but {recorded} for the cluster"
+        self._set(refused)
+        return refused

@@ -10,6 +10,7 @@ import os
 import secrets
 import stat
 import sys
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -51,6 +52,7 @@ class Renewal:
 
 
 _failing: set[str] = set()  # deadline files whose last write failed (one warning per streak)
+_failing_lock = threading.Lock()  # the cycle and the renewal thread both write deadlines
 
 
 def write_deadline(state_dir: Path, node: str, deadline: float) -> bool:
@@ -64,15 +66,19 @@ def write_deadline(state_dir: Path, node: str, deadline: float) -> bool:
     path = deadline_path(state_dir, node)
     error = _write_deadline(path, deadline)
     key = str(path)
-    if error is None:
-        if key in _failing:
+    with _failing_lock:
+        was = key in _failing
+        if error is None:
             _failing.discard(key)
+        else:
+            _failing.add(key)
+    if error is None:
+        if was:
             log.info("%s: leash deadline written again (%s)", node, path)
         return True
-    if key in _failing:
+    if was:
         log.debug("%s: leash deadline still not written to %s: %s", node, path, error)
         return False
-    _failing.add(key)
     log.warning("%s: cannot renew the leash: writing %s failed: %s", node, path, error)
     return False
 
