@@ -344,8 +344,8 @@ def test_a_new_incarnation_that_cannot_see_the_old_ones_scheduler_never_runs_a_s
 
 
 def test_a_new_incarnation_reads_unknown_until_its_predecessor_is_seen_or_expired() -> None:
+    from scheduler_failover_controller.controller.succession import Succession
     from scheduler_failover_controller.probe_result import ProbeResult
-    from scheduler_failover_controller.succession import Succession
 
     placed = Placement("n2", 1, expires_at=110.0, version=4, server_now=100.0)
     prior = NodeReport("n2", "n2:1:a", "running", (7,), leashed=True, answers=4, started_for=4, seq=9)

@@ -16,12 +16,12 @@ import logging
 import math
 import threading
 
-from .exceptions import CommandFailed
+from ..exceptions import CommandFailed
+from ..metastore.base import Placement
+from ..metastore.reports import NodeReport
+from ..nodes.base import NodeRunner
+from ..probe_result import ProbeResult, SchedulerState
 from .health import seen_running
-from .metastore.base import Placement
-from .metastore.reports import NodeReport
-from .nodes.base import NodeRunner
-from .probe_result import ProbeResult, SchedulerState
 
 log = logging.getLogger("scheduler_failover_controller.controller")
 
