@@ -46,7 +46,7 @@ import uuid
 from pathlib import Path
 
 from scheduler_failover_controller.config import Config, load_config
-from scheduler_failover_controller.controller import PLEASE_REPORT
+from scheduler_failover_controller.controller.cycle import PLEASE_REPORT
 from scheduler_failover_controller.metastore.base import ClusterState, Event
 from tests.lab.hosts import Host
 from tests.lab.network import Network
