@@ -31,6 +31,7 @@ pytestmark = pytest.mark.process
 FREEZER = Path("/sys/fs/cgroup/freezer")
 BOUND = 0.1  # seconds from the thaw until the scheduler is gone (issue 19's bound)
 SIGKILL_BIT = 1 << (9 - 1)  # SIGKILL in /proc/PID/status's pending masks
+PF_EXITING = 0x4  # in /proc/PID/stat's flags: the process is in its exit
 
 
 @pytest.fixture
@@ -85,15 +86,18 @@ class LogPipe:
 
 
 def killed(pid: int) -> bool:
-    """``pid`` is gone, a zombie, or has SIGKILL pending: nothing it does counts any more."""
+    """``pid`` is gone, exiting (PF_EXITING: SIGKILL taken, not yet a zombie), a zombie, or has
+    SIGKILL pending: nothing it does counts any more."""
     try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            fields = handle.read().rpartition(b")")[2].split()
         with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as handle:
-            fields = dict(line.split(":", 1) for line in handle if ":" in line)
+            status = dict(line.split(":", 1) for line in handle if ":" in line)
     except OSError:
         return True
-    if fields.get("State", "").split()[:1] in (["Z"], ["X"]):
+    if fields[0] in (b"Z", b"X") or int(fields[6]) & PF_EXITING:
         return True
-    return any(int(fields.get(key, "0").strip(), 16) & SIGKILL_BIT for key in ("SigPnd", "ShdPnd"))
+    return any(int(status.get(key, "0").strip(), 16) & SIGKILL_BIT for key in ("SigPnd", "ShdPnd"))
 
 
 def running(pid: int) -> bool:
