@@ -92,10 +92,14 @@ class Supervisor:
         """One look: reap, take up a renewal, act. When to look again (a clock reading), None when done.
 
         Woken past its kill time (the leash was frozen or starved), SIGKILL comes first: before it
-        reaps, reads the deadline file, scans or logs (see :func:`.stop.overdue`)."""
+        reaps, scans or logs (see :func:`.stop.overdue`). Only the deadline file is read before: a
+        renewal written meanwhile (the controller ran while the leash was starved) is a placement
+        still valid, and killing its scheduler would cost a needless restart."""
         now = self.clock()
         if self.state is not State.KILLING and now >= kill_time(self):
-            overdue(self, now)
+            self.read_deadline()
+            if now >= kill_time(self):
+                overdue(self, now)
         self.children.reap()
         self.read_deadline()
         if self.state.live and (self.term_requested or now >= self.deadline - self.spec.stop_timeout):

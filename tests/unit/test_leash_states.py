@@ -340,13 +340,26 @@ def test_a_leash_that_wakes_past_its_kill_time_kills_first_and_sends_no_sigterm(
     assert known, rig.log()
     events = _trace(rig)
     rig.step(rig.sup.deadline + 3.0 - rig.clock.now)  # it slept (frozen) from before the stop to past the deadline
-    first = events[: 1 + len(known)]
-    assert first == ["cgroup"] + [f"SIGKILL {pid}" for pid in known], events
+    first = events[: 2 + len(known)]  # the deadline file alone is read first (a renewal meanwhile)
+    assert first == ["read", "cgroup"] + [f"SIGKILL {pid}" for pid in known], events
     assert not rig.table.sent(signal.SIGTERM), events
     assert rig.state in (S.KILLING, S.DONE)
     assert "deadline reached: SIGKILL to" in rig.log() and "3.10s late (the leash was frozen or starved)" in rig.log()
     rig.run_until(S.DONE)
     assert not rig.table.schedulers("airflow scheduler")
+
+
+def test_a_leash_that_wakes_past_its_kill_time_takes_up_a_renewal_written_meanwhile(tmp_path: Path) -> None:
+    """Only the leash was starved: the controller renewed the placement and wrote the deadline. That
+    deadline is a placement still valid, so the scheduler is kept, not killed and restarted."""
+    rig = Rig(tmp_path, linger=60.0).started()
+    rig.scheduler()
+    rig.step(0.5)
+    late = rig.sup.deadline + 3.0
+    rig.renewals.pending.append((late + 30.0, ""))
+    rig.step(late - rig.clock.now)
+    assert not rig.table.sent(signal.SIGKILL) and not rig.table.sent(signal.SIGTERM), rig.log()
+    assert rig.state is S.RUNNING and rig.sup.deadline == late + 30.0
 
 
 def test_a_leash_that_wakes_past_its_kill_time_while_terminating_kills_first(tmp_path: Path) -> None:
@@ -355,7 +368,7 @@ def test_a_leash_that_wakes_past_its_kill_time_while_terminating_kills_first(tmp
     rig.run_until(S.TERMINATING)
     events = _trace(rig)
     rig.step(rig.sup.kill_at + 1.0 - rig.clock.now)
-    assert events[:2] == ["cgroup", f"SIGKILL {scheduler}"], events
+    assert events[:3] == ["read", "cgroup", f"SIGKILL {scheduler}"], events
     assert rig.state is S.DONE and "1.00s late" in rig.log()
     assert rig.sup.kill_at == rig.clock.now  # KILL_GIVE_UP counts from the kill, not the missed kill time
 
