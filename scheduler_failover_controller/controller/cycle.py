@@ -234,13 +234,7 @@ class Controller(Recovery, Switchovers, Guard):
             self.term.unreadable = None
         self.store_answered = True
         self.last_state = state
-        doubts = implausible(state, self.config.nodes, self.ttl)
-        for doubt in doubts:
-            log.warning(
-                "metastore: %s; no controller of this config wrote that, and it is not taken as expired "
-                "(a controller with another config may hold it): fix the configs or clear the record",
-                doubt,
-            )
+        doubts = self._doubts(state)
         with self._shared:
             self.paused = state.paused
         try:
@@ -279,6 +273,17 @@ class Controller(Recovery, Switchovers, Guard):
         leader = state.lease.host if state.lease.valid else "nobody"
         doubt = f"; not plausible: {'; '.join(doubts)}" if doubts else ""
         return f"standby: {leader} is active (epoch {state.lease.epoch}); scheduler placed on {where}{doubt}"
+
+    def _doubts(self, state: ClusterState) -> list[str]:
+        """What in ``state`` no controller of this config wrote, each logged as a warning."""
+        doubts = implausible(state, self.config.nodes, self.ttl)
+        for doubt in doubts:
+            log.warning(
+                "metastore: %s; no controller of this config wrote that, and it is not taken as expired "
+                "(a controller with another config may hold it): fix the configs or clear the record",
+                doubt,
+            )
+        return doubts
 
     def _lead_term(self, lease: Lease, t0: float) -> None:
         if self.term.hold(lease, t0):
