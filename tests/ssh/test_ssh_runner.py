@@ -384,7 +384,7 @@ def test_one_slow_node_does_not_hold_up_the_cycle(env: Env, monkeypatch: pytest.
         finally:
             env.sshd.thaw(pids)
         # the lease was renewed before any probe (after the cluster's node_control was claimed)
-        assert [c for c in store.calls if c != "claim_node_control"][0] == "acquire_or_renew", store.calls
+        assert next(c for c in store.calls if c != "claim_node_control") == "acquire_or_renew", store.calls
         assert took < 1 + 1.0, (took, decision)
         assert controller.last_probes[NODE].state is SchedulerState.UNKNOWN
         assert controller.last_probes["127.0.0.2"].state is SchedulerState.UNKNOWN
