@@ -5,42 +5,15 @@ A mixin of ``ZooKeeperMetastore``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar
-
 from kazoo.exceptions import BadVersionError, NodeExistsError, NoNodeError
 
 from .base import ControllerInfo, Observation, capped, foreign_rows
+from .zookeeper_calls import ZooKeeperCalls
 from .zookeeper_records import decode_controller, decode_observations, dump, load_json
 
-T = TypeVar("T")
 
-
-class ZooKeeperRegistry:
+class ZooKeeperRegistry(ZooKeeperCalls):
     """``heartbeat``, ``deregister``, ``controllers``, ``record_observations`` and ``observations`` on znodes."""
-
-    client: Any
-    acl: Any
-
-    if TYPE_CHECKING:  # ZooKeeperMetastore's and ZooKeeperSession's, which come after this mixin
-
-        def _run(self, fn: Callable[[], T]) -> T: ...
-
-        def _p(self, *parts: str) -> str: ...
-
-        def _wait(self, pending: Any) -> Any: ...
-
-        def _get(self, path: str) -> tuple[bytes, Any]: ...
-
-        def _set(self, path: str, data: bytes, version: int = -1) -> Any: ...
-
-        def _children(self, path: str) -> list[str]: ...
-
-        def _server_now(self) -> float: ...
-
-        def _fence(self, tx: Any, holder: str, epoch: int) -> bool: ...
-
-        def _commit(self, tx: Any) -> bool: ...
 
     def heartbeat(self, info: ControllerInfo) -> None:
         path = self._p("controllers", info.host)

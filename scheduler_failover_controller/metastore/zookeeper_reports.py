@@ -8,17 +8,15 @@ transaction that checks the ``paused`` znode's version as read (paused).
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any
 
 from kazoo.exceptions import BadVersionError, NodeExistsError, NoNodeError
 
 from . import rows
 from .base import TEXT_LIMIT, capped, foreign_rows
 from .reports import NodeReport, ReportStore, node_control_value
+from .zookeeper_calls import ZooKeeperCalls
 from .zookeeper_records import dump, field
-
-T = TypeVar("T")
 
 
 def decode_report(path: str, node: str, data: bytes, stat: Any, now: float) -> NodeReport:
@@ -48,29 +46,8 @@ def decode_report(path: str, node: str, data: bytes, stat: Any, now: float) -> N
     )
 
 
-class ZooKeeperReports(ReportStore):
+class ZooKeeperReports(ReportStore, ZooKeeperCalls):
     """``write_report``, ``reports``, ``claim_node_control``, ``set_node_control`` on znodes."""
-
-    client: Any
-    acl: Any
-
-    if TYPE_CHECKING:  # ZooKeeperMetastore's and ZooKeeperSession's, which come after this mixin
-
-        def _run(self, fn: Callable[[], T]) -> T: ...
-
-        def _p(self, *parts: str) -> str: ...
-
-        def _wait(self, pending: Any) -> Any: ...
-
-        def _get(self, path: str) -> tuple[bytes, Any]: ...
-
-        def _set(self, path: str, data: bytes, version: int = -1) -> Any: ...
-
-        def _children(self, path: str) -> list[str]: ...
-
-        def _server_now(self) -> float: ...
-
-        def _commit(self, tx: Any) -> bool: ...
 
     def write_report(self, report: NodeReport) -> bool:
         path = self._p("reports", report.node)
