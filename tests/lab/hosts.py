@@ -145,6 +145,13 @@ class Host:
         passwd.chmod(0o644)
         return passwd
 
+    def set_setting(self, key: str, value: str) -> None:
+        """Change one key of the host's config file (read by its controller when it starts)."""
+        lines = self.config.read_text().splitlines()
+        changed = [f"{key} = {value}" if line.split("=", 1)[0].strip() == key else line for line in lines]
+        assert changed != lines or f"{key} = {value}" in lines, f"{self.name}: no {key} in its config"
+        self.config.write_text("\n".join(changed) + "\n")
+
     def host_key_line(self) -> str:
         kind, key = (self.dir / "ssh_host_ed25519_key.pub").read_text().split()[:2]
         return f"{self.name},{self.ip} {kind} {key}\n"

@@ -1,17 +1,23 @@
 """Lab scenarios of their own for ``node_control = self`` (hosts with no sshd at all, each
-controller acting on its own host only; docs/design.md, 5a), and a metastore restart in both
-modes. The scenarios shared with ssh mode are parametrized by mode in test_lab.py and
-test_self_fencing.py (scenarios.cases). Same observer, checks and figures.
+controller acting on its own host only; docs/design.md, 5a), a metastore restart in both modes,
+and the README's move of a running cluster from ssh to self and back. The scenarios shared with
+ssh mode are parametrized by mode in test_lab.py and test_self_fencing.py (scenarios.cases).
+Same observer, checks and figures.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
+import os
+import signal
 import time
 
 import pytest
 
+from tests.lab.harness import Lab
 from tests.lab.scenarios import (
+    ALL,
     POLL,
     TTL,
     MakeLab,
@@ -115,4 +121,74 @@ def test_metastore_restarted(make_lab: MakeLab) -> None:
         took,
         takeover_bound(lab),
         note=f"server away {back_at - since:.1f}s; scheduler {'fenced' if fenced else 'kept'} meanwhile",
+    )
+
+
+def move_cluster(lab: Lab, to: str) -> None:
+    """The README's procedure to move a running cluster to ``node_control = to``: pause, record the
+    new value, change every config and restart every controller (each within lease_ttl; the one
+    beside the scheduler first), check that every master runs a controller, resume."""
+    assert lab.cli("pause").returncode == 0
+    wait_for(lambda: all(c.paused for c in lab.store.controllers()), 10, "every controller to act on the pause")
+    for host in lab.hosts:
+        host.set_setting("node_control", to)
+    recorded = lab.cli("node_control", to)
+    assert recorded.returncode == 0, recorded.stdout + recorded.stderr
+    running = lab.observer.one()
+    assert running is not None, lab.observer.describe()
+    where = running.node
+    for host in sorted(lab.hosts, key=lambda h: h.name != where):
+        host.kill_controller()  # a controller of the old value exits 2 by itself meanwhile
+        host.restart_controller()
+    wait_for(lambda: len(lab.store.controllers()) == len(lab.hosts), 20, "every controller registered")
+    status = lab.cli("status", "--json")
+    assert status.returncode in (0, 1), status.stdout + status.stderr
+    assert json.loads(status.stdout)["node_control"] == to, status.stdout
+    resumed = lab.cli("resume")
+    assert resumed.returncode == 0, resumed.stderr
+    wait_for(lambda: not any(c.paused for c in lab.store.controllers()), 10, "every controller to resume")
+
+
+def scheduler_kill_recovers_in_place(lab: Lab) -> float:
+    old = lab.observer.one()
+    assert old is not None
+    since = time.monotonic()
+    os.kill(old.pid, signal.SIGKILL)
+    took = recovered(lab, since, old, timeout=15)
+    new = lab.observer.one()
+    assert new is not None and new.node == old.node
+    return took
+
+
+@pytest.mark.parametrize("lab_metastore", ALL, indirect=True)
+def test_running_cluster_moved_from_ssh_to_self_and_back(make_lab: MakeLab) -> None:
+    """A cluster in ssh mode is moved to self mode and back by the README's procedure while its
+    scheduler runs: the scheduler stays (same pid, no outage) through both moves, in self mode no
+    host sends a packet to a port 22, and a killed scheduler is restarted in each mode."""
+    lab = make_lab()
+    lab.boot()
+    old = lab.observer.one()
+    assert old is not None and old.node == "h1"
+    move_cluster(lab, "self")
+    for host in lab.hosts:
+        host.count_ssh_packets()
+    time.sleep(2 * TTL)  # past every leash deadline given before the move
+    assert lab.observer.current() == (old,), lab.observer.describe()
+    assert lab.observer.seconds_none == 0, lab.observer.describe()
+    in_self = scheduler_kill_recovers_in_place(lab)
+    tried = lab.ssh_attempts()
+    assert not any(tried.values()), f"self mode: packets to port 22: {tried}"
+    kept = lab.observer.one()
+    move_cluster(lab, "ssh")
+    time.sleep(2 * TTL)
+    assert lab.observer.current() == (kept,), lab.observer.describe()
+    in_ssh = scheduler_kill_recovers_in_place(lab)
+    # The same counters see ssh mode's probes: what the self-mode check relies on does count.
+    wait_for(lambda: sum(lab.ssh_attempts().values()) > 0, 10, "ssh mode's probes counted on port 22")
+    finish(
+        lab,
+        "running cluster moved ssh -> self -> ssh",
+        None,
+        None,
+        note=f"no outage across the moves; a killed scheduler back in {in_self:.2f}s (self), {in_ssh:.2f}s (ssh)",
     )

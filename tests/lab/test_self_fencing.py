@@ -133,7 +133,7 @@ def test_scheduler_host_controller_killed_while_its_ssh_is_dropped(make_lab: Mak
     wait_for(lambda: settled(lab), 15, "one scheduler, placed where it runs")
     finish(
         lab,
-        "scheduler host's controller killed, its SSH dropped",
+        "scheduler host's controller killed" + ("" if self_mode(lab) else ", its SSH dropped"),
         took,
         takeover_bound(lab),
         note=f"old gone {gone:.2f}s, new up {new:.2f}s after the kill",
