@@ -149,13 +149,18 @@ def move_cluster(lab: Lab, to: str) -> None:
         host.restart_controller()
     wait_for(lambda: len(lab.store.controllers()) == len(lab.hosts), 20, "every controller registered")
 
-    def seen_running() -> bool:  # status, from the new controllers' reports (or over SSH)
+    def ready() -> bool:
+        """status: every master runs a controller of the new value; in self mode also the
+        scheduler, by its node's report. (In ssh mode an active elected while paused probes
+        nothing until the resume.)"""
         status = lab.cli("status", "--json")
         data = json.loads(status.stdout)
         assert data["node_control"] == to, status.stdout
-        return any(n["host"] == where and n["scheduler"] == "running" for n in data["nodes"])
+        hosts = {c["host"] for c in data["controllers"] if c["heartbeat_age_s"] < lab.config().lease_ttl}
+        shown = any(n["host"] == where and n["scheduler"] == "running" for n in data["nodes"])
+        return hosts == {h.name for h in lab.hosts} and (shown or to == "ssh")
 
-    wait_for(seen_running, 15, f"status to show the scheduler running on {where}", interval=0.5)
+    wait_for(ready, 15, f"status to show every controller ({to}) and the scheduler on {where}", interval=0.5)
     resumed = lab.cli("resume")
     assert resumed.returncode == 0, resumed.stderr
     wait_for(lambda: not any(c.paused for c in lab.store.controllers()), 10, "every controller to resume")
