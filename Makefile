@@ -1,6 +1,6 @@
 # Convenience targets; CI runs `bash .ci/run` (= scripts/test.sh). The tiers: README, "Tests and
 # their tiers". `test`, `lanes` and `matrix` are the CI tier; the rest are run by hand.
-.PHONY: matrix-full test types lanes matrix lab lab-airflow bench-airflow soak soak-mariadb soak-postgresql soak-zookeeper
+.PHONY: matrix-full test types lanes matrix lab lab-airflow bench-airflow soak soak-mariadb soak-postgresql soak-zookeeper container-tools container-image container-lab
 
 PYTHON ?= .venv/bin/python
 SOAK_SECONDS ?= 3600
@@ -55,3 +55,19 @@ soak: soak-mariadb soak-postgresql soak-zookeeper
 
 soak-mariadb soak-postgresql soak-zookeeper:
 	$(PYTHON) benchmarks/soak.py --metastore $(@:soak-%=%) --seconds $(SOAK_SECONDS) --seed $(SOAK_SEED)
+
+# Containers for real (as root; README, "Containers"): a dockerd of the lab's own, the image built
+# without a registry (debootstrap + docker import, Python packages from a wheelhouse of
+# .venv-airflow's), the compose example's three masters and PostgreSQL, and every container fault.
+# Built artefacts stay in CONTAINER_CACHE: the first run costs about 10 minutes more.
+CONTAINER_CACHE ?= /var/cache/sfc-container-lab
+
+container-tools:
+	@command -v debootstrap >/dev/null && [ -x /usr/sbin/dockerd ] && [ -x /usr/bin/docker-compose ] || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends docker.io docker-compose debootstrap >/dev/null; }
+
+container-image: container-tools
+	$(PYTHON) -m tests.containers.build $(CONTAINER_CACHE)
+
+container-lab: container-tools
+	SFC_CONTAINER_CACHE=$(CONTAINER_CACHE) $(PYTHON) -m pytest -p no:cacheprovider -s tests/containers -v

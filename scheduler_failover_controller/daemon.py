@@ -16,7 +16,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from .config import Config
-from .controller import PLEASE_REPORT, Controller
+from .controller.cycle import PLEASE_REPORT, Controller
 from .exceptions import ConfigError, MetastoreError
 from .log_file import open_log_file
 from .metastore.events import EventKind

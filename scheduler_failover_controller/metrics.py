@@ -16,7 +16,7 @@ from prometheus_client.registry import Collector
 from .http_listener import BoundedHTTPServer
 
 if TYPE_CHECKING:
-    from .controller import Controller
+    from .controller.cycle import Controller
 
 ADDRESS = "127.0.0.1"  # the endpoint is local: a scraper on the node, or a tunnel to it
 

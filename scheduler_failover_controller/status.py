@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from .config import Config
+from .controller.term import Role
 from .metastore.base import ClusterState, ControllerInfo, Metastore, Observation
 from .metastore.events import EventKind
 from .metastore.reports import NodeReport
@@ -18,7 +19,6 @@ from .metastore.rows import implausible
 from .nodes.by_report import stale_after
 from .probe_result import SchedulerState
 from .strenum import StrEnum
-from .term import Role
 
 E = TypeVar("E", bound=enum.Enum)
 

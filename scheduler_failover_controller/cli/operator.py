@@ -23,7 +23,7 @@ from .switchover_wait import NotCarriedOut, await_outcome
 @click.pass_context
 def start(ctx: click.Context) -> None:
     """Run the controller in the foreground until SIGTERM/SIGINT, then release the lease."""
-    from ..controller import Controller
+    from ..controller.cycle import Controller
     from ..daemon import prepare_state_dir, run, setup_logging
     from ..nodes import make_runners
 

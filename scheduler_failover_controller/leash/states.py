@@ -19,7 +19,7 @@ class State(enum.Enum):
     WATCHING = "watching"  # it exited 0 leaving nothing: the node's schedulers, wherever they run
     STOP_COMMAND = "stop-command"  # stopping: the stop command runs
     TERMINATING = "terminating"  # stopping: SIGTERM sent
-    KILLING = "killing"  # SIGKILL sent, just before the deadline
+    KILLING = "killing"  # SIGKILL sent: just before the deadline, or at once on waking past it
     DONE = "done"  # nothing left to do: the leash exits
 
     @property
@@ -35,7 +35,8 @@ class State(enum.Enum):
 
 _LIVE = frozenset({State.RUNNING, State.WAITING, State.DAEMON, State.WATCHING})
 _STOPPING = frozenset({State.STOP_COMMAND, State.TERMINATING, State.KILLING})
-_STOPS = frozenset({State.STOP_COMMAND, State.TERMINATING, State.DONE})
+# A live leash also goes straight to KILLING when it wakes past its kill time (frozen, starved).
+_STOPS = frozenset({State.STOP_COMMAND, State.TERMINATING, State.KILLING, State.DONE})
 
 #: The changes a supervisor may make; any other is a defect (:class:`BadTransition`).
 TRANSITIONS: dict[State, frozenset[State]] = {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import signal
 from typing import TYPE_CHECKING
 
@@ -12,6 +13,8 @@ from .tree import Procs, listing
 
 if TYPE_CHECKING:
     from .supervisor import Supervisor
+
+_LATE = 2 * STOP_POLL  # seconds past the kill time beyond which the leash says it woke late
 
 
 def _targets(sup: Supervisor, now: float) -> Procs:
@@ -25,6 +28,31 @@ def _targets(sup: Supervisor, now: float) -> Procs:
 
 def _kill_time(sup: Supervisor) -> float:
     return sup.deadline - min(KILL_LEAD, sup.spec.stop_timeout / 10)
+
+
+def kill_time(sup: Supervisor) -> float:
+    """When SIGKILL is due: ``kill_at`` while stopping, the deadline less its lead while a scheduler
+    may run, never before the start or once done."""
+    if sup.state.stopping:
+        return sup.kill_at
+    return _kill_time(sup) if sup.state.live else math.inf
+
+
+def overdue(sup: Supervisor, now: float) -> None:
+    """The kill time has come: SIGKILL to all it knows of, then KILLING, said in one line.
+
+    Its first act is ``cgroup.kill`` (one write) and SIGKILL to the processes of its last look,
+    before any scan or log line: a leash that wakes long past the kill time (its host or cgroup
+    was frozen, or it was starved of CPU) would otherwise let the scheduler run on for the tens or
+    hundreds of milliseconds that SIGTERM, scans and logging take on a host that has just thawed.
+    A renewal written meanwhile is not waited for: the deadline it knew has passed."""
+    known = sup.view.tree + sup.view.watched
+    sup.children.kill_cgroup(0)
+    sup.view.send(known, signal.SIGKILL)
+    late = now - kill_time(sup)
+    sup.kill_at = now
+    why = f", {late:.2f}s late (the leash was frozen or starved)" if late > _LATE else ""
+    sup.change(State.KILLING, f"deadline reached: SIGKILL to {len(known)} process(es){why}")
 
 
 def _users(sup: Supervisor, pids: list[int]) -> dict[int, str]:
@@ -71,9 +99,7 @@ def stop_step(sup: Supervisor, now: float) -> None:
     if command_done and targets and now < sup.kill_at:
         _terminate(sup, targets)
         sup.change(State.TERMINATING, f"the stop command left {len(targets)} process(es): SIGTERM")
-    if now >= sup.kill_at:
-        if sup.state is not State.KILLING:
-            sup.change(State.KILLING, f"deadline reached: SIGKILL to {len(targets)} process(es)")
+    if sup.state is State.KILLING:  # the sweep after :func:`overdue`
         view.send(targets + view.tree, signal.SIGKILL)
         sup.children.kill_cgroup(0)
         unstoppable = view.unsignalable(targets)

@@ -18,7 +18,7 @@ from .children import Children
 from .procs import Proc, ProcessTable
 from .spec import Spec
 from .states import POLL, SCAN, SETTLE, STOP_POLL, TRANSITIONS, WAIT_SCAN, WATCH_SCAN, BadTransition, State
-from .stop import begin_stop, stop_step
+from .stop import begin_stop, kill_time, overdue, stop_step
 from .tree import TreeView
 from .voice import Say
 
@@ -89,9 +89,18 @@ class Supervisor:
         self.change(State.RUNNING, f"started the scheduler (pid {self.root}); deadline in {self.deadline - now:.1f}s")
 
     def step(self) -> float | None:
-        """One look: reap, take up a renewal, act. When to look again (a clock reading), None when done."""
-        self.children.reap()
+        """One look: reap, take up a renewal, act. When to look again (a clock reading), None when done.
+
+        Woken past its kill time (the leash was frozen or starved), SIGKILL comes first: before it
+        reaps, scans or logs (see :func:`.stop.overdue`). Only the deadline file is read before: a
+        renewal written meanwhile (the controller ran while the leash was starved) is a placement
+        still valid, and killing its scheduler would cost a needless restart."""
         now = self.clock()
+        if self.state is not State.KILLING and now >= kill_time(self):
+            self.read_deadline()
+            if now >= kill_time(self):
+                overdue(self, now)
+        self.children.reap()
         self.read_deadline()
         if self.state.live and (self.term_requested or now >= self.deadline - self.spec.stop_timeout):
             begin_stop(self, now)

@@ -22,7 +22,7 @@ from ..probe_result import ForeignProcess, ProbeResult, SchedulerState
 from .base import NodeRunner
 
 if TYPE_CHECKING:
-    from ..term import Term
+    from ..controller.term import Term
 
 
 def stale_after(config: Config) -> float:

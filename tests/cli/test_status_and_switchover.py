@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 
 from scheduler_failover_controller.config import load_config
+from scheduler_failover_controller.controller.term import Role
 from scheduler_failover_controller.metastore.base import ControllerInfo, Observation
 from scheduler_failover_controller.metastore.events import EventKind
 from scheduler_failover_controller.probe_result import SchedulerState
 from scheduler_failover_controller.status import ClusterHealth, read_status, role_by_lease
-from scheduler_failover_controller.term import Role
 from tests.support.waiting import wait_for
 
 from .test_cli import HOST, NO_MATCH, Cli, as_json, make_cli

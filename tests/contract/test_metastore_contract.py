@@ -48,11 +48,11 @@ LEASE = 5.0  # the leadership lease (ZooKeeper: the session timeout)
 ROOT = "/sfc"
 
 
-def open_spec(spec: tuple[str, str]) -> Metastore:
+def open_spec(spec: tuple[str, str], timeout: float = TIMEOUT) -> Metastore:
     """A new, independent client of the store named by ``spec`` (picklable, for child processes)."""
     kind, where = spec
     store: Metastore = (
-        ZooKeeperMetastore(where, ROOT, LEASE, TIMEOUT) if kind == "zookeeper" else SQLMetastore(where, TIMEOUT)
+        ZooKeeperMetastore(where, ROOT, LEASE, timeout) if kind == "zookeeper" else SQLMetastore(where, timeout)
     )
     store.setup()
     return store
@@ -275,7 +275,9 @@ def test_controller_clock_is_never_used(store: Metastore, monkeypatch: pytest.Mo
 
 
 def _contend(spec: tuple[str, str], me: str, rounds: int, barrier: Any, results: Any) -> None:
-    s = open_spec(spec)
+    # The race is about atomicity, not speed: a call that times out on a loaded machine would leave
+    # the round without its answer, so each call gets a generous deadline.
+    s = open_spec(spec, timeout=20.0)
     for r in range(rounds):
         barrier.wait()
         lease = s.acquire_or_renew(me, me, 60)

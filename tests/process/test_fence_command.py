@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from scheduler_failover_controller.fencing import Fencing, run_command
+from scheduler_failover_controller.controller.fencing import Fencing, run_command
 from tests.unit.fakes import make_config
 
 SECRET = "AIRFLOW__SCHEDULER_FAILOVER__ALERT_WEBHOOK_URL"

@@ -67,7 +67,7 @@ def finish(cluster: Cluster) -> None:
     for node in cluster.nodes:
         log = cluster.log(node)
         imported = re.findall(r"^import time:.*\|\s+(\S+)\s*$", log, re.MULTILINE)
-        assert "scheduler_failover_controller.selfmode" in imported, node  # the listing works
+        assert "scheduler_failover_controller.controller.selfmode" in imported, node  # the listing works
         assert not [m for m in imported if m.split(".")[0] in ("paramiko", "scheduler_failover_controller.nodes.ssh")]
         assert "scheduler_failover_controller.nodes.ssh" not in imported, f"{node} loaded the SSH runner"
         assert "INTERNAL ERROR" not in log, node

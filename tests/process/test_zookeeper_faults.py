@@ -12,7 +12,7 @@ from collections.abc import Callable
 import pytest
 
 from scheduler_failover_controller.config import load_config
-from scheduler_failover_controller.controller import Controller
+from scheduler_failover_controller.controller.cycle import Controller
 from scheduler_failover_controller.metastore import open_metastore
 from scheduler_failover_controller.metastore.zookeeper import ZooKeeperMetastore
 from scheduler_failover_controller.nodes import make_runners

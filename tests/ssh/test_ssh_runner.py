@@ -19,7 +19,7 @@ from typing import Any
 import psutil
 import pytest
 
-from scheduler_failover_controller.controller import Controller
+from scheduler_failover_controller.controller.cycle import Controller
 from scheduler_failover_controller.exceptions import CommandFailed, NodeUnreachable
 from scheduler_failover_controller.nodes import LocalNodeRunner, NodeRunner, SSHNodeRunner, make_runners
 from scheduler_failover_controller.nodes import ssh as ssh_module

@@ -17,7 +17,7 @@ from typing import TypeVar
 from scheduler_failover_controller.airflow_job import SchedulerJobReader
 from scheduler_failover_controller.alerts import Alerter
 from scheduler_failover_controller.config import ENV_PREFIX, Config, load_config
-from scheduler_failover_controller.controller import Controller
+from scheduler_failover_controller.controller.cycle import Controller
 from scheduler_failover_controller.exceptions import CommandFailed, MetastoreError, NodeUnreachable
 from scheduler_failover_controller.metastore.base import (
     EVENTS_KEPT,

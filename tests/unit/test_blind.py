@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, cast
 
-from scheduler_failover_controller.blind import BLIND_ROLE, Blindness
+from scheduler_failover_controller.controller.blind import BLIND_ROLE, Blindness
 from scheduler_failover_controller.exceptions import MetastoreError
 from scheduler_failover_controller.metastore.base import ClusterState, ControllerInfo, Lease, Metastore, Placement
 from scheduler_failover_controller.probe_result import ProbeResult, SchedulerState

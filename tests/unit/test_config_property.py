@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 
 from scheduler_failover_controller.cli import main
 from scheduler_failover_controller.config import CONFIG_ENV, ENV_PREFIX, KEYS, SECTION, Config, load_config
-from scheduler_failover_controller.controller import PLEASE_REPORT, Controller
+from scheduler_failover_controller.controller.cycle import PLEASE_REPORT, Controller
 from scheduler_failover_controller.exceptions import ConfigError
 from scheduler_failover_controller.nodes.base import NodeRunner
 

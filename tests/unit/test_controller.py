@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from scheduler_failover_controller.controller import PLEASE_REPORT, Controller
+from scheduler_failover_controller.controller.cycle import PLEASE_REPORT, Controller
 from scheduler_failover_controller.exceptions import MetastoreError
 from scheduler_failover_controller.probe_result import SchedulerState
 from tests.support.waiting import wait_for
@@ -1251,7 +1251,7 @@ def test_switchover_waits_while_the_old_scheduler_will_not_stop(cluster: Cluster
 def test_a_failing_health_check_restarts_only_after_n_failures_in_a_row(
     cluster: Cluster, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from scheduler_failover_controller import health as health_module
+    from scheduler_failover_controller.controller import health as health_module
 
     answers: list[str | None] = []
     urls: list[str] = []
@@ -1283,7 +1283,7 @@ def test_a_failing_health_check_restarts_only_after_n_failures_in_a_row(
 def test_a_new_scheduler_gets_its_start_timeout_to_bring_up_its_health_server(
     cluster: Cluster, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from scheduler_failover_controller import health as health_module
+    from scheduler_failover_controller.controller import health as health_module
 
     monkeypatch.setattr(health_module, "check_health", lambda url, timeout: "health check failed: refused")
     c1 = active_on_n1(

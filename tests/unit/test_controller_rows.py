@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from scheduler_failover_controller.controller import PLEASE_REPORT, Controller
+from scheduler_failover_controller.controller.cycle import PLEASE_REPORT, Controller
 from scheduler_failover_controller.exceptions import CorruptRecord
 from scheduler_failover_controller.metastore.sql import SQLMetastore
 from scheduler_failover_controller.nodes.base import NodeRunner

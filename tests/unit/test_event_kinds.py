@@ -64,7 +64,8 @@ def test_request_ids_are_fresh_words() -> None:
 
 def test_the_decision_core_does_not_import_the_clis_read_model() -> None:
     code = (
-        "import sys, scheduler_failover_controller.controller, scheduler_failover_controller.switchover; "
+        "import sys, scheduler_failover_controller.controller.cycle, "
+        "scheduler_failover_controller.controller.switchover; "
         "print('scheduler_failover_controller.status' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)

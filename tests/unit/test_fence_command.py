@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from scheduler_failover_controller.fencing import OUTPUT_TAIL, keep_tail, run_command
+from scheduler_failover_controller.controller.fencing import OUTPUT_TAIL, keep_tail, run_command
 
 SECRET = "AIRFLOW__SCHEDULER_FAILOVER__ALERT_WEBHOOK_URL"
 

@@ -16,7 +16,7 @@ import pytest
 
 from scheduler_failover_controller.airflow_job import HostMatch, SchedulerJob, SchedulerJobReader, judge
 from scheduler_failover_controller.config import Config, load_config
-from scheduler_failover_controller.controller import Controller
+from scheduler_failover_controller.controller.cycle import Controller
 from scheduler_failover_controller.exceptions import ConfigError, MetastoreError
 from scheduler_failover_controller.redaction import config_secrets
 

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from scheduler_failover_controller.controller import Controller
+from scheduler_failover_controller.controller.cycle import Controller
 from scheduler_failover_controller.probe_result import SchedulerState
 from tests.support.waiting import wait_for
 

@@ -7,6 +7,7 @@ import logging
 import signal
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import pytest
 
@@ -22,6 +23,7 @@ from scheduler_failover_controller.leash.states import (
 from .leash_rig import OTHER, SCHEDULER, Rig
 
 S = State
+T = TypeVar("T")
 
 
 # --- one scenario per allowed change: it drives a fresh supervisor to make it --------------------
@@ -120,6 +122,18 @@ def stop_command_done(tmp_path: Path) -> Rig:
     return rig
 
 
+def overslept(setup: Callable[[Rig], object]) -> Scenario:
+    """``setup``, then the leash sleeps (frozen, starved) past its kill time: it kills at once."""
+
+    def scenario(tmp_path: Path) -> Rig:
+        rig = Rig(tmp_path, linger=60.0)
+        setup(rig.started())
+        rig.step(rig.sup.deadline + 2.0 - rig.clock.now)
+        return rig
+
+    return scenario
+
+
 def terminating_killing(rig: Rig) -> None:
     rig.started().scheduler(ignores=frozenset({signal.SIGTERM}))
     rig.run_until(S.KILLING)
@@ -144,17 +158,21 @@ SCENARIOS: dict[tuple[State, State], Scenario] = {
     (S.RUNNING, S.DONE): on(running_done),
     (S.RUNNING, S.TERMINATING): at_deadline(Rig.scheduler),
     (S.RUNNING, S.STOP_COMMAND): stop_command(Rig.scheduler),
+    (S.RUNNING, S.KILLING): overslept(Rig.scheduler),
     (S.WAITING, S.DAEMON): on(waiting_daemon),
     (S.WAITING, S.WATCHING): on(waiting_watching),
     (S.WAITING, S.DONE): on(waiting_done),
     (S.WAITING, S.TERMINATING): at_deadline(Rig.waiting),
     (S.WAITING, S.STOP_COMMAND): stop_command(Rig.waiting),
+    (S.WAITING, S.KILLING): overslept(Rig.waiting),
     (S.DAEMON, S.DONE): on(daemon_done),
     (S.DAEMON, S.TERMINATING): at_deadline(Rig.daemon),
     (S.DAEMON, S.STOP_COMMAND): stop_command(Rig.daemon),
+    (S.DAEMON, S.KILLING): overslept(Rig.daemon),
     (S.WATCHING, S.DONE): on(watching_done),
     (S.WATCHING, S.TERMINATING): at_deadline(Rig.handed_off),
     (S.WATCHING, S.STOP_COMMAND): stop_command(Rig.handed_off),
+    (S.WATCHING, S.KILLING): overslept(Rig.handed_off),
     (S.STOP_COMMAND, S.TERMINATING): stop_command_terminating,
     (S.STOP_COMMAND, S.KILLING): stop_command_killing,
     (S.STOP_COMMAND, S.DONE): stop_command_done,
@@ -177,8 +195,8 @@ def test_each_change_is_made_and_said_once(tmp_path: Path, change: tuple[State, 
 
 def test_a_change_not_allowed_is_a_defect(tmp_path: Path) -> None:
     rig = Rig(tmp_path).started()
-    with pytest.raises(BadTransition, match="running to killing"):
-        rig.sup.change(S.KILLING, "no")
+    with pytest.raises(BadTransition, match="running to starting"):
+        rig.sup.change(S.STARTING, "no")
     assert rig.state is S.RUNNING
 
 
@@ -280,6 +298,87 @@ def test_the_leftovers_of_a_scheduler_that_exited_end_after_the_settle_time(tmp_
     rig.run_until(S.DONE)
     assert rig.clock.now >= exited + SETTLE and leftover in rig.table.sent(signal.SIGKILL)
     assert rig.lines[-1][1] == "the scheduler exited (status 1); ended 1 leftover process(es)"
+
+
+def _traced(events: list[str], name: str, inner: Callable[..., T]) -> Callable[..., T]:
+    def wrapper(*args: Any, **kwargs: Any) -> T:
+        events.append(name)
+        return inner(*args, **kwargs)
+
+    return wrapper
+
+
+def _trace(rig: Rig) -> list[str]:
+    """What the supervisor does to the machine, in order: reap, read (the deadline file), scan,
+    cgroup (its kill), a signal's name with its pid, log."""
+    events: list[str] = []
+    table, children = rig.table, rig.children
+    signal_ = table.signal
+
+    def traced_signal(pid: int, start: int, signum: int) -> str:
+        if signum:
+            events.append(f"{signal.Signals(signum).name} {pid}")
+        return signal_(pid, start, signum)
+
+    table.signal = traced_signal  # type: ignore[method-assign]
+    table.table = _traced(events, "scan", table.table)  # type: ignore[method-assign]
+    children.reap = _traced(events, "reap", children.reap)  # type: ignore[method-assign]
+    children.kill_cgroup = _traced(events, "cgroup", children.kill_cgroup)  # type: ignore[method-assign]
+    rig.renewals.take = _traced(events, "read", rig.renewals.take)  # type: ignore[method-assign]
+    rig.sup.say = _traced(events, "log", rig.sup.say)
+    return events
+
+
+@pytest.mark.parametrize("setup", [Rig.scheduler, Rig.daemon, Rig.handed_off], ids=["running", "daemon", "watching"])
+def test_a_leash_that_wakes_past_its_kill_time_kills_first_and_sends_no_sigterm(
+    tmp_path: Path, setup: Callable[[Rig], object]
+) -> None:
+    rig = Rig(tmp_path, linger=60.0).started()
+    setup(rig)
+    rig.step(0.5)  # a look: it knows its tree
+    known = [pid for pid, _start in rig.sup.view.tree + rig.sup.view.watched]
+    assert known, rig.log()
+    events = _trace(rig)
+    rig.step(rig.sup.deadline + 3.0 - rig.clock.now)  # it slept (frozen) from before the stop to past the deadline
+    first = events[: 2 + len(known)]  # the deadline file alone is read first (a renewal meanwhile)
+    assert first == ["read", "cgroup"] + [f"SIGKILL {pid}" for pid in known], events
+    assert not rig.table.sent(signal.SIGTERM), events
+    assert rig.state in (S.KILLING, S.DONE)
+    assert "deadline reached: SIGKILL to" in rig.log() and "3.10s late (the leash was frozen or starved)" in rig.log()
+    rig.run_until(S.DONE)
+    assert not rig.table.schedulers("airflow scheduler")
+
+
+def test_a_leash_that_wakes_past_its_kill_time_takes_up_a_renewal_written_meanwhile(tmp_path: Path) -> None:
+    """Only the leash was starved: the controller renewed the placement and wrote the deadline. That
+    deadline is a placement still valid, so the scheduler is kept, not killed and restarted."""
+    rig = Rig(tmp_path, linger=60.0).started()
+    rig.scheduler()
+    rig.step(0.5)
+    late = rig.sup.deadline + 3.0
+    rig.renewals.pending.append((late + 30.0, ""))
+    rig.step(late - rig.clock.now)
+    assert not rig.table.sent(signal.SIGKILL) and not rig.table.sent(signal.SIGTERM), rig.log()
+    assert rig.state is S.RUNNING and rig.sup.deadline == late + 30.0
+
+
+def test_a_leash_that_wakes_past_its_kill_time_while_terminating_kills_first(tmp_path: Path) -> None:
+    rig = Rig(tmp_path).started()
+    scheduler = rig.scheduler(ignores=frozenset({signal.SIGTERM}))
+    rig.run_until(S.TERMINATING)
+    events = _trace(rig)
+    rig.step(rig.sup.kill_at + 1.0 - rig.clock.now)
+    assert events[:3] == ["read", "cgroup", f"SIGKILL {scheduler}"], events
+    assert rig.state is S.DONE and "1.00s late" in rig.log()
+    assert rig.sup.kill_at == rig.clock.now  # KILL_GIVE_UP counts from the kill, not the missed kill time
+
+
+def test_a_leash_on_time_says_no_more_than_deadline_reached(tmp_path: Path) -> None:
+    rig = Rig(tmp_path).started()
+    rig.scheduler(ignores=frozenset({signal.SIGTERM}))
+    rig.run_until(S.KILLING)
+    [line] = [m for _level, m in rig.lines if m.startswith("deadline reached")]
+    assert line == "deadline reached: SIGKILL to 1 process(es)"  # the start command obeyed SIGTERM
 
 
 def test_what_survives_sigkill_is_left_after_a_while(tmp_path: Path) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 
-from scheduler_failover_controller.health import Health
+from scheduler_failover_controller.controller.health import Health
 from scheduler_failover_controller.probe_pool import ProbePool
 from scheduler_failover_controller.probe_result import ProbeResult, SchedulerState
 from tests.unit.fakes import make_config

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from scheduler_failover_controller.controller import Controller
+from scheduler_failover_controller.controller.cycle import Controller
 from scheduler_failover_controller.metastore.base import Placement
 from scheduler_failover_controller.metastore.reports import NodeReport
 from scheduler_failover_controller.nodes.by_report import ReportRunner, report_probe

@@ -15,10 +15,10 @@ from typing import Any
 
 import pytest
 
-from scheduler_failover_controller.controller import PLEASE_REPORT, Controller
+from scheduler_failover_controller.controller.cycle import PLEASE_REPORT, Controller
+from scheduler_failover_controller.controller.term import NEVER, Role
 from scheduler_failover_controller.exceptions import CorruptRecord
 from scheduler_failover_controller.probe_result import ProbeResult, SchedulerState
-from scheduler_failover_controller.term import NEVER, Role
 from tests.support.waiting import wait_for
 
 from .fakes import Cluster, FakeStore

@@ -17,20 +17,20 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from .config import Config
-from .exceptions import CommandFailed, MetastoreError, NodeUnreachable
+from ..config import Config
+from ..exceptions import CommandFailed, MetastoreError, NodeUnreachable
+from ..metastore.base import Metastore, Placement
+from ..metastore.reports import NodeReport
+from ..nodes.base import NodeRunner
+from ..nodes.by_report import ReportRunner
+from ..probe_result import ProbeResult, SchedulerState
 from .health import seen_running
-from .metastore.base import Metastore, Placement
-from .metastore.reports import NodeReport
-from .nodes.base import NodeRunner
-from .nodes.by_report import ReportRunner
-from .probe_result import ProbeResult, SchedulerState
 from .renewals import Renewals
 from .starts import stop
 from .term import Role, Term
 
 if TYPE_CHECKING:
-    from .controller import Controller
+    from .cycle import Controller
 
 log = logging.getLogger("scheduler_failover_controller.controller")
 

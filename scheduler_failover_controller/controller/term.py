@@ -15,9 +15,9 @@ import threading
 from collections.abc import Callable
 from typing import NamedTuple
 
-from .exceptions import CorruptRecord, MetastoreError
-from .metastore.base import Lease, Metastore, Placement
-from .strenum import StrEnum
+from ..exceptions import CorruptRecord, MetastoreError
+from ..metastore.base import Lease, Metastore, Placement
+from ..strenum import StrEnum
 
 log = logging.getLogger(__name__)
 

@@ -10,13 +10,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
-from .config import Config
+from ..config import Config
+from ..metastore.base import ClusterState
+from ..metastore.events import EventKind
+from ..nodes.base import NodeRunner
+from ..probe_result import ProbeResult, SchedulerState
 from .fencing import Fencing
 from .incidents import Incidents
-from .metastore.base import ClusterState
-from .metastore.events import EventKind
-from .nodes.base import NodeRunner
-from .probe_result import ProbeResult, SchedulerState
 from .renewals import Renewals
 from .starts import stop
 from .term import MARGIN_TOO_SMALL, Term

@@ -13,12 +13,12 @@ import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
-from .config import Config
-from .exceptions import MetastoreError
+from ..config import Config
+from ..exceptions import MetastoreError
+from ..metastore.base import Metastore, Placement
+from ..nodes.base import NodeRunner
+from ..probe_result import ProbeResult, SchedulerState
 from .health import seen_running
-from .metastore.base import Metastore, Placement
-from .nodes.base import NodeRunner
-from .probe_result import ProbeResult, SchedulerState
 from .term import NEVER, Role, Term
 
 log = logging.getLogger(__name__)

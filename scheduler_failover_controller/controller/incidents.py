@@ -15,10 +15,10 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .alerts import Alerter
-from .config import Config
-from .metastore.events import EventKind
-from .probe_result import ProbeResult, SchedulerState
+from ..alerts import Alerter
+from ..config import Config
+from ..metastore.events import EventKind
+from ..probe_result import ProbeResult, SchedulerState
 
 log = logging.getLogger(__name__)
 

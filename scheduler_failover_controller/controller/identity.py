@@ -7,10 +7,10 @@ import logging
 import threading
 from collections.abc import Callable
 
-from . import __version__
-from .config import Config
-from .exceptions import MetastoreError
-from .metastore.base import ControllerInfo, Metastore
+from .. import __version__
+from ..config import Config
+from ..exceptions import MetastoreError
+from ..metastore.base import ControllerInfo, Metastore
 
 log = logging.getLogger(__name__)
 

@@ -12,12 +12,12 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
-from .config import Config
-from .exceptions import CommandFailed, MetastoreError, NodeUnreachable
+from ..config import Config
+from ..exceptions import CommandFailed, MetastoreError, NodeUnreachable
+from ..nodes.base import NodeRunner
+from ..probe_result import ProbeResult, SchedulerState
 from .fencing import Fencing
 from .incidents import Incidents
-from .nodes.base import NodeRunner
-from .probe_result import ProbeResult, SchedulerState
 from .renewals import Renewals
 from .term import MARGIN_TOO_SMALL, Term
 

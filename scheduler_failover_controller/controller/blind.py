@@ -18,11 +18,11 @@ import logging
 import threading
 from collections.abc import Callable
 
-from .exceptions import MetastoreError
+from ..exceptions import MetastoreError
+from ..metastore.base import ClusterState, Metastore
+from ..metastore.events import EventKind
+from ..probe_result import ProbeResult, SchedulerState
 from .fencing import only_leashed
-from .metastore.base import ClusterState, Metastore
-from .metastore.events import EventKind
-from .probe_result import ProbeResult, SchedulerState
 
 log = logging.getLogger(__name__)
 

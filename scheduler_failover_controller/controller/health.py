@@ -15,14 +15,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Optional
 
-from .airflow_job import HostMatch, JobCheck, SchedulerJob, SchedulerJobReader, judge
-from .config import Config
-from .exceptions import MetastoreError
-from .http_client import check_health, describe
-from .metastore.base import Metastore
-from .nodes.base import NodeRunner
-from .probe_pool import ProbePool
-from .probe_result import ProbeResult, SchedulerState
+from ..airflow_job import HostMatch, JobCheck, SchedulerJob, SchedulerJobReader, judge
+from ..config import Config
+from ..exceptions import MetastoreError
+from ..http_client import check_health, describe
+from ..metastore.base import Metastore
+from ..nodes.base import NodeRunner
+from ..probe_pool import ProbePool
+from ..probe_result import ProbeResult, SchedulerState
 
 log = logging.getLogger(__name__)
 

@@ -16,13 +16,13 @@ import subprocess
 import threading
 from collections.abc import Callable
 
-from .config import Config
-from .exceptions import MetastoreError
+from ..config import Config
+from ..exceptions import MetastoreError
+from ..leash.spec import scrubbed_environment
+from ..metastore.base import Metastore
+from ..metastore.events import EventKind
+from ..probe_result import ProbeResult, SchedulerState
 from .health import Health
-from .leash.spec import scrubbed_environment
-from .metastore.base import Metastore
-from .metastore.events import EventKind
-from .probe_result import ProbeResult, SchedulerState
 
 OUTPUT_TAIL = 4096  # bytes of fence_command's output kept: its last ones, for the event
 

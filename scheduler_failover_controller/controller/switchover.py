@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import logging
 
-from .exceptions import MetastoreError
+from ..exceptions import MetastoreError
+from ..metastore.base import ClusterState, Metastore
+from ..metastore.events import EventKind
+from ..nodes.base import NodeRunner
+from ..probe_result import ProbeResult, SchedulerState
 from .incidents import Incidents
-from .metastore.base import ClusterState, Metastore
-from .metastore.events import EventKind
-from .nodes.base import NodeRunner
-from .probe_result import ProbeResult, SchedulerState
 from .starts import stop
 from .term import MARGIN_TOO_SMALL, Term
 
