@@ -27,6 +27,7 @@ from ..probe_result import ProbeResult, SchedulerState
 from .health import seen_running
 from .renewals import Renewals
 from .starts import stop
+from .succession import Succession, SuccessionRunner
 from .term import Role, Term
 
 if TYPE_CHECKING:
@@ -45,6 +46,10 @@ class SelfMode:
         self.term: Term = term
         self.renewals: Renewals = controller.renewals
         self.host = config.current_host
+        # A previous incarnation of this node's controller may run a scheduler this one cannot see:
+        # until it is seen or its placements expired, this node's look is UNKNOWN (succession.py).
+        self.succession = Succession(self.host, term.holder, config.lease_ttl)
+        runners[self.host] = SuccessionRunner(runners[self.host], self.succession)
         self.local: NodeRunner = runners[self.host]
         self.sleep = sleep = controller.sleep
         self.stopping = stopping = controller.stopping
@@ -59,11 +64,14 @@ class SelfMode:
 
     # --- reports ----------------------------------------------------------------------------
 
-    def _load(self) -> None:
-        """Go on from this node's stored report (a restarted controller keeps its seq and started_for)."""
+    def _load(self, placement: Placement) -> None:
+        """Go on from this node's stored report (a restarted controller keeps its seq and started_for),
+        and from what the placement now bounds of a previous incarnation's."""
         if self._loaded:
+            self.succession.placement(placement)
             return
         mine = next((r for r in self.store.reports() if r.node == self.host), None)
+        self.succession.begin(mine, placement)
         with self._lock:
             if mine is not None:
                 self._seq = max(self._seq, mine.seq)
@@ -121,9 +129,10 @@ class SelfMode:
         """One renewal round (``renew``) with this node's report written from its look. True when the
         cycle should run now: also when the placement came here with nothing running for it, or
         left while a scheduler runs here."""
+        placement: Placement | None = None
         try:
-            self._load()
-            placement: Placement | None = self.store.read_state().placement
+            placement = self.store.read_state().placement
+            self._load(placement)
         except MetastoreError as exc:
             self.term.failed(exc)
             placement = None
@@ -150,8 +159,8 @@ class SelfMode:
     def reconcile(self, paused: bool) -> str | None:
         """Make this node match the placement, and report. A sentence when it did something."""
         try:
-            self._load()
             placement = self.store.read_state().placement
+            self._load(placement)
         except MetastoreError as exc:
             self.term.failed(exc)
             return None  # the guard (S2) and the leash look after the node meanwhile

@@ -18,6 +18,7 @@ def main() -> int:
     parser.add_argument("--node", required=True)
     parser.add_argument("--cluster", default="")  # keeps concurrent test clusters apart
     parser.add_argument("--stray", action="store_true")  # marks one started by hand
+    parser.add_argument("--pod", default="")  # another container of the same node: a match naming it sees only its own
     parser.add_argument("--no-child", action="store_true")
     # A child that outlives a SIGKILL of ours, like Airflow's LocalExecutor workers do.
     parser.add_argument("--orphan-child", action="store_true")

@@ -19,7 +19,7 @@ from scheduler_failover_controller.metastore.reports import NodeReport
 from scheduler_failover_controller.nodes.by_report import ReportRunner, report_probe
 from scheduler_failover_controller.probe_result import SchedulerState
 
-from .fakes import Cluster
+from .fakes import Cluster, FakeRunner
 
 
 class SelfCluster(Cluster):
@@ -317,3 +317,54 @@ def test_a_report_of_a_scheduler_without_a_valid_placement_is_never_adopted() ->
     stopped = NodeReport("n2", "n2:1:aa", "stopped", answers=4, started_for=3, seq=9, server_now=1.0)
     assert report_probe("n2", stopped, placed, 3.5).state is SchedulerState.UNKNOWN  # placed, not started yet
     assert report_probe("n2", stopped, elsewhere, 3.5).state is SchedulerState.STOPPED
+
+
+def test_a_new_incarnation_that_cannot_see_the_old_ones_scheduler_never_runs_a_second(
+    cluster: SelfCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    c1, c2, c3 = three(cluster)
+    cluster.store.request_switchover("n2", "controlled")
+    cluster.tick(c1, c2, c3)
+    assert cluster.running() == ["n2"]
+    old = cluster.runners["n2"]
+    del cluster.controllers["n2"]  # cut off from the metastore: its scheduler runs on under its leash
+    # A second controller as n2 elsewhere (a force-deleted pod's replacement): its own empty node.
+    cluster.runners["n2"] = FakeRunner("n2", actions=cluster.actions)
+    monkeypatch.setattr(
+        cluster, "running", lambda: [n for n, r in [*cluster.runners.items(), ("n2", old)] if r.running]
+    )
+    c2 = cluster.controller("n2")
+    sentences = []
+    for _ in range(80):
+        sentences += cluster.tick(c1, c2, c3, seconds=0.5)  # check(): never two, at every step
+        if not old.running and len(cluster.running()) == 1:
+            break
+    assert not old.running and len(cluster.running()) == 1, sentences
+    assert cluster.max_running == 1
+
+
+def test_a_new_incarnation_reads_unknown_until_its_predecessor_is_seen_or_expired() -> None:
+    from scheduler_failover_controller.controller.succession import Succession
+    from scheduler_failover_controller.probe_result import ProbeResult
+
+    placed = Placement("n2", 1, expires_at=110.0, version=4, server_now=100.0)
+    prior = NodeReport("n2", "n2:1:a", "running", (7,), leashed=True, answers=4, started_for=4, seq=9)
+    s = Succession("n2", "n2:2:b", ttl=10.0)
+    s.begin(prior, placed)
+    empty = ProbeResult("n2", SchedulerState.STOPPED)
+    assert s.look(empty).state is SchedulerState.UNKNOWN and s.look(empty).leashed
+    s.placement(Placement(None, 1, expires_at=115.0, version=5, server_now=105.0))  # the stop order
+    s.placement(Placement("n3", 1, expires_at=124.0, version=6, server_now=114.0))
+    assert s.look(empty).state is SchedulerState.UNKNOWN  # the stop order's expiry (115) not yet passed
+    s.placement(Placement("n3", 1, expires_at=125.0, version=6, server_now=115.0))
+    assert s.look(empty) == empty and s.pending is None
+    # Seen here running under its leash: the same host's processes, adopted at once.
+    s = Succession("n2", "n2:2:b", ttl=10.0)
+    s.begin(prior, placed)
+    running = ProbeResult("n2", SchedulerState.RUNNING, (7,), leashed=True)
+    assert s.look(running) == running and s.pending is None
+    # Its own report, or a predecessor that last reported nothing for the current version, not placed here.
+    for holder, state, node in (("n2:2:b", "running", "n2"), ("n2:1:a", "stopped", "n3")):
+        s = Succession("n2", "n2:2:b", ttl=10.0)
+        s.begin(NodeReport("n2", holder, state, answers=4), Placement(node, 1, 110.0, 4, 100.0))
+        assert s.pending is None
