@@ -94,7 +94,7 @@ def finish(
     outage_allowed: bool = True,
 ) -> None:
     """Stop the observer, record the scenario's figures, and check what every scenario promises
-    (in self mode also: no SSH connection was tried from any host)."""
+    (in self mode also: the cluster runs in self mode, and no host tried an SSH connection)."""
     obs = lab.observer
     obs.stop()
     RESULTS.append(
@@ -117,6 +117,8 @@ def finish(
     errors = lab.internal_errors()
     assert not errors, f"a controller hit an internal error: {errors[:3]}"
     if self_mode(lab):
+        recorded = lab.store.read_node_control()
+        assert recorded == "self", f"self-mode lab, but the cluster's node_control is {recorded!r}"
         tried = lab.ssh_attempts()
         assert not any(tried.values()), f"self mode: SSH connections tried (packets to port 22 per host): {tried}"
     if bound is not None:
