@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 
 from .config import Config
 from .controller.term import Role
-from .metastore.base import ClusterState, ControllerInfo, Metastore, Observation
+from .metastore.base import ClusterState, ControllerInfo, Event, Metastore, Observation
 from .metastore.events import EventKind
 from .metastore.reports import NodeReport
 from .metastore.rows import implausible
@@ -162,31 +162,12 @@ def read_status(store: Metastore, config: Config) -> ClusterStatus:
             node: Observation(node, r.state, r.pids, r.detail, r.observed_at, node, r.server_now, r.leashed, r.foreign)
             for node, r in reports.items()
         }
-    nodes = [
-        NodeStatus(
-            node, _known(SchedulerState, obs.state), obs.pids, round(obs.age, 3), obs.foreign, _age(reports, node)
-        )
-        if (obs := observations.get(node))
-        else NodeStatus(node, SchedulerState.UNKNOWN, (), None, report_age_s=_age(reports, node))
-        for node in config.nodes
-    ]
+    nodes = _nodes(observations, reports, config)
     controllers = [_controller(c, state, config) for c in registry]
     running = [n for n in nodes if n.scheduler is SchedulerState.RUNNING and (n.observed_age_s or 0) <= fresh]
     doubts = implausible(state, config.nodes, config.lease_ttl)  # a lease or placement no controller of ours wrote
     problems = list(doubts) + _problems(state, controllers, nodes, config, fresh)
-    if len(running) > 1:
-        problems.append("more than one scheduler running")
-    if recorded is not None and recorded != config.node_control:
-        problems.append(
-            f"the cluster's node_control is {recorded} but {config.node_control} in this config: "
-            "a controller with this config refuses to act"
-        )
-    # Two controllers with one current_host share one registry row: only the events tell.
-    window = 10 * config.lease_ttl + 2 * config.poll_frequency
-    for event in recent:
-        if event.kind == EventKind.DUPLICATE and state.server_now - event.at <= window:
-            problems.append(f"two controllers ran as {event.host} ({event.message.split(':', 1)[0]})")
-            break
+    problems += _cluster_problems(state, running, recorded, recent, config)
     if not running:
         health = ClusterHealth.NO_SCHEDULER
     elif problems:
@@ -209,6 +190,39 @@ def read_status(store: Metastore, config: Config) -> ClusterStatus:
         node_control=recorded,
         configured_node_control=config.node_control,
     )
+
+
+def _nodes(observations: dict[str, Observation], reports: dict[str, NodeReport], config: Config) -> list[NodeStatus]:
+    """One status per configured node, from its latest observation (UNKNOWN without one)."""
+    return [
+        NodeStatus(
+            node, _known(SchedulerState, obs.state), obs.pids, round(obs.age, 3), obs.foreign, _age(reports, node)
+        )
+        if (obs := observations.get(node))
+        else NodeStatus(node, SchedulerState.UNKNOWN, (), None, report_age_s=_age(reports, node))
+        for node in config.nodes
+    ]
+
+
+def _cluster_problems(
+    state: ClusterState, running: list[NodeStatus], recorded: str | None, recent: list[Event], config: Config
+) -> list[str]:
+    """Problems of the cluster as a whole: two schedulers, a node_control mismatch, duplicate controllers."""
+    problems = []
+    if len(running) > 1:
+        problems.append("more than one scheduler running")
+    if recorded is not None and recorded != config.node_control:
+        problems.append(
+            f"the cluster's node_control is {recorded} but {config.node_control} in this config: "
+            "a controller with this config refuses to act"
+        )
+    # Two controllers with one current_host share one registry row: only the events tell.
+    window = 10 * config.lease_ttl + 2 * config.poll_frequency
+    for event in recent:
+        if event.kind == EventKind.DUPLICATE and state.server_now - event.at <= window:
+            problems.append(f"two controllers ran as {event.host} ({event.message.split(':', 1)[0]})")
+            break
+    return problems
 
 
 def _age(reports: dict[str, NodeReport], node: str) -> float | None:

@@ -125,12 +125,16 @@ interrupt() {
   [ -n "$kill_at" ] && return
   kill_at=$(($(date +%s) + 120))
   touch "$logs/interrupted"
-  for name in "${!pid_of[@]}"; do kill -INT -- "-${pid_of[$name]}" 2>/dev/null; done
+  for name in "${!pid_of[@]}"; do
+    [ -e "$logs/$name.result" ] || kill -INT -- "-${pid_of[$name]}" 2>/dev/null
+  done
 }
 trap interrupt INT TERM
+# A lane runs until it has written its result (its last act). Not `kill -0 PID`: the tests start
+# and end thousands of processes, and a finished lane's pid is soon another process's.
 running() {
   local name count=0
-  for name in "${!pid_of[@]}"; do kill -0 "${pid_of[$name]}" 2>/dev/null && count=$((count + 1)); done
+  for name in "${!pid_of[@]}"; do [ -e "$logs/$name.result" ] || count=$((count + 1)); done
   echo "$count"
 }
 queue=($lanes)
@@ -145,7 +149,9 @@ while [ "${#queue[@]}" -gt 0 ] || [ "$(running)" -gt 0 ]; do
     echo "lanes.sh: lanes still running after ${timeout_s} s: interrupting them" >&2
     interrupt
   elif [ -n "$kill_at" ] && [ "$now" -ge "$kill_at" ]; then
-    for name in "${!pid_of[@]}"; do kill -KILL -- "-${pid_of[$name]}" 2>/dev/null; done
+    for name in "${!pid_of[@]}"; do
+      [ -e "$logs/$name.result" ] || kill -KILL -- "-${pid_of[$name]}" 2>/dev/null
+    done
     break
   fi
   sleep 2 &

@@ -30,14 +30,14 @@ from ..probe_result import ProbeResult, SchedulerState
 from .blind import Blindness
 from .fencing import Fencing
 from .guard import Guard
-from .health import Health, seen_running
+from .health import Health
 from .identity import Identity
 from .incidents import Incidents
-from .recovery import Recovery
+from .placing import Placing
 from .renewals import Renewals
 from .selfmode import NodeControl, SelfMode
-from .starts import Starts, stop
-from .switchover import Switchovers
+from .shutdown import shut_down
+from .starts import Starts
 from .term import Role, Term
 
 log = logging.getLogger("scheduler_failover_controller.controller")
@@ -45,14 +45,14 @@ log = logging.getLogger("scheduler_failover_controller.controller")
 PLEASE_REPORT = "INTERNAL ERROR (please report this with the log)"
 
 
-class Controller(Recovery, Switchovers, Guard):
+class Controller(Placing, Guard):
     """One controller instance: its decision procedure, with its collaborators.
 
     ``term``: role, epoch, deadlines; ``health``: each node's last look and check streaks;
     ``incidents``: failure counts, backoffs, alerts; ``fencing``: what blocks a start; ``starts``,
     ``renewals``, ``identity`` (the registry row); ``selfmode``: this node's reconcile (self mode).
-    Decisions on the placed node and strays: ``Recovery``; a switchover's: ``Switchovers``;
-    this node's self-fencing: ``Guard`` (mixins).
+    The active controller's decision: ``Placing``; on the placed node and strays: ``Recovery``;
+    a switchover's: ``Switchovers``; this node's self-fencing: ``Guard`` (mixins); the exit: ``shut_down``.
     """
 
     def __init__(
@@ -234,13 +234,7 @@ class Controller(Recovery, Switchovers, Guard):
             self.term.unreadable = None
         self.store_answered = True
         self.last_state = state
-        doubts = implausible(state, self.config.nodes, self.ttl)
-        for doubt in doubts:
-            log.warning(
-                "metastore: %s; no controller of this config wrote that, and it is not taken as expired "
-                "(a controller with another config may hold it): fix the configs or clear the record",
-                doubt,
-            )
+        doubts = self._doubts(state)
         with self._shared:
             self.paused = state.paused
         try:
@@ -280,6 +274,17 @@ class Controller(Recovery, Switchovers, Guard):
         doubt = f"; not plausible: {'; '.join(doubts)}" if doubts else ""
         return f"standby: {leader} is active (epoch {state.lease.epoch}); scheduler placed on {where}{doubt}"
 
+    def _doubts(self, state: ClusterState) -> list[str]:
+        """What in ``state`` no controller of this config wrote, each logged as a warning."""
+        doubts = implausible(state, self.config.nodes, self.ttl)
+        for doubt in doubts:
+            log.warning(
+                "metastore: %s; no controller of this config wrote that, and it is not taken as expired "
+                "(a controller with another config may hold it): fix the configs or clear the record",
+                doubt,
+            )
+        return doubts
+
     def _lead_term(self, lease: Lease, t0: float) -> None:
         if self.term.hold(lease, t0):
             self.incidents.restarts = 0
@@ -313,54 +318,6 @@ class Controller(Recovery, Switchovers, Guard):
         except MetastoreError as exc:
             log.warning("observations not recorded: %s", exc)
 
-    # --- the active controller ----------------------------------------------------------
-
-    def _lead(self, state: ClusterState, probes: dict[str, ProbeResult]) -> str:
-        prefix = f"active (epoch {self.epoch})"
-        self.renewals.drop_kept()  # _healthy sets it again for a scheduler seen healthy this cycle
-        placement = state.placement
-        if state.switchover is not None:
-            return f"{prefix}: {self._switchover(state, probes, *state.switchover)}"
-        busy = [n for n, r in probes.items() if r.state in (SchedulerState.RUNNING, SchedulerState.UNHEALTHY)]
-        if placement.valid and placement.node is not None:
-            return f"{prefix}: {self._placed(state, probes, placement.node, [n for n in busy if n != placement.node])}"
-        # No valid placement: adopt a running scheduler, or place one.
-        if len(busy) > 1:
-            keep = placement.node if placement.node in busy else busy[0]
-            return f"{prefix}: {self._kill_strays([n for n in busy if n != keep], probes, keep)}"
-        if len(busy) == 1:
-            node = busy[0]
-            if self.term.place(state.placement, node) is None:
-                return f"{prefix}: lost the race to adopt the scheduler on {node}; retrying next cycle"
-            self._event(EventKind.ADOPT, f"adopted the scheduler already running on {node}")
-            return f"{prefix}: adopted the scheduler already running on {node} ({probes[node].describe()})"
-        target = self.incidents.pick_target(probes, exclude=None, prefer=self.blind.preferred(placement.node))
-        if target is None:
-            return f"{prefix}: no scheduler runs and no node can take it now ({self.incidents.why_no_target(probes)})"
-        blocking = self.fencing.blocking(target, probes, self.cycles)
-        if blocking:  # not placed: no backoff for the target, it did nothing wrong
-            message = f"no scheduler seen, but one may still run on {', '.join(blocking)}; not placing one on {target}"
-            self.incidents.alert(
-                "no scheduler runs: a start is blocked", f"{message}. Bring the node back or fence it."
-            )
-            return f"{prefix}: {message}"
-        placed = self.term.place(state.placement, target)
-        if placed is None:
-            return f"{prefix}: lost the race to place the scheduler on {target}; retrying next cycle"
-        ok, detail = self._start_on(target, probes)
-        if ok:
-            self._event(EventKind.START, f"started the scheduler on {target}: {detail}")
-            return f"{prefix}: placed and started the scheduler on {target} ({detail})"
-        self.incidents.failed(target, detail, start_failed=True)
-        return f"{prefix}: placed the scheduler on {target} but its start failed: {detail}"
-
-    def _start_on(self, node: str, probes: dict[str, ProbeResult]) -> tuple[bool, str]:
-        """Start the scheduler on ``node`` and wait until it is up: (whether it is, what happened)."""
-        result = self.starts.start(node, probes, self.cycles)
-        if self.selfmode is not None and node == self.host:
-            self.selfmode.note_start()  # started (or tried) for its placement: not again by the reconcile
-        return result
-
     # --- renewals, on their own clock ----------------------------------------------------
 
     def renew(self) -> bool:
@@ -379,39 +336,4 @@ class Controller(Recovery, Switchovers, Guard):
 
     def shutdown(self) -> str:
         """Graceful exit: stop our node's scheduler (nobody would guard it), release everything."""
-        parts: list[str] = []
-        if self.duplicate is not None or self.node_control.refused:  # not this controller's to act on
-            whose = "to the other controller" if self.duplicate else "as they are (another node_control)"
-            parts.append(f"left the local scheduler and its placement {whose} on {self.host}")
-        elif not self.paused:
-            probe = self.local.probe()
-            after = probe
-            if seen_running(probe):
-                after = stop(self.local)
-                parts.append(f"stopped the local scheduler ({probe.describe()} -> {after.state.value})")
-                if self.leads() and self.last_probes:  # else status would show it running until the next active looks
-                    self._record({**self.last_probes, self.host: after})
-            if after.state is SchedulerState.STOPPED:
-                try:
-                    if self.store.release_placement(self.host):
-                        parts.append("released the placement")
-                except MetastoreError as exc:
-                    parts.append(f"could not release the placement ({exc})")
-            else:  # let it expire by server time instead: only then may another node start one
-                parts.append(f"kept the placement: local scheduler is {after.state.value}")
-        else:
-            parts.append("paused: left the local scheduler as it is")
-        self.term.forget_placement()
-        try:
-            if self.store.release(self.holder):
-                parts.append(f"released the leadership lease (epoch {self.epoch})")
-            self.store.deregister(self.host, self.holder)
-            self._event(EventKind.STOP, f"controller on {self.host} stopped: {'; '.join(parts) or 'nothing held'}")
-        except MetastoreError as exc:
-            parts.append(f"metastore unreachable ({exc})")
-        self.term.end()
-        self._pool.shutdown(wait=False, cancel_futures=True)
-        self._renewal_pool.shutdown(wait=False, cancel_futures=True)
-        if self.jobs is not None:
-            self.jobs.close()
-        return "; ".join(parts) or "nothing held"
+        return shut_down(self)

@@ -185,6 +185,12 @@ class Renewals:
         generation = self.term.generation()
         with self._lock:
             kept, leash_too, owed = self._kept, self.renewing.get(node), self.leash_owed.get(node)
+        if leash_too is False and not self._has_live_controller(node):
+            # Its own controller went quiet since the cycle looked: take its leash over at the
+            # renewals' pace, not the cycle's (a cycle slowed by strays must not let it lapse).
+            with self._lock:
+                if kept == self._kept and node in self.renewing:
+                    self.renewing[node] = leash_too = True
         if leash_too and owed is not None:
             self.remote_leash(node, owed)
             return

@@ -375,6 +375,14 @@ class Metastore(ReportStore, abc.ABC):
                 if state.switchover
                 else None
             ),
+            **self._dump_records(),
+            "node_control": self.read_node_control(),
+            **self._dump_reports(),
+        }
+
+    def _dump_records(self) -> dict[str, Any]:
+        """The controller registry and the observations, for ``dump``."""
+        return {
             "controllers": [
                 {
                     "host": c.host,
@@ -401,7 +409,11 @@ class Metastore(ReportStore, abc.ABC):
                 }
                 for o in self.observations()
             ],
-            "node_control": self.read_node_control(),
+        }
+
+    def _dump_reports(self) -> dict[str, Any]:
+        """The nodes' own reports and the recent events, for ``dump``."""
+        return {
             "reports": [
                 {
                     "node": r.node,

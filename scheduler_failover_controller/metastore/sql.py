@@ -9,28 +9,22 @@ exactly as a slow one would have.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable
-from functools import partial
 from typing import Any, TypeVar
 
 from sqlalchemy import (
-    Table,
     and_,
     case,
     delete,
     exists,
     func,
     insert,
-    inspect,
     or_,
     select,
     update,
 )
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import IntegrityError, ProgrammingError, SQLAlchemyError
-from sqlalchemy.schema import CreateColumn, CreateTable
 from sqlalchemy.sql.expression import ColumnElement
 
 from ..exceptions import CorruptRecord
@@ -42,29 +36,23 @@ from .base import (
     SCHEDULER,
     TEXT_LIMIT,
     ClusterState,
-    ControllerInfo,
     Event,
     Lease,
     Metastore,
-    Observation,
     Placement,
     capped,
-    foreign_rows,
 )
 from .events import EventKind, event_kind, request_id
 from .sql_engine import SQLDatabase
+from .sql_registry import SQLRegistry
 from .sql_reports import NODE_CONTROL, SQLReports, reports_table
+from .sql_schema import SQLSchema
 from .sql_tables import (
-    ADDED_COLUMNS,
-    SEEDS,
     controllers_table,
     events_table,
-    execute,
-    execute_sql,
     field_name,
     lease_table,
     meta_table,
-    metadata,
     num,
     observations_table,
     placement_table,
@@ -75,7 +63,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-class SQLMetastore(SQLReports, SQLDatabase, Metastore):
+class SQLMetastore(SQLRegistry, SQLSchema, SQLReports, SQLDatabase, Metastore):
     """The metastore in a relational database, tables prefixed ``sfc_``."""
 
     kind = "sql"
@@ -92,87 +80,6 @@ class SQLMetastore(SQLReports, SQLDatabase, Metastore):
         """A public call (see Metastore._call): ``fn`` in one transaction."""
         with self._call() as d:
             return self._step(d, fn)
-
-    # --- setup (see Metastore.setup) ----------------------------------------------------------
-
-    _catalog: dict[str, set[str]]  # the columns _prepare found, for _upgrade
-
-    def _prepare(self, d: dl.Deadline) -> tuple[str, object]:
-        """Create and seed the schema, in as few round trips as what is missing needs.
-
-        A store that is already complete (every restart) costs one look at the catalog and one
-        transaction: setup runs within the one call's deadline like everything else.
-        """
-        present = self._columns(d)
-        missing = [table for table in metadata.sorted_tables if table.name not in present]
-        if missing:
-            self._create_tables(d, missing)
-            present = self._columns(d)  # as created: by us, or by a controller of an older release
-        version = select(meta_table.c.value).where(meta_table.c.name == "schema_version")
-
-        def seed(conn: Connection) -> Any:
-            for table, row in SEEDS:
-                if conn.execute(select(table.c.name).where(table.c.name == row["name"])).first() is None:
-                    conn.execute(insert(table).values(**row))
-            return conn.execute(version).scalar()
-
-        try:
-            found = self._step(d, seed)
-        except IntegrityError:  # another controller seeded a row at the same moment: its rows are there now
-            found = self._step(d, seed)
-        self._catalog = present
-        return field_name(meta_table, "value", "schema_version"), found
-
-    def _upgrade(self, d: dl.Deadline) -> None:
-        self._add_columns(d, self._catalog)
-
-    def _columns(self, d: dl.Deadline) -> dict[str, set[str]]:
-        """The column names of each of our tables that exists."""
-        with self._connection(d) as conn:
-            found = inspect(conn)
-            names = set(found.get_table_names())
-            return {
-                t.name: {c["name"] for c in found.get_columns(t.name)}
-                for t in metadata.sorted_tables
-                if t.name in names
-            }
-
-    def _create_tables(self, d: dl.Deadline, tables: list[Table]) -> None:
-        """Create what is missing. Several controllers may do so at the same moment.
-
-        IF NOT EXISTS covers most of that race, but not all of it: PostgreSQL checks for the
-        table before it takes the catalog's locks, so of two creators one may still fail, on a
-        unique index of its catalog or with "type ... already exists". The loser tries that
-        table again and then finds it there. (A real error fails every try and is raised.)
-        """
-        for table in tables:
-            for attempt in range(3):
-                try:
-                    self._step(d, partial(execute, CreateTable(table, if_not_exists=True)))
-                    break
-                except (IntegrityError, ProgrammingError):
-                    if attempt == 2:
-                        raise
-
-    def _add_columns(self, d: dl.Deadline, present: dict[str, set[str]]) -> None:
-        """Bring tables made by an older release up to date, additively.
-
-        ``present`` is what the catalog shows (table: column names). New columns have defaults,
-        so controllers of the older release keep working beside newer ones during a rolling
-        upgrade; the schema version is left as it is. Another controller may add the same column
-        at the same moment: a failed ALTER whose column now exists is that race, lost.
-        """
-        for column in ADDED_COLUMNS:
-            table = column.table.name
-            if table not in present or column.name in present[table]:
-                continue
-            ddl = CreateColumn(column).compile(dialect=self.engine.dialect)  # from the one definition above
-            try:
-                self._step(d, partial(execute_sql, f"ALTER TABLE {table} ADD COLUMN {ddl}"))
-                log.info("metastore: added column %s.%s", table, column.name)
-            except SQLAlchemyError:
-                if column.name not in self._columns(d).get(table, set()):
-                    raise
 
     def _lease(self, conn: Connection) -> Lease:
         t = lease_table
@@ -314,105 +221,6 @@ class SQLMetastore(SQLReports, SQLDatabase, Metastore):
             .values(node=None, version=p.c.version + 1, expires_at=self.now, updated_at=self.now)
         )
         return self._run(lambda conn: conn.execute(stmt).rowcount == 1)
-
-    def heartbeat(self, info: ControllerInfo) -> None:
-        c = controllers_table
-        values = {
-            "holder": info.holder,
-            "pid": info.pid,
-            "version": info.version,
-            "role": info.role,
-            "last_seen": self.now,
-            "paused": int(info.paused),
-            "leashed": int(info.leashed),
-        }
-
-        def go(conn: Connection) -> None:
-            if conn.execute(update(c).where(c.c.host == info.host).values(**values)).rowcount == 0:
-                conn.execute(insert(c).values(host=info.host, started_at=self.now, **values))
-
-        with self._call() as d:  # one deadline for both tries
-            try:
-                self._step(d, go)
-            except IntegrityError:
-                self._step(d, go)  # lost an insert race for our own host row: update it
-
-    def deregister(self, host: str, holder: str) -> None:
-        c = controllers_table
-        self._run(lambda conn: conn.execute(delete(c).where(c.c.host == host, c.c.holder == holder)))
-
-    def controllers(self) -> list[ControllerInfo]:
-        c = controllers_table
-
-        def decode(r: Any) -> ControllerInfo:
-            host = rows.name(field_name(c, "host"), r.host)
-            now = num(r[-1])
-            return ControllerInfo(
-                host=host,
-                holder=rows.holder(field_name(c, "holder", host), r.holder),
-                pid=rows.integer(field_name(c, "pid", host), r.pid, minimum=1),
-                version=rows.label(field_name(c, "version", host), r.version, 64),
-                role=rows.label(field_name(c, "role", host), r.role, 32),
-                last_seen=rows.stamp(field_name(c, "last_seen", host), r.last_seen, now),
-                started_at=rows.stamp(field_name(c, "started_at", host), r.started_at, now),
-                server_now=now,
-                paused=rows.flag(field_name(c, "paused", host), r.paused),
-                leashed=rows.flag(field_name(c, "leashed", host), r.leashed),
-            )
-
-        def go(conn: Connection) -> list[ControllerInfo]:
-            return [decode(r) for r in conn.execute(select(c, self.now).order_by(c.c.host)).all()]
-
-        return self._run(go)
-
-    def record_observations(self, holder: str, epoch: int, observations: list[Observation]) -> bool:
-        o = observations_table
-
-        def go(conn: Connection) -> bool:
-            if not conn.execute(select(self._leader_is(holder, epoch))).scalar():
-                return False
-            conn.execute(delete(o))
-            for obs in observations:
-                conn.execute(
-                    insert(o).values(
-                        node=obs.node,
-                        state=obs.state,
-                        pids=json.dumps(list(obs.pids)),
-                        detail=capped(obs.detail),
-                        observed_at=self.now,
-                        by_host=obs.by_host,
-                        epoch=epoch,
-                        leashed=int(obs.leashed),
-                        foreign_procs=json.dumps(foreign_rows(obs.foreign)) if obs.foreign else "",
-                    )
-                )
-            return True
-
-        return self._run(go)
-
-    def observations(self) -> list[Observation]:
-        o = observations_table
-
-        def decode(r: Any) -> Observation:
-            node = rows.name(field_name(o, "node"), r.node)
-            now = num(r[-1])
-            rows.integer(field_name(o, "epoch", node), r.epoch)
-            return Observation(
-                node=node,
-                state=rows.label(field_name(o, "state", node), r.state, 32),
-                pids=rows.pids(field_name(o, "pids", node), r.pids, encoded=True),
-                detail=rows.text(field_name(o, "detail", node), r.detail, TEXT_LIMIT),
-                observed_at=rows.stamp(field_name(o, "observed_at", node), r.observed_at, now),
-                by_host=rows.name(field_name(o, "by_host", node), r.by_host, empty=True),
-                server_now=now,
-                leashed=rows.flag(field_name(o, "leashed", node), r.leashed),
-                foreign=rows.foreign(field_name(o, "foreign_procs", node), r.foreign_procs, encoded=True),
-            )
-
-        def go(conn: Connection) -> list[Observation]:
-            return [decode(r) for r in conn.execute(select(o, self.now).order_by(o.c.node)).all()]
-
-        return self._run(go)
 
     def set_paused(self, paused: bool) -> None:
         m = meta_table

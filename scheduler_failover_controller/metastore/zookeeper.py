@@ -18,6 +18,7 @@ session timeout from before the call. While the connection is SUSPENDED nothing 
 gone, so the controller contends again and gets a new epoch.
 
 The session, and every request held to the call's deadline: :mod:`.zookeeper_session`.
+The controller registry and the observations: :mod:`.zookeeper_registry`.
 
 A request that timed out is not withdrawn: kazoo has sent it, and a frozen or cut-off server may
 still apply it later (on the same session, in order; a server the session has moved away from
@@ -66,26 +67,21 @@ from .base import (
     EVENTS_KEPT,
     SCHEMA_VERSION,
     ClusterState,
-    ControllerInfo,
     Event,
     Lease,
     Metastore,
-    Observation,
     Placement,
     capped,
-    foreign_rows,
 )
 from .events import EventKind
 from .zookeeper_records import (
-    decode_controller,
     decode_event,
-    decode_observations,
     decode_placement,
     decode_switchover,
     dump,
     field,
-    load_json,
 )
+from .zookeeper_registry import ZooKeeperRegistry
 from .zookeeper_reports import ZooKeeperReports
 from .zookeeper_session import ZooKeeperSession
 
@@ -108,7 +104,7 @@ RECORDS = {
 }
 
 
-class ZooKeeperMetastore(ZooKeeperReports, ZooKeeperSession, Metastore):
+class ZooKeeperMetastore(ZooKeeperRegistry, ZooKeeperReports, ZooKeeperSession, Metastore):
     """The metastore in a ZooKeeper ensemble."""
 
     kind = "zookeeper"
@@ -303,84 +299,6 @@ class ZooKeeperMetastore(ZooKeeperReports, ZooKeeperSession, Metastore):
             except BadVersionError:
                 return False
             return True
-
-        return self._run(go)
-
-    def heartbeat(self, info: ControllerInfo) -> None:
-        path = self._p("controllers", info.host)
-        value = {
-            "holder": info.holder,
-            "pid": info.pid,
-            "version": info.version,
-            "role": info.role,
-            "paused": info.paused,
-            "leashed": info.leashed,
-        }
-
-        def go() -> None:
-            try:
-                self._set(path, dump(value))
-            except NoNodeError:
-                try:
-                    self._wait(self.client.create_async(path, dump(value), acl=self.acl))
-                except NodeExistsError:
-                    self._set(path, dump(value))
-
-        self._run(go)
-
-    def deregister(self, host: str, holder: str) -> None:
-        def go() -> None:
-            path = self._p("controllers", host)
-            try:
-                data, stat = self._get(path)
-                if load_json(data).get("holder") == holder:
-                    self._wait(self.client.delete_async(path, stat.version))
-            except (NoNodeError, BadVersionError):
-                pass
-
-        self._run(go)
-
-    def controllers(self) -> list[ControllerInfo]:
-        def go() -> list[ControllerInfo]:
-            now = self._server_now()
-            found = []
-            for host in sorted(self._children(self._p("controllers"))):
-                try:
-                    data, stat = self._get(self._p("controllers", host))
-                except NoNodeError:
-                    continue
-                found.append(decode_controller(self._p("controllers", host), host, data, stat, now))
-            return found
-
-        return self._run(go)
-
-    def record_observations(self, holder: str, epoch: int, observations: list[Observation]) -> bool:
-        def go() -> bool:
-            tx = self.client.transaction()
-            if not self._fence(tx, holder, epoch):
-                return False
-            data = {
-                o.node: {
-                    "state": o.state,
-                    "pids": list(o.pids),
-                    "detail": capped(o.detail),
-                    "by": o.by_host,
-                    "leashed": o.leashed,
-                    "foreign": foreign_rows(o.foreign),
-                }
-                for o in observations
-            }
-            tx.set_data(self._p("observations"), dump(data))
-            return self._commit(tx)
-
-        return self._run(go)
-
-    def observations(self) -> list[Observation]:
-        def go() -> list[Observation]:
-            now = self._server_now()
-            path = self._p("observations")
-            data, stat = self._get(path)
-            return decode_observations(path, data, float(stat.mtime) / 1000.0, now)
 
         return self._run(go)
 

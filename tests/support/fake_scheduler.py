@@ -29,12 +29,15 @@ def main() -> int:
         child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(100000)", "orphan-of", args.node])
     elif not args.no_child:
         # A child that dies with us only if the tree is killed (like Airflow's DAG processor).
-        # PR_SET_PDEATHSIG: the child dies with us even when we are SIGKILLed (no orphans left).
+        # PR_SET_PDEATHSIG: the child dies with us even when we are SIGKILLed (no orphans left);
+        # and if we died before it asked for that (a kill right after the start), it goes at once.
         child = subprocess.Popen(
             [
                 sys.executable,
                 "-c",
-                "import ctypes, signal, time; ctypes.CDLL(None).prctl(1, signal.SIGTERM); time.sleep(100000)",
+                "import ctypes, os, signal, sys, time; ctypes.CDLL(None).prctl(1, signal.SIGTERM); "
+                "os.getppid() == int(sys.argv[1]) or sys.exit(0); time.sleep(100000)",
+                str(os.getpid()),
             ]
         )
 

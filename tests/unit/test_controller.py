@@ -1476,3 +1476,24 @@ def test_a_lease_whose_session_expired_leads_nothing(cluster: Cluster) -> None:
     assert not c1.leads()
     (sentence,) = tick(cluster, c1, seconds=0.1)
     assert sentence.startswith("active (epoch 2)") and c1.leads(), sentence
+
+
+def test_renewals_take_over_the_leash_of_a_node_whose_controller_went_quiet_between_cycles(
+    cluster: Cluster,
+) -> None:
+    """n2 runs the scheduler and its own controller renews its leash; that controller dies. The
+    renewals (their own clock) take its leash over as soon as its heartbeat is stale, without
+    waiting for a cycle: a cycle slowed by strays must not let the leash lapse."""
+    c1 = cluster.controller("n1")
+    cluster.store.register("n2")
+    cluster.runners["n2"].run()
+    c1.run_cycle()
+    assert tick(cluster, c1)[0] == healthy(cluster, "n2")
+    assert c1.renewals.renewing == {"n2": False}  # n2's own controller renews its leash
+    before = [kind for kind, _d in cluster.runners["n2"].deadlines].count("renew")
+    for _ in range(4):  # no cycle: n2's controller is silent from now on
+        cluster.clock.advance(c1.config.renew_interval)
+        c1.renew()
+        wait_for(lambda: not c1.renewals.leash_pending, 5, "the background leash renewal")
+    assert c1.renewals.renewing == {"n2": True}
+    assert [kind for kind, _d in cluster.runners["n2"].deadlines].count("renew") > before

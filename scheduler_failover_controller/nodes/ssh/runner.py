@@ -1,7 +1,8 @@
 """SSHNodeRunner: probe, start, stop and leash a scheduler on another master over SSH.
 
 The steps are orchestrated here; the connection is :mod:`.transport`'s, the shell scripts and the
-reading of their output :mod:`.scripts`', the long-lived helpers on the node :mod:`.serve`'s.
+reading of their output :mod:`.scripts`', the long-lived helpers on the node :mod:`.serve`'s; a look
+is :mod:`.looking`'s, a stop :mod:`.stopping`'s.
 
 Probing: with this project on the node (``ssh_remote_command`` found there), its ``probe --serve``
 answers; otherwise, or while it starts, the node lists its processes with ``ps`` and the same
@@ -24,18 +25,16 @@ from typing import TypeVar
 from ...config import Config
 from ...exceptions import CommandFailed, NodeUnreachable
 from ...leash.spec import CLI_SUBCOMMAND
-from ...ownership import SCHEDULER_USER_ENV
-from ...probe import MATCH_ENV, STATE_DIR_ENV
 from ...probe_result import ProbeResult, SchedulerState
 from ..base import NodeRunner
 from ..local import launch_command, leash_spec, node_lock_path, session_file
 from . import remote_dirs, scripts
 from .check import SSHCheck, connection_failed
 from .leash_renewal import LeashRenewal
-from .ps_table import ProcessEntry, listed_leashes, probe_table, table_descendants, table_owned, table_roots
 from .scripts import Marker, marked
 from .serve import LeashHelper, LeashNotReady, ProbeServer
 from .start_lock import LOCK_WAIT, start_lock
+from .stopping import Stopping
 from .transport import LOG_NAME, Connection, Connector, Deadline, Endpoint, SSHFailure, run_script
 
 log = logging.getLogger(LOG_NAME)
@@ -47,7 +46,7 @@ _LEASH_WAIT = 2.0  # seconds more a start may take: the leash's helper and the l
 _VISIBLE_WAIT = 1.0  # seconds a start waits, holding the lock, for the new process to show
 
 
-class SSHNodeRunner(LeashRenewal, NodeRunner):
+class SSHNodeRunner(Stopping, LeashRenewal, NodeRunner):
     """A master node reached over SSH: ``node`` is its host name or address."""
 
     def __init__(self, node: str, config: Config) -> None:
@@ -103,60 +102,6 @@ class SSHNodeRunner(LeashRenewal, NodeRunner):
     ) -> tuple[int, str, str]:
         """Run ``script`` with ``/bin/sh -s`` on the node; (exit status, stdout, stderr)."""
         return run_script(conn, script, deadline, budget)
-
-    # --- looking ----------------------------------------------------------------------------
-
-    def _probe_script(self) -> str:
-        return scripts.listing_script(self.config.state_dir, self.node, self.config.scheduler_user)
-
-    def _parse_listing(self, out: str) -> list[ProcessEntry] | None:
-        return scripts.parse_listing(out)
-
-    def _probe_listed(self, out: str, table: list[ProcessEntry]) -> ProbeResult:
-        """probe_table with the node's leashes (verifiable only when its boot and uptime were printed)
-        and the uid whose processes count there (UNKNOWN when it could not be told)."""
-        records, _now = scripts.parse_listing_head(out)
-        boot = scripts.parse_listing_boot(out)
-        uid = scripts.parse_expected_uid(out)
-        if uid is None:
-            who = f"scheduler_user {self.config.scheduler_user!r}" if self.config.scheduler_user else "its own uid"
-            return ProbeResult(self.node, SchedulerState.UNKNOWN, detail=f"ssh: the node did not tell {who}")
-        return probe_table(
-            self.node,
-            table,
-            self.match,
-            leashes=records if boot else (),
-            expected=uid,
-            boot=boot[0] if boot else "",
-        )
-
-    def _owned_listed(self, out: str, table: list[ProcessEntry]) -> list[ProcessEntry]:
-        """The scheduler roots of a listing that count (none when the expected uid is not known)."""
-        records, _now = scripts.parse_listing_head(out)
-        boot = scripts.parse_listing_boot(out)
-        uid = scripts.parse_expected_uid(out)
-        if uid is None:
-            return []
-        live = listed_leashes(table, records if boot else (), boot[0] if boot else "")
-        skip = {r.pid for r in live} | {r.watcher for r in live if r.watcher}
-        return table_owned(table, table_roots(table, self.match, skip), uid, live)[0]
-
-    def _look(self, conn: Connection, deadline: Deadline) -> tuple[ProbeResult, list[ProcessEntry] | None]:
-        """One probe on the node; with the ps table when the fallback was used."""
-        served = self._prober.probe(conn, deadline)
-        if served is not None:
-            self.remote_project = True
-            return served, None
-        status, out, err = self._exec(conn, self._probe_script(), deadline)
-        table = self._parse_listing(out)
-        if table is None:
-            why = (err.strip().splitlines() or [f"exit status {status}"])[-1]
-            return ProbeResult(
-                self.node, SchedulerState.UNKNOWN, detail=f"ssh: unreadable process listing ({why})"
-            ), None
-        if not self._prober.running_on(conn):
-            self.remote_project = False
-        return self._probe_listed(out, table), table
 
     # --- starts that timed out ----------------------------------------------------------------
 
@@ -336,86 +281,6 @@ class SSHNodeRunner(LeashRenewal, NodeRunner):
             lock_dir=self.lock_path.parent,
             session_path=self.session_path,
         )
-
-    # --- stopping -------------------------------------------------------------------------------
-
-    def stop(self, grace: float | None = None) -> ProbeResult:
-        """The configured stop command first (if any, ``scheduler_stop_timeout`` for it), then kill.
-
-        Kill: this project's ``kill_local`` on the node when installed there (psutil, identity
-        checked, SIGTERM then SIGKILL after ``scheduler_stop_timeout``, whole trees); otherwise
-        the roots and every descendant found in the ``ps`` listing get
-        :func:`~.scripts.kill_script`. Returns a fresh probe; NodeUnreachable when the node
-        cannot be commanded.
-        """
-        stop_timeout = self.config.scheduler_stop_timeout if grace is None else grace
-        command = self.config.stop_command(self.node) if grace is None else ""
-        budget = 2 * self.timeout + stop_timeout * (2 if command else 1) + 2
-
-        deadline = Deadline(budget)
-
-        def run(conn: Connection) -> ProbeResult:
-            self._settle_pending(conn, deadline)
-            if command:
-                try:
-                    self._exec(conn, scripts.stop_command_script(command), deadline, budget=stop_timeout + self.timeout)
-                except SSHFailure as exc:
-                    if exc.kind != "timeout" or deadline.left() < self.timeout:
-                        raise
-                    log.warning("%s: stop command did not finish within %.1fs", self.node, stop_timeout)
-                result, _table = self._look(conn, deadline)
-                if result.state is SchedulerState.STOPPED:
-                    return result
-                log.warning("%s: scheduler still there after the stop command; killing it", self.node)
-            return self._kill(conn, deadline, stop_timeout)
-
-        try:
-            return self._session(deadline, run)
-        except SSHFailure as exc:
-            raise NodeUnreachable(f"{self.node}: stop over SSH: {exc}") from None
-
-    def _kill(self, conn: Connection, deadline: Deadline, stop_timeout: float) -> ProbeResult:
-        """SIGTERM every scheduler tree, SIGKILL what is left after ``stop_timeout``; a fresh probe."""
-        listing = scripts.listing_lines(self.config.state_dir, self.node, self.config.scheduler_user)
-        lines = []
-        if self.remote_words:
-            argv = ["kill_local", "--json", "--node", self.node, "--timeout", f"{stop_timeout:g}"]
-            argv += ["--session-file", str(self.session_path)]
-            env = {MATCH_ENV: self.match, STATE_DIR_ENV: self.config.state_dir}
-            if self.config.scheduler_user:
-                env[SCHEDULER_USER_ENV] = self.config.scheduler_user
-            lines = scripts.kill_local_lines(self.remote_words, scripts.project_command(self.remote_words, argv, env))
-        wait = stop_timeout + self.timeout + 2
-        _status, out, err = self._exec(conn, "\n".join(lines + listing) + "\n", deadline, budget=wait)
-        table = self._parse_listing(out)
-        if table is None:
-            result = scripts.parse_probe_json(self.node, out)
-            if result is not None:
-                self.remote_project = True
-                return result
-            rc = marked(out, Marker.EXIT)
-            log.warning(
-                "%s: `%s kill_local` gave no answer%s; using the shell fallback",
-                self.node,
-                " ".join(self.remote_words),
-                f" (exit status {rc[0]})" if rc else "",
-            )
-            _status, out, err = self._exec(conn, self._probe_script(), deadline)
-            table = self._parse_listing(out)
-            if table is None:
-                raise SSHFailure("channel", f"unreadable process listing from {self.node}: {err.strip()}")
-        roots = self._owned_listed(out, table)
-        targets = table_descendants(table, [r.pid for r in roots]) + roots if roots else []
-        script = (
-            (scripts.kill_script(targets, stop_timeout) if targets else "")
-            + scripts.end_session_script(self.session_path)
-            + self._probe_script()
-        )
-        _status, out, err = self._exec(conn, script, deadline, budget=wait)
-        after = self._parse_listing(out)
-        if after is None:
-            raise SSHFailure("channel", f"unreadable process listing from {self.node} after the kill: {err.strip()}")
-        return self._probe_listed(out, after)
 
     # --- test_connection ------------------------------------------------------------------------
 

@@ -1,13 +1,11 @@
 """SSH connections to one node: connect, host keys, deadlines, channels.
 
-One connection per node, opened on first use, kept alive (SSH and TCP keepalive) and reused across
-calls; one that breaks or times out is dropped and re-opened by the next call. Each step
-(resolving the name, TCP connect, banner and key exchange, authentication, opening a channel, a
-command) gives up after ``ssh_timeout``. A watchdog closes the connection when a call's deadline
-passes, so nothing blocks longer whatever the node does.
-
-Host keys are checked against known_hosts; a changed key is always refused, an unknown one as
-``ssh_host_key_policy`` says (``reject`` by default).
+One connection per node, opened on first use, kept alive (SSH and TCP keepalive) and reused across calls;
+one that breaks or times out is dropped and re-opened by the next call. Each step (resolving the name,
+TCP connect, banner and key exchange, authentication, opening a channel, a command) gives up after
+``ssh_timeout``. A watchdog closes the connection when a call's deadline passes, so nothing blocks
+longer whatever the node does. Host keys are checked against known_hosts; a changed key is always
+refused, an unknown one as ``ssh_host_key_policy`` says (``reject`` by default).
 """
 
 from __future__ import annotations
@@ -254,17 +252,11 @@ class Connector:
         key_name = ep.node if ep.port == 22 else f"[{ep.node}]:{ep.port}"
         try:
             client, policy = self._client(key_name)
+            self._check_key_file()
         except SSHFailure:
             sock.close()
             raise
         key_file = ep.key_file
-        try:
-            if key_file:
-                check_key_file(Path(key_file).expanduser())
-        except (UntrustedFile, OSError) as exc:
-            sock.close()
-            why = f"refused: {exc}" if isinstance(exc, UntrustedFile) else f"cannot read ssh_key_file {key_file}"
-            raise SSHFailure("auth", why) from None
         left = max(0.01, deadline.left())
         done = threading.Event()
 
@@ -308,6 +300,16 @@ class Connector:
         host_key = policy.status or "known"
         log.info("%s: SSH connection to %s opened (host key %s)", ep.node, ep.target, host_key)
         return Connection(client, transport, ep.target, ep.timeout, host_key, fingerprint(remote_key), time.monotonic())
+
+    def _check_key_file(self) -> None:
+        """Refuse an ssh_key_file another user could have written or that cannot be read."""
+        key_file = self.endpoint.key_file
+        try:
+            if key_file:
+                check_key_file(Path(key_file).expanduser())
+        except (UntrustedFile, OSError) as exc:
+            why = f"refused: {exc}" if isinstance(exc, UntrustedFile) else f"cannot read ssh_key_file {key_file}"
+            raise SSHFailure("auth", why) from None
 
     def _failure(self, exc: Exception, key_name: str, deadline: Deadline) -> SSHFailure:
         """The SSHFailure for what ``client.connect`` raised."""

@@ -1,0 +1,90 @@
+"""The active controller with no placement to look after: adopt a running scheduler, or place one.
+
+A mixin of ``Controller`` over ``Recovery`` and ``Switchovers`` (its methods use the controller's
+collaborators as they are): a switchover asked for goes first, a valid placement is ``Recovery``'s,
+and otherwise a scheduler already running is adopted (strays stopped) or a node is picked, placed
+and started.
+"""
+
+from __future__ import annotations
+
+from ..metastore.base import ClusterState
+from ..metastore.events import EventKind
+from ..probe_result import ProbeResult, SchedulerState
+from .blind import Blindness
+from .fencing import Fencing
+from .incidents import Incidents
+from .recovery import Recovery
+from .renewals import Renewals
+from .selfmode import SelfMode
+from .starts import Starts
+from .switchover import Switchovers
+from .term import Term
+
+
+class Placing(Recovery, Switchovers):
+    """The active controller's decision (``_lead``) and its starts (``_start_on``); a valid placement
+    goes to ``Recovery``, a switchover to ``Switchovers``."""
+
+    host: str
+    term: Term
+    renewals: Renewals
+    incidents: Incidents
+    fencing: Fencing
+    starts: Starts
+    blind: Blindness
+    selfmode: SelfMode | None
+    cycles: int
+
+    @property
+    def epoch(self) -> int:
+        raise NotImplementedError
+
+    def _event(self, kind: EventKind, message: str, request_id: str = "") -> None:
+        raise NotImplementedError
+
+    def _lead(self, state: ClusterState, probes: dict[str, ProbeResult]) -> str:
+        prefix = f"active (epoch {self.epoch})"
+        self.renewals.drop_kept()  # _healthy sets it again for a scheduler seen healthy this cycle
+        placement = state.placement
+        if state.switchover is not None:
+            return f"{prefix}: {self._switchover(state, probes, *state.switchover)}"
+        busy = [n for n, r in probes.items() if r.state in (SchedulerState.RUNNING, SchedulerState.UNHEALTHY)]
+        if placement.valid and placement.node is not None:
+            return f"{prefix}: {self._placed(state, probes, placement.node, [n for n in busy if n != placement.node])}"
+        # No valid placement: adopt a running scheduler, or place one.
+        if len(busy) > 1:
+            keep = placement.node if placement.node in busy else busy[0]
+            return f"{prefix}: {self._kill_strays([n for n in busy if n != keep], probes, keep)}"
+        if len(busy) == 1:
+            node = busy[0]
+            if self.term.place(state.placement, node) is None:
+                return f"{prefix}: lost the race to adopt the scheduler on {node}; retrying next cycle"
+            self._event(EventKind.ADOPT, f"adopted the scheduler already running on {node}")
+            return f"{prefix}: adopted the scheduler already running on {node} ({probes[node].describe()})"
+        target = self.incidents.pick_target(probes, exclude=None, prefer=self.blind.preferred(placement.node))
+        if target is None:
+            return f"{prefix}: no scheduler runs and no node can take it now ({self.incidents.why_no_target(probes)})"
+        blocking = self.fencing.blocking(target, probes, self.cycles)
+        if blocking:  # not placed: no backoff for the target, it did nothing wrong
+            message = f"no scheduler seen, but one may still run on {', '.join(blocking)}; not placing one on {target}"
+            self.incidents.alert(
+                "no scheduler runs: a start is blocked", f"{message}. Bring the node back or fence it."
+            )
+            return f"{prefix}: {message}"
+        placed = self.term.place(state.placement, target)
+        if placed is None:
+            return f"{prefix}: lost the race to place the scheduler on {target}; retrying next cycle"
+        ok, detail = self._start_on(target, probes)
+        if ok:
+            self._event(EventKind.START, f"started the scheduler on {target}: {detail}")
+            return f"{prefix}: placed and started the scheduler on {target} ({detail})"
+        self.incidents.failed(target, detail, start_failed=True)
+        return f"{prefix}: placed the scheduler on {target} but its start failed: {detail}"
+
+    def _start_on(self, node: str, probes: dict[str, ProbeResult]) -> tuple[bool, str]:
+        """Start the scheduler on ``node`` and wait until it is up: (whether it is, what happened)."""
+        result = self.starts.start(node, probes, self.cycles)
+        if self.selfmode is not None and node == self.host:
+            self.selfmode.note_start()  # started (or tried) for its placement: not again by the reconcile
+        return result

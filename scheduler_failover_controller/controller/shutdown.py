@@ -1,0 +1,54 @@
+"""A controller's graceful exit: its node's scheduler stopped (nobody would guard it), everything released."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ..exceptions import MetastoreError
+from ..metastore.events import EventKind
+from ..probe_result import SchedulerState
+from .health import seen_running
+from .starts import stop
+
+if TYPE_CHECKING:
+    from .cycle import Controller
+
+
+def shut_down(ctl: Controller) -> str:
+    """Stop ``ctl``'s local scheduler unless another holds it, release the placement and the lease."""
+    parts: list[str] = []
+    if ctl.duplicate is not None or ctl.node_control.refused:  # not this controller's to act on
+        whose = "to the other controller" if ctl.duplicate else "as they are (another node_control)"
+        parts.append(f"left the local scheduler and its placement {whose} on {ctl.host}")
+    elif not ctl.paused:
+        probe = ctl.local.probe()
+        after = probe
+        if seen_running(probe):
+            after = stop(ctl.local)
+            parts.append(f"stopped the local scheduler ({probe.describe()} -> {after.state.value})")
+            if ctl.leads() and ctl.last_probes:  # else status would show it running until the next active looks
+                ctl._record({**ctl.last_probes, ctl.host: after})
+        if after.state is SchedulerState.STOPPED:
+            try:
+                if ctl.store.release_placement(ctl.host):
+                    parts.append("released the placement")
+            except MetastoreError as exc:
+                parts.append(f"could not release the placement ({exc})")
+        else:  # let it expire by server time instead: only then may another node start one
+            parts.append(f"kept the placement: local scheduler is {after.state.value}")
+    else:
+        parts.append("paused: left the local scheduler as it is")
+    ctl.term.forget_placement()
+    try:
+        if ctl.store.release(ctl.holder):
+            parts.append(f"released the leadership lease (epoch {ctl.epoch})")
+        ctl.store.deregister(ctl.host, ctl.holder)
+        ctl._event(EventKind.STOP, f"controller on {ctl.host} stopped: {'; '.join(parts) or 'nothing held'}")
+    except MetastoreError as exc:
+        parts.append(f"metastore unreachable ({exc})")
+    ctl.term.end()
+    ctl._pool.shutdown(wait=False, cancel_futures=True)
+    ctl._renewal_pool.shutdown(wait=False, cancel_futures=True)
+    if ctl.jobs is not None:
+        ctl.jobs.close()
+    return "; ".join(parts) or "nothing held"

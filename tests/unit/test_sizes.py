@@ -1,0 +1,70 @@
+"""Size limits the project keeps: no class over 300 lines, no function over 60, no module over 500.
+
+Measured with ``ast`` as ``end_lineno - lineno + 1`` (decorators not counted), over the package.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import scheduler_failover_controller
+
+PACKAGE = Path(scheduler_failover_controller.__file__).parent
+MAX_CLASS = 300
+MAX_FUNCTION = 60
+MAX_MODULE = 500
+
+
+def _modules() -> list[Path]:
+    return sorted(PACKAGE.rglob("*.py"))
+
+
+def _span(node: ast.AST) -> int:
+    end = getattr(node, "end_lineno", None)
+    start = getattr(node, "lineno", 0)
+    return (end or start) - start + 1
+
+
+def oversized(source: str, where: str) -> list[str]:
+    """Each class over MAX_CLASS and function over MAX_FUNCTION lines in ``source``, as 'where:line name (n)'."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ClassDef):
+            limit = MAX_CLASS
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            limit = MAX_FUNCTION
+        else:
+            continue
+        lines = _span(node)
+        if lines > limit:
+            found.append(f"{where}:{node.lineno} {node.name} ({lines} lines, at most {limit})")
+    return found
+
+
+def test_the_package_is_found() -> None:
+    assert len(_modules()) > 50
+
+
+def test_no_class_or_function_is_too_long() -> None:
+    found = []
+    for path in _modules():
+        found += oversized(path.read_text(encoding="utf-8"), str(path.relative_to(PACKAGE.parent)))
+    assert found == []
+
+
+def test_no_module_is_too_long() -> None:
+    long = [
+        f"{path.relative_to(PACKAGE.parent)} ({n} lines)"
+        for path in _modules()
+        if (n := len(path.read_text(encoding="utf-8").splitlines())) > MAX_MODULE
+    ]
+    assert long == []
+
+
+def test_the_check_sees_a_long_class_and_function() -> None:
+    body = "\n".join(f"        x{i} = {i}" for i in range(MAX_FUNCTION))
+    source = f"class Big:\n    def long(self) -> None:\n{body}\n"
+    assert oversized(source, "m.py") == ["m.py:2 long (61 lines, at most 60)"]
+    methods = "\n".join(f"    def f{i}(self) -> None:\n        pass\n" for i in range(MAX_CLASS // 3 + 1))
+    assert oversized(f"class Big:\n{methods}", "m.py") == ["m.py:1 Big (303 lines, at most 300)"]
