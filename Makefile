@@ -33,7 +33,8 @@ matrix-full:
 
 # The whole multi-host lab (as root): simulated master hosts in network/PID/UTS/mount namespaces,
 # sshd, MariaDB, PostgreSQL and ZooKeeper on 198.18.0.2, one controller per host, every failure
-# scenario on every metastore it names (CI runs the MariaDB runs), and a 3-minute chaos soak
+# scenario on every metastore it names, with node_control = ssh and = self (no sshd on the hosts)
+# (CI runs the MariaDB runs, in self mode one per fault class), and a 3-minute chaos soak
 # (SFC_SOAK_SECONDS, SFC_SOAK_SEED, SFC_SOAK_METASTORE).
 lab:
 	$(PYTHON) -m pytest -p no:cacheprovider tests/lab -v

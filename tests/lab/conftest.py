@@ -4,7 +4,8 @@ The metastore host 198.18.0.2 that every lab host reaches runs MariaDB, and, onc
 for them, a 3-server ZooKeeper ensemble and PostgreSQL. ``make_lab`` runs a scenario on MariaDB
 and on ZooKeeper (``lab_metastore``; a test may choose other sites with
 ``@pytest.mark.parametrize("lab_metastore", [...], indirect=True)``), ``make_mariadb_lab`` on
-MariaDB alone.
+MariaDB alone. Both build hosts for ``lab_node_control`` (ssh, or self: hosts without sshd;
+scenarios.cases parametrizes a scenario by mode and metastore).
 """
 
 from __future__ import annotations
@@ -113,11 +114,21 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         item.lab_failed = report.failed  # type: ignore[attr-defined]
 
 
-def _labs(request: pytest.FixtureRequest, net: Network, site: LabMetastore) -> Iterator[Callable[..., Lab]]:
+@pytest.fixture
+def lab_node_control(request: pytest.FixtureRequest) -> str:
+    """The labs' ``node_control``: ssh unless a scenario is parametrized by it (scenarios.cases)."""
+    mode: str = getattr(request, "param", "ssh")
+    assert mode in ("ssh", "self"), mode
+    return mode
+
+
+def _labs(
+    request: pytest.FixtureRequest, net: Network, site: LabMetastore, node_control: str
+) -> Iterator[Callable[..., Lab]]:
     labs: list[Lab] = []
 
     def make(size: int = 3, config: dict[str, str] | None = None) -> Lab:
-        lab = Lab(net, site, size=size, config=config)
+        lab = Lab(net, site, size=size, config={"node_control": node_control, **(config or {})})
         labs.append(lab)
         return lab
 
@@ -136,18 +147,21 @@ def _labs(request: pytest.FixtureRequest, net: Network, site: LabMetastore) -> I
 
 @pytest.fixture
 def make_lab(
-    request: pytest.FixtureRequest, lab_network: tuple[Network, MariaDB], lab_metastore: LabMetastore
+    request: pytest.FixtureRequest,
+    lab_network: tuple[Network, MariaDB],
+    lab_metastore: LabMetastore,
+    lab_node_control: str,
 ) -> Iterator[Callable[..., Lab]]:
     """Build labs on the module's network and metastore; each is torn down when the test ends, pass or fail."""
-    yield from _labs(request, lab_network[0], lab_metastore)
+    yield from _labs(request, lab_network[0], lab_metastore, lab_node_control)
 
 
 @pytest.fixture
 def make_mariadb_lab(
-    request: pytest.FixtureRequest, lab_network: tuple[Network, MariaDB]
+    request: pytest.FixtureRequest, lab_network: tuple[Network, MariaDB], lab_node_control: str
 ) -> Iterator[Callable[..., Lab]]:
     """Labs on MariaDB alone, for scenarios about SQL sessions."""
-    yield from _labs(request, lab_network[0], MariaDBSite(lab_network[1], lab_network[0]))
+    yield from _labs(request, lab_network[0], MariaDBSite(lab_network[1], lab_network[0]), lab_node_control)
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:

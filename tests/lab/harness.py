@@ -80,6 +80,7 @@ class Lab:
         self.flags = self.dir / "flags"
         self.state_dir = self.dir / "state"  # each host mounts its own h<i>/state here
         self.overrides = dict(config or {})  # node_control = self: hosts without sshd
+        self.node_control = self.overrides.get("node_control", "ssh")
         self.hosts = [Host(self, i + 1) for i in range(size)]
         self.observer = Observer(f"fake_scheduler.py --cluster {self.token}")
         self.closed = False
@@ -154,6 +155,8 @@ class Lab:
             host.boot()
         for host in self.hosts:
             host.wait_ready()
+        if self.node_control == "self":
+            self._check_no_ssh()
         self.observer.start()
         where = scheduler or active
         if scheduler and scheduler != active:
@@ -195,6 +198,19 @@ class Lab:
             self.observer.seconds_none = 0.0
         assert self.active() == active, f"{self.active()} took over during boot"
         time.sleep(1.0)  # a couple of cycles with everyone up
+
+    def _check_no_ssh(self) -> None:
+        """Self mode: no host runs an sshd or listens on port 22; each host counts what it sends
+        to port 22 from now on (``ssh_attempts``), which must stay at nothing."""
+        for host in self.hosts:
+            assert host.sshd_processes() == [], f"{host.name} runs an sshd"
+            listening = host.tcp_listeners()
+            assert not any(addr.endswith(":22") for addr in listening), f"{host.name} listens on port 22: {listening}"
+            host.count_ssh_packets()
+
+    def ssh_attempts(self) -> dict[str, int]:
+        """Packets each live host sent to a port 22 since boot (self mode; see ``_check_no_ssh``)."""
+        return {h.name: h.ssh_packets_sent() for h in self.hosts if h.alive}
 
     # the metastore, read from the root namespace
 

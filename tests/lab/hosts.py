@@ -1,4 +1,4 @@
-"""One simulated master host of the lab, and CPU starvation of a host."""
+"""One simulated master host of the lab."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import os
 import pwd
 import signal
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -20,6 +19,7 @@ from scheduler_failover_controller.config import KEYS
 if TYPE_CHECKING:
     from tests.lab.harness import Lab
 
+from tests.lab.starvation import CPUStarvation
 from tests.lab.tools import (
     FAKE,
     FAKETIME_SHIM,
@@ -144,6 +144,13 @@ class Host:
         passwd.write_text("\n".join(lines) + "\n")
         passwd.chmod(0o644)
         return passwd
+
+    def set_setting(self, key: str, value: str) -> None:
+        """Change one key of the host's config file (read by its controller when it starts)."""
+        lines = self.config.read_text().splitlines()
+        changed = [f"{key} = {value}" if line.split("=", 1)[0].strip() == key else line for line in lines]
+        assert changed != lines or f"{key} = {value}" in lines, f"{self.name}: no {key} in its config"
+        self.config.write_text("\n".join(changed) + "\n")
 
     def host_key_line(self) -> str:
         kind, key = (self.dir / "ssh_host_ed25519_key.pub").read_text().split()[:2]
@@ -367,6 +374,21 @@ class Host:
     def iptables(self, *args: str) -> None:
         sh("ip", "netns", "exec", self.ns, "iptables", "-w", "5", *args)
 
+    def tcp_listeners(self) -> list[str]:
+        """The local addresses (``ip:port``) of every listening TCP socket in the host's network."""
+        out = sh("ip", "netns", "exec", self.ns, "ss", "-H", "-l", "-t", "-n").stdout
+        return [line.split()[3] for line in out.splitlines() if len(line.split()) > 3]
+
+    def count_ssh_packets(self) -> None:
+        """A rule without a target in the host's OUTPUT chain: it counts every TCP packet the host
+        sends to a port 22 (an SSH connection tried), and lets it go."""
+        self.iptables("-A", "OUTPUT", "-p", "tcp", "--dport", "22")
+
+    def ssh_packets_sent(self) -> int:
+        """What ``count_ssh_packets``'s rule has counted so far (0 without the rule)."""
+        out = sh("ip", "netns", "exec", self.ns, "iptables", "-w", "5", "-L", "OUTPUT", "-v", "-n", "-x").stdout
+        return sum(int(line.split()[0]) for line in out.splitlines() if "dpt:22" in line)
+
     def block_ssh(self, on: bool = True) -> None:
         """This host drops every packet sent to its port 22 (iptables in its own namespace): SSH
         to it times out, while its own traffic (to the metastore, to the others) still flows."""
@@ -430,115 +452,3 @@ class Host:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(timeout=10)
-
-
-# --- CPU starvation ---------------------------------------------------------------------------
-
-
-def cpu_cgroup_parent() -> tuple[Path, int] | None:
-    """Where a CPU-limited cgroup can be made, and the cgroup version; None if nowhere."""
-    v1 = Path("/sys/fs/cgroup/cpu")
-    if (v1 / "cpu.cfs_quota_us").exists() and os.access(v1, os.W_OK):
-        return v1, 1
-    v2 = Path("/sys/fs/cgroup")
-    try:
-        if "cpu" in (v2 / "cgroup.controllers").read_text().split():
-            if "cpu" not in (v2 / "cgroup.subtree_control").read_text().split():
-                (v2 / "cgroup.subtree_control").write_text("+cpu")
-            return v2, 2
-    except OSError:
-        pass
-    return None
-
-
-class CPUStarvation:
-    """A bounded CPU hog inside one host.
-
-    ``hogs`` busy loops (``/bin/sh``) at ``nice -n -20`` run inside the host's namespaces, each
-    killed by ``timeout -s KILL`` after ``seconds`` at the latest, even if the test dies. With a
-    CPU cgroup available (v1 ``cpu`` or v2), every process of the host and the hogs go into a
-    cgroup of their own limited to ``cpu_quota`` CPUs: the host's own processes (controller,
-    scheduler, sshd and its sessions) share that quota with hogs of about 88 times their weight,
-    while the rest of the machine (the observer, the other hosts, other users) keeps its CPU.
-    Without a cgroup the hogs compete machine-wide. ``stop`` kills the hogs by pid and moves the
-    host's processes back.
-    """
-
-    PERIOD_US = 100_000
-
-    def __init__(self, host: Host, seconds: float, hogs: int, cpu_quota: float) -> None:
-        self.host = host
-        self.seconds = seconds
-        self.hogs = hogs
-        self.cpu_quota = cpu_quota
-        self.cgroup: Path | None = None
-        self.parent: Path | None = None
-        self.launchers: list[subprocess.Popen[bytes]] = []
-
-    def start(self) -> None:
-        found = cpu_cgroup_parent()
-        if found is not None:
-            self.parent, version = found
-            self.cgroup = self.parent / f"sfc-{self.host.lab.token}-{self.host.name}"
-            self.host.lab.net.keep_track(cgroup=self.cgroup)
-            self.cgroup.mkdir(exist_ok=True)
-            quota = max(1000, int(self.cpu_quota * self.PERIOD_US))
-            if version == 1:
-                (self.cgroup / "cpu.cfs_period_us").write_text(str(self.PERIOD_US))
-                (self.cgroup / "cpu.cfs_quota_us").write_text(str(quota))
-            else:
-                (self.cgroup / "cpu.max").write_text(f"{quota} {self.PERIOD_US}")
-            self._move(self.host.processes(), self.cgroup)
-        hog = self.host.enter(
-            "nice", "-n", "-20", "timeout", "-s", "KILL", f"{self.seconds:g}", "/bin/sh", "-c", "while :; do :; done"
-        )
-        if self.cgroup is not None:
-            # Into the cgroup from here, before entering the host: inside it, /sys is the one
-            # `ip netns exec` mounted, without the machine's cgroups. No move, no hog.
-            hog = ["/bin/sh", "-c", f'echo $$ > {self.cgroup / "cgroup.procs"} && exec "$@"', "hog", *hog]
-        for _ in range(self.hogs):
-            self.launchers.append(
-                subprocess.Popen(
-                    hog,
-                    stdin=subprocess.DEVNULL,
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                    start_new_session=True,
-                )
-            )
-
-    @staticmethod
-    def _move(processes: list[psutil.Process], cgroup: Path) -> None:
-        for proc in processes:
-            with contextlib.suppress(OSError):  # gone meanwhile
-                (cgroup / "cgroup.procs").write_text(str(proc.pid))
-
-    def stop(self) -> None:
-        for launcher in self.launchers:
-            with contextlib.suppress(psutil.Error):
-                for child in psutil.Process(launcher.pid).children(recursive=True):
-                    with contextlib.suppress(psutil.Error):
-                        child.kill()
-            with contextlib.suppress(ProcessLookupError):
-                launcher.kill()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                launcher.wait(timeout=10)
-        self.launchers.clear()
-        if self.cgroup is None or self.parent is None:
-            return
-        for _ in range(50):
-            try:
-                pids = (self.cgroup / "cgroup.procs").read_text().split()
-            except OSError:
-                break
-            for pid in pids:
-                with contextlib.suppress(OSError):
-                    (self.parent / "cgroup.procs").write_text(pid)
-            try:
-                self.cgroup.rmdir()
-                break
-            except OSError:
-                time.sleep(0.1)
-        if not self.cgroup.exists():  # else it stays on record, for the sweep
-            self.host.lab.net.keep_track(cgroup=self.cgroup, done=True)
-        self.cgroup = None

@@ -1,14 +1,16 @@
 """Failure scenarios on several simulated master hosts (see harness.py for how the lab is built).
 
-Every scenario boots its own hosts h1..h3 (own network, PID, UTS and mount namespaces; sshd;
-one controller each; poll_frequency 0.5 s, lease_ttl 3 s) around the module's metastore on
-198.18.0.2, injects one fault, and asserts from the observer (root namespace, every ~50 ms) that two schedulers never
-ran at once and that the scheduler recovered within the scenario's bound.
+Every scenario boots its own hosts h1..h3 (own network, PID, UTS and mount namespaces; sshd in
+ssh mode, none in self mode; one controller each; poll_frequency 0.5 s, lease_ttl 3 s) around
+the module's metastore on 198.18.0.2, injects one fault, and asserts from the observer (root
+namespace, every ~50 ms) that two schedulers never ran at once and that the scheduler recovered
+within the scenario's bound.
 
-Scenarios whose handling goes through the metastore (crash, freeze, partitions, pause, clocks) run twice,
-on MariaDB and on a 3-server ZooKeeper ensemble (``make_lab``), the full partition on PostgreSQL
-too; those about SSH and the start command alone (frozen sshd, hanging or slow starts, strays,
-failing starts) run on MariaDB only (``make_mariadb_lab``), to keep CI short.
+Scenarios whose handling goes through the metastore (crash, freeze, partitions, pause, clocks) run
+in ssh mode on MariaDB and on a 3-server ZooKeeper ensemble (``make_lab``), the full partition on
+PostgreSQL too; those about SSH and the start command alone (frozen sshd, hanging or slow starts,
+failing starts) on MariaDB only (``make_mariadb_lab``), to keep CI short. The scenarios marked
+with ``cases`` run in self mode too, on MariaDB, PostgreSQL and ZooKeeper (scenarios.py).
 """
 
 from __future__ import annotations
@@ -18,87 +20,32 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Callable
 
 import pytest
 
 from tests.lab.conftest import RESULTS
 from tests.lab.harness import Lab
+from tests.lab.scenarios import (
+    ALL,
+    POLL,
+    START_TIMEOUT,
+    TTL,
+    MakeLab,
+    cases,
+    finish,
+    finish_without_outage,
+    needs_ssh,
+    recovered,
+    remote_stop,
+    stray_bound,
+    takeover_bound,
+)
 from tests.lab.sites import MariaDBSite
-from tests.lab.tools import METASTORE_IP, PYTHON, ssh_available
+from tests.lab.tools import METASTORE_IP, PYTHON
 from tests.support.observer import Seen
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.lab
-
-POLL, TTL = 0.5, 3.0  # poll_frequency and lease_ttl in the lab's config
-START_TIMEOUT = 3.0  # scheduler_start_timeout in the lab's config
-
-
-def ssh_timeout(lab: Lab) -> float:
-    """The ssh_timeout the controllers derive (a default that depends on the lease)."""
-    return lab.config().ssh_timeout
-
-
-def remote_stop(lab: Lab) -> float:
-    """The longest a remote stop may take by the config's own rule: grace plus two SSH steps."""
-    config = lab.config()
-    return config.scheduler_stop_timeout + 2 * config.ssh_timeout
-
-
-def takeover_bound(lab: Lab) -> float:
-    """L1 for a lost scheduler host: lease_ttl, a poll, one probe of the lost host, the start."""
-    return TTL + 2 * POLL + ssh_timeout(lab) + START_TIMEOUT
-
-
-MakeLab = Callable[..., Lab]
-
-
-def needs_ssh() -> None:
-    if not ssh_available():
-        pytest.skip("needs SSH control of other masters (scheduler_failover_controller/nodes/ssh/)")
-
-
-def finish(
-    lab: Lab,
-    scenario: str,
-    recovery: float | None = None,
-    bound: float | None = None,
-    note: str = "",
-    outage_allowed: bool = True,
-) -> None:
-    """Stop the observer, record the scenario's figures, and check what every scenario promises."""
-    obs = lab.observer
-    obs.stop()
-    RESULTS.append(
-        {
-            "scenario": f"{scenario} [{lab.site.kind}]",
-            "recovery": recovery,
-            "bound": bound,
-            "two": obs.seconds_two_or_more,
-            "none": obs.seconds_none,
-            "note": note,
-            "pace": obs.mean_interval(),
-        }
-    )
-    assert obs.samples > 20, "the observer did not run"
-    pace = obs.mean_interval()
-    assert pace < 0.25, f"the observer sampled every {pace:.3f}s on average; too slow to trust"
-    assert obs.max_seen <= 1 and obs.seconds_two_or_more == 0, (
-        f"two schedulers at once for {obs.seconds_two_or_more:.2f}s: {obs.doubled[:5]}\n{obs.describe()}"
-    )
-    errors = lab.internal_errors()
-    assert not errors, f"a controller hit an internal error: {errors[:3]}"
-    if bound is not None:
-        assert recovery is not None, f"{scenario}: no recovery"
-        assert recovery <= bound, f"{scenario}: recovered after {recovery:.2f}s, bound {bound:g}s\n{obs.describe()}"
-    if not outage_allowed:
-        assert obs.seconds_none == 0, f"{scenario}: {obs.seconds_none:.2f}s without a scheduler\n{obs.describe()}"
-
-
-def finish_without_outage(lab: Lab, scenario: str, note: str) -> None:
-    """``finish`` for a fault that must not cost a single second without a scheduler."""
-    finish(lab, scenario, 0.0, 0.0, note=note, outage_allowed=False)
 
 
 def active_sees_running(lab: Lab, node: str) -> bool:
@@ -106,25 +53,9 @@ def active_sees_running(lab: Lab, node: str) -> bool:
     return any(o.node == node and o.state == "running" and o.age < 1.0 for o in lab.store.observations())
 
 
-def recovered(lab: Lab, since: float, gone: Seen, timeout: float, elsewhere: bool = False) -> float:
-    """Seconds from ``since`` until exactly one scheduler other than ``gone`` runs (on another host)."""
-
-    def ok(real: tuple[Seen, ...]) -> bool:
-        return len(real) == 1 and real[0].pid != gone.pid and (not elsewhere or real[0].node != gone.node)
-
-    def done() -> bool:
-        if lab.observer.seconds_two_or_more > 0:  # no use waiting any longer: fail with what was seen
-            raise AssertionError(f"two schedulers at once while waiting for recovery: {lab.observer.describe()}")
-        return ok(lab.observer.current())
-
-    wait_for(done, timeout, "a new scheduler")
-    at = lab.observer.first_after(since, ok)
-    assert at is not None
-    return at - since
-
-
 def scheduler_on_h2(make: MakeLab) -> tuple[Lab, Seen]:
-    """A booted lab whose active controller (h1) and scheduler (h2) sit on different hosts."""
+    """A booted lab whose active controller (h1) and scheduler (h2) sit on different hosts; the
+    scheduler was started by hand and adopted over SSH (ssh mode only)."""
     needs_ssh()
     lab = make()
     lab.boot(active="h1", scheduler="h2")
@@ -147,6 +78,7 @@ def h2_kept_while_unseen(lab: Lab, old: Seen, epoch: int, mark: int) -> None:
 # --- scenarios --------------------------------------------------------------------------------
 
 
+@cases(self_in_ci=True)
 def test_scheduler_killed_on_active_node(make_lab: MakeLab) -> None:
     lab = make_lab()
     lab.boot()
@@ -162,6 +94,7 @@ def test_scheduler_killed_on_active_node(make_lab: MakeLab) -> None:
     finish(lab, "scheduler killed on the active node", took, bound)
 
 
+@cases(self_in_ci=True)
 def test_active_host_crashed(make_lab: MakeLab) -> None:
     lab = make_lab()
     lab.boot()
@@ -178,7 +111,7 @@ def test_active_host_crashed(make_lab: MakeLab) -> None:
     finish(lab, "active host crashed (all its processes)", took, takeover_bound(lab))
 
 
-@pytest.mark.parametrize("lab_metastore", ["mariadb", "postgresql", "zookeeper"], indirect=True)
+@cases(ssh=ALL, self_in_ci=True)
 def test_active_host_fully_partitioned(make_lab: MakeLab) -> None:
     lab = make_lab()
     lab.boot()
@@ -209,6 +142,7 @@ def test_active_host_fully_partitioned(make_lab: MakeLab) -> None:
     )
 
 
+@cases(self_in_ci=True)
 def test_active_controller_frozen_beyond_its_lease(make_lab: MakeLab) -> None:
     """SIGSTOP of the active controller (its scheduler on its own host) for three leases, then SIGCONT.
 
@@ -217,8 +151,8 @@ def test_active_controller_frozen_beyond_its_lease(make_lab: MakeLab) -> None:
     placement has expired it starts a scheduler again (never two at once). Thawed, the old
     leader finds its term over and acts on nothing.
     """
-    needs_ssh()
     lab = make_lab()
+    needs_ssh(lab)
     lab.boot()
     old = lab.observer.one()
     assert old is not None and old.node == "h1"
@@ -350,8 +284,9 @@ def test_remote_start_slower_than_start_timeout(make_mariadb_lab: MakeLab) -> No
     )
 
 
-def test_stray_schedulers_on_two_standby_hosts(make_mariadb_lab: MakeLab) -> None:
-    lab = make_mariadb_lab()
+@cases(ssh=("mariadb",), self_in_ci=True)
+def test_stray_schedulers_on_two_standby_hosts(make_lab: MakeLab) -> None:
+    lab = make_lab()
     lab.boot()
     real = lab.observer.one()
     assert real is not None and real.node == "h1"
@@ -374,7 +309,7 @@ def test_stray_schedulers_on_two_standby_hosts(make_mariadb_lab: MakeLab) -> Non
 
     wait_for(lambda: logged("h2") and logged("h3"), 5, "both kills to be logged")
     assert lab.state().lease.epoch == epoch
-    bound = 2 * POLL + remote_stop(lab)  # its own controller's next cycle (or the active's), plus the stop
+    bound = stray_bound(lab)
     finish(
         lab,
         "stray schedulers on two standby hosts",
@@ -385,6 +320,7 @@ def test_stray_schedulers_on_two_standby_hosts(make_mariadb_lab: MakeLab) -> Non
     )
 
 
+@cases()
 def test_clock_skew_of_minutes_changes_no_leader(make_lab: MakeLab) -> None:
     lab = make_lab()
     # The active controller's host runs 5 minutes ahead, a standby's 5 minutes behind.
@@ -455,6 +391,7 @@ time.sleep(600)
 """
 
 
+@pytest.mark.parametrize("lab_node_control", ["ssh", pytest.param("self", marks=pytest.mark.manual)], indirect=True)
 def test_active_host_partitioned_while_holding_a_metastore_lock(make_mariadb_lab: MakeLab) -> None:
     """The cut can fall inside one of the active controller's transactions; here it always does.
 
@@ -494,7 +431,7 @@ def test_active_host_partitioned_while_holding_a_metastore_lock(make_mariadb_lab
             lab.observer.stop()
             RESULTS.append(
                 {
-                    "scenario": "active host partitioned holding a row lock [mariadb]",
+                    "scenario": f"active host partitioned holding a row lock [{lab.node_control}, mariadb]",
                     "recovery": None,
                     "bound": takeover_bound(lab),
                     "two": lab.observer.seconds_two_or_more,

@@ -6,9 +6,9 @@ which the scheduler host's own controller cannot, or can no longer, stop its sch
 schedulers never ran at once and that the scheduler recovered within the scenario's bound.
 
 Metastores (CI time): everything on MariaDB; the frozen metastore also on PostgreSQL and
-ZooKeeper (and the full partition runs on PostgreSQL too, in test_lab.py). The first test
-checks the lab itself: an SSH login on a lab host runs none of this machine's shell start-up
-files.
+ZooKeeper (and the full partition runs on PostgreSQL too, in test_lab.py). The scenarios marked
+with ``cases`` run in self mode too, on every metastore (scenarios.py). The first test checks the
+lab itself: an SSH login on a lab host runs none of this machine's shell start-up files.
 """
 
 from __future__ import annotations
@@ -22,14 +22,17 @@ import psutil
 import pytest
 
 from tests.lab.harness import Lab
-from tests.lab.test_lab import (
+from tests.lab.scenarios import (
     POLL,
     TTL,
     MakeLab,
+    cases,
     finish,
     finish_without_outage,
-    needs_ssh,
     recovered,
+    scheduler_moved_to_h2,
+    self_mode,
+    settled,
     takeover_bound,
 )
 from tests.lab.tools import SYSTEM_PATH, VENV_BIN
@@ -39,37 +42,10 @@ from tests.support.waiting import wait_for
 pytestmark = pytest.mark.lab
 
 
-def settled(lab: Lab) -> bool:
-    """Exactly one scheduler, placed (validly) where it runs; False while the store cannot be read."""
-    seen = lab.observer.current()
-    if len(seen) != 1:
-        return False
-    try:
-        state = lab.state()
-    except Exception:  # noqa: BLE001 - the metastore may still be coming back
-        return False
-    return state.placement.valid and state.placement.node == seen[0].node
-
-
 def back_as_standby(lab: Lab, name: str, mark: int, timeout: float = 15) -> float:
     """Seconds until ``name``'s controller logs a standby cycle after log offset ``mark``."""
     host = lab.host(name)
     return wait_for(lambda: "standby: h" in host.log()[mark:], timeout, f"{name} back as a standby")
-
-
-def product_scheduler_on_h2(make: MakeLab) -> tuple[Lab, Seen]:
-    """A booted lab whose active controller (h1) started the scheduler on h2 itself (a planned
-    switchover), so that it runs as every scheduler the product starts does: under its leash.
-    (scheduler_on_h2 adopts one started by hand, which no leash guards.)"""
-    needs_ssh()
-    lab = make()
-    lab.boot()
-    moved = lab.cli("switchover", "--to", "h2", "--wait", "20", timeout=60)
-    assert moved.returncode == 0, f"switchover to h2: {moved.stdout}{moved.stderr}"
-    wait_for(lambda: settled(lab) and lab.observer.current()[0].node == "h2", 20, "the scheduler placed on h2")
-    old = lab.observer.one()
-    assert old is not None and old.node == "h2" and lab.active() == "h1"
-    return lab, old
 
 
 def gone_before_new(lab: Lab, since: float, old: Seen) -> tuple[float, float]:
@@ -129,15 +105,19 @@ def test_ssh_login_on_a_lab_host_runs_no_user_rc(make_mariadb_lab: MakeLab) -> N
 # --- the scheduler host's controller out of the loop ------------------------------------------
 
 
-def test_scheduler_host_controller_killed_while_its_ssh_is_dropped(make_mariadb_lab: MakeLab) -> None:
-    """h2 runs the scheduler (started by h1); it drops everything sent to its port 22, and its controller is
-    SIGKILLed and kept down. Nobody can see or stop h2's scheduler, and nothing renews its
-    placement: the scheduler must stop by itself at its placement deadline, and only then may
-    the active controller (h1) start one elsewhere. Then SSH and the controller come back."""
-    lab, old = product_scheduler_on_h2(make_mariadb_lab)
+@cases(ssh=("mariadb",), self_in_ci=True)
+def test_scheduler_host_controller_killed_while_its_ssh_is_dropped(make_lab: MakeLab) -> None:
+    """h2 runs the scheduler (moved there by h1); it drops everything sent to its port 22 (ssh
+    mode; in self mode it runs no sshd), and its controller is SIGKILLed and kept down. Nobody
+    can see or stop h2's scheduler, and nothing renews its placement: the scheduler must stop by
+    itself at its placement deadline, and only then may the active controller (h1) start one
+    elsewhere. Then SSH and the controller come back."""
+    lab = make_lab()
+    old = scheduler_moved_to_h2(lab)
     h2 = lab.host("h2")
     since = time.monotonic()
-    h2.block_ssh()
+    if not self_mode(lab):
+        h2.block_ssh()
     try:
         h2.kill_controller()
         took = recovered(lab, since, old, timeout=30, elsewhere=True)
@@ -145,26 +125,28 @@ def test_scheduler_host_controller_killed_while_its_ssh_is_dropped(make_mariadb_
         time.sleep(2 * TTL)  # h2 still unseen and without a controller: nothing more starts
         assert len(lab.observer.current()) == 1, lab.observer.describe()
     finally:
-        h2.block_ssh(on=False)
+        if not self_mode(lab):
+            h2.block_ssh(on=False)
     mark = len(h2.log())
     h2.restart_controller()
     back_as_standby(lab, "h2", mark)
     wait_for(lambda: settled(lab), 15, "one scheduler, placed where it runs")
     finish(
         lab,
-        "scheduler host's controller killed, its SSH dropped",
+        "scheduler host's controller killed" + ("" if self_mode(lab) else ", its SSH dropped"),
         took,
         takeover_bound(lab),
         note=f"old gone {gone:.2f}s, new up {new:.2f}s after the kill",
     )
 
 
-def test_scheduler_host_controller_frozen_while_partitioned(make_mariadb_lab: MakeLab) -> None:
+@cases(ssh=("mariadb",))
+def test_scheduler_host_controller_frozen_while_partitioned(make_lab: MakeLab) -> None:
     """Double fault: the active controller on the scheduler host (h1) is SIGSTOPped and h1 is
     cut off. The frozen controller can neither renew nor fence; h1's scheduler must still stop
     before its placement expires, so that the new active can start one elsewhere. Then both
     faults are lifted: h1 comes back as a standby and nothing doubles."""
-    lab = make_mariadb_lab()
+    lab = make_lab()
     lab.boot()
     old = lab.observer.one()
     assert old is not None and old.node == "h1"
@@ -194,11 +176,12 @@ def test_scheduler_host_controller_frozen_while_partitioned(make_mariadb_lab: Ma
     )
 
 
-def test_scheduler_host_starved_of_cpu_while_partitioned(make_mariadb_lab: MakeLab) -> None:
+@cases(ssh=("mariadb",), self_in_ci=True)
+def test_scheduler_host_starved_of_cpu_while_partitioned(make_lab: MakeLab) -> None:
     """h1 (active, scheduler) is starved of CPU: two busy loops at nice -20 inside it, in a CPU
     cgroup of one CPU with all of h1's processes (so the rest of the machine keeps its CPU); a
     second later it is cut off. Its scheduler must still be gone before one starts elsewhere."""
-    lab = make_mariadb_lab()
+    lab = make_lab()
     lab.boot()
     old = lab.observer.one()
     assert old is not None and old.node == "h1"
@@ -271,7 +254,7 @@ def test_sighup_sigusr1_sigusr2_to_every_controller(make_mariadb_lab: MakeLab) -
 # --- the metastore frozen ---------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("lab_metastore", ["mariadb", "postgresql", "zookeeper"], indirect=True)
+@cases(ssh=("mariadb", "postgresql", "zookeeper"), self_in_ci=True)
 def test_metastore_frozen_longer_than_the_lease(make_lab: MakeLab) -> None:
     """SIGSTOP of the metastore server (every process of it: the whole ensemble, every
     PostgreSQL backend) for two leases, then SIGCONT.
