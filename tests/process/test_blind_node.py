@@ -53,7 +53,11 @@ def test_a_controller_that_cannot_see_its_scheduler_lets_its_placement_expire(
     wait_for(lambda: "cannot list processes" in cluster.log("n1"), 10, "n1's probe to fail")
     # Its placement runs out (within the lease; status itself takes seconds on a loaded machine):
     # it is not renewed while n1 cannot see its scheduler.
-    wait_for(lambda: cluster.status().get("scheduler_node") != "n1", 6 * TTL, "n1's placement to run out")
+    try:
+        wait_for(lambda: cluster.status().get("scheduler_node") != "n1", 10 * TTL, "n1's placement to run out")
+    except AssertionError as exc:
+        logs = f"--- n1:\n{cluster.log('n1')[-4000:]}\n--- n2:\n{cluster.log('n2')[-3000:]}"
+        raise AssertionError(f"{exc}\n{logs}") from None
     # Its leash, which it can no longer renew either, has stopped the scheduler by then.
     assert not any(s.node == "n1" for s in cluster.observer.current())
     cluster.observer.stop()
