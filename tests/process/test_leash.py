@@ -63,6 +63,7 @@ class Lab:
     tmp: Path
     token: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    cgroup: Path | None = None  # a cgroup v2 directory the leashes start in (default: the test's own)
 
     @property
     def state(self) -> Path:
@@ -102,6 +103,13 @@ class Lab:
         self.state.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, "PYTHONPATH": str(ROOT), **spec.environment()}
         log = (self.tmp / "leash.log").open("ab")
+        procs_file = None if self.cgroup is None else str(self.cgroup / "cgroup.procs")
+
+        def enter() -> None:  # in the child, before exec: "0" moves the writer
+            if procs_file is not None:
+                with open(procs_file, "w", encoding="ascii") as handle:
+                    handle.write("0")
+
         proc = subprocess.Popen(
             list(LOCAL_ARGV),
             env=env,
@@ -109,6 +117,7 @@ class Lab:
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=enter if procs_file is not None else None,  # noqa: PLW1509 - one write, no locks
         )
         self.procs.append(proc)
         return proc

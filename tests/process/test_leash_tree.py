@@ -8,12 +8,14 @@ started is killed by pid at its end, also when it fails.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
@@ -123,11 +125,29 @@ def _end_cgroups(leashes: list[int]) -> None:
             Cgroup(path).end()
 
 
-def _cgroups_of(pid: int) -> list[Path]:
-    parent = parent_dir()
+def _cgroups_of(pid: int, parent: Path | str | None = None) -> list[Path]:
+    parent = parent_dir() if parent is None else parent
     if isinstance(parent, str):
         return []
     return list(parent.glob(f"{PREFIX}{pid_namespace()}-{pid}-*"))
+
+
+@contextlib.contextmanager
+def private_cgroup(lab: Lab, parent: Path) -> Iterator[Path]:
+    """A cgroup of the test's own for its leashes: a sweep ends every dead leash's cgroup beside
+    its own, so without one, any other leash on the host (another test, another lane) may be the
+    one that sweeps this test's leftover."""
+    path = parent / f"sfc-test-{lab.token}"
+    path.mkdir()
+    lab.cgroup = path
+    try:
+        yield path
+    finally:
+        lab.close()
+        for child in path.glob(f"{PREFIX}*"):
+            Cgroup(child).end()
+        wait_until(lambda: not Cgroup(path).pids(), 5, "the test's leashes and watchers to go")
+        path.rmdir()
 
 
 def test_a_sigkilled_leash_leaves_nothing_that_called_setsid_since_its_last_look(lab: Lab) -> None:
@@ -159,22 +179,24 @@ def test_a_tree_whose_leash_and_watcher_were_killed_together_is_ended_by_the_nex
     if isinstance(parent, str) or not os.access(parent, os.W_OK):
         pytest.skip(f"no writable cgroup v2 here ({parent})")
     command = f"setsid {lab.sleeper('escaped')} &\n{lab.scheduler}"
-    first = lab.leash(lab.spec(command, deadline_in=60))
-    wait_until(lambda: len(lab.marked()) >= 3 and lab.watcher_of(first), 10, "the tree and the watcher")
-    escaped = [p for p in lab.marked() if "escaped" in p.cmdline()]
-    assert escaped
-    pair = (first.pid, lab.watcher_of(first))
-    for signum in (signal.SIGSTOP, signal.SIGKILL):  # both at once, as a session kill does
-        for pid in pair:
-            os.kill(pid, signum)
-    first.wait()
-    wait_until(lambda: not lab.schedulers(), 5, "the scheduler to die with its parent (PDEATHSIG)")
-    assert all(p.is_running() for p in escaped)  # what left the session is left
-    lab.leash(lab.spec("true", deadline_in=60, linger=1.0))
-    wait_until(lambda: gone(escaped), 5, "the next leash to end the leftover tree")
-    wait_until(lambda: not _cgroups_of(first.pid), 5, "the leftover cgroup to be removed")
-    assert "ended the leftover cgroup" in lab.log()
-    wait_until(lambda: "watching the node's schedulers" in lab.log(), 5, "the second leash to be up (and watched)")
+    with private_cgroup(lab, parent) as own:
+        first = lab.leash(lab.spec(command, deadline_in=60))
+        wait_until(lambda: len(lab.marked()) >= 3 and lab.watcher_of(first), 10, "the tree and the watcher")
+        assert _cgroups_of(first.pid, own), lab.log()
+        escaped = [p for p in lab.marked() if "escaped" in p.cmdline()]
+        assert escaped
+        pair = (first.pid, lab.watcher_of(first))
+        for signum in (signal.SIGSTOP, signal.SIGKILL):  # both at once, as a session kill does
+            for pid in pair:
+                os.kill(pid, signum)
+        first.wait()
+        wait_until(lambda: not lab.schedulers(), 5, "the scheduler to die with its parent (PDEATHSIG)")
+        assert all(p.is_running() for p in escaped)  # what left the session is left
+        lab.leash(lab.spec("true", deadline_in=60, linger=1.0))
+        wait_until(lambda: gone(escaped), 5, "the next leash to end the leftover tree")
+        wait_until(lambda: not _cgroups_of(first.pid, own), 5, "the leftover cgroup to be removed")
+        assert "ended the leftover cgroup" in lab.log()
+        wait_until(lambda: "watching the node's schedulers" in lab.log(), 5, "the second leash to be up (and watched)")
 
 
 def test_without_cgroup_kill_every_member_is_killed_one_by_one(lab: Lab, monkeypatch: pytest.MonkeyPatch) -> None:
