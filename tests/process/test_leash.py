@@ -117,7 +117,7 @@ class Lab:
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            preexec_fn=enter if procs_file is not None else None,  # noqa: PLW1509 - one write, no locks
+            preexec_fn=enter if procs_file is not None else None,
         )
         self.procs.append(proc)
         return proc
