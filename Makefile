@@ -5,6 +5,7 @@
 PYTHON ?= .venv/bin/python
 SOAK_SECONDS ?= 3600
 SOAK_SEED ?= 1
+SOAK_NODE_CONTROL ?= self
 
 # Everything CI runs: installs what the tests need, then ruff, mypy and the CI tier in seven lanes.
 test:
@@ -50,11 +51,11 @@ bench-airflow:
 	$(PYTHON) benchmarks/airflow.py --trials 5
 
 # The chaos soak by hand (as root): SOAK_SECONDS (default an hour) on each metastore in turn,
-# seed SOAK_SEED; each run prints its figures and fails on two schedulers or a fault not recovered.
+# seed SOAK_SEED, node_control SOAK_NODE_CONTROL (self or ssh); each run prints its figures and fails on two schedulers or a fault not recovered.
 soak: soak-mariadb soak-postgresql soak-zookeeper
 
 soak-mariadb soak-postgresql soak-zookeeper:
-	$(PYTHON) benchmarks/soak.py --metastore $(@:soak-%=%) --seconds $(SOAK_SECONDS) --seed $(SOAK_SEED)
+	$(PYTHON) benchmarks/soak.py --metastore $(@:soak-%=%) --seconds $(SOAK_SECONDS) --seed $(SOAK_SEED) --node-control $(SOAK_NODE_CONTROL)
 
 # Containers for real (as root; README, "Containers"): a dockerd of the lab's own, the image built
 # without a registry (debootstrap + docker import, Python packages from a wheelhouse of

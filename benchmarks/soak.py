@@ -1,9 +1,11 @@
 """Chaos soak on the multi-host lab: seeded random faults, one after another, for a while (as root).
 
     .venv/bin/python benchmarks/soak.py [--metastore mariadb|postgresql|zookeeper] [--seconds 3600] [--seed 1]
+                                        [--node-control self|ssh]
 
-Three lab hosts (tests/lab/harness.py: own network/PID/UTS/mount namespaces, sshd, one
-controller each, poll_frequency 0.5 s, lease_ttl 3 s) around the metastore on 198.18.0.2, and
+Three lab hosts (tests/lab/harness.py: own network/PID/UTS/mount namespaces, one controller
+each, poll_frequency 0.5 s, lease_ttl 3 s; in ssh mode an sshd each, in self mode, the default,
+none) around the metastore on 198.18.0.2, and
 the 50 ms observer. Until ``--seconds`` have passed, a random fault (seeded: ``--seed`` replays
 the same sequence of kinds, targets and durations) is injected, held for a random while, lifted,
 and the cluster is given up to 60 s to become healthy again (every host up with its controller,
@@ -15,7 +17,7 @@ exactly one scheduler, placed where it runs, no stray) before a short calm and t
   host_crash         every process of a host killed at once (its PID 1), rebooted 0.5-2 leases later
   partition          a host's link down for 1-3 leases
   one_way            a host drops everything another host sends it, 1-3 leases
-  sshd_freeze        SIGSTOP of every sshd of a host (listener and sessions), 1-3 leases
+  sshd_freeze        SIGSTOP of every sshd of a host (listener and sessions), 1-3 leases (ssh mode)
   metastore_freeze   SIGSTOP of the metastore server (all of it), 0.5-2.5 leases
   metastore_restart  the metastore server stopped, down 0-1 lease, started again
   stray              a stand-in scheduler started by hand on a standby host
@@ -69,6 +71,7 @@ KINDS = (
     "stray",
     "cpu_starve",
 )
+SELF_KINDS = tuple(k for k in KINDS if k != "sshd_freeze")  # self mode: no host runs an sshd
 
 
 @dataclass
@@ -85,6 +88,7 @@ class KindStats:
 class SoakResult:
     seed: int
     metastore: str
+    node_control: str = "self"
     seconds: float = 0.0
     faults: int = 0
     two: float = 0.0
@@ -107,7 +111,8 @@ class SoakResult:
 
     def table(self) -> str:
         lines = [
-            f"seed {self.seed}, metastore {self.metastore}: {self.faults} faults in {self.seconds:.0f}s "
+            f"seed {self.seed}, metastore {self.metastore}, node_control {self.node_control}: "
+            f"{self.faults} faults in {self.seconds:.0f}s "
             f"(observer every {self.pace * 1e3:.0f} ms on average)",
             f"  seconds with two schedulers: {self.two:.2f}",
             f"  seconds with none:           {self.none:.2f}",
@@ -117,6 +122,8 @@ class SoakResult:
             f"{'two s':>6} {'none s':>7} {'unsettled':>9}",
         ]
         for kind, k in self.kinds.items():
+            if kind == "sshd_freeze" and self.node_control == "self":
+                continue
             lines.append(
                 f"  {kind:<18} {k.count:>5} {k.longest_outage:>16.2f} {k.longest_settle:>16.2f} "
                 f"{k.two:>6.2f} {k.none:>7.2f} {k.unsettled:>9}"
@@ -132,6 +139,7 @@ class Soak:
     def __init__(self, lab: Lab, seed: int, log: Callable[[str], None]) -> None:
         self.lab = lab
         self.rng = random.Random(seed)
+        self.kinds = SELF_KINDS if lab.node_control == "self" else KINDS
         self.log = log
         self.began = time.monotonic()
 
@@ -296,7 +304,7 @@ class Soak:
         for _ in range(int(seconds) + 1):  # bounded in count too: every fault takes more than a second
             if time.monotonic() >= deadline:
                 break
-            kind = self.rng.choice(KINDS)
+            kind = self.rng.choice(self.kinds)
             stats = result.kinds[kind]
             two0, none0, start = obs.seconds_two_or_more, obs.seconds_none, time.monotonic()
             what = getattr(self, kind)()
@@ -350,17 +358,22 @@ def longest_outage(
 
 
 def run_soak(
-    net: Network, site: LabMetastore, seconds: float, seed: int, log: Callable[[str], None] | None = None
+    net: Network,
+    site: LabMetastore,
+    seconds: float,
+    seed: int,
+    log: Callable[[str], None] | None = None,
+    node_control: str = "self",
 ) -> SoakResult:
     """Boot a 3-host lab on ``site`` and soak it for ``seconds``; the lab is torn down on return."""
     say = log or (lambda line: print(line, file=sys.stderr, flush=True))
-    result = SoakResult(seed, site.kind)
-    lab = Lab(net, site)
+    result = SoakResult(seed, site.kind, node_control)
+    lab = Lab(net, site, config={"node_control": node_control})
     keep = False
     try:
         lab.boot()
         soak = Soak(lab, seed, say)
-        say(f"soak: seed {seed}, {site.kind}, {seconds:g}s, lab {lab.token} in {lab.dir}")
+        say(f"soak: seed {seed}, {site.kind}, node_control {node_control}, {seconds:g}s, lab {lab.token} in {lab.dir}")
         soak.run(seconds, result)
         result.seconds = time.monotonic() - soak.began
     finally:
@@ -396,15 +409,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--metastore", choices=("mariadb", "postgresql", "zookeeper"), default="mariadb")
     parser.add_argument("--seconds", type=float, default=3600.0)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--node-control", choices=("self", "ssh"), default="self")
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
         sys.exit("the lab needs root (network, PID and UTS namespaces)")
     with soak_site(args.metastore) as (net, site):
-        result = run_soak(net, site, args.seconds, args.seed)
+        result = run_soak(net, site, args.seconds, args.seed, node_control=args.node_control)
     print(
         f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
     )
-    print("settings: 3 lab hosts, poll_frequency=0.5s lease_ttl=3s")
+    print(f"settings: 3 lab hosts, node_control={args.node_control}, poll_frequency=0.5s lease_ttl=3s")
     print(result.table())
     return result.exit_status
 

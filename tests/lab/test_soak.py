@@ -1,7 +1,8 @@
 """A short chaos soak in CI (benchmarks/soak.py): seeded random faults on a 3-host lab.
 
-3 minutes on one metastore by default; ``SFC_SOAK_SECONDS``, ``SFC_SOAK_SEED`` and
-``SFC_SOAK_METASTORE`` (mariadb, postgresql, zookeeper) override. ``make soak`` runs an hour on
+3 minutes on one metastore in self mode by default; ``SFC_SOAK_SECONDS``, ``SFC_SOAK_SEED``,
+``SFC_SOAK_METASTORE`` (mariadb, postgresql, zookeeper) and ``SFC_SOAK_NODE_CONTROL`` (self, ssh)
+override. ``make soak`` runs an hour on
 each metastore, by hand.
 """
 
@@ -23,13 +24,14 @@ def test_chaos_soak(request: pytest.FixtureRequest, lab_network: tuple[Network, 
     seconds = float(os.environ.get("SFC_SOAK_SECONDS", "180"))
     seed = int(os.environ.get("SFC_SOAK_SEED", "1"))
     metastore = os.environ.get("SFC_SOAK_METASTORE", "postgresql")
+    node_control = os.environ.get("SFC_SOAK_NODE_CONTROL", "self")
     site = site_named(request, metastore, lab_network)
-    result = run_soak(lab_network[0], site, seconds, seed, log=print)
+    result = run_soak(lab_network[0], site, seconds, seed, log=print, node_control=node_control)
     print(result.table())
     worst = max(result.kinds.items(), key=lambda item: item[1].longest_outage)
     RESULTS.append(
         {
-            "scenario": f"chaos soak, seed {seed}, {result.faults} faults [{site.kind}]",
+            "scenario": f"chaos soak, seed {seed}, {result.faults} faults [{node_control}, {site.kind}]",
             "recovery": worst[1].longest_outage,
             "bound": None,
             "two": result.two,
