@@ -2,14 +2,16 @@
 
     .venv/bin/python benchmarks/airflow.py [--airflow 3,2] [--faults kill,partition,crash] [--trials 5]
                                            [--interval 5] [--metastore postgresql|mariadb]
+                                           [--node-control self|ssh]
 
 One lab per Airflow (tests/lab/airflow_harness.py): 3 hosts, each with its controller (poll 1 s,
-lease 10 s), an Airflow home on one metadata database on 198.18.0.2 (PostgreSQL by default;
-MariaDB for Airflow 2 only: Airflow 3 needs an async MySQL driver the virtualenv lacks), the
-LocalExecutor, ``use_row_level_locking = False``, Airflow 3's api-server and dag-processor on every
-host, and the ledger DAG every ``--interval`` seconds. Each trial injects one fault on the node
-running the scheduler, then measures the seconds from the fault to the ledger entry of the first
-task run of a DAG run that did not exist at the fault (the task succeeds right after writing it):
+lease 10 s; ``node_control = self`` unless ``--node-control ssh``), an Airflow home on one metadata
+database on 198.18.0.2 (PostgreSQL by default; MariaDB for Airflow 2 only: Airflow 3 needs an async
+MySQL driver the virtualenv lacks), the LocalExecutor, ``use_row_level_locking = False``, Airflow
+3's api-server and dag-processor on every host, and the ledger DAG every ``--interval`` seconds.
+Each trial injects one fault on the node running the scheduler, then measures the seconds from the
+fault to the ledger entry of the first task run of a DAG run that did not exist at the fault (the
+task succeeds right after writing it):
 
   kill       SIGKILL of the scheduler's root process (restarted in place)
   crash      SIGKILL of the scheduler host's PID 1 (everything on it; a new scheduler elsewhere)
@@ -61,6 +63,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--trials", type=int, default=5)
     parser.add_argument("--interval", type=float, default=5.0, help="the ledger DAG's schedule, seconds")
     parser.add_argument("--metastore", choices=("postgresql", "mariadb"), default="postgresql")
+    parser.add_argument("--node-control", choices=("self", "ssh"), default="self")
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
         sys.exit("the lab needs root (network, PID and UTS namespaces)")
@@ -86,7 +89,9 @@ def main(argv: list[str] | None = None) -> None:
             site = stack.enter_context(postgresql_on(net))
         for name in wanted:
             broken = False
-            with airflow_lab(net, site, known[name], size=3, interval=args.interval) as alab:
+            with airflow_lab(
+                net, site, known[name], size=3, interval=args.interval, node_control=args.node_control
+            ) as alab:
                 alab.boot("h1")
                 alab.wait_run_after(0.0, 240)
                 for kind in faults:
@@ -106,7 +111,10 @@ def main(argv: list[str] | None = None) -> None:
                         print(f"{name} {kind} trial {i + 1}/{args.trials}: {took:.2f}s", file=sys.stderr, flush=True)
                     if broken:
                         break
-    print(f"# {platform.node()}: {os.cpu_count()} CPUs; ledger DAG every {args.interval:g}s; {args.metastore}")
+    print(
+        f"# {platform.node()}: {os.cpu_count()} CPUs; ledger DAG every {args.interval:g}s; {args.metastore}; "
+        f"node_control {args.node_control}"
+    )
     print(f"{'airflow':<10} {'fault':<10} {'trials':>6} {'median s':>9} {'max s':>7} {'failed':>6}")
     for (name, kind), values in sorted(rows.items()):
         print(

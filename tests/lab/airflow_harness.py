@@ -218,6 +218,7 @@ class AirflowLab:
     size: int = 3
     style: str = "default"
     interval: float = 10.0
+    node_control: str = "self"
     base: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="sfc-af-")))
     database: str = ""
     lab: Lab | None = None
@@ -282,6 +283,7 @@ class AirflowLab:
             "daemon": f"exec {env} {scheduler} -D",
         }[self.style]
         return {
+            "node_control": self.node_control,
             "scheduler_process_match": f"airflow scheduler --pid {pid}",
             "airflow_scheduler_start_command": command,
             "poll_frequency": "1",
@@ -630,10 +632,16 @@ class AirflowLab:
 
 @contextlib.contextmanager
 def airflow_lab(
-    net: Network, site: LabMetastore, flavor: Flavor, size: int = 3, style: str = "default", interval: float = 10.0
+    net: Network,
+    site: LabMetastore,
+    flavor: Flavor,
+    size: int = 3,
+    style: str = "default",
+    interval: float = 10.0,
+    node_control: str = "self",
 ) -> Iterator[AirflowLab]:
     """An AirflowLab (migrated, not booted), torn down on exit; its logs printed if the block raised."""
-    alab = AirflowLab(net, site, flavor, size=size, style=style, interval=interval)
+    alab = AirflowLab(net, site, flavor, size=size, style=style, interval=interval, node_control=node_control)
     keep = os.environ.get("SFC_LAB_KEEP", "") == "1"
     try:
         alab.make_lab()

@@ -7,8 +7,9 @@ fault, no Airflow process of the old scheduler left on its node, and one running
 Airflow's ``job`` table at the end.
 
 By default (CI) only the fast scenario runs: Airflow 3 on PostgreSQL, the scheduler SIGKILLed, two
-hosts. ``SFC_LAB_AIRFLOW=all`` (``make lab-airflow``) runs the whole matrix: Airflow 3 and 2, on
-PostgreSQL and MariaDB, every fault, every start style.
+hosts, each controller running its own node's scheduler (``node_control = self``, no sshd).
+``SFC_LAB_AIRFLOW=all`` (``make lab-airflow``) runs the whole matrix: Airflow 3 and 2, on
+PostgreSQL and MariaDB, every fault, every start style, in self mode and in ssh mode.
 """
 
 from __future__ import annotations
@@ -31,9 +32,10 @@ MATRIX = os.environ.get("SFC_LAB_AIRFLOW", "") == "all"
 # machine, up to one schedule interval, the task's own start-up.
 BOUND = {"kill": 90.0, "crash": 120.0, "partition": 120.0, "switchover": 120.0, "restart": 120.0}
 
-# (flavor, metastore, fault, style, hosts)
-FAST = [("airflow3", "postgresql", "kill", "default", 2)]
-MATRIX_CASES = [
+# (flavor, metastore, fault, style, hosts, node_control)
+Case = tuple[str, str, str, str, int, str]
+FAST: list[Case] = [("airflow3", "postgresql", "kill", "default", 2, "self")]
+SHAPES = [
     ("airflow3", "postgresql", "crash", "default", 3),
     ("airflow3", "postgresql", "partition", "setsid", 3),
     ("airflow3", "postgresql", "switchover", "daemon", 2),
@@ -45,21 +47,25 @@ MATRIX_CASES = [
     ("airflow2", "mariadb", "restart", "default", 2),
     ("airflow2", "postgresql", "kill", "setsid", 2),
 ]
+MATRIX_CASES: list[Case] = [
+    ("airflow3", "postgresql", "kill", "default", 2, "ssh"),
+    *((*shape, mode) for mode in ("self", "ssh") for shape in SHAPES),
+]
 
 
-def _case_id(case: tuple[str, str, str, str, int]) -> str:
+def _case_id(case: Case) -> str:
     return "-".join(str(part) for part in case)
 
 
 @pytest.fixture
 def alab_factory(request: pytest.FixtureRequest, lab_network: tuple[Network, MariaDB]) -> Iterator[Any]:
-    def make(flavor_name: str, metastore: str, style: str, size: int) -> Any:
+    def make(flavor_name: str, metastore: str, style: str, size: int, node_control: str) -> Any:
         flavor = flavors()[flavor_name]
         if not flavor.available():
             missing(f"{flavor_name}'s virtualenv {flavor.venv} (scripts/setup.sh builds it)")
         net, db = lab_network
         site = request.getfixturevalue("lab_postgresql") if metastore == "postgresql" else MariaDBSite(db, net)
-        return airflow_lab(net, site, flavor, size=size, style=style)
+        return airflow_lab(net, site, flavor, size=size, style=style, node_control=node_control)
 
     yield make
 
@@ -91,7 +97,7 @@ def run_scenario(alab: AirflowLab, fault_kind: str, scenario: str) -> None:
 
 
 @pytest.mark.parametrize("case", FAST + (MATRIX_CASES if MATRIX else []), ids=_case_id)
-def test_real_airflow_schedulers(alab_factory: Any, case: tuple[str, str, str, str, int]) -> None:
-    flavor, metastore, fault, style, size = case
-    with alab_factory(flavor, metastore, style, size) as alab:
+def test_real_airflow_schedulers(alab_factory: Any, case: Case) -> None:
+    flavor, metastore, fault, style, size, node_control = case
+    with alab_factory(flavor, metastore, style, size, node_control) as alab:
         run_scenario(alab, fault, f"airflow {_case_id(case)}")
