@@ -99,7 +99,7 @@ class ExitListener:
         self.state_dir = state_dir
         self.node = node
         self.on_exit = on_exit
-        self.gate = Gate(os.geteuid(), self._is_leash, clock)
+        self.gate = Gate(os.geteuid(), lambda pid: self._is_leash(pid), clock)
         self.clock = clock
         self.sock: socket.socket | None = None
         self._where: ShortPath | None = None

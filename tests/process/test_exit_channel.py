@@ -9,6 +9,7 @@ import socket
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -36,7 +37,8 @@ def test_killed_scheduler_restarts_on_its_exit_at_poll_60(
 ) -> None:
     url = f"sqlite:///{tmp_path / 'metastore.db'}"
     size = 2 if node_control == "ssh" else 1  # self mode on SQLite: one node per host
-    cluster = started(make_cluster, url, size, node_control=node_control, poll=POLL, ttl=8.0)
+    settings: dict[str, Any] = {"node_control": node_control, "poll": POLL, "ttl": 8.0}
+    cluster = started(make_cluster, url, size, **settings)
     (pid,) = cluster.observer.pids()
     os.kill(pid, signal.SIGKILL)
     # Far less than the poll: only the leash's message can have woken the cycle this early.
