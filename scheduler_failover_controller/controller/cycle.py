@@ -329,8 +329,26 @@ class Controller(Placing, Guard):
         if duplicate is not None or self.node_control.refused:
             return False  # another controller has this identity (or the cluster another mode): renew nothing
         if self.selfmode is not None:  # this node's report goes with every renewal
-            return self.selfmode.renewal(self._look_local, lambda look: self.renewals.renew(look, self._heartbeat))
-        return self.renewals.renew(self._look_local, self._heartbeat)
+            return self.selfmode.renewal(
+                self._look_local, lambda look: self.renewals.renew(look, self._heartbeat), self.requested
+            )
+        wake = self.renewals.renew(self._look_local, self._heartbeat)
+        if self.role is not Role.ACTIVE:
+            return wake
+        try:
+            return self.requested(self.store.read_state()) or wake
+        except MetastoreError:
+            return wake  # the renewal itself has said so
+
+    def requested(self, state: ClusterState) -> bool:
+        """Whether ``state`` holds an operator's request that this active controller has yet to take
+        up: a switchover, or a pause or its end. The renewal thread wakes the cycle for it, so that
+        it is taken up within a renewal interval, not at the next poll."""
+        if self.role is not Role.ACTIVE:
+            return False
+        with self._shared:
+            paused = self.paused
+        return state.switchover is not None or state.paused != paused
 
     # --- shutdown -----------------------------------------------------------------------
 

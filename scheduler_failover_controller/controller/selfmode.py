@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from ..config import Config
 from ..exceptions import CommandFailed, MetastoreError, NodeUnreachable
-from ..metastore.base import Metastore, Placement
+from ..metastore.base import ClusterState, Metastore, Placement
 from ..metastore.reports import NodeReport
 from ..nodes.base import NodeRunner
 from ..nodes.by_report import ReportRunner
@@ -125,13 +125,21 @@ class SelfMode:
 
     # --- the renewal thread -----------------------------------------------------------------
 
-    def renewal(self, look: Callable[[], ProbeResult], renew: Callable[[Callable[[], ProbeResult]], bool]) -> bool:
+    def renewal(
+        self,
+        look: Callable[[], ProbeResult],
+        renew: Callable[[Callable[[], ProbeResult]], bool],
+        requested: Callable[[ClusterState], bool] = lambda _state: False,
+    ) -> bool:
         """One renewal round (``renew``) with this node's report written from its look. True when the
         cycle should run now: also when the placement came here with nothing running for it, or
-        left while a scheduler runs here."""
+        left while a scheduler runs here, or the state read holds a request (``requested``)."""
         placement: Placement | None = None
+        asked = False
         try:
-            placement = self.store.read_state().placement
+            state = self.store.read_state()
+            placement = state.placement
+            asked = requested(state)
             self._load(placement)
         except MetastoreError as exc:
             self.term.failed(exc)
@@ -144,7 +152,7 @@ class SelfMode:
             seen.append(probe)
             return probe
 
-        wake = renew(looked)
+        wake = renew(looked) or asked
         if placement is None or not seen:
             return wake
         probe = seen[-1]
