@@ -62,3 +62,22 @@ def test_self_mode_wakes_the_active_for_a_request(self_cluster: SelfCluster) -> 
     self_cluster.store.set_paused(True)
     self_cluster.store.clear_switchover()
     assert c1.renew() is True
+
+
+def test_self_mode_the_active_is_woken_when_the_placed_node_reports_its_scheduler_stopped(
+    self_cluster: SelfCluster,
+) -> None:
+    c1, c2, c3 = three(self_cluster)
+    self_cluster.store.request_switchover("n2", "controlled")
+    self_cluster.tick(c1, c2, c3)
+    self_cluster.tick(c1, c2, c3)
+    assert self_cluster.running() == ["n2"]
+    assert c1.renew() is False
+    self_cluster.runners["n2"].die()
+    assert c1.renew() is False  # n2's controller has not said so yet
+    c2.run_cycle()  # woken by its leash: its reconcile reports at once
+    assert c1.renew() is True
+    assert c3.renew() is False  # only the active decides
+    (sentence,) = self_cluster.tick(c1)
+    assert "restarted it in place (attempt 1/3" in sentence and self_cluster.running() == ["n2"]
+    assert c1.renew() is False
