@@ -1,9 +1,11 @@
 """Failover-time and overhead benchmark with real controller processes (run by hand, not in CI).
 
     .venv/bin/python benchmarks/failover.py [--trials 10] [--poll 1] [--ttl 5] [--metastore sqlite|mariadb|zookeeper]
+        [--measures restart,takeover,handover,switchover] [--no-overhead]
 
 Prints a table of median and max over the trials:
   restart   scheduler SIGKILL -> a new scheduler process
+  switchover  a switchover request written -> the new scheduler on the other node (only when asked)
   takeover  active controller SIGKILL -> the standby holds the lease
   handover  active controller SIGTERM -> the standby holds the lease
   two       seconds with two schedulers (must be 0)
@@ -95,7 +97,10 @@ def metastore_url(kind: str, tmp: Path) -> Iterator[Callable[[], str]]:
         yield lambda: db.url(db.create_database())
 
 
-def trial(url: str, tmp: Path, poll: float, ttl: float) -> dict[str, float]:
+MEASURES = ("restart", "takeover", "handover", "switchover")
+
+
+def trial(url: str, tmp: Path, poll: float, ttl: float, measures: tuple[str, ...] = MEASURES[:3]) -> dict[str, float]:
     cluster = Cluster(tmp, url, 2, poll=poll, ttl=ttl)
     store = open_store(url, ttl)
     try:
@@ -106,32 +111,43 @@ def trial(url: str, tmp: Path, poll: float, ttl: float) -> dict[str, float]:
         clock(lambda: len(store.controllers()) == 2)
         time.sleep(poll)
         result: dict[str, float] = {}
-        # 1. scheduler SIGKILL -> new scheduler process
-        (pid,) = cluster.observer.pids()
-        os.kill(pid, signal.SIGKILL)
-        began = time.monotonic()
-        clock(lambda: len(cluster.observer.pids()) == 1 and cluster.observer.pids() != (pid,))
-        result["restart"] = time.monotonic() - began
-        time.sleep(poll)
-        # 2. active controller SIGKILL -> standby holds the lease
-        cluster.signal("n1", signal.SIGKILL)
-        began = time.monotonic()
-        clock(lambda: holder(store) == "n2")
-        result["takeover"] = time.monotonic() - began
-        # bring n1 back as a standby, then 3. SIGTERM n2 -> n1 takes over
-        cluster.procs["n1"].wait()
-        cluster.start("n1")
-        clock(lambda: len(store.controllers()) == 2 and len(cluster.observer.pids()) == 1)
-        time.sleep(poll)
-        cluster.signal("n2", signal.SIGTERM)
-        began = time.monotonic()
-        clock(lambda: holder(store) == "n1")
-        result["handover"] = time.monotonic() - began
-        clock(lambda: len(cluster.observer.pids()) == 1)
-        time.sleep(poll)
+        if "restart" in measures:
+            # 1. scheduler SIGKILL -> new scheduler process
+            (pid,) = cluster.observer.pids()
+            os.kill(pid, signal.SIGKILL)
+            began = time.monotonic()
+            clock(lambda: len(cluster.observer.pids()) == 1 and cluster.observer.pids() != (pid,))
+            result["restart"] = time.monotonic() - began
+            time.sleep(poll)
+        if "switchover" in measures:
+            # 2. switchover request (as `sfc switchover` writes it) -> the new scheduler on the target
+            seen = cluster.observer.one()
+            target = "n2" if seen is None or seen.node == "n1" else "n1"
+            store.request_switchover(target, "controlled", f"bench-{time.monotonic_ns()}")
+            began = time.monotonic()
+            clock(lambda: [s.node for s in cluster.observer.current()] == [target])
+            result["switchover"] = time.monotonic() - began
+            time.sleep(poll)
+        if "takeover" in measures or "handover" in measures:
+            # 3. active controller SIGKILL -> standby holds the lease
+            cluster.signal("n1", signal.SIGKILL)
+            began = time.monotonic()
+            clock(lambda: holder(store) == "n2")
+            result["takeover"] = time.monotonic() - began
+            # bring n1 back as a standby, then 4. SIGTERM n2 -> n1 takes over
+            cluster.procs["n1"].wait()
+            cluster.start("n1")
+            clock(lambda: len(store.controllers()) == 2 and len(cluster.observer.pids()) == 1)
+            time.sleep(poll)
+            cluster.signal("n2", signal.SIGTERM)
+            began = time.monotonic()
+            clock(lambda: holder(store) == "n1")
+            result["handover"] = time.monotonic() - began
+            clock(lambda: len(cluster.observer.pids()) == 1)
+            time.sleep(poll)
         cluster.observer.stop()
         result["two"] = cluster.observer.seconds_two_or_more
-        return result
+        return {k: v for k, v in result.items() if k in measures or k == "two"}
     finally:
         store.close()
         cluster.close()
@@ -170,17 +186,29 @@ def main() -> None:
     parser.add_argument("--ttl", type=float, default=5.0)
     parser.add_argument("--cycles", type=int, default=100)
     parser.add_argument("--metastore", choices=["sqlite", "mariadb", "zookeeper"], default="sqlite")
+    parser.add_argument(
+        "--measures",
+        default=",".join(MEASURES[:3]),
+        help=f"comma-separated, of {', '.join(MEASURES)} (default: the first three)",
+    )
+    parser.add_argument("--no-overhead", action="store_true", help="skip the CPU and RSS measure")
     args = parser.parse_args()
+    measures = tuple(m.strip() for m in args.measures.split(",") if m.strip())
+    unknown = [m for m in measures if m not in MEASURES]
+    if unknown:
+        parser.error(f"--measures: unknown {', '.join(unknown)}")
     global WAIT
     WAIT = max(60.0, 2 * args.poll + 2 * args.ttl + 30)
     with tempfile.TemporaryDirectory(prefix="sfc-bench-") as name, metastore_url(args.metastore, Path(name)) as url:
         tmp = Path(name)
         rows: dict[str, list[float]] = {}
         for i in range(args.trials):
-            for key, value in trial(url(), tmp / f"t{i}", args.poll, args.ttl).items():
+            for key, value in trial(url(), tmp / f"t{i}", args.poll, args.ttl, measures).items():
                 rows.setdefault(key, []).append(value)
             print(f"trial {i + 1}/{args.trials} done", file=sys.stderr, flush=True)
-        cpu, rss = overhead(url(), tmp / "overhead", args.poll, args.ttl, args.cycles)
+        cpu, rss = (
+            (0.0, 0.0) if args.no_overhead else overhead(url(), tmp / "overhead", args.poll, args.ttl, args.cycles)
+        )
     print(
         f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
     )
@@ -191,15 +219,18 @@ def main() -> None:
     print(f"|{'-' * 42}|{'-' * 10}|{'-' * 10}|")
     names = {
         "restart": "scheduler SIGKILL -> new scheduler (s)",
+        "switchover": "switchover request -> new scheduler (s)",
         "takeover": "active SIGKILL -> standby active (s)",
         "handover": "active SIGTERM -> standby active (s)",
         "two": "time with two schedulers (s)",
     }
     for key, label in names.items():
-        values = rows[key]
-        print(f"| {label:<40} | {statistics.median(values):8.2f} | {max(values):8.2f} |")
-    print(f"| {f'controller CPU over {args.cycles} cycles (s)':<40} | {cpu:8.2f} | {'':>8} |")
-    print(f"| {'controller peak RSS (MB)':<40} | {rss:8.1f} | {'':>8} |")
+        values = rows.get(key)
+        if values:
+            print(f"| {label:<40} | {statistics.median(values):8.2f} | {max(values):8.2f} |")
+    if not args.no_overhead:
+        print(f"| {f'controller CPU over {args.cycles} cycles (s)':<40} | {cpu:8.2f} | {'':>8} |")
+        print(f"| {'controller peak RSS (MB)':<40} | {rss:8.1f} | {'':>8} |")
 
 
 if __name__ == "__main__":
