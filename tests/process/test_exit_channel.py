@@ -17,6 +17,7 @@ from scheduler_failover_controller.exit_channel import MESSAGE, ShortPath, exit_
 from scheduler_failover_controller.leash.records import leash_dir
 from tests.process.harness import Cluster
 from tests.process.test_failover import assert_never_two, started
+from tests.process.test_self_mode import finish, on, self_cluster, switch_to
 from tests.support.foreign import AS_NOBODY, can_run_as_nobody
 from tests.support.waiting import holds_for, wait_for
 
@@ -51,6 +52,24 @@ def test_killed_scheduler_restarts_on_its_exit_at_poll_60(
     wait_for(lambda: "restarted it in place (attempt 1/3" in cluster.log("n1"), 20, "the restart logged")
     assert "says the scheduler exited; probing now" in cluster.log("n1")
     assert_never_two(cluster)
+
+
+def test_self_mode_a_killed_scheduler_on_a_standby_node_is_restarted_within_a_renewal_at_poll_60(
+    make_cluster: Callable[..., Cluster], mariadb_url: str
+) -> None:
+    """n2's leash tells n2's controller, which reports at once; the active (n1) reads that report
+    with its next renewal (every 2 s here) and restarts it, long before its next poll."""
+    cluster = self_cluster(make_cluster, mariadb_url, size=2, poll=POLL, ttl=8.0)
+    pid = switch_to(cluster, "n2")
+    assert cluster.active() == "n1"
+    mark = len(cluster.log("n1")), len(cluster.log("n2"))
+    os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: cluster.observer.pids() not in ((), (pid,)), POLL / 3, "a new scheduler, long before the poll")
+    on(cluster, "n2")
+    said = "scheduler was stopped on n2; restarted it in place"
+    wait_for(lambda: said in cluster.log("n1")[mark[0] :], 20, "the active's restart logged")
+    assert "says the scheduler exited; probing now" in cluster.log("n2")[mark[1] :]
+    finish(cluster)
 
 
 def _connected_to_exit_socket(cluster: Cluster, node: str) -> socket.socket:
