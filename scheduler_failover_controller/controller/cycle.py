@@ -34,7 +34,7 @@ from .health import Health
 from .identity import Identity
 from .incidents import Incidents
 from .placing import Placing
-from .renewals import Renewals
+from .renewals import Renewals, unanswered
 from .selfmode import NodeControl, SelfMode
 from .shutdown import shut_down
 from .starts import Starts
@@ -332,23 +332,13 @@ class Controller(Placing, Guard):
             return self.selfmode.renewal(
                 self._look_local, lambda look: self.renewals.renew(look, self._heartbeat), self.requested
             )
-        wake = self.renewals.renew(self._look_local, self._heartbeat)
-        if self.role is not Role.ACTIVE:
-            return wake
-        try:
-            return self.requested(self.store.read_state()) or wake
-        except MetastoreError:
-            return wake  # the renewal itself has said so
+        return self.renewals.renew(self._look_local, self._heartbeat, self.requested)
 
     def requested(self, state: ClusterState) -> bool:
-        """Whether ``state`` holds an operator's request that this active controller has yet to take
-        up: a switchover, or a pause or its end. The renewal thread wakes the cycle for it, so that
-        it is taken up within a renewal interval, not at the next poll."""
-        if self.role is not Role.ACTIVE:
-            return False
+        """Whether ``state`` holds an operator's request this controller has yet to take up (``unanswered``)."""
         with self._shared:
             paused = self.paused
-        return state.switchover is not None or state.paused != paused
+        return unanswered(state, self.role, paused)
 
     # --- shutdown -----------------------------------------------------------------------
 
