@@ -179,7 +179,7 @@ def run(
         if refusal:
             raise ConfigError(f"{config.source}: node_control: {refusal}")
         # A leash's word that its scheduler exited wakes the cycle, which probes and decides as usual.
-        exits = listen(config.state_dir, config.current_host, lambda _pid: wake.set(), renewals_stop)
+        exits = listen(config.state_dir, config.current_host, lambda _pid: wake.set())
         renewer.start()
         return _cycles(config, controller, stop, wake, metrics, monotonic)
     finally:

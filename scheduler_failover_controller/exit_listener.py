@@ -87,7 +87,11 @@ class Gate:
 
 
 class ExitListener:
-    """Listens on ``state_dir/leash/NODE.exit`` and calls ``on_exit(pid)`` for each message taken."""
+    """Listens on ``state_dir/leash/NODE.exit`` and calls ``on_exit(pid)`` for each message taken.
+
+    Its fields are its thread's alone (``serve``): ``close`` stops that thread and waits for it
+    before it closes the socket, so no other thread touches them while it runs.
+    """
 
     def __init__(
         self,
@@ -106,6 +110,8 @@ class ExitListener:
         self._warned: dict[str, float] = {}  # kind of refusal -> when last warned
         self._dropped: dict[str, int] = {}  # kind of refusal -> how many since its last warning
         self._inode = 0  # of the socket bound: only that one is removed at the end
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
 
     def _is_leash(self, pid: int) -> bool:
         return any(r.pid == pid for r in live_leashes(self.state_dir, self.node))
@@ -150,6 +156,11 @@ class ExitListener:
         else:
             raise OSError(f"{path} exists and is not a socket of this user")
 
+    def start(self) -> None:
+        """Serve in a daemon thread of its own until :meth:`close`."""
+        self._thread = threading.Thread(target=self.serve, args=(self._stop,), name="exits", daemon=True)
+        self._thread.start()
+
     def serve(self, stop: threading.Event) -> None:
         """Read and judge datagrams until ``stop``; never raises."""
         while not stop.is_set() and self.sock is not None:
@@ -163,8 +174,7 @@ class ExitListener:
                 self.gate.tokens += 1.0  # nothing was read: the token is not spent
                 continue
             except OSError as exc:
-                if not stop.is_set() and self.sock is not None:  # else closed at the end, as it should
-                    log.warning("exit channel: %s; closed (restarts wait for the next cycle)", exc.strerror or exc)
+                log.warning("exit channel: %s; closed (restarts wait for the next cycle)", exc.strerror or exc)
                 return
             self.handle(d)
 
@@ -209,6 +219,12 @@ class ExitListener:
         log.warning("exit channel: ignored a message: %s%s", refusal, also)
 
     def close(self) -> None:
+        """Stop serving (its thread ends within its read timeout), then close and remove the socket."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5 * _POLL)
+            if self._thread.is_alive():
+                return  # still in a call: left to the process's exit rather than closed under it
         sock, self.sock = self.sock, None
         if sock is not None:
             path = leash_dir(self.state_dir) / exit_socket_name(self.node)
@@ -221,10 +237,11 @@ class ExitListener:
             self._where = None
 
 
-def listen(state_dir: Path, node: str, on_exit: Callable[[int], None], stop: threading.Event) -> ExitListener | None:
-    """Open the node's exit channel and serve it in a daemon thread; None when it is off."""
+def listen(state_dir: Path, node: str, on_exit: Callable[[int], None]) -> ExitListener | None:
+    """Open the node's exit channel and serve it in a thread of its own until ``close``; None when
+    it is off (a warning said why)."""
     listener = ExitListener(state_dir, node, on_exit)
     if not listener.open():
         return None
-    threading.Thread(target=listener.serve, args=(stop,), name="exits", daemon=True).start()
+    listener.start()
     return listener

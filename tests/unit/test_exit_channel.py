@@ -97,9 +97,7 @@ def test_real_socket_checks_credentials_and_answers_a_leash(
     woken: list[int] = []
     listener = ExitListener(long_state_dir, "n1", woken.append)
     assert listener.open()
-    stop = threading.Event()
-    thread = threading.Thread(target=listener.serve, args=(stop,), daemon=True)
-    thread.start()
+    listener.start()
     try:
         path = leash_dir(long_state_dir) / exit_socket_name("n1")
         assert len(str(path)) > 108 and (path.stat().st_mode & 0o777) == 0o600
@@ -118,9 +116,7 @@ def test_real_socket_checks_credentials_and_answers_a_leash(
         assert send_exit(long_state_dir, "n1", wait=5)
         wait_for(lambda: woken == [os.getpid()], 5, "the wake")
     finally:
-        stop.set()
         listener.close()
-        thread.join(5)
     assert not path.exists()
 
 
