@@ -15,10 +15,12 @@ from scheduler_failover_controller import daemon, exit_listener
 from scheduler_failover_controller.exit_channel import MAX_SIZE, MESSAGE, ShortPath, exit_socket_name, send_exit
 from scheduler_failover_controller.exit_listener import BURST, RATE, Datagram, ExitListener, Gate
 from scheduler_failover_controller.leash.records import leash_dir
+from scheduler_failover_controller.leash.states import State
 from tests.support.waiting import holds_for, wait_for
 
 from .fakes import FakeClock
 from .test_daemon import _config, _Controller
+from .test_leash_states import SCENARIOS
 
 ME = os.geteuid()
 LEASH = 4242
@@ -147,3 +149,16 @@ def test_the_daemon_runs_a_cycle_at_once_on_a_leash_message_and_not_on_another(
         stop.set()
         runner.join(15)
     assert controller.shut and not (leash_dir(tmp_path) / exit_socket_name("n1")).exists()
+
+
+@pytest.mark.parametrize(
+    "change", [c for c in SCENARIOS if c[1] is State.DONE], ids=lambda c: f"{c[0].value}->{c[1].value}"
+)
+def test_the_leash_tells_its_controller_only_of_an_exit_on_the_schedulers_own(
+    tmp_path: Path, change: tuple[State, State]
+) -> None:
+    """Done from a live state (the scheduler exited, or never showed): told. Done after a stop it
+    was asked for or its deadline (the controller or the deadline ended it): not."""
+    rig = SCENARIOS[change](tmp_path)
+    before, _done = rig.sup.changes[-1]
+    assert rig.sup.exited is before.live, (rig.sup.changes, rig.log())
