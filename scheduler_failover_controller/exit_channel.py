@@ -75,10 +75,8 @@ def send_exit(state_dir: Path, node: str, wait: float = ACK_WAIT) -> bool:
     otherwise at most ``wait`` seconds pass waiting for the answer.
     """
     try:
-        with (
-            ShortPath(leash_dir(state_dir), exit_socket_name(node)) as target,
-            socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock,
-        ):
+        target = ShortPath(leash_dir(state_dir), exit_socket_name(node))
+        with target, socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
             sock.bind("")  # an address of its own (Linux autobind) for the answer
             sock.setblocking(False)
             sock.sendto(MESSAGE, target.path)

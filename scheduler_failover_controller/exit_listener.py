@@ -22,8 +22,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .exit_channel import ACK, MAX_SIZE, MESSAGE, ShortPath, exit_socket_name
-from .leash.deadline import _ensure_dir
+from .exit_channel import ACK, MAX_SIZE, MESSAGE, ShortPath, exit_socket_name, exit_socket_path
+from .leash.deadline import ensure_private_dir
 from .leash.records import leash_dir, live_leashes
 from .trust import directory_problem
 
@@ -120,13 +120,13 @@ class ExitListener:
         """Bind the socket; False (a warning: restarts wait for the next cycle) when it cannot."""
         directory = leash_dir(self.state_dir)
         try:
-            _ensure_dir(directory)
+            ensure_private_dir(directory)
             problem = directory_problem(directory)
             if problem:
                 log.warning("exit channel off: %s", problem)
                 return False
             where = ShortPath(directory, exit_socket_name(self.node))
-            self._remove_stale(directory / exit_socket_name(self.node))
+            self._remove_stale(exit_socket_path(self.state_dir, self.node))
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
             try:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
@@ -227,7 +227,7 @@ class ExitListener:
                 return  # still in a call: left to the process's exit rather than closed under it
         sock, self.sock = self.sock, None
         if sock is not None:
-            path = leash_dir(self.state_dir) / exit_socket_name(self.node)
+            path = exit_socket_path(self.state_dir, self.node)
             with contextlib.suppress(OSError):
                 if os.lstat(path).st_ino == self._inode:  # not a later controller's
                     os.unlink(path)

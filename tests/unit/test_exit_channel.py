@@ -108,10 +108,8 @@ def test_real_socket_checks_credentials_and_answers_a_leash(
         holds_for(lambda: woken == [], 0.3, "nothing woken")
         # Oversize: refused.
         monkeypatch.setattr(listener, "_is_leash", lambda pid: pid == os.getpid())
-        with (
-            ShortPath(leash_dir(long_state_dir), exit_socket_name("n1")) as where,
-            socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock,
-        ):
+        where = ShortPath(leash_dir(long_state_dir), exit_socket_name("n1"))
+        with where, socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
             sock.sendto(MESSAGE * 10, where.path)
         holds_for(lambda: woken == [], 0.3, "nothing woken")
         # A live leash (as the registrations would say): heard, answered, the cycle woken.
