@@ -41,7 +41,7 @@ def node_processes(cluster: Cluster, node: str, scheduler: int) -> list[int]:
     return [cluster.procs[node].pid, leash.pid, *(p.pid for p in leash.children(recursive=True))]
 
 
-def test_a_fenced_node_is_replaced_before_its_placement_could_expire(
+def test_a_fenced_node_is_replaced_before_its_placement_could_expire_mariadb(
     make_cluster: Callable[..., Cluster], mariadb_url: str, tmp_path: Path
 ) -> None:
     cluster: Cluster = make_cluster(mariadb_url, 3, node_control="self", poll=POLL, ttl=TTL)
