@@ -7,7 +7,7 @@ down): its controller reaches nothing, and its leash keeps the scheduler up unti
 deadline. Measured, from the cut to one scheduler on another host: with ``fence_command`` (the
 lab's power switch kills h2's PID 1 on request: tests/lab/power.py), and without (the placement
 must expire by the server's clock first). Settings: lease_ttl 10 s, poll_frequency 0.5 s,
-metastore_timeout 1 s, ssh_timeout 5 s, MariaDB; every trial a new lab. Prints medians and maxima.
+metastore_timeout 1 s, ssh_timeout 2 s, MariaDB; every trial a new lab. Prints medians and maxima.
 """
 
 from __future__ import annotations
@@ -31,7 +31,8 @@ from tests.lab.scenarios import recovered, scheduler_moved_to_h2  # noqa: E402
 from tests.lab.sites import LabMetastore, MariaDBSite, network_with_mariadb  # noqa: E402
 
 LEASE = 10.0
-SETTINGS = {"poll_frequency": "0.5", "lease_ttl": f"{LEASE:g}", "metastore_timeout": "1", "ssh_timeout": "5"}
+# ssh_timeout bounds each look at a silent node over SSH (ssh mode fences after two) and the fence.
+SETTINGS = {"poll_frequency": "0.5", "lease_ttl": f"{LEASE:g}", "metastore_timeout": "1", "ssh_timeout": "2"}
 
 
 def trial(net: Network, site: LabMetastore, node_control: str, fence: bool) -> tuple[float, float]:

@@ -127,13 +127,16 @@ class Health:
             if outcome.value is not None:
                 results[node] = outcome.value
                 continue
+            # A node that kept a probe waiting gave no answer; one read through its report did not
+            # keep it waiting (the metastore did), and an error is ours, not the node's silence.
+            silent = outcome.error is None and not getattr(runners[node], "by_report", False)
             if outcome.error is not None:
                 why = f"probe failed: {describe(outcome.error)}"
             elif outcome.busy:
                 why = f"its previous probe still hangs after {outcome.running_for or 0:.0f}s"
             else:
                 why = f"probe timed out after {budget:g}s"
-            results[node] = ProbeResult(node, SchedulerState.UNKNOWN, detail=why)
+            results[node] = ProbeResult(node, SchedulerState.UNKNOWN, detail=why, unreachable=silent)
         self.remember(results)
         return results
 

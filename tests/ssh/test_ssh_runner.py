@@ -262,6 +262,7 @@ def test_changed_host_key_is_always_refused(env: Env, tmp_path: Path, policy: st
     result = runner.probe()
     assert result.state is SchedulerState.UNKNOWN
     assert "host key mismatch" in result.detail
+    assert not result.unreachable
     assert known.read_text() == f"[{NODE}]:{env.sshd.port} {kind} {key}\n"
 
 
@@ -270,6 +271,7 @@ def test_wrong_key_fails_authentication(env: Env) -> None:
     result = runner.probe()
     assert result.state is SchedulerState.UNKNOWN
     assert "authentication as root with key" in result.detail
+    assert not result.unreachable  # the node answered: refused, not silent (never a reason to fence)
     with pytest.raises(NodeUnreachable, match="authentication"):
         runner.start(later())
     assert not env.schedulers()
@@ -291,6 +293,7 @@ def test_closed_port_is_unknown_at_once(env: Env) -> None:
     assert time.monotonic() - began < 2
     assert result.state is SchedulerState.UNKNOWN
     assert "cannot connect" in result.detail
+    assert result.unreachable  # no answer at all: what fence_command may act on
     with pytest.raises(NodeUnreachable):
         runner.stop()
 

@@ -8,10 +8,14 @@ nodes it may fence, after it made their scheduler die, as a power-off would.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 
 import pytest
 
 from scheduler_failover_controller.controller.cycle import Controller
+from scheduler_failover_controller.metastore.base import Placement
+from scheduler_failover_controller.metastore.reports import NodeReport
+from scheduler_failover_controller.nodes.by_report import report_probe
 from scheduler_failover_controller.probe_result import ProbeResult, SchedulerState
 
 from .fakes import Cluster
@@ -189,6 +193,25 @@ def test_the_active_never_fences_its_own_node(cluster: Cluster, monkeypatch: pyt
     c1.health.remember({"n1": unseen})
     assert c1.fencing.fence_placed("n1", unseen, c1.cycles) == "it is this controller's own node"
     assert fence.calls == []
+
+
+def test_only_looks_without_any_answer_in_a_row_count(cluster: Cluster) -> None:
+    c1 = cluster.controller("n1")
+    silent = ProbeResult("n2", SchedulerState.UNKNOWN, unreachable=True)
+    answered = ProbeResult("n2", SchedulerState.UNKNOWN, detail="placed there, not started yet")
+    for probe, count in ((silent, 1), (silent, 2), (answered, 0), (silent, 1)):
+        c1.health.remember({"n2": probe})
+        assert c1.health.unreachable_looks("n2") == count
+
+
+def test_a_stale_report_is_silence_a_report_behind_is_not() -> None:
+    placement = Placement("n2", 1, 1010.0, 5, 1000.0)
+    assert report_probe("n2", None, placement, 3.5).unreachable
+    old = NodeReport("n2", "h", "running", (1,), True, (), "", 5, 5, 1, observed_at=990.0, server_now=1000.0)
+    assert report_probe("n2", old, placement, 3.5).unreachable
+    behind = replace(old, answers=4, observed_at=999.0)
+    probe = report_probe("n2", behind, placement, 3.5)
+    assert probe.state is SchedulerState.UNKNOWN and not probe.unreachable
 
 
 # --- self mode: the node's controller is dead, its report goes stale -------------------------
