@@ -102,6 +102,7 @@ class Fencing:
         self._epoch = epoch  # this controller's term: a fence counts only in the term that ran it
         self._proofs: dict[str, int] = {}  # node -> the epoch in which fence_command fenced it
         self.fence_failed_cycle: dict[str, int] = {}  # node -> the cycle in which fence_command last failed
+        self._failed_for: dict[str, int] = {}  # placed node -> the placement version its fence failed for
 
     @property
     def fenced(self) -> set[str]:
@@ -109,13 +110,15 @@ class Fencing:
         epoch = self._epoch()
         return {node for node, at in self._proofs.items() if at == epoch}
 
-    def fence_placed(self, node: str, probe: ProbeResult, cycle: int) -> str | None:
+    def fence_placed(self, node: str, probe: ProbeResult, cycle: int, version: int) -> str | None:
         """Fence the placed ``node`` that cannot be seen, so that the move need not wait for its
-        placement to expire: None when it is fenced (now, or earlier in this term), else why not.
+        placement (of ``version``) to expire: None when it is fenced (now, or earlier in this
+        term), else why not.
 
         Only a node that gave no answer at all in two looks in a row (one is not a failover), that
         is not this controller's own, and whose own controller is not heartbeating (it would be
-        guarding the node, and the scheduler may run well there) is fenced.
+        guarding the node, and the scheduler may run well there) is fenced; and once per
+        placement: after a failure, the placement is waited out as without ``fence_command``.
         """
         if node in self.fenced:
             return None
@@ -123,6 +126,8 @@ class Fencing:
             return "no fence_command"
         if node == self.config.current_host:
             return "it is this controller's own node"
+        if self._failed_for.get(node) == version:
+            return "fence_command failed for this placement"
         if not probe.unreachable or self.health.unreachable_looks(node) < 2:
             return "not unreachable in two looks in a row"
         try:
@@ -133,6 +138,7 @@ class Fencing:
             return f"its own controller heartbeats ({entry.age:.1f}s ago)"
         if self.fence(node, cycle):
             return None
+        self._failed_for[node] = version
         return "fence_command did not succeed"
 
     def blocking(self, target: str, probes: dict[str, ProbeResult], cycle: int) -> list[str]:

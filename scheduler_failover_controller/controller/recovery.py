@@ -70,7 +70,8 @@ class Recovery:
         """The placed ``node`` cannot be seen: fence it and move at once, or wait for its placement to expire."""
         why_not = "strays first" if strays else None
         if why_not is None and self.config.fence_command:
-            why_not = self.fencing.fence_placed(node, probe, self.cycles) if self.leads() else MARGIN_TOO_SMALL
+            version = state.placement.version
+            why_not = self.fencing.fence_placed(node, probe, self.cycles, version) if self.leads() else MARGIN_TOO_SMALL
             if why_not is None:
                 return self._fenced_move(state, probes, node)
         waiting = (
