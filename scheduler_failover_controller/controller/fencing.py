@@ -128,8 +128,10 @@ class Fencing:
             return "it is this controller's own node"
         if self._failed_for.get(node) == version:
             return "fence_command failed for this placement"
-        if not probe.unreachable or self.health.unreachable_looks(node) < 2:
-            return "not unreachable in two looks in a row"
+        if not probe.unreachable:
+            return "it answered, with nothing usable yet"
+        if self.health.unreachable_looks(node) < 2:
+            return "silent in one look only"
         try:
             entry = next((c for c in self.store.controllers() if c.host == node), None)
         except MetastoreError as exc:
