@@ -96,7 +96,8 @@ class Controller(Placing, Guard):
         # Airflow's job table (scheduler_job_heartbeat_timeout), read by one of the checks
         self.jobs = job_reader if job_reader is not None else open_job_reader(config)
         self.health = Health(config, self.jobs, monotonic)
-        self.fencing = Fencing(config, store, self.health, self._event)
+        self.fencing = Fencing(config, store, self.health, self._event, lambda: self.term.epoch)
+        self.term.placing = self.fencing.started  # a placement naming a node ends a fence of it
         self.starts = Starts(
             config, self.term, self.renewals, self.fencing, self.incidents, runners, sleep, self.stopping
         )
