@@ -326,20 +326,18 @@ class Controller(Placing, Guard):
         thread, every ``renew_interval``, so that no probe, start or stop (in the cycle) delays a
         renewal. True when the cycle should run now: the lease is free to take, or this one lost it."""
         with self._shared:
-            duplicate = self.duplicate
+            duplicate, paused = self.duplicate, self.paused
         if duplicate is not None or self.node_control.refused:
             return False  # another controller has this identity (or the cluster another mode): renew nothing
+
+        def requested(state: ClusterState) -> bool:  # an operator's request the cycle has yet to take up
+            return unanswered(state, self.role, paused)
+
         if self.selfmode is not None:  # this node's report goes with every renewal
             return self.selfmode.renewal(
-                self._look_local, lambda look: self.renewals.renew(look, self._heartbeat), self.requested
+                self._look_local, lambda look: self.renewals.renew(look, self._heartbeat), requested
             )
-        return self.renewals.renew(self._look_local, self._heartbeat, self.requested)
-
-    def requested(self, state: ClusterState) -> bool:
-        """Whether ``state`` holds an operator's request this controller has yet to take up (``unanswered``)."""
-        with self._shared:
-            paused = self.paused
-        return unanswered(state, self.role, paused)
+        return self.renewals.renew(self._look_local, self._heartbeat, requested)
 
     # --- shutdown -----------------------------------------------------------------------
 
