@@ -14,7 +14,7 @@ import pytest
 
 from scheduler_failover_controller.cli import main
 from scheduler_failover_controller.cli.params import Seconds
-from tests.cli.test_cli import ENTRY_POINT, NO_MATCH, assert_no_traceback, lines, make_cli
+from tests.cli.cli_support import ENTRY_POINT, NO_MATCH, assert_no_traceback, lines, make_cli
 
 BAD = ["nan", "NaN", "-nan", "inf", "+inf", "1e999"]
 

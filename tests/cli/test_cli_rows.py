@@ -15,7 +15,7 @@ from scheduler_failover_controller.config import load_config
 from scheduler_failover_controller.metastore import Metastore, open_metastore
 from scheduler_failover_controller.metastore.sql import SQLMetastore
 from scheduler_failover_controller.metastore.zookeeper import ZooKeeperMetastore
-from tests.cli.test_cli import Cli, as_json, assert_no_traceback, lines, make_cli
+from tests.cli.cli_support import Cli, as_json, assert_no_traceback, lines, make_cli
 from tests.support.garbage import (
     HOST,
     SQL_FIELDS,

@@ -15,7 +15,7 @@ from scheduler_failover_controller.probe_result import SchedulerState
 from scheduler_failover_controller.status import ClusterHealth, read_status, role_by_lease
 from tests.support.waiting import wait_for
 
-from .test_cli import HOST, NO_MATCH, Cli, as_json, make_cli
+from .cli_support import HOST, NO_MATCH, Cli, as_json, make_cli
 
 OTHER = "node-b"
 

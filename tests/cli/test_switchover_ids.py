@@ -11,7 +11,7 @@ import pytest
 from scheduler_failover_controller.metastore.events import EventKind
 from tests.support.waiting import wait_for
 
-from .test_cli import HOST, NO_MATCH, Cli, as_json, make_cli
+from .cli_support import HOST, NO_MATCH, Cli, as_json, make_cli
 from .test_status_and_switchover import play_active
 
 OTHER = "node-b"

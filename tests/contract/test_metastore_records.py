@@ -24,7 +24,7 @@ from scheduler_failover_controller.metastore.base import (
 )
 from scheduler_failover_controller.metastore.events import EventKind
 from tests.contract.metastore_backends import LEASE
-from tests.unit import fakes
+from tests.unit import fakes_store
 
 # --- registry, observations, pause, events ----------------------------------------------------
 
@@ -119,7 +119,7 @@ def test_events_are_kept_bounded(store: Metastore, monkeypatch: pytest.MonkeyPat
 
     monkeypatch.setattr(sqlstore, "EVENTS_KEPT", 15)
     monkeypatch.setattr(zkmod, "EVENTS_KEPT", 15)
-    monkeypatch.setattr(fakes, "EVENTS_KEPT", 15)
+    monkeypatch.setattr(fakes_store, "EVENTS_KEPT", 15)
     for i in range(41):
         store.add_event("n1", EventKind.RESTART, f"event {i}", 3)
     events = store.events(100)

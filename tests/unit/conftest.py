@@ -1,14 +1,16 @@
-"""Fixtures of the config tests: an AIRFLOW_HOME in tmp_path, the ``env`` dict they load with, and
-``make``, which writes a valid config file (one node, ``node-a``) plus the given keys."""
+"""Fixtures of the unit tests. For the config tests: an AIRFLOW_HOME in tmp_path, the ``env`` dict
+they load with, and ``make``, which writes a valid config file (one node, ``node-a``) plus the given
+keys. For the controller tests: ``cluster``, a fake :class:`Cluster` closed after the test."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.unit.config_support import HOST, render
+from tests.unit.fakes import Cluster
 
 
 @pytest.fixture
@@ -39,3 +41,10 @@ def make(tmp_path: Path) -> Callable[..., Path]:
         return path
 
     return write
+
+
+@pytest.fixture
+def cluster() -> Iterator[Cluster]:
+    c = Cluster()
+    yield c
+    c.close()

@@ -7,8 +7,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from .controller_support import active_on_n1, tick
 from .fakes import Cluster
-from .test_controller import active_on_n1, tick
 from .test_selfmode import SelfCluster, three
 
 POLL = 60  # a cycle's own pace: without the wake, a request would wait up to this long
