@@ -14,14 +14,7 @@ import pytest
 
 from scheduler_failover_controller.config import CONFIG_ENV
 
-from .cli_support import (
-    ENTRY_POINT,
-    ENV,
-    Cli,
-    assert_no_traceback,
-    assert_one_error_line,
-    lines,
-)
+from .cli_support import ENTRY_POINT, ENV, Cli, assert_no_traceback, assert_one_error_line, lines
 
 # --- bad configuration: exit 2, one line, no traceback -----------------------------------------
 

@@ -14,12 +14,7 @@ import pytest
 
 from tests.support.ports import free_port
 
-from .cli_support import (
-    HOST,
-    Cli,
-    assert_no_traceback,
-    assert_one_error_line,
-)
+from .cli_support import HOST, Cli, assert_no_traceback, assert_one_error_line
 
 # --- send_test_email ---------------------------------------------------------------------------
 

@@ -16,11 +16,7 @@ import pytest
 
 from scheduler_failover_controller.config import CONFIG_ENV, load_config
 
-from .cli_support import (
-    HOST,
-    Cli,
-    assert_one_error_line,
-)
+from .cli_support import HOST, Cli, assert_one_error_line
 
 # --- init --------------------------------------------------------------------------------------
 

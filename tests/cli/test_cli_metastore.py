@@ -13,13 +13,7 @@ from scheduler_failover_controller.metastore.base import ControllerInfo, Observa
 from scheduler_failover_controller.metastore.events import EventKind
 from scheduler_failover_controller.metastore.reports import NodeReport
 
-from .cli_support import (
-    HOST,
-    Cli,
-    as_json,
-    assert_no_traceback,
-    assert_one_error_line,
-)
+from .cli_support import HOST, Cli, as_json, assert_no_traceback, assert_one_error_line
 
 # --- metastore commands ------------------------------------------------------------------------
 

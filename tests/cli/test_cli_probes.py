@@ -14,14 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from .cli_support import (
-    CLOSED_DB,
-    HOST,
-    Cli,
-    as_json,
-    assert_no_traceback,
-    assert_one_error_line,
-)
+from .cli_support import CLOSED_DB, HOST, Cli, as_json, assert_no_traceback, assert_one_error_line
 
 # --- probes and connections --------------------------------------------------------------------
 

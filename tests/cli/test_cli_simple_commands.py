@@ -11,12 +11,7 @@ import pytest
 from scheduler_failover_controller import __version__
 from scheduler_failover_controller.config import CONFIG_ENV
 
-from .cli_support import (
-    CLOSED_DB,
-    HOST,
-    Cli,
-    assert_no_traceback,
-)
+from .cli_support import CLOSED_DB, HOST, Cli, assert_no_traceback
 
 # --- simple commands ---------------------------------------------------------------------------
 
