@@ -1,0 +1,223 @@
+"""One fault on one cluster, as the lab's observer saw it, and the table of many such trials.
+
+Every trial boots a fresh lab (scheduler and active controller on h1), injects one fault on h1,
+waits until the fault is over and the cluster has looked healthy for a while (exactly one
+scheduler, where the controllers believe it runs) or a bound has passed, and keeps:
+
+  recovery   fault -> a scheduler runs again: a new process (scheduler SIGKILL), one on another
+             host (host crash, partition: a cut-off scheduler reaches no database either), or,
+             for the controller faults, 0 if the scheduler never stopped, else the first
+             scheduler after it went
+  two        seconds with two or more schedulers, fault to end of the window
+  outage     seconds with none, fault to end of the window
+  takeover   fault -> another host's controller is the active one (by its metastore)
+
+A partition stays until a scheduler runs on another host, ``HOLD`` seconds more (or until the
+bound), then heals, so that what happens to the cut-off scheduler counts too.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from tests.support.observer import Seen
+
+if TYPE_CHECKING:
+    from benchmarks.legacy_cluster import Cluster
+
+HOME = "h1"  # the host that runs the scheduler and the active controller when a fault comes
+FAULTS = {
+    "kill": "scheduler SIGKILL",
+    "crash": "host crash (scheduler + active)",
+    "partition": "partition (scheduler + active)",
+    "controller_kill": "active controller SIGKILL",
+    "graceful": "active controller SIGTERM",
+}
+CONTROLLER_FAULTS = ("controller_kill", "graceful")
+HOLD = 10.0  # a partition lasts until a scheduler runs elsewhere, then this much longer
+LOOK = 0.25  # seconds between two looks at the cluster while a trial runs
+
+History = Sequence[tuple[float, tuple[Seen, ...], tuple[Seen, ...]]]
+
+
+@dataclass
+class Trial:
+    """What one fault cost (seconds; None: not within the trial's bound)."""
+
+    controller: str  # "2016" or "ours"
+    settings: str  # "same" or "defaults"
+    fault: str
+    recovery: float | None
+    two: float
+    outage: float
+    takeover: float | None
+    two_at_end: bool = False
+    note: str = ""
+
+
+def recovery_from(history: History, since: float, fault: str, old: Seen) -> float | None:
+    """Seconds from ``since`` to the first sample in which ``fault`` is recovered (see the module)."""
+    after = [(t, real) for t, real, _ in history if t >= since]
+    if fault in CONTROLLER_FAULTS:
+        gone = next((t for t, real in after if all(s.pid != old.pid for s in real)), None)
+        if gone is None:
+            return 0.0  # the scheduler ran on
+        back = next((t for t, real in after if t >= gone and real), None)
+        return None if back is None else back - since
+    if fault == "kill":
+
+        def ok(real: tuple[Seen, ...]) -> bool:
+            return any(s.pid != old.pid for s in real)
+    else:
+
+        def ok(real: tuple[Seen, ...]) -> bool:
+            return any(s.node != old.node for s in real)
+
+    at = next((t for t, real in after if ok(real)), None)
+    return None if at is None else at - since
+
+
+def inject(cluster: Cluster, fault: str, old: Seen) -> None:
+    host = cluster.lab.host(HOME)
+    if fault == "kill":
+        os.kill(old.pid, signal.SIGKILL)
+    elif fault == "crash":
+        host.crash()
+    elif fault == "partition":
+        cluster.lab.partition(HOME)
+    elif fault == "controller_kill":
+        host.kill_controller()
+    elif fault == "graceful":
+        host.signal_controller(signal.SIGTERM)
+    else:
+        raise ValueError(f"unknown fault {fault!r}")
+
+
+def run_trial(cluster: Cluster, controller: str, settings: str, fault: str) -> Trial:
+    """Boot ``cluster``, inject ``fault`` on h1, watch until it is over (bounded), measure."""
+    lab = cluster.lab
+    obs = lab.observer
+    cluster.boot()
+    old = obs.one()
+    assert old is not None and old.node == HOME, f"after boot: {obs.describe()}"
+    two0, none0 = obs.seconds_two_or_more, obs.seconds_none
+    since = time.monotonic()
+    inject(cluster, fault, old)
+    settle = cluster.settle()
+    linger = settle + 2 * cluster.poll + 40.0  # the most a trial waits for health once the fault is over
+    end_by = since + cluster.cap()
+    over_at: float | None = None  # when the fault was over (recovered, or taken over), or given up
+    heal_at: float | None = None
+    healed = fault != "partition"
+    steady_since: float | None = None
+    takeover: float | None = None
+    note = ""
+    while True:
+        now = time.monotonic()
+        active = cluster.active()
+        if takeover is None and active not in (None, HOME):
+            takeover = now - since
+        if over_at is None:
+            if fault in CONTROLLER_FAULTS:
+                over = takeover is not None
+            else:
+                over = recovery_from(obs.history, since, fault, old) is not None
+            if over or now >= end_by:
+                if not over:
+                    note = f"not over within {cluster.cap():.0f}s"
+                over_at = now
+                end_by = now + linger + (HOLD if not healed else 0.0)
+                if not healed:
+                    heal_at = now + HOLD if over else now
+        if not healed and heal_at is not None and now >= heal_at:
+            lab.heal(HOME)
+            healed = True
+        seen = obs.current()
+        healthy = over_at is not None and healed and len(seen) == 1 and cluster.placed() == seen[0].node
+        steady_since = (steady_since or now) if healthy else None
+        if steady_since is not None and now - steady_since >= settle:
+            break
+        if now >= end_by:
+            if over_at is not None and not note:
+                note = f"not healthy {linger:.0f}s after the fault was over"
+            break
+        time.sleep(LOOK)
+    if not healed:
+        lab.heal(HOME)
+    obs.stop()
+    return Trial(
+        controller=controller,
+        settings=settings,
+        fault=fault,
+        recovery=recovery_from(obs.history, since, fault, old),
+        two=obs.seconds_two_or_more - two0,
+        outage=obs.seconds_none - none0,
+        takeover=takeover,
+        two_at_end=len(obs.current()) >= 2,
+        note=note,
+    )
+
+
+def record(trial: Trial, out: Path | None) -> None:
+    if out is not None:
+        with out.open("a") as f:
+            f.write(json.dumps(asdict(trial)) + "\n")
+
+
+def load(path: Path) -> list[Trial]:
+    """Trials saved by ``record`` (one JSON object a line)."""
+    return [Trial(**json.loads(line)) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _cell(values: Sequence[float | None], unit: Callable[[float], str]) -> str:
+    got = [v for v in values if v is not None]
+    if not values:
+        return ""
+    text = f"{unit(statistics.median(got))} / {unit(max(got))}" if got else "none"
+    missing = len(values) - len(got)
+    return text + (f" ({missing} of {len(values)} never)" if missing else "")
+
+
+def table(trials: Sequence[Trial], columns: Sequence[tuple[str, str, str]]) -> str:
+    """A markdown table, a row per fault and measure, a column per (controller, settings, title).
+
+    Cells: median / max over the trials (seconds)."""
+    head = "| fault | measure | " + " | ".join(title for _, _, title in columns) + " |"
+    lines = [head, "|---|---|" + "---|" * len(columns)]
+
+    def secs(v: float) -> str:
+        return f"{v:.1f}"
+
+    for fault, name in FAULTS.items():
+        measures: list[tuple[str, Callable[[Trial], float | None]]] = [
+            ("recovery s", lambda t: t.recovery),
+            ("two schedulers s", lambda t: t.two),
+            ("no scheduler s", lambda t: t.outage),
+        ]
+        if fault in CONTROLLER_FAULTS:
+            measures.append(("new active s", lambda t: t.takeover))
+        for i, (label, get) in enumerate(measures):
+            cells = []
+            for controller, settings, _ in columns:
+                mine = [t for t in trials if (t.controller, t.settings, t.fault) == (controller, settings, fault)]
+                cell = _cell([get(t) for t in mine], secs)
+                if label.startswith("two") and any(t.two_at_end for t in mine):
+                    cell += f" (still two at the end: {sum(t.two_at_end for t in mine)} of {len(mine)})"
+                cells.append(cell)
+            lines.append(f"| {name if i == 0 else ''} | {label} | " + " | ".join(cells) + " |")
+    per = []
+    for controller, settings, title in columns:
+        faults = [t.fault for t in trials if (t.controller, t.settings) == (controller, settings)]
+        counts = sorted({faults.count(f) for f in FAULTS} - {0})
+        if counts:
+            per.append(f"{title}: {counts[0]}" + (f"-{counts[-1]}" if counts[-1] != counts[0] else ""))
+    lines += ["", "trials per fault: " + ", ".join(per)]
+    return "\n".join(lines)
