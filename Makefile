@@ -58,7 +58,7 @@ LEGACY_TRIALS ?= 3
 BENCH_2016_OUT ?= bench-2016.jsonl
 
 bench-2016:
-	$(PYTHON) benchmarks/legacy.py --legacy-checkout "$(LEGACY_CHECKOUT)" --trials $(LEGACY_TRIALS) --out $(BENCH_2016_OUT)
+	$(PYTHON) benchmarks/legacy.py $(if $(LEGACY_CHECKOUT),--legacy-checkout "$(LEGACY_CHECKOUT)") --trials $(LEGACY_TRIALS) --out $(BENCH_2016_OUT)
 
 # The chaos soak by hand (as root): SOAK_SECONDS (default an hour) on each metastore in turn,
 # seed SOAK_SEED, node_control SOAK_NODE_CONTROL (self or ssh); each run prints its figures and fails on two schedulers or a fault not recovered.

@@ -101,6 +101,54 @@ def inject(cluster: Cluster, fault: str, old: Seen) -> None:
         raise ValueError(f"unknown fault {fault!r}")
 
 
+class Window:
+    """One trial after its fault: what has been seen, and whether the trial is done."""
+
+    def __init__(self, cluster: Cluster, fault: str, old: Seen, since: float) -> None:
+        self.cluster, self.fault, self.old, self.since = cluster, fault, old, since
+        self.settle = cluster.settle()
+        self.linger = self.settle + 2 * cluster.poll + 40.0  # the most it waits for health once the fault is over
+        self.end_by = since + cluster.cap()
+        self.over_at: float | None = None  # the fault was over (recovered, or taken over), or given up on
+        self.heal_at: float | None = None
+        self.healed = fault != "partition"
+        self.steady_since: float | None = None
+        self.takeover: float | None = None
+        self.note = ""
+
+    def over(self) -> bool:
+        if self.fault in CONTROLLER_FAULTS:
+            return self.takeover is not None
+        return recovery_from(self.cluster.lab.observer.history, self.since, self.fault, self.old) is not None
+
+    def look(self, now: float) -> bool:
+        """One look at the cluster; True once the trial is done."""
+        cluster = self.cluster
+        if self.takeover is None and cluster.active() not in (None, HOME):
+            self.takeover = now - self.since
+        if self.over_at is None:
+            over = self.over()
+            if over or now >= self.end_by:
+                self.note = "" if over else f"not over within {cluster.cap():.0f}s"
+                self.over_at = now
+                self.end_by = now + self.linger + (0.0 if self.healed else HOLD)
+                if not self.healed:
+                    self.heal_at = now + HOLD if over else now
+        if not self.healed and self.heal_at is not None and now >= self.heal_at:
+            cluster.lab.heal(HOME)
+            self.healed = True
+        seen = cluster.lab.observer.current()
+        healthy = self.over_at is not None and self.healed and len(seen) == 1 and cluster.placed() == seen[0].node
+        self.steady_since = (self.steady_since or now) if healthy else None
+        if self.steady_since is not None and now - self.steady_since >= self.settle:
+            return True
+        if now >= self.end_by:
+            if self.over_at is not None and not self.note:
+                self.note = f"not healthy {self.linger:.0f}s after the fault was over"
+            return True
+        return False
+
+
 def run_trial(cluster: Cluster, controller: str, settings: str, fault: str) -> Trial:
     """Boot ``cluster``, inject ``fault`` on h1, watch until it is over (bounded), measure."""
     lab = cluster.lab
@@ -111,48 +159,14 @@ def run_trial(cluster: Cluster, controller: str, settings: str, fault: str) -> T
     two0, none0 = obs.seconds_two_or_more, obs.seconds_none
     since = time.monotonic()
     inject(cluster, fault, old)
-    settle = cluster.settle()
-    linger = settle + 2 * cluster.poll + 40.0  # the most a trial waits for health once the fault is over
-    end_by = since + cluster.cap()
-    over_at: float | None = None  # when the fault was over (recovered, or taken over), or given up
-    heal_at: float | None = None
-    healed = fault != "partition"
-    steady_since: float | None = None
-    takeover: float | None = None
-    note = ""
-    while True:
-        now = time.monotonic()
-        active = cluster.active()
-        if takeover is None and active not in (None, HOME):
-            takeover = now - since
-        if over_at is None:
-            if fault in CONTROLLER_FAULTS:
-                over = takeover is not None
-            else:
-                over = recovery_from(obs.history, since, fault, old) is not None
-            if over or now >= end_by:
-                if not over:
-                    note = f"not over within {cluster.cap():.0f}s"
-                over_at = now
-                end_by = now + linger + (HOLD if not healed else 0.0)
-                if not healed:
-                    heal_at = now + HOLD if over else now
-        if not healed and heal_at is not None and now >= heal_at:
+    window = Window(cluster, fault, old, since)
+    try:
+        while not window.look(time.monotonic()):
+            time.sleep(LOOK)
+    finally:
+        if not window.healed:
             lab.heal(HOME)
-            healed = True
-        seen = obs.current()
-        healthy = over_at is not None and healed and len(seen) == 1 and cluster.placed() == seen[0].node
-        steady_since = (steady_since or now) if healthy else None
-        if steady_since is not None and now - steady_since >= settle:
-            break
-        if now >= end_by:
-            if over_at is not None and not note:
-                note = f"not healthy {linger:.0f}s after the fault was over"
-            break
-        time.sleep(LOOK)
-    if not healed:
-        lab.heal(HOME)
-    obs.stop()
+        obs.stop()
     return Trial(
         controller=controller,
         settings=settings,
@@ -160,9 +174,9 @@ def run_trial(cluster: Cluster, controller: str, settings: str, fault: str) -> T
         recovery=recovery_from(obs.history, since, fault, old),
         two=obs.seconds_two_or_more - two0,
         outage=obs.seconds_none - none0,
-        takeover=takeover,
+        takeover=window.takeover,
         two_at_end=len(obs.current()) >= 2,
-        note=note,
+        note=window.note,
     )
 
 

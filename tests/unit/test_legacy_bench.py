@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.legacy_trials import Trial, recovery_from, table
+from benchmarks.legacy_trials import HOLD, Trial, Window, recovery_from, table
 from tests.support.observer import Seen
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -105,3 +105,85 @@ def test_table_shows_median_and_max_and_what_never_recovered() -> None:
     two = next(line for line in text.splitlines() if "two schedulers s" in line)
     assert "still two at the end: 1 of 3" in two
     assert "trials per fault: 2016: 3, ours: 1" in text
+
+
+class FakeObserver:
+    def __init__(self) -> None:
+        self.history: list[tuple[float, tuple[Seen, ...], tuple[Seen, ...]]] = [(0.0, (OLD,), ())]
+
+    def see(self, t: float, *real: Seen) -> None:
+        self.history.append((t, tuple(real), ()))
+
+    def current(self) -> tuple[Seen, ...]:
+        return self.history[-1][1]
+
+
+class FakeLab:
+    def __init__(self) -> None:
+        self.observer = FakeObserver()
+        self.healed: list[str] = []
+
+    def heal(self, name: str) -> None:
+        self.healed.append(name)
+
+
+class FakeCluster:
+    """What Window asks of a cluster: its lab, poll, settle, cap, who is active, where it placed."""
+
+    poll = 1.0
+
+    def __init__(self) -> None:
+        self.lab = FakeLab()
+        self.where: str | None = "h1"
+        self.leader: str | None = "h1"
+
+    def settle(self) -> float:
+        return 6.0
+
+    def cap(self) -> float:
+        return 100.0
+
+    def active(self) -> str | None:
+        return self.leader
+
+    def placed(self) -> str | None:
+        return self.where
+
+
+def window(cluster: FakeCluster, fault: str) -> Window:
+    return Window(cluster, fault, OLD, 10.0)  # type: ignore[arg-type]
+
+
+def test_a_partition_heals_a_hold_after_the_scheduler_runs_elsewhere_then_settles() -> None:
+    cluster = FakeCluster()
+    win = window(cluster, "partition")
+    assert not win.look(11.0)
+    cluster.lab.observer.see(12.0, H2, OLD)  # two: the cut-off one runs on
+    cluster.where, cluster.leader = "h2", "h2"
+    assert not win.look(12.0) and cluster.lab.healed == []
+    assert not win.look(12.0 + HOLD) and cluster.lab.healed == ["h1"]
+    cluster.lab.observer.see(23.0, H2)
+    assert not win.look(23.0)
+    assert not win.look(28.9)
+    assert win.look(29.0) and win.note == "" and win.takeover == pytest.approx(2.0)
+
+
+def test_a_trial_gives_up_at_the_cap_and_after_lingering() -> None:
+    cluster = FakeCluster()
+    win = window(cluster, "crash")
+    assert not win.look(109.0)
+    assert not win.look(110.0) and win.note.startswith("not over within 100")
+    assert win.look(110.0 + win.linger)
+
+
+def test_a_controller_fault_is_over_at_the_takeover_and_waits_for_the_placement() -> None:
+    cluster = FakeCluster()
+    win = window(cluster, "controller_kill")
+    assert not win.look(15.0)
+    cluster.leader, cluster.where = "h2", None  # the old placement expired with its controller
+    assert not win.look(20.0) and win.takeover == pytest.approx(10.0)
+    assert not win.look(27.0)
+    cluster.lab.observer.see(28.0, H2)
+    cluster.where = "h2"
+    assert not win.look(28.0)
+    assert win.look(34.0)
