@@ -16,19 +16,19 @@ from scheduler_failover_controller.metastore.base import Metastore
 from scheduler_failover_controller.metastore.events import EventKind
 from scheduler_failover_controller.metastore.sql import SQLMetastore
 from scheduler_failover_controller.metastore.zookeeper import ZooKeeperMetastore
-from tests.contract.test_metastore_contract import TIMEOUT, Backend, _backend
+from tests.contract.metastore_backends import TIMEOUT, Backend, make_backend
 
 NEWER_KIND = cast(EventKind, "from_a_newer_release")  # what a later release may write
 
 
 @pytest.fixture(params=["fake", "sqlite", "mariadb", "postgresql", "postgresql+psycopg", "zookeeper"])
 def be(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
-    return _backend(request, tmp_path)
+    return make_backend(request, tmp_path)
 
 
 @pytest.fixture(params=["sqlite", "mariadb", "postgresql", "postgresql+psycopg"])
 def sql_be(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
-    return _backend(request, tmp_path)
+    return make_backend(request, tmp_path)
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from scheduler_failover_controller.exceptions import CorruptRecord
 from scheduler_failover_controller.metastore.base import Metastore
 from scheduler_failover_controller.metastore.sql import SQLMetastore
 from scheduler_failover_controller.metastore.zookeeper import ZooKeeperMetastore
-from tests.contract.test_metastore_contract import Backend, _backend
+from tests.contract.metastore_backends import Backend, make_backend
 from tests.support.garbage import (
     HOLDER,
     HOST,
@@ -38,7 +38,7 @@ from tests.support.garbage import (
 
 @pytest.fixture(params=["sqlite", "mariadb", "postgresql", "postgresql+psycopg", "zookeeper"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Metastore]:
-    be: Backend = _backend(request, tmp_path)
+    be: Backend = make_backend(request, tmp_path)
     s = be.open()
     if isinstance(s, ZooKeeperMetastore):
         populate_zk(s)

@@ -1,23 +1,13 @@
 """Real Airflow schedulers on the multi-host lab (tests/lab/test_airflow_lab.py, benchmarks/airflow.py).
 
 On top of :class:`tests.lab.harness.Lab` (hosts, sshd, one controller per host, the metastore on
-198.18.0.2), an :class:`AirflowLab` gives every host an Airflow home of its own,
-``<base>/<host>/airflow.cfg``, whose Airflow metadata database is a database of its own on the
-network's PostgreSQL or MariaDB (the controllers' metastore is another one). Every host runs the
-same Airflow (a virtualenv of this machine, shared like the project): the LocalExecutor,
-``[scheduler] use_row_level_locking = False``, no examples, DAGs unpaused at creation, and the
-ledger DAG (examples/dags/sfc_ledger_dag.py) whose task appends ``run_id try host time`` to
-``<base>/ledger``, a file every host writes (they share the filesystem). On Airflow 3 every host
-also runs ``airflow dag-processor`` and ``airflow api-server`` on its own address, which its task
-supervisors report to (``[core] execution_api_server_url``).
+198.18.0.2), an :class:`AirflowLab` gives every host an Airflow home of its own and the same Airflow
+(tests/lab/airflow_settings.py), runs the ledger DAG whose task runs are read back from the ledger
+and Airflow's database (tests/lab/airflow_records.py), injects the faults of :data:`FAULTS` and
+checks recovery by the scheduler processes it observes (tests/lab/airflow_processes.py).
 
 The controllers start ``airflow scheduler --pid <base>/<node>/scheduler.pid`` (the match: the
-``--pid`` path names the node), in one of the start styles of :data:`START_STYLES`. The
-:class:`AirflowObserver` counts, every 100 ms from the root namespace, the scheduler ROOT processes
-(by argv; the children Airflow forks and renames by setproctitle do not match, and a child forked
-before it renames itself has a matching ancestor). :meth:`AirflowLab.scheduler_processes` lists a
-host's Airflow processes that belong to its scheduler: every process of the host but its PID 1,
-sshd and its sessions, the controller and what it runs, and the dag-processor and api-server trees.
+``--pid`` path names the node), in one of the start styles of :data:`START_STYLES`.
 """
 
 from __future__ import annotations
@@ -38,99 +28,18 @@ from typing import Any
 
 import psutil
 
-from scheduler_failover_controller.matching import matches
-from scheduler_failover_controller.process_tree import parent_lookup, root_pids
+from tests.lab import airflow_processes as processes
+from tests.lab import airflow_records as records
+from tests.lab.airflow_processes import AirflowObserver, Proc, Service
+from tests.lab.airflow_records import LedgerEntry
+from tests.lab.airflow_settings import API_PORT, DAG, START_STYLES, Flavor, airflow_config, flavors
 from tests.lab.harness import Lab
 from tests.lab.hosts import Host
 from tests.lab.network import Network
-from tests.lab.sites import LabMetastore, MariaDBSite, PostgreSQLSite
-from tests.lab.tools import METASTORE_IP, ROOT, sh
+from tests.lab.sites import LabMetastore
+from tests.lab.tools import METASTORE_IP, sh
 from tests.support.netns import in_netns
-from tests.support.observer import Observer, Seen
 from tests.support.waiting import wait_for
-
-DAG = ROOT / "examples" / "dags" / "sfc_ledger_dag.py"
-API_PORT = 8080
-START_STYLES = ("default", "setsid", "daemon")  # systemd: no systemd in the lab's hosts
-FERNET_KEY = "3ta0v-6iDY1sKwq0Fw_oPi2AGcrxVN6rXfbeDc-RnXc="  # a fixed test key (never a secret)
-
-
-@dataclass(frozen=True)
-class Flavor:
-    """One Airflow: its virtualenv and major version."""
-
-    name: str
-    venv: Path
-    major: int
-
-    @property
-    def airflow(self) -> Path:
-        return self.venv / "bin" / "airflow"
-
-    def available(self) -> bool:
-        return self.airflow.exists()
-
-    def sql_url(self, site: LabMetastore, database: str) -> str:
-        """The URL the hosts reach the Airflow database by (198.18.0.2, the driver of this virtualenv)."""
-        if isinstance(site, PostgreSQLSite):
-            driver = "psycopg" if self.major >= 3 else "psycopg2"
-            return site.server.url(database, driver)
-        assert isinstance(site, MariaDBSite), site
-        # As for PostgreSQL (AirflowLab.site_database): a fenced scheduler's open transaction must
-        # not hold its row locks for long; MariaDB ends a session idle in a transaction for 15 s.
-        return site.db.url(database) + "?init_command=SET%20SESSION%20idle_transaction_timeout%3D15"
-
-
-def flavors() -> dict[str, Flavor]:
-    return {
-        "airflow3": Flavor("airflow3", Path(os.environ.get("SFC_AIRFLOW_VENV", ROOT / ".venv-airflow")), 3),
-        "airflow2": Flavor("airflow2", Path(os.environ.get("SFC_AIRFLOW2_VENV", ROOT / ".venv-airflow2")), 2),
-    }
-
-
-def airflow_config(flavor: Flavor, home: Path, host: Host, sql_url: str, dags: Path) -> str:
-    """The host's airflow.cfg ('%' escaped: Airflow interpolates its values)."""
-    base_url = f"http://{host.ip}:{API_PORT}"
-    sections: dict[str, dict[str, str]] = {
-        "core": {
-            "dags_folder": str(dags),
-            "load_examples": "False",
-            "dags_are_paused_at_creation": "False",
-            "executor": "LocalExecutor",
-            "parallelism": "4",
-            "fernet_key": FERNET_KEY,
-            "simple_auth_manager_all_admins": "True",
-            "execution_api_server_url": f"{base_url}/execution/",
-            "hostname_callable": "socket.gethostname",
-            "dagbag_import_timeout": "60",
-        },
-        "database": {"sql_alchemy_conn": sql_url, "sql_alchemy_pool_size": "3", "sql_alchemy_max_overflow": "5"},
-        "logging": {"base_log_folder": str(home / "logs"), "worker_log_server_port": "8793"},
-        "api": {"host": host.ip, "port": str(API_PORT), "base_url": base_url, "workers": "1", "secret_key": "lab"},
-        "api_auth": {"jwt_secret": "sfc-lab-jwt-secret-not-a-secret"},
-        "webserver": {"secret_key": "lab", "base_url": base_url},
-        "scheduler": {
-            # As singleton users set it: one scheduler at a time, no SELECT ... FOR UPDATE SKIP LOCKED.
-            "use_row_level_locking": "False",
-            # A scheduler killed or moved away leaves a SchedulerJob 'running' with a stale
-            # heartbeat: the next one marks it failed (and resets its orphaned tasks) soon.
-            "scheduler_health_check_threshold": "10",
-            "orphaned_tasks_check_interval": "10",
-            "scheduler_heartbeat_sec": "2",
-            "min_file_process_interval": "10",
-            "dag_dir_list_interval": "10",
-            "parsing_processes": "1",
-        },
-        "dag_processor": {"refresh_interval": "10", "min_file_process_interval": "10", "parsing_processes": "1"},
-    }
-    if flavor.major >= 3 and sql_url.startswith("postgresql+psycopg:"):
-        # Airflow 3 also opens an async engine; psycopg 3 is async too (asyncpg is not installed).
-        sections["database"]["sql_alchemy_conn_async"] = sql_url
-    return "".join(
-        f"[{name}]\n" + "".join(f"{k} = {v.replace('%', '%%')}\n" for k, v in keys.items()) + "\n"
-        for name, keys in sections.items()
-    )
-
 
 FAULTS = ("kill", "crash", "partition", "switchover", "restart")
 
@@ -145,63 +54,6 @@ class Fault:
     scheduler_pid: int
     old: list[Proc]
     runs: frozenset[str] = frozenset()  # the DAG's runs that existed then (an orphaned task may still finish one)
-
-
-@dataclass(frozen=True)
-class LedgerEntry:
-    run_id: str
-    try_number: int
-    host: str
-    time: float
-
-
-@dataclass(frozen=True)
-class Proc:
-    """A process as seen at one moment (pid + start time: a reused pid is another process)."""
-
-    pid: int
-    started: float
-    argv: str
-
-    def alive(self) -> bool:
-        try:
-            proc = psutil.Process(self.pid)
-            return proc.create_time() == self.started and proc.status() != psutil.STATUS_ZOMBIE
-        except psutil.Error:
-            return False
-
-
-class AirflowObserver(Observer):
-    """The lab observer, counting real ``airflow scheduler`` ROOT processes, by node (their --pid path)."""
-
-    def __init__(self, words: dict[str, list[str]]) -> None:
-        super().__init__(match="airflow scheduler", interval=0.1)
-        self.words = words
-
-    def sample(self) -> list[Seen]:
-        found: dict[int, str] = {}
-        parents: dict[int, int] = {}
-        for proc in psutil.process_iter(["pid", "ppid", "cmdline"]):
-            argv = proc.info.get("cmdline") or []
-            if "scheduler" not in argv:
-                continue
-            for node, words in self.words.items():
-                if matches(argv, words):
-                    found[proc.pid] = node
-                    parents[proc.pid] = proc.info["ppid"]
-
-        tops = root_pids(found, parent_lookup(parents))
-        return [Seen(node, pid) for pid, node in found.items() if pid in tops]
-
-
-@dataclass
-class Service:
-    """An Airflow daemon the harness runs on a host beside the controller (dag-processor, api-server)."""
-
-    name: str
-    host: Host
-    nsenter: subprocess.Popen[bytes]
-    pid: int
 
 
 @dataclass
@@ -239,22 +91,7 @@ class AirflowLab:
     # --- set-up
 
     def site_database(self) -> str:
-        if isinstance(self.site, PostgreSQLSite):
-            name = self.site.server.create_database()
-            # A scheduler fenced by a partition leaves its sessions on the server, one of them
-            # maybe inside a transaction holding row locks the next scheduler waits for: without
-            # these the server keeps them until its TCP keepalive gives up (hours). Found by the
-            # partition trials; production databases behind a failover controller need the same.
-            self.site.server.execute(
-                f"ALTER DATABASE {name} SET idle_in_transaction_session_timeout = '15s'; "
-                f"ALTER DATABASE {name} SET tcp_keepalives_idle = 5; "
-                f"ALTER DATABASE {name} SET tcp_keepalives_interval = 2; "
-                f"ALTER DATABASE {name} SET tcp_keepalives_count = 3; "
-                f"ALTER DATABASE {name} SET tcp_user_timeout = 10000"
-            )
-            return name
-        assert isinstance(self.site, MariaDBSite)
-        return self.site.db.create_database()
+        return records.create_database(self.site)
 
     def node_dir(self, node: str) -> Path:
         return self.base / node
@@ -415,12 +252,7 @@ class AirflowLab:
         return [s.node for s in self.lab.observer.current()]
 
     def entries(self) -> list[LedgerEntry]:
-        found = []
-        for line in self.ledger.read_text().splitlines():
-            parts = line.split()
-            if len(parts) == 4:
-                found.append(LedgerEntry(parts[0], int(parts[1]), parts[2], float(parts[3])))
-        return found
+        return records.read_ledger(self.ledger)
 
     def wait_run_after(self, since: float, timeout: float, known: frozenset[str] = frozenset()) -> LedgerEntry:
         """The first ledger entry written after wall-clock time ``since`` for a run not in ``known`` (waits for it)."""
@@ -435,33 +267,11 @@ class AirflowLab:
 
     def executed_twice(self) -> list[tuple[str, int]]:
         """(run_id, try) pairs the ledger holds more than once."""
-        seen: dict[tuple[str, int], int] = {}
-        for e in self.entries():
-            seen[(e.run_id, e.try_number)] = seen.get((e.run_id, e.try_number), 0) + 1
-        return sorted(k for k, n in seen.items() if n > 1)
+        return records.executed_twice(self.entries())
 
     def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         """A query on the Airflow database, from the root namespace (unix socket)."""
-        if isinstance(self.site, PostgreSQLSite):
-            import psycopg2
-
-            server = self.site.server
-            conn = psycopg2.connect(host=str(server.base), port=server.port, user="postgres", dbname=self.database)
-            try:
-                with conn.cursor() as cur:
-                    cur.execute(sql, params)
-                    return list(cur.fetchall())
-            finally:
-                conn.close()
-        assert isinstance(self.site, MariaDBSite)
-        import pymysql
-
-        with (
-            pymysql.connect(unix_socket=str(self.site.db.socket_path), user="root", database=self.database) as conn,
-            conn.cursor() as cur,
-        ):
-            cur.execute(sql, params)
-            return list(cur.fetchall())
+        return records.query(self.site, self.database, sql, params)
 
     def running_scheduler_jobs(self) -> list[tuple[Any, ...]]:
         return self.query("SELECT id, hostname FROM job WHERE job_type = 'SchedulerJob' AND state = 'running'")
@@ -471,48 +281,9 @@ class AirflowLab:
         rows = self.query("SELECT state FROM dag_run WHERE dag_id = 'sfc_ledger' AND run_id = %s", (run_id,))
         return str(rows[0][0]) if rows else None
 
-    def infrastructure(self, host: Host) -> set[int]:
-        """Pids of the host that are not its scheduler's: PID 1, sshd and sessions, the controller, the services."""
-        procs = host.processes()
-        children: dict[int, list[int]] = {}
-        names: dict[int, str] = {}
-        for proc in procs:
-            with contextlib.suppress(psutil.Error):
-                children.setdefault(proc.ppid(), []).append(proc.pid)
-                names[proc.pid] = proc.name()
-        roots = {host.init_pid} if host.init_pid else set()
-        if host.controller_pid:
-            roots.add(host.controller_pid)
-        roots |= {s.pid for s in self.services if s.host is host}
-        roots |= {pid for pid, name in names.items() if name == "sshd"}
-        out: set[int] = set()
-        level = [r for r in roots if r is not None]
-        out.update(level)
-        # Not below PID 1 as a whole: orphans (the scheduler's leash) are its children.
-        below = [p for r in level if r != host.init_pid for p in children.get(r, [])]
-        while below:
-            out.update(below)
-            below = [c for p in below for c in children.get(p, [])]
-        return out
-
     def scheduler_processes(self, host: Host) -> list[Proc]:
         """What runs on the host for its scheduler: the leash, the scheduler and every Airflow child."""
-        infra = self.infrastructure(host)
-        found = []
-        for proc in host.processes():
-            if proc.pid in infra:
-                continue
-            with contextlib.suppress(psutil.Error):
-                found.append(Proc(proc.pid, proc.create_time(), " ".join(proc.cmdline())[:160]))
-        return found
-
-    def assert_gone(self, old: list[Proc], timeout: float, what: str) -> None:
-        """Every process of ``old`` ends within ``timeout``; fails naming those left."""
-        try:
-            wait_for(lambda: not [p for p in old if p.alive()], timeout, what, interval=0.2)
-        except AssertionError:
-            left = [f"{p.pid} {p.argv}" for p in old if p.alive()]
-            raise AssertionError(f"{what}: still running after {timeout:g}s: {left}") from None
+        return processes.scheduler_processes(host, self.services)
 
     # --- faults
 
@@ -558,7 +329,7 @@ class AirflowLab:
         assert lab is not None
         entry = self.wait_run_after(fault.at, bound, fault.runs)
         wait_for(lambda: self.run_state(entry.run_id) == "success", 60, f"run {entry.run_id} to succeed", interval=0.5)
-        self.assert_gone(fault.old, 60, f"{fault.node}'s Airflow processes after the {fault.kind}")
+        processes.assert_gone(fault.old, 60, f"{fault.node}'s Airflow processes after the {fault.kind}")
         host = lab.host(fault.node)
         now = self.nodes()
         if host.alive and now and fault.node not in now:
@@ -621,10 +392,7 @@ class AirflowLab:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 service.nsenter.wait(timeout=10)
         with contextlib.suppress(Exception):
-            if isinstance(self.site, PostgreSQLSite):
-                self.site.server.drop_database(self.database)
-            elif isinstance(self.site, MariaDBSite):
-                self.site.db.drop_database(self.database)
+            records.drop_database(self.site, self.database)
         if not keep:
             shutil.rmtree(self.base, ignore_errors=True)
         self.net.keep_track(self.base, done=True)

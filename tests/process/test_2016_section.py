@@ -1,6 +1,6 @@
 """The [scheduler_failover] section the 2016 controller's ``init`` wrote runs unchanged (issue 9).
 
-The section is the one in tests/unit/test_config.py, verbatim but for the user's own paths (its
+The section is the one in tests/unit/config_support.py, verbatim but for the user's own paths (its
 AIRFLOW_HOME and ~ under this test's temp dir). Every 2016 command is run on it, and ``start``
 keeps a scheduler (a stand-in named ``airflow``, started by the section's own ``;;``-separated
 ``nohup ... &`` command) and stops it with the section's own ``ps -ef | grep | kill -9`` loop.
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.unit.test_config import SECTION_2016
+from tests.unit.config_support import SECTION_2016
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -5,6 +5,7 @@ generated client key, ``UsePAM no``, key login only) and listens on 127.0.0.1 on
 reach it as node ``127.0.0.1`` with ``ssh_known_hosts_file`` pointing at a known_hosts file
 written for ``[127.0.0.1]:PORT``. Everything is stopped by pid and removed at the end, also when
 a test fails: sshd and its session processes, and every stand-in scheduler carrying a test's token.
+The ``mode`` fixture runs a test both ways a probe reaches the node (:data:`MODES`).
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ PYTHON = sys.executable
 REMOTE_SFC = str(Path(sys.executable).parent / "scheduler_failover_controller")
 NODE = "127.0.0.1"
 CONTROLLER = "controller"  # the controller's own node name in the test configs (local)
+#: the two ways a probe reaches the node: the project's own ``probe`` there, or the ps fallback
+MODES = {"project": {}, "fallback": {"ssh_remote_command": "sfc_no_such_command_here"}}
 
 
 def _keygen(path: Path, comment: str) -> None:
@@ -298,3 +301,9 @@ def spawn_remote(sshd: Sshd, command: str) -> None:
 def later(seconds: float = 60.0) -> float:
     """A leash deadline ``seconds`` from now (the leash clamps it to lease_ttl)."""
     return time.monotonic() + seconds
+
+
+@pytest.fixture(params=sorted(MODES))
+def mode(request: pytest.FixtureRequest) -> dict[str, str]:
+    """Probe through the project's own ``probe --json`` on the node, or through the ps fallback."""
+    return dict(MODES[request.param])

@@ -10,16 +10,11 @@ import pytest
 
 from scheduler_failover_controller.probe_result import ForeignProcess, SchedulerState
 from tests.ssh.conftest import NODE, Env
-from tests.ssh.test_ssh_runner import MODES, spawn
+from tests.ssh.runner_support import spawn
 from tests.support.foreign import Lookalikes, can_run_as_nobody, lookalike_dir
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.skipif(not can_run_as_nobody(), reason="needs root and setpriv")
-
-
-@pytest.fixture(params=sorted(MODES))
-def mode(request: pytest.FixtureRequest) -> dict[str, str]:
-    return dict(MODES[request.param])
 
 
 @pytest.fixture

@@ -14,15 +14,9 @@ import pytest
 
 from scheduler_failover_controller.exceptions import CommandFailed
 from scheduler_failover_controller.probe_result import SchedulerState
-from tests.ssh.conftest import Env, later
+from tests.ssh.conftest import MODES, Env, later
 
 NOBODY = 65534
-MODES = {"project": {}, "fallback": {"ssh_remote_command": "sfc_no_such_command_here"}}
-
-
-@pytest.fixture(params=sorted(MODES))
-def mode(request: pytest.FixtureRequest) -> dict[str, str]:
-    return dict(MODES[request.param])
 
 
 def root_only(env: Env) -> tuple[Path, bytes]:

@@ -16,7 +16,7 @@ import pytest
 from scheduler_failover_controller.config import ENV_PREFIX, KEYS, SECTION, Config, ConfigError, load_config
 from scheduler_failover_controller.config.docs import SAMPLE_HOST, default_config_text, readme_table, with_readme_table
 from scheduler_failover_controller.config.keys import THIS_HOST
-from tests.unit.test_config import SECTION_2016
+from tests.unit.config_support import SECTION_2016
 
 ROOT = Path(__file__).resolve().parents[2]
 NOT_KEYS = {"source", "smtp"}  # Config attributes that are no key of [scheduler_failover]
