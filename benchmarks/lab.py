@@ -11,6 +11,7 @@ poll_frequency 0.5 s and lease_ttl 3 s as in CI. Prints the median and max over 
   two          seconds with two schedulers (must be 0)
 and the active controller's cycle time (its metrics endpoint, sfc_last_cycle_seconds) with N
 nodes, the others reached over SSH (no controllers of their own), at --cycle-poll/--cycle-ttl.
+With --fence: fence, then start against waiting for the lease instead (benchmarks/lab_fence.py).
 Every lab host shares this machine's cores: remote probes (a Python process per probe on the
 node) cost the active's machine too, so cycle times are pessimistic.
 """
@@ -91,6 +92,11 @@ def cycle_times(net: Network, site: LabMetastore, nodes: int, samples: int, poll
 
 
 def main(argv: list[str] | None = None) -> None:
+    if "--fence" in (sys.argv[1:] if argv is None else argv):  # fence, then start: benchmarks/lab_fence.py
+        from benchmarks.lab_fence import main as fence_main
+
+        fence_main(sys.argv[1:] if argv is None else argv)
+        return
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--metastore", choices=("mariadb", "postgresql", "zookeeper"), default="mariadb")
     parser.add_argument("--trials", type=int, default=10)

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from .config import Config
 from .controller.cycle import PLEASE_REPORT, Controller
 from .exceptions import ConfigError, MetastoreError
+from .exit_listener import ExitListener, listen
 from .log_file import open_log_file
 from .metastore.events import EventKind
 from .redaction import RedactingFormatter, config_secrets
@@ -167,6 +168,7 @@ def run(
         target=_renewals, args=(controller, config.renew_interval, renewals_stop, wake), name="renewals", daemon=True
     )
     sd_notify("READY=1")
+    exits: ExitListener | None = None
     try:
         ready, other = _setup(controller, stop, config.renew_interval)
         if not ready:
@@ -176,10 +178,14 @@ def run(
         refusal = controller.node_control.check()  # the cluster runs another node_control: a config error
         if refusal:
             raise ConfigError(f"{config.source}: node_control: {refusal}")
+        # A leash's word that its scheduler exited wakes the cycle, which probes and decides as usual.
+        exits = listen(config.state_dir, config.current_host, lambda _pid: wake.set())
         renewer.start()
         return _cycles(config, controller, stop, wake, metrics, monotonic)
     finally:
         renewals_stop.set()
+        if exits is not None:
+            exits.close()
         if renewer.is_alive():
             renewer.join(timeout=2 * config.metastore_timeout + 2)
         sd_notify("STOPPING=1")
@@ -267,8 +273,9 @@ def _cycles(
         now = monotonic()
         if next_run < now:  # a slow cycle: skip the missed slots instead of bursting
             next_run = now
-        # Woken early when the renewals find the lease free or lost: a lost host costs the
-        # lease, not the poll (at most one early cycle per renewal interval).
+        # Woken early when the renewals find the lease free or lost (a lost host costs the lease,
+        # not the poll) or an operator's request pending, at most one early cycle per renewal
+        # interval; and when a leash says its scheduler exited (a restart costs no poll).
         if wake.wait(next_run - now):
             next_run = monotonic()
     return 0

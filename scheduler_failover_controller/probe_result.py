@@ -63,6 +63,10 @@ class ProbeResult:
     looked_at: float = field(default=0.0, compare=False)
     #: matching processes that do not count (another user's, not leashed): reported only
     foreign: tuple[ForeignProcess, ...] = field(default=(), compare=False)
+    #: UNKNOWN because nothing answered for the node at all: SSH did not reach it within its timeout,
+    #: or (self mode) its controller's report is stale or missing. Not set when the node answered
+    #: but what it said is not yet usable (a start under way, a report of an older version).
+    unreachable: bool = field(default=False, compare=False)
 
     def describe(self) -> str:
         pids = f" (pid {', '.join(map(str, self.pids))})" if self.pids else ""

@@ -101,9 +101,11 @@ every further failure, up to 8x). Default: max(3 x poll_frequency, 5).""",
         p.command,
         "",
         """\
-Command run locally with the node name as its last argument to power off / isolate a node
-that cannot be reached and runs no controller of its own (STONITH). Empty: none.""",
-        "run with the node name to fence an unreachable node without a controller",
+Command run locally with the node name as its last argument to power off a node that cannot
+be reached (STONITH). Exit 0 must mean that nothing on that node can run any more (powered
+off, VM stopped, container killed), never merely that it is cut off: the scheduler then moves
+off it at once, without waiting for its placement to expire. Empty: none.""",
+        "run with the node name to power off an unreachable node; exit 0: nothing there can run (README, Fencing)",
         command=True,
     ),
 )

@@ -34,7 +34,7 @@ from .health import Health
 from .identity import Identity
 from .incidents import Incidents
 from .placing import Placing
-from .renewals import Renewals
+from .renewals import Renewals, unanswered
 from .selfmode import NodeControl, SelfMode
 from .shutdown import shut_down
 from .starts import Starts
@@ -96,7 +96,8 @@ class Controller(Placing, Guard):
         # Airflow's job table (scheduler_job_heartbeat_timeout), read by one of the checks
         self.jobs = job_reader if job_reader is not None else open_job_reader(config)
         self.health = Health(config, self.jobs, monotonic)
-        self.fencing = Fencing(config, store, self.health, self._event)
+        self.fencing = Fencing(config, store, self.health, self._event, lambda: self.term.epoch)
+        self.term.placing = self.fencing.started  # a placement naming a node ends a fence of it
         self.starts = Starts(
             config, self.term, self.renewals, self.fencing, self.incidents, runners, sleep, self.stopping
         )
@@ -325,12 +326,18 @@ class Controller(Placing, Guard):
         thread, every ``renew_interval``, so that no probe, start or stop (in the cycle) delays a
         renewal. True when the cycle should run now: the lease is free to take, or this one lost it."""
         with self._shared:
-            duplicate = self.duplicate
+            duplicate, paused = self.duplicate, self.paused
         if duplicate is not None or self.node_control.refused:
             return False  # another controller has this identity (or the cluster another mode): renew nothing
+
+        def requested(state: ClusterState) -> bool:  # an operator's request the cycle has yet to take up
+            return unanswered(state, self.role, paused)
+
         if self.selfmode is not None:  # this node's report goes with every renewal
-            return self.selfmode.renewal(self._look_local, lambda look: self.renewals.renew(look, self._heartbeat))
-        return self.renewals.renew(self._look_local, self._heartbeat)
+            return self.selfmode.renewal(
+                self._look_local, lambda look: self.renewals.renew(look, self._heartbeat), requested
+            )
+        return self.renewals.renew(self._look_local, self._heartbeat, requested)
 
     # --- shutdown -----------------------------------------------------------------------
 

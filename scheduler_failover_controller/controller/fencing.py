@@ -4,6 +4,10 @@ An unreachable node is no obstacle to a start only when ``fence_command`` fenced
 placement has expired by server time and everything it may run is under a leash (which stopped
 it before that expiry, whatever became of its controller). A registered controller alone guards
 nothing: it may be dead, frozen or cut off.
+
+A fence is proof for this term only, and only until this term places the scheduler on that node
+again (docs/design.md, "Fence, then start"): exit 0 means nothing ran on the node when the
+command returned, and only a placement naming the node can start something there after that.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from ..exceptions import MetastoreError
 from ..leash.spec import scrubbed_environment
 from ..metastore.base import Metastore
 from ..metastore.events import EventKind
+from ..nodes.by_report import stale_after
 from ..probe_result import ProbeResult, SchedulerState
 from .health import Health
 
@@ -77,17 +82,66 @@ def only_leashed(probe: ProbeResult) -> bool:
 
 
 class Fencing:
-    """The nodes fenced by ``fence_command``, and the judgement of what blocks a start."""
+    """The nodes fenced by ``fence_command``, and the judgement of what blocks a start.
+
+    The cycle's alone: the renewal thread never fences nor reads a fence.
+    """
 
     def __init__(
-        self, config: Config, store: Metastore, health: Health, event: Callable[[EventKind, str], None]
+        self,
+        config: Config,
+        store: Metastore,
+        health: Health,
+        event: Callable[[EventKind, str], None],
+        epoch: Callable[[], int] = lambda: 0,
     ) -> None:
         self.config = config
         self.store = store
         self.health = health
         self._event = event
-        self.fenced: set[str] = set()
+        self._epoch = epoch  # this controller's term: a fence counts only in the term that ran it
+        self._proofs: dict[str, int] = {}  # node -> the epoch in which fence_command fenced it
         self.fence_failed_cycle: dict[str, int] = {}  # node -> the cycle in which fence_command last failed
+        self._failed_for: dict[str, int] = {}  # placed node -> the placement version its fence failed for
+
+    @property
+    def fenced(self) -> set[str]:
+        """The nodes fenced in this term and not placed on since."""
+        epoch = self._epoch()
+        return {node for node, at in self._proofs.items() if at == epoch}
+
+    def fence_placed(self, node: str, probe: ProbeResult, cycle: int, version: int) -> str | None:
+        """Fence the placed ``node`` that cannot be seen, so that the move need not wait for its
+        placement (of ``version``) to expire: None when it is fenced (now, or earlier in this
+        term), else why not.
+
+        Only a node that gave no answer at all in two looks in a row (one is not a failover), that
+        is not this controller's own, and whose own controller is not heartbeating (it would be
+        guarding the node, and the scheduler may run well there) is fenced; and once per
+        placement: after a failure, the placement is waited out as without ``fence_command``.
+        """
+        if node in self.fenced:
+            return None
+        if not self.config.fence_command:
+            return "no fence_command"
+        if node == self.config.current_host:
+            return "it is this controller's own node"
+        if self._failed_for.get(node) == version:
+            return "fence_command failed for this placement"
+        if not probe.unreachable:
+            return "it answered, with nothing usable yet"
+        if self.health.unreachable_looks(node) < 2:
+            return "silent in one look only"
+        try:
+            entry = next((c for c in self.store.controllers() if c.host == node), None)
+        except MetastoreError as exc:
+            return f"cannot read the registry: {exc}"
+        if entry is not None and entry.age <= stale_after(self.config):
+            return f"its own controller heartbeats ({entry.age:.1f}s ago)"
+        if self.fence(node, cycle):
+            return None
+        self._failed_for[node] = version
+        return "fence_command did not succeed"
 
     def blocking(self, target: str, probes: dict[str, ProbeResult], cycle: int) -> list[str]:
         """Other nodes that might run a scheduler we cannot stop: they block a start on ``target``."""
@@ -149,11 +203,11 @@ class Fencing:
         result = "succeeded" if ok else f"failed ({status})" + (f": {said}" if said else "")
         self._event(EventKind.FENCE, f"fence_command for {node} {result}")
         if ok:
-            self.fenced.add(node)
+            self._proofs[node] = self._epoch()
         else:
             self.fence_failed_cycle[node] = cycle
         return ok
 
     def started(self, node: str) -> None:
-        """A scheduler was started on ``node``: a fence of it is over."""
-        self.fenced.discard(node)
+        """A scheduler was started (or placed) on ``node``: a fence of it is over."""
+        self._proofs.pop(node, None)

@@ -53,6 +53,7 @@ class NodeHealth:
     last_seen: ProbeResult | None = None  # its last probe that could see it
     last_job: SchedulerJob | None = None  # its scheduler's last row in Airflow's job table
     streaks: dict[str, Streak] = field(default_factory=dict)  # check name -> its streak
+    unreachable: int = 0  # looks in a row that had no answer from it at all (ProbeResult.unreachable)
 
 
 class Health:
@@ -81,10 +82,19 @@ class Health:
         return known.last_seen if known else None
 
     def remember(self, probes: dict[str, ProbeResult]) -> None:
-        """Keep the last look at each node that could see it (for the leash rule)."""
+        """Keep the last look at each node that could see it (for the leash rule), and count the
+        looks in a row that had no answer from it (for fence_command: one is not enough)."""
         for node, probe in probes.items():
+            known = self.node(node)
+            known.unreachable = known.unreachable + 1 if probe.unreachable else 0
             if probe.state is not SchedulerState.UNKNOWN:
-                self.node(node).last_seen = probe
+                known.last_seen = probe
+
+    def unreachable_looks(self, node: str) -> int:
+        """The looks in a row, up to the last, that had no answer from ``node`` at all."""
+        with self._lock:
+            known = self.nodes.get(node)
+        return known.unreachable if known else 0
 
     def seed(self, store: Metastore) -> None:
         """A new term: start from what the previous active controller recorded."""
@@ -117,13 +127,16 @@ class Health:
             if outcome.value is not None:
                 results[node] = outcome.value
                 continue
+            # A node that kept a probe waiting gave no answer; one read through its report did not
+            # keep it waiting (the metastore did), and an error is ours, not the node's silence.
+            silent = outcome.error is None and not getattr(runners[node], "by_report", False)
             if outcome.error is not None:
                 why = f"probe failed: {describe(outcome.error)}"
             elif outcome.busy:
                 why = f"its previous probe still hangs after {outcome.running_for or 0:.0f}s"
             else:
                 why = f"probe timed out after {budget:g}s"
-            results[node] = ProbeResult(node, SchedulerState.UNKNOWN, detail=why)
+            results[node] = ProbeResult(node, SchedulerState.UNKNOWN, detail=why, unreachable=silent)
         self.remember(results)
         return results
 

@@ -56,17 +56,54 @@ class Recovery:
             healthy = self._healthy(node, probe)
             return f"{healthy}; {self._kill_strays(strays, probes, node)}" if strays else healthy
         if probe.state is SchedulerState.UNKNOWN:
-            waiting = (
-                f"cannot see the scheduler node {node} ({probe.detail}); waiting "
-                f"{state.placement.remaining:.1f}s for its placement to expire before moving it"
-            )
-            return f"{waiting}; {self._kill_strays(strays, probes, node)}" if strays else waiting
+            return self._unseen(state, probes, node, probe, strays)
         if strays:
             killed, after = self._stop_strays(strays, probes, node)
             if len(after) < len(strays) or any(r.state is not SchedulerState.STOPPED for r in after.values()):
                 return f"{killed}; the scheduler on {node} is {probe.describe()}: not restarted while a stray may run"
             return f"{killed}; {self._restart_or_move(state, {**probes, **after}, node, probe)}"
         return self._restart_or_move(state, probes, node, probe)
+
+    def _unseen(
+        self, state: ClusterState, probes: dict[str, ProbeResult], node: str, probe: ProbeResult, strays: list[str]
+    ) -> str:
+        """The placed ``node`` cannot be seen: fence it and move at once, or wait for its placement to expire."""
+        why_not = "strays first" if strays else None
+        if why_not is None and self.config.fence_command:
+            version = state.placement.version
+            why_not = self.fencing.fence_placed(node, probe, self.cycles, version) if self.leads() else MARGIN_TOO_SMALL
+            if why_not is None:
+                return self._fenced_move(state, probes, node)
+        waiting = (
+            f"cannot see the scheduler node {node} ({probe.detail}); waiting "
+            f"{state.placement.remaining:.1f}s for its placement to expire before moving it"
+        )
+        if self.config.fence_command and why_not is not None:
+            waiting += f" (not fenced: {why_not})"
+        return f"{waiting}; {self._kill_strays(strays, probes, node)}" if strays else waiting
+
+    def _fenced_move(self, state: ClusterState, probes: dict[str, ProbeResult], node: str) -> str:
+        """``fence_command`` fenced the placed ``node``: move the scheduler now, its placement not waited for.
+
+        The placement written is a compare-and-set on the version read before the fence, under this
+        term's epoch: a term lost meanwhile, or any other write since, refuses it.
+        """
+        target = self.incidents.pick_target(probes, exclude=node, prefer=None)
+        if target is None:
+            return f"fenced {node}, but no other node can take the scheduler ({self.incidents.why_no_target(probes)})"
+        blocking = self.fencing.blocking(target, probes, self.cycles)
+        if blocking:
+            return f"fenced {node}; not moving the scheduler to {target}: one may still run on {', '.join(blocking)}"
+        left = state.placement.remaining
+        if self.term.place(state.placement, target) is None:
+            return f"fenced {node}, but lost the race to move the scheduler to {target}; retrying next cycle"
+        self.incidents.restarts = 0
+        ok, detail = self._start_on(target, probes)
+        message = (
+            f"moved the scheduler from {node} to {target} without waiting {left:.1f}s for its placement "
+            f"to expire: fence_command fenced {node}"
+        )
+        return self._moved(node, target, message, ok, detail)
 
     def _healthy(self, node: str, probe: ProbeResult) -> str:
         if node != self.host and self.config.node_control == "ssh":
@@ -155,6 +192,10 @@ class Recovery:
         probes = {**probes, node: stopped}
         ok, detail = self._start_on(target, probes)
         message = f"moved the scheduler from {node} to {target} after {limit} failed restarts"
+        return self._moved(node, target, message, ok, detail)
+
+    def _moved(self, node: str, target: str, message: str, ok: bool, detail: str) -> str:
+        """A move from ``node`` to ``target`` is done (``ok``: its start too): the event, the alert, the sentence."""
         self._event(EventKind.MOVE, f"{message}: {'started' if ok else 'start failed'}: {detail}")
         if ok:
             self.incidents.alert(f"scheduler moved from {node} to {target}", f"{message}.\n{detail}", always=True)

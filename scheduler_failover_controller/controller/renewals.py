@@ -15,13 +15,20 @@ from concurrent.futures import ThreadPoolExecutor
 
 from ..config import Config
 from ..exceptions import MetastoreError
-from ..metastore.base import Metastore, Placement
+from ..metastore.base import ClusterState, Metastore, Placement
 from ..nodes.base import NodeRunner
 from ..probe_result import ProbeResult, SchedulerState
 from .health import seen_running
 from .term import NEVER, Role, Term
 
 log = logging.getLogger(__name__)
+
+
+def unanswered(state: ClusterState, role: Role, paused: bool) -> bool:
+    """Whether ``state`` holds an operator's request the active (``role``) has yet to take up: a
+    switchover, or a paused flag other than the one its cycle last acted on (``paused``). The
+    renewal thread wakes the cycle for it: taken up within a renewal interval, not at the next poll."""
+    return role is Role.ACTIVE and (state.switchover is not None or state.paused != paused)
 
 
 class Starting:
@@ -86,9 +93,15 @@ class Renewals:
         # failed): that node's placement is not renewed until it has it
         self.leash_owed: dict[str, float] = {}
 
-    def renew(self, look_local: Callable[[], ProbeResult], heartbeat: Callable[[], None]) -> bool:
+    def renew(
+        self,
+        look_local: Callable[[], ProbeResult],
+        heartbeat: Callable[[], None],
+        requested: Callable[[ClusterState], bool] | None = None,
+    ) -> bool:
         """One round of the renewal thread: the lease (when active), the placements kept, this
-        node's placement and leash, the heartbeat. True when the cycle should run now."""
+        node's placement and leash, the heartbeat. True when the cycle should run now, also when
+        the active finds an operator's request pending (``requested``, given the state it reads)."""
         if not self.term.readable():
             return self._renew_nothing(heartbeat)
         t0 = self.term.monotonic()
@@ -115,6 +128,11 @@ class Renewals:
             except MetastoreError as exc:
                 self.term.failed(exc, generation)
                 log.warning("renewal: cannot read the lease: %s", exc)
+        elif requested is not None:
+            try:
+                wake = requested(self.store.read_state()) or wake
+            except MetastoreError as exc:
+                log.debug("renewal: cannot read the state for requests: %s", exc)
         heartbeat()
         return wake
 

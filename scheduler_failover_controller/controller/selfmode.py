@@ -19,10 +19,10 @@ from typing import TYPE_CHECKING
 
 from ..config import Config
 from ..exceptions import CommandFailed, MetastoreError, NodeUnreachable
-from ..metastore.base import Metastore, Placement
+from ..metastore.base import ClusterState, Metastore, Placement
 from ..metastore.reports import NodeReport
 from ..nodes.base import NodeRunner
-from ..nodes.by_report import ReportRunner
+from ..nodes.by_report import ReportRunner, report_probe, stale_after
 from ..probe_result import ProbeResult, SchedulerState
 from .health import seen_running
 from .renewals import Renewals
@@ -125,17 +125,29 @@ class SelfMode:
 
     # --- the renewal thread -----------------------------------------------------------------
 
-    def renewal(self, look: Callable[[], ProbeResult], renew: Callable[[Callable[[], ProbeResult]], bool]) -> bool:
+    def renewal(
+        self,
+        look: Callable[[], ProbeResult],
+        renew: Callable[[Callable[[], ProbeResult]], bool],
+        requested: Callable[[ClusterState], bool] = lambda _state: False,
+    ) -> bool:
         """One renewal round (``renew``) with this node's report written from its look. True when the
         cycle should run now: also when the placement came here with nothing running for it, or
-        left while a scheduler runs here."""
+        left while a scheduler runs here, or the state read holds a request (``requested``)."""
         placement: Placement | None = None
+        asked = False
         try:
-            placement = self.store.read_state().placement
+            state = self.store.read_state()
+            placement = state.placement
             self._load(placement)
         except MetastoreError as exc:
             self.term.failed(exc)
             placement = None
+        else:
+            try:
+                asked = requested(state) or self._placed_node_stopped(placement)
+            except MetastoreError as exc:
+                log.debug("renewal: cannot read the placed node's report: %s", exc)
         taken = self._next()
         seen: list[ProbeResult] = []
 
@@ -144,7 +156,7 @@ class SelfMode:
             seen.append(probe)
             return probe
 
-        wake = renew(looked)
+        wake = renew(looked) or asked
         if placement is None or not seen:
             return wake
         probe = seen[-1]
@@ -153,6 +165,15 @@ class SelfMode:
         if mine and probe.state is SchedulerState.STOPPED and self.started_for < placement.version:
             return True
         return wake or (not mine and seen_running(probe))
+
+    def _placed_node_stopped(self, placement: Placement) -> bool:
+        """The active: the placed node, another, reports its scheduler stopped (its leash told its
+        controller, which reported at once). The active's cycle decides now, not at its next poll."""
+        node = placement.node
+        if self.term.role is not Role.ACTIVE or not placement.valid or node is None or node == self.host:
+            return False
+        report = next((r for r in self.store.reports() if r.node == node), None)
+        return report_probe(node, report, placement, stale_after(self.config)).state is SchedulerState.STOPPED
 
     # --- the cycle --------------------------------------------------------------------------
 

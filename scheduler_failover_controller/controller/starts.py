@@ -78,11 +78,11 @@ class Starts:
         """Place the scheduler on ``node`` (self mode) and wait for its report RUNNING, renewing the lease
         only: the placement is renewed by the node's own controller, never by this one."""
         runner = self.runners[node]
+        self.fencing.started(node)  # before: a start whose answer is lost may still happen
         try:
             runner.start(self.term.placement_deadline)
         except (NodeUnreachable, CommandFailed) as exc:
             return False, str(exc)
-        self.fencing.started(node)
         return self._wait(node, runner, lambda: self.term.renew_lease() and self.term.readable())
 
     def _start_and_wait(self, node: str) -> tuple[bool, str]:
@@ -95,11 +95,11 @@ class Starts:
         if mine is None:
             return False, f"not starting: the placement on {node} is no longer ours (epoch {self.term.epoch})"
         runner = self.runners[node]
+        self.fencing.started(node)  # before: a start whose answer is lost may still happen
         try:
             runner.start(deadline)  # under a leash holding that deadline
         except (NodeUnreachable, CommandFailed) as exc:
             return False, str(exc)
-        self.fencing.started(node)
         return self._wait(node, runner, lambda: self.renewals.while_waiting(node))
 
     def _wait(self, node: str, runner: NodeRunner, renew: Callable[[], bool]) -> tuple[bool, str]:

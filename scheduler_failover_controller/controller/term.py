@@ -128,6 +128,8 @@ class Term(TermState):
         expected = current.version
         if self._written is not None and self._written[0] == self.epoch:
             expected = max(expected, self._written[1])
+        if node is not None:
+            self.placing(node)
         t0 = self.monotonic()
         try:
             placed = self.store.set_placement(node, self.holder, self.epoch, expected, self.ttl)

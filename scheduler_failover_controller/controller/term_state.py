@@ -78,6 +78,9 @@ class TermState:
         # and of the store's reads (it reads fine again).
         self._generation = Generation(0, 0, 0)
         self._lease_calls = 0  # lease calls in flight
+        # Told of every placement the cycle is about to write that names a node, before it asks (a
+        # write whose answer is lost may have landed): a fence of that node proves nothing after it.
+        self.placing: Callable[[str], None] = lambda node: None
         self.settling = False  # a step-down waits for the lease calls in flight (tests look)
 
     # --- the shared fields, read under the lock ---------------------------------------------

@@ -90,7 +90,7 @@ def _write_deadline(path: Path, deadline: float) -> str | None:
     return write_atomically(path, Renewal(deadline, boot_id(), time.monotonic()).text())
 
 
-def _ensure_dir(directory: Path) -> None:
+def ensure_private_dir(directory: Path) -> None:
     """``state_dir/leash``: created 0700; tightened to 0700 if it is ours and wider."""
     directory.parent.mkdir(parents=True, exist_ok=True)
     with contextlib.suppress(FileExistsError):
@@ -103,7 +103,7 @@ def _ensure_dir(directory: Path) -> None:
 def write_atomically(path: Path, text: str) -> str | None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     try:
-        _ensure_dir(path.parent)
+        ensure_private_dir(path.parent)
         problem = directory_problem(path.parent)  # another user could replace what is written
         if problem:
             return problem

@@ -16,6 +16,7 @@ import time
 from collections.abc import Sequence
 
 from ..boot import started_monotonic
+from ..exit_channel import send_exit
 from .children import LiveChildren
 from .deadline import DeadlineFile, deadline_path, serve
 from .procs import PR_SET_CHILD_SUBREAPER, PR_SET_NAME, LiveProcesses, prctl
@@ -51,6 +52,9 @@ def run(spec: Spec) -> int:
             wake = supervisor.step()
         return supervisor.exit_code
     finally:
+        # Before unregistering: the controller takes the message only from a live leash.
+        if supervisor.exited and send_exit(spec.state_dir, spec.node):
+            say("told the controller that the scheduler exited")
         children.close()
 
 

@@ -62,6 +62,7 @@ class Supervisor:
         self.linger_until = 0.0  # watching: leave when no scheduler has been seen by then
         self.kill_at = math.inf  # stopping: SIGKILL then
         self.term_requested = False
+        self.exited = False  # done because the scheduler exited on its own (not stopped): its controller is told
 
     # --- the one way the state changes --------------------------------------------------------
 
@@ -70,6 +71,8 @@ class Supervisor:
         allow is a defect (:class:`.states.BadTransition`)."""
         if state not in TRANSITIONS[self.state]:
             raise BadTransition(f"leash: no change from {self.state.value} to {state.value} ({message})")
+        if state is State.DONE and self.state.live:
+            self.exited = True
         self.state = state
         self.say(message, level)
 

@@ -37,11 +37,10 @@ def stale_after(config: Config) -> float:
 def report_probe(node: str, report: NodeReport | None, placement: Placement, stale: float) -> ProbeResult:
     """What ``report`` says of ``node`` against the current ``placement``."""
     if report is None:
-        return ProbeResult(node, SchedulerState.UNKNOWN, detail="no report from its controller")
+        return ProbeResult(node, SchedulerState.UNKNOWN, detail="no report from its controller", unreachable=True)
     if report.age > stale:
-        return ProbeResult(
-            node, SchedulerState.UNKNOWN, detail=f"its controller's last report is {report.age:.1f}s old"
-        )
+        detail = f"its controller's last report is {report.age:.1f}s old"
+        return ProbeResult(node, SchedulerState.UNKNOWN, detail=detail, unreachable=True)
     if report.answers < placement.version:
         detail = f"its report answers placement version {report.answers}, not yet {placement.version}"
         return ProbeResult(node, SchedulerState.UNKNOWN, detail=detail)

@@ -87,7 +87,7 @@ def recovered(lab: ComposeLab, fault: str, at_wall: float, at: float, elsewhere:
     FIGURES.append(
         f"{fault:<28} scheduler again after {back:5.1f} s on {obs.one().node if obs.one() else '?'}; "  # type: ignore[union-attr]
         f"next DAG run {entry.time - at_wall:5.1f} s after the fault; "
-        f"two-scheduler seconds {obs.seconds_two_or_more:.2f}"
+        f"two-scheduler seconds so far (thaw windows included) {obs.seconds_two_or_more:.2f}"
     )
 
 

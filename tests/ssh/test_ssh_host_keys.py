@@ -65,6 +65,7 @@ def test_changed_host_key_is_always_refused(env: Env, tmp_path: Path, policy: st
     result = runner.probe()
     assert result.state is SchedulerState.UNKNOWN
     assert "host key mismatch" in result.detail
+    assert not result.unreachable
     assert known.read_text() == f"[{NODE}]:{env.sshd.port} {kind} {key}\n"
 
 
@@ -73,6 +74,7 @@ def test_wrong_key_fails_authentication(env: Env) -> None:
     result = runner.probe()
     assert result.state is SchedulerState.UNKNOWN
     assert "authentication as root with key" in result.detail
+    assert not result.unreachable  # the node answered: refused, not silent (never a reason to fence)
     with pytest.raises(NodeUnreachable, match="authentication"):
         runner.start(later())
     assert not env.schedulers()

@@ -34,6 +34,7 @@ def test_closed_port_is_unknown_at_once(env: Env) -> None:
     assert time.monotonic() - began < 2
     assert result.state is SchedulerState.UNKNOWN
     assert "cannot connect" in result.detail
+    assert result.unreachable  # no answer at all: what fence_command may act on
     with pytest.raises(NodeUnreachable):
         runner.stop()
 

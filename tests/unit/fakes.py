@@ -437,7 +437,8 @@ class FakeRunner(NodeRunner):
             hook()
         self._leash()
         if not self.reachable:
-            return ProbeResult(self.node, SchedulerState.UNKNOWN, detail=f"{self.node}: fake node unreachable")
+            detail = f"{self.node}: fake node unreachable"
+            return ProbeResult(self.node, SchedulerState.UNKNOWN, detail=detail, unreachable=True)
         with self._lock:
             if self._pending > 0:
                 self._pending -= 1

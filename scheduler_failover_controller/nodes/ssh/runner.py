@@ -37,6 +37,9 @@ from .start_lock import LOCK_WAIT, start_lock
 from .stopping import Stopping
 from .transport import LOG_NAME, Connection, Connector, Deadline, Endpoint, SSHFailure, run_script
 
+#: the SSHFailure kinds of a node that did not answer (what fence_command may act on)
+SILENT = frozenset({"connect", "timeout", "handshake"})
+
 log = logging.getLogger(LOG_NAME)
 
 T = TypeVar("T")
@@ -145,7 +148,8 @@ class SSHNodeRunner(Stopping, LeashRenewal, NodeRunner):
             result = self._session(deadline, look)
         except SSHFailure as exc:
             self._note_unreachable(str(exc))
-            return ProbeResult(self.node, SchedulerState.UNKNOWN, detail=f"ssh: {exc}")
+            silent = exc.kind in SILENT  # no answer at all, not a refusal by a node that did answer
+            return ProbeResult(self.node, SchedulerState.UNKNOWN, detail=f"ssh: {exc}", unreachable=silent)
         except Exception as exc:  # noqa: BLE001 - probe never raises (NodeRunner contract)
             log.warning("%s: probe failed unexpectedly: %r", self.node, exc)
             return ProbeResult(self.node, SchedulerState.UNKNOWN, detail=f"ssh: probe failed: {exc}")
