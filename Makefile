@@ -1,6 +1,6 @@
 # Convenience targets; CI runs `bash .ci/run` (= scripts/test.sh). The tiers: README, "Tests and
 # their tiers". `test`, `lanes` and `matrix` are the CI tier; the rest are run by hand.
-.PHONY: matrix-full test types lanes matrix lab lab-airflow bench-airflow soak soak-mariadb soak-postgresql soak-zookeeper container-tools container-image container-lab
+.PHONY: matrix-full test types lanes matrix lab lab-airflow bench-airflow bench-2016 soak soak-mariadb soak-postgresql soak-zookeeper container-tools container-image container-lab
 
 PYTHON ?= .venv/bin/python
 SOAK_SECONDS ?= 3600
@@ -49,6 +49,16 @@ lab-airflow:
 # Fault to the next task run with real schedulers (as root): kill, crash, partition; Airflow 3 and 2.
 bench-airflow:
 	$(PYTHON) benchmarks/airflow.py --trials 5
+
+# The 2016 controller (v1.0.9, a checkout of it at LEGACY_CHECKOUT, run by .venv-airflow2) beside this
+# one in the lab (as root): every fault, at the same settings and at each one's defaults; every trial
+# is appended to BENCH_2016_OUT as it ends (`benchmarks/legacy.py --summarize FILE` prints the table).
+LEGACY_CHECKOUT ?=
+LEGACY_TRIALS ?= 3
+BENCH_2016_OUT ?= bench-2016.jsonl
+
+bench-2016:
+	$(PYTHON) benchmarks/legacy.py $(if $(LEGACY_CHECKOUT),--legacy-checkout "$(LEGACY_CHECKOUT)") --trials $(LEGACY_TRIALS) --out $(BENCH_2016_OUT)
 
 # The chaos soak by hand (as root): SOAK_SECONDS (default an hour) on each metastore in turn,
 # seed SOAK_SEED, node_control SOAK_NODE_CONTROL (self or ssh); each run prints its figures and fails on two schedulers or a fault not recovered.

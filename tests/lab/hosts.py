@@ -231,8 +231,13 @@ class Host:
         env["PYTHONFAULTHANDLER"] = "1"  # SIGABRT dumps every thread's stack into the log (hangs)
         return env
 
-    def start_controller(self, faketime: str | None = None) -> int:
-        """Start ``scheduler_failover_controller start`` inside the host (under ``faketime -f OFFSET``)."""
+    def start_controller(
+        self, faketime: str | None = None, command: list[str] | None = None, env: dict[str, str] | None = None
+    ) -> int:
+        """Start ``scheduler_failover_controller start`` inside the host (under ``faketime -f OFFSET``).
+
+        ``command`` and ``env`` start another controller in its place (benchmarks/legacy.py runs
+        the 2016 one); ``env`` then replaces the host's environment."""
         self.faketime = faketime
         wrap = []
         if faketime:
@@ -254,8 +259,8 @@ class Host:
         argv = [*wrap, PYTHON, "-m", "scheduler_failover_controller", "--config", str(self.config), "start"]
         with self.log_path.open("ab") as log:
             self.nsenter = subprocess.Popen(
-                self.enter(*argv),
-                env=self.env(),
+                self.enter(*(command or argv)),
+                env=env or self.env(),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,

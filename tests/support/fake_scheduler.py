@@ -1,6 +1,7 @@
 """A stand-in scheduler: sleeps until signalled, with a child process like Airflow's.
 
 Usage: fake_scheduler.py [--cluster TOKEN] --node NAME [--stray] [--no-child] [--exit-after SECONDS]
+                         [--title WORDS]
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ def main() -> int:
     # A child that outlives a SIGKILL of ours, like Airflow's LocalExecutor workers do.
     parser.add_argument("--orphan-child", action="store_true")
     parser.add_argument("--exit-after", type=float, default=0.0)
+    # Words only for `ps | grep` to find (the 2016 controller looks for 'airflow scheduler').
+    parser.add_argument("--title", default="")
     args = parser.parse_args()
     child = None
     if args.orphan_child:
