@@ -104,14 +104,14 @@ class ZooKeeperReports(ReportStore, ZooKeeperCalls):
 
     def read_node_control(self) -> str | None:
         path = self._p("node_control")
-        return self._run(lambda: node_control_value(f"znode {path}", self._get(path)[0]))
+        return self._run(lambda: node_control_value(f"znode {path}", self._get_synced(path)[0]))
 
     def claim_node_control(self, value: str) -> str:
         path = self._p("node_control")
 
         def go() -> str:
             for _ in range(3):
-                raw, stat = self._get(path)
+                raw, stat = self._get_synced(path)  # the value a controller starts by: never a follower's stale one
                 recorded = node_control_value(f"znode {path}", raw)
                 if recorded is not None:
                     return recorded

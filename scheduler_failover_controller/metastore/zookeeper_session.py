@@ -238,6 +238,12 @@ class ZooKeeperSession:
     def _get(self, path: str) -> tuple[bytes, Any]:
         return self._wait(self.client.get_async(path))  # type: ignore[no-any-return]
 
+    def _get_synced(self, path: str) -> tuple[bytes, Any]:
+        """``_get`` after a ``sync``: the server this session talks to has caught up with the
+        leader, so a value another session wrote before this call is seen (a follower may lag)."""
+        self._wait(self.client.sync_async(path))
+        return self._get(path)
+
     def _set(self, path: str, data: bytes, version: int = -1) -> Any:
         return self._wait(self.client.set_async(path, data, version))
 
