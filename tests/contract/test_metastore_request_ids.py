@@ -6,36 +6,15 @@ back as written, and records of a release without ids keep working both ways."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from pathlib import Path
 from typing import cast
-
-import pytest
 
 from scheduler_failover_controller.metastore.base import Metastore
 from scheduler_failover_controller.metastore.events import EventKind
 from scheduler_failover_controller.metastore.sql import SQLMetastore
 from scheduler_failover_controller.metastore.zookeeper import ZooKeeperMetastore
-from tests.contract.metastore_backends import TIMEOUT, Backend, make_backend
+from tests.contract.metastore_backends import TIMEOUT, Backend
 
 NEWER_KIND = cast(EventKind, "from_a_newer_release")  # what a later release may write
-
-
-@pytest.fixture(params=["fake", "sqlite", "mariadb", "postgresql", "postgresql+psycopg", "zookeeper"])
-def be(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
-    return make_backend(request, tmp_path)
-
-
-@pytest.fixture(params=["sqlite", "mariadb", "postgresql", "postgresql+psycopg"])
-def sql_be(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
-    return make_backend(request, tmp_path)
-
-
-@pytest.fixture
-def store(be: Backend) -> Iterator[Metastore]:
-    s = be.open()
-    yield s
-    s.close()
 
 
 def test_a_request_and_its_id_are_written_together_and_seen_by_every_client(store: Metastore, be: Backend) -> None:
