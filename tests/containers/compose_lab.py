@@ -20,6 +20,7 @@ from pathlib import Path
 
 from tests.containers.dockerd import PrivateDockerd
 from tests.containers.observer import ContainerObserver
+from tests.lab.airflow_records import LedgerEntry, read_ledger
 from tests.support.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -37,14 +38,6 @@ TIMINGS = {
     "SCHEDULER_START_TIMEOUT": "90",
     "SCHEDULER_STOP_TIMEOUT": "5",
 }
-
-
-@dataclass(frozen=True)
-class LedgerEntry:
-    run_id: str
-    try_number: int
-    host: str
-    time: float
 
 
 @dataclass
@@ -128,14 +121,7 @@ class ComposeLab:
 
     def entries(self) -> list[LedgerEntry]:
         path = self.ledger
-        if not path.exists():
-            return []
-        found = []
-        for line in path.read_text().splitlines():
-            parts = line.split()
-            if len(parts) == 4:
-                found.append(LedgerEntry(parts[0], int(parts[1]), parts[2], float(parts[3])))
-        return found
+        return read_ledger(path) if path.exists() else []
 
     def wait_run_after(self, since: float, timeout: float) -> LedgerEntry:
         """The first ledger entry written after wall-clock ``since`` (waits for it, bounded)."""
