@@ -7,7 +7,7 @@ field names outside checks rely on) and exits with its ``health.exit_code``.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from .config import Config
@@ -93,6 +93,7 @@ class ClusterStatus:
     #: the cluster's recorded node_control (None: not recorded yet), and this config's
     node_control: str | None = None
     configured_node_control: str = "self"
+    drained: list[str] = field(default_factory=list)  # nodes kept free of the scheduler (sfc drain)
 
     def to_json(self) -> dict[str, Any]:
         """The ``status --json`` document (its field names and order are an interface)."""
@@ -132,6 +133,7 @@ class ClusterStatus:
                 {"at": failover.at, "age_s": failover.age_s, "message": failover.message} if failover else None
             ),
             "node_control": self.node_control,
+            "drained": self.drained,
         }
 
 
@@ -189,6 +191,7 @@ def read_status(store: Metastore, config: Config) -> ClusterStatus:
         last_failover=Failover(last.at, round(state.server_now - last.at, 1), last.message) if last else None,
         node_control=recorded,
         configured_node_control=config.node_control,
+        drained=sorted(state.drained),
     )
 
 
@@ -211,6 +214,7 @@ def _cluster_problems(
     problems = []
     if len(running) > 1:
         problems.append("more than one scheduler running")
+    problems += [f"the scheduler runs on {n.host}, which is drained" for n in running if n.host in state.drained]
     if recorded is not None and recorded != config.node_control:
         problems.append(
             f"the cluster's node_control is {recorded} but {config.node_control} in this config: "

@@ -230,6 +230,7 @@ def _render_status(cluster: ClusterStatus) -> str:
         f"active controller: {data['active_controller'] or '-'} (epoch {data['epoch']})",
         f"scheduler node: {data['scheduler_node'] or '-'}",
         f"paused: {'yes' if data['paused'] else 'no'}",
+        f"drained: {', '.join(data['drained']) or 'none'}",
         f"node_control: {data['node_control'] or 'not recorded yet'}"
         + (
             ""

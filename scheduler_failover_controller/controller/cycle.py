@@ -331,7 +331,8 @@ class Controller(Placing, Guard):
             return False  # another controller has this identity (or the cluster another mode): renew nothing
 
         def requested(state: ClusterState) -> bool:  # an operator's request the cycle has yet to take up
-            return unanswered(state, self.role, paused)
+            drains = self.role is Role.ACTIVE and frozenset(state.drained) != self.incidents.drained
+            return unanswered(state, self.role, paused) or drains
 
         if self.selfmode is not None:  # this node's report goes with every renewal
             return self.selfmode.renewal(

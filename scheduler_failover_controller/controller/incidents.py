@@ -52,6 +52,7 @@ class Incidents:
         self.backoff: dict[str, Backoff] = {}
         self.reported = False  # the current incident has been alerted on
         self.last_start = NEVER
+        self.drained: frozenset[str] = frozenset()  # as the cycle last read them: never a target
 
     def alert(self, summary: str, body: str, always: bool = False) -> None:
         """One alert per incident (plus every ``always`` one), so failures never storm."""
@@ -94,7 +95,7 @@ class Incidents:
             nodes = nodes[i + 1 :] + nodes[:i]
         order = [n for n in (prefer, self.config.current_host) if n in nodes] + nodes
         for node in dict.fromkeys(order):
-            if node == exclude or probes[node].state is not SchedulerState.STOPPED:
+            if node == exclude or node in self.drained or probes[node].state is not SchedulerState.STOPPED:
                 continue
             if self.until(node) > now:
                 continue
@@ -107,7 +108,10 @@ class Incidents:
         parts = []
         for node, probe in probes.items():
             wait = self.until(node) - now
-            parts.append(f"{node} backing off {wait:.0f}s" if wait > 0 else f"{node} {probe.state.value}")
+            if node in self.drained:
+                parts.append(f"{node} drained")
+            else:
+                parts.append(f"{node} backing off {wait:.0f}s" if wait > 0 else f"{node} {probe.state.value}")
         return ", ".join(parts)
 
     def started(self) -> None:

@@ -12,6 +12,7 @@ from ..metastore.base import ClusterState
 from ..metastore.events import EventKind
 from ..probe_result import ProbeResult, SchedulerState
 from .blind import Blindness
+from .draining import Draining
 from .fencing import Fencing
 from .incidents import Incidents
 from .recovery import Recovery
@@ -22,7 +23,7 @@ from .switchover import Switchovers
 from .term import Term
 
 
-class Placing(Recovery, Switchovers):
+class Placing(Draining, Recovery, Switchovers):
     """The active controller's decision (``_lead``) and its starts (``_start_on``); a valid placement
     goes to ``Recovery``, a switchover to ``Switchovers``."""
 
@@ -47,11 +48,19 @@ class Placing(Recovery, Switchovers):
         prefix = f"active (epoch {self.epoch})"
         self.renewals.drop_kept()  # _healthy sets it again for a scheduler seen healthy this cycle
         placement = state.placement
+        self.incidents.drained = frozenset(state.drained)  # never a target, and the scheduler moves off
         if state.switchover is not None:
             return f"{prefix}: {self._switchover(state, probes, *state.switchover)}"
         busy = [n for n, r in probes.items() if r.state in (SchedulerState.RUNNING, SchedulerState.UNHEALTHY)]
         if placement.valid and placement.node is not None:
-            return f"{prefix}: {self._placed(state, probes, placement.node, [n for n in busy if n != placement.node])}"
+            node = placement.node
+            if node in state.drained:
+                moved = self._drain(state, probes, node)
+                if moved is not None:
+                    return f"{prefix}: {moved}"
+                kept = self._placed(state, probes, node, [n for n in busy if n != node])
+                return f"{prefix}: {self.why_kept(probes, node)}; {kept}"
+            return f"{prefix}: {self._placed(state, probes, node, [n for n in busy if n != node])}"
         # No valid placement: adopt a running scheduler, or place one.
         if len(busy) > 1:
             keep = placement.node if placement.node in busy else busy[0]

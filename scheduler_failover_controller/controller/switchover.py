@@ -36,18 +36,22 @@ class Switchovers:
     def _start_on(self, node: str, probes: dict[str, ProbeResult]) -> tuple[bool, str]:
         raise NotImplementedError
 
-    def _switchover(self, state: ClusterState, probes: dict[str, ProbeResult], target: str, mode: str) -> str:
+    def _switchover(
+        self, state: ClusterState, probes: dict[str, ProbeResult], target: str, mode: str, clear: bool = True
+    ) -> str:
         """A planned move requested by ``sfc switchover``: stop every other scheduler, then start.
 
         ``controlled`` gives the old scheduler SIGTERM and up to ``scheduler_stop_timeout`` to exit
         (or runs the stop command); ``forced`` kills it at once. Either way it is confirmed gone
         before the new one starts. The outcome's event carries the request's id: the CLI that
-        asked waits for that event and judges the outcome by its kind alone.
+        asked waits for that event and judges the outcome by its kind alone. ``clear``: the request is
+        the store's pending one, cleared once answered (not a move the controller decided itself).
         """
 
         def finish(outcome: EventKind, message: str) -> str:
             try:
-                self.store.clear_switchover()
+                if clear:
+                    self.store.clear_switchover()
             except MetastoreError as exc:
                 log.warning("could not clear the switchover request: %s", exc)
             self._event(outcome, message, state.switchover_id)
