@@ -14,6 +14,7 @@ from .config import Config
 from .controller.term import Role
 from .metastore.base import ClusterState, ControllerInfo, Event, Metastore, Observation
 from .metastore.events import EventKind
+from .metastore.nodestate import NodeFailures, backoff_seconds
 from .metastore.reports import NodeReport
 from .metastore.rows import implausible
 from .nodes.by_report import stale_after
@@ -78,6 +79,31 @@ class Failover:
 
 
 @dataclass(frozen=True)
+class FailedStarts:
+    """A node's failed starts as the metastore keeps them (``failure_timeout``)."""
+
+    host: str
+    count: int
+    last_age_s: float
+    avoided_for_s: float  # the rest of its backoff (0: over)
+    forgotten_in_s: float | None  # None: never (failure_timeout 0)
+
+
+def failed_starts(found: list[NodeFailures], config: Config) -> list[FailedStarts]:
+    """The failed starts still remembered: those ``failure_timeout`` has not yet forgotten."""
+    shown = []
+    timeout = config.failure_timeout
+    for f in found:
+        if timeout > 0 and f.age >= timeout:
+            continue  # forgotten: the active deletes it at its next cycle
+        forgotten = round(timeout - f.age, 1) if timeout > 0 else None
+        backoff = max(0.0, backoff_seconds(f.strikes, config.move_backoff) - f.age)
+        avoided = min(backoff, forgotten) if forgotten is not None else backoff
+        shown.append(FailedStarts(f.node, f.strikes, round(f.age, 1), round(avoided, 1), forgotten))
+    return shown
+
+
+@dataclass(frozen=True)
 class ClusterStatus:
     health: ClusterHealth
     problems: list[str]
@@ -94,6 +120,7 @@ class ClusterStatus:
     node_control: str | None = None
     configured_node_control: str = "self"
     drained: list[str] = field(default_factory=list)  # nodes kept free of the scheduler (sfc drain)
+    failed_starts: list[FailedStarts] = field(default_factory=list)  # nodes with failed starts remembered
 
     def to_json(self) -> dict[str, Any]:
         """The ``status --json`` document (its field names and order are an interface)."""
@@ -134,6 +161,16 @@ class ClusterStatus:
             ),
             "node_control": self.node_control,
             "drained": self.drained,
+            "failed_starts": [
+                {
+                    "host": f.host,
+                    "count": f.count,
+                    "last_age_s": f.last_age_s,
+                    "avoided_for_s": f.avoided_for_s,
+                    "forgotten_in_s": f.forgotten_in_s,
+                }
+                for f in self.failed_starts
+            ],
         }
 
 
@@ -192,6 +229,7 @@ def read_status(store: Metastore, config: Config) -> ClusterStatus:
         node_control=recorded,
         configured_node_control=config.node_control,
         drained=sorted(state.drained),
+        failed_starts=failed_starts(store.failures(), config),
     )
 
 

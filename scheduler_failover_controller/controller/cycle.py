@@ -92,7 +92,7 @@ class Controller(Placing, Guard):
         self.store_answered = False  # whether the store has answered since this process started
         self._renewal_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="leash")
         self.renewals = Renewals(config, store, self.term, runners, self._renewal_pool)
-        self.incidents = Incidents(config, self.alerter, self._event, monotonic)
+        self.incidents = Incidents(config, self.alerter, self._event, monotonic, store)
         # Airflow's job table (scheduler_job_heartbeat_timeout), read by one of the checks
         self.jobs = job_reader if job_reader is not None else open_job_reader(config)
         self.health = Health(config, self.jobs, monotonic)
@@ -288,7 +288,7 @@ class Controller(Placing, Guard):
 
     def _lead_term(self, lease: Lease, t0: float) -> None:
         if self.term.hold(lease, t0):
-            self.incidents.restarts = 0
+            self.incidents.new_term()
             log.info("became active with epoch %d", lease.epoch)
             self.health.seed(self.store)
             self._event(EventKind.ELECTED, f"{self.host} became active (epoch {lease.epoch})")

@@ -6,31 +6,25 @@ Three counts with three meanings (L2 in docs/design.md: one failed probe is not 
 - ``restarts``: restarts in place since the scheduler last ran stably (the budget
   ``max_restart_attempts`` before a move);
 - ``faults``: deaths and failed starts since it last ran stably (``retry_count_before_alerting``);
-- ``Backoff.strikes``: failed starts of one node, which double how long it is kept out of moves.
+- ``Backoff.strikes``: failed starts of one node, which double how long it is kept out of moves;
+  kept in the metastore and forgotten ``failure_timeout`` after the last one (``failures``).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from ..alerts import Alerter
 from ..config import Config
+from ..metastore.base import Metastore
 from ..metastore.events import EventKind
 from ..probe_result import ProbeResult, SchedulerState
+from .failures import Backoff, FailureMemory
 
 log = logging.getLogger(__name__)
 
 NEVER = float("-inf")
-
-
-@dataclass
-class Backoff:
-    """One node kept out of moves and retries until ``until`` (local monotonic)."""
-
-    strikes: int = 0
-    until: float = NEVER
 
 
 class Incidents:
@@ -42,6 +36,7 @@ class Incidents:
         alerter: Alerter,
         event: Callable[[EventKind, str], None],
         monotonic: Callable[[], float],
+        store: Metastore | None = None,
     ) -> None:
         self.config = config
         self.alerter = alerter
@@ -49,7 +44,7 @@ class Incidents:
         self.monotonic = monotonic
         self.restarts = 0
         self.faults = 0
-        self.backoff: dict[str, Backoff] = {}
+        self.memory = FailureMemory(config, store, monotonic)  # each node's failed starts, kept in the store
         self.reported = False  # the current incident has been alerted on
         self.last_start = NEVER
         self.drained: frozenset[str] = frozenset()  # as the cycle last read them: never a target
@@ -75,15 +70,23 @@ class Incidents:
                 f"The scheduler keeps failing (last on {node}): {detail}",
             )
 
+    def new_term(self) -> None:
+        """This controller became active: no restarts yet; the failed starts as the last term left them."""
+        self.restarts = 0
+        self.memory.load()
+
+    @property
+    def backoff(self) -> dict[str, Backoff]:
+        """The nodes with failed starts remembered, and their backoffs."""
+        return self.memory.nodes
+
     def back_off(self, node: str) -> None:
         """Keep ``node`` out of moves and retries for a while, doubling with each failure (up to 8x)."""
-        backoff = self.backoff.setdefault(node, Backoff())
-        backoff.strikes += 1
-        backoff.until = self.monotonic() + self.config.move_backoff * min(8, 2 ** (backoff.strikes - 1))
+        self.memory.record(node)
 
     def until(self, node: str) -> float:
         """When ``node``'s backoff ends (local monotonic; NEVER when it has none)."""
-        return self.backoff.get(node, Backoff()).until
+        return self.memory.until(node)
 
     def pick_target(self, probes: dict[str, ProbeResult], exclude: str | None, prefer: str | None) -> str | None:
         """The next node, in list order after ``exclude``, that is reachable, empty and not backing off
@@ -121,8 +124,7 @@ class Incidents:
     def healthy(self) -> None:
         """The scheduler was seen healthy: once it has run stably, the incident is over."""
         stable = self.monotonic() - self.last_start >= 3 * self.config.poll_frequency
-        if stable and (self.restarts or self.reported):
+        if stable and (self.restarts or self.reported):  # failed starts stay: failure_timeout forgets them
             self.restarts = 0
             self.faults = 0
             self.reported = False
-            self.backoff.clear()

@@ -49,6 +49,7 @@ class Placing(Draining, Recovery, Switchovers):
         self.renewals.drop_kept()  # _healthy sets it again for a scheduler seen healthy this cycle
         placement = state.placement
         self.incidents.drained = frozenset(state.drained)  # never a target, and the scheduler moves off
+        self.incidents.memory.expire()  # failed starts past failure_timeout
         if state.switchover is not None:
             return f"{prefix}: {self._switchover(state, probes, *state.switchover)}"
         busy = [n for n, r in probes.items() if r.state in (SchedulerState.RUNNING, SchedulerState.UNHEALTHY)]
