@@ -3,6 +3,8 @@ by a new active, forgotten ``failure_timeout`` after the last one (never with 0)
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from scheduler_failover_controller.status import read_status
@@ -11,7 +13,7 @@ from .controller_support import TTL, tick
 from .fakes import Cluster, make_config
 
 
-def failing_n1(cluster: Cluster, **settings: float) -> None:
+def failing_n1(cluster: Cluster, **settings: Any) -> None:
     """n1's controller places the scheduler on n1, whose start fails; then it dies (its lease lapses)."""
     cluster.runners["n1"].start_error = "start shell exited with 1"
     c1 = cluster.controller("n1", **settings)
