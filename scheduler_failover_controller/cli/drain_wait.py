@@ -49,7 +49,7 @@ def await_move(
         ours = [e for e in store.events(OUTCOME_WINDOW) if e.request_id == request_id and e.kind in SWITCHOVER_OUTCOMES]
         if ours:
             if ours[-1].kind == EventKind.SWITCHOVER_DONE and placed != node:
-                return f"drained {node}: {ours[-1].message}"
+                return ours[-1].message
             raise NotMoved(f"drained {node}, but the scheduler was not moved: {ours[-1].message}")
         if placed != node and (first or (placed is not None and _runs_on(store, placed))):
             return f"drained {node}; the scheduler runs on {placed or 'no node'}"

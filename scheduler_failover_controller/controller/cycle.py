@@ -28,6 +28,7 @@ from ..ownership import ForeignLog
 from ..probe_pool import ProbePool
 from ..probe_result import ProbeResult, SchedulerState
 from .blind import Blindness
+from .failback import Failback
 from .fencing import Fencing
 from .guard import Guard
 from .health import Health
@@ -108,6 +109,7 @@ class Controller(Placing, Guard):
         # controller stops acting and leaves the node's scheduler to that one (see check_identity).
         self.duplicate: ControllerInfo | None = None
         self.blind = Blindness(self.host, store, config.lease_ttl)
+        self.failback = Failback(config, monotonic)  # preference by list order; moving back when healthy
         self.foreign = ForeignLog(log)  # logs each node's foreign schedulers once, when they appear
         self.identity = Identity(config, store, self.holder, self.pid, monotonic, sleep, self.stopping)
         self._pool = ThreadPoolExecutor(max_workers=min(16, max(1, len(config.nodes))), thread_name_prefix="probe")
@@ -331,8 +333,7 @@ class Controller(Placing, Guard):
             return False  # another controller has this identity (or the cluster another mode): renew nothing
 
         def requested(state: ClusterState) -> bool:  # an operator's request the cycle has yet to take up
-            drains = self.role is Role.ACTIVE and frozenset(state.drained) != self.incidents.drained
-            return unanswered(state, self.role, paused) or drains
+            return unanswered(state, self.role, paused, self.incidents.drained)
 
         if self.selfmode is not None:  # this node's report goes with every renewal
             return self.selfmode.renewal(

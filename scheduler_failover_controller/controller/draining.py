@@ -25,7 +25,12 @@ class Draining:
     if TYPE_CHECKING:  # Switchovers', which comes after this mixin
 
         def _switchover(
-            self, state: ClusterState, probes: dict[str, ProbeResult], target: str, mode: str, clear: bool = True
+            self,
+            state: ClusterState,
+            probes: dict[str, ProbeResult],
+            target: str,
+            mode: str,
+            decided: str | None = None,
         ) -> str: ...
 
     def _drain(self, state: ClusterState, probes: dict[str, ProbeResult], node: str) -> str | None:
@@ -38,7 +43,7 @@ class Draining:
         if unknown:  # a switchover would be refused: wait until every node can be seen
             return None
         request = replace(state, switchover=(target, "controlled"), switchover_id=state.drained.get(node, ""))
-        return f"{node} is drained: {self._switchover(request, probes, target, 'controlled', clear=False)}"
+        return self._switchover(request, probes, target, "controlled", decided=f"{node} is drained")
 
     def why_kept(self, probes: dict[str, ProbeResult], node: str) -> str:
         """Why the scheduler stays on the drained ``node`` this cycle."""

@@ -89,14 +89,11 @@ class Incidents:
         return self.memory.until(node)
 
     def pick_target(self, probes: dict[str, ProbeResult], exclude: str | None, prefer: str | None) -> str | None:
-        """The next node, in list order after ``exclude``, that is reachable, empty and not backing off
-        (``prefer`` first, then this controller's own node)."""
+        """The most preferred node (``prefer`` first, then the order of ``scheduler_nodes_in_cluster``)
+        other than ``exclude`` that is reachable, empty, not drained and not backing off."""
         now = self.monotonic()
         nodes = list(self.config.nodes)
-        if exclude in nodes:
-            i = nodes.index(exclude)
-            nodes = nodes[i + 1 :] + nodes[:i]
-        order = [n for n in (prefer, self.config.current_host) if n in nodes] + nodes
+        order = [n for n in (prefer,) if n in nodes] + nodes
         for node in dict.fromkeys(order):
             if node == exclude or node in self.drained or probes[node].state is not SchedulerState.STOPPED:
                 continue

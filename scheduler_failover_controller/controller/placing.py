@@ -8,11 +8,14 @@ and started.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from ..metastore.base import ClusterState
 from ..metastore.events import EventKind
 from ..probe_result import ProbeResult, SchedulerState
 from .blind import Blindness
 from .draining import Draining
+from .failback import Failback
 from .fencing import Fencing
 from .incidents import Incidents
 from .recovery import Recovery
@@ -34,6 +37,7 @@ class Placing(Draining, Recovery, Switchovers):
     fencing: Fencing
     starts: Starts
     blind: Blindness
+    failback: Failback
     selfmode: SelfMode | None
     cycles: int
 
@@ -50,6 +54,7 @@ class Placing(Draining, Recovery, Switchovers):
         placement = state.placement
         self.incidents.drained = frozenset(state.drained)  # never a target, and the scheduler moves off
         self.incidents.memory.expire()  # failed starts past failure_timeout
+        self.failback.observe(probes, self.incidents)
         if state.switchover is not None:
             return f"{prefix}: {self._switchover(state, probes, *state.switchover)}"
         busy = [n for n, r in probes.items() if r.state in (SchedulerState.RUNNING, SchedulerState.UNHEALTHY)]
@@ -61,7 +66,8 @@ class Placing(Draining, Recovery, Switchovers):
                     return f"{prefix}: {moved}"
                 kept = self._placed(state, probes, node, [n for n in busy if n != node])
                 return f"{prefix}: {self.why_kept(probes, node)}; {kept}"
-            return f"{prefix}: {self._placed(state, probes, node, [n for n in busy if n != node])}"
+            back = self._failback(state, probes, node, busy)
+            return f"{prefix}: {back or self._placed(state, probes, node, [n for n in busy if n != node])}"
         # No valid placement: adopt a running scheduler, or place one.
         if len(busy) > 1:
             keep = placement.node if placement.node in busy else busy[0]
@@ -72,7 +78,8 @@ class Placing(Draining, Recovery, Switchovers):
                 return f"{prefix}: lost the race to adopt the scheduler on {node}; retrying next cycle"
             self._event(EventKind.ADOPT, f"adopted the scheduler already running on {node}")
             return f"{prefix}: adopted the scheduler already running on {node} ({probes[node].describe()})"
-        target = self.incidents.pick_target(probes, exclude=None, prefer=self.blind.preferred(placement.node))
+        sticky = None if self.config.failback else self.blind.preferred(placement.node)  # stay where it ran
+        target = self.incidents.pick_target(probes, exclude=None, prefer=sticky)
         if target is None:
             return f"{prefix}: no scheduler runs and no node can take it now ({self.incidents.why_no_target(probes)})"
         blocking = self.fencing.blocking(target, probes, self.cycles)
@@ -91,6 +98,22 @@ class Placing(Draining, Recovery, Switchovers):
             return f"{prefix}: placed and started the scheduler on {target} ({detail})"
         self.incidents.failed(target, detail, start_failed=True)
         return f"{prefix}: placed the scheduler on {target} but its start failed: {detail}"
+
+    def _failback(self, state: ClusterState, probes: dict[str, ProbeResult], node: str, busy: list[str]) -> str | None:
+        """A controlled switchover back to a more preferred node healthy for ``failback_delay`` (None: none
+        is due), only from a healthy scheduler with no stray beside it."""
+        probe = probes.get(node)
+        if busy != [node] or probe is None or probe.state is not SchedulerState.RUNNING or len(probe.pids) != 1:
+            return None
+        if any(r.state is SchedulerState.UNKNOWN for r in probes.values()):  # it would be refused
+            return None
+        target = self.failback.target(node)
+        if target is None:
+            return None
+        self.failback.tried(target)
+        request = replace(state, switchover=(target, "controlled"), switchover_id="")
+        why = f"failback to {target}, more preferred than {node}"
+        return self._switchover(request, probes, target, "controlled", decided=why)
 
     def _start_on(self, node: str, probes: dict[str, ProbeResult]) -> tuple[bool, str]:
         """Start the scheduler on ``node`` and wait until it is up: (whether it is, what happened)."""

@@ -37,20 +37,27 @@ class Switchovers:
         raise NotImplementedError
 
     def _switchover(
-        self, state: ClusterState, probes: dict[str, ProbeResult], target: str, mode: str, clear: bool = True
+        self,
+        state: ClusterState,
+        probes: dict[str, ProbeResult],
+        target: str,
+        mode: str,
+        decided: str | None = None,
     ) -> str:
         """A planned move requested by ``sfc switchover``: stop every other scheduler, then start.
 
         ``controlled`` gives the old scheduler SIGTERM and up to ``scheduler_stop_timeout`` to exit
         (or runs the stop command); ``forced`` kills it at once. Either way it is confirmed gone
         before the new one starts. The outcome's event carries the request's id: the CLI that
-        asked waits for that event and judges the outcome by its kind alone. ``clear``: the request is
-        the store's pending one, cleared once answered (not a move the controller decided itself).
+        asked waits for that event and judges the outcome by its kind alone. ``decided``: why the
+        controller moved it by itself (a drain, a failback), before the outcome's words; None: the
+        store's pending request, cleared once answered.
         """
 
         def finish(outcome: EventKind, message: str) -> str:
+            message = message if decided is None else f"{decided}: {message}"
             try:
-                if clear:
+                if decided is None:
                     self.store.clear_switchover()
             except MetastoreError as exc:
                 log.warning("could not clear the switchover request: %s", exc)

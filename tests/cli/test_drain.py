@@ -77,7 +77,7 @@ def test_drain_wait_follows_the_outcome_of_the_drains_move(two: Cli, kind: Event
         store.close()
     assert result.exit_code == code, result.output
     if code == 0:
-        assert lines(result) == [f"drained {HOST}: controlled switchover from {HOST} to {OTHER}: the words"]
+        assert lines(result) == [f"controlled switchover from {HOST} to {OTHER}: the words"]
     else:
         assert_one_error_line(result, 1, "the scheduler was not moved")
 

@@ -28,7 +28,7 @@ def test_drain_moves_the_scheduler_off_and_the_drain_survives_restarts(
     assert on(cluster) == ["n1"]
     out = cluster.cli("drain", "n1", "--wait", "30")
     assert out.returncode == 0, out.stderr
-    assert out.stdout.startswith("drained n1: controlled switchover from n1 to n2: stopped ['n1'], started"), out
+    assert out.stdout.startswith("n1 is drained: controlled switchover from n1 to n2: stopped ['n1'], started"), out
     wait_for(lambda: on(cluster) == ["n2"], 5, "the observer to see the scheduler on n2 alone")
     # The last node left undrained cannot be drained.
     assert cluster.cli("drain", "n3", "--wait", "0").returncode == 0
