@@ -196,7 +196,8 @@ class Recovery:
 
     def _moved(self, node: str, target: str, message: str, ok: bool, detail: str) -> str:
         """A move from ``node`` to ``target`` is done (``ok``: its start too): the event, the alert, the sentence."""
-        self.incidents.back_off(node)  # it failed: not healthy for a failback until failure_timeout forgets it
+        if not self.incidents.memory.strikes(node):  # it failed: not healthy for a failback until forgotten
+            self.incidents.back_off(node)
         self._event(EventKind.MOVE, f"{message}: {'started' if ok else 'start failed'}: {detail}")
         if ok:
             self.incidents.alert(f"scheduler moved from {node} to {target}", f"{message}.\n{detail}", always=True)
