@@ -190,6 +190,8 @@ def run(
             renewer.join(timeout=2 * config.metastore_timeout + 2)
         sd_notify("STOPPING=1")
         log.info("shutting down: %s", controller.shutdown())
+        if config.event_command and not controller.hooks.wait_idle(config.event_command_timeout):
+            log.warning("exiting with event_command still running or queued")
         if metrics is not None:
             metrics.shutdown()
         controller.store.close()
