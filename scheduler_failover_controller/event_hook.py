@@ -16,9 +16,11 @@ command that cannot be run costs one log line. The CLI, whose events (pause, swi
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import queue
+import signal
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -77,13 +79,7 @@ def hook_environment(event: HookEvent, secrets: list[str], base: Mapping[str, st
     return env
 
 
-def _run_default(argv: list[str], env: Mapping[str, str], timeout: float) -> tuple[int | None, str]:
-    return run_command(argv, timeout, env)
-
-
-def run_hook(
-    command: str, timeout: float, event: HookEvent, secrets: list[str], runner: Runner = _run_default
-) -> str | None:
+def run_hook(command: str, timeout: float, event: HookEvent, secrets: list[str], runner: Runner) -> str | None:
     """Run ``command`` for ``event`` and wait (at most ``timeout``): None if it exited 0, else
     the one line that says what went wrong."""
     env = hook_environment(event, secrets, os.environ)
@@ -96,6 +92,8 @@ def run_hook(
         return f"{what} could not be run: {type(exc).__name__}: {exc}"
     if status is None:
         return f"{what} timed out after {timeout:g}s; its process group was killed"
+    if status < 0:
+        return f"{what} was killed by signal {-status}"
     if status != 0:
         tail = f": {mask(said, secrets)}" if said else ""
         return f"{what} failed (exit {status}){tail}"
@@ -112,14 +110,16 @@ class EventHook:
     def __init__(
         self,
         config: Config,
-        runner: Runner = _run_default,
+        runner: Runner | None = None,
         clock: Callable[[], float] = time.time,
         queue_size: int = QUEUE_SIZE,
     ) -> None:
         self.command = config.event_command
         self.timeout = config.event_command_timeout
         self.host = config.current_host
-        self.runner = runner
+        self.runner = runner or self._run
+        self._group = 0  # the process group of the command running now (0: none)
+        self._closed = False  # set at exit: nothing more is started
         self.clock = clock
         self.secrets = config_secrets(config)
         self._queue: queue.Queue[HookEvent] = queue.Queue(maxsize=queue_size)
@@ -166,6 +166,9 @@ class EventHook:
         while True:
             event = self._queue.get()
             try:
+                with self._lock:
+                    if self._closed:
+                        continue
                 failure = run_hook(self.command, self.timeout, event, self.secrets, self.runner)
                 if failure is not None:
                     with self._lock:
@@ -175,6 +178,35 @@ class EventHook:
                 with self._lock:
                     self._busy -= 1
                     self._idle.notify_all()
+
+    def _run(self, argv: list[str], env: Mapping[str, str], timeout: float) -> tuple[int | None, str]:
+        """Run as :func:`run_command` does, keeping the process group for :meth:`close`."""
+
+        def started(group: int) -> None:
+            with self._lock:
+                self._group = group
+                if self._closed:  # closed as it started: it ends at once
+                    with contextlib.suppress(ProcessLookupError, PermissionError):
+                        os.killpg(group, signal.SIGKILL)
+
+        try:
+            return run_command(argv, timeout, env, started)
+        finally:
+            with self._lock:
+                self._group = 0
+
+    def close(self, timeout: float) -> None:
+        """At exit: let the queued commands run for at most ``timeout`` seconds, then end the one
+        still running (its whole process group) and drop the rest, saying so in one line."""
+        if self.wait_idle(timeout):
+            return
+        with self._lock:
+            self._closed = True
+            group, left = self._group, self._queue.qsize()
+            if group:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(group, signal.SIGKILL)
+        log.warning("exiting: ended the running event_command and dropped %d queued event(s)", left)
 
     def wait_idle(self, timeout: float) -> bool:
         """Wait until every queued event's command has run, at most ``timeout`` seconds; True if so."""
@@ -188,10 +220,11 @@ class EventHook:
             return True
 
 
-def run_now(config: Config, kind: str, message: str, node: str = "", runner: Runner = _run_default) -> str | None:
+def run_now(config: Config, kind: str, message: str, node: str = "", runner: Runner | None = None) -> str | None:
     """Run ``event_command`` (if set) for an event the CLI recorded, and wait for it (bounded):
     None if it ran well or there is none, else the one line that says what went wrong."""
     if not config.event_command:
         return None
     event = HookEvent(str(kind), message, config.current_host, time.time(), node)
-    return run_hook(config.event_command, config.event_command_timeout, event, config_secrets(config), runner)
+    run = runner or (lambda argv, env, timeout: run_command(argv, timeout, env))
+    return run_hook(config.event_command, config.event_command_timeout, event, config_secrets(config), run)

@@ -38,12 +38,14 @@ def keep_tail(tail: bytearray, chunk: bytes) -> None:
     del tail[:-OUTPUT_TAIL]
 
 
-def run_command(argv: list[str], timeout: float, env: Mapping[str, str] | None = None) -> tuple[int | None, str]:
+def run_command(
+    argv: list[str], timeout: float, env: Mapping[str, str] | None = None, started: Callable[[int], None] | None = None
+) -> tuple[int | None, str]:
     """Run ``argv`` in a session of its own, with ``env`` or else without the controller's own
     settings in its environment (its secrets are none of the command's business); (exit status or
     None when it timed out and its whole process group was killed, the last line of its output).
     Only the last :data:`OUTPUT_TAIL` bytes are kept, however much it prints, and a child left
-    holding the output open does not hold the controller.
+    holding the output open does not hold the controller. ``started`` is told its process group.
     """
     proc = subprocess.Popen(
         argv,
@@ -53,6 +55,8 @@ def run_command(argv: list[str], timeout: float, env: Mapping[str, str] | None =
         env=dict(env) if env is not None else scrubbed_environment(os.environ),
         start_new_session=True,
     )
+    if started is not None:
+        started(proc.pid)
     tail = bytearray()
 
     stream = proc.stdout

@@ -211,3 +211,22 @@ def test_a_move_names_both_nodes(cluster: Cluster) -> None:
     assert c1.hooks.wait_idle(10)
     moves = [(e["SFC_NODE"], e["SFC_FROM_NODE"]) for e in runner.envs if e["SFC_EVENT"] == "move"]
     assert moves and moves[0][1] == "n2" and moves[0][0] in ("n1", "n3"), [e["SFC_EVENT"] for e in runner.envs]
+
+
+def test_close_waits_a_bounded_time_then_drops_what_is_left(caplog: pytest.LogCaptureFixture) -> None:
+    runner = FakeRunner()
+    runner.gate = threading.Event()
+    hook = _hook(runner)
+    hook.emit(EventKind.STOP, "first")
+    hook.emit(EventKind.STOP, "second")
+    assert runner.entered.acquire(timeout=10)
+    began = time.monotonic()
+    with caplog.at_level(logging.INFO, logger="scheduler_failover_controller.event_hook"):
+        hook.close(0.2)
+    assert time.monotonic() - began < 5
+    assert [r.getMessage() for r in caplog.records] == [
+        "exiting: ended the running event_command and dropped 1 queued event(s)"
+    ]
+    runner.gate.set()
+    assert hook.wait_idle(10)
+    assert [e["SFC_MESSAGE"] for e in runner.envs] == ["first"]  # "second" never started
