@@ -7,6 +7,7 @@ import logging
 import threading
 import time
 from collections.abc import Mapping
+from pathlib import Path
 
 import pytest
 
@@ -230,3 +231,9 @@ def test_close_waits_a_bounded_time_then_drops_what_is_left(caplog: pytest.LogCa
     runner.gate.set()
     assert hook.wait_idle(10)
     assert [e["SFC_MESSAGE"] for e in runner.envs] == ["first"]  # "second" never started
+
+
+def test_the_readme_lists_every_event_kind() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("## Event hooks (`event_command`)", 1)[1].split("\n## ", 1)[0]
+    assert [kind.value for kind in EventKind if f"`{kind.value}`" not in section] == []
