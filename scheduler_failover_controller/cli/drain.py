@@ -13,6 +13,7 @@ from ..config import Config
 from ..metastore.events import EventKind, new_request_id
 from .drain_wait import NotMoved, await_move
 from .group import BadInput, config_for, main, using_store
+from .operator import run_event_command
 from .params import Seconds
 
 
@@ -45,6 +46,7 @@ def drain(ctx: click.Context, node: str, wait_s: float | None) -> None:
         if not store.drain(node, config.nodes, request_id):
             raise click.ClickException(f"refused to drain {node}: every other node is drained, no node would be left")
         store.add_event(config.current_host, EventKind.DRAIN, f"{node} drained by CLI", request_id=request_id)
+        run_event_command(config, EventKind.DRAIN, f"{node} drained by CLI", node)
         if wait == 0:
             click.echo(f"drained {node}")
             return
@@ -68,4 +70,5 @@ def undrain(ctx: click.Context, node: str) -> None:
             click.echo(f"{node} was not drained")
             return
         store.add_event(config.current_host, EventKind.UNDRAIN, f"{node} undrained by CLI")
+        run_event_command(config, EventKind.UNDRAIN, f"{node} undrained by CLI", node)
     click.echo(f"undrained {node}")

@@ -45,7 +45,9 @@ class Placing(Draining, Recovery, Switchovers):
     def epoch(self) -> int:
         raise NotImplementedError
 
-    def _event(self, kind: EventKind, message: str, request_id: str = "") -> None:
+    def _event(
+        self, kind: EventKind, message: str, request_id: str = "", *, node: str = "", from_node: str = ""
+    ) -> None:
         raise NotImplementedError
 
     def _lead(self, state: ClusterState, probes: dict[str, ProbeResult]) -> str:
@@ -76,7 +78,7 @@ class Placing(Draining, Recovery, Switchovers):
             node = busy[0]
             if self.term.place(state.placement, node) is None:
                 return f"{prefix}: lost the race to adopt the scheduler on {node}; retrying next cycle"
-            self._event(EventKind.ADOPT, f"adopted the scheduler already running on {node}")
+            self._event(EventKind.ADOPT, f"adopted the scheduler already running on {node}", node=node)
             return f"{prefix}: adopted the scheduler already running on {node} ({probes[node].describe()})"
         sticky = None if self.config.failback else self.blind.preferred(placement.node)  # stay where it ran
         target = self.incidents.pick_target(probes, exclude=None, prefer=sticky)
@@ -94,7 +96,7 @@ class Placing(Draining, Recovery, Switchovers):
             return f"{prefix}: lost the race to place the scheduler on {target}; retrying next cycle"
         ok, detail = self._start_on(target, probes)
         if ok:
-            self._event(EventKind.START, f"started the scheduler on {target}: {detail}")
+            self._event(EventKind.START, f"started the scheduler on {target}: {detail}", node=target)
             return f"{prefix}: placed and started the scheduler on {target} ({detail})"
         self.incidents.failed(target, detail, start_failed=True)
         return f"{prefix}: placed the scheduler on {target} but its start failed: {detail}"
