@@ -29,7 +29,6 @@ from ..ownership import ForeignLog
 from ..probe_pool import ProbePool
 from ..probe_result import ProbeResult, SchedulerState
 from .blind import Blindness
-from .failback import Failback
 from .fencing import Fencing
 from .guard import Guard
 from .health import Health
@@ -113,7 +112,6 @@ class Controller(Recording, Placing, Guard):
         # controller stops acting and leaves the node's scheduler to that one (see check_identity).
         self.duplicate: ControllerInfo | None = None
         self.blind = Blindness(self.host, store, config.lease_ttl)
-        self.failback = Failback(config, monotonic)  # preference by list order; moving back when healthy
         self.foreign = ForeignLog(log)  # logs each node's foreign schedulers once, when they appear
         self.identity = Identity(config, store, self.holder, self.pid, monotonic, sleep, self.stopping)
         self._pool = ThreadPoolExecutor(max_workers=min(16, max(1, len(config.nodes))), thread_name_prefix="probe")

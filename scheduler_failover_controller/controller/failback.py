@@ -12,10 +12,13 @@ break. So a node that keeps failing is tried at most once per ``failure_timeout`
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from ..config import Config
 from ..probe_result import ProbeResult, SchedulerState
-from .incidents import Incidents
+
+if TYPE_CHECKING:
+    from .incidents import Incidents
 
 
 class Failback:

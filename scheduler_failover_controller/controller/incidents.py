@@ -20,6 +20,7 @@ from ..config import Config
 from ..metastore.base import Metastore
 from ..metastore.events import EventKind
 from ..probe_result import ProbeResult, SchedulerState
+from .failback import Failback
 from .failures import Backoff, FailureMemory
 
 log = logging.getLogger(__name__)
@@ -45,6 +46,7 @@ class Incidents:
         self.restarts = 0
         self.faults = 0
         self.memory = FailureMemory(config, store, monotonic)  # each node's failed starts, kept in the store
+        self.failback = Failback(config, monotonic)  # preference by list order; moving back when healthy
         self.reported = False  # the current incident has been alerted on
         self.last_start = NEVER
         self.drained: frozenset[str] = frozenset()  # as the cycle last read them: never a target

@@ -15,7 +15,6 @@ from ..metastore.events import EventKind
 from ..probe_result import ProbeResult, SchedulerState
 from .blind import Blindness
 from .draining import Draining
-from .failback import Failback
 from .fencing import Fencing
 from .incidents import Incidents
 from .recovery import Recovery
@@ -37,7 +36,6 @@ class Placing(Draining, Recovery, Switchovers):
     fencing: Fencing
     starts: Starts
     blind: Blindness
-    failback: Failback
     selfmode: SelfMode | None
     cycles: int
 
@@ -56,7 +54,7 @@ class Placing(Draining, Recovery, Switchovers):
         placement = state.placement
         self.incidents.drained = frozenset(state.drained)  # never a target, and the scheduler moves off
         self.incidents.memory.expire()  # failed starts past failure_timeout
-        self.failback.observe(probes, self.incidents)
+        self.incidents.failback.observe(probes, self.incidents)
         if state.switchover is not None:
             return f"{prefix}: {self._switchover(state, probes, *state.switchover)}"
         busy = [n for n, r in probes.items() if r.state in (SchedulerState.RUNNING, SchedulerState.UNHEALTHY)]
@@ -109,10 +107,10 @@ class Placing(Draining, Recovery, Switchovers):
             return None
         if any(r.state is SchedulerState.UNKNOWN for r in probes.values()):  # it would be refused
             return None
-        target = self.failback.target(node)
+        target = self.incidents.failback.target(node)
         if target is None:
             return None
-        self.failback.tried(target)
+        self.incidents.failback.tried(target)
         request = replace(state, switchover=(target, "controlled"), switchover_id="")
         why = f"failback to {target}, more preferred than {node}"
         return self._switchover(request, probes, target, "controlled", decided=why)

@@ -50,10 +50,9 @@ class Switchovers:
 
         ``controlled`` gives the old scheduler SIGTERM and up to ``scheduler_stop_timeout`` to exit
         (or runs the stop command); ``forced`` kills it at once. Either way it is confirmed gone
-        before the new one starts. The outcome's event carries the request's id: the CLI that
-        asked waits for that event and judges the outcome by its kind alone. ``decided``: why the
-        controller moved it by itself (a drain, a failback), before the outcome's words; None: the
-        store's pending request, cleared once answered.
+        before the new one starts. The outcome's event carries the request's id: the CLI that asked waits
+        for it and judges the outcome by its kind alone. ``decided``: why the controller moved it by
+        itself (a drain, a failback), put before the outcome; None: the store's request, cleared.
         """
 
         old = state.placement.node if state.placement.valid else None
