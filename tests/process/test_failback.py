@@ -52,7 +52,7 @@ def test_failback_moves_the_scheduler_back_to_the_preferred_node(
 
 def test_a_failed_start_is_inherited_shown_and_forgotten(make_cluster: Callable[..., Cluster], tmp_path: Path) -> None:
     flag = tmp_path / "fail-n1"
-    extra = "failure_timeout = 30\nmove_backoff = 60\nmax_restart_attempts = 0\n"
+    extra = "failure_timeout = 20\nmove_backoff = 60\nmax_restart_attempts = 0\n"
     cluster = configured(make_cluster, tmp_path, 2, extra)
     text = cluster.config.read_text().replace("scheduler_start_timeout = 5", "scheduler_start_timeout = 2")
     start = "airflow_scheduler_start_command = "
@@ -63,7 +63,7 @@ def test_a_failed_start_is_inherited_shown_and_forgotten(make_cluster: Callable[
     flag.unlink()
     shown = cluster.status()["failed_starts"]
     assert [(f["host"], f["count"]) for f in shown] == [("n1", 1)], shown
-    assert 0 < shown[0]["forgotten_in_s"] <= 30
+    assert 0 < shown[0]["forgotten_in_s"] <= 20
     # A new active (n1's controller stops; n2's takes over) inherits the count: it keeps the
     # scheduler off n1 and says so.
     cluster.start("n2")
