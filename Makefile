@@ -40,6 +40,12 @@ matrix-full:
 lab:
 	$(PYTHON) -m pytest -p no:cacheprovider tests/lab -v
 
+# Day-2 operations with real controllers that wait out a timeout (failure_timeout): the manual part
+# of tests/process/test_failback.py, and the drain/failback benchmark.
+day2:
+	$(PYTHON) -m pytest -p no:cacheprovider tests/process/test_failback.py -m manual -v
+	$(PYTHON) benchmarks/drain.py --trials 5
+
 # Real Airflow schedulers in the lab (as root): Airflow 3 and 2, on PostgreSQL and MariaDB, every
 # fault (scheduler SIGKILL, host crash, partition, switchover, controller restart) and start style
 # (default, setsid, -D). CI runs the fast scenario alone (Airflow 3, PostgreSQL, SIGKILL).
