@@ -1,6 +1,6 @@
 # Convenience targets; CI runs `bash .ci/run` (= scripts/test.sh). The tiers: README, "Tests and
 # their tiers". `test`, `lanes` and `matrix` are the CI tier; the rest are run by hand.
-.PHONY: matrix-full test types lanes matrix lab lab-airflow bench-airflow bench-2016 soak soak-mariadb soak-postgresql soak-zookeeper container-tools container-image container-lab
+.PHONY: matrix-full test types lanes matrix lab day2 lab-airflow bench-airflow bench-2016 soak soak-mariadb soak-postgresql soak-zookeeper container-tools container-image container-lab
 
 PYTHON ?= .venv/bin/python
 SOAK_SECONDS ?= 3600
