@@ -1,6 +1,7 @@
 """Drain and undrain against real controllers on SQLite (stand-in schedulers, 50 ms observer): the
 scheduler leaves a drained node by a controlled switchover that `drain --wait` reports, never lands
-on a drained node, and the drain outlives a restart of every controller."""
+on a drained node, and the drain outlives a restart of every controller; the same in self mode on
+ZooKeeper."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.process.harness import Cluster
+from tests.process.harness import ZK_PREFIX, Cluster
 from tests.process.test_failover import assert_never_two, started
 from tests.support.waiting import wait_for
 
@@ -24,7 +25,19 @@ def on(cluster: Cluster) -> list[str]:
 def test_drain_moves_the_scheduler_off_and_the_drain_survives_restarts(
     make_cluster: Callable[..., Cluster], tmp_path: Path
 ) -> None:
-    cluster = started(make_cluster, f"sqlite:///{tmp_path / 'metastore.db'}", 3)
+    drain_story(started(make_cluster, f"sqlite:///{tmp_path / 'metastore.db'}", 3))
+
+
+def test_drain_in_self_mode_on_zookeeper(make_cluster: Callable[..., Cluster], zk_hosts: str) -> None:
+    """Each node's own controller stops and starts its scheduler: the drain works the same."""
+
+    def self_mode(url: str, size: int, **timing: float) -> Cluster:
+        return make_cluster(url, size, node_control="self", **timing)
+
+    drain_story(started(self_mode, ZK_PREFIX + str(zk_hosts), 3))
+
+
+def drain_story(cluster: Cluster) -> None:
     assert on(cluster) == ["n1"]
     out = cluster.cli("drain", "n1", "--wait", "30")
     assert out.returncode == 0, out.stderr
