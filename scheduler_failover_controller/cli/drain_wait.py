@@ -32,15 +32,18 @@ def await_move(
     request_id: str,
     wait: float,
     interval: float,
+    settle: float = 2.0,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
 ) -> str:
     """Wait up to ``wait`` seconds for the scheduler to leave the drained ``node``: what happened.
 
+    A scheduler seen running elsewhere without an outcome counts after ``settle`` more seconds.
     Raises NotMoved when the move was refused or failed, the drain was lifted, or time ran out.
     """
     deadline = clock() + wait
     first = True
+    moved_at: float | None = None
     while True:
         state = store.read_state()
         placed = state.placement.node if state.placement.valid else None
@@ -51,8 +54,13 @@ def await_move(
             if ours[-1].kind == EventKind.SWITCHOVER_DONE and placed != node:
                 return ours[-1].message
             raise NotMoved(f"drained {node}, but the scheduler was not moved: {ours[-1].message}")
-        if placed != node and (first or (placed is not None and _runs_on(store, placed))):
+        if placed != node and first:
             return f"drained {node}; the scheduler runs on {placed or 'no node'}"
+        if placed is not None and placed != node and _runs_on(store, placed):
+            # Moved: its outcome (written once the start is confirmed) may follow in a moment.
+            moved_at = clock() if moved_at is None else moved_at
+            if clock() - moved_at >= settle:
+                return f"drained {node}; the scheduler runs on {placed}"
         if clock() > deadline:
             raise NotMoved(
                 f"drained {node}, but the scheduler still runs there after {wait:g}s "
