@@ -28,10 +28,15 @@ class Failback:
         self.config = config
         self.monotonic = monotonic
         self.since: dict[str, float] = {}
+        self.last = float("-inf")  # the last look (local monotonic)
 
     def observe(self, probes: dict[str, ProbeResult], incidents: Incidents) -> None:
-        """One cycle's look: each node healthy now keeps (or starts) its streak; any other loses it."""
+        """One cycle's look: each node healthy now keeps (or starts) its streak; any other loses it.
+        A gap in the looks (paused, standby, a stalled cycle) ends every streak: unseen is not healthy."""
         now = self.monotonic()
+        if now - self.last > 3 * self.config.poll_frequency:
+            self.since.clear()
+        self.last = now
         for node in self.config.nodes:
             probe = probes.get(node)
             healthy = (

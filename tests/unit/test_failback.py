@@ -84,3 +84,19 @@ def test_a_crash_looping_preferred_node_is_tried_at_most_once_per_failure_timeou
         tick(cluster, c2)
         assert len(cluster.running()) <= 1
     assert 1 <= failbacks(cluster) <= cycles // (60 + 5) + 1
+
+
+def test_a_gap_in_the_looks_starts_the_delay_again(cluster: Cluster) -> None:
+    c2 = on_n2(cluster, failback="true", failback_delay=5)
+    for _ in range(3):
+        tick(cluster, c2)
+    cluster.store.set_paused(True)
+    for _ in range(10):  # paused: the active looks at nothing
+        tick(cluster, c2)
+    cluster.store.set_paused(False)
+    for _ in range(4):  # seen healthy for 3 s since the pause: not yet
+        tick(cluster, c2)
+    assert cluster.running() == ["n2"] and failbacks(cluster) == 0
+    for _ in range(3):
+        tick(cluster, c2)
+    assert cluster.running() == ["n1"] and failbacks(cluster) == 1
