@@ -32,10 +32,14 @@ nodes_table = Table(
 )
 
 
-def read_drained(conn: Connection) -> dict[str, str]:
-    """The drained nodes and their requests' ids, in one statement (part of ``read_state``)."""
+def read_drained(conn: Connection, locking: bool = False) -> dict[str, str]:
+    """The drained nodes and their requests' ids, in one statement (part of ``read_state``).
+
+    ``locking``: a locking read, which sees the latest commit (a plain read in MySQL's repeatable
+    read sees the transaction's first snapshot)."""
     n = nodes_table
-    found = conn.execute(select(n.c.node, n.c.drain_id).where(n.c.drained == 1).order_by(n.c.node)).all()
+    query = select(n.c.node, n.c.drain_id).where(n.c.drained == 1).order_by(n.c.node)
+    found = conn.execute(query.with_for_update() if locking else query).all()
     return dict(drained_entry(field_name(n, "drain_id", row.node), row.node, row.drain_id) for row in found)
 
 
@@ -75,7 +79,7 @@ class SQLNodes(NodeStateStore):
             # One drain at a time: the schema_version row is the lock (PostgreSQL, MySQL; SQLite
             # has one writer anyway), so two drains of the last two nodes cannot both pass.
             conn.execute(select(m.c.value).where(m.c.name == "schema_version").with_for_update()).scalar()
-            drained = set(read_drained(conn)) | {node}
+            drained = set(read_drained(conn, locking=True)) | {node}
             if not [x for x in nodes if x not in drained]:
                 return False
             conn.execute(update(n).where(n.c.node == node).values(drained=1, drain_id=request_id))
