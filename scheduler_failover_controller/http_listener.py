@@ -251,7 +251,9 @@ class BoundedHTTPServer:
         return max(0.0, min(TICK, first - self.monotonic()))
 
     def _accept(self, selector: selectors.BaseSelector) -> None:
-        for _ in range(self.max_connections):  # a burst, bounded per turn
+        # A burst of at most half the cap per turn: a connection accepted in one turn is among the
+        # newest half in the next, when what it sent is read, so a flood cannot evict it unheard.
+        for _ in range(max(1, self.max_connections // 2)):
             try:
                 sock, _peer = self.socket.accept()
             except (BlockingIOError, InterruptedError):
