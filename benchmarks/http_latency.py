@@ -27,6 +27,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import psutil
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -56,6 +58,15 @@ def ask(port: int, path: str, timeout: float = 30.0) -> float:
 
 def series(port: int, path: str, count: int) -> list[float]:
     return [ask(port, path) for _ in range(count)]
+
+
+def established(port: int) -> int:
+    """Client connections to ``port`` that are established now (accepted or in the backlog)."""
+    return sum(
+        1
+        for c in psutil.net_connections("tcp")
+        if c.raddr and c.raddr.port == port and c.status == psutil.CONN_ESTABLISHED
+    )
 
 
 def restart(cluster: Cluster) -> float:
@@ -94,8 +105,16 @@ def main(argv: list[str] | None = None) -> None:
                 calm.append(restart(cluster))
                 wait_for(lambda: len(cluster.observer.current()) == 1, 30, "one scheduler")
                 time.sleep(1.0)
+            proc = psutil.Process(cluster.procs["n1"].pid)
+            cpu0, t0 = sum(proc.cpu_times()[:2]), time.monotonic()
+            time.sleep(5.0)
+            quiet_cpu = (sum(proc.cpu_times()[:2]) - cpu0) / (time.monotonic() - t0)
             with idle_flood(port, args.idle) as held:
                 time.sleep(2.0)  # the flood at its steady churn
+                open_now = established(port)
+                cpu0, t0 = sum(proc.cpu_times()[:2]), time.monotonic()
+                time.sleep(5.0)
+                flood_cpu = (sum(proc.cpu_times()[:2]) - cpu0) / (time.monotonic() - t0)
                 flooded = {path: series(port, path, args.requests) for path in ("/health", "/status")}
                 restarts = []
                 for _ in range(args.restarts):
@@ -107,7 +126,11 @@ def main(argv: list[str] | None = None) -> None:
     print(
         f"{platform.node()}: {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}, Python {platform.python_version()}"
     )
-    print(f"{args.requests} requests each, {held} idle connections held, controller nofile {args.nofile}")
+    print(
+        f"{args.requests} requests each, {held} idle connections held ({open_now} established at the start), "
+        f"controller nofile {args.nofile}"
+    )
+    print(f"controller CPU: {quiet_cpu:.1%} of a core alone, {flood_cpu:.1%} under the flood")
     print("| measure (ms)                                 |   median |      p95 |      max |")
     print("|----------------------------------------------|----------|----------|----------|")
     for path in ("/health", "/status"):

@@ -34,6 +34,13 @@ MAX_CONNECTIONS = 32
 TIMEOUT = 5.0  # seconds for a whole exchange
 MAX_REQUEST = 8192  # bytes of request line and headers
 TICK = 0.5  # the loop looks at deadlines and the stop flag at least this often
+# The kernel's queue of connections not accepted yet (it holds them, not this process: no
+# descriptor each). Deep, so that a probe queued behind a flood waits for a few turns of the loop
+# instead of having its SYN dropped and retried a second later.
+BACKLOG = 1024
+# After a full burst of accepts (a flood), the next waits this long: the listener's share of the
+# CPU (and of the GIL the cycle and the renewals need) stays small whatever its clients do.
+ACCEPT_GAP = 0.002
 MAX_PENDING = 4  # deferred requests waiting for the worker
 DEFERRED_TIMEOUT = 30.0  # seconds a deferred request may wait for its answer
 
@@ -142,7 +149,7 @@ class BoundedHTTPServer:
         try:
             self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a restart within TIME_WAIT
             self.socket.bind(address)
-            self.socket.listen(64)
+            self.socket.listen(BACKLOG)
             self.socket.setblocking(False)
         except OSError:
             self.socket.close()
@@ -152,6 +159,7 @@ class BoundedHTTPServer:
         self._stop = threading.Event()
         self._stopped = threading.Event()
         self._starved = False  # out of descriptors: said once, until accept works again
+        self._accept_at: float | None = None  # accepting paused until then (after a full burst)
         # Deferred work: to the worker through ``_work``, answers back through ``_done`` and a byte
         # on ``_wake`` (which the selector watches). Created with the server: no descriptor later.
         self._work: queue.SimpleQueue[tuple[_Exchange, str, Callable[[], Reply]] | None] = queue.SimpleQueue()
@@ -175,6 +183,9 @@ class BoundedHTTPServer:
         self._worker.start()
         try:
             while not self._stop.is_set():
+                if self._accept_at is not None and self.monotonic() >= self._accept_at:
+                    self._accept_at = None
+                    selector.register(self.socket, selectors.EVENT_READ)
                 for key, _events in selector.select(self._wait()):
                     if key.fileobj is self.socket:
                         self._accept(selector)
@@ -245,15 +256,17 @@ class BoundedHTTPServer:
         return len(self._open)
 
     def _wait(self) -> float:
-        if not self._open:
-            return TICK
-        first = min(exchange.deadline for exchange in self._open.values())
-        return max(0.0, min(TICK, first - self.monotonic()))
+        now = self.monotonic()
+        first = min((exchange.deadline for exchange in self._open.values()), default=now + TICK)
+        if self._accept_at is not None:
+            first = min(first, self._accept_at)
+        return max(0.0, min(TICK, first - now))
 
     def _accept(self, selector: selectors.BaseSelector) -> None:
-        # A burst of at most half the cap per turn: a connection accepted in one turn is among the
-        # newest half in the next, when what it sent is read, so a flood cannot evict it unheard.
-        for _ in range(max(1, self.max_connections // 2)):
+        # Each connection is read as soon as it is accepted: one that waited in the kernel's queue
+        # behind a flood has its request there already, is answered, and so is not idle; the cap
+        # then drops idle ones (the flood's), oldest first.
+        for _ in range(self.max_connections):
             try:
                 sock, _peer = self.socket.accept()
             except (BlockingIOError, InterruptedError):
@@ -276,6 +289,10 @@ class BoundedHTTPServer:
             sock.setblocking(False)
             self._open[sock.fileno()] = _Exchange(sock, sock.fileno(), self.monotonic() + self.timeout)
             selector.register(sock, selectors.EVENT_READ)
+            self._step(selector, sock.fileno())
+        # A full burst: more are waiting. Pause accepting a moment (the kernel holds them).
+        self._accept_at = self.monotonic() + ACCEPT_GAP
+        selector.unregister(self.socket)
 
     def _oldest_idle(self) -> int:
         """The connection to drop for a new one: the oldest idle, else the oldest."""

@@ -9,53 +9,46 @@ import contextlib
 import subprocess
 from collections.abc import Iterator
 
-# Run as nobody by the system's Python (the virtualenv may be where nobody cannot read): opens
-# ``count`` connections, then reopens each one the server closes, until stdin closes.
+# Run as nobody by the system's Python (the virtualenv may be where nobody cannot read): starts
+# ``count`` connections, then replaces each one the server closes or refuses, until stdin closes.
 HOLDER = r"""
-import select, socket, sys, time
+import errno, select, socket, sys, time
 port, count = int(sys.argv[1]), int(sys.argv[2])
-def connect():
-    try:
-        s = socket.create_connection(("127.0.0.1", port), timeout=0.2)
-        s.setblocking(False)
-        return s
-    except OSError:
-        return None
-socks = []
-until = time.monotonic() + 20
-while len(socks) < count and time.monotonic() < until:
-    s = connect()
-    if s is not None:
-        socks.append(s)
-print("holding", len(socks), flush=True)
 poller = select.poll()  # not select(): descriptors past 1023
 poller.register(sys.stdin, select.POLLIN)
-by_fd = {}
-for s in socks:
-    by_fd[s.fileno()] = s
+held = {}
+def connect():  # non-blocking: a SYN the server's backlog drops is retried by the kernel
+    s = socket.socket()
+    s.setblocking(False)
+    if s.connect_ex(("127.0.0.1", port)) not in (0, errno.EINPROGRESS):
+        s.close()
+        return
+    held[s.fileno()] = s
     poller.register(s, select.POLLIN)
+for _ in range(count):
+    connect()
+print("holding", len(held), flush=True)
 until = time.monotonic() + 180
 while time.monotonic() < until:
     events = poller.poll(500)
     if any(fd == sys.stdin.fileno() for fd, _ in events):
         break
     for fd, _ in events:
-        s = by_fd.pop(fd, None)
+        s = held.get(fd)
         if s is None:
             continue
         try:
             data = s.recv(100)
+        except BlockingIOError:
+            continue
         except OSError:
             data = b""
         if data:
-            by_fd[fd] = s
             continue
+        del held[fd]
         poller.unregister(fd)
         s.close()
-        new = connect()
-        if new is not None:
-            by_fd[new.fileno()] = new
-            poller.register(new, select.POLLIN)
+        connect()  # another in its place: always as many
 """
 
 
