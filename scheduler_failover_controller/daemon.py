@@ -217,6 +217,7 @@ def run(
             renewer.join(timeout=2 * config.metastore_timeout + 2)
         sd_notify("STOPPING=1")
         log.info("shutting down: %s", controller.shutdown())
+        controller.hooks.close(config.event_command_timeout)  # the stop event's command, bounded
         if http is not None:
             http.shutdown()
         controller.store.close()

@@ -13,6 +13,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram,
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from .metrics_events import event_metrics
+
 if TYPE_CHECKING:
     from .controller.cycle import Controller
 
@@ -44,6 +46,7 @@ class ControllerCollector(Collector):
         for node, probe in sorted(c.last_probes.items()):
             running.add_metric([node], 1 if probe.state.value == "running" else 0)
         yield running
+        yield from event_metrics(c)
 
 
 class Metrics:
