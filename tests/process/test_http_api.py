@@ -62,14 +62,15 @@ def _started(cluster: Cluster, node: str, port: int, prefix: tuple[str, ...] = (
 
 def test_routes_answer_curl_on_real_controllers(make_cluster: Callable[..., Cluster], tmp_path: Path) -> None:
     cluster = make_cluster(f"sqlite:///{tmp_path / 'metastore.db'}", 2)
-    cluster.config.write_text(cluster.config.read_text() + f"http_token = {TOKEN}\n")
+    cluster.extra_env["AIRFLOW__SCHEDULER_FAILOVER__HTTP_TOKEN"] = TOKEN  # a secret: never passed on
     cluster.observer.start()
     ports = dict(zip(("n1", "n2"), free_ports(2)))
     _started(cluster, "n1", ports["n1"])
     wait_for(lambda: curl(ports["n1"], "/leader")[0] == 200, 30, "n1 active")
     _started(cluster, "n2", ports["n2"])
     wait_for(lambda: len(cluster.observer.current()) == 1, 30, "the scheduler running")
-    where = cluster.observer.current()[0].node
+    where, scheduler = cluster.observer.current()[0].node, cluster.observer.current()[0].pid
+    assert TOKEN.encode() not in Path(f"/proc/{scheduler}/environ").read_bytes()
     other = "n2" if where == "n1" else "n1"
     for node, port in ports.items():
         wait_for(lambda port=port: curl(port, "/health")[0] == 200, 30, f"/health 200 on {node}")  # type: ignore[misc]
