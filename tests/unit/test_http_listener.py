@@ -136,3 +136,21 @@ def test_the_cap_drops_idle_connections_before_those_waiting_for_an_answer(
         asking.close()
         for sock in idle:
             sock.close()
+
+
+def test_a_request_queued_behind_a_flood_is_answered(server: BoundedHTTPServer) -> None:
+    """Idle connections far past the cap wait in the kernel's queue; a request behind them is read
+    as soon as it is accepted, so the cap drops the idle ones, not it."""
+    port = server.server_address[1]
+    flood = []
+    try:
+        for _ in range(200):
+            sock = socket.socket()
+            sock.setblocking(False)
+            sock.connect_ex(("127.0.0.1", port))
+            flood.append(sock)
+        assert _ask(port, b"GET /metrics HTTP/1.1\r\n\r\n").endswith(b"\r\n\r\nhello\n")
+        assert server.connections <= 4
+    finally:
+        for sock in flood:
+            sock.close()
