@@ -17,6 +17,7 @@ from collections.abc import Callable
 
 from ..alerts import Alerter
 from ..config import Config
+from ..exceptions import MetastoreError
 from ..metastore.base import Metastore
 from ..metastore.events import EventKind
 from ..probe_result import ProbeResult, SchedulerState
@@ -91,18 +92,34 @@ class Incidents:
         return self.memory.until(node)
 
     def pick_target(self, probes: dict[str, ProbeResult], exclude: str | None, prefer: str | None) -> str | None:
-        """The most preferred node (``prefer`` first, then the order of ``scheduler_nodes_in_cluster``)
-        other than ``exclude`` that is reachable, empty, not drained and not backing off."""
+        """The most preferred node other than ``exclude`` that is reachable, empty, not drained and not
+        backing off: ``prefer`` first, then the nodes whose own controller is alive (they guard their
+        own scheduler), then the rest, each in the order of ``scheduler_nodes_in_cluster``."""
         now = self.monotonic()
         nodes = list(self.config.nodes)
         order = [n for n in (prefer,) if n in nodes] + nodes
-        for node in dict.fromkeys(order):
-            if node == exclude or node in self.drained or probes[node].state is not SchedulerState.STOPPED:
-                continue
-            if self.until(node) > now:
-                continue
-            return node
-        return None
+        eligible = [
+            node
+            for node in dict.fromkeys(order)
+            if node != exclude
+            and node not in self.drained
+            and probes[node].state is SchedulerState.STOPPED
+            and self.until(node) <= now
+        ]
+        if len(eligible) < 2 or eligible[0] == prefer:
+            return eligible[0] if eligible else None
+        guarded = self._guarded()
+        return next((n for n in eligible if guarded is None or n in guarded), eligible[0])
+
+    def _guarded(self) -> set[str] | None:
+        """The nodes whose own controller was seen within ``lease_ttl`` (None: not known)."""
+        store = self.memory.store
+        if store is None:
+            return None
+        try:
+            return {c.host for c in store.controllers() if c.age <= self.config.lease_ttl}
+        except MetastoreError:
+            return None
 
     def why_no_target(self, probes: dict[str, ProbeResult]) -> str:
         """Why ``pick_target`` found no node: each node's backoff or state."""

@@ -199,15 +199,7 @@ def test_one_failed_call_after_a_freeze_does_not_fence_a_placement_the_store_sti
 # --- S1/S2 across controllers -------------------------------------------------------------
 
 
-def test_partitioned_node_fences_itself_before_another_node_starts_a_scheduler() -> None:
-    cluster = Cluster(nodes=("n2", "n1", "n3"))  # n2 first: the preferred node, where the scheduler starts
-    try:
-        _partition_story(cluster)
-    finally:
-        cluster.close()
-
-
-def _partition_story(cluster: Cluster) -> None:
+def test_partitioned_node_fences_itself_before_another_node_starts_a_scheduler(cluster: Cluster) -> None:
     c2 = cluster.controller("n2")
     c1 = cluster.controller("n1")
     assert c2.run_cycle() == placed(cluster, "n2")

@@ -30,8 +30,20 @@ def failbacks(cluster: Cluster) -> int:
 def test_new_placements_follow_the_list_order_not_the_actives_node() -> None:
     cluster = Cluster(nodes=("n3", "n1", "n2"))
     try:
+        for node in cluster.nodes:
+            cluster.store.register(node)  # every node's own controller alive
         c2 = cluster.controller("n2")
         assert "placed and started the scheduler on n3" in c2.run_cycle()
+    finally:
+        cluster.close()
+
+
+def test_a_node_whose_own_controller_runs_comes_before_one_without() -> None:
+    cluster = Cluster(nodes=("n3", "n1", "n2"))
+    try:
+        cluster.store.register("n1")
+        c2 = cluster.controller("n2")
+        assert "placed and started the scheduler on n1" in c2.run_cycle()
     finally:
         cluster.close()
 
