@@ -34,7 +34,7 @@ from .health import Health
 from .identity import Identity
 from .incidents import Incidents
 from .placing import Placing
-from .renewals import Lapses, Renewals, unanswered
+from .renewals import Renewals, unanswered
 from .selfmode import NodeControl, SelfMode
 from .shutdown import shut_down
 from .starts import Starts
@@ -92,7 +92,6 @@ class Controller(Placing, Guard):
         self.store_answered = False  # whether the store has answered since this process started
         self._renewal_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="leash")
         self.renewals = Renewals(config, store, self.term, runners, self._renewal_pool)
-        self._lapses = Lapses()  # the renewal thread's own
         self.incidents = Incidents(config, self.alerter, self._event, monotonic)
         # Airflow's job table (scheduler_job_heartbeat_timeout), read by one of the checks
         self.jobs = job_reader if job_reader is not None else open_job_reader(config)
@@ -332,8 +331,7 @@ class Controller(Placing, Guard):
             return False  # another controller has this identity (or the cluster another mode): renew nothing
 
         def requested(state: ClusterState) -> bool:  # an operator's request, or a lost node's placement run out
-            role = self.role
-            return unanswered(state, role, paused) or self._lapses.due(state, role, paused)
+            return unanswered(state, self.role, paused) or self.renewals.lapses.due(state, self.role, paused)
 
         if self.selfmode is not None:  # this node's report goes with every renewal
             return self.selfmode.renewal(

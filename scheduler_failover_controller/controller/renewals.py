@@ -115,6 +115,7 @@ class Renewals:
         # remote node -> the placement deadline its leash must still be given (its last renewal
         # failed): that node's placement is not renewed until it has it
         self.leash_owed: dict[str, float] = {}
+        self.lapses = Lapses()  # the renewal thread's alone
 
     def renew(
         self,
