@@ -71,6 +71,7 @@ class AirflowLab:
     style: str = "default"
     interval: float = 10.0
     node_control: str = "self"
+    job_fencing: bool = False  # airflow_job_fencing on: the controllers write Airflow's job table
     base: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="sfc-af-")))
     database: str = ""
     lab: Lab | None = None
@@ -130,6 +131,14 @@ class AirflowLab:
             "metastore_timeout": "1",
             "scheduler_start_timeout": "30",
             "scheduler_stop_timeout": "5",
+        } | self.job_fencing_settings()
+
+    def job_fencing_settings(self) -> dict[str, str]:
+        if not self.job_fencing:
+            return {}
+        return {
+            "airflow_job_fencing": "true",
+            "scheduler_job_sql_conn": self.flavor.sql_url(self.site, self.database),
         }
 
     def make_lab(self) -> Lab:
@@ -407,9 +416,12 @@ def airflow_lab(
     style: str = "default",
     interval: float = 10.0,
     node_control: str = "self",
+    job_fencing: bool = False,
 ) -> Iterator[AirflowLab]:
     """An AirflowLab (migrated, not booted), torn down on exit; its logs printed if the block raised."""
-    alab = AirflowLab(net, site, flavor, size=size, style=style, interval=interval, node_control=node_control)
+    alab = AirflowLab(
+        net, site, flavor, size=size, style=style, interval=interval, node_control=node_control, job_fencing=job_fencing
+    )
     keep = os.environ.get("SFC_LAB_KEEP", "") == "1"
     try:
         alab.make_lab()
