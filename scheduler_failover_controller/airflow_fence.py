@@ -14,9 +14,14 @@ fenced in Airflow's database too:
 - its newest ``SchedulerJob`` row (by the hostname Airflow records for the node) is set to
   ``failed``, as Airflow does for a dead one, only when it is ``running`` and its heartbeat stood
   still between two reads ``settle`` seconds apart; the ``UPDATE`` names the row by id, state and
-  that heartbeat, so a row that moved meanwhile is left alone;
-- a node that could not be seen (it may be cut off, holding locks) also has its database sessions
-  ended (:mod:`.airflow_sessions`).
+  that heartbeat, so a row that moved meanwhile is left alone. A heartbeat seen to move contradicts
+  the proof (a scheduler the controller cannot see, e.g. under a wrong ``scheduler_job_hostnames``):
+  that node is left alone, sessions included;
+- a node that could not be seen (it may be cut off, its sessions holding locks) and whose scheduler
+  is so ended also has its database sessions ended (:mod:`.airflow_sessions`), just before: they
+  may hold the row written next. A node without such a job is left alone: an unseen node whose
+  scheduler ended cleanly, or that never ran one (a controller not started yet), may well run
+  Airflow's other components (api-server, dag-processor, triggerer) in good health.
 
 Nothing here ever blocks a start: a database that cannot be reached or refuses is logged, once per
 outage, and the start goes on. Every call is held to ``metastore_timeout``.
@@ -162,30 +167,34 @@ class AirflowFence:
         done: list[str] = []
         try:
             first = self._running(sorted(proven))
+            second: dict[str, JobRow] = {}
             if first:
                 self.sleep(self.settle)
                 second = self._running(sorted(first))
-            else:
-                second = {}
+            still: list[tuple[str, JobRow]] = []
             for node, row in sorted(first.items()):
                 again = second.get(node)
                 if again is None:
-                    continue  # ended meanwhile (by Airflow itself), or a newer row: nothing of ours to end
+                    continue  # ended meanwhile (by Airflow itself): nothing of ours to end
                 if again.id != row.id or again.heartbeat != row.heartbeat:
                     log.warning(
                         "Airflow's SchedulerJob %d on %s still heartbeats although %s runs no scheduler the "
-                        "controller can see; not ending it (check scheduler_job_hostnames)",
+                        "controller can see; leaving it and its sessions alone (check scheduler_job_hostnames)",
                         again.id,
                         again.hostname,
                         node,
                     )
                     continue
-                if self._end_job(again):
-                    done.append(f"ended Airflow's SchedulerJob {again.id} of {node}")
-            for node in sorted(n for n, unseen in proven.items() if unseen and n != self.config.current_host):
-                ended = self._end_sessions(node)
-                if ended:
-                    done.append(f"ended {len(ended)} session(s) of {node} in Airflow's database")
+                still.append((node, again))
+            # Sessions first: a cut-off scheduler's open transaction may hold the very row ended next.
+            for node, _row in still:
+                if proven[node] and node != self.config.current_host:
+                    ended = self._end_sessions(node)
+                    if ended:
+                        done.append(f"ended {len(ended)} session(s) of {node} in Airflow's database")
+            for node, row in still:
+                if self._end_job(row):
+                    done.append(f"ended Airflow's SchedulerJob {row.id} of {node}")
         except MetastoreError as exc:
             if not self._failing:
                 log.warning("airflow_job_fencing: Airflow's database: %s; starting without it", exc)

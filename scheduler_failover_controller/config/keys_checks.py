@@ -95,10 +95,10 @@ Writes to Airflow's database (scheduler_job_sql_conn), off by default. Before a 
 once a node is proven to run none (seen or reported empty, fenced, or its placement expired with
 everything under a leash), its newest running SchedulerJob is marked failed (only while its
 heartbeat stands still between two reads), so the new scheduler adopts its tasks at once; and,
-for a node that could not be seen, its sessions to Airflow's database are ended (PostgreSQL
+when that node could not be seen, its sessions to Airflow's database are ended first (PostgreSQL
 pg_terminate_backend, MySQL KILL: by client address, Airflow's user, this database only).""",
         "before a start, end a proven-empty node's `SchedulerJob` (marked `failed` as Airflow does, heartbeat "
-        "standing still) so its tasks are adopted at once, and an unseen node's sessions to Airflow's database "
-        "(PostgreSQL, MySQL/MariaDB); the only writes to Airflow's database",
+        "standing still) so its tasks are adopted at once, and, for an unseen node, its sessions to Airflow's "
+        "database (PostgreSQL, MySQL/MariaDB) first; the only writes to Airflow's database",
     ),
 )
