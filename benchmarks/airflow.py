@@ -17,7 +17,9 @@ task succeeds right after writing it):
   crash      SIGKILL of the scheduler host's PID 1 (everything on it; a new scheduler elsewhere)
   partition  the scheduler host's link down (it fences itself; a new scheduler elsewhere)
 
-then undoes the fault (a crashed host reboots with its services and controller, a partitioned one
+and, where a task was in flight at the fault, the seconds to its retry (the new scheduler adopts
+or resets it once the old SchedulerJob is no longer running: ``--job-fencing`` ends it before the
+start), then undoes the fault (a crashed host reboots with its services and controller, a partitioned one
 heals) and waits for a run after that before the next trial. Every trial also checks the lab's
 invariants (never two scheduler roots, no task try twice, the old scheduler's processes gone).
 The figures include up to one schedule interval of waiting for the next run to be due, and
@@ -41,11 +43,14 @@ sys.path.insert(0, str(ROOT))
 
 from tests.lab.airflow_harness import AirflowLab, airflow_lab, flavors  # noqa: E402
 from tests.lab.sites import LabMetastore, MariaDBSite, network_with_mariadb, postgresql_on  # noqa: E402
+from tests.support.waiting import wait_for  # noqa: E402
 
 BOUND = 180.0
 
 
-def trial(alab: AirflowLab, kind: str) -> float:
+def trial(alab: AirflowLab, kind: str) -> tuple[float, float | None]:
+    """(seconds to the first task of a new run, seconds to the first retry of a task in flight at the
+    fault: None when no task was in flight or none was retried before the lab was steady again)."""
     fault = alab.inject(kind)
     took = alab.recover(fault, BOUND)
     alab.heal(fault)
@@ -53,7 +58,11 @@ def trial(alab: AirflowLab, kind: str) -> float:
     alab.wait_run_after(time.time(), 120)  # steady again before the next trial
     assert alab.lab.observer.max_seen <= 1, f"two schedulers: {alab.lab.observer.doubled[:3]}"
     assert not alab.executed_twice(), alab.executed_twice()
-    return took
+    pending = [r for r in fault.runs if alab.run_state(r) == "running"]
+    with contextlib.suppress(AssertionError):  # a run left running longer is reported as not retried
+        wait_for(lambda: all(alab.run_state(r) != "running" for r in pending), 60, "runs of the fault", interval=0.5)
+    retried = [e.time for e in alab.entries() if e.run_id in fault.runs and e.try_number > 1 and e.time > fault.at]
+    return took, (min(retried) - fault.at if retried else None)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -82,6 +91,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.metastore == "mariadb" and "airflow3" in wanted:
         sys.exit("--metastore mariadb: Airflow 3 needs an async MySQL driver (aiomysql) its virtualenv lacks")
     rows: dict[tuple[str, str], list[float]] = {}
+    orphans: dict[tuple[str, str], list[float]] = {}
     failures: dict[tuple[str, str], int] = {}
     with contextlib.ExitStack() as stack:
         net, db = stack.enter_context(network_with_mariadb())
@@ -105,7 +115,7 @@ def main(argv: list[str] | None = None) -> None:
                     for i in range(args.trials):
                         key = (name, kind)
                         try:
-                            took = trial(alab, kind)
+                            took, orphan = trial(alab, kind)
                         except AssertionError as exc:
                             failures[key] = failures.get(key, 0) + 1
                             print(f"{name} {kind} trial {i + 1} failed: {exc}", file=sys.stderr, flush=True)
@@ -115,18 +125,30 @@ def main(argv: list[str] | None = None) -> None:
                             broken = True
                             break
                         rows.setdefault(key, []).append(took)
-                        print(f"{name} {kind} trial {i + 1}/{args.trials}: {took:.2f}s", file=sys.stderr, flush=True)
+                        if orphan is not None:
+                            orphans.setdefault(key, []).append(orphan)
+                        retry = "none in flight" if orphan is None else f"{orphan:.2f}s"
+                        print(
+                            f"{name} {kind} trial {i + 1}/{args.trials}: {took:.2f}s (orphaned task retried: {retry})",
+                            file=sys.stderr,
+                            flush=True,
+                        )
                     if broken:
                         break
     print(
         f"# {platform.node()}: {os.cpu_count()} CPUs; ledger DAG every {args.interval:g}s; {args.metastore}; "
         f"node_control {args.node_control}; airflow_job_fencing {'on' if args.job_fencing else 'off'}"
     )
-    print(f"{'airflow':<10} {'fault':<10} {'trials':>6} {'median s':>9} {'max s':>7} {'failed':>6}")
+    print(
+        f"{'airflow':<10} {'fault':<10} {'trials':>6} {'median s':>9} {'max s':>7} {'failed':>6}"
+        f" {'retried':>7} {'median s':>9} {'max s':>7}"
+    )
     for (name, kind), values in sorted(rows.items()):
+        retried = orphans.get((name, kind), [])
+        figures = f"{statistics.median(retried):>9.2f} {max(retried):>7.2f}" if retried else f"{'-':>9} {'-':>7}"
         print(
             f"{name:<10} {kind:<10} {len(values):>6} {statistics.median(values):>9.2f} {max(values):>7.2f}"
-            f" {failures.get((name, kind), 0):>6}"
+            f" {failures.get((name, kind), 0):>6} {len(retried):>7} {figures}"
         )
     for key, count in sorted(failures.items()):
         if key not in rows:
