@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
-from ..airflow_fence import AirflowFence, open_airflow_fence
+from ..airflow_fence import open_airflow_fence
 from ..airflow_job import SchedulerJobReader, open_job_reader
 from ..alerts import Alerter
 from ..config import Config
@@ -66,7 +66,6 @@ class Controller(Placing, Guard):
         sleep: Callable[[float], None] = time.sleep,
         pid: int | None = None,
         job_reader: SchedulerJobReader | None = None,
-        airflow_fence: AirflowFence | None = None,
     ) -> None:
         self.config = config
         self.store = store
@@ -100,19 +99,10 @@ class Controller(Placing, Guard):
         self.health = Health(config, self.jobs, monotonic)
         self.fencing = Fencing(config, store, self.health, self._event, lambda: self.term.epoch)
         self.term.placing = self.fencing.started  # a placement naming a node ends a fence of it
-        # airflow_job_fencing: Airflow's job table and sessions, written before a start
-        self.airflow_fence = airflow_fence if airflow_fence is not None else open_airflow_fence(config)
         self.starts = Starts(
-            config,
-            self.term,
-            self.renewals,
-            self.fencing,
-            self.incidents,
-            runners,
-            sleep,
-            self.stopping,
-            self.airflow_fence,
+            config, self.term, self.renewals, self.fencing, self.incidents, runners, sleep, self.stopping
         )
+        self.airflow_fence = self.starts.airflow = open_airflow_fence(config)  # airflow_job_fencing, before a start
         self.last_state: ClusterState | None = None
         self.last_probes: dict[str, ProbeResult] = {}
         self.cycles = 0
