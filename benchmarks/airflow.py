@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/airflow.py [--airflow 3,2] [--faults kill,partition,crash] [--trials 5]
                                            [--interval 5] [--metastore postgresql|mariadb]
-                                           [--node-control self|ssh] [--job-fencing]
+                                           [--node-control self|ssh] [--job-fencing] [--task-seconds 0]
 
 One lab per Airflow (tests/lab/airflow_harness.py): 3 hosts, each with its controller (poll 1 s,
 lease 10 s; ``node_control = self`` unless ``--node-control ssh``), an Airflow home on one metadata
@@ -74,6 +74,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--metastore", choices=("postgresql", "mariadb"), default="postgresql")
     parser.add_argument("--node-control", choices=("self", "ssh"), default="self")
     parser.add_argument("--job-fencing", action="store_true", help="airflow_job_fencing on in every controller")
+    parser.add_argument("--task-seconds", type=float, default=0.0, help="each task runs this long (tasks in flight)")
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
         sys.exit("the lab needs root (network, PID and UTS namespaces)")
@@ -108,6 +109,7 @@ def main(argv: list[str] | None = None) -> None:
                 interval=args.interval,
                 node_control=args.node_control,
                 job_fencing=args.job_fencing,
+                task_seconds=args.task_seconds,
             ) as alab:
                 alab.boot("h1")
                 alab.wait_run_after(0.0, 240)
@@ -137,7 +139,8 @@ def main(argv: list[str] | None = None) -> None:
                         break
     print(
         f"# {platform.node()}: {os.cpu_count()} CPUs; ledger DAG every {args.interval:g}s; {args.metastore}; "
-        f"node_control {args.node_control}; airflow_job_fencing {'on' if args.job_fencing else 'off'}"
+        f"node_control {args.node_control}; airflow_job_fencing {'on' if args.job_fencing else 'off'}; "
+        f"tasks {args.task_seconds:g}s"
     )
     print(
         f"{'airflow':<10} {'fault':<10} {'trials':>6} {'median s':>9} {'max s':>7} {'failed':>6}"

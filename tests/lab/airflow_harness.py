@@ -72,6 +72,7 @@ class AirflowLab:
     interval: float = 10.0
     node_control: str = "self"
     job_fencing: bool = False  # airflow_job_fencing on: the controllers write Airflow's job table
+    task_seconds: float = 0.0  # each ledger task runs this long after its line (tasks in flight at a fault)
     base: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="sfc-af-")))
     database: str = ""
     lab: Lab | None = None
@@ -106,6 +107,7 @@ class AirflowLab:
             f"AIRFLOW_HOME={self.node_dir(node)}",
             f"SFC_LEDGER={self.ledger}",
             f"SFC_LEDGER_INTERVAL={self.interval:g}",
+            f"SFC_LEDGER_TASK_SECONDS={self.task_seconds:g}",
         ]
 
     def controller_settings(self) -> dict[str, str]:
@@ -417,11 +419,11 @@ def airflow_lab(
     interval: float = 10.0,
     node_control: str = "self",
     job_fencing: bool = False,
+    task_seconds: float = 0.0,
 ) -> Iterator[AirflowLab]:
     """An AirflowLab (migrated, not booted), torn down on exit; its logs printed if the block raised."""
-    alab = AirflowLab(
-        net, site, flavor, size=size, style=style, interval=interval, node_control=node_control, job_fencing=job_fencing
-    )
+    alab = AirflowLab(net, site, flavor, size=size, style=style, interval=interval, node_control=node_control)
+    alab.job_fencing, alab.task_seconds = job_fencing, task_seconds
     keep = os.environ.get("SFC_LAB_KEEP", "") == "1"
     try:
         alab.make_lab()
