@@ -73,6 +73,7 @@ class AirflowLab:
     node_control: str = "self"
     job_fencing: bool = False  # airflow_job_fencing on: the controllers write Airflow's job table
     task_seconds: float = 0.0  # each ledger task runs this long after its line (tasks in flight at a fault)
+    orphan_defaults: bool = False  # Airflow's own orphan settings (30 s threshold, 300 s between looks)
     base: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="sfc-af-")))
     database: str = ""
     lab: Lab | None = None
@@ -151,7 +152,8 @@ class AirflowLab:
         for host in lab.hosts:
             home = self.node_dir(host.name)
             (home / "logs").mkdir(parents=True)
-            (home / "airflow.cfg").write_text(airflow_config(self.flavor, home, host, sql_url, self.dags))
+            config = airflow_config(self.flavor, home, host, sql_url, self.dags, self.orphan_defaults)
+            (home / "airflow.cfg").write_text(config)
         lab.observer = AirflowObserver(
             {h.name: ["airflow", "scheduler", "--pid", self.pid_file(h.name)] for h in lab.hosts}
         )
@@ -420,10 +422,11 @@ def airflow_lab(
     node_control: str = "self",
     job_fencing: bool = False,
     task_seconds: float = 0.0,
+    orphan_defaults: bool = False,
 ) -> Iterator[AirflowLab]:
     """An AirflowLab (migrated, not booted), torn down on exit; its logs printed if the block raised."""
     alab = AirflowLab(net, site, flavor, size=size, style=style, interval=interval, node_control=node_control)
-    alab.job_fencing, alab.task_seconds = job_fencing, task_seconds
+    alab.job_fencing, alab.task_seconds, alab.orphan_defaults = job_fencing, task_seconds, orphan_defaults
     keep = os.environ.get("SFC_LAB_KEEP", "") == "1"
     try:
         alab.make_lab()
