@@ -1,13 +1,13 @@
 # Convenience targets; CI runs `bash .ci/run` (= scripts/test.sh). The tiers: README, "Tests and
 # their tiers". `test`, `lanes` and `matrix` are the CI tier; the rest are run by hand.
-.PHONY: matrix-full test types lanes matrix lab lab-airflow e2e-manual bench-airflow bench-2016 soak soak-mariadb soak-postgresql soak-zookeeper container-tools container-image container-lab
+.PHONY: matrix-full test types lanes matrix lab lab-airflow e2e-manual bench-airflow bench-http bench-2016 soak soak-mariadb soak-postgresql soak-zookeeper container-tools container-image container-lab
 
 PYTHON ?= .venv/bin/python
 SOAK_SECONDS ?= 3600
 SOAK_SEED ?= 1
 SOAK_NODE_CONTROL ?= self
 
-# Everything CI runs: installs what the tests need, then ruff, mypy and the CI tier in seven lanes.
+# Everything CI runs: installs what the tests need, then ruff, mypy and the CI tier in nine lanes.
 test:
 	bash scripts/test.sh
 
@@ -18,14 +18,14 @@ types:
 	.venv-py3.9/bin/mypy --python-version 3.9 scheduler_failover_controller tests benchmarks
 	.venv-py3.13/bin/mypy --python-version 3.13 scheduler_failover_controller tests benchmarks
 
-# The CI tier's lanes alone (no set-up, ruff or mypy): py3.13, py3.9, lab, process, main, e2e,
-# process-servers, three at a time.
+# The CI tier's lanes alone (no set-up, ruff or mypy), longest first: lab, py3.13-process,
+# py3.9-process, process, main, py3.13, py3.9, process-servers, e2e.
 lanes:
 	bash scripts/lanes.sh
 
 # CI's py3.9 and py3.13 lanes alone (the process tier there on SQLite).
 matrix:
-	SFC_LANES="py3.9 py3.13" bash scripts/lanes.sh
+	SFC_LANES="py3.13-process py3.9-process py3.13 py3.9" bash scripts/lanes.sh
 
 # The whole real-process tier (every metastore) on the oldest and the newest supported Python.
 matrix-full:
@@ -53,6 +53,11 @@ e2e-manual:
 # Fault to the next task run with real schedulers (as root): kill, crash, partition; Airflow 3 and 2.
 bench-airflow:
 	$(PYTHON) benchmarks/airflow.py --trials 5
+
+# HTTP API latency alone and under 1,000 idle connections held by nobody (as root), and a killed
+# scheduler's restart under that flood.
+bench-http:
+	$(PYTHON) benchmarks/http_latency.py
 
 # The 2016 controller (v1.0.9, a checkout of it at LEGACY_CHECKOUT, run by .venv-airflow2) beside this
 # one in the lab (as root): every fault, at the same settings and at each one's defaults; every trial

@@ -20,6 +20,7 @@ from ..airflow_fence import open_airflow_fence
 from ..airflow_job import SchedulerJobReader, open_job_reader
 from ..alerts import Alerter
 from ..config import Config
+from ..event_hook import EventHook
 from ..exceptions import CorruptRecord, MetastoreError
 from ..metastore.base import ClusterState, ControllerInfo, Lease, Metastore, Observation
 from ..metastore.events import EventKind
@@ -35,6 +36,7 @@ from .health import Health
 from .identity import Identity
 from .incidents import Incidents
 from .placing import Placing
+from .recording import Recording
 from .renewals import Renewals, unanswered
 from .selfmode import NodeControl, SelfMode
 from .shutdown import shut_down
@@ -46,14 +48,15 @@ log = logging.getLogger("scheduler_failover_controller.controller")
 PLEASE_REPORT = "INTERNAL ERROR (please report this with the log)"
 
 
-class Controller(Placing, Guard):
+class Controller(Recording, Placing, Guard):
     """One controller instance: its decision procedure, with its collaborators.
 
     ``term``: role, epoch, deadlines; ``health``: each node's last look and check streaks;
     ``incidents``: failure counts, backoffs, alerts; ``fencing``: what blocks a start; ``starts``,
     ``renewals``, ``identity`` (the registry row); ``selfmode``: this node's reconcile (self mode).
     The active controller's decision: ``Placing``; on the placed node and strays: ``Recovery``;
-    a switchover's: ``Switchovers``; this node's self-fencing: ``Guard`` (mixins); the exit: ``shut_down``.
+    a switchover's: ``Switchovers``; this node's self-fencing: ``Guard``; its events: ``Recording``
+    (mixins); the exit: ``shut_down``.
     """
 
     def __init__(
@@ -71,6 +74,7 @@ class Controller(Placing, Guard):
         self.store = store
         self.runners = runners
         self.alerter = alerter or Alerter(config)
+        self.hooks = EventHook(config)  # event_command, and the count of events by kind (``_event``)
         self.monotonic = monotonic
         self.sleep = sleep
         self.host = config.current_host
@@ -109,7 +113,7 @@ class Controller(Placing, Guard):
         # Another live controller registered as this host (the same current_host twice): set, this
         # controller stops acting and leaves the node's scheduler to that one (see check_identity).
         self.duplicate: ControllerInfo | None = None
-        self.blind = Blindness(self.host, store, config.lease_ttl)
+        self.blind = Blindness(self.host, store, config.lease_ttl, monotonic)
         self.foreign = ForeignLog(log)  # logs each node's foreign schedulers once, when they appear
         self.identity = Identity(config, store, self.holder, self.pid, monotonic, sleep, self.stopping)
         self._pool = ThreadPoolExecutor(max_workers=min(16, max(1, len(config.nodes))), thread_name_prefix="probe")
@@ -161,12 +165,6 @@ class Controller(Placing, Guard):
     def may_run_locally(self, lookahead: float = 0.0) -> bool:
         return self.term.may_run_locally(lookahead)
 
-    def _event(self, kind: EventKind, message: str, request_id: str = "") -> None:
-        try:
-            self.store.add_event(self.host, kind, message, self.epoch, request_id)
-        except MetastoreError as exc:
-            log.warning("could not record %s event: %s", kind, exc)
-
     def _look_local(self) -> ProbeResult:
         """Probe this node's scheduler; the heartbeat says whether it runs only leashed ones."""
         probe = self.local.probe()
@@ -204,7 +202,7 @@ class Controller(Placing, Guard):
                 f"current_host must be unique; this one (pid {self.pid}) stops"
             )
             log.error("%s", message)
-            self._event(EventKind.DUPLICATE, message)
+            self._event(EventKind.DUPLICATE, message, node=self.host)
 
     # --- the cycle ----------------------------------------------------------------------
 
@@ -293,7 +291,7 @@ class Controller(Placing, Guard):
             self.incidents.restarts = 0
             log.info("became active with epoch %d", lease.epoch)
             self.health.seed(self.store)
-            self._event(EventKind.ELECTED, f"{self.host} became active (epoch {lease.epoch})")
+            self._event(EventKind.ELECTED, f"{self.host} became active (epoch {lease.epoch})", node=self.host)
 
     def _probe_all(self) -> dict[str, ProbeResult]:
         """Probe every node in parallel, and record what was seen under this term's epoch."""
