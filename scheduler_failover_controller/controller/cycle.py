@@ -16,7 +16,6 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
-from ..airflow_fence import open_airflow_fence
 from ..airflow_job import SchedulerJobReader, open_job_reader
 from ..alerts import Alerter
 from ..config import Config
@@ -106,7 +105,6 @@ class Controller(Recording, Placing, Guard):
         self.starts = Starts(
             config, self.term, self.renewals, self.fencing, self.incidents, runners, sleep, self.stopping
         )
-        self.airflow_fence = self.starts.airflow = open_airflow_fence(config)  # airflow_job_fencing, before a start
         self.last_state: ClusterState | None = None
         self.last_probes: dict[str, ProbeResult] = {}
         self.cycles = 0

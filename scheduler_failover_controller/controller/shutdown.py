@@ -53,6 +53,6 @@ def shut_down(ctl: Controller) -> str:
     ctl._renewal_pool.shutdown(wait=False, cancel_futures=True)
     if ctl.jobs is not None:
         ctl.jobs.close()
-    if ctl.airflow_fence is not None:
-        ctl.airflow_fence.close()
+    if ctl.starts.airflow is not None:
+        ctl.starts.airflow.close()
     return "; ".join(parts) or "nothing held"

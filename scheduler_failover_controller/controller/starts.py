@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
-from ..airflow_fence import AirflowFence
+from ..airflow_fence import open_airflow_fence
 from ..config import Config
 from ..exceptions import CommandFailed, MetastoreError, NodeUnreachable
 from ..nodes.base import NodeRunner
@@ -44,7 +44,6 @@ class Starts:
         runners: dict[str, NodeRunner],
         sleep: Callable[[float], None],
         stopping: threading.Event,
-        airflow: AirflowFence | None = None,
     ) -> None:
         self.config = config
         self.term = term
@@ -54,7 +53,7 @@ class Starts:
         self.runners = runners
         self.sleep = sleep
         self.stopping = stopping  # set on SIGTERM/SIGINT: a wait gives up at once
-        self.airflow = airflow  # airflow_job_fencing: tell Airflow the proven-empty nodes run nothing
+        self.airflow = open_airflow_fence(config)  # airflow_job_fencing: Airflow learns what was proven empty
 
     def start(self, node: str, probes: dict[str, ProbeResult], cycle: int) -> tuple[bool, str]:
         """Start the scheduler on ``node`` and wait until it is up, renewing our leases meanwhile."""
