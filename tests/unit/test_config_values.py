@@ -269,6 +269,6 @@ def test_our_section_is_read_raw_as_2016_read_it(make: Callable[..., Path], env:
 
 
 def test_a_lone_percent_in_an_airflow_section_is_one_line(make: Callable[..., Path], env: dict[str, str]) -> None:
-    path = make(extra="[smtp]\nsmtp_password = 100%sure\n")
+    path = make(extra="[smtp]\nsmtp_password = Qz7kw%sure\n")
     message = expect_error(path, env, str(path), "[smtp] smtp_password", "'%%'")
-    assert "100" not in message  # the password is not shown
+    assert "Qz7kw" not in message and "sure" not in message  # the password is not shown
