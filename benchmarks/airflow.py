@@ -3,13 +3,15 @@
     .venv/bin/python benchmarks/airflow.py [--airflow 3,2] [--faults kill,partition,crash] [--trials 5]
                                            [--interval 5] [--metastore postgresql|mariadb]
                                            [--node-control self|ssh] [--job-fencing] [--task-seconds 0]
-                                           [--orphan-defaults]
+                                           [--orphan-defaults] [--cold-api-server]
 
 One lab per Airflow (tests/lab/airflow_harness.py): 3 hosts, each with its controller (poll 1 s,
 lease 10 s; ``node_control = self`` unless ``--node-control ssh``), an Airflow home on one metadata
 database on 198.18.0.2 (PostgreSQL by default; MariaDB for Airflow 2 only: Airflow 3 needs an async
 MySQL driver the virtualenv lacks), the LocalExecutor, ``use_row_level_locking = False``, Airflow
-3's api-server and dag-processor on every host, and the ledger DAG every ``--interval`` seconds.
+3's api-server and dag-processor on every host (each warmed by one ``GET /execution/health`` once
+it is up, as the README recommends, unless ``--cold-api-server``), and the ledger DAG every
+``--interval`` seconds.
 Each trial injects one fault on the node running the scheduler, then measures the seconds from the
 fault to the ledger entry of the first task run of a DAG run that did not exist at the fault (the
 task succeeds right after writing it):
@@ -82,6 +84,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--orphan-defaults", action="store_true", help="Airflow defaults: threshold 30 s, looks every 300 s"
     )
+    parser.add_argument(
+        "--cold-api-server",
+        action="store_true",
+        help="Airflow 3: no warm-up request after an api-server starts (a task's first call builds the execution API)",
+    )
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
         sys.exit("the lab needs root (network, PID and UTS namespaces)")
@@ -118,6 +125,7 @@ def main(argv: list[str] | None = None) -> None:
                 job_fencing=args.job_fencing,
                 task_seconds=args.task_seconds,
                 orphan_defaults=args.orphan_defaults,
+                cold_api=args.cold_api_server,
             ) as alab:
                 alab.boot("h1")
                 alab.wait_run_after(0.0, 240)
@@ -150,6 +158,7 @@ def main(argv: list[str] | None = None) -> None:
         f"# {platform.node()}: {os.cpu_count()} CPUs; ledger DAG every {args.interval:g}s; {args.metastore}; "
         f"node_control {args.node_control}; airflow_job_fencing {'on' if args.job_fencing else 'off'}; "
         f"tasks {args.task_seconds:g}s; Airflow's orphan settings: {'its defaults' if args.orphan_defaults else '10s'}"
+        f"; api-servers {'cold' if args.cold_api_server else 'warmed'}"
     )
     print(
         f"{'airflow':<10} {'fault':<10} {'trials':>6} {'median s':>9} {'max s':>7} {'failed':>6}"

@@ -74,6 +74,7 @@ class AirflowLab:
     job_fencing: bool = False  # airflow_job_fencing on: the controllers write Airflow's job table
     task_seconds: float = 0.0  # each ledger task runs this long after its line (tasks in flight at a fault)
     orphan_defaults: bool = False  # Airflow's own orphan settings (30 s threshold, 300 s between looks)
+    cold_api: bool = False  # no warm-up request: each api-server builds its execution API on a task's first call
     base: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="sfc-af-")))
     database: str = ""
     lab: Lab | None = None
@@ -226,6 +227,28 @@ class AirflowLab:
             self.start_service(host, "dag-processor")
         for host in todo:
             wait_for(lambda h=host: self.api_healthy(h), timeout, f"{host.name}'s api-server", interval=1)  # type: ignore[misc]
+            if not self.cold_api:
+                self.warm_api(host)
+
+    def warm_api(self, host: Host, timeout: float = 120) -> None:
+        """One ``GET /execution/health``, as the README recommends a deployment does after the start.
+
+        The execution API is a Cadwyn app that builds its routes for every API version on the first
+        request it serves (seconds of CPU, blocking the whole api-server meanwhile); without this,
+        that first request is a task's, on the host a scheduler has just moved to.
+        """
+
+        def get() -> None:
+            url = f"http://{host.ip}:{API_PORT}/execution/health"
+            with urllib.request.urlopen(url, timeout=timeout) as response:
+                assert response.status == 200, f"{host.name}: {url} answered {response.status}"
+
+        in_netns(host.ns, get, timeout=timeout + 5)
+
+    def api_warmed(self, host: Host) -> bool:
+        """Whether the host's api-server log shows the warm-up request served (tasks never ask it)."""
+        log = self.node_dir(host.name) / "api-server.log"
+        return log.exists() and "path=/execution/health" in log.read_text(errors="replace")
 
     def boot(self, active: str = "h1") -> None:
         """Hosts, Airflow services, then the controller of ``active``, then the others; its scheduler placed."""
@@ -423,10 +446,12 @@ def airflow_lab(
     job_fencing: bool = False,
     task_seconds: float = 0.0,
     orphan_defaults: bool = False,
+    cold_api: bool = False,
 ) -> Iterator[AirflowLab]:
     """An AirflowLab (migrated, not booted), torn down on exit; its logs printed if the block raised."""
     alab = AirflowLab(net, site, flavor, size=size, style=style, interval=interval, node_control=node_control)
     alab.job_fencing, alab.task_seconds, alab.orphan_defaults = job_fencing, task_seconds, orphan_defaults
+    alab.cold_api = cold_api
     keep = os.environ.get("SFC_LAB_KEEP", "") == "1"
     try:
         alab.make_lab()
