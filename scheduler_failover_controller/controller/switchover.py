@@ -46,11 +46,14 @@ class Switchovers:
         """
 
         def finish(outcome: EventKind, message: str) -> str:
+            # The outcome first: a CLI of a release without ids reads the history as soon as the
+            # request is gone, and would find no outcome between the two writes. (A request whose
+            # clear fails is carried out again: a second outcome, never none.)
+            self._event(outcome, message, state.switchover_id)
             try:
                 self.store.clear_switchover()
             except MetastoreError as exc:
                 log.warning("could not clear the switchover request: %s", exc)
-            self._event(outcome, message, state.switchover_id)
             return message
 
         refused = EventKind.SWITCHOVER_REFUSED
