@@ -50,6 +50,7 @@ class Checked:
     """What one release's commands did: the commands run, and those only asked for ``--help``."""
 
     release: str
+    active: str  # the release of the active controller meanwhile
     ran: list[str] = field(default_factory=list)
     help_only: list[str] = field(default_factory=list)
 
@@ -77,7 +78,8 @@ def _where(lab: UpgradeLab, release: Release) -> UpgradeHost:
 
 def check_release(lab: UpgradeLab, release: Release) -> Checked:
     """Run every command of ``release`` against the lab's (mixed) cluster; fail at the first that does not work."""
-    checked = Checked(release.name)
+    active = (lab.status() or {}).get("active_controller")
+    checked = Checked(release.name, next((h.release.name for h in lab.hosts if h.name == active), "none"))
     commands = [c.replace("_", "-") for c in release.commands]
     for command in commands:
         if command in SKIPPED or command in SEQUENCED:
