@@ -7,7 +7,7 @@ SOAK_SECONDS ?= 3600
 SOAK_SEED ?= 1
 SOAK_NODE_CONTROL ?= self
 
-# Everything CI runs: installs what the tests need, then ruff, mypy and the CI tier in seven lanes.
+# Everything CI runs: installs what the tests need, then ruff, mypy and the CI tier in nine lanes.
 test:
 	bash scripts/test.sh
 
@@ -18,14 +18,14 @@ types:
 	.venv-py3.9/bin/mypy --python-version 3.9 scheduler_failover_controller tests benchmarks
 	.venv-py3.13/bin/mypy --python-version 3.13 scheduler_failover_controller tests benchmarks
 
-# The CI tier's lanes alone (no set-up, ruff or mypy): py3.13, py3.9, lab, process, main, e2e,
-# process-servers, three at a time.
+# The CI tier's lanes alone (no set-up, ruff or mypy), longest first: lab, py3.13-process,
+# py3.9-process, process, main, py3.13, py3.9, process-servers, e2e.
 lanes:
 	bash scripts/lanes.sh
 
 # CI's py3.9 and py3.13 lanes alone (the process tier there on SQLite).
 matrix:
-	SFC_LANES="py3.9 py3.13" bash scripts/lanes.sh
+	SFC_LANES="py3.13-process py3.9-process py3.13 py3.9" bash scripts/lanes.sh
 
 # The whole real-process tier (every metastore) on the oldest and the newest supported Python.
 matrix-full:

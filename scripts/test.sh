@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The README's test command, and CI's (.ci/run): installs what the tests need (scripts/setup.sh),
 # then runs ruff, mypy for 3.11 and for the oldest and the newest supported Python, and the CI
-# tier of the tests (README, "Tests and their tiers": every test not marked `manual`) in seven
-# lanes, three at a time (scripts/lanes.sh): py3.9, py3.13, lab and e2e (as root), process and
-# process-servers (the real-process tier) and main (the rest) on 3.11. Each lane has a log of its
+# tier of the tests (README, "Tests and their tiers": every test not marked `manual`) in nine
+# lanes (scripts/lanes.sh): py3.9 and py3.13 (unit, cli, contract) and py3.9-process and
+# py3.13-process, lab and e2e (as root), process and process-servers (the real-process tier) and
+# main (the rest) on 3.11. Each lane has a log of its
 # own; all are printed at the end, and the run fails if any lane failed.
 #   bash scripts/test.sh -k contract    one pytest run with these arguments on .venv (3.11)
 #                                       over every test directory, instead of the lanes

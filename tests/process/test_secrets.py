@@ -101,7 +101,7 @@ def test_zookeeper_digest_and_alert_secrets_never_shown(make_cluster: Callable[.
     assert "Auth(" in cluster.log("n1") or "Create(" in cluster.log("n1") or "Sending request" in cluster.log("n1")
 
 
-def test_sql_password_never_shown(make_cluster: Callable[..., Cluster], mariadb: MariaDB) -> None:
+def test_sql_password_never_shown_on_mariadb(make_cluster: Callable[..., Cluster], mariadb: MariaDB) -> None:
     database = mariadb.create_database()
     user = "sfc_pw_" + os.urandom(3).hex()
     with mariadb.admin() as conn, conn.cursor() as cur:
