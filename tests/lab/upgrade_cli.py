@@ -115,6 +115,7 @@ def check_release(lab: UpgradeLab, release: Release) -> Checked:
         checked.ran += ["drain", "undrain"]
     # init writes a new config file where it is told to; it must parse as one.
     written = host.dir / f"init-{release.name}.cfg"
+    written.unlink(missing_ok=True)  # from the check on the way up (init refuses to overwrite)
     _ok(host.cli(release, "init", config=str(written)), f"{release.name} init")
     parser = configparser.RawConfigParser()
     parser.read_string(written.read_text())
