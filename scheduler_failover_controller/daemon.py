@@ -190,6 +190,7 @@ def run(
             renewer.join(timeout=2 * config.metastore_timeout + 2)
         sd_notify("STOPPING=1")
         log.info("shutting down: %s", controller.shutdown())
+        controller.hooks.close(config.event_command_timeout)  # the stop event's command, bounded
         if metrics is not None:
             metrics.shutdown()
         controller.store.close()

@@ -14,6 +14,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from .http_listener import BoundedHTTPServer
+from .metrics_events import event_metrics
 
 if TYPE_CHECKING:
     from .controller.cycle import Controller
@@ -48,6 +49,7 @@ class ControllerCollector(Collector):
         for node, probe in sorted(c.last_probes.items()):
             running.add_metric([node], 1 if probe.state.value == "running" else 0)
         yield running
+        yield from event_metrics(c)
 
 
 class MetricsServer(BoundedHTTPServer):

@@ -141,7 +141,7 @@ def config_secrets(config: Config) -> list[str]:
     found = url_secrets(config.metadata_service_sql_conn) + url_secrets(config.scheduler_job_sql_conn)
     auth = config.metadata_service_zookeeper_auth
     if auth:
-        found += [auth, auth.split(":", 1)[1], zookeeper_digest(auth), zookeeper_digest(auth).split(":", 1)[1]]
+        found += [auth, auth.partition(":")[2], zookeeper_digest(auth), zookeeper_digest(auth).partition(":")[2]]
     if config.smtp.password:
         found.append(config.smtp.password)
     hook = config.alert_webhook_url

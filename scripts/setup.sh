@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs everything the tests and the main job need on a fresh Debian machine: the Debian
-# packages of the servers the tests start (MariaDB, PostgreSQL, ZooKeeper, sshd), the test
+# packages of the servers the tests start (MariaDB, PostgreSQL, ZooKeeper, sshd) and promtool, the test
 # virtualenv (.venv), one more on the oldest and one on the newest supported Python (.venv-py3.9,
 # .venv-py3.13), and one virtualenv per Airflow major version with this project installed into it.
 # Idempotent; safe to re-run.
@@ -35,6 +35,7 @@ if [ "$tests" = 1 ]; then
   command -v java >/dev/null 2>&1 || need_apt+=(default-jre-headless)
   [ -f /usr/share/java/zookeeper.jar ] || need_apt+=(zookeeper libzookeeper-java)
   ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || need_apt+=(postgresql)
+  command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)  # promtool checks deploy/monitoring/'s rules
 fi
 command -v python3 >/dev/null 2>&1 || need_apt+=(python3)
 python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need_apt+=(python3-venv)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from ..config import SECTION, config_path, default_config_text, read_config_text
+from ..config import SECTION, Config, config_path, default_config_text, read_config_text
 from ..exceptions import ConfigError
 from ..metastore.events import EventKind, new_request_id
 from ..redaction import redact_webhook
@@ -174,6 +174,7 @@ def switchover(ctx: click.Context, target: str, mode: str, wait_s: float | None)
             config.current_host, EventKind.SWITCHOVER, f"{mode} switchover to {target} requested", request_id=request_id
         )
         store.request_switchover(target, mode, request_id)
+        run_event_command(config, EventKind.SWITCHOVER, f"{mode} switchover to {target} requested", target)
         if wait == 0:
             click.echo(f"requested a {mode} switchover to {target}")
             return
@@ -190,16 +191,26 @@ def switchover(ctx: click.Context, target: str, mode: str, wait_s: float | None)
     click.echo(verdict.message)
 
 
+def run_event_command(config: Config, kind: EventKind, message: str, node: str = "") -> None:
+    """Run ``event_command`` for an event this command recorded (bounded by its timeout); its
+    failure is one warning line on stderr, and the command's own outcome stands."""
+    if not config.event_command:
+        return
+    from ..event_hook import run_now  # only when there is a command to run
+
+    failure = run_now(config, kind, message, node)
+    if failure is not None:
+        click.echo(f"warning: {failure}", err=True)
+
+
 def _set_paused(ctx: click.Context, paused: bool) -> None:
     config = config_for(ctx)
     with using_store(config) as store:
         store.setup()
         store.set_paused(paused)
-        store.add_event(
-            config.current_host,
-            EventKind.PAUSE if paused else EventKind.RESUME,
-            f"{'paused' if paused else 'resumed'} by CLI",
-        )
+        kind, message = (EventKind.PAUSE, "paused by CLI") if paused else (EventKind.RESUME, "resumed by CLI")
+        store.add_event(config.current_host, kind, message)
+    run_event_command(config, kind, message)
     click.echo("paused: controllers keep their lease but start and stop nothing" if paused else "resumed")
 
 
@@ -232,6 +243,7 @@ def node_control(ctx: click.Context, value: str) -> None:
             )
         message = f"node_control {before or 'unset'} -> {value} by CLI"
         store.add_event(config.current_host, EventKind.NODE_CONTROL, message)
+    run_event_command(config, EventKind.NODE_CONTROL, message)
     click.echo(
         f"node_control: {value} for the cluster; controllers configured otherwise refuse to act: "
         "change their configs, restart them, then resume"

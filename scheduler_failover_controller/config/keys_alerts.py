@@ -54,6 +54,25 @@ Or alert_webhook_url_cmd (a command printing it) or _file (a private file holdin
         redact=lambda value: redact_webhook(value) if value else value,
     ),
     Key(
+        "event_command",
+        p.command,
+        "",
+        """\
+Command run for every event a controller records (election, start, restart, move, fence, ...),
+with the event in SFC_EVENT, SFC_NODE, SFC_FROM_NODE, SFC_EPOCH, SFC_CONTROLLER, SFC_MESSAGE and
+SFC_TIME, and none of the controller's settings. One at a time, in order, apart from the cycle.
+Empty: none.""",
+        "run for every recorded event, with it in `SFC_*` variables (README, Event hooks)",
+        command=True,
+    ),
+    Key(
+        "event_command_timeout",
+        p.positive,
+        "30",
+        "Seconds event_command may run; then its whole process group is killed.",
+        "seconds `event_command` may run before it is killed",
+    ),
+    Key(
         "logging_level",
         p.level,
         "INFO",

@@ -84,6 +84,8 @@ class Config:
     alert_to_email: tuple[str, ...]
     alert_email_subject: str
     alert_webhook_url: str
+    event_command: str
+    event_command_timeout: float
     smtp: SmtpConfig
     logging_level: str
     logging_dir: str

@@ -19,6 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from ..airflow_job import SchedulerJobReader, open_job_reader
 from ..alerts import Alerter
 from ..config import Config
+from ..event_hook import EventHook
 from ..exceptions import CorruptRecord, MetastoreError
 from ..metastore.base import ClusterState, ControllerInfo, Lease, Metastore, Observation
 from ..metastore.events import EventKind
@@ -34,6 +35,7 @@ from .health import Health
 from .identity import Identity
 from .incidents import Incidents
 from .placing import Placing
+from .recording import Recording
 from .renewals import Renewals, unanswered
 from .selfmode import NodeControl, SelfMode
 from .shutdown import shut_down
@@ -45,14 +47,15 @@ log = logging.getLogger("scheduler_failover_controller.controller")
 PLEASE_REPORT = "INTERNAL ERROR (please report this with the log)"
 
 
-class Controller(Placing, Guard):
+class Controller(Recording, Placing, Guard):
     """One controller instance: its decision procedure, with its collaborators.
 
     ``term``: role, epoch, deadlines; ``health``: each node's last look and check streaks;
     ``incidents``: failure counts, backoffs, alerts; ``fencing``: what blocks a start; ``starts``,
     ``renewals``, ``identity`` (the registry row); ``selfmode``: this node's reconcile (self mode).
     The active controller's decision: ``Placing``; on the placed node and strays: ``Recovery``;
-    a switchover's: ``Switchovers``; this node's self-fencing: ``Guard`` (mixins); the exit: ``shut_down``.
+    a switchover's: ``Switchovers``; this node's self-fencing: ``Guard``; its events: ``Recording``
+    (mixins); the exit: ``shut_down``.
     """
 
     def __init__(
@@ -70,6 +73,7 @@ class Controller(Placing, Guard):
         self.store = store
         self.runners = runners
         self.alerter = alerter or Alerter(config)
+        self.hooks = EventHook(config)  # event_command, and the count of events by kind (``_event``)
         self.monotonic = monotonic
         self.sleep = sleep
         self.host = config.current_host
@@ -159,12 +163,6 @@ class Controller(Placing, Guard):
     def may_run_locally(self, lookahead: float = 0.0) -> bool:
         return self.term.may_run_locally(lookahead)
 
-    def _event(self, kind: EventKind, message: str, request_id: str = "") -> None:
-        try:
-            self.store.add_event(self.host, kind, message, self.epoch, request_id)
-        except MetastoreError as exc:
-            log.warning("could not record %s event: %s", kind, exc)
-
     def _look_local(self) -> ProbeResult:
         """Probe this node's scheduler; the heartbeat says whether it runs only leashed ones."""
         probe = self.local.probe()
@@ -202,7 +200,7 @@ class Controller(Placing, Guard):
                 f"current_host must be unique; this one (pid {self.pid}) stops"
             )
             log.error("%s", message)
-            self._event(EventKind.DUPLICATE, message)
+            self._event(EventKind.DUPLICATE, message, node=self.host)
 
     # --- the cycle ----------------------------------------------------------------------
 
@@ -291,7 +289,7 @@ class Controller(Placing, Guard):
             self.incidents.restarts = 0
             log.info("became active with epoch %d", lease.epoch)
             self.health.seed(self.store)
-            self._event(EventKind.ELECTED, f"{self.host} became active (epoch {lease.epoch})")
+            self._event(EventKind.ELECTED, f"{self.host} became active (epoch {lease.epoch})", node=self.host)
 
     def _probe_all(self) -> dict[str, ProbeResult]:
         """Probe every node in parallel, and record what was seen under this term's epoch."""

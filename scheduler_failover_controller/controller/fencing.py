@@ -18,7 +18,7 @@ import shlex
 import signal
 import subprocess
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from ..config import Config
 from ..exceptions import MetastoreError
@@ -38,20 +38,25 @@ def keep_tail(tail: bytearray, chunk: bytes) -> None:
     del tail[:-OUTPUT_TAIL]
 
 
-def run_command(argv: list[str], timeout: float) -> tuple[int | None, str]:
-    """Run ``argv`` without the controller's own settings in its environment (its secrets are
-    none of the command's business); (exit status or None when it timed out and was killed, the
-    last line of its output). Only the last :data:`OUTPUT_TAIL` bytes are kept, however much it
-    prints, and a child left holding the output open does not hold the controller.
+def run_command(
+    argv: list[str], timeout: float, env: Mapping[str, str] | None = None, started: Callable[[int], None] | None = None
+) -> tuple[int | None, str]:
+    """Run ``argv`` in a session of its own, with ``env`` or else without the controller's own
+    settings in its environment (its secrets are none of the command's business); (exit status or
+    None when it timed out and its whole process group was killed, the last line of its output).
+    Only the last :data:`OUTPUT_TAIL` bytes are kept, however much it prints, and a child left
+    holding the output open does not hold the controller. ``started`` is told its process group.
     """
     proc = subprocess.Popen(
         argv,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
-        env=scrubbed_environment(os.environ),
+        env=dict(env) if env is not None else scrubbed_environment(os.environ),
         start_new_session=True,
     )
+    if started is not None:
+        started(proc.pid)
     tail = bytearray()
 
     stream = proc.stdout
@@ -92,7 +97,7 @@ class Fencing:
         config: Config,
         store: Metastore,
         health: Health,
-        event: Callable[[EventKind, str], None],
+        event: Callable[..., None],  # Controller._event
         epoch: Callable[[], int] = lambda: 0,
     ) -> None:
         self.config = config
@@ -197,11 +202,11 @@ class Fencing:
             status, said = 127, str(exc)
         if status is None:
             self.fence_failed_cycle[node] = cycle
-            self._event(EventKind.FENCE, f"fence_command for {node} timed out")
+            self._event(EventKind.FENCE, f"fence_command for {node} timed out", node=node)
             return False
         ok = status == 0
         result = "succeeded" if ok else f"failed ({status})" + (f": {said}" if said else "")
-        self._event(EventKind.FENCE, f"fence_command for {node} {result}")
+        self._event(EventKind.FENCE, f"fence_command for {node} {result}", node=node)
         if ok:
             self._proofs[node] = self._epoch()
         else:

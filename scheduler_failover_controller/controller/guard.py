@@ -59,7 +59,9 @@ class Guard:
     def may_run_locally(self, lookahead: float = 0.0) -> bool:
         raise NotImplementedError
 
-    def _event(self, kind: EventKind, message: str, request_id: str = "") -> None:
+    def _event(
+        self, kind: EventKind, message: str, request_id: str = "", *, node: str = "", from_node: str = ""
+    ) -> None:
         raise NotImplementedError
 
     def _look_local(self) -> ProbeResult:
@@ -144,7 +146,7 @@ class Guard:
         else:
             why = f"that holds no valid placement (placement is on {fresh.node if fresh.valid else 'no node'})"
         message = f"stopped a scheduler on {self.host} ({probe.describe()}) {why}; now {after.state.value}"
-        self._event(EventKind.FENCE, message)
+        self._event(EventKind.FENCE, message, node=self.host)
         return f"{self.role}: {message}"
 
     def _reconfirm_placement(self) -> tuple[bool, Placement]:

@@ -40,7 +40,7 @@ class Incidents:
         self,
         config: Config,
         alerter: Alerter,
-        event: Callable[[EventKind, str], None],
+        event: Callable[..., None],  # Controller._event
         monotonic: Callable[[], float],
     ) -> None:
         self.config = config
@@ -67,7 +67,7 @@ class Incidents:
         self.faults += 1
         if start_failed:
             self.back_off(node)
-            self._event(EventKind.START_FAILED, f"scheduler start on {node} failed: {detail}")
+            self._event(EventKind.START_FAILED, f"scheduler start on {node} failed: {detail}", node=node)
         if self.faults >= max(1, self.config.retry_count_before_alerting):
             self.alert(
                 f"scheduler failed {self.faults} times",

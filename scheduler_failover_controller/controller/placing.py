@@ -40,7 +40,9 @@ class Placing(Recovery, Switchovers):
     def epoch(self) -> int:
         raise NotImplementedError
 
-    def _event(self, kind: EventKind, message: str, request_id: str = "") -> None:
+    def _event(
+        self, kind: EventKind, message: str, request_id: str = "", *, node: str = "", from_node: str = ""
+    ) -> None:
         raise NotImplementedError
 
     def _lead(self, state: ClusterState, probes: dict[str, ProbeResult]) -> str:
@@ -60,7 +62,7 @@ class Placing(Recovery, Switchovers):
             node = busy[0]
             if self.term.place(state.placement, node) is None:
                 return f"{prefix}: lost the race to adopt the scheduler on {node}; retrying next cycle"
-            self._event(EventKind.ADOPT, f"adopted the scheduler already running on {node}")
+            self._event(EventKind.ADOPT, f"adopted the scheduler already running on {node}", node=node)
             return f"{prefix}: adopted the scheduler already running on {node} ({probes[node].describe()})"
         target = self.incidents.pick_target(probes, exclude=None, prefer=self.blind.preferred(placement.node))
         if target is None:
@@ -77,7 +79,7 @@ class Placing(Recovery, Switchovers):
             return f"{prefix}: lost the race to place the scheduler on {target}; retrying next cycle"
         ok, detail = self._start_on(target, probes)
         if ok:
-            self._event(EventKind.START, f"started the scheduler on {target}: {detail}")
+            self._event(EventKind.START, f"started the scheduler on {target}: {detail}", node=target)
             return f"{prefix}: placed and started the scheduler on {target} ({detail})"
         self.incidents.failed(target, detail, start_failed=True)
         return f"{prefix}: placed the scheduler on {target} but its start failed: {detail}"

@@ -39,7 +39,9 @@ class Recovery:
     def leads(self) -> bool:
         raise NotImplementedError
 
-    def _event(self, kind: EventKind, message: str, request_id: str = "") -> None:
+    def _event(
+        self, kind: EventKind, message: str, request_id: str = "", *, node: str = "", from_node: str = ""
+    ) -> None:
         raise NotImplementedError
 
     def _start_on(self, node: str, probes: dict[str, ProbeResult]) -> tuple[bool, str]:
@@ -126,7 +128,7 @@ class Recovery:
         results = list(self._pool.map(lambda n: stop(self.runners[n]), strays))
         parts = [f"{n} ({probes[n].describe()} -> {r.state.value})" for n, r in zip(strays, results)]
         message = f"killed stray scheduler(s) on {', '.join(parts)}; the scheduler belongs on {keep}"
-        self._event(EventKind.KILL, message)
+        self._event(EventKind.KILL, message, node=",".join(strays))
         return message, dict(zip(strays, results))
 
     def _restart_or_move(
@@ -170,7 +172,7 @@ class Recovery:
         if ok and n > limit:
             self.incidents.back_off(node)  # a crash loop past its budget: if it dies again, wait longer
         if ok:
-            self._event(EventKind.RESTART, f"restarted the scheduler on {node} ({attempt}){why}: {detail}")
+            self._event(EventKind.RESTART, f"restarted the scheduler on {node} ({attempt}){why}: {detail}", node=node)
             return f"scheduler was {probe.state.value} on {node}{why}; restarted it in place ({attempt}, {detail})"
         return f"restart of the scheduler on {node} failed ({attempt}): {detail}"
 
@@ -196,7 +198,9 @@ class Recovery:
 
     def _moved(self, node: str, target: str, message: str, ok: bool, detail: str) -> str:
         """A move from ``node`` to ``target`` is done (``ok``: its start too): the event, the alert, the sentence."""
-        self._event(EventKind.MOVE, f"{message}: {'started' if ok else 'start failed'}: {detail}")
+        self._event(
+            EventKind.MOVE, f"{message}: {'started' if ok else 'start failed'}: {detail}", node=target, from_node=node
+        )
         if ok:
             self.incidents.alert(f"scheduler moved from {node} to {target}", f"{message}.\n{detail}", always=True)
             return f"{message} ({detail})"

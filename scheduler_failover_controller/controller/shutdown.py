@@ -43,7 +43,9 @@ def shut_down(ctl: Controller) -> str:
         if ctl.store.release(ctl.holder):
             parts.append(f"released the leadership lease (epoch {ctl.epoch})")
         ctl.store.deregister(ctl.host, ctl.holder)
-        ctl._event(EventKind.STOP, f"controller on {ctl.host} stopped: {'; '.join(parts) or 'nothing held'}")
+        ctl._event(
+            EventKind.STOP, f"controller on {ctl.host} stopped: {'; '.join(parts) or 'nothing held'}", node=ctl.host
+        )
     except MetastoreError as exc:
         parts.append(f"metastore unreachable ({exc})")
     ctl.term.end()

@@ -30,7 +30,9 @@ class Switchovers:
     def leads(self) -> bool:
         raise NotImplementedError
 
-    def _event(self, kind: EventKind, message: str, request_id: str = "") -> None:
+    def _event(
+        self, kind: EventKind, message: str, request_id: str = "", *, node: str = "", from_node: str = ""
+    ) -> None:
         raise NotImplementedError
 
     def _start_on(self, node: str, probes: dict[str, ProbeResult]) -> tuple[bool, str]:
@@ -45,11 +47,13 @@ class Switchovers:
         asked waits for that event and judges the outcome by its kind alone.
         """
 
+        old = state.placement.node if state.placement.valid else None
+
         def finish(outcome: EventKind, message: str) -> str:
             # The outcome first: a CLI of a release without ids reads the history as soon as the
             # request is gone, and would find no outcome between the two writes. (A request whose
             # clear fails is carried out again: a second outcome, never none.)
-            self._event(outcome, message, state.switchover_id)
+            self._event(outcome, message, state.switchover_id, node=target, from_node=old or "")
             try:
                 self.store.clear_switchover()
             except MetastoreError as exc:
@@ -77,7 +81,6 @@ class Switchovers:
             if after.state is not SchedulerState.STOPPED:
                 return f"switchover to {target}: the scheduler on {node} is still {after.describe()}; retrying"
             probes = {**probes, node: after}
-        old = placement.node if placement.valid else None
         if self.term.place(placement, target) is None:
             return f"lost the race to place the scheduler on {target} for the switchover; retrying"
         ok, detail = self._start_on(target, probes)

@@ -32,7 +32,7 @@ def test_the_controllers_settings_do_not_reach_fence_command(monkeypatch: pytest
     monkeypatch.setenv("TEST_KEPT_VAR", "kept-1")
     config = make_config(fence_command=f"env > {dump}; false")
     events: list[tuple[str, str]] = []
-    fencing = Fencing(config, None, None, lambda kind, text: events.append((kind, text)))  # type: ignore[arg-type]
+    fencing = Fencing(config, None, None, lambda kind, text, **_: events.append((kind, text)))  # type: ignore[arg-type]
     assert fencing.fence("n3", 1) is False
     text = dump.read_text()
     assert "TEST_KEPT_VAR=kept-1" in text

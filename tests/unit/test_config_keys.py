@@ -77,7 +77,12 @@ def test_the_2016_keys_are_the_2016_section() -> None:
 
 def test_command_keys_may_continue_on_an_indented_line(tmp_path: Path) -> None:
     commands = {key.name for key in KEYS.values() if key.command}
-    assert commands == {"airflow_scheduler_start_command", "airflow_scheduler_stop_command", "fence_command"}
+    assert commands == {
+        "airflow_scheduler_start_command",
+        "airflow_scheduler_stop_command",
+        "fence_command",
+        "event_command",
+    }
     config = _load(tmp_path, _minimal(tmp_path, fence_command="echo one\n  echo two"))
     assert config.fence_command == "echo one\necho two"
 

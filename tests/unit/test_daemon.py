@@ -18,8 +18,10 @@ import pytest
 
 from scheduler_failover_controller import daemon
 from scheduler_failover_controller.config import load_config
+from scheduler_failover_controller.event_hook import EventHook
 from scheduler_failover_controller.exceptions import ConfigError, MetastoreError
 from scheduler_failover_controller.probe_result import ProbeResult, SchedulerState
+from tests.unit.fakes import make_config
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -80,6 +82,7 @@ class _Controller:
         self.cycle_hook: Callable[[int], None] = lambda _n: None
         self.duplicate = None
         self.node_control = _NodeControl()
+        self.hooks = EventHook(make_config())
 
     def other_live_controller(self) -> None:
         return None
