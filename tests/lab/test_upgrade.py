@@ -104,10 +104,10 @@ def _record(lab: UpgradeLab, steps: list[Step], note: str) -> None:
                 "note": f"{len(step.gaps)} gap(s)",
             }
         )
-    largest = sorted(max(s.gaps, default=0.0) for s in steps)
+    gaps = sorted(g for s in steps for g in s.gaps)
     print(
-        f"upgrade from {lab.old.name} [{lab.node_control}]: gap per master's step, median "
-        f"{statistics.median(largest):.2f} s, max {largest[-1]:.2f} s over {len(steps)} steps; {note}"
+        f"upgrade from {lab.old.name} [{lab.node_control}]: {len(gaps)} of {len(steps)} steps moved the scheduler; "
+        f"gap median {statistics.median(gaps or [0.0]):.2f} s, max {max(gaps, default=0.0):.2f} s; {note}"
     )
 
 
