@@ -19,6 +19,7 @@ import signal
 import subprocess
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from tests.lab.harness import Lab
@@ -43,7 +44,7 @@ class UpgradeHost(Host):
     release: Release
 
     @property
-    def bin(self) -> Any:
+    def bin(self) -> Path:
         return self.dir / "bin"
 
     def write_files(self, nodes: list[Host], overrides: dict[str, str]) -> None:
@@ -68,7 +69,7 @@ class UpgradeHost(Host):
             self.config_of(release).write_text(self.config_text(release))
         self.install(lab.old)
 
-    def config_of(self, release: Release) -> Any:
+    def config_of(self, release: Release) -> Path:
         return self.dir / f"sfc-{release.name}.cfg"
 
     def config_text(self, release: Release) -> str:
@@ -113,11 +114,11 @@ class UpgradeHost(Host):
         config: str | None = None,
         env: dict[str, str] | None = None,
         timeout: float = 60,
-    ) -> Any:
+    ) -> subprocess.CompletedProcess[str]:
         """``release``'s CLI run inside this host with this host's config for that release.
 
         Like Lab.cli, asks again (twice at most) when a call missed the lab's short metastore_timeout
-        or ssh_timeout (0.6 s: a loaded machine misses it now and then, as an operator's call might)."""
+        or ssh_timeout (a loaded machine misses them now and then, as an operator's call might)."""
         argv = self.enter(
             str(release.python),
             "-m",
