@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import configparser
 import json
+import subprocess
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,7 +56,7 @@ class Checked:
     help_only: list[str] = field(default_factory=list)
 
 
-def _ok(done: Any, what: str, as_json: bool = False) -> Any:
+def _ok(done: subprocess.CompletedProcess[str], what: str, as_json: bool = False) -> Any:
     out = f"{what}: exit {done.returncode}\nstdout: {done.stdout[-1500:]}\nstderr: {done.stderr[-1500:]}"
     assert done.returncode == 0, out
     assert "Traceback" not in done.stdout + done.stderr, out
