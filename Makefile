@@ -1,6 +1,6 @@
 # Convenience targets; CI runs `bash .ci/run` (= scripts/test.sh). The tiers: README, "Tests and
 # their tiers". `test`, `lanes` and `matrix` are the CI tier; the rest are run by hand.
-.PHONY: matrix-full test types lanes matrix lab lab-airflow upgrade-lab bench-airflow bench-2016 soak soak-mariadb soak-postgresql soak-zookeeper container-tools container-image container-lab
+.PHONY: matrix-full test types lanes matrix lab lab-airflow upgrade-lab bench-airflow bench-http bench-2016 soak soak-mariadb soak-postgresql soak-zookeeper container-tools container-image container-lab
 
 PYTHON ?= .venv/bin/python
 SOAK_SECONDS ?= 3600
@@ -58,6 +58,11 @@ upgrade-lab:
 # Fault to the next task run with real schedulers (as root): kill, crash, partition; Airflow 3 and 2.
 bench-airflow:
 	$(PYTHON) benchmarks/airflow.py --trials 5
+
+# HTTP API latency alone and under 1,000 idle connections held by nobody (as root), and a killed
+# scheduler's restart under that flood.
+bench-http:
+	$(PYTHON) benchmarks/http_latency.py
 
 # The 2016 controller (v1.0.9, a checkout of it at LEGACY_CHECKOUT, run by .venv-airflow2) beside this
 # one in the lab (as root): every fault, at the same settings and at each one's defaults; every trial

@@ -1,4 +1,4 @@
-"""The controller's process: fixed-period loop, signals, logging, systemd notify, metrics."""
+"""The controller's process: fixed-period loop, signals, logging, systemd notify, the HTTP API."""
 
 from __future__ import annotations
 
@@ -17,16 +17,18 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from .config import Config
 from .controller.cycle import PLEASE_REPORT, Controller
+from .cycle_log import CycleLog
 from .exceptions import ConfigError, MetastoreError
 from .exit_listener import ExitListener, listen
+from .liveness import Liveness
 from .log_file import open_log_file
 from .metastore.events import EventKind
 from .redaction import RedactingFormatter, config_secrets
 from .trust import directory_problem
 
 if TYPE_CHECKING:
+    from .http_api import ApiServer
     from .metastore.base import ControllerInfo
-    from .metrics import MetricsServer
 
 log = logging.getLogger(__name__)
 
@@ -99,33 +101,50 @@ def sd_notify(message: str) -> bool:
         return False
 
 
-def _serve_metrics(controller: Controller, port: int, source: str = "") -> MetricsServer:
-    """The metrics endpoint on 127.0.0.1:``port``; ConfigError (one line) if it cannot listen there.
+def _serve_http(controller: Controller, config: Config, liveness: Liveness) -> ApiServer:
+    """The HTTP API on ``http_host:http_port``; ConfigError (one line) if it cannot listen there.
 
-    prometheus_client is imported here, only when the endpoint is on.
+    prometheus_client is imported here, only when the API is on.
     """
-    from .metrics import ADDRESS, MetricsServer
+    from .http_api import ApiServer
 
+    port = config.http_port
     try:
-        server = MetricsServer(controller, port)
-    except OSError as exc:  # in use, or a privileged port
-        where = f"{source}: " if source else ""
-        raise ConfigError(f"{where}metrics_port: cannot listen on {ADDRESS}:{port}: {_oserror(exc)}") from None
-    threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
+        server = ApiServer(controller, config, liveness, port)
+    except OSError as exc:  # in use, a privileged port, an address not of this host
+        where = f"{config.source}: " if config.source else ""
+        raise ConfigError(f"{where}http_port: cannot listen on {config.http_host}:{port}: {_oserror(exc)}") from None
+    threading.Thread(target=server.serve_forever, name="http", daemon=True).start()
     return server
 
 
-def _renewals(controller: Controller, interval: float, stop: threading.Event, wake: threading.Event) -> None:
+def _renewals(
+    controller: Controller, interval: float, stop: threading.Event, wake: threading.Event, liveness: Liveness
+) -> None:
     """The renewal thread: renew every ``interval`` seconds, whatever the cycle is doing."""
     while not stop.wait(interval):
+        heartbeats = controller.identity.heartbeats
         try:
             if controller.renew():
                 wake.set()
         except Exception:
             log.exception(PLEASE_REPORT)
+        if controller.identity.heartbeats != heartbeats:  # the store took this round's heartbeat
+            liveness.renewed()
 
 
-def _setup(controller: Controller, stop: threading.Event, interval: float) -> tuple[bool, ControllerInfo | None]:
+class Pace:
+    """What the loop reports each cycle to: the liveness ``/health`` reads, the quiet log, the clock."""
+
+    def __init__(self, liveness: Liveness, cycle_log: CycleLog, monotonic: Callable[[], float]) -> None:
+        self.liveness = liveness
+        self.cycle_log = cycle_log
+        self.monotonic = monotonic
+
+
+def _setup(
+    controller: Controller, stop: threading.Event, interval: float, pace: Pace
+) -> tuple[bool, ControllerInfo | None]:
     """Create the schema and look for another live controller of this host, retrying until the
     store answers (a warning per try); (False, None) if stopped first, else (True, that other).
 
@@ -141,7 +160,10 @@ def _setup(controller: Controller, stop: threading.Event, interval: float) -> tu
         except MetastoreError as exc:
             log.warning("metastore not ready (%s); retrying in %gs", exc, interval)
             # Cycles meanwhile act on nothing but the self-fence of an unleashed local scheduler.
-            log.info("%s", controller.run_cycle())
+            pace.liveness.cycle_began()
+            sentence = controller.run_cycle()
+            pace.liveness.cycle_ended()
+            pace.cycle_log.note(sentence)
             stop.wait(interval)
     return False, None
 
@@ -159,18 +181,23 @@ def run(
     """
     stop = stop or threading.Event()
     wake = threading.Event()
+    liveness = Liveness(config, monotonic)
+    pace = Pace(liveness, CycleLog(log, config.log_summary_interval, monotonic), monotonic)
     # First, before any signal handler changes: a port in use is a ConfigError (one line).
-    metrics = _serve_metrics(controller, config.metrics_port, config.source) if config.metrics_port else None
+    http = _serve_http(controller, config, liveness) if config.http_port else None
     previous = _install_signals(controller, stop, wake)
     _announce(config, controller)
     renewals_stop = threading.Event()
     renewer = threading.Thread(
-        target=_renewals, args=(controller, config.renew_interval, renewals_stop, wake), name="renewals", daemon=True
+        target=_renewals,
+        args=(controller, config.renew_interval, renewals_stop, wake, liveness),
+        name="renewals",
+        daemon=True,
     )
     sd_notify("READY=1")
     exits: ExitListener | None = None
     try:
-        ready, other = _setup(controller, stop, config.renew_interval)
+        ready, other = _setup(controller, stop, config.renew_interval, pace)
         if not ready:
             return 0
         if other is not None:
@@ -181,7 +208,7 @@ def run(
         # A leash's word that its scheduler exited wakes the cycle, which probes and decides as usual.
         exits = listen(config.state_dir, config.current_host, lambda _pid: wake.set())
         renewer.start()
-        return _cycles(config, controller, stop, wake, metrics, monotonic)
+        return _cycles(config, controller, stop, wake, http, pace)
     finally:
         renewals_stop.set()
         if exits is not None:
@@ -191,8 +218,8 @@ def run(
         sd_notify("STOPPING=1")
         log.info("shutting down: %s", controller.shutdown())
         controller.hooks.close(config.event_command_timeout)  # the stop event's command, bounded
-        if metrics is not None:
-            metrics.shutdown()
+        if http is not None:
+            http.shutdown()
         controller.store.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
@@ -255,18 +282,21 @@ def _cycles(
     controller: Controller,
     stop: threading.Event,
     wake: threading.Event,
-    metrics: MetricsServer | None,
-    monotonic: Callable[[], float],
+    http: ApiServer | None,
+    pace: Pace,
 ) -> int:
-    """One cycle every ``poll_frequency`` seconds, each sentence logged, until ``stop``."""
+    """One cycle every ``poll_frequency`` seconds, each decision logged as it changes, until ``stop``."""
+    monotonic = pace.monotonic
     next_run = monotonic()
     while not stop.is_set():
         wake.clear()
         began = monotonic()
+        pace.liveness.cycle_began()
         sentence = controller.run_cycle()
-        if metrics is not None:
-            metrics.observe_cycle(monotonic() - began)
-        log.info("%s", sentence)
+        pace.liveness.cycle_ended()
+        if http is not None:
+            http.observe_cycle(monotonic() - began)
+        pace.cycle_log.note(sentence)
         if controller.duplicate is not None or controller.node_control.refused:
             return 2  # a config error found at run time: another controller has this identity, or another mode
         sd_notify(f"WATCHDOG=1\nSTATUS={sentence[:200]}")

@@ -1,7 +1,7 @@
-"""The Prometheus endpoint: the controller's state at each scrape, its cycle durations, the process.
+"""The Prometheus metrics: the controller's state at each scrape, its cycle durations, the process.
 
-Imported only when ``metrics_port`` is set (see :func:`.daemon.run`): prometheus_client costs
-memory that a controller without metrics need not pay.
+Imported only when the HTTP API is on (``http_port``, see :func:`.daemon.run`): prometheus_client
+costs memory that a controller without it need not pay.
 """
 
 from __future__ import annotations
@@ -13,13 +13,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram,
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from .http_listener import BoundedHTTPServer
 from .metrics_events import event_metrics
 
 if TYPE_CHECKING:
     from .controller.cycle import Controller
-
-ADDRESS = "127.0.0.1"  # the endpoint is local: a scraper on the node, or a tunnel to it
 
 
 class ControllerCollector(Collector):
@@ -52,17 +49,15 @@ class ControllerCollector(Collector):
         yield from event_metrics(c)
 
 
-class MetricsServer(BoundedHTTPServer):
-    """The endpoint's HTTP server (``/metrics``), with the registry it serves and the cycle-duration
-    histogram. Bounded in connections, time and request size: any local user can connect to it."""
+class Metrics:
+    """The registry ``/metrics`` serves, with the cycle-duration histogram the loop feeds."""
 
-    def __init__(self, controller: Controller, port: int) -> None:
+    def __init__(self, controller: Controller) -> None:
         self.registry = CollectorRegistry()
         self.state = ControllerCollector(controller)
         self.registry.register(self.state)
         ProcessCollector(registry=self.registry)
         self.cycles = Histogram("sfc_cycle_duration_seconds", "How long control cycles take", registry=self.registry)
-        super().__init__((ADDRESS, port), {"/metrics": self.exposition})
 
     def exposition(self) -> tuple[str, bytes]:
         """prometheus_client's text exposition of the registry."""

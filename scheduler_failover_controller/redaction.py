@@ -144,6 +144,8 @@ def config_secrets(config: Config) -> list[str]:
         found += [auth, auth.partition(":")[2], zookeeper_digest(auth), zookeeper_digest(auth).partition(":")[2]]
     if config.smtp.password:
         found.append(config.smtp.password)
+    if config.http_token:
+        found.append(config.http_token)
     hook = config.alert_webhook_url
     if hook:
         found.append(hook)

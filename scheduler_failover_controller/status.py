@@ -259,3 +259,18 @@ def _problems(
             who = ", ".join(f"pid {pid} ({user})" for pid, user in n.foreign)
             problems.append(f"foreign scheduler process on {n.host}: {who} (another user's, not counted)")
     return problems
+
+
+def history_json(events: list[Event]) -> list[dict[str, Any]]:
+    """The ``history --json`` document: one object per event, oldest first (field names are an interface)."""
+    return [
+        {
+            "at": e.at,
+            "host": e.host,
+            "kind": str(e.kind),
+            "epoch": e.epoch,
+            "message": e.message,
+            "request_id": e.request_id,
+        }
+        for e in events
+    ]

@@ -14,7 +14,7 @@ from .. import __version__
 from ..exceptions import MetastoreError
 from ..metastore.base import Event
 from ..probe_result import ProbeResult, SchedulerState
-from ..status import ClusterStatus, read_status
+from ..status import ClusterStatus, history_json, read_status
 from .group import config_for, emit, main, open_store, reading_store
 
 if TYPE_CHECKING:
@@ -278,17 +278,7 @@ def history(ctx: click.Context, limit: int, as_json: bool) -> None:
         return f"{when(e.at)} [{e.kind}] {e.host} (epoch {e.epoch}){request}: {e.message}"
 
     emit(
-        [
-            {
-                "at": e.at,
-                "host": e.host,
-                "kind": str(e.kind),
-                "epoch": e.epoch,
-                "message": e.message,
-                "request_id": e.request_id,
-            }
-            for e in events
-        ],
+        history_json(events),
         as_json,
         lambda: "\n".join(line(e) for e in events) or "no events",
     )

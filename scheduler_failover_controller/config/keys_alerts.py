@@ -114,4 +114,13 @@ it must belong to the controller's user and be writable by nobody else, up the w
         "rotated files kept",
         since_2016=True,
     ),
+    Key(
+        "log_summary_interval",
+        p.off_or_seconds,
+        "600",
+        """\
+A steady state logs nothing at INFO per cycle: each change of the cycle's decision is logged once,
+and the unchanged decision as one summary line every this many seconds. 0: no summary.""",
+        "seconds between one-line summaries of an unchanged cycle decision (changes are logged once); 0: none",
+    ),
 )

@@ -1,22 +1,53 @@
-"""The keys of the metrics endpoint and the scheduler's health checks (HTTP, Airflow's job table).
+"""The keys of the HTTP API and the scheduler's health checks (HTTP, Airflow's job table).
 
 Assembled by :mod:`.keys`, in this order.
 """
 
 from __future__ import annotations
 
-from ..redaction import redact_url
+from ..redaction import MASK, redact_url
 from . import parsers as p
 from .key import Key
 
 CHECK_KEYS = (
     Key(
+        "http_port",
+        p.port_or_off,
+        None,
+        """\
+Port of the HTTP API (GET/HEAD /health, /leader, /scheduler, /status, /history, /metrics) on
+http_host; 0 disables it. Default: metrics_port, its old name.""",
+        "HTTP API: `/health`, `/leader`, `/scheduler`, `/status`, `/history`, `/metrics`",
+        shown_default="`metrics_port`, else 0 (off)",
+        sample="0",
+    ),
+    Key(
         "metrics_port",
         p.port_or_off,
         "0",
-        "Port of a Prometheus text endpoint on 127.0.0.1; 0 disables it.",
-        "Prometheus text endpoint on 127.0.0.1",
+        "Old name of http_port, still read when http_port is not set.",
+        "old name of `http_port`",
         shown_default="0 (off)",
+    ),
+    Key(
+        "http_host",
+        p.text,
+        "127.0.0.1",
+        """\
+The address the HTTP API listens on (an IP address, or localhost). Beyond loopback, /health,
+/leader and /scheduler answer anyone; /status, /history and /metrics need http_token.""",
+        "address of the HTTP API; beyond loopback `/status`, `/history`, `/metrics` need `http_token`",
+    ),
+    Key(
+        "http_token",
+        p.text,
+        "",
+        """\
+Bearer token that /status, /history and /metrics require (Authorization: Bearer TOKEN) when set,
+and always when http_host is beyond loopback. Or http_token_cmd (a command printing it) or
+_file (a private file holding it).""",
+        "bearer token for `/status`, `/history`, `/metrics` (also `http_token_cmd`, `http_token_file`)",
+        redact=lambda value: MASK if value else value,
     ),
     Key(
         "scheduler_health_url",

@@ -7,6 +7,7 @@ several problems always reports the same one first.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import shlex
@@ -35,6 +36,7 @@ def load_config(
     check_places(values, src)
     check_timing(values, src)
     check_scheduler(values, src)
+    check_http(values, src)
     return Config(source=str(src.path), smtp=smtp(src), **{k.attribute: values[k.name] for k in KEYS.values()})
 
 
@@ -196,3 +198,19 @@ def check_scheduler(values: dict[str, Any], src: Sources) -> None:
         scheduler_job_sql_conn=job_conn,
         scheduler_job_hostnames=job_hostnames,
     )
+
+
+def check_http(values: dict[str, Any], src: Sources) -> None:
+    """The HTTP API: its port (``metrics_port`` is its old name) and an address it can listen on."""
+    if values["http_port"] is None:
+        values["http_port"] = values["metrics_port"]
+    host = values["http_host"].strip()
+    if host != "localhost":
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            raise src.fail("http_host", f"{host!r} is not an IP address (or localhost)") from None
+    token = values["http_token"]
+    if token and (len(token) < 16 or any(c.isspace() for c in token)):
+        raise src.fail("http_token", "must be at least 16 characters, without spaces")
+    values.update(http_host=host)

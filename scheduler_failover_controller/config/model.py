@@ -92,6 +92,7 @@ class Config:
     logging_file_name: str
     logs_rotate_when: str
     logs_rotate_backup_count: int
+    log_summary_interval: float
     ssh_user: str
     ssh_port: int
     ssh_key_file: str
@@ -99,12 +100,15 @@ class Config:
     ssh_timeout: float
     ssh_known_hosts_file: str
     ssh_remote_command: str
+    http_port: int
     metrics_port: int
+    http_host: str
     scheduler_health_url: str
     scheduler_health_failures: int
     scheduler_job_heartbeat_timeout: float = 0.0  # 0: off
     scheduler_job_sql_conn: str = field(default="", repr=False)  # Airflow's database; may hold a password
     scheduler_job_hostnames: tuple[tuple[str, str], ...] = ()  # (node, hostname in Airflow's job table)
+    http_token: str = field(default="", repr=False)  # a secret: never logged, never given to the scheduler
 
     @property
     def safety_margin(self) -> float:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 
 from ..exceptions import MetastoreError
@@ -38,14 +39,24 @@ class Blindness:
     ``_lock``, and a look older than one taken in changes nothing.
     """
 
-    def __init__(self, host: str, store: Metastore, ttl: float) -> None:
+    def __init__(
+        self, host: str, store: Metastore, ttl: float, monotonic: Callable[[], float] = time.monotonic
+    ) -> None:
         self.host = host
         self.store = store
         self.ttl = ttl
+        self.monotonic = monotonic
         self._lock = threading.Lock()
         self._why = ""  # the detail of the last look at the own node that failed ("": it saw)
         self._leashed = True  # the node runs no scheduler, or only leashed ones (as the last look that saw it)
         self._looked_at = 0.0  # the newest look taken in
+        self._latest: tuple[float, ProbeResult] | None = None  # (monotonic, that look): for the HTTP API
+
+    @property
+    def latest(self) -> tuple[float, ProbeResult] | None:
+        """When (monotonic) this node was last looked at, and what was seen; None: not yet."""
+        with self._lock:
+            return self._latest
 
     @property
     def why(self) -> str:
@@ -66,6 +77,7 @@ class Blindness:
             if probe.looked_at and probe.looked_at < self._looked_at:
                 return  # older than a look the other thread took in
             self._looked_at = max(self._looked_at, probe.looked_at)
+            self._latest = (self.monotonic(), probe)
             was, self._why = self._why, why
             if probe.state is not SchedulerState.UNKNOWN:
                 self._leashed = only_leashed(probe)

@@ -111,7 +111,7 @@ class Controller(Recording, Placing, Guard):
         # Another live controller registered as this host (the same current_host twice): set, this
         # controller stops acting and leaves the node's scheduler to that one (see check_identity).
         self.duplicate: ControllerInfo | None = None
-        self.blind = Blindness(self.host, store, config.lease_ttl)
+        self.blind = Blindness(self.host, store, config.lease_ttl, monotonic)
         self.foreign = ForeignLog(log)  # logs each node's foreign schedulers once, when they appear
         self.identity = Identity(config, store, self.holder, self.pid, monotonic, sleep, self.stopping)
         self._pool = ThreadPoolExecutor(max_workers=min(16, max(1, len(config.nodes))), thread_name_prefix="probe")

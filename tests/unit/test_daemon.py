@@ -9,8 +9,10 @@ import subprocess
 import sys
 import threading
 import time
+import types
 import urllib.request
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,7 @@ from scheduler_failover_controller import daemon
 from scheduler_failover_controller.config import load_config
 from scheduler_failover_controller.event_hook import EventHook
 from scheduler_failover_controller.exceptions import ConfigError, MetastoreError
+from scheduler_failover_controller.liveness import Liveness
 from scheduler_failover_controller.probe_result import ProbeResult, SchedulerState
 from tests.unit.fakes import make_config
 
@@ -82,6 +85,7 @@ class _Controller:
         self.cycle_hook: Callable[[int], None] = lambda _n: None
         self.duplicate = None
         self.node_control = _NodeControl()
+        self.identity = types.SimpleNamespace(heartbeats=0)
         self.hooks = EventHook(make_config())
 
     def other_live_controller(self) -> None:
@@ -189,7 +193,8 @@ def test_sighup_and_sigusr_do_no_harm_and_sigterm_stops(tmp_path: Path) -> None:
 
 def test_metrics_endpoint_serves_prometheus_text(tmp_path: Path) -> None:
     controller = _Controller(threading.Event(), cycles_before_stop=10**9)
-    server = daemon._serve_metrics(controller, 0)  # type: ignore[arg-type]
+    config = _config(tmp_path, http_port="1")
+    server = daemon._serve_http(controller, replace(config, http_port=0), Liveness(config))  # type: ignore[arg-type]
     server.observe_cycle(0.25)
     try:
         port = server.server_address[1]
@@ -206,14 +211,15 @@ def test_metrics_endpoint_serves_prometheus_text(tmp_path: Path) -> None:
     assert "process_resident_memory_bytes" in body
 
 
-def test_metrics_port_in_use_is_a_config_error() -> None:
+def test_http_port_in_use_is_a_config_error(tmp_path: Path) -> None:
     controller = _Controller(threading.Event(), cycles_before_stop=10**9)
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        with pytest.raises(ConfigError, match=rf"^sfc.cfg: metrics_port: cannot listen on 127.0.0.1:{port}: "):
-            daemon._serve_metrics(controller, port, "sfc.cfg")  # type: ignore[arg-type]
+        config = _config(tmp_path, metrics_port=str(port))  # the old name sets http_port
+        with pytest.raises(ConfigError, match=rf"sfc.cfg: http_port: cannot listen on 127.0.0.1:{port}: "):
+            daemon._serve_http(controller, config, Liveness(config))  # type: ignore[arg-type]
 
 
 def test_the_daemon_imports_prometheus_client_only_for_metrics() -> None:

@@ -13,7 +13,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from scheduler_failover_controller.metastore.events import EventKind
-from scheduler_failover_controller.metrics import MetricsServer
+from scheduler_failover_controller.metrics import Metrics
 
 from .fakes import Cluster
 
@@ -38,12 +38,9 @@ def exported(cluster: Cluster) -> set[str]:
     c1 = cluster.controller("n1")
     c1.run_cycle()
     c1.hooks.emit(EventKind.FENCE, "stopped", node="n1")
-    server = MetricsServer(c1, 0)
-    try:
-        server.observe_cycle(0.1)
-        _type, body = server.exposition()
-    finally:
-        server.server_close()
+    metrics = Metrics(c1)
+    metrics.observe_cycle(0.1)
+    _type, body = metrics.exposition()
     return {s.name for family in text_string_to_metric_families(body.decode()) for s in family.samples}
 
 
