@@ -49,7 +49,7 @@ lab-airflow:
 # Rolling upgrades in the lab (as root): three hosts start on an earlier release (ac729e4 in ssh
 # mode, bba5d34 in self mode; each built once into a virtualenv under UPGRADE_CACHE), each master is
 # switched to this checkout and back while the scheduler runs; every CLI command of both releases
-# is run against the mixed cluster. About 10 minutes (the first run 2 more, building the releases).
+# is run against the mixed cluster. 6 to 9 minutes (the first run 2 more, building the releases).
 UPGRADE_CACHE ?= /var/cache/sfc-upgrade-lab
 
 upgrade-lab:
