@@ -1,6 +1,6 @@
 # Convenience targets; CI runs `bash .ci/run` (= scripts/test.sh). The tiers: README, "Tests and
 # their tiers". `test`, `lanes` and `matrix` are the CI tier; the rest are run by hand.
-.PHONY: matrix-full test types lanes matrix lab lab-airflow upgrade-lab bench-airflow bench-http bench-2016 soak soak-mariadb soak-postgresql soak-zookeeper container-tools container-image container-lab
+.PHONY: matrix-full test types lanes matrix lab lab-airflow upgrade-lab e2e-manual bench-airflow bench-http bench-2016 soak soak-mariadb soak-postgresql soak-zookeeper container-tools container-image container-lab
 
 PYTHON ?= .venv/bin/python
 SOAK_SECONDS ?= 3600
@@ -54,6 +54,10 @@ UPGRADE_CACHE ?= /var/cache/sfc-upgrade-lab
 
 upgrade-lab:
 	SFC_UPGRADE_CACHE=$(UPGRADE_CACHE) $(PYTHON) -m pytest -p no:cacheprovider -s tests/lab/test_upgrade.py -v
+
+# The end-to-end tests CI leaves out (manual): airflow_job_fencing on MariaDB with a migrated Airflow database.
+e2e-manual:
+	$(PYTHON) -m pytest -p no:cacheprovider tests/e2e -m manual -v
 
 # Fault to the next task run with real schedulers (as root): kill, crash, partition; Airflow 3 and 2.
 bench-airflow:

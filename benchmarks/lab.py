@@ -1,11 +1,14 @@
 """Failover times on the multi-host lab (run by hand as root, not in CI).
 
     .venv/bin/python benchmarks/lab.py [--metastore mariadb|postgresql|zookeeper] [--trials 10] [--nodes 3,10,30]
+        [--settings lab|old-defaults|defaults] [--node-control ssh|self]
     .venv/bin/python benchmarks/failover.py --lab [...]        (the same)
 
 Simulated master hosts in their own network/PID/UTS/mount namespaces with sshd, and the
 metastore on 198.18.0.2: MariaDB, PostgreSQL or a 3-server ZooKeeper ensemble (tests/lab/harness.py),
-poll_frequency 0.5 s and lease_ttl 3 s as in CI. Prints the median and max over the trials of:
+poll_frequency 0.5 s and lease_ttl 3 s as in CI (--settings lab); --settings defaults runs the
+registry's defaults (poll_frequency 10 s, lease_ttl 8 s), old-defaults those before them (poll
+10 s, lease_ttl 40 s), everything else derived. Prints the median and max over the trials of:
   host crash   SIGKILL of the active host's PID 1 (everything on it) -> a new scheduler elsewhere
   partition    the active host's link down -> a new scheduler elsewhere (after it fenced its own)
   two          seconds with two schedulers (must be 0)
@@ -40,6 +43,12 @@ from tests.support.observer import Seen  # noqa: E402
 from tests.support.waiting import wait_for  # noqa: E402
 
 METRICS_PORT = 9464
+SETTINGS = {
+    "lab": {"poll_frequency": "0.5", "lease_ttl": "3"},
+    "old-defaults": {"poll_frequency": "10", "lease_ttl": "40"},
+    "defaults": {},  # filled from the key registry in main()
+}
+WAIT = 60.0  # the longest recovery waited for: raised with the lease (main())
 
 
 def recovery(lab: Lab, fault: Callable[[Lab], None]) -> tuple[float, float]:
@@ -53,7 +62,7 @@ def recovery(lab: Lab, fault: Callable[[Lab], None]) -> tuple[float, float]:
     def ok(real: tuple[Seen, ...]) -> bool:
         return len(real) == 1 and real[0].node != "h1"
 
-    wait_for(lambda: ok(lab.observer.current()), 60, "a scheduler on another host")
+    wait_for(lambda: ok(lab.observer.current()), WAIT, "a scheduler on another host")
     at = lab.observer.first_after(since, ok)
     assert at is not None
     time.sleep(1.0)
@@ -104,9 +113,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--samples", type=int, default=20, help="cycle-time samples per size")
     parser.add_argument("--cycle-poll", type=float, default=1.0)
     parser.add_argument("--cycle-ttl", type=float, default=8.0)
+    parser.add_argument("--settings", choices=tuple(SETTINGS), default="lab", help="timing of the failover rows")
+    parser.add_argument("--node-control", choices=("ssh", "self"), default="ssh")
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
         sys.exit("the lab needs root (network, PID and UTS namespaces)")
+    from scheduler_failover_controller.config import KEYS
+
+    timing = SETTINGS[args.settings] or {key: KEYS[key].default or "" for key in ("poll_frequency", "lease_ttl")}
+    global WAIT
+    WAIT = max(60.0, 2 * float(timing["lease_ttl"]) + 2 * float(timing["poll_frequency"]) + 20)
+    config = {**timing, "node_control": args.node_control}
     rows: dict[str, list[float]] = {"crash": [], "partition": [], "two": []}
     cycles: dict[int, list[float]] = {}
     failures = {"crash": 0, "partition": 0}
@@ -122,12 +139,12 @@ def main(argv: list[str] | None = None) -> None:
                 ("crash", lambda lab: lab.host("h1").crash()),
                 ("partition", lambda lab: lab.partition("h1")),
             ):
-                lab = Lab(net, site)
+                lab = Lab(net, site, config=config)
                 try:
                     took, two = recovery(lab, fault)
                     rows[name].append(took)
                     rows["two"].append(two)
-                except AssertionError as exc:  # no recovery within 60 s (or two schedulers): keep the logs
+                except AssertionError as exc:  # no recovery within WAIT (or two schedulers): keep the logs
                     failures[name] += 1
                     print(f"{name} trial {i + 1} failed ({exc}); logs kept in {lab.dir}", file=sys.stderr)
                     lab.close(keep=True)
@@ -140,7 +157,11 @@ def main(argv: list[str] | None = None) -> None:
     machine = f"{platform.node()} {platform.machine()}, {os.cpu_count()} cores"
     print(f"machine: {machine}, Python {platform.python_version()}")
     store = {"mariadb": "MariaDB", "postgresql": "PostgreSQL", "zookeeper": "ZooKeeper (3 servers)"}[args.metastore]
-    print(f"settings: lab hosts in namespaces, {store}, poll_frequency=0.5s lease_ttl=3s (failover rows)")
+    print(
+        f"settings: lab hosts in namespaces, {store}, node_control={args.node_control}, "
+        f"poll_frequency={timing['poll_frequency']}s lease_ttl={timing['lease_ttl']}s ({args.settings}; failover rows)"
+    )
+    print(f"load: {os.getloadavg()[0]:.1f} (1-minute average at the end)")
     print(f"trials: {args.trials}")
     print()
     print(f"| {'measure':<44} | {'median':>8} | {'max':>8} |")
@@ -155,7 +176,7 @@ def main(argv: list[str] | None = None) -> None:
         if values:
             print(f"| {label:<44} | {statistics.median(values):8.2f} | {max(values):8.2f} |")
         if failures.get(key):
-            print(f"| {f'  {key}: failed trials (no recovery in 60 s)':<44} | {failures[key]:>8} | {'':>8} |")
+            print(f"| {f'  {key}: failed trials (no recovery in {WAIT:g} s)':<44} | {failures[key]:>8} | {'':>8} |")
     for size, values in cycles.items():
         label = f"cycle time, {size} nodes (s) [poll {args.cycle_poll:g}]"
         print(f"| {label:<44} | {statistics.median(values):8.2f} | {max(values):8.2f} |")

@@ -41,6 +41,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -48,6 +49,11 @@ if str(ROOT) not in sys.path:
 
 from benchmarks.legacy_trials import FAULTS, Trial, load, record, run_trial, table  # noqa: E402
 from scheduler_failover_controller.config import KEYS  # noqa: E402
+
+if TYPE_CHECKING:
+    from benchmarks.legacy_cluster import Cluster
+    from tests.conftest import MariaDB
+    from tests.lab.network import Network
 
 LEGACY_DEFAULT_POLL = 60  # the 2016 controller's DEFAULT_POLL_FREQUENCY
 SAME_POLL, SAME_LEASE = 1, 10
@@ -188,8 +194,7 @@ def run(
     args: argparse.Namespace, controllers: list[str], settings: list[str], faults: list[str], python: Path
 ) -> list[Trial]:
     # The lab only now: the checks above answer at once, without it.
-    from benchmarks.legacy_cluster import Cluster, Legacy, Ours
-    from tests.lab.sites import MariaDBSite, network_with_mariadb
+    from tests.lab.sites import network_with_mariadb
 
     checkout = Path(args.legacy_checkout).resolve() if "2016" in controllers else Path()
     done: list[Trial] = []
@@ -199,13 +204,7 @@ def run(
             for i in range(count):
                 for fault in faults:
                     for controller in controllers:
-                        site = MariaDBSite(db, net)
-                        cluster: Cluster
-                        if controller == "2016":
-                            poll = SAME_POLL if which == "same" else LEGACY_DEFAULT_POLL
-                            cluster = Legacy(net, db, site, checkout, python, poll)
-                        else:
-                            cluster = Ours(net, site, ours_settings(which, args.node_control))
+                        cluster = build(controller, which, args, net, db, checkout, python)
                         trial: Trial | None = None
                         try:
                             trial = run_trial(cluster, controller, which, fault)
@@ -225,6 +224,29 @@ def run(
                             flush=True,
                         )
     return done
+
+
+def build(
+    controller: str, which: str, args: argparse.Namespace, net: Network, db: MariaDB, checkout: Path, python: Path
+) -> Cluster:
+    """A fresh lab for one trial; its set-up tried up to three times (the lab's own reader of a
+    server that a long trial left busy can miss its 2 s deadline: no trial has begun then)."""
+    from benchmarks.legacy_cluster import Legacy, Ours
+    from scheduler_failover_controller.exceptions import MetastoreError
+    from tests.lab.sites import MariaDBSite
+
+    for attempt in range(3):
+        site = MariaDBSite(db, net)
+        try:
+            if controller == "2016":
+                poll = SAME_POLL if which == "same" else LEGACY_DEFAULT_POLL
+                return Legacy(net, db, site, checkout, python, poll)
+            return Ours(net, site, ours_settings(which, args.node_control))
+        except MetastoreError as exc:
+            if attempt == 2:
+                raise
+            print(f"  lab set-up failed ({exc}); again", file=sys.stderr, flush=True)
+    raise AssertionError("unreachable")
 
 
 def print_header(args: argparse.Namespace, python: Path) -> None:

@@ -119,10 +119,22 @@ def _serve_http(controller: Controller, config: Config, liveness: Liveness) -> A
 
 
 def _renewals(
-    controller: Controller, interval: float, stop: threading.Event, wake: threading.Event, liveness: Liveness
+    controller: Controller,
+    interval: float,
+    stop: threading.Event,
+    wake: threading.Event,
+    liveness: Liveness,
+    monotonic: Callable[[], float] = time.monotonic,
 ) -> None:
-    """The renewal thread: renew every ``interval`` seconds, whatever the cycle is doing."""
-    while not stop.wait(interval):
+    """The renewal thread: a round every ``interval`` seconds, whatever the cycle is doing.
+
+    The rhythm counts from each round's start: a round that hung on a frozen store (its calls are
+    given up after ``metastore_timeout``) is followed at once by the next, not an interval after
+    it, so a stall that ends is renewed through before the leash's deadline, when one can be.
+    """
+    next_round = monotonic() + interval
+    while not stop.wait(max(0.0, next_round - monotonic())):
+        next_round = monotonic() + interval
         heartbeats = controller.identity.heartbeats
         try:
             if controller.renew():

@@ -3,7 +3,9 @@ that appends ``run_id try host time`` to a ledger file.
 
 Defined only when ``SFC_LEDGER`` names the ledger (a file every master can write; the lab's hosts
 share a filesystem), so that a dags folder holding this file elsewhere (scripts/run.sh's demo)
-gets no DAG from it. ``SFC_LEDGER_INTERVAL`` is the schedule in seconds (default 10).
+gets no DAG from it. ``SFC_LEDGER_INTERVAL`` is the schedule in seconds (default 10);
+``SFC_LEDGER_TASK_SECONDS`` keeps each task running that long after its line (default 0), so that a
+fault finds tasks in flight (benchmarks/airflow.py ``--task-seconds``).
 
 Each line is written with one ``write`` on an ``O_APPEND`` descriptor, so lines from tasks on
 different hosts never interleave. Two lines with the same ``run_id`` and try number are one task
@@ -26,6 +28,7 @@ except ImportError:  # Airflow 2
 
 LEDGER = os.environ.get("SFC_LEDGER", "")
 INTERVAL = float(os.environ.get("SFC_LEDGER_INTERVAL", "10") or "10")
+TASK_SECONDS = float(os.environ.get("SFC_LEDGER_TASK_SECONDS", "0") or "0")
 
 
 def ledger_line(run_id: str, try_number: int, host: str, when: float) -> str:
@@ -54,6 +57,7 @@ if LEDGER:
             finally:
                 os.close(fd)
             print(line, end="")
+            time.sleep(TASK_SECONDS)
             return line.strip()
 
         record()

@@ -70,6 +70,13 @@ def check_job_heartbeat(
             f"{timeout:g}s must be larger than Airflow's [scheduler] scheduler_heartbeat_sec ({heartbeat:g}s), how "
             "often a scheduler writes its heartbeat (Airflow's scheduler_health_check_threshold, 30s, is a good value)",
         )
+    return job_database(values, nodes, src)
+
+
+def job_database(
+    values: dict[str, Any], nodes: tuple[str, ...], src: Sources
+) -> tuple[str, tuple[tuple[str, str], ...]]:
+    """Airflow's database URL and each node's hostname in its job table (heartbeat check, job fencing)."""
     url_key = "scheduler_job_sql_conn"
     url = values[url_key] or airflow_db_url(src) or f"sqlite:///{airflow_home(src.env) / 'airflow.db'}"
     check_job_db(url, url_key, src.fail)

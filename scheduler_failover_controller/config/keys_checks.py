@@ -117,4 +117,19 @@ that starts with it and a dot (node1 matches node1.example.com).""",
         sample="node1:node1.example.com, node2:ip-10-0-0-2.ec2.internal",
         commented=True,
     ),
+    Key(
+        "airflow_job_fencing",
+        p.boolean,
+        "false",
+        """\
+Writes to Airflow's database (scheduler_job_sql_conn), off by default. Before a scheduler starts,
+once a node is proven to run none (seen or reported empty, fenced, or its placement expired with
+everything under a leash), its newest running SchedulerJob is marked failed (only while its
+heartbeat stands still between two reads), so the new scheduler adopts its tasks at once; and,
+when that node could not be seen, its sessions to Airflow's database are ended first (PostgreSQL
+pg_terminate_backend, MySQL KILL: by client address, Airflow's user, this database only).""",
+        "before a start, end a proven-empty node's `SchedulerJob` (marked `failed` as Airflow does, heartbeat "
+        "standing still) so its tasks are adopted at once, and, for an unseen node, its sessions to Airflow's "
+        "database (PostgreSQL, MySQL/MariaDB) first; the only writes to Airflow's database",
+    ),
 )

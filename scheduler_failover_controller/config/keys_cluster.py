@@ -170,12 +170,14 @@ min(poll_frequency, lease_ttl / 4) seconds (the "renewal interval").""",
     Key(
         "lease_ttl",
         p.seconds(p.MIN_LEASE_TTL),
-        "40",
+        "8",
         """\
 Seconds a lease (leadership, scheduler placement) lasts without renewal. Rules:
 renewal interval + 2 x metastore_timeout <= lease_ttl, and
 renewal interval + 2 x metastore_timeout + scheduler_stop_timeout + safety margin
-(10% of lease_ttl, at least 0.2s) <= lease_ttl.""",
+(10% of lease_ttl, at least 0.2s) <= lease_ttl.
+The default 8 replaces a lost scheduler host within 12 s plus the start (lease + two renewal
+intervals); a longer lease rides through longer metastore stalls (README, "Timing defaults").""",
         "seconds a lease lasts without renewal; renewed every `min(poll_frequency, lease_ttl / 4)` s "
         "(the renewal interval)",
     ),

@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from ..exceptions import ConfigError
-from .airflow import airflow_sql_conn, check_job_heartbeat, smtp
+from .airflow import airflow_sql_conn, check_job_heartbeat, job_database, smtp
 from .checks import MAX_NODE_NAME, check_sql, check_url, check_zookeeper, directory, node_name_problem
 from .keys import KEYS
 from .model import LOCAL_NAMES, Config, airflow_home, renew_interval, safety_margin
@@ -182,6 +182,8 @@ def check_scheduler(values: dict[str, Any], src: Sources) -> None:
     job_hostnames: tuple[tuple[str, str], ...] = ()
     if values["scheduler_job_heartbeat_timeout"]:
         job_conn, job_hostnames = check_job_heartbeat(values, nodes, src)
+    elif values["airflow_job_fencing"]:
+        job_conn, job_hostnames = job_database(values, nodes, src)
     if values["move_backoff"] is None:
         values["move_backoff"] = max(values["poll_frequency"] * 3, 5.0)
     match = values["scheduler_process_match"]

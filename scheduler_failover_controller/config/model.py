@@ -108,6 +108,7 @@ class Config:
     scheduler_job_heartbeat_timeout: float = 0.0  # 0: off
     scheduler_job_sql_conn: str = field(default="", repr=False)  # Airflow's database; may hold a password
     scheduler_job_hostnames: tuple[tuple[str, str], ...] = ()  # (node, hostname in Airflow's job table)
+    airflow_job_fencing: bool = False  # end a proven-empty node's SchedulerJob and sessions (writes Airflow's db)
     http_token: str = field(default="", repr=False)  # a secret: never logged, never given to the scheduler
 
     @property

@@ -328,8 +328,8 @@ class Controller(Recording, Placing, Guard):
         if duplicate is not None or self.node_control.refused:
             return False  # another controller has this identity (or the cluster another mode): renew nothing
 
-        def requested(state: ClusterState) -> bool:  # an operator's request the cycle has yet to take up
-            return unanswered(state, self.role, paused)
+        def requested(state: ClusterState) -> bool:  # an operator's request, or a lost node's placement run out
+            return unanswered(state, self.role, paused) or self.renewals.lapses.due(state, self.role, paused)
 
         if self.selfmode is not None:  # this node's report goes with every renewal
             return self.selfmode.renewal(

@@ -31,6 +31,29 @@ def unanswered(state: ClusterState, role: Role, paused: bool) -> bool:
     return role is Role.ACTIVE and (state.switchover is not None or state.paused != paused)
 
 
+class Lapses:
+    """Wakes the active's cycle once for each placement found expired by a renewal's read.
+
+    A lost node's placement runs out between two cycles: woken for it, the active moves the
+    scheduler within a renewal interval of the expiry rather than at its next poll. Once per
+    placement (node, epoch, version), so a placement left expired (no node can take it) costs
+    no more than one early cycle. Only the renewal thread calls it: nothing is shared.
+    """
+
+    def __init__(self) -> None:
+        self._woke_for: tuple[str, int, int] | None = None
+
+    def due(self, state: ClusterState, role: Role, paused: bool) -> bool:
+        placement = state.placement
+        if role is not Role.ACTIVE or paused or placement.node is None or placement.valid:
+            return False
+        key = (placement.node, placement.epoch, placement.version)
+        if key == self._woke_for:
+            return False
+        self._woke_for = key
+        return True
+
+
 class Starting:
     """The nodes with a start under way: added and discarded by the cycle, read by the renewal
     thread; kept behind the lock of the ``Renewals`` that owns it."""
@@ -92,6 +115,7 @@ class Renewals:
         # remote node -> the placement deadline its leash must still be given (its last renewal
         # failed): that node's placement is not renewed until it has it
         self.leash_owed: dict[str, float] = {}
+        self.lapses = Lapses()  # the renewal thread's alone
 
     def renew(
         self,

@@ -53,4 +53,6 @@ def shut_down(ctl: Controller) -> str:
     ctl._renewal_pool.shutdown(wait=False, cancel_futures=True)
     if ctl.jobs is not None:
         ctl.jobs.close()
+    if ctl.starts.airflow is not None:
+        ctl.starts.airflow.close()
     return "; ".join(parts) or "nothing held"

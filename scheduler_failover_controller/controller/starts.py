@@ -12,6 +12,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
+from ..airflow_fence import open_airflow_fence
 from ..config import Config
 from ..exceptions import CommandFailed, MetastoreError, NodeUnreachable
 from ..nodes.base import NodeRunner
@@ -52,12 +53,15 @@ class Starts:
         self.runners = runners
         self.sleep = sleep
         self.stopping = stopping  # set on SIGTERM/SIGINT: a wait gives up at once
+        self.airflow = open_airflow_fence(config)  # airflow_job_fencing: Airflow learns what was proven empty
 
     def start(self, node: str, probes: dict[str, ProbeResult], cycle: int) -> tuple[bool, str]:
         """Start the scheduler on ``node`` and wait until it is up, renewing our leases meanwhile."""
         blocking = self.fencing.blocking(node, probes, cycle)
         if blocking:
             return False, f"not starting: a scheduler may still run on {', '.join(blocking)}"
+        if self.airflow is not None:
+            self.airflow.before_start(node, probes)  # before the new scheduler's first adoption of orphans
         # A stop just before (remote, with its grace) may have used up much of the lease: renew
         # it first, so that the start is judged against a fresh deadline.
         if not self.term.renew_lease():

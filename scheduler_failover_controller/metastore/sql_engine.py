@@ -105,8 +105,8 @@ class SQLDatabase:
     """A database reached through SQLAlchemy, every call held to a hard client-side deadline.
 
     ``key`` is the config key of the URL, named in errors. ``foreign``: a database that is not
-    ours (Airflow's own), only read: SQLite is opened read-only and left in its journal mode, and
-    no write lock is taken.
+    ours (Airflow's own): SQLite is left in its journal mode, no write lock is taken up front, and
+    (unless ``writable``, for :mod:`~scheduler_failover_controller.airflow_fence`) it is opened read-only.
     """
 
     def __init__(
@@ -116,8 +116,10 @@ class SQLDatabase:
         *,
         key: str = "metadata_service_sql_conn",
         foreign: bool = False,
+        writable: bool = False,
     ) -> None:
         self.url = url
+        self.writable = writable
         self.timeout = timeout
         self.key = key
         self.foreign = foreign
@@ -173,7 +175,8 @@ class SQLDatabase:
 
     def _sqlite_engine(self, parsed: URL) -> Engine:
         if self.foreign:
-            parsed = read_only(parsed)
+            if not self.writable:
+                parsed = read_only(parsed)
         elif parsed.database and parsed.database != ":memory:":
             create_private(Path(parsed.database).expanduser())
         engine = create_engine(parsed, future=True, connect_args={"timeout": self.timeout})

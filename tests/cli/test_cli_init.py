@@ -29,7 +29,7 @@ def test_init_writes_a_config_that_loads(cli: Cli) -> None:
     config = load_config(str(target), env={"AIRFLOW_HOME": str(cli.home)})
     assert config.nodes == (socket.gethostname(),)
     assert config.current_host == socket.gethostname()
-    assert config.lease_ttl == 40.0
+    assert config.lease_ttl == 8.0
     shown = cli("get_current_host", config=target)
     assert shown.exit_code == 0, shown.output
     assert shown.output.strip() == socket.gethostname()

@@ -71,6 +71,9 @@ class AirflowLab:
     style: str = "default"
     interval: float = 10.0
     node_control: str = "self"
+    job_fencing: bool = False  # airflow_job_fencing on: the controllers write Airflow's job table
+    task_seconds: float = 0.0  # each ledger task runs this long after its line (tasks in flight at a fault)
+    orphan_defaults: bool = False  # Airflow's own orphan settings (30 s threshold, 300 s between looks)
     base: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="sfc-af-")))
     database: str = ""
     lab: Lab | None = None
@@ -105,6 +108,7 @@ class AirflowLab:
             f"AIRFLOW_HOME={self.node_dir(node)}",
             f"SFC_LEDGER={self.ledger}",
             f"SFC_LEDGER_INTERVAL={self.interval:g}",
+            f"SFC_LEDGER_TASK_SECONDS={self.task_seconds:g}",
         ]
 
     def controller_settings(self) -> dict[str, str]:
@@ -130,6 +134,14 @@ class AirflowLab:
             "metastore_timeout": "1",
             "scheduler_start_timeout": "30",
             "scheduler_stop_timeout": "5",
+        } | self.job_fencing_settings()
+
+    def job_fencing_settings(self) -> dict[str, str]:
+        if not self.job_fencing:
+            return {}
+        return {
+            "airflow_job_fencing": "true",
+            "scheduler_job_sql_conn": self.flavor.sql_url(self.site, self.database),
         }
 
     def make_lab(self) -> Lab:
@@ -140,7 +152,8 @@ class AirflowLab:
         for host in lab.hosts:
             home = self.node_dir(host.name)
             (home / "logs").mkdir(parents=True)
-            (home / "airflow.cfg").write_text(airflow_config(self.flavor, home, host, sql_url, self.dags))
+            config = airflow_config(self.flavor, home, host, sql_url, self.dags, self.orphan_defaults)
+            (home / "airflow.cfg").write_text(config)
         lab.observer = AirflowObserver(
             {h.name: ["airflow", "scheduler", "--pid", self.pid_file(h.name)] for h in lab.hosts}
         )
@@ -407,9 +420,13 @@ def airflow_lab(
     style: str = "default",
     interval: float = 10.0,
     node_control: str = "self",
+    job_fencing: bool = False,
+    task_seconds: float = 0.0,
+    orphan_defaults: bool = False,
 ) -> Iterator[AirflowLab]:
     """An AirflowLab (migrated, not booted), torn down on exit; its logs printed if the block raised."""
     alab = AirflowLab(net, site, flavor, size=size, style=style, interval=interval, node_control=node_control)
+    alab.job_fencing, alab.task_seconds, alab.orphan_defaults = job_fencing, task_seconds, orphan_defaults
     keep = os.environ.get("SFC_LAB_KEEP", "") == "1"
     try:
         alab.make_lab()

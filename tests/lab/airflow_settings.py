@@ -58,8 +58,11 @@ def flavors() -> dict[str, Flavor]:
     }
 
 
-def airflow_config(flavor: Flavor, home: Path, host: Host, sql_url: str, dags: Path) -> str:
-    """The host's airflow.cfg ('%' escaped: Airflow interpolates its values)."""
+def airflow_config(
+    flavor: Flavor, home: Path, host: Host, sql_url: str, dags: Path, orphan_defaults: bool = False
+) -> str:
+    """The host's airflow.cfg ('%' escaped: Airflow interpolates its values); ``orphan_defaults``:
+    Airflow's own scheduler_health_check_threshold (30 s) and orphaned_tasks_check_interval (300 s)."""
     base_url = f"http://{host.ip}:{API_PORT}"
     sections: dict[str, dict[str, str]] = {
         "core": {
@@ -93,6 +96,9 @@ def airflow_config(flavor: Flavor, home: Path, host: Host, sql_url: str, dags: P
         },
         "dag_processor": {"refresh_interval": "10", "min_file_process_interval": "10", "parsing_processes": "1"},
     }
+    if orphan_defaults:
+        del sections["scheduler"]["scheduler_health_check_threshold"]
+        del sections["scheduler"]["orphaned_tasks_check_interval"]
     if flavor.major >= 3 and sql_url.startswith("postgresql+psycopg:"):
         # Airflow 3 also opens an async engine; psycopg 3 is async too (asyncpg is not installed).
         sections["database"]["sql_alchemy_conn_async"] = sql_url

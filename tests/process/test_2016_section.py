@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from scheduler_failover_controller.config import KEYS
 from tests.unit.config_support import SECTION_2016
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -57,12 +58,17 @@ deadline = time.monotonic() + 60
 while time.monotonic() < deadline and len(schedulers()) != 1:
     time.sleep(0.2)
 out["scheduler_started"] = len(schedulers()) == 1
+first, began = schedulers(), time.monotonic()
 time.sleep(2)
 run("is_scheduler_running")
 run("test_connection")
 run("metadata")
 run("send_test_email")
+# Poll 60, the default lease: renewals on their own clock keep the same scheduler past a lease.
+while time.monotonic() - began < HOLD and schedulers() == first:
+    time.sleep(0.2)
 out["schedulers_while_running"] = schedulers()
+out["same_scheduler_past_a_lease"] = schedulers() == first
 controller.send_signal(signal.SIGTERM)
 try:
     out["controller_log"] = controller.communicate(timeout=60)[0]
@@ -110,7 +116,9 @@ def test_each_2016_command_runs_on_the_2016_section(home: Path) -> None:
         # "localhost" in the list is this host, whatever its name.
     )
     driver = home / "driver.py"
-    driver.write_text(textwrap.dedent(DRIVER))
+    # a lease and a renewal interval (a quarter of it) at the default lease_ttl
+    hold = 1.25 * float(KEYS["lease_ttl"].default or 0)
+    driver.write_text(textwrap.dedent(DRIVER).replace("HOLD", f"{hold:g}"))
     done = subprocess.run(
         ["unshare", "--pid", "--fork", "--mount-proc", sys.executable, str(driver)],
         env=env,
@@ -130,6 +138,7 @@ def test_each_2016_command_runs_on_the_2016_section(home: Path) -> None:
     assert commands["init"][0] == 1 and "already has a [scheduler_failover] section" in commands["init"][2]
     assert out["scheduler_started"], log
     assert len(out["schedulers_while_running"]) == 1, log
+    assert out["same_scheduler_past_a_lease"], log
     # is_scheduler_running: the first run (while the controller ran) says running, exit 0.
     assert commands["metadata"][0] == 0, commands["metadata"]
     assert "localhost" in commands["metadata"][1]

@@ -19,14 +19,28 @@ from tests.unit.config_support import ENV, expect_error, load
 
 def test_timing_defaults(env: dict[str, str], make: Callable[..., Path]) -> None:
     config = load(make(), env)
-    assert (config.poll_frequency, config.lease_ttl) == (10.0, 40.0)
-    assert config.metastore_timeout == 5.0
-    assert config.scheduler_stop_timeout == 7.5  # (40 - 10) / 4
-    assert config.ssh_timeout == 7.5
+    assert (config.poll_frequency, config.lease_ttl) == (10.0, 8.0)
+    assert config.renew_interval == 2.0  # 8 / 4
+    assert config.metastore_timeout == 1.5  # (8 - 2) / 4
+    assert config.scheduler_stop_timeout == 1.5
+    assert config.ssh_timeout == 1.5
+    assert config.safety_margin == 0.8
     assert config.move_backoff == 30.0
     assert config.scheduler_start_timeout == 60.0
-    assert config.renew_interval == 10.0
     assert config.renew_interval + 2 * config.metastore_timeout <= config.lease_ttl
+    rule = config.renew_interval + 2 * config.metastore_timeout + config.scheduler_stop_timeout + config.safety_margin
+    assert rule <= config.lease_ttl
+
+
+def test_default_lease_replaces_a_lost_host_within_15s(env: dict[str, str], make: Callable[..., Path]) -> None:
+    # A lost host's placement runs out within lease_ttl; the active sees it within a renewal
+    # interval, and in self mode the new node takes its placement up within another.
+    for poll in ("10", "1", "60"):
+        config = load(make(poll_frequency=poll), env)
+        assert config.lease_ttl + 2 * config.renew_interval <= 12.0, poll
+        # from a healthy node's last renewal to its leash's first stop (a shorter poll gives a
+        # shorter renewal interval, hence a longer metastore_timeout and stop timeout)
+        assert config.lease_ttl - config.safety_margin - config.scheduler_stop_timeout >= 5.4, poll
 
 
 def test_derived_timeouts_follow_a_short_lease(env: dict[str, str], make: Callable[..., Path]) -> None:
@@ -42,9 +56,9 @@ def test_derived_timeouts_follow_a_short_lease(env: dict[str, str], make: Callab
 def test_the_2016_poll_of_60s_runs_with_the_default_lease(env: dict[str, str], make: Callable[..., Path]) -> None:
     # Renewals have their own clock: a poll longer than the lease is only a slow probe.
     config = load(make(poll_frequency="60"), env)
-    assert (config.poll_frequency, config.lease_ttl, config.renew_interval) == (60.0, 40.0, 10.0)
-    assert config.metastore_timeout == 5.0
-    assert config.scheduler_stop_timeout == 7.5
+    assert (config.poll_frequency, config.lease_ttl, config.renew_interval) == (60.0, 8.0, 2.0)
+    assert config.metastore_timeout == 1.5
+    assert config.scheduler_stop_timeout == 1.5
 
 
 def test_lease_rule_boundary_is_allowed(env: dict[str, str], make: Callable[..., Path]) -> None:
