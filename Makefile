@@ -1,6 +1,6 @@
 # Convenience targets; CI runs `bash .ci/run` (= scripts/test.sh). The tiers: README, "Tests and
 # their tiers". `test`, `lanes` and `matrix` are the CI tier; the rest are run by hand.
-.PHONY: matrix-full test types lanes matrix lab lab-airflow upgrade-lab e2e-manual bench-airflow bench-http bench-2016 soak soak-mariadb soak-postgresql soak-zookeeper container-tools container-image container-lab
+.PHONY: matrix-full test types lanes matrix lab day2 lab-airflow upgrade-lab e2e-manual bench-airflow bench-http bench-2016 soak soak-mariadb soak-postgresql soak-zookeeper container-tools container-image container-lab
 
 PYTHON ?= .venv/bin/python
 SOAK_SECONDS ?= 3600
@@ -39,6 +39,12 @@ matrix-full:
 # (SFC_SOAK_SECONDS, SFC_SOAK_SEED, SFC_SOAK_METASTORE).
 lab:
 	$(PYTHON) -m pytest -p no:cacheprovider tests/lab -v --ignore=tests/lab/test_upgrade.py
+
+# Day-2 operations with real controllers that wait out a timeout (failure_timeout): the manual part
+# of tests/process/test_failback.py, and the drain/failback benchmark.
+day2:
+	$(PYTHON) -m pytest -p no:cacheprovider tests/process/test_failback.py -m manual -v
+	$(PYTHON) benchmarks/drain.py --trials 5
 
 # Real Airflow schedulers in the lab (as root): Airflow 3 and 2, on PostgreSQL and MariaDB, every
 # fault (scheduler SIGKILL, host crash, partition, switchover, controller restart) and start style

@@ -7,13 +7,14 @@ field names outside checks rely on) and exits with its ``health.exit_code``.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from .config import Config
 from .controller.term import Role
 from .metastore.base import ClusterState, ControllerInfo, Event, Metastore, Observation
 from .metastore.events import EventKind
+from .metastore.nodestate import NodeFailures, backoff_seconds
 from .metastore.reports import NodeReport
 from .metastore.rows import implausible
 from .nodes.by_report import stale_after
@@ -78,6 +79,31 @@ class Failover:
 
 
 @dataclass(frozen=True)
+class FailedStarts:
+    """A node's failed starts as the metastore keeps them (``failure_timeout``)."""
+
+    host: str
+    count: int
+    last_age_s: float
+    avoided_for_s: float  # the rest of its backoff (0: over)
+    forgotten_in_s: float | None  # None: never (failure_timeout 0)
+
+
+def failed_starts(found: list[NodeFailures], config: Config) -> list[FailedStarts]:
+    """The failed starts still remembered: those ``failure_timeout`` has not yet forgotten."""
+    shown = []
+    timeout = config.failure_timeout
+    for f in found:
+        if timeout > 0 and f.age >= timeout:
+            continue  # forgotten: the active deletes it at its next cycle
+        forgotten = round(timeout - f.age, 1) if timeout > 0 else None
+        backoff = max(0.0, backoff_seconds(f.strikes, config.move_backoff) - f.age)
+        avoided = min(backoff, forgotten) if forgotten is not None else backoff
+        shown.append(FailedStarts(f.node, f.strikes, round(f.age, 1), round(avoided, 1), forgotten))
+    return shown
+
+
+@dataclass(frozen=True)
 class ClusterStatus:
     health: ClusterHealth
     problems: list[str]
@@ -93,6 +119,8 @@ class ClusterStatus:
     #: the cluster's recorded node_control (None: not recorded yet), and this config's
     node_control: str | None = None
     configured_node_control: str = "self"
+    drained: list[str] = field(default_factory=list)  # nodes kept free of the scheduler (sfc drain)
+    failed_starts: list[FailedStarts] = field(default_factory=list)  # nodes with failed starts remembered
 
     def to_json(self) -> dict[str, Any]:
         """The ``status --json`` document (its field names and order are an interface)."""
@@ -132,6 +160,17 @@ class ClusterStatus:
                 {"at": failover.at, "age_s": failover.age_s, "message": failover.message} if failover else None
             ),
             "node_control": self.node_control,
+            "drained": self.drained,
+            "failed_starts": [
+                {
+                    "host": f.host,
+                    "count": f.count,
+                    "last_age_s": f.last_age_s,
+                    "avoided_for_s": f.avoided_for_s,
+                    "forgotten_in_s": f.forgotten_in_s,
+                }
+                for f in self.failed_starts
+            ],
         }
 
 
@@ -189,6 +228,8 @@ def read_status(store: Metastore, config: Config) -> ClusterStatus:
         last_failover=Failover(last.at, round(state.server_now - last.at, 1), last.message) if last else None,
         node_control=recorded,
         configured_node_control=config.node_control,
+        drained=sorted(state.drained),
+        failed_starts=failed_starts(store.failures(), config),
     )
 
 
@@ -211,6 +252,7 @@ def _cluster_problems(
     problems = []
     if len(running) > 1:
         problems.append("more than one scheduler running")
+    problems += [f"the scheduler runs on {n.host}, which is drained" for n in running if n.host in state.drained]
     if recorded is not None and recorded != config.node_control:
         problems.append(
             f"the cluster's node_control is {recorded} but {config.node_control} in this config: "

@@ -62,7 +62,7 @@ REST=(tests "${LABS[@]/#/--ignore=}" "${PROCESS[@]/#/--ignore=}" "${CI[@]}")
 # tests against a real sshd in the main lane).
 MATRIX=(tests/unit tests/cli tests/contract "${CI[@]}")
 # The metastore contract proper (the backends' common behaviour), for Airflow 2's virtualenv below.
-CONTRACT=(tests/contract/test_metastore_{lease,placement,records,self_mode,servers,sql_upgrade}.py)
+CONTRACT=(tests/contract/test_metastore_{lease,placement,records,self_mode,servers,sql_upgrade,nodes}.py)
 MATRIX_PROCESS=("${PROCESS[@]}" "${CI[@]}" -k "not ($SERVERS)")
 lane_main() {
   pytest_in .venv "${REST[@]}"

@@ -1,8 +1,8 @@
 """The command line: a thin click layer; every failure is one line and a non-zero exit.
 
 The group and its shared helpers are in ``group``; the commands, by concern, in ``cluster`` (read
-the cluster), ``operator`` (change it) and ``node`` (act on this machine). Importing this package
-registers them all.
+the cluster), ``operator`` (change it), ``drain`` (keep the scheduler off a node) and ``node`` (act on
+this machine). Importing this package registers them all.
 """
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ import sys
 import click
 
 from ..exceptions import FailoverError
-from . import cluster, node, operator
+from . import cluster, drain, node, operator
 from .group import main
 
-__all__ = ["cluster", "main", "node", "operator", "run"]
+__all__ = ["cluster", "drain", "main", "node", "operator", "run"]
 
 
 def run() -> None:

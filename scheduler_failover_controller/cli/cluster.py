@@ -230,6 +230,7 @@ def _render_status(cluster: ClusterStatus) -> str:
         f"active controller: {data['active_controller'] or '-'} (epoch {data['epoch']})",
         f"scheduler node: {data['scheduler_node'] or '-'}",
         f"paused: {'yes' if data['paused'] else 'no'}",
+        f"drained: {', '.join(data['drained']) or 'none'}",
         f"node_control: {data['node_control'] or 'not recorded yet'}"
         + (
             ""
@@ -251,6 +252,12 @@ def _render_status(cluster: ClusterStatus) -> str:
         pids = f" pid {', '.join(map(str, n['pids']))}" if n["pids"] else ""
         foreign = ", ".join(f"pid {f['pid']} ({f['user']})" for f in n["foreign"])
         lines.append(f"  {n['host']}: {n['scheduler']}{pids} ({age})" + (f"; foreign: {foreign}" if foreign else ""))
+    failed = [
+        f"{f['host']} {f['count']}x, last {f['last_age_s']:.0f}s ago, avoided {f['avoided_for_s']:.0f}s more, "
+        + ("never forgotten" if f["forgotten_in_s"] is None else f"forgotten in {f['forgotten_in_s']:.0f}s")
+        for f in data["failed_starts"]
+    ]
+    lines.append(f"failed starts: {'; '.join(failed) or 'none'}")
     failover = data["last_failover"]
     lines.append(
         f"last failover: {failover['message']} ({failover['age_s']:.0f}s ago)" if failover else "last failover: none"

@@ -24,13 +24,14 @@ from .key import SECTION, THIS_HOST, Key
 from .keys_alerts import ALERT_KEYS, SMTP_KEYS
 from .keys_checks import CHECK_KEYS
 from .keys_cluster import CLUSTER_KEYS
+from .keys_placement import PLACEMENT_KEYS
 from .keys_scheduler import SCHEDULER_KEYS
 from .keys_ssh import SSH_KEYS
 
 __all__ = ["COMMAND_KEYS", "KEYS", "SECTION", "SMTP_KEYS", "THIS_HOST", "Key"]
 
 
-_REGISTRY = (*CLUSTER_KEYS, *SCHEDULER_KEYS, *ALERT_KEYS, *SSH_KEYS, *CHECK_KEYS)
+_REGISTRY = (*CLUSTER_KEYS, *SCHEDULER_KEYS, *PLACEMENT_KEYS, *ALERT_KEYS, *SSH_KEYS, *CHECK_KEYS)
 
 
 # name -> Key, in the template's (and the checks') order.

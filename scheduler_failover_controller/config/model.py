@@ -81,6 +81,9 @@ class Config:
     retry_count_before_alerting: int
     move_backoff: float
     fence_command: str
+    failback: bool
+    failback_delay: float
+    failure_timeout: float  # 0: never
     alert_to_email: tuple[str, ...]
     alert_email_subject: str
     alert_webhook_url: str

@@ -96,7 +96,7 @@ class Controller(Recording, Placing, Guard):
         self.store_answered = False  # whether the store has answered since this process started
         self._renewal_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="leash")
         self.renewals = Renewals(config, store, self.term, runners, self._renewal_pool)
-        self.incidents = Incidents(config, self.alerter, self._event, monotonic)
+        self.incidents = Incidents(config, self.alerter, self._event, monotonic, store)
         # Airflow's job table (scheduler_job_heartbeat_timeout), read by one of the checks
         self.jobs = job_reader if job_reader is not None else open_job_reader(config)
         self.health = Health(config, self.jobs, monotonic)
@@ -286,7 +286,7 @@ class Controller(Recording, Placing, Guard):
 
     def _lead_term(self, lease: Lease, t0: float) -> None:
         if self.term.hold(lease, t0):
-            self.incidents.restarts = 0
+            self.incidents.new_term()
             log.info("became active with epoch %d", lease.epoch)
             self.health.seed(self.store)
             self._event(EventKind.ELECTED, f"{self.host} became active (epoch {lease.epoch})", node=self.host)
@@ -329,7 +329,8 @@ class Controller(Recording, Placing, Guard):
             return False  # another controller has this identity (or the cluster another mode): renew nothing
 
         def requested(state: ClusterState) -> bool:  # an operator's request, or a lost node's placement run out
-            return unanswered(state, self.role, paused) or self.renewals.lapses.due(state, self.role, paused)
+            drains = self.incidents.drained
+            return unanswered(state, self.role, paused, drains) or self.renewals.lapses.due(state, self.role, paused)
 
         if self.selfmode is not None:  # this node's report goes with every renewal
             return self.selfmode.renewal(

@@ -6,31 +6,27 @@ Three counts with three meanings (L2 in docs/design.md: one failed probe is not 
 - ``restarts``: restarts in place since the scheduler last ran stably (the budget
   ``max_restart_attempts`` before a move);
 - ``faults``: deaths and failed starts since it last ran stably (``retry_count_before_alerting``);
-- ``Backoff.strikes``: failed starts of one node, which double how long it is kept out of moves.
+- ``Backoff.strikes``: failed starts of one node, which double how long it is kept out of moves;
+  kept in the metastore and forgotten ``failure_timeout`` after the last one (``failures``).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from ..alerts import Alerter
 from ..config import Config
+from ..exceptions import MetastoreError
+from ..metastore.base import Metastore
 from ..metastore.events import EventKind
 from ..probe_result import ProbeResult, SchedulerState
+from .failback import Failback
+from .failures import Backoff, FailureMemory
 
 log = logging.getLogger(__name__)
 
 NEVER = float("-inf")
-
-
-@dataclass
-class Backoff:
-    """One node kept out of moves and retries until ``until`` (local monotonic)."""
-
-    strikes: int = 0
-    until: float = NEVER
 
 
 class Incidents:
@@ -42,6 +38,7 @@ class Incidents:
         alerter: Alerter,
         event: Callable[..., None],  # Controller._event
         monotonic: Callable[[], float],
+        store: Metastore | None = None,
     ) -> None:
         self.config = config
         self.alerter = alerter
@@ -49,9 +46,11 @@ class Incidents:
         self.monotonic = monotonic
         self.restarts = 0
         self.faults = 0
-        self.backoff: dict[str, Backoff] = {}
+        self.memory = FailureMemory(config, store, monotonic)  # each node's failed starts, kept in the store
+        self.failback = Failback(config, monotonic)  # preference by list order; moving back when healthy
         self.reported = False  # the current incident has been alerted on
         self.last_start = NEVER
+        self.drained: frozenset[str] = frozenset()  # as the cycle last read them: never a target
 
     def alert(self, summary: str, body: str, always: bool = False) -> None:
         """One alert per incident (plus every ``always`` one), so failures never storm."""
@@ -74,32 +73,53 @@ class Incidents:
                 f"The scheduler keeps failing (last on {node}): {detail}",
             )
 
+    def new_term(self) -> None:
+        """This controller became active: no restarts yet; the failed starts as the last term left them."""
+        self.restarts = 0
+        self.memory.load()
+
+    @property
+    def backoff(self) -> dict[str, Backoff]:
+        """The nodes with failed starts remembered, and their backoffs."""
+        return self.memory.nodes
+
     def back_off(self, node: str) -> None:
         """Keep ``node`` out of moves and retries for a while, doubling with each failure (up to 8x)."""
-        backoff = self.backoff.setdefault(node, Backoff())
-        backoff.strikes += 1
-        backoff.until = self.monotonic() + self.config.move_backoff * min(8, 2 ** (backoff.strikes - 1))
+        self.memory.record(node)
 
     def until(self, node: str) -> float:
         """When ``node``'s backoff ends (local monotonic; NEVER when it has none)."""
-        return self.backoff.get(node, Backoff()).until
+        return self.memory.until(node)
 
     def pick_target(self, probes: dict[str, ProbeResult], exclude: str | None, prefer: str | None) -> str | None:
-        """The next node, in list order after ``exclude``, that is reachable, empty and not backing off
-        (``prefer`` first, then this controller's own node)."""
+        """The most preferred node other than ``exclude`` that is reachable, empty, not drained and not
+        backing off: ``prefer`` first, then the nodes whose own controller is alive (they guard their
+        own scheduler), then the rest, each in the order of ``scheduler_nodes_in_cluster``."""
         now = self.monotonic()
         nodes = list(self.config.nodes)
-        if exclude in nodes:
-            i = nodes.index(exclude)
-            nodes = nodes[i + 1 :] + nodes[:i]
-        order = [n for n in (prefer, self.config.current_host) if n in nodes] + nodes
-        for node in dict.fromkeys(order):
-            if node == exclude or probes[node].state is not SchedulerState.STOPPED:
-                continue
-            if self.until(node) > now:
-                continue
-            return node
-        return None
+        order = [n for n in (prefer,) if n in nodes] + nodes
+        eligible = [
+            node
+            for node in dict.fromkeys(order)
+            if node != exclude
+            and node not in self.drained
+            and probes[node].state is SchedulerState.STOPPED
+            and self.until(node) <= now
+        ]
+        if len(eligible) < 2 or eligible[0] == prefer:
+            return eligible[0] if eligible else None
+        guarded = self._guarded()
+        return next((n for n in eligible if guarded is None or n in guarded), eligible[0])
+
+    def _guarded(self) -> set[str] | None:
+        """The nodes whose own controller was seen within ``lease_ttl`` (None: not known)."""
+        store = self.memory.store
+        if store is None:
+            return None
+        try:
+            return {c.host for c in store.controllers() if c.age <= self.config.lease_ttl}
+        except MetastoreError:
+            return None
 
     def why_no_target(self, probes: dict[str, ProbeResult]) -> str:
         """Why ``pick_target`` found no node: each node's backoff or state."""
@@ -107,7 +127,10 @@ class Incidents:
         parts = []
         for node, probe in probes.items():
             wait = self.until(node) - now
-            parts.append(f"{node} backing off {wait:.0f}s" if wait > 0 else f"{node} {probe.state.value}")
+            if node in self.drained:
+                parts.append(f"{node} drained")
+            else:
+                parts.append(f"{node} backing off {wait:.0f}s" if wait > 0 else f"{node} {probe.state.value}")
         return ", ".join(parts)
 
     def started(self) -> None:
@@ -117,8 +140,7 @@ class Incidents:
     def healthy(self) -> None:
         """The scheduler was seen healthy: once it has run stably, the incident is over."""
         stable = self.monotonic() - self.last_start >= 3 * self.config.poll_frequency
-        if stable and (self.restarts or self.reported):
+        if stable and (self.restarts or self.reported):  # failed starts stay: failure_timeout forgets them
             self.restarts = 0
             self.faults = 0
             self.reported = False
-            self.backoff.clear()

@@ -8,10 +8,13 @@ and started.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from ..metastore.base import ClusterState
 from ..metastore.events import EventKind
 from ..probe_result import ProbeResult, SchedulerState
 from .blind import Blindness
+from .draining import Draining
 from .fencing import Fencing
 from .incidents import Incidents
 from .recovery import Recovery
@@ -22,7 +25,7 @@ from .switchover import Switchovers
 from .term import Term
 
 
-class Placing(Recovery, Switchovers):
+class Placing(Draining, Recovery, Switchovers):
     """The active controller's decision (``_lead``) and its starts (``_start_on``); a valid placement
     goes to ``Recovery``, a switchover to ``Switchovers``."""
 
@@ -49,11 +52,22 @@ class Placing(Recovery, Switchovers):
         prefix = f"active (epoch {self.epoch})"
         self.renewals.drop_kept()  # _healthy sets it again for a scheduler seen healthy this cycle
         placement = state.placement
+        self.incidents.drained = frozenset(state.drained)  # never a target, and the scheduler moves off
+        self.incidents.memory.expire()  # failed starts past failure_timeout
+        self.incidents.failback.observe(probes, self.incidents)
         if state.switchover is not None:
             return f"{prefix}: {self._switchover(state, probes, *state.switchover)}"
         busy = [n for n, r in probes.items() if r.state in (SchedulerState.RUNNING, SchedulerState.UNHEALTHY)]
         if placement.valid and placement.node is not None:
-            return f"{prefix}: {self._placed(state, probes, placement.node, [n for n in busy if n != placement.node])}"
+            node = placement.node
+            if node in state.drained:
+                moved = self._drain(state, probes, node)
+                if moved is not None:
+                    return f"{prefix}: {moved}"
+                kept = self._placed(state, probes, node, [n for n in busy if n != node])
+                return f"{prefix}: {self.why_kept(probes, node)}; {kept}"
+            back = self._failback(state, probes, node, busy)
+            return f"{prefix}: {back or self._placed(state, probes, node, [n for n in busy if n != node])}"
         # No valid placement: adopt a running scheduler, or place one.
         if len(busy) > 1:
             keep = placement.node if placement.node in busy else busy[0]
@@ -64,7 +78,8 @@ class Placing(Recovery, Switchovers):
                 return f"{prefix}: lost the race to adopt the scheduler on {node}; retrying next cycle"
             self._event(EventKind.ADOPT, f"adopted the scheduler already running on {node}", node=node)
             return f"{prefix}: adopted the scheduler already running on {node} ({probes[node].describe()})"
-        target = self.incidents.pick_target(probes, exclude=None, prefer=self.blind.preferred(placement.node))
+        sticky = None if self.config.failback else self.blind.preferred(placement.node)  # stay where it ran
+        target = self.incidents.pick_target(probes, exclude=None, prefer=sticky)
         if target is None:
             return f"{prefix}: no scheduler runs and no node can take it now ({self.incidents.why_no_target(probes)})"
         blocking = self.fencing.blocking(target, probes, self.cycles)
@@ -83,6 +98,22 @@ class Placing(Recovery, Switchovers):
             return f"{prefix}: placed and started the scheduler on {target} ({detail})"
         self.incidents.failed(target, detail, start_failed=True)
         return f"{prefix}: placed the scheduler on {target} but its start failed: {detail}"
+
+    def _failback(self, state: ClusterState, probes: dict[str, ProbeResult], node: str, busy: list[str]) -> str | None:
+        """A controlled switchover back to a more preferred node healthy for ``failback_delay`` (None: none
+        is due), only from a healthy scheduler with no stray beside it."""
+        probe = probes.get(node)
+        if busy != [node] or probe is None or probe.state is not SchedulerState.RUNNING or len(probe.pids) != 1:
+            return None
+        if any(r.state is SchedulerState.UNKNOWN for r in probes.values()):  # it would be refused
+            return None
+        target = self.incidents.failback.target(node)
+        if target is None:
+            return None
+        self.incidents.failback.tried(target)
+        request = replace(state, switchover=(target, "controlled"), switchover_id="")
+        why = f"failback to {target}, more preferred than {node}"
+        return self._switchover(request, probes, target, "controlled", decided=why)
 
     def _start_on(self, node: str, probes: dict[str, ProbeResult]) -> tuple[bool, str]:
         """Start the scheduler on ``node`` and wait until it is up: (whether it is, what happened)."""

@@ -198,6 +198,8 @@ class Recovery:
 
     def _moved(self, node: str, target: str, message: str, ok: bool, detail: str) -> str:
         """A move from ``node`` to ``target`` is done (``ok``: its start too): the event, the alert, the sentence."""
+        if not self.incidents.memory.strikes(node):  # it failed: not healthy for a failback until forgotten
+            self.incidents.back_off(node)
         self._event(
             EventKind.MOVE, f"{message}: {'started' if ok else 'start failed'}: {detail}", node=target, from_node=node
         )

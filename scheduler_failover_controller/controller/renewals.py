@@ -24,11 +24,13 @@ from .term import NEVER, Role, Term
 log = logging.getLogger(__name__)
 
 
-def unanswered(state: ClusterState, role: Role, paused: bool) -> bool:
+def unanswered(state: ClusterState, role: Role, paused: bool, drained: frozenset[str] | None = None) -> bool:
     """Whether ``state`` holds an operator's request the active (``role``) has yet to take up: a
-    switchover, or a paused flag other than the one its cycle last acted on (``paused``). The
-    renewal thread wakes the cycle for it: taken up within a renewal interval, not at the next poll."""
-    return role is Role.ACTIVE and (state.switchover is not None or state.paused != paused)
+    switchover, or a paused flag or drained nodes other than those its cycle last acted on (``paused``,
+    ``drained``). The renewal thread wakes the cycle for it: taken up within a renewal interval, not at
+    the next poll."""
+    drains = drained is not None and frozenset(state.drained) != drained
+    return role is Role.ACTIVE and (state.switchover is not None or state.paused != paused or drains)
 
 
 class Lapses:

@@ -38,24 +38,34 @@ class Switchovers:
     def _start_on(self, node: str, probes: dict[str, ProbeResult]) -> tuple[bool, str]:
         raise NotImplementedError
 
-    def _switchover(self, state: ClusterState, probes: dict[str, ProbeResult], target: str, mode: str) -> str:
+    def _switchover(
+        self,
+        state: ClusterState,
+        probes: dict[str, ProbeResult],
+        target: str,
+        mode: str,
+        decided: str | None = None,
+    ) -> str:
         """A planned move requested by ``sfc switchover``: stop every other scheduler, then start.
 
         ``controlled`` gives the old scheduler SIGTERM and up to ``scheduler_stop_timeout`` to exit
         (or runs the stop command); ``forced`` kills it at once. Either way it is confirmed gone
-        before the new one starts. The outcome's event carries the request's id: the CLI that
-        asked waits for that event and judges the outcome by its kind alone.
+        before the new one starts. The outcome's event carries the request's id: the CLI that asked waits
+        for it and judges the outcome by its kind alone. ``decided``: why the controller moved it by
+        itself (a drain, a failback), put before the outcome; None: the store's request, cleared.
         """
 
         old = state.placement.node if state.placement.valid else None
 
         def finish(outcome: EventKind, message: str) -> str:
+            message = message if decided is None else f"{decided}: {message}"
             # The outcome first: a CLI of a release without ids reads the history as soon as the
             # request is gone, and would find no outcome between the two writes. (A request whose
             # clear fails is carried out again: a second outcome, never none.)
             self._event(outcome, message, state.switchover_id, node=target, from_node=old or "")
             try:
-                self.store.clear_switchover()
+                if decided is None:
+                    self.store.clear_switchover()
             except MetastoreError as exc:
                 log.warning("could not clear the switchover request: %s", exc)
             return message

@@ -19,13 +19,14 @@ from __future__ import annotations
 import abc
 import contextlib
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..exceptions import MetastoreError
 from . import deadline as dl
 from . import rows
 from .events import EventKind
+from .nodestate import NodeStateStore
 from .reports import ReportStore
 
 LEADER = "leader"
@@ -105,6 +106,7 @@ class ClusterState:
     server_now: float
     switchover: tuple[str, str] | None = None  # (target node, "controlled" | "forced") requested
     switchover_id: str = ""  # the pending request's id ('' when none, or asked by a release without ids)
+    drained: dict[str, str] = field(default_factory=dict)  # drained node -> the id of the drain that asked
 
 
 @dataclass(frozen=True)
@@ -162,7 +164,7 @@ class Event:
     request_id: str = ""  # the switchover request a request or outcome event answers ('' for others)
 
 
-class Metastore(ReportStore, abc.ABC):
+class Metastore(ReportStore, NodeStateStore, abc.ABC):
     """Shared state of the controllers. Implementations must be safe across processes/hosts.
 
     The plumbing every backend shares lives here, as template methods: each public call runs
@@ -375,6 +377,10 @@ class Metastore(ReportStore, abc.ABC):
                 if state.switchover
                 else None
             ),
+            "drained": sorted(state.drained),
+            "failures": [
+                {"node": f.node, "strikes": f.strikes, "last_age_s": round(f.age, 3)} for f in self.failures()
+            ],
             **self._dump_records(),
             "node_control": self.read_node_control(),
             **self._dump_reports(),

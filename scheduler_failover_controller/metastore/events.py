@@ -37,6 +37,8 @@ class EventKind(StrEnum):
     RESUME = "resume"  # maintenance mode off (CLI)
     SWITCHOVER = "switchover"  # a switchover requested (CLI)
     NODE_CONTROL = "node_control"  # the cluster's node_control changed (CLI, while paused)
+    DRAIN = "drain"  # a node drained (CLI): no scheduler is placed there
+    UNDRAIN = "undrain"  # a node's drain removed (CLI)
     # How the active carried out a switchover request (see SWITCHOVER_OUTCOMES).
     SWITCHOVER_DONE = "switchover_done"
     SWITCHOVER_REFUSED = "switchover_refused"

@@ -44,6 +44,7 @@ from .base import (
 )
 from .events import EventKind, event_kind, request_id
 from .sql_engine import SQLDatabase
+from .sql_nodes import SQLNodes, read_drained
 from .sql_registry import SQLRegistry
 from .sql_reports import NODE_CONTROL, SQLReports, reports_table
 from .sql_schema import SQLSchema
@@ -63,7 +64,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-class SQLMetastore(SQLRegistry, SQLSchema, SQLReports, SQLDatabase, Metastore):
+class SQLMetastore(SQLRegistry, SQLSchema, SQLReports, SQLNodes, SQLDatabase, Metastore):
     """The metastore in a relational database, tables prefixed ``sfc_``."""
 
     kind = "sql"
@@ -176,7 +177,7 @@ class SQLMetastore(SQLRegistry, SQLSchema, SQLReports, SQLDatabase, Metastore):
             paused = rows.paused(field_name(meta_table, "value", "paused"), flags.get("paused", "0"))
             request = flags.get(sql_switchover.REQUEST, "")
             switchover, key = sql_switchover.decode(request, flags.get(sql_switchover.REQUEST_ID))
-            return ClusterState(lease, placement, paused, lease.server_now, switchover, key)
+            return ClusterState(lease, placement, paused, lease.server_now, switchover, key, read_drained(conn))
 
         return self._run(go)
 
@@ -279,6 +280,7 @@ class SQLMetastore(SQLRegistry, SQLSchema, SQLReports, SQLDatabase, Metastore):
         def go(conn: Connection) -> None:
             for table in (controllers_table, observations_table, events_table, reports_table):
                 conn.execute(delete(table))
+            self._clear_nodes(conn)
             # Keep the epoch: fencing tokens must never go backwards, even across a wipe. Only a
             # counter no valid write produces (text, negative) restarts from 0: tokens are compared
             # together with the holder, unique to each controller process, so none can match again.

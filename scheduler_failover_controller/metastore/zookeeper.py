@@ -74,6 +74,7 @@ from .base import (
     capped,
 )
 from .events import EventKind
+from .zookeeper_nodes import ZooKeeperNodes
 from .zookeeper_records import (
     decode_event,
     decode_placement,
@@ -101,10 +102,12 @@ RECORDS = {
     "events": b"",
     "reports": b"",
     "node_control": b"",
+    "drained": b"{}",
+    "failures": b"",
 }
 
 
-class ZooKeeperMetastore(ZooKeeperRegistry, ZooKeeperReports, ZooKeeperSession, Metastore):
+class ZooKeeperMetastore(ZooKeeperRegistry, ZooKeeperReports, ZooKeeperNodes, ZooKeeperSession, Metastore):
     """The metastore in a ZooKeeper ensemble."""
 
     kind = "zookeeper"
@@ -226,7 +229,7 @@ class ZooKeeperMetastore(ZooKeeperRegistry, ZooKeeperReports, ZooKeeperSession, 
             path = self._p("switchover")
             raw = self._get(path)[0]
             switchover, key = decode_switchover(path, raw)
-            return ClusterState(lease, placement, paused, now, switchover, key)
+            return ClusterState(lease, placement, paused, now, switchover, key, self.read_drained())
 
         return self._run(go)
 
@@ -374,5 +377,6 @@ class ZooKeeperMetastore(ZooKeeperRegistry, ZooKeeperReports, ZooKeeperSession, 
             self._set(self._p("paused"), b"0")
             self._set(self._p("switchover"), b"")
             self._set(self._p("node_control"), b"")
+            self._clear_nodes()
 
         self._run(go)

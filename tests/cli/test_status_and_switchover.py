@@ -75,6 +75,8 @@ def test_status_is_data_on_enums_and_its_json_keeps_its_field_names(cli: Cli) ->
         "nodes",
         "last_failover",
         "node_control",
+        "drained",
+        "failed_starts",
     ]
     assert data["health"] == "healthy"
     assert [list(c) for c in data["controllers"]] == [

@@ -28,6 +28,7 @@ from scheduler_failover_controller.metastore.base import (
 )
 from scheduler_failover_controller.metastore.events import EventKind, event_kind
 from scheduler_failover_controller.metastore.reports import NodeReport
+from tests.unit.fake_nodes import FakeNodes
 from tests.unit.fake_reports import FakeReports
 from tests.unit.fakes_clock import FakeClock
 
@@ -36,7 +37,7 @@ T = TypeVar("T")
 # --- metastore ----------------------------------------------------------------------------
 
 
-class FakeStore(FakeReports, Metastore):
+class FakeStore(FakeReports, FakeNodes, Metastore):
     """The whole Metastore contract in memory, with its own server clock and injectable faults.
 
     Faults: ``fail = True`` makes every call raise MetastoreError; ``failing`` names the methods
@@ -78,6 +79,8 @@ class FakeStore(FakeReports, Metastore):
         self._events: list[Event] = []
         self.node_reports: dict[str, NodeReport] = {}
         self.node_control: str | None = None
+        self.drained: dict[str, str] = {}
+        self.node_failures: dict[str, tuple[int, float]] = {}
 
     # --- test controls ---
 
@@ -188,7 +191,13 @@ class FakeStore(FakeReports, Metastore):
     def read_state(self) -> ClusterState:
         self._enter("read_state")
         return ClusterState(
-            self.lease(), self.placement(), self.paused, self.server_now, self.switchover, self.switchover_id
+            self.lease(),
+            self.placement(),
+            self.paused,
+            self.server_now,
+            self.switchover,
+            self.switchover_id,
+            dict(self.drained),
         )
 
     def set_placement(
@@ -288,6 +297,8 @@ class FakeStore(FakeReports, Metastore):
         self._events.clear()
         self.node_reports.clear()
         self.node_control = None
+        self.drained.clear()
+        self.node_failures.clear()
         # The epoch is kept: fencing tokens never go backwards.
         self.lease_holder, self.lease_host, self.lease_expires_at = None, None, 0.0
         self.placement_node, self.placement_expires_at = None, 0.0

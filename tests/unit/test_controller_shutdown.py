@@ -26,7 +26,8 @@ def test_shutdown_stops_the_local_scheduler_and_releases_everything(cluster: Clu
     assert [c.host for c in store.controllers()] == ["n2"]
     assert store.events_of("stop")[-1].host == "n1"
     assert c1.role == "stopped" and not c1.leads() and not c1.may_run_locally()
-    # A standby takes over within one poll.
+    # A standby takes over within one poll, and places the scheduler on the most preferred node
+    # whose own controller is alive: its own (n1's has stopped).
     (s2,) = tick(cluster, c2)
     assert s2 == placed(cluster, "n2", epoch=2)
 

@@ -41,6 +41,8 @@ STORED = {
     "switchover_refused",
     "switchover_failed",
     "node_control",
+    "drain",
+    "undrain",
 }
 
 
