@@ -1,8 +1,10 @@
 """``switchover --wait``: wait for the outcome of one switchover request, found by the request's id.
 
-The active controller clears the request, then records its outcome as an event that carries the
-request's id. A controller of a release without ids records its outcome without one: then the
-id-less outcome after this request's own event is taken, as such releases' CLIs did.
+The active controller records the outcome as an event that carries the request's id, then clears
+the request; a controller of an earlier release cleared it first, so the outcome is looked for a
+little longer once the request is gone. A controller of a release without ids records its outcome
+without one: then the id-less outcome after this request's own event is taken, as such releases'
+CLIs did.
 """
 
 from __future__ import annotations

@@ -59,12 +59,15 @@ class Switchovers:
 
         def finish(outcome: EventKind, message: str) -> str:
             message = message if decided is None else f"{decided}: {message}"
+            # The outcome first: a CLI of a release without ids reads the history as soon as the
+            # request is gone, and would find no outcome between the two writes. (A request whose
+            # clear fails is carried out again: a second outcome, never none.)
+            self._event(outcome, message, state.switchover_id, node=target, from_node=old or "")
             try:
                 if decided is None:
                     self.store.clear_switchover()
             except MetastoreError as exc:
                 log.warning("could not clear the switchover request: %s", exc)
-            self._event(outcome, message, state.switchover_id, node=target, from_node=old or "")
             return message
 
         refused = EventKind.SWITCHOVER_REFUSED

@@ -127,8 +127,8 @@ def _labs(
 ) -> Iterator[Callable[..., Lab]]:
     labs: list[Lab] = []
 
-    def make(size: int = 3, config: dict[str, str] | None = None) -> Lab:
-        lab = Lab(net, site, size=size, config={"node_control": node_control, **(config or {})})
+    def make(size: int = 3, config: dict[str, str] | None = None, kind: Callable[..., Lab] = Lab) -> Lab:
+        lab = kind(net, site, size=size, config={"node_control": node_control, **(config or {})})
         labs.append(lab)
         return lab
 

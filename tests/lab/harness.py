@@ -67,6 +67,9 @@ from tests.support.waiting import wait_for
 class Lab:
     """N hosts h1..hN on the network's bridge, sharing one metastore (MariaDB or ZooKeeper), and an observer."""
 
+    host_class: type[Host] = Host  # the upgrade lab's hosts switch releases (tests/lab/upgrade.py)
+    create_schema = True  # False: the first controller creates it (an older release's, in the upgrade lab)
+
     def __init__(self, net: Network, site: LabMetastore, size: int = 3, config: dict[str, str] | None = None) -> None:
         self.net = net
         self.site = site
@@ -81,7 +84,7 @@ class Lab:
         self.state_dir = self.dir / "state"  # each host mounts its own h<i>/state here
         self.overrides = dict(config or {})  # node_control = self: hosts without sshd
         self.node_control = self.overrides.get("node_control", "ssh")
-        self.hosts = [Host(self, i + 1) for i in range(size)]
+        self.hosts = [self.host_class(self, i + 1) for i in range(size)]
         self.observer = Observer(f"fake_scheduler.py --cluster {self.token}")
         self.closed = False
         self._prepare()
@@ -110,7 +113,8 @@ class Lab:
             host.write_files(self.hosts, self.overrides)
         (self.dir / "known_hosts").write_text("".join(h.host_key_line() for h in self.hosts))
         os.makedirs("/run/sshd", mode=0o755, exist_ok=True)  # sshd's privilege separation directory
-        self.store.setup()
+        if self.create_schema:
+            self.store.setup()
 
     def config(self, host: str = "h1") -> Config:
         """A host's configuration as its controller loads it (with the defaults it derives)."""

@@ -73,3 +73,16 @@ def test_switchover_waits_while_the_old_scheduler_will_not_stop(cluster: Cluster
     (sentence,) = tick(cluster, c1)
     assert sentence == f"active (epoch 1): switchover to n2: the scheduler on n1 is still running (pid {old}); retrying"
     assert ("n2", "start") not in cluster.actions and cluster.store.switchover == ("n2", "controlled")
+
+
+@pytest.mark.parametrize("target", ["n2", "n9"])  # carried out, and refused
+def test_the_outcome_is_recorded_before_the_request_is_cleared(cluster: Cluster, target: str) -> None:
+    """A CLI without request ids reads the history once it finds the request gone: the outcome is there."""
+    c1 = active_on_n1(cluster)
+    at_clear: list[list[object]] = []
+    cluster.store.on("clear_switchover", lambda: at_clear.append(list(cluster.store.kinds())))
+    cluster.store.request_switchover(target, "controlled")
+    tick(cluster, c1)
+    expected = "switchover_done" if target == "n2" else "switchover_refused"
+    assert len(at_clear) == 1 and at_clear[0][-1] == expected, at_clear
+    assert cluster.store.switchover is None
