@@ -10,6 +10,20 @@ import pytest
 from tests.process.harness import ZK_PREFIX, Cluster
 from tests.process.test_leash import Lab
 
+#: The real servers a process test may start, by the fixtures that start them.
+SERVERS = {"mariadb": {"mariadb", "mariadb_url"}, "zookeeper": {"zk_ensemble", "zk_hosts"}}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test that starts a real server carries the server's name as a keyword, whatever its own
+    name says: CI's `-k "mariadb or zookeeper"` (process-servers, on 3.11) selects it, and the
+    tier's runs on the embedded SQLite metastore (3.9, 3.11, 3.13) leave it out."""
+    for item in items:
+        used = set(getattr(item, "fixturenames", ()))
+        for keyword, fixtures in SERVERS.items():
+            if used & fixtures:
+                item.extra_keyword_matches.add(keyword)
+
 
 @pytest.fixture
 def make_cluster(tmp_path: Path) -> Iterator[Callable[..., Cluster]]:
