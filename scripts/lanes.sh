@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The CI tier of the tests in lanes, three at a time (scripts/test.sh runs this after set-up,
-# ruff and mypy). Each lane is a sequence of pytest runs with a log of its own; at the end every
-# lane's log is printed, then one line per lane (result, minutes), then the totals of all pytest
-# runs; the exit status is non-zero if any lane failed. The lanes share nothing: every server,
-# namespace, chroot and database a test makes is its own (free ports, random names).
+# ruff and mypy). Each lane is a sequence of pytest runs (each lists its 15 slowest tests) with a
+# log of its own; at the end every lane's log is printed, then one line per lane (result,
+# minutes), then the totals of all pytest runs; the exit status is non-zero if any lane failed.
+# The lanes share nothing: every server, namespace, chroot and database a test makes is its own
+# (free ports, random names).
 #   SFC_LANES="main py3.9"    only these lanes, in this order (default: lab py3.13-process
 #                             py3.9-process process main py3.13 py3.9 process-servers e2e: the
 #                             longest first, so that the short ones fill the end)
@@ -41,7 +42,7 @@ pytest_in() {
   echo "== $venv ($("$venv/bin/python" -c 'import platform; print(platform.python_version())')): pytest $*"
   "$venv/bin/python" -c 'import signal, sys, pytest
 signal.signal(signal.SIGINT, signal.default_int_handler)
-sys.exit(pytest.console_main())' -q -p no:cacheprovider "$@"
+sys.exit(pytest.console_main())' -q -p no:cacheprovider --durations=15 "$@"
 }
 
 # The CI tier: every test not marked `manual`. The lab and the end-to-end runs (as root, real
