@@ -58,17 +58,7 @@ class Switchovers:
         old = state.placement.node if state.placement.valid else None
 
         def finish(outcome: EventKind, message: str) -> str:
-            message = message if decided is None else f"{decided}: {message}"
-            # The outcome first: a CLI of a release without ids reads the history as soon as the
-            # request is gone, and would find no outcome between the two writes. (A request whose
-            # clear fails is carried out again: a second outcome, never none.)
-            self._event(outcome, message, state.switchover_id, node=target, from_node=old or "")
-            try:
-                if decided is None:
-                    self.store.clear_switchover()
-            except MetastoreError as exc:
-                log.warning("could not clear the switchover request: %s", exc)
-            return message
+            return self._switchover_outcome(state, target, decided, outcome, message)
 
         refused = EventKind.SWITCHOVER_REFUSED
         if target not in self.runners:
@@ -101,3 +91,20 @@ class Switchovers:
             EventKind.SWITCHOVER_DONE if ok else EventKind.SWITCHOVER_FAILED,
             f"{mode} switchover from {old or 'nowhere'} to {target}: stopped {others or 'nothing'}, {result}: {detail}",
         )
+
+    def _switchover_outcome(
+        self, state: ClusterState, target: str, decided: str | None, outcome: EventKind, message: str
+    ) -> str:
+        """Record a switchover's outcome, then clear the store's request (none when ``decided``)."""
+        old = state.placement.node if state.placement.valid else None
+        message = message if decided is None else f"{decided}: {message}"
+        # The outcome first: a CLI of a release without ids reads the history as soon as the
+        # request is gone, and would find no outcome between the two writes. (A request whose
+        # clear fails is carried out again: a second outcome, never none.)
+        self._event(outcome, message, state.switchover_id, node=target, from_node=old or "")
+        try:
+            if decided is None:
+                self.store.clear_switchover()
+        except MetastoreError as exc:
+            log.warning("could not clear the switchover request: %s", exc)
+        return message
