@@ -45,8 +45,9 @@ def test_failback_moves_the_scheduler_back_to_the_preferred_node(
     took = wait_for(lambda: on(cluster) == ["n1"], 30, "the failback to n1")
     assert time.monotonic() - began >= 2  # not before failback_delay
     assert took < 25
-    history = cluster.cli("history", "--json").stdout
-    assert "failback to n1, more preferred than n2: controlled switchover from n2 to n1" in history
+    # The outcome is recorded once the start is confirmed, a moment after the observer sees it.
+    said = "failback to n1, more preferred than n2: controlled switchover from n2 to n1"
+    wait_for(lambda: said in cluster.cli("history", "--json").stdout, 15, "the failback's outcome in the history")
     assert_never_two(cluster)
 
 
