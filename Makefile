@@ -19,7 +19,7 @@ types:
 	.venv-py3.13/bin/mypy --python-version 3.13 scheduler_failover_controller tests benchmarks
 
 # The CI tier's lanes alone (no set-up, ruff or mypy), longest first: lab, py3.13-process,
-# py3.9-process, process, process-servers, main, py3.13, py3.9, e2e.
+# py3.9-process, process, main, py3.13, py3.9, process-servers, e2e.
 lanes:
 	bash scripts/lanes.sh
 

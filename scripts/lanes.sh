@@ -6,7 +6,7 @@
 # The lanes share nothing: every server, namespace, chroot and database a test makes is its own
 # (free ports, random names).
 #   SFC_LANES="main py3.9"    only these lanes, in this order (default: lab py3.13-process
-#                             py3.9-process process process-servers main py3.13 py3.9 e2e: the
+#                             py3.9-process process main py3.13 py3.9 process-servers e2e: the
 #                             longest first, so that the short ones fill the end)
 #   SFC_LANES_AT_ONCE=3       how many lanes run at a time (the next starts when one ends). Most
 #                             tests wait on real processes: a lane keeps about half a core busy,
@@ -18,7 +18,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
-lanes="${SFC_LANES:-lab py3.13-process py3.9-process process process-servers main py3.13 py3.9 e2e}"
+lanes="${SFC_LANES:-lab py3.13-process py3.9-process process main py3.13 py3.9 process-servers e2e}"
 timeout_s="${SFC_LANE_TIMEOUT:-2400}"
 at_once="${SFC_LANES_AT_ONCE:-3}"
 logs="${SFC_LANE_LOGS:-$(mktemp -d "${TMPDIR:-/tmp}/sfc-lanes.XXXXXX")}"

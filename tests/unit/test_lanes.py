@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-DEFAULT = ["lab", "py3.13-process", "py3.9-process", "process", "process-servers", "main", "py3.13", "py3.9", "e2e"]
+DEFAULT = ["lab", "py3.13-process", "py3.9-process", "process", "main", "py3.13", "py3.9", "process-servers", "e2e"]
 
 
 Lanes = dict[str, list[tuple[str, list[str]]]]
