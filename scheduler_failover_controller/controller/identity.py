@@ -75,12 +75,16 @@ class Identity:
 
     def duplicate(self) -> ControllerInfo | None:
         """Once this controller has registered, another holder in its row is a second controller
-        with the same current_host (both write it). Raises MetastoreError."""
+        with the same current_host (both write it). Of the two, the one whose holder sorts first
+        steps aside: each may see the other (their heartbeats overwrite the row in turn), and
+        exactly one must be left. Raises MetastoreError."""
         with self._lock:
             if self.heartbeats == 0:
                 return None
         other = self._registered_other()
-        return other if other is not None and other.age <= self.config.lease_ttl else None
+        if other is None or other.age > self.config.lease_ttl or other.holder < self.holder:
+            return None
+        return other
 
     def _registered_other(self) -> ControllerInfo | None:
         for info in self.store.controllers():

@@ -72,3 +72,16 @@ def test_renewals_take_over_the_leash_of_a_node_whose_controller_went_quiet_betw
         wait_for(lambda: not c1.renewals.leash_pending, 5, "the background leash renewal")
     assert c1.renewals.renewing == {"n2": True}
     assert [kind for kind, _d in cluster.runners["n2"].deadlines].count("renew") > before
+
+
+def test_of_two_controllers_that_see_each_other_exactly_one_stops(cluster: Cluster) -> None:
+    """Their heartbeats overwrite the one row in turn, so each may see the other: the one whose
+    holder sorts first steps aside, and the other keeps acting, whichever looked first."""
+    c1 = active_on_n1(cluster)
+    twin = cluster.controller("n1")
+    twin._heartbeat()
+    assert twin.identity.duplicate() is None  # it sees c1's holder, which sorts first: it stays
+    c1._heartbeat()
+    assert twin.identity.duplicate() is None
+    twin._heartbeat()
+    assert c1.identity.duplicate() is not None
