@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import threading
 from collections.abc import Iterator
 from dataclasses import replace
@@ -17,6 +16,7 @@ from scheduler_failover_controller.http_listener import Deferred, Reply, Request
 from scheduler_failover_controller.liveness import Liveness
 from scheduler_failover_controller.metastore.events import EventKind
 from scheduler_failover_controller.status import history_json, read_status
+from tests.support.http_ask import ask as _ask
 
 from .controller_support import active_on_n1
 from .fakes import Cluster
@@ -178,17 +178,6 @@ def test_beyond_loopback_without_a_token_the_state_is_refused(cluster: Cluster, 
 def test_loopback_addresses() -> None:
     assert is_loopback("127.0.0.1") and is_loopback("127.3.0.1") and is_loopback("::1") and is_loopback("localhost")
     assert not is_loopback("0.0.0.0") and not is_loopback("::") and not is_loopback("10.0.0.1")
-
-
-def _ask(port: int, request: bytes) -> bytes:
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-        sock.sendall(request)
-        data = b""
-        while True:
-            chunk = sock.recv(65536)
-            if not chunk:
-                return data
-            data += chunk
 
 
 def test_over_a_socket_head_and_non_200_and_the_worker(cluster: Cluster, servers: list[ApiServer]) -> None:

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 import pytest
 
 from scheduler_failover_controller.http_listener import TEXT, BoundedHTTPServer, Deferred, Reply, Request
+from tests.support.http_ask import ask as _ask
 from tests.support.waiting import wait_for
 
 
@@ -23,17 +24,6 @@ def server() -> Iterator[BoundedHTTPServer]:
     srv.shutdown()
     thread.join(timeout=5)
     assert not thread.is_alive()
-
-
-def _ask(port: int, request: bytes) -> bytes:
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
-        sock.sendall(request)
-        data = b""
-        while True:
-            chunk = sock.recv(65536)
-            if not chunk:
-                return data
-            data += chunk
 
 
 def test_answers_get_and_head_and_refuses_the_rest(server: BoundedHTTPServer) -> None:
