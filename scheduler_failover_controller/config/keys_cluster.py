@@ -81,6 +81,15 @@ Or metadata_service_sql_conn_cmd (a command printing it) or _file (a private fil
         redact=redact_url,
     ),
     Key(
+        "metadata_service_sql_table_prefix",
+        p.text,
+        "sfc_",
+        """\
+Prefix of the metastore's SQL table names: separate fleets can share one SQL database, each
+with a prefix of its own.""",
+        "prefix of the SQL metastore's table names (one per fleet sharing a database)",
+    ),
+    Key(
         "metadata_service_zookeeper_nodes",
         p.text,
         "localhost:2181",

@@ -108,4 +108,16 @@ off it at once, without waiting for its placement to expire. Empty: none.""",
         "run with the node name to power off an unreachable node; exit 0: nothing there can run (README, Fencing)",
         command=True,
     ),
+    Key(
+        "services",
+        p.comma_list,
+        "",
+        """\
+Singleton daemons kept beside the scheduler, each exactly once (Airflow's triggerer, celery
+beat, ...): comma separated names, each configured in a section
+[scheduler_failover_service_NAME] (start_command, stop_command, process_match, nodes, ...).
+Empty: the scheduler alone.""",
+        "other singleton daemons, each in `[scheduler_failover_service_NAME]`",
+        field="service_names",
+    ),
 )

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import shlex
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from ..redaction import MASK
 from .keys import KEYS
+from .services import SCHEDULER, ServiceSpec
 
 # Node names that mean "this host", as the 2016 controller read them.
 LOCAL_NAMES = ("localhost", "127.0.0.1")
@@ -113,6 +114,10 @@ class Config:
     scheduler_job_hostnames: tuple[tuple[str, str], ...] = ()  # (node, hostname in Airflow's job table)
     airflow_job_fencing: bool = False  # end a proven-empty node's SchedulerJob and sessions (writes Airflow's db)
     http_token: str = field(default="", repr=False)  # a secret: never logged, never given to the scheduler
+    metadata_service_sql_table_prefix: str = "sfc_"
+    service_names: tuple[str, ...] = ()  # the ``services`` key: the services beside the scheduler
+    service_specs: tuple[ServiceSpec, ...] = ()  # their sections, in the order of ``services``
+    service: str = SCHEDULER  # the service this config is the view of (see for_service)
 
     @property
     def safety_margin(self) -> float:
@@ -158,6 +163,38 @@ class Config:
     def stop_command(self, node: str) -> str:
         """The stop command for ``node``; the node name is shell-quoted."""
         return self.airflow_scheduler_stop_command.replace("{node}", shlex.quote(node))
+
+    def for_service(self, name: str) -> Config:
+        """The config ``name``'s controller runs on: this one for the scheduler; for another service,
+        the scheduler's commands, match, timeouts, health URL and nodes replaced by the service's,
+        its own state directory, and nothing that is the scheduler's alone (Airflow's job table)."""
+        if name == self.service:
+            return self
+        if name == SCHEDULER:
+            raise ValueError("the scheduler's config is the fleet's config, not a view of a service's")
+        spec = next((s for s in self.service_specs if s.name == name), None)
+        if spec is None:
+            raise KeyError(f"no service {name!r} in services")
+        return replace(
+            self,
+            service=name,
+            service_specs=(),
+            nodes=spec.nodes,
+            local_nodes=tuple(n for n in self.local_nodes if n in spec.nodes),
+            airflow_scheduler_start_command=spec.start_command,
+            airflow_scheduler_stop_command=spec.stop_command,
+            scheduler_process_match=spec.process_match,
+            scheduler_start_timeout=spec.start_timeout,
+            scheduler_stop_timeout=spec.stop_timeout,
+            scheduler_health_url=spec.health_url,
+            scheduler_job_heartbeat_timeout=0.0,
+            scheduler_job_sql_conn="",
+            scheduler_job_hostnames=(),
+            airflow_job_fencing=False,
+            http_port=0,
+            metrics_port=0,
+            state_dir=self.state_dir / f"service-{name}",
+        )
 
     def redacted(self) -> dict[str, Any]:
         """The settings as plain values with secrets masked (each secret key's ``redact``), for display."""

@@ -162,6 +162,7 @@ class Event:
     message: str
     epoch: int = 0
     request_id: str = ""  # the switchover request a request or outcome event answers ('' for others)
+    service: str = SCHEDULER  # the service the event is of (a release with one service wrote the scheduler's)
 
 
 class Metastore(ReportStore, NodeStateStore, abc.ABC):
@@ -332,6 +333,19 @@ class Metastore(ReportStore, NodeStateStore, abc.ABC):
     @abc.abstractmethod
     def close(self) -> None:
         """Release connections."""
+
+    def for_service(self, name: str) -> Metastore:
+        """The store as service ``name``'s controller uses it (the scheduler's: this one).
+
+        The view keeps its own placement, switchover request, observations, node reports, failed
+        starts, and stamps its events with ``name``; the lease, the registry, the paused flag,
+        ``node_control`` and the drained nodes are the fleet's, shared with every view. A view
+        uses its parent's connection: closing it closes nothing. The scheduler's records stay
+        where a release with one service keeps them, so both can run side by side.
+        """
+        if name == SCHEDULER:
+            return self
+        raise MetastoreError(f"the {self.kind} metastore keeps no service but the scheduler")
 
     def session(self) -> int | None:
         """The connection a lease taken now would live on (a ZooKeeper session id); None where a

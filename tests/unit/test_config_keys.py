@@ -19,7 +19,7 @@ from scheduler_failover_controller.config.keys import THIS_HOST
 from tests.unit.config_support import SECTION_2016
 
 ROOT = Path(__file__).resolve().parents[2]
-NOT_KEYS = {"source", "smtp"}  # Config attributes that are no key of [scheduler_failover]
+NOT_KEYS = {"source", "smtp", "service_specs", "service"}  # Config attributes that are no key of [scheduler_failover]
 
 
 def _load(tmp_path: Path, text: str, **env: str) -> Config:
