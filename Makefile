@@ -1,6 +1,6 @@
 # Convenience targets; CI runs `bash .ci/run` (= scripts/test.sh). The tiers: README, "Tests and
 # their tiers". `test`, `lanes` and `matrix` are the CI tier; the rest are run by hand.
-.PHONY: matrix-full test types lanes matrix lab day2 lab-airflow upgrade-lab e2e-manual bench-airflow bench-http bench-2016 soak soak-mariadb soak-postgresql soak-zookeeper container-tools container-image container-lab
+.PHONY: matrix-full test types lanes matrix lab day2 lab-airflow lab-services upgrade-lab e2e-manual bench-airflow bench-http bench-2016 soak soak-mariadb soak-postgresql soak-zookeeper container-tools container-image container-lab
 
 PYTHON ?= .venv/bin/python
 SOAK_SECONDS ?= 3600
@@ -36,9 +36,9 @@ matrix-full:
 # sshd, MariaDB, PostgreSQL and ZooKeeper on 198.18.0.2, one controller per host, every failure
 # scenario on every metastore it names, with node_control = ssh and = self (no sshd on the hosts)
 # (CI runs the MariaDB runs, in self mode one per fault class), and a 3-minute chaos soak
-# (SFC_SOAK_SECONDS, SFC_SOAK_SEED, SFC_SOAK_METASTORE).
+# (SFC_SOAK_SECONDS, SFC_SOAK_SEED, SFC_SOAK_METASTORE). Real daemons as services: `make lab-services`.
 lab:
-	$(PYTHON) -m pytest -p no:cacheprovider tests/lab -v --ignore=tests/lab/test_upgrade.py
+	$(PYTHON) -m pytest -p no:cacheprovider tests/lab -v --ignore=tests/lab/test_upgrade.py --ignore=tests/lab/test_lab_services.py
 
 # Day-2 operations with real controllers that wait out a timeout (failure_timeout): the manual part
 # of tests/process/test_failback.py, and the drain/failback benchmark.
@@ -51,6 +51,13 @@ day2:
 # (default, setsid, -D). CI runs the fast scenario alone (Airflow 3, PostgreSQL, SIGKILL).
 lab-airflow:
 	SFC_LAB_AIRFLOW=all $(PYTHON) -m pytest -p no:cacheprovider tests/lab/test_airflow_lab.py -v
+
+# Real daemons as services beside the scheduler in the lab (as root): a real celery beat (from
+# .venv-celery) on the stand-in lab and a real Airflow 3 triggerer beside a real scheduler, each hit
+# by a SIGKILL, a host crash and a partition. CI runs the beat SIGKILL alone (about 20 s). About 15
+# minutes in all, most of it Airflow's.
+lab-services:
+	$(PYTHON) -m pytest -p no:cacheprovider tests/lab/test_lab_services.py -v
 
 # Rolling upgrades in the lab (as root): three hosts start on an earlier release (ac729e4 in ssh
 # mode, bba5d34 in self mode; each built once into a virtualenv under UPGRADE_CACHE), each master is
