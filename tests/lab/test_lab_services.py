@@ -31,7 +31,7 @@ from tests.lab.conftest import RESULTS
 from tests.lab.daemons import ByHand, Daemon, RootsObserver, add_services, controlled
 from tests.lab.harness import Lab
 from tests.lab.network import Network
-from tests.lab.scenarios import MakeLab, finish
+from tests.lab.scenarios import MakeLab, cases, finish
 from tests.lab.triggerer import Line, TriggererLab, triggerer_lab
 from tests.support.observer import Seen
 from tests.support.waiting import wait_for
@@ -50,10 +50,10 @@ def _params(in_ci: tuple[str, ...]) -> list[Any]:
 
 
 @pytest.fixture
-def beat_lab(make_mariadb_lab: MakeLab) -> Iterator[tuple[Lab, Daemon]]:
+def beat_lab(make_lab: MakeLab) -> Iterator[tuple[Lab, Daemon]]:
     if not beat.available():
         missing(f"celery ({beat.CELERY_VENV}; scripts/setup.sh builds it)")
-    lab = make_mariadb_lab(size=3)
+    lab = make_lab(size=3)
     daemon = beat.beat_daemon(lab.dir, BEAT_SETTINGS)
     add_services(lab, [daemon])
     yield lab, daemon
@@ -77,7 +77,7 @@ def _ticks_after(lab: Lab, since: float, count: int, timeout: float, not_by: str
     return got
 
 
-@pytest.mark.parametrize("lab_node_control", ["self"], indirect=True)
+@cases(ssh=("mariadb",), self=("mariadb", "zookeeper"), self_in_ci=True, ssh_in_ci=False)
 @pytest.mark.parametrize("fault", _params(in_ci=("kill",)))
 def test_celery_beat(beat_lab: tuple[Lab, Daemon], fault: str) -> None:
     """A real celery beat under the controllers: its fault costs some ticks, never a tick sent twice."""
@@ -209,6 +209,9 @@ def test_airflow_triggerer(request: pytest.FixtureRequest, lab_network: tuple[Ne
             assert len(obs.current()) == 1, obs.describe()
         finally:
             obs.stop()
+        lines = alab.ledger_lines()
+        window = [f"{x.kind} {x.key} {x.host}:{x.pid} {x.time - at:+.2f}" for x in lines if x.time > at - 30]
+        print("trigger ledger from 30 s before the fault (seconds from it):\n" + "\n".join(window))
         assert obs.max_seen <= 1 and obs.seconds_two_or_more == 0, f"two triggerers at once: {obs.doubled[:5]}"
         assert not alab.twice("fire"), f"triggers fired twice: {alab.twice('fire')}"
         assert not alab.twice("resume"), f"tasks resumed twice: {alab.twice('resume')}"
