@@ -87,10 +87,14 @@ def add_services(lab: Lab, daemons: list[Daemon]) -> None:
 
 
 def controlled(lab: Lab, name: str) -> bool:
-    """Whether this checkout's controllers run the service ``name`` (its section is loaded), or the
-    test has to play the controller (``SFC_LAB_SERVICES=hand`` forces that)."""
-    if os.environ.get("SFC_LAB_SERVICES", "") == "hand":
-        return False
+    """Whether the controllers run the service ``name``, or the test plays the controller.
+
+    ``SFC_LAB_SERVICES=hand`` or ``=controllers`` says which; by default the controllers do when
+    this checkout loads the service's section."""
+    mode = os.environ.get("SFC_LAB_SERVICES", "")
+    if mode in ("hand", "controllers"):
+        return mode == "controllers"
+    assert not mode, f"SFC_LAB_SERVICES must be hand or controllers, not {mode!r}"
     specs = getattr(lab.config(), "service_specs", ())
     return any(getattr(spec, "name", "") == name for spec in specs)
 

@@ -10,8 +10,8 @@ triggerer, each kept exactly once by the controllers while faults hit the host i
 
 Faults: the daemon SIGKILLed, its host crashed, its host partitioned. CI runs one short case (beat,
 SIGKILL, self mode, MariaDB); ``make lab-services`` runs them all. Where the controllers of this
-checkout do not load service sections yet, the test starts, fences and moves the daemon by hand
-(tests/lab/daemons.py), and says so in the figures' note.
+checkout do not load service sections (or ``SFC_LAB_SERVICES=hand``), the test starts, fences and
+moves the daemon by hand (tests/lab/daemons.py), and says so in the figures' note.
 """
 
 from __future__ import annotations
