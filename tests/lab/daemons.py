@@ -102,10 +102,9 @@ def controlled(lab: Lab, name: str) -> bool:
 class ByHand:
     """The test in the controller's place for one daemon: start in a host, and nothing else."""
 
-    def __init__(self, lab: Lab, daemon: Daemon, env: dict[str, str] | None = None) -> None:
+    def __init__(self, lab: Lab, daemon: Daemon) -> None:
         self.lab = lab
         self.daemon = daemon
-        self.extra_env = env or {}
 
     def start(self, host: Host) -> None:
         """Start the daemon inside ``host``, detached (re-parented to its PID 1), as a start command runs."""
@@ -113,7 +112,7 @@ class ByHand:
         log = host.dir / f"{self.daemon.name}-by-hand.log"
         subprocess.run(
             host.enter("/bin/sh", "-c", f"( {command} ) >> {log} 2>&1 < /dev/null &"),
-            env={**host.env(), **self.extra_env},
+            env=host.env(),
             stdin=subprocess.DEVNULL,
             capture_output=True,
             timeout=10,

@@ -95,11 +95,11 @@ class TriggererLab(AirflowLab):
                 found.append(Line(parts[0], parts[1], parts[2], int(parts[3]), float(parts[4])))
         return found
 
-    def twice(self, kind: str) -> list[tuple[str, list[str]]]:
-        """Keys with more than one ``kind`` line, each with the ``host:pid`` that wrote them."""
+    def twice(self, kind: str, leave_out: list[Line] | None = None) -> list[tuple[str, list[str]]]:
+        """Keys with more than one ``kind`` line (but those in ``leave_out``), with the ``host:pid`` of each."""
         seen: dict[str, list[str]] = {}
         for line in self.ledger_lines():
-            if line.kind == kind:
+            if line.kind == kind and line not in (leave_out or []):
                 seen.setdefault(line.key, []).append(f"{line.host}:{line.pid}")
         return sorted((k, v) for k, v in seen.items() if len(v) > 1)
 
