@@ -68,7 +68,7 @@ def check_graph(specs: tuple[ServiceSpec, ...], cluster: tuple[str, ...], src: S
                 raise src.service_fail(
                     spec.name,
                     "anti_colocate_with",
-                    f"{other!r} and {spec.name!r} are in one colocation group (led by {root[other]!r}): they share its node",
+                    f"{other!r} is in its colocation group (led by {root[other]!r}): they run on one node",
                 )
     apart = {(root[s.name], root[o]) for s in specs for o in s.anti_colocate_with}
     _check_apart(specs, root, group_nodes, apart, cluster, src)

@@ -13,7 +13,7 @@ import itertools
 import tempfile
 from dataclasses import dataclass
 
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from scheduler_failover_controller.config import load_config
@@ -93,8 +93,17 @@ def environment(state_dir: str, cluster: tuple[str, ...], services: tuple[Servic
     return env
 
 
+# Three groups kept pairwise apart on two nodes: no pair alone is stuck, the three together are.
+TRIANGLE = (
+    NODES[:2],
+    (Service("s1", None, "", ("scheduler",)), Service("s2", None, "", ("s1", "scheduler"))),
+)
+
+
 @settings(max_examples=200, deadline=None)
 @given(graphs())
+@example(TRIANGLE)
+@example((NODES[:2], (*TRIANGLE[1], Service("s3", NODES[:1], "s2", ()))))
 def test_load_accepts_a_service_graph_iff_it_can_be_placed(graph: tuple[tuple[str, ...], tuple[Service, ...]]) -> None:
     cluster, services = graph
     with tempfile.TemporaryDirectory() as state_dir:

@@ -218,7 +218,7 @@ def test_several_local_nodes_need_node_in_the_match(env: dict[str, str], make: M
         ),
         (
             {"a": {"colocate_with": "scheduler", "anti_colocate_with": "b"}, "b": {"colocate_with": "scheduler"}},
-            ("_a]", "anti_colocate_with", "one colocation group (led by 'scheduler')"),
+            ("_a]", "anti_colocate_with", "its colocation group (led by 'scheduler')"),
         ),
         (
             {"a": {"colocate_with": "b"}, "b": {"anti_colocate_with": "c"}, "c": {"colocate_with": "a"}},
