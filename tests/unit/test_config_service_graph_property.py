@@ -100,7 +100,7 @@ TRIANGLE = (
 )
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(graphs())
 @example(TRIANGLE)
 @example((NODES[:2], (*TRIANGLE[1], Service("s3", NODES[:1], "s2", ()))))
