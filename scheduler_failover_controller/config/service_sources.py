@@ -62,7 +62,9 @@ def _from_env(env: Mapping[str, str]) -> dict[str, Raw]:
         if not variable.startswith(SERVICE_ENV_PREFIX):
             continue
         rest = variable[len(SERVICE_ENV_PREFIX) :]
-        key = next((k for k in SERVICE_KEYS if rest.endswith("__" + k.upper()) and len(rest) > len(k) + 2), None)
+        # The longest key that ends the name: ANTI_COLOCATE_WITH before COLOCATE_WITH.
+        keys = sorted(SERVICE_KEYS, key=len, reverse=True)
+        key = next((k for k in keys if rest.endswith("__" + k.upper()) and len(rest) > len(k) + 2), None)
         if key is None:
             known = ", ".join(k.upper() for k in SERVICE_KEYS)
             raise ConfigError(

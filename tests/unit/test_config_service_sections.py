@@ -97,6 +97,15 @@ def test_a_container_needs_no_section(env: dict[str, str], make: Make) -> None:
     assert (mine.name, mine.process_match) == ("my_beat", "run-x")
 
 
+def test_a_name_may_end_like_a_key(env: dict[str, str], make: Make) -> None:
+    env[SVC + "X_ANTI__COLOCATE_WITH"] = "scheduler"
+    env[SVC + "X__ANTI_COLOCATE_WITH"] = "x_anti"
+    path = write(make, "x, x_anti", section("x"), section("x_anti"))
+    x, x_anti = load(path, env).service_specs
+    assert (x.anti_colocate_with, x.colocate_with) == (("x_anti",), "")
+    assert (x_anti.anti_colocate_with, x_anti.colocate_with) == ((), "scheduler")
+
+
 def test_the_environment_wins_over_the_section(env: dict[str, str], make: Make) -> None:
     env[SVC + "BEAT__START_TIMEOUT"] = "9"
     path = write(make, "beat", section("beat", start_timeout="3", nodes="node-a"))
