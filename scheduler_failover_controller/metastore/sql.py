@@ -71,6 +71,12 @@ class SQLMetastore(SQLRegistry, SQLSchema, SQLReports, SQLNodes, SQLDatabase, Me
         super().__init__(url, timeout)
         self.tables = schema(prefix)
 
+    def describe(self) -> str:
+        """Where the store lives (secrets masked), and its tables' prefix when it is not the default."""
+        where = super().describe()
+        prefix = self.tables.prefix
+        return where if prefix == DEFAULT_PREFIX else f"{where} (tables {prefix}*)"
+
     def _step(self, d: dl.Deadline, fn: Callable[[Connection], T]) -> T:
         """``fn`` in one transaction; SQLAlchemy errors are raised as they are."""
         with self._connection(d) as conn:

@@ -34,7 +34,7 @@ def place(view: Metastore, node: str | None, holder: str, epoch: int) -> int:
     return placed.version
 
 
-def test_the_schedulers_view_is_the_store_and_views_share_the_lease(store: Metastore) -> None:
+def test_the_schedulers_view_is_the_store_and_the_fleets_records_are_shared(store: Metastore) -> None:
     assert store.for_service(SCHEDULER) is store
     beat = store.for_service("beat")
     assert beat.for_service(SCHEDULER) is store or beat.for_service(SCHEDULER).read_state() == store.read_state()
@@ -46,9 +46,23 @@ def test_the_schedulers_view_is_the_store_and_views_share_the_lease(store: Metas
     assert renewed is not None and renewed.epoch == lease.epoch  # a renewal: one term for every service
     assert beat.release("a") is True
     assert not store.read_state().lease.valid
+    beat.set_paused(True)
+    assert store.read_state().paused is True
+    store.set_paused(False)
+    assert beat.read_state().paused is False
+    assert beat.drain("n1", ["n1", "n2"], "d-1") is True
+    assert store.read_state().drained == {"n1": "d-1"} == beat.read_state().drained
+    assert store.drain("n2", ["n1", "n2"]) is False  # the last undrained node, whichever view asks
+    assert store.undrain("n1") is True and beat.read_state().drained == {}
+    assert beat.claim_node_control("self") == "self"
+    assert store.read_node_control() == "self"
+    beat.heartbeat(ControllerInfo("n1", "h1", 11, "0.2", "standby", 0, 0))
+    assert [c.host for c in store.controllers()] == ["n1"]
+    store.deregister("n1", "h1")
+    assert beat.controllers() == []
 
 
-def test_each_services_placement_is_its_own(store: Metastore) -> None:
+def test_each_services_placement_is_its_own_under_the_one_epoch(store: Metastore, other: Any, be: Backend) -> None:
     lease = store.acquire_or_renew("a", "host-a", LEASE)
     assert lease is not None
     beat, trig = store.for_service("beat"), store.for_service("triggerer")
@@ -70,20 +84,15 @@ def test_each_services_placement_is_its_own(store: Metastore) -> None:
     assert trig.release_placement("n3") is True
     assert trig.read_state().placement.node is None
     assert store.read_state().placement.node == "n1" and beat.read_state().placement.node == "n2"
-
-
-def test_every_services_writes_are_fenced_by_the_one_epoch(store: Metastore, other: Any, be: Backend) -> None:
-    lease = store.acquire_or_renew("a", "host-a", LEASE)
-    assert lease is not None
-    beat = store.for_service("beat")
-    version = place(beat, "n1", "a", lease.epoch)
+    # Every service's writes are fenced by the one lease and epoch.
+    version = beat.read_state().placement.version
     b = other()
     be.lapse(store)
     new = b.acquire_or_renew("b", "host-b", LEASE)
     assert new is not None and new.epoch == lease.epoch + 1
     for attempt in (
         lambda: beat.set_placement("n2", "a", lease.epoch, version, TTL),
-        lambda: beat.renew_placement("n1", TTL, "a", lease.epoch),
+        lambda: beat.renew_placement("n2", TTL, "a", lease.epoch),
         lambda: beat.record_observations("a", lease.epoch, []),
     ):
         with contextlib.suppress(MetastoreError):  # ZooKeeper: a lost session cannot even send it
@@ -93,7 +102,7 @@ def test_every_services_writes_are_fenced_by_the_one_epoch(store: Metastore, oth
     assert b_beat.read_state().placement.epoch == new.epoch
 
 
-def test_switchover_requests_are_each_services_own(store: Metastore, other: Any) -> None:
+def test_requests_are_each_services_own_and_events_name_it(store: Metastore, other: Any) -> None:
     beat, trig = store.for_service("beat"), store.for_service("triggerer")
     beat.request_switchover("n2", "controlled", "id-beat")
     store.request_switchover("n3", "forced", "id-sched")
@@ -104,6 +113,13 @@ def test_switchover_requests_are_each_services_own(store: Metastore, other: Any)
     beat.clear_switchover()
     assert beat.read_state().switchover is None
     assert store.read_state().switchover == ("n3", "forced")
+    store.add_event("h", EventKind.START, "scheduler up", 3)
+    beat.add_event("h", EventKind.RESTART, "beat up", 3, "id-1")
+    store.for_service("triggerer").add_event("h", EventKind.MOVE, "triggerer moved", 4)
+    expected = [("scheduler", "start"), ("beat", "restart"), ("triggerer", "move")]
+    for reader in (store, beat, other(), other().for_service("triggerer")):
+        assert [(e.service, str(e.kind)) for e in reader.events()][-3:] == expected
+    assert [e.request_id for e in store.events()][-3:] == ["", "id-1", ""]
 
 
 def test_observations_reports_and_failures_are_each_services_own(store: Metastore) -> None:
@@ -136,35 +152,6 @@ def test_observations_reports_and_failures_are_each_services_own(store: Metastor
     assert beat.forget_failures("n1", strikes=1) is False
     assert beat.forget_failures("n1") is True
     assert beat.failures() == [] and [f.strikes for f in store.failures()] == [1]
-
-
-def test_events_name_their_service_in_one_history(store: Metastore, other: Any) -> None:
-    beat = store.for_service("beat")
-    store.add_event("h", EventKind.START, "scheduler up", 3)
-    beat.add_event("h", EventKind.RESTART, "beat up", 3, "id-1")
-    store.for_service("triggerer").add_event("h", EventKind.MOVE, "triggerer moved", 4)
-    expected = [("scheduler", "start"), ("beat", "restart"), ("triggerer", "move")]
-    for reader in (store, beat, other(), other().for_service("triggerer")):
-        assert [(e.service, str(e.kind)) for e in reader.events()][-3:] == expected
-    assert [e.request_id for e in store.events()][-3:] == ["", "id-1", ""]
-
-
-def test_the_fleets_records_are_shared_by_every_view(store: Metastore) -> None:
-    beat = store.for_service("beat")
-    beat.set_paused(True)
-    assert store.read_state().paused is True
-    store.set_paused(False)
-    assert beat.read_state().paused is False
-    assert beat.drain("n1", ["n1", "n2"], "d-1") is True
-    assert store.read_state().drained == {"n1": "d-1"} == beat.read_state().drained
-    assert store.drain("n2", ["n1", "n2"]) is False  # the last undrained node, whichever view asks
-    assert store.undrain("n1") is True and beat.read_state().drained == {}
-    assert beat.claim_node_control("self") == "self"
-    assert store.read_node_control() == "self"
-    beat.heartbeat(ControllerInfo("n1", "h1", 11, "0.2", "standby", 0, 0))
-    assert [c.host for c in store.controllers()] == ["n1"]
-    store.deregister("n1", "h1")
-    assert beat.controllers() == []
 
 
 def test_a_store_that_knows_no_services_reads_the_schedulers_records_unchanged(store: Metastore, other: Any) -> None:
@@ -205,7 +192,7 @@ def test_a_store_that_knows_no_services_reads_the_schedulers_records_unchanged(s
     assert schedulers(store) == before
 
 
-def test_clear_wipes_every_services_records_and_keeps_them_usable(store: Metastore) -> None:
+def test_dump_shows_every_services_records_and_clear_wipes_them(store: Metastore, be: Backend) -> None:
     lease = store.acquire_or_renew("a", "host-a", LEASE)
     assert lease is not None
     beat = store.for_service("beat")
@@ -215,6 +202,16 @@ def test_clear_wipes_every_services_records_and_keeps_them_usable(store: Metasto
     assert beat.write_report(NodeReport("n1", "h1", "running", (5,), seq=3))
     beat.record_failure("n1")
     beat.add_event("h", EventKind.START, "beat up", lease.epoch)
+    if be.fake is None:  # (the in-memory store's dump is the base store's, without services)
+        dumped = store.dump()
+        assert [s["name"] for s in beat.dump()["services"]] == [s["name"] for s in dumped["services"]]
+        [service] = [s for s in dumped["services"] if s["name"] == "beat"]
+        assert service["placement"]["node"] == "n1"
+        assert service["switchover_requested"] == {"to": "n2", "mode": "forced", "id": "id-1"}
+        assert [o["node"] for o in service["observations"]] == ["n1"]
+        assert [(f["node"], f["strikes"]) for f in service["failures"]] == [("n1", 1)]
+        assert dumped["placement"]["node"] is None  # the scheduler's own stays nowhere
+        assert [(e["service"], e["message"]) for e in dumped["events"]][-1] == ("beat", "beat up")
     beat.clear()
     state = beat.read_state()
     assert state.placement.node is None and state.placement.version > version and state.switchover is None
@@ -225,24 +222,3 @@ def test_clear_wipes_every_services_records_and_keeps_them_usable(store: Metasto
     assert again is not None and again.epoch >= lease.epoch
     place(beat, "n2", "b", again.epoch)
     assert beat.write_report(NodeReport("n1", "h1", "running", (5,), seq=1))
-
-
-def test_dump_shows_every_services_records(store: Metastore, be: Backend) -> None:
-    be.needs_server("its dump is the base store's, without services")
-    lease = store.acquire_or_renew("a", "host-a", LEASE)
-    assert lease is not None
-    beat = store.for_service("beat")
-    place(beat, "n2", "a", lease.epoch)
-    beat.request_switchover("n1", "forced", "id-1")
-    assert beat.record_observations("a", lease.epoch, [Observation("n2", "running", (5,), "")])
-    beat.record_failure("n1")
-    beat.add_event("h", EventKind.START, "beat up", lease.epoch)
-    dumped = store.dump()
-    assert [s["name"] for s in beat.dump()["services"]] == [s["name"] for s in dumped["services"]]
-    [service] = [s for s in dumped["services"] if s["name"] == "beat"]
-    assert service["placement"]["node"] == "n2"
-    assert service["switchover_requested"] == {"to": "n1", "mode": "forced", "id": "id-1"}
-    assert [o["node"] for o in service["observations"]] == ["n2"]
-    assert [(f["node"], f["strikes"]) for f in service["failures"]] == [("n1", 1)]
-    assert dumped["placement"]["node"] is None  # the scheduler's own stays nowhere
-    assert [(e["service"], e["message"]) for e in dumped["events"]][-1] == ("beat", "beat up")
