@@ -94,7 +94,10 @@ def stored_services(store: SQLMetastore) -> list[str]:
     def go(conn: Connection) -> list[str]:
         found = set()
         for table, column in keys:
-            names: list[Any] = list(conn.execute(select(column).where(column != SCHEDULER).distinct()).scalars())
+            query = select(column).distinct()
+            if table is t.placement:  # its scheduler's row is the one a release with one service keeps
+                query = query.where(column != SCHEDULER)
+            names: list[Any] = list(conn.execute(query).scalars())
             for name in names:
                 found.add(service_name(field_name(table, column.name), name))
         return sorted(found)

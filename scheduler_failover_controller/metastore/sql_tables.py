@@ -24,6 +24,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql.expression import ColumnElement
 
+from ..config.service_keys import SERVICE_NAME
 from . import rows
 from .base import (
     LEADER,
@@ -41,8 +42,6 @@ Double = Float(precision=53)
 DEFAULT_PREFIX = "sfc_"
 #: What a prefix may be: the start of an SQL identifier on every database we support (the config checks the same).
 PREFIX = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,15}")
-#: A service's name as its rows keep it (up to 32 characters: ``switchover_id:NAME`` fits sfc_meta's name column).
-SERVICE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,31}")
 
 
 def prefix_problem(prefix: str) -> str | None:
@@ -53,9 +52,11 @@ def prefix_problem(prefix: str) -> str | None:
 
 
 def service_name_problem(name: str) -> str | None:
-    """Why ``name`` cannot name a service's rows (None: it can)."""
-    if not SERVICE_NAME.fullmatch(name):
-        return "is not a service name (up to 32 letters, digits, _ and -)"
+    """Why ``name`` cannot name a service's rows (None: it can): a name the config accepts (up to 32
+    characters: ``switchover_id:NAME`` fits sfc_meta's name column), never the scheduler's, whose
+    records are the ones a release with one service keeps."""
+    if not SERVICE_NAME.fullmatch(name) or name == SCHEDULER:
+        return f"is not a service name ({SERVICE_NAME.pattern}, not {SCHEDULER})"
     return None
 
 

@@ -147,7 +147,7 @@ def test_a_bad_row_of_a_service_is_one_line_naming_it(sql_be: Backend) -> None:
                 "row sfc_placement.name is not a service name",
             ),
             (
-                t.events.update().values(service="bad name"),
+                t.events.update().values(service="scheduler"),  # the scheduler's are ''; none names it
                 store.events,
                 "row sfc_events[1].service is not a service name",
             ),
