@@ -14,6 +14,7 @@ faults and the counting still run for real.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import signal
 import subprocess
@@ -90,11 +91,13 @@ def controlled(lab: Lab, name: str) -> bool:
     """Whether the controllers run the service ``name``, or the test plays the controller.
 
     ``SFC_LAB_SERVICES=hand`` or ``=controllers`` says which; by default the controllers do when
-    this checkout loads the service's section."""
+    this checkout loads the service's section and its daemon runs services (``daemon_services``)."""
     mode = os.environ.get("SFC_LAB_SERVICES", "")
     if mode in ("hand", "controllers"):
         return mode == "controllers"
     assert not mode, f"SFC_LAB_SERVICES must be hand or controllers, not {mode!r}"
+    if importlib.util.find_spec("scheduler_failover_controller.daemon_services") is None:
+        return False
     specs = getattr(lab.config(), "service_specs", ())
     return any(getattr(spec, "name", "") == name for spec in specs)
 
