@@ -218,6 +218,7 @@ def test_airflow_triggerer(request: pytest.FixtureRequest, lab_network: tuple[Ne
         lines = alab.ledger_lines()
         window = [f"{x.kind} {x.key} {x.host}:{x.pid} {x.time - at:+.2f}" for x in lines if x.time > at - 30]
         print("trigger ledger from 30 s before the fault (seconds from it):\n" + "\n".join(window))
+        print(f"schedulers: {lab.observer.describe()}\ntriggerers: {obs.describe()}")
         assert obs.max_seen <= 1 and obs.seconds_two_or_more == 0, f"two triggerers at once: {obs.doubled[:5]}"
         # A partitioned triggerer runs its triggers until its leash stops it; what they fire then
         # never reaches the database, and the next triggerer runs them again: at least once,
