@@ -57,6 +57,7 @@ from kazoo.exceptions import (
     NodeExistsError,
     NoNodeError,
     RolledBackError,
+    RuntimeInconsistency,
 )
 from kazoo.handlers.threading import KazooTimeoutError
 
@@ -65,6 +66,7 @@ from . import deadline as dl
 from . import rows
 from .base import (
     EVENTS_KEPT,
+    SCHEDULER,
     SCHEMA_VERSION,
     ClusterState,
     Event,
@@ -104,6 +106,7 @@ RECORDS = {
     "node_control": b"",
     "drained": b"{}",
     "failures": b"",
+    "services": b"",
 }
 
 
@@ -111,6 +114,7 @@ class ZooKeeperMetastore(ZooKeeperRegistry, ZooKeeperReports, ZooKeeperNodes, Zo
     """The metastore in a ZooKeeper ensemble."""
 
     kind = "zookeeper"
+    service = SCHEDULER  # the service whose records this store reads and writes (see for_service)
 
     def _run(self, fn: Callable[[], T]) -> T:
         """One public call (see Metastore._call): ``fn`` within the timeout."""
@@ -246,9 +250,17 @@ class ZooKeeperMetastore(ZooKeeperRegistry, ZooKeeperReports, ZooKeeperNodes, Zo
         return True
 
     def _commit(self, tx: Any) -> bool:
+        """Commit ``tx``: False when one of its checks or versions lost a race, True when applied.
+
+        In a failed transaction the operations before the failing one answer RolledBackError and
+        those after it RuntimeInconsistency: neither is a failure of its own.
+        """
         results = self._wait(tx.commit_async())
         failed = [r for r in results if isinstance(r, Exception)]
-        if any(not isinstance(r, (BadVersionError, NoNodeError, RolledBackError, NodeExistsError)) for r in failed):
+        lost = [r for r in failed if not isinstance(r, (RolledBackError, RuntimeInconsistency))]
+        if any(not isinstance(r, (BadVersionError, NoNodeError, NodeExistsError)) for r in lost) or (
+            failed and not lost
+        ):
             raise MetastoreError(f"zookeeper transaction failed: {failed}")
         return not failed
 
@@ -323,6 +335,8 @@ class ZooKeeperMetastore(ZooKeeperRegistry, ZooKeeperReports, ZooKeeperNodes, Zo
                 "epoch": epoch,
                 "request_id": request_id,
             }
+            if self.service != SCHEDULER:  # the scheduler's events stay as a release with one service wrote them
+                value["service"] = self.service
             created = self._wait(
                 self.client.create_async(self._p("events", "e-"), dump(value), acl=self.acl, sequence=True)
             )
@@ -356,13 +370,37 @@ class ZooKeeperMetastore(ZooKeeperRegistry, ZooKeeperReports, ZooKeeperNodes, Zo
         def go() -> None:
             deletes = [
                 self.client.delete_async(self._p(parent, name))
-                for parent in ("controllers", "events", "reports")
+                for parent in ("controllers", "events")
                 for name in self._children(self._p(parent))
             ]
             deletes.append(self.client.delete_async(self._p("leader")))  # the epoch counter stays: tokens never go back
             for deleted in deletes:  # sent at once: a thousand events are not a thousand round trips
                 with contextlib.suppress(NoNodeError):
                     self._wait(deleted)
+            self._clear_service()
+            for view in self._stored_services():
+                view._clear_service()
+            self._set(self._p("paused"), b"0")
+            self._set(self._p("node_control"), b"")
+            self._clear_drained()
+
+        self._run(go)
+
+    def _clear_service(self) -> None:
+        """Wipe this store's service's own records: reports, failure counts, observations, the
+        switchover request, and the placement (to nowhere, its version past every one it held).
+
+        A record that is missing (a service whose setup never finished) is skipped: there is
+        nothing in it to wipe, and setup creates it afresh.
+        """
+        with contextlib.suppress(NoNodeError):
+            names = self._children(self._p("reports"))
+            deletes = [self.client.delete_async(self._p("reports", name)) for name in names]
+            for deleted in deletes:
+                with contextlib.suppress(NoNodeError):
+                    self._wait(deleted)
+        self._clear_failures()
+        with contextlib.suppress(NoNodeError):
             raw, stat = self._get(self._p("placement"))
             try:
                 placement = decode_placement(self._p("placement"), raw, stat, 0.0)
@@ -373,10 +411,29 @@ class ZooKeeperMetastore(ZooKeeperRegistry, ZooKeeperReports, ZooKeeperNodes, Zo
                 epoch, version = 0, int(stat.version)
             data = {"node": None, "epoch": epoch, "version": version + 1, "ttl": 0}
             self._set(self._p("placement"), dump(data), stat.version)
-            self._set(self._p("observations"), b"{}")
-            self._set(self._p("paused"), b"0")
-            self._set(self._p("switchover"), b"")
-            self._set(self._p("node_control"), b"")
-            self._clear_nodes()
+        for name, empty in (("observations", b"{}"), ("switchover", b"")):
+            with contextlib.suppress(NoNodeError):
+                self._set(self._p(name), empty)
 
-        self._run(go)
+    # --- services beside the scheduler (see zookeeper_services) --------------------------------
+
+    def for_service(self, name: str) -> Metastore:
+        if name == SCHEDULER:
+            return self
+        from .zookeeper_services import service_view
+
+        return service_view(self, name)
+
+    def _stored_services(self) -> list[ZooKeeperMetastore]:
+        """The views of the services with records in the store (none in one a release without services set up)."""
+        from .zookeeper_services import service_view, stored_services
+
+        return [service_view(self, name) for name in stored_services(self)]
+
+    def dump(self) -> dict[str, Any]:
+        """The fleet's records and each service's own ones (``services``), for ``metadata``."""
+        from .zookeeper_services import dump_services
+
+        found = super().dump()
+        found["services"] = dump_services(self)
+        return found

@@ -4,10 +4,12 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from . import rows
 from .base import (
+    SCHEDULER,
     TEXT_LIMIT,
     ControllerInfo,
     Event,
@@ -27,6 +29,26 @@ def load_json(data: bytes) -> dict[str, Any]:
 
 
 _REQUIRED: Any = object()
+
+#: A service's name as its znode under ``services`` and an event's ``service`` member keep it.
+SERVICE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,63}")
+
+
+def service_name_problem(name: str) -> str | None:
+    """Why ``name`` cannot name a service's records (None: it can)."""
+    if not SERVICE_NAME.fullmatch(name):
+        return "is not a service name (up to 64 letters, digits, _ and -)"
+    return None
+
+
+def service_name(where: str, value: Any) -> str:
+    """A service's name read back from a record."""
+    if not isinstance(value, str):
+        raise rows.corrupt(where, "is not text", value)
+    problem = service_name_problem(value)
+    if problem is not None:
+        raise rows.corrupt(where, problem, value)
+    return value
 
 
 def field(where: str, value: dict[str, Any], key: str, default: Any = _REQUIRED) -> Any:
@@ -115,6 +137,7 @@ def decode_event(path: str, data: bytes, stat: Any) -> Event:
         rows.text(f"{where} field message", field(where, v, "message"), TEXT_LIMIT),
         rows.integer(f"{where} field epoch", field(where, v, "epoch")),
         request_id(f"{where} field request_id", field(where, v, "request_id", "")),  # none before ids
+        service_name(f"{where} field service", field(where, v, "service", SCHEDULER)),  # the scheduler's: none
     )
 
 
