@@ -170,7 +170,7 @@ def test_a_term_begun_between_the_fence_and_the_commit_fails_the_transaction(
 
 def test_a_views_fenced_writes_end_with_its_leaders_term(opened: Any, zk_be: Backend) -> None:
     a = opened()
-    beat = a.for_service("beat")
+    beat: Metastore = a.for_service("beat")
     epoch = _lead(a)
     placed = beat.set_placement("n1", "a", epoch, beat.read_state().placement.version, 10)
     assert placed is not None
