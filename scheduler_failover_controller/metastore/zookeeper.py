@@ -9,7 +9,9 @@ Layout under ``metadata_service_zookeeper_root`` (itself under any chroot of the
     clock         rewritten to read the ZooKeeper leader's clock (its mtime) when expiry is judged
     paused, schema, observations (JSON), controllers/<host> (JSON, mtime = last seen),
     reports/<node> and node_control (self mode: :mod:`.zookeeper_reports`),
-    events/e-NNNNNNNNNN (sequential, JSON)
+    events/e-NNNNNNNNNN (sequential, JSON; a service's carries its name as ``service``)
+    services/<NAME>/...   each other service's own placement, switchover, observations, reports
+                  and failures (:mod:`.zookeeper_services`); the rest is the fleet's, shared
 
 Leadership is valid while the session is: a renewal is a round trip that confirms the leader
 znode is still owned by *this* session (``ephemeralOwner``); its lease then lasts the negotiated

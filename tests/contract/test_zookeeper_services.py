@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from kazoo.client import KazooClient
+from kazoo.security import make_digest_acl
 
 from scheduler_failover_controller.exceptions import CorruptRecord, MetastoreError
 from scheduler_failover_controller.metastore.base import Metastore, Observation
@@ -328,3 +329,24 @@ def test_clear_wipes_every_service_and_dump_shows_them(opened: Any) -> None:
         assert view.reports() == [] and view.failures() == [] and view.observations() == []
     finally:
         other.close()
+
+
+def test_a_planted_service_znode_is_refused(zk_hosts: str) -> None:
+    ours = make_digest_acl("sfc", "pw", all=True)
+    theirs = make_digest_acl("eve", "evil", all=True)
+    stranger = KazooClient(hosts=zk_hosts, timeout=10, auth_data=[("digest", "eve:evil")])
+    stranger.start(timeout=30)
+    store = ZooKeeperMetastore(zk_hosts, "/secured", LEASE, TIMEOUT, auth="sfc:pw")
+    try:
+        stranger.create("/secured/services/beat/placement", b"", acl=[ours, theirs], makepath=True)
+        for path in ("/secured/services/beat", "/secured/services", "/secured"):
+            stranger.set_acls(path, [ours])  # only the service's placement still lets the stranger in
+        store.setup()  # the fleet's znodes are ours
+        with pytest.raises(MetastoreError, match=r"^znode /secured/services/beat/placement lets digest:eve:") as caught:
+            store.for_service("beat").setup()
+        assert "\n" not in str(caught.value)
+        store.for_service("triggerer").setup()  # created by us: accepted
+    finally:
+        store.close()
+        stranger.stop()
+        stranger.close()
