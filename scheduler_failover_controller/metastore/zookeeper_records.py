@@ -4,9 +4,9 @@
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
+from ..config.service_keys import SERVICE_NAME
 from . import rows
 from .base import (
     SCHEDULER,
@@ -30,14 +30,11 @@ def load_json(data: bytes) -> dict[str, Any]:
 
 _REQUIRED: Any = object()
 
-#: A service's name as its znode under ``services`` and an event's ``service`` member keep it.
-SERVICE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,63}")
-
 
 def service_name_problem(name: str) -> str | None:
-    """Why ``name`` cannot name a service's records (None: it can)."""
+    """Why ``name`` cannot name a service's records (None: it can): what the config accepts in ``services``."""
     if not SERVICE_NAME.fullmatch(name):
-        return "is not a service name (up to 64 letters, digits, _ and -)"
+        return f"is not a service name ({SERVICE_NAME.pattern})"
     return None
 
 

@@ -26,7 +26,8 @@ from kazoo.handlers.threading import KazooTimeoutError
 
 from ..exceptions import MetastoreError
 from . import deadline as dl
-from .base import Metastore
+from . import rows
+from .base import SCHEDULER, Metastore
 from .zookeeper import ZooKeeperMetastore
 from .zookeeper_records import dump, service_name, service_name_problem
 
@@ -129,7 +130,10 @@ def stored_services(store: ZooKeeperMetastore) -> list[str]:
         names = sorted(store._children(path))
     except NoNodeError:  # a store set up by a release without services
         return []
-    return [service_name(f"znode {path}/{name}", name) for name in names]
+    found = [service_name(f"znode {path}/{name}", name) for name in names]
+    if SCHEDULER in found:  # the scheduler's records are at the root: no write makes this one
+        raise rows.corrupt(f"znode {path}/{SCHEDULER}", "is not another service's", SCHEDULER)
+    return found
 
 
 def dump_services(store: ZooKeeperMetastore) -> list[dict[str, Any]]:

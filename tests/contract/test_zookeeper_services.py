@@ -228,6 +228,11 @@ def test_a_corrupt_service_znode_is_one_corrupt_record_line(opened: Any, raw: Ka
     with pytest.raises(CorruptRecord, match=r"^metastore znode /sfc/services/bad name is not a service name") as caught:
         store.dump()
     assert "\n" not in str(caught.value)
+    raw.delete(f"{ROOT}/services/bad name")
+    raw.create(f"{ROOT}/services/scheduler", b"")  # the scheduler's records are at the root
+    with pytest.raises(CorruptRecord, match=r"^metastore znode /sfc/services/scheduler is not another service's"):
+        store.clear()
+    raw.delete(f"{ROOT}/services/scheduler")
     raw.create(
         f"{ROOT}/events/e-", b'{"host":"h","kind":"move","message":"m","epoch":0,"service":"a/b"}', sequence=True
     )
