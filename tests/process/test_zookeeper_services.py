@@ -62,7 +62,9 @@ def test_the_cli_shows_and_wipes_each_services_records(make_cluster: Callable[..
         ("scheduler", "scheduler up"),
         ("beat", "beat up"),
     ]
-    assert cluster.cli("metadata").returncode == 0  # the text form too
+    text = cluster.cli("metadata")  # the text form too
+    assert text.returncode == 0 and "service beat: node=n2 " in text.stdout, text.stdout + text.stderr
+    assert "beat: beat up" in text.stdout
 
     wiped = cluster.cli("clear-metadata", "--yes")
     assert wiped.returncode == 0, wiped.stderr
