@@ -21,6 +21,7 @@ gone, so the controller contends again and gets a new epoch.
 
 The session, and every request held to the call's deadline: :mod:`.zookeeper_session`.
 The controller registry and the observations: :mod:`.zookeeper_registry`.
+Wiping every record, the services' too (``clear``): :mod:`.zookeeper_wipe`.
 
 A request that timed out is not withdrawn: kazoo has sent it, and a frozen or cut-off server may
 still apply it later (on the same session, in order; a server the session has moved away from
@@ -63,7 +64,7 @@ from kazoo.exceptions import (
 )
 from kazoo.handlers.threading import KazooTimeoutError
 
-from ..exceptions import CorruptRecord, MetastoreError
+from ..exceptions import MetastoreError
 from . import deadline as dl
 from . import rows
 from .base import (
@@ -78,7 +79,6 @@ from .base import (
     capped,
 )
 from .events import EventKind
-from .zookeeper_nodes import ZooKeeperNodes
 from .zookeeper_records import (
     decode_event,
     decode_placement,
@@ -89,6 +89,7 @@ from .zookeeper_records import (
 from .zookeeper_registry import ZooKeeperRegistry
 from .zookeeper_reports import ZooKeeperReports
 from .zookeeper_session import ZooKeeperSession
+from .zookeeper_wipe import ZooKeeperWipe
 
 T = TypeVar("T")
 
@@ -112,7 +113,7 @@ RECORDS = {
 }
 
 
-class ZooKeeperMetastore(ZooKeeperRegistry, ZooKeeperReports, ZooKeeperNodes, ZooKeeperSession, Metastore):
+class ZooKeeperMetastore(ZooKeeperRegistry, ZooKeeperReports, ZooKeeperWipe, ZooKeeperSession, Metastore):
     """The metastore in a ZooKeeper ensemble."""
 
     kind = "zookeeper"
@@ -368,55 +369,6 @@ class ZooKeeperMetastore(ZooKeeperRegistry, ZooKeeperReports, ZooKeeperNodes, Zo
 
         return self._run(go)
 
-    def clear(self) -> None:
-        def go() -> None:
-            deletes = [
-                self.client.delete_async(self._p(parent, name))
-                for parent in ("controllers", "events")
-                for name in self._children(self._p(parent))
-            ]
-            deletes.append(self.client.delete_async(self._p("leader")))  # the epoch counter stays: tokens never go back
-            for deleted in deletes:  # sent at once: a thousand events are not a thousand round trips
-                with contextlib.suppress(NoNodeError):
-                    self._wait(deleted)
-            self._clear_service()
-            for view in self._stored_services():
-                view._clear_service()
-            self._set(self._p("paused"), b"0")
-            self._set(self._p("node_control"), b"")
-            self._clear_drained()
-
-        self._run(go)
-
-    def _clear_service(self) -> None:
-        """Wipe this store's service's own records: reports, failure counts, observations, the
-        switchover request, and the placement (to nowhere, its version past every one it held).
-
-        A record that is missing (a service whose setup never finished) is skipped: there is
-        nothing in it to wipe, and setup creates it afresh.
-        """
-        with contextlib.suppress(NoNodeError):
-            names = self._children(self._p("reports"))
-            deletes = [self.client.delete_async(self._p("reports", name)) for name in names]
-            for deleted in deletes:
-                with contextlib.suppress(NoNodeError):
-                    self._wait(deleted)
-        self._clear_failures()
-        with contextlib.suppress(NoNodeError):
-            raw, stat = self._get(self._p("placement"))
-            try:
-                placement = decode_placement(self._p("placement"), raw, stat, 0.0)
-                epoch, version = placement.epoch, placement.version
-            except CorruptRecord:
-                # The znode's own version grows with every write of it, changes of node included:
-                # past every version its data ever held.
-                epoch, version = 0, int(stat.version)
-            data = {"node": None, "epoch": epoch, "version": version + 1, "ttl": 0}
-            self._set(self._p("placement"), dump(data), stat.version)
-        for name, empty in (("observations", b"{}"), ("switchover", b"")):
-            with contextlib.suppress(NoNodeError):
-                self._set(self._p(name), empty)
-
     # --- services beside the scheduler (see zookeeper_services) --------------------------------
 
     def for_service(self, name: str) -> Metastore:
@@ -425,12 +377,6 @@ class ZooKeeperMetastore(ZooKeeperRegistry, ZooKeeperReports, ZooKeeperNodes, Zo
         from .zookeeper_services import service_view
 
         return service_view(self, name)
-
-    def _stored_services(self) -> list[ZooKeeperMetastore]:
-        """The views of the services with records in the store (none in one a release without services set up)."""
-        from .zookeeper_services import service_view, stored_services
-
-        return [service_view(self, name) for name in stored_services(self)]
 
     def dump(self) -> dict[str, Any]:
         """The fleet's records and each service's own ones (``services``), for ``metadata``."""
