@@ -45,7 +45,7 @@ class Fleet:
         self.cluster = cluster
         self.flags = cluster.tmp / "fail"
         self.flags.mkdir()
-        lines = [f"services = {', '.join(SERVICES)}\n", "max_restart_attempts = 1\n"]
+        lines = [f"services = {', '.join(SERVICES)}\n", "max_restart_attempts = 2\n"]
         self.observers = {SCHEDULER: cluster.observer}
         for name, extra in SERVICES.items():
             token = f"{cluster.token}-{name}"
@@ -87,9 +87,9 @@ class Fleet:
 
 
 @pytest.fixture
-def fleet(make_cluster: Callable[..., Cluster], backend: tuple[str, str]) -> Iterator[Fleet]:
+def fleet(backend: tuple[str, str], make_cluster: Callable[..., Cluster]) -> Iterator[Fleet]:
     url, mode = backend
-    cluster: Cluster = make_cluster(url, 2, node_control=mode, poll=0.5, ttl=3.0)
+    cluster: Cluster = make_cluster(url, 2, node_control=mode, poll=1.0, ttl=6.0)
     fleet = Fleet(cluster)
     for observer in fleet.observers.values():
         observer.start()
