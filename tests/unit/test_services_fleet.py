@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 
 import pytest
 
 from scheduler_failover_controller.config.services import SCHEDULER
 from scheduler_failover_controller.controller.fleet import LeaseCalls
+from scheduler_failover_controller.daemon import run
 from scheduler_failover_controller.metastore.base import Lease
 from scheduler_failover_controller.metastore.events import EventKind
+from tests.support.waiting import wait_for
 
 from .fakes import FakeStore
 from .services_support import Services, spec
@@ -136,3 +139,23 @@ def test_a_call_that_lost_the_race_to_its_twin_renews_the_twins_term(shared: boo
         assert lease is not None and lease.epoch == 1
     else:  # two unrelated callers: the loser reads "another holds it"
         assert lease is None
+
+
+def test_the_daemon_runs_every_service_and_releases_the_lease_after_them(services: Services) -> None:
+    n1 = services.fleet("n1")
+    scheduler, *others = n1.values()
+    stop = threading.Event()
+    codes: list[int] = []
+    runner = threading.Thread(target=lambda: codes.append(run(scheduler.config, scheduler, stop, services=others)))
+    runner.start()
+    try:
+        wait_for(lambda: all(services.running(name) == ["n1"] for name in n1), 10, "every service running")
+    finally:
+        stop.set()
+        scheduler.stopping.set()
+        runner.join(30)
+    assert codes == [0] and not runner.is_alive()
+    assert all(services.running(name) == [] for name in n1)
+    stops = [e.service for e in services.store.events() if e.kind == "stop"]
+    assert sorted(stops[:2]) == ["beat", "trig"] and stops[2:] == [SCHEDULER]
+    assert not services.store.lease().valid
