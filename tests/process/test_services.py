@@ -10,6 +10,7 @@ takes trig along (stop before start), and beat stays where it is.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
@@ -45,7 +46,13 @@ class Fleet:
         self.cluster = cluster
         self.flags = cluster.tmp / "fail"
         self.flags.mkdir()
-        lines = [f"services = {', '.join(SERVICES)}\n", "max_restart_attempts = 2\n"]
+        self.events = cluster.tmp / "events.jsonl"
+        recorder = Path(__file__).resolve().parents[1] / "support" / "record_env.py"
+        lines = [
+            f"services = {', '.join(SERVICES)}\n",
+            "max_restart_attempts = 2\n",
+            f"event_command = {sys.executable} {recorder} {self.events}\n",
+        ]
         self.observers = {SCHEDULER: cluster.observer}
         for name, extra in SERVICES.items():
             token = f"{cluster.token}-{name}"
@@ -136,5 +143,8 @@ def test_services_restart_move_alone_switch_over_and_follow(fleet: Fleet) -> Non
     fleet.request_switchover(SCHEDULER, "n2")
     all_on(fleet, {SCHEDULER: "n2", "trig": "n2", "beat": "n1"}, "trig followed the scheduler to n2")
     assert fleet.twice() == {}, {n: o.describe() for n, o in fleet.observers.items()}
+    # The event command is told which service each event is of.
+    seen = {(e["SFC_SERVICE"], e["SFC_EVENT"]) for e in map(json.loads, fleet.events.read_text().splitlines())}
+    assert {("beat", "move"), ("trig", "switchover_done"), (SCHEDULER, "switchover_done")} <= seen, seen
     for node in ("n1", "n2"):
         assert "please report" not in cluster.log(node).lower()
