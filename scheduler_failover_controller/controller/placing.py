@@ -58,7 +58,9 @@ class Placing(Draining, Recovery, Switchovers):
         self.incidents.memory.expire()  # failed starts past failure_timeout
         self.incidents.failback.observe(probes, self.incidents)
         tie = self.colocation.read()
-        self.incidents.barred = tie.barred(self.config.nodes)  # never a target (a switchover's neither)
+        barred = tie.barred(self.config.nodes)  # never a target (a switchover's neither)
+        barred.update({n: "not among its nodes" for n in self.runners if n not in self.config.nodes})
+        self.incidents.barred = barred
         if state.switchover is not None:
             return f"{prefix}: {self._switchover(state, probes, *state.switchover)}"
         if tie.follow is not None and placement.valid and placement.node not in (None, tie.follow):

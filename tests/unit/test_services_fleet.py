@@ -159,3 +159,16 @@ def test_the_daemon_runs_every_service_and_releases_the_lease_after_them(service
     stops = [e.service for e in services.store.events() if e.kind == "stop"]
     assert sorted(stops[:2]) == ["beat", "trig"] and stops[2:] == [SCHEDULER]
     assert not services.store.lease().valid
+
+
+def test_a_service_found_on_a_node_not_among_its_nodes_is_stopped_not_adopted() -> None:
+    services = Services((spec("beat", nodes=("n2", "n3")),))
+    try:
+        n1 = services.fleet("n1")
+        services.runners["beat"]["n1"].run()  # by hand, where beat may not run
+        sentence = n1["beat"].run_cycle()
+        assert "killed stray" in sentence and "not among its nodes" in sentence
+        n1["beat"].run_cycle()
+        assert services.running("beat") == ["n2"]
+    finally:
+        services.close()
