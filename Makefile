@@ -47,7 +47,7 @@ day2:
 	$(PYTHON) benchmarks/drain.py --trials 5
 
 # Several services with real controllers (tests/process/test_services.py) on SQLite and ZooKeeper;
-# CI runs the ZooKeeper one. About a minute.
+# CI runs the SQLite one. About a minute.
 services:
 	$(PYTHON) -m pytest -p no:cacheprovider tests/process/test_services.py -v
 
