@@ -43,14 +43,14 @@ class ServicesStore(FakeStore):
 
     def __init__(self, server_now: float = 1_700_000_000.0, clock: FakeClock | None = None) -> None:
         super().__init__(server_now, clock)
-        self.views: dict[str, ServiceView] = {}
+        self.service_views: dict[str, ServiceView] = {}
 
     def for_service(self, name: str) -> Metastore:
         if name == SCHEDULER:
             return self
-        if name not in self.views:
-            self.views[name] = ServiceView(self, name)
-        return self.views[name]
+        if name not in self.service_views:
+            self.service_views[name] = ServiceView(self, name)
+        return self.service_views[name]
 
 
 class ServiceView(FakeStore):
