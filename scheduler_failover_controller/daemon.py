@@ -101,8 +101,11 @@ def sd_notify(message: str) -> bool:
         return False
 
 
-def _serve_http(controller: Controller, config: Config, liveness: Liveness) -> ApiServer:
+def _serve_http(
+    controller: Controller, config: Config, liveness: Liveness, services: dict[str, Controller] | None = None
+) -> ApiServer:
     """The HTTP API on ``http_host:http_port``; ConfigError (one line) if it cannot listen there.
+    ``services``: every other service's controller by name (``/service/NAME``, the metrics).
 
     prometheus_client is imported here, only when the API is on.
     """
@@ -110,7 +113,7 @@ def _serve_http(controller: Controller, config: Config, liveness: Liveness) -> A
 
     port = config.http_port
     try:
-        server = ApiServer(controller, config, liveness, port)
+        server = ApiServer(controller, config, liveness, port, services=services)
     except OSError as exc:  # in use, a privileged port, an address not of this host
         where = f"{config.source}: " if config.source else ""
         raise ConfigError(f"{where}http_port: cannot listen on {config.http_host}:{port}: {_oserror(exc)}") from None

@@ -151,7 +151,7 @@ class ServiceStatus:
 
     name: str
     node: str | None  # its valid placement (None: placed nowhere)
-    state: SchedulerState | str  # as seen on its node; placed nowhere: RUNNING if seen anywhere, else STOPPED
+    state: SchedulerState | str  # as seen on its node; placed nowhere: RUNNING if seen anywhere, STOPPED if nowhere
     health: ServiceHealth
     problems: list[str]
     placement_expires_in_s: float | None
@@ -199,8 +199,10 @@ def service_status(
         problems.append(f"more than one {name} running ({', '.join(n.host for n in running)})")
     problems += [f"runs on {n.host}, which is drained" for n in running if n.host in drained]
     problems += node_problems(nodes, fresh, name)
-    if node is None:
-        state: SchedulerState | str = SchedulerState.RUNNING if running else SchedulerState.STOPPED
+    if node is None:  # stopped only where every node was seen without it
+        seen_all = all(n.scheduler is not SchedulerState.UNKNOWN for n in nodes)
+        state: SchedulerState | str = SchedulerState.STOPPED if seen_all else SchedulerState.UNKNOWN
+        state = SchedulerState.RUNNING if running else state
     else:
         seen = next((n for n in nodes if n.host == node), None)
         fresh_look = seen is not None and (seen.observed_age_s or 0) <= fresh

@@ -262,9 +262,9 @@ def _render_status(cluster: ClusterStatus) -> str:
     )
     lines.append("services:")
     for s in data["services"]:
-        where = f"on {s['node']}" if s["node"] else "placed nowhere"
+        where = f" on {s['node']}" if s["node"] else ", placed nowhere"
         moving = f", switchover to {s['switchover']} requested" if s["switchover"] else ""
-        lines.append(f"  {s['name']}: {s['state']} {where}{moving} ({s['health']})")
+        lines.append(f"  {s['name']}: {s['state']}{where}{moving} ({s['health']})")
         if s["name"] == SCHEDULER:
             continue  # its nodes, failed starts and problems are shown above
         lines += [f"    {_node_line(n, n['state'], cluster.configured_node_control)}" for n in s["nodes"]]

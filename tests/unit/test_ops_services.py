@@ -65,7 +65,7 @@ def test_a_service_that_does_not_run_degrades_the_cluster_but_is_no_missing_sche
 def test_a_service_never_placed_is_stopped_on_no_node(store: ServicesStore) -> None:
     place(store, HOLDER, "n1", {**ALL_STOPPED, "n1": "running"})
     beat = read_status(store, with_beat(make_config(), nodes=("n2", "n3"))).to_json()["services"][1]
-    assert (beat["node"], beat["state"], beat["health"]) == (None, "stopped", "not running")
+    assert (beat["node"], beat["state"], beat["health"]) == (None, "unknown", "not running")  # never seen
     assert [n["host"] for n in beat["nodes"]] == ["n2", "n3"]  # the service's own nodes
     assert beat["problems"][0] == "no valid placement"
 
