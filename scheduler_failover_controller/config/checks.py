@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import stat
 from collections.abc import Callable
 from pathlib import Path
@@ -35,6 +36,19 @@ def node_name_problem(node: str) -> str | None:
         return f"{node[:40]!r} is not a valid host name"
     if len(node) > MAX_NODE_NAME:
         return f"{node[:20]}...: a node name is at most {MAX_NODE_NAME} characters"
+    return None
+
+
+def match_problem(match: str, whose: str) -> str | None:
+    """Why ``match`` cannot find processes (empty, unsplittable, no program), or None."""
+    if not match:
+        return "must not be empty"
+    try:
+        words = shlex.split(match)
+    except ValueError as exc:  # e.g. an unbalanced quote: the probe would crash on it later
+        return f"cannot be split into words: {exc}"
+    if not any(word.strip() for word in words):
+        return f"must name {whose} program"
     return None
 
 

@@ -10,17 +10,25 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
-import shlex
 import socket
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from ..exceptions import ConfigError
 from .airflow import airflow_sql_conn, check_job_heartbeat, job_database, smtp
-from .checks import MAX_NODE_NAME, check_sql, check_url, check_zookeeper, directory, node_name_problem
+from .checks import (
+    MAX_NODE_NAME,
+    check_sql,
+    check_url,
+    check_zookeeper,
+    directory,
+    match_problem,
+    node_name_problem,
+)
 from .keys import KEYS
 from .model import LOCAL_NAMES, Config, airflow_home, renew_interval, safety_margin
 from .parsers import SQL_SERVICE, ZOOKEEPER_SERVICE
+from .service_load import check_services
 from .sources import Sources, merge
 
 
@@ -37,7 +45,13 @@ def load_config(
     check_timing(values, src)
     check_scheduler(values, src)
     check_http(values, src)
-    return Config(source=str(src.path), smtp=smtp(src), **{k.attribute: values[k.name] for k in KEYS.values()})
+    specs = check_services(values, src)
+    return Config(
+        source=str(src.path),
+        smtp=smtp(src),
+        service_specs=specs,
+        **{k.attribute: values[k.name] for k in KEYS.values()},
+    )
 
 
 def parse(src: Sources) -> dict[str, Any]:
@@ -118,6 +132,10 @@ def check_places(values: dict[str, Any], src: Sources) -> None:
     name = values["logging_file_name"]
     if not name or "/" in name or name in (".", "..") or len(name) > MAX_NODE_NAME:
         raise fail("logging_file_name", f"{name!r} must be a file name (no '/', at most {MAX_NODE_NAME} characters)")
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,15}", values["metadata_service_sql_table_prefix"]):
+        prefix = values["metadata_service_sql_table_prefix"][:40]
+        rule = "[A-Za-z_][A-Za-z0-9_]{0,15}"
+        raise fail("metadata_service_sql_table_prefix", f"{prefix!r} is not an SQL name prefix ({rule})")
     if values["alert_webhook_url"]:
         check_url(values["alert_webhook_url"], "alert_webhook_url", fail, show=False)
     for address in values["alert_to_email"]:
@@ -186,15 +204,9 @@ def check_scheduler(values: dict[str, Any], src: Sources) -> None:
         job_conn, job_hostnames = job_database(values, nodes, src)
     if values["move_backoff"] is None:
         values["move_backoff"] = max(values["poll_frequency"] * 3, 5.0)
-    match = values["scheduler_process_match"]
-    if not match:
-        raise src.fail("scheduler_process_match", "must not be empty")
-    try:
-        words = shlex.split(match)
-    except ValueError as exc:  # e.g. an unbalanced quote: the probe would crash on it later
-        raise src.fail("scheduler_process_match", f"cannot be split into words: {exc}") from None
-    if not any(word.strip() for word in words):
-        raise src.fail("scheduler_process_match", "must name the scheduler's program")
+    problem = match_problem(values["scheduler_process_match"], "the scheduler's")
+    if problem:
+        raise src.fail("scheduler_process_match", problem)
     values.update(
         scheduler_health_failures=max(1, values["scheduler_health_failures"]),
         scheduler_job_sql_conn=job_conn,

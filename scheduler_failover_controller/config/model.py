@@ -206,6 +206,8 @@ class Config:
                 value = redact(value)
             elif name == "smtp":
                 value = {k: (MASK if k == "password" and v else v) for k, v in vars(value).items()}
+            elif name == "service_specs":
+                value = [{k: list(v) if isinstance(v, tuple) else v for k, v in vars(s).items()} for s in value]
             elif isinstance(value, (tuple, Path)):
                 value = list(value) if isinstance(value, tuple) else str(value)
             out[name] = value

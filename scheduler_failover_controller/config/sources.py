@@ -2,8 +2,9 @@
 
 :func:`merge` reads the file (``--config``, else ``$SCHEDULER_FAILOVER_CONTROLLER_CONFIG``, else
 ``$AIRFLOW_HOME/airflow.cfg``), takes our section raw and the ``AIRFLOW__SCHEDULER_FAILOVER__<KEY>``
-variables over it, and remembers where each value came from for the error messages. A secret
-key may also be given as ``KEY_cmd`` or ``KEY_file`` (see :mod:`.indirect`).
+variables over it (the services' sections likewise: :mod:`.service_sources`), and remembers where
+each value came from for the error messages. A secret key may also be given as ``KEY_cmd`` or
+``KEY_file`` (see :mod:`.indirect`).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import os
 import re
 import stat
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..exceptions import ConfigError
@@ -21,6 +22,8 @@ from ..trust import command_source_problem
 from .indirect import choose_secrets, split_indirect
 from .keys import COMMAND_KEYS, KEYS, SECTION
 from .model import airflow_home
+from .service_sources import Raw, service_raw
+from .services import SERVICE_SECTION_PREFIX
 
 ENV_PREFIX = "AIRFLOW__SCHEDULER_FAILOVER__"
 CONFIG_ENV = "SCHEDULER_FAILOVER_CONTROLLER_CONFIG"
@@ -35,6 +38,7 @@ class Sources:
     parser: configparser.ConfigParser  # the whole file: Airflow's own sections are read from it too
     env: Mapping[str, str]
     raw: dict[str, tuple[str, str]]  # key -> (raw text, where it came from)
+    services: dict[str, Raw] = field(default_factory=dict)  # service name -> its section's raw keys
 
     def origin(self, key: str) -> str:
         """Where ``key``'s value came from (the file's section for a default)."""
@@ -43,6 +47,15 @@ class Sources:
     def fail(self, key: str, message: str) -> ConfigError:
         """The one-line error about ``key``, naming where its value came from."""
         return ConfigError(f"{self.origin(key)}: {key}: {message}")
+
+    def service_origin(self, name: str, key: str) -> str:
+        """Where ``key`` of service ``name`` came from (its section, for a default)."""
+        raw = self.services.get(name, {})
+        return raw[key][1] if key in raw else f"{self.path} [{SERVICE_SECTION_PREFIX}{name}] (default)"
+
+    def service_fail(self, name: str, key: str, message: str) -> ConfigError:
+        """The one-line error about ``key`` of service ``name``, naming where its value came from."""
+        return ConfigError(f"{self.service_origin(name, key)}: {key}: {message}")
 
     def airflow_value(self, section: str, key: str) -> str:
         """A value of one of Airflow's own sections, interpolated as Airflow reads it ("%%" is "%")."""
@@ -78,7 +91,7 @@ def merge(explicit_path: str | None, env: Mapping[str, str]) -> Sources:
             raise ConfigError(f"{where}: {key} must be one line")
         if any((ord(c) < 32 and c not in allowed) or c == "\x7f" for c in value):
             raise ConfigError(f"{where}: {key} contains a control character")
-    return Sources(path, parser, env, raw)
+    return Sources(path, parser, env, raw, service_raw(parser, path, env))
 
 
 def _from_file(parser: configparser.ConfigParser, text: str, path: Path) -> dict[str, tuple[str, str]]:
