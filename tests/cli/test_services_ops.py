@@ -3,8 +3,8 @@
 service to leave the node.
 
 An unknown ``--service`` runs on the real SQLite store. The rest run the real commands on a config
-with ``beat`` and on a store with service views (``tests.unit.service_views``), both shared by
-every command of a test.
+with a section for ``beat``, and on a store with service views (``tests.unit.service_views``)
+shared by every command of a test.
 """
 
 from __future__ import annotations
@@ -15,11 +15,10 @@ from collections.abc import Iterator
 import pytest
 
 from scheduler_failover_controller.cli import group
-from scheduler_failover_controller.config import Config, load_config
 from scheduler_failover_controller.metastore.events import EventKind
 from tests.cli.cli_support import HOST, NO_MATCH, Cli, as_json, assert_one_error_line, lines
 from tests.support.waiting import wait_for
-from tests.unit.ops_support import BEAT, place, with_beat
+from tests.unit.ops_support import BEAT, place
 from tests.unit.service_views import ServicesStore
 
 OTHER = "node-b"
@@ -27,28 +26,36 @@ HOLDER = "holder-a"
 STOPPED = {HOST: "stopped", OTHER: "stopped"}
 
 
+def write(cli: Cli, extra: str = "", **keys: str) -> None:
+    base = {  # two nodes on this host
+        "scheduler_nodes_in_cluster": f"{HOST},{OTHER}",
+        "local_nodes": f"{HOST},{OTHER}",
+        "node_control": "ssh",
+        "scheduler_process_match": f"{NO_MATCH}_{{node}}",
+    }
+    cli.write_keys({**base, **keys}, extra)
+
+
+def beat_section(nodes: str = "") -> str:
+    return (
+        f"[scheduler_failover_service_{BEAT}]\n"
+        f"start_command = sleep 1000\nprocess_match = {NO_MATCH}_beat_{{node}}\n"
+        + (f"nodes = {nodes}\n" if nodes else "")
+    )
+
+
 @pytest.fixture
 def two(cli: Cli) -> Cli:
-    cli.write(  # two nodes on this host
-        scheduler_nodes_in_cluster=f"{HOST},{OTHER}",
-        local_nodes=f"{HOST},{OTHER}",
-        node_control="ssh",
-        scheduler_process_match=f"{NO_MATCH}_{{node}}",
-    )
+    write(cli)
     return cli
 
 
 @pytest.fixture
 def fleet(two: Cli, monkeypatch: pytest.MonkeyPatch) -> Iterator[ServicesStore]:
-    """The commands' config gains ``beat`` (on both nodes); their store is one with service views."""
+    """The config gains ``beat`` (on both nodes); the commands' store is one with service views."""
+    write(two, beat_section(), services=BEAT)
     store = ServicesStore()
     store.setup()
-    load = load_config
-
-    def load_with_beat(path: str | None) -> Config:
-        return with_beat(load(path))
-
-    monkeypatch.setattr(group, "load_config", load_with_beat)
     monkeypatch.setattr(group, "open_store", lambda config: store)
     yield store
 
@@ -93,9 +100,8 @@ def test_switchover_wait_follows_the_outcome_of_that_service(two: Cli, fleet: Se
     assert lines(result) == [f"beat moved to {OTHER}"]
 
 
-def test_a_node_not_of_the_service_is_refused(two: Cli, fleet: ServicesStore, monkeypatch: pytest.MonkeyPatch) -> None:
-    load = load_config
-    monkeypatch.setattr(group, "load_config", lambda path: with_beat(load(path), nodes=(HOST,)))
+def test_a_node_not_of_the_service_is_refused(two: Cli, fleet: ServicesStore) -> None:
+    write(two, beat_section(nodes=HOST), services=BEAT)
     result = two("switchover", "--to", OTHER, "--service", BEAT)
     assert result.exit_code == 2 and f"'{OTHER}' is not in the nodes of beat ({HOST})" in result.output
 
