@@ -206,8 +206,22 @@ def _render_metadata(data: dict[str, Any]) -> str:
         f"  {o['node']}: {o['state']} pids={o['pids']} age={o['observed_age_s']}s {o['detail']}".rstrip()
         for o in data["observations"]
     ]
+    for service in data.get("services", []):  # the other services' own records
+        placed = service["placement"]
+        lines.append(
+            f"service {service['name']}: node={placed['node']} epoch={placed['epoch']} version={placed['version']} "
+            f"expires_in={placed['expires_in_s']}s"
+        )
+        lines += [
+            f"  {o['node']}: {o['state']} pids={o['pids']} age={o['observed_age_s']}s" for o in service["observations"]
+        ]
     lines.append("recent events:")
-    lines += [f"  [{e['kind']}] {e['host']} (epoch {e['epoch']}): {e['message']}" for e in data["events"]]
+    lines += [
+        f"  [{e['kind']}] {e['host']} (epoch {e['epoch']}): "
+        + ("" if e.get("service", "scheduler") == "scheduler" else f"{e['service']}: ")
+        + e["message"]
+        for e in data["events"]
+    ]
     return "\n".join(lines)
 
 

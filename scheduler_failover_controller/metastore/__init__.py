@@ -30,7 +30,11 @@ def open_metastore(config: Config) -> Metastore:
     if config.metadata_service_type == SQL_SERVICE:
         from .sql import SQLMetastore
 
-        return SQLMetastore(config.metadata_service_sql_conn, config.metastore_timeout)
+        return SQLMetastore(
+            config.metadata_service_sql_conn,
+            config.metastore_timeout,
+            prefix=config.metadata_service_sql_table_prefix,
+        )
     if config.metadata_service_type == ZOOKEEPER_SERVICE:
         from .zookeeper import ZooKeeperMetastore
 

@@ -455,6 +455,7 @@ class Metastore(ReportStore, NodeStateStore, abc.ABC):
                     "epoch": e.epoch,
                     "message": e.message,
                     "request_id": e.request_id,
+                    "service": e.service,
                 }
                 for e in self.events(20)
             ],

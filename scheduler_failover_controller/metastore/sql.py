@@ -27,7 +27,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql.expression import ColumnElement
 
-from ..exceptions import CorruptRecord
+from ..exceptions import ConfigError, CorruptRecord
 from . import deadline as dl
 from . import rows, sql_switchover
 from .base import (
@@ -46,18 +46,9 @@ from .events import EventKind, event_kind, request_id
 from .sql_engine import SQLDatabase
 from .sql_nodes import SQLNodes, read_drained
 from .sql_registry import SQLRegistry
-from .sql_reports import NODE_CONTROL, SQLReports, reports_table
+from .sql_reports import NODE_CONTROL, SQLReports
 from .sql_schema import SQLSchema
-from .sql_tables import (
-    controllers_table,
-    events_table,
-    field_name,
-    lease_table,
-    meta_table,
-    num,
-    observations_table,
-    placement_table,
-)
+from .sql_tables import DEFAULT_PREFIX, event_service, field_name, num, prefix_problem, schema
 
 log = logging.getLogger(__name__)
 
@@ -65,9 +56,26 @@ T = TypeVar("T")
 
 
 class SQLMetastore(SQLRegistry, SQLSchema, SQLReports, SQLNodes, SQLDatabase, Metastore):
-    """The metastore in a relational database, tables prefixed ``sfc_``."""
+    """The metastore in a relational database, its tables named with ``prefix`` (``sfc_``: as ever).
+
+    A fleet with another prefix keeps tables of its own in the same database and never sees these.
+    """
 
     kind = "sql"
+    service = SCHEDULER  # whose placement, request and per-node records this store keeps (see for_service)
+
+    def __init__(self, url: str, timeout: float, *, prefix: str = DEFAULT_PREFIX) -> None:
+        problem = prefix_problem(prefix) if isinstance(prefix, str) else "is not text"
+        if problem is not None:
+            raise ConfigError(f"metadata_service_sql_table_prefix: {problem}")
+        super().__init__(url, timeout)
+        self.tables = schema(prefix)
+
+    def describe(self) -> str:
+        """Where the store lives (secrets masked), and its tables' prefix when it is not the default."""
+        where = super().describe()
+        prefix = self.tables.prefix
+        return where if prefix == DEFAULT_PREFIX else f"{where} (tables {prefix}*)"
 
     def _step(self, d: dl.Deadline, fn: Callable[[Connection], T]) -> T:
         """``fn`` in one transaction; SQLAlchemy errors are raised as they are."""
@@ -83,7 +91,7 @@ class SQLMetastore(SQLRegistry, SQLSchema, SQLReports, SQLNodes, SQLDatabase, Me
             return self._step(d, fn)
 
     def _lease(self, conn: Connection) -> Lease:
-        t = lease_table
+        t = self.tables.lease
         row = conn.execute(
             select(t.c.holder, t.c.host, t.c.epoch, t.c.acquired_at, t.c.expires_at, self.now).where(t.c.name == LEADER)
         ).first()
@@ -100,26 +108,27 @@ class SQLMetastore(SQLRegistry, SQLSchema, SQLReports, SQLNodes, SQLDatabase, Me
         )
 
     def _placement(self, conn: Connection) -> Placement:
-        p = placement_table
+        p, service = self.tables.placement, self.service
         row = conn.execute(
             select(p.c.node, p.c.epoch, p.c.expires_at, p.c.version, p.c.updated_at, self.now).where(
-                p.c.name == SCHEDULER
+                p.c.name == service
             )
         ).first()
         if row is None:
-            raise rows.missing(f"row {p.name}[{SCHEDULER}]")
+            raise rows.missing(f"row {p.name}[{service}]")
+        key = None if service == SCHEDULER else service  # the scheduler's fields, named as ever
         now = num(row[5])
-        rows.stamp(field_name(p, "updated_at"), row[4], now)
+        rows.stamp(field_name(p, "updated_at", key), row[4], now)
         return Placement(
-            rows.optional_name(field_name(p, "node"), row[0]),
-            rows.integer(field_name(p, "epoch"), row[1]),
-            rows.expiry(field_name(p, "expires_at"), row[2], now),
-            rows.integer(field_name(p, "version"), row[3]),
+            rows.optional_name(field_name(p, "node", key), row[0]),
+            rows.integer(field_name(p, "epoch", key), row[1]),
+            rows.expiry(field_name(p, "expires_at", key), row[2], now),
+            rows.integer(field_name(p, "version", key), row[3]),
             now,
         )
 
     def _leader_is(self, holder: str, epoch: int) -> ColumnElement[bool]:
-        lease = lease_table
+        lease = self.tables.lease
         return exists().where(
             lease.c.name == LEADER, lease.c.holder == holder, lease.c.epoch == epoch, lease.c.expires_at > self.now
         )
@@ -127,7 +136,7 @@ class SQLMetastore(SQLRegistry, SQLSchema, SQLReports, SQLNodes, SQLDatabase, Me
     # --- the contract -----------------------------------------------------------------------
 
     def acquire_or_renew(self, holder: str, host: str, ttl: float) -> Lease | None:
-        lease = lease_table
+        lease = self.tables.lease
         still_mine = and_(lease.c.holder == holder, lease.c.expires_at > self.now)
         # MySQL evaluates SET left to right with already-updated values, so every expression
         # that reads holder/expires_at comes before the assignments that change them.
@@ -154,7 +163,7 @@ class SQLMetastore(SQLRegistry, SQLSchema, SQLReports, SQLNodes, SQLDatabase, Me
         return self._run(go)
 
     def release(self, holder: str) -> bool:
-        lease = lease_table
+        lease = self.tables.lease
         stmt = (
             update(lease)
             .where(lease.c.name == LEADER, lease.c.holder == holder, lease.c.expires_at > self.now)
@@ -163,31 +172,33 @@ class SQLMetastore(SQLRegistry, SQLSchema, SQLReports, SQLNodes, SQLDatabase, Me
         return self._run(lambda conn: conn.execute(stmt).rowcount == 1)
 
     def read_state(self) -> ClusterState:
+        m = self.tables.meta
+        request_row, id_row = sql_switchover.names(self.service)
+
         def go(conn: Connection) -> ClusterState:
             lease = self._lease(conn)
             placement = self._placement(conn)
             flags = {
                 name: value
                 for name, value in conn.execute(
-                    select(meta_table.c.name, meta_table.c.value).where(
-                        meta_table.c.name.in_(("paused", sql_switchover.REQUEST, sql_switchover.REQUEST_ID))
-                    )
+                    select(m.c.name, m.c.value).where(m.c.name.in_(("paused", request_row, id_row)))
                 )
             }
-            paused = rows.paused(field_name(meta_table, "value", "paused"), flags.get("paused", "0"))
-            request = flags.get(sql_switchover.REQUEST, "")
-            switchover, key = sql_switchover.decode(request, flags.get(sql_switchover.REQUEST_ID))
-            return ClusterState(lease, placement, paused, lease.server_now, switchover, key, read_drained(conn))
+            paused = rows.paused(field_name(m, "value", "paused"), flags.get("paused", "0"))
+            request = flags.get(request_row, "")
+            switchover, key = sql_switchover.decode(m, request, flags.get(id_row), self.service)
+            drained = read_drained(self.tables, conn)
+            return ClusterState(lease, placement, paused, lease.server_now, switchover, key, drained)
 
         return self._run(go)
 
     def set_placement(
         self, node: str | None, holder: str, epoch: int, expected_version: int, ttl: float
     ) -> Placement | None:
-        p = placement_table
+        p = self.tables.placement
         stmt = (
             update(p)
-            .where(p.c.name == SCHEDULER, p.c.version == expected_version, self._leader_is(holder, epoch))
+            .where(p.c.name == self.service, p.c.version == expected_version, self._leader_is(holder, epoch))
             .values(node=node, epoch=epoch, version=p.c.version + 1, expires_at=self.now + ttl, updated_at=self.now)
         )
 
@@ -201,8 +212,8 @@ class SQLMetastore(SQLRegistry, SQLSchema, SQLReports, SQLNodes, SQLDatabase, Me
     def renew_placement(
         self, node: str, ttl: float, holder: str | None = None, epoch: int | None = None
     ) -> Placement | None:
-        p = placement_table
-        conditions: list[ColumnElement[bool]] = [p.c.name == SCHEDULER, p.c.node == node, p.c.expires_at > self.now]
+        p = self.tables.placement
+        conditions: list[ColumnElement[bool]] = [p.c.name == self.service, p.c.node == node, p.c.expires_at > self.now]
         if holder is not None and epoch is not None:
             conditions.append(self._leader_is(holder, epoch))
         stmt = update(p).where(*conditions).values(expires_at=self.now + ttl, updated_at=self.now)
@@ -215,27 +226,29 @@ class SQLMetastore(SQLRegistry, SQLSchema, SQLReports, SQLNodes, SQLDatabase, Me
         return self._run(go)
 
     def release_placement(self, node: str) -> bool:
-        p = placement_table
+        p = self.tables.placement
         stmt = (
             update(p)
-            .where(p.c.name == SCHEDULER, p.c.node == node)
+            .where(p.c.name == self.service, p.c.node == node)
             .values(node=None, version=p.c.version + 1, expires_at=self.now, updated_at=self.now)
         )
         return self._run(lambda conn: conn.execute(stmt).rowcount == 1)
 
     def set_paused(self, paused: bool) -> None:
-        m = meta_table
+        m = self.tables.meta
         self._run(lambda conn: conn.execute(update(m).where(m.c.name == "paused").values(value="1" if paused else "0")))
 
     def request_switchover(self, node: str, mode: str, request_id: str = "") -> None:
-        self._run(lambda conn: sql_switchover.write(conn, node, mode, request_id))
+        self._run(lambda conn: sql_switchover.write(conn, self.tables.meta, node, mode, request_id, self.service))
 
     def clear_switchover(self) -> None:
-        self._run(lambda conn: sql_switchover.write(conn, "", "", ""))
+        self._run(lambda conn: sql_switchover.write(conn, self.tables.meta, "", "", "", self.service))
 
     def add_event(self, host: str, kind: EventKind, message: str, epoch: int = 0, request_id: str = "") -> None:
-        e = events_table
+        e = self.tables.events
         row = {"host": host, "kind": str(kind), "message": capped(message), "epoch": epoch, "request_id": request_id}
+        if self.service != SCHEDULER:  # the scheduler's events stay as a release with one service writes them
+            row["service"] = self.service
 
         def go(conn: Connection) -> None:
             conn.execute(insert(e).values(at=self.now, **row))
@@ -246,7 +259,8 @@ class SQLMetastore(SQLRegistry, SQLSchema, SQLReports, SQLNodes, SQLDatabase, Me
         self._run(go)
 
     def events(self, limit: int = 50) -> list[Event]:
-        e = events_table
+        """The fleet's history, whichever service's store asks; each event names its service."""
+        e = self.tables.events
 
         def decode(r: Any, now: float) -> Event:
             key = rows.integer(field_name(e, "id"), r.id, minimum=1)
@@ -257,6 +271,7 @@ class SQLMetastore(SQLRegistry, SQLSchema, SQLReports, SQLNodes, SQLDatabase, Me
                 rows.text(field_name(e, "message", key), r.message, TEXT_LIMIT),
                 rows.integer(field_name(e, "epoch", key), r.epoch),
                 request_id(field_name(e, "request_id", key), r.request_id),
+                event_service(field_name(e, "service", key), r.service),
             )
 
         def go(conn: Connection) -> list[Event]:
@@ -266,21 +281,23 @@ class SQLMetastore(SQLRegistry, SQLSchema, SQLReports, SQLNodes, SQLDatabase, Me
         return self._run(go)
 
     def clear(self) -> None:
-        lease, p = lease_table, placement_table
+        """Wipe the fleet's records and every service's, whichever service's store asks."""
+        t = self.tables
+        lease, p, m = t.lease, t.placement, t.meta
 
         def counter(conn: Connection, column: Any, key: str) -> Any:
             """The counter's new value: kept (a valid one) or 0 (one no valid write produces)."""
             raw = conn.execute(select(column).where(column.table.c.name == key).with_for_update()).scalar()
             try:
-                rows.integer(field_name(column.table, column.name), raw)
+                rows.integer(field_name(column.table, column.name, None if key in (LEADER, SCHEDULER) else key), raw)
             except CorruptRecord:
                 return 0
             return column
 
         def go(conn: Connection) -> None:
-            for table in (controllers_table, observations_table, events_table, reports_table):
+            for table in (t.controllers, t.observations, t.events, t.reports, *t.service_tables):
                 conn.execute(delete(table))
-            self._clear_nodes(conn)
+            conn.execute(delete(t.nodes))
             # Keep the epoch: fencing tokens must never go backwards, even across a wipe. Only a
             # counter no valid write produces (text, negative) restarts from 0: tokens are compared
             # together with the holder, unique to each controller process, so none can match again.
@@ -290,14 +307,34 @@ class SQLMetastore(SQLRegistry, SQLSchema, SQLReports, SQLNodes, SQLDatabase, Me
                 .values(holder=None, host=None, epoch=counter(conn, lease.c.epoch, LEADER), acquired_at=0.0)
                 .values(expires_at=0.0)
             )
-            conn.execute(
-                update(p)
-                .where(p.c.name == SCHEDULER)
-                .values(node=None, epoch=counter(conn, p.c.epoch, SCHEDULER), expires_at=0.0, updated_at=self.now)
-                .values(version=counter(conn, p.c.version, SCHEDULER) + 1)
-            )
-            conn.execute(update(meta_table).where(meta_table.c.name == "paused").values(value="0"))
-            sql_switchover.write(conn, "", "", "")
-            conn.execute(update(meta_table).where(meta_table.c.name == NODE_CONTROL).values(value=""))
+            # Every service's placement row stays (nowhere, its version past every one it held), so
+            # that a service's store set up before the wipe keeps working after it.
+            placed: list[Any] = list(conn.execute(select(p.c.name).order_by(p.c.name)).scalars())
+            for name in placed:
+                conn.execute(
+                    update(p)
+                    .where(p.c.name == name)
+                    .values(node=None, epoch=counter(conn, p.c.epoch, name), expires_at=0.0, updated_at=self.now)
+                    .values(version=counter(conn, p.c.version, name) + 1)
+                )
+            conn.execute(update(m).where(m.c.name == "paused").values(value="0"))
+            # every service's request and id: switchover, switchover_id, switchover:NAME, switchover_id:NAME
+            conn.execute(update(m).where(m.c.name.like(f"{sql_switchover.REQUEST}%")).values(value=""))
+            conn.execute(update(m).where(m.c.name == NODE_CONTROL).values(value=""))
 
         self._run(go)
+
+    def for_service(self, name: str) -> Metastore:
+        if name == SCHEDULER:
+            return self
+        from .sql_services import service_view
+
+        return service_view(self, name)
+
+    def dump(self) -> dict[str, Any]:
+        """The fleet's records and each service's own ones (``services``), for ``metadata``."""
+        from .sql_services import dump_services
+
+        found = super().dump()
+        found["services"] = dump_services(self)
+        return found

@@ -1,6 +1,6 @@
-"""The SQL metastore's controller registry (``sfc_controllers``, one row per host) and the active's
-observations (``sfc_observations``, rewritten whole, fenced by the writer's epoch). A mixin of
-``SQLMetastore``.
+"""The SQL metastore's controller registry (``sfc_controllers``, one row per host: the fleet's) and the
+active's observations (``sfc_observations``, the scheduler's; another service's are its rows of
+``sfc_observations_by_service``; rewritten whole, fenced by the writer's epoch). A mixin of ``SQLMetastore``.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from sqlalchemy.sql.expression import ColumnElement
 from . import deadline as dl
 from . import rows
 from .base import TEXT_LIMIT, ControllerInfo, Observation, capped, foreign_rows
-from .sql_tables import controllers_table, field_name, num, observations_table
+from .sql_tables import Schema, field_name, num
 
 T = TypeVar("T")
 
@@ -27,6 +27,8 @@ class SQLRegistry:
     """``heartbeat``, ``deregister``, ``controllers``, ``record_observations``, ``observations`` as SQL."""
 
     now: ColumnElement[Any]
+    tables: Schema
+    service: str
 
     if TYPE_CHECKING:  # SQLMetastore's and Metastore's, which come after this mixin
 
@@ -40,7 +42,7 @@ class SQLRegistry:
         def _leader_is(self, holder: str, epoch: int) -> ColumnElement[bool]: ...
 
     def heartbeat(self, info: ControllerInfo) -> None:
-        c = controllers_table
+        c = self.tables.controllers
         values = {
             "holder": info.holder,
             "pid": info.pid,
@@ -62,11 +64,11 @@ class SQLRegistry:
                 self._step(d, go)  # lost an insert race for our own host row: update it
 
     def deregister(self, host: str, holder: str) -> None:
-        c = controllers_table
+        c = self.tables.controllers
         self._run(lambda conn: conn.execute(delete(c).where(c.c.host == host, c.c.holder == holder)))
 
     def controllers(self) -> list[ControllerInfo]:
-        c = controllers_table
+        c = self.tables.controllers
 
         def decode(r: Any) -> ControllerInfo:
             host = rows.name(field_name(c, "host"), r.host)
@@ -90,15 +92,17 @@ class SQLRegistry:
         return self._run(go)
 
     def record_observations(self, holder: str, epoch: int, observations: list[Observation]) -> bool:
-        o = observations_table
+        scope = self.tables.scoped("observations", self.service)
+        o = scope.table
 
         def go(conn: Connection) -> bool:
             if not conn.execute(select(self._leader_is(holder, epoch))).scalar():
                 return False
-            conn.execute(delete(o))
+            conn.execute(delete(o).where(*scope.where))
             for obs in observations:
                 conn.execute(
                     insert(o).values(
+                        **scope.key,
                         node=obs.node,
                         state=obs.state,
                         pids=json.dumps(list(obs.pids)),
@@ -115,25 +119,28 @@ class SQLRegistry:
         return self._run(go)
 
     def observations(self) -> list[Observation]:
-        o = observations_table
+        scope = self.tables.scoped("observations", self.service)
+        o = scope.table
 
         def decode(r: Any) -> Observation:
-            node = rows.name(field_name(o, "node"), r.node)
+            node = rows.name(field_name(o, "node", scope.owner), r.node)
+            key = scope.name(node)
             now = num(r[-1])
-            rows.integer(field_name(o, "epoch", node), r.epoch)
+            rows.integer(field_name(o, "epoch", key), r.epoch)
             return Observation(
                 node=node,
-                state=rows.label(field_name(o, "state", node), r.state, 32),
-                pids=rows.pids(field_name(o, "pids", node), r.pids, encoded=True),
-                detail=rows.text(field_name(o, "detail", node), r.detail, TEXT_LIMIT),
-                observed_at=rows.stamp(field_name(o, "observed_at", node), r.observed_at, now),
-                by_host=rows.name(field_name(o, "by_host", node), r.by_host, empty=True),
+                state=rows.label(field_name(o, "state", key), r.state, 32),
+                pids=rows.pids(field_name(o, "pids", key), r.pids, encoded=True),
+                detail=rows.text(field_name(o, "detail", key), r.detail, TEXT_LIMIT),
+                observed_at=rows.stamp(field_name(o, "observed_at", key), r.observed_at, now),
+                by_host=rows.name(field_name(o, "by_host", key), r.by_host, empty=True),
                 server_now=now,
-                leashed=rows.flag(field_name(o, "leashed", node), r.leashed),
-                foreign=rows.foreign(field_name(o, "foreign_procs", node), r.foreign_procs, encoded=True),
+                leashed=rows.flag(field_name(o, "leashed", key), r.leashed),
+                foreign=rows.foreign(field_name(o, "foreign_procs", key), r.foreign_procs, encoded=True),
             )
 
         def go(conn: Connection) -> list[Observation]:
-            return [decode(r) for r in conn.execute(select(o, self.now).order_by(o.c.node)).all()]
+            query = select(o, self.now).where(*scope.where).order_by(o.c.node)
+            return [decode(r) for r in conn.execute(query).all()]
 
         return self._run(go)

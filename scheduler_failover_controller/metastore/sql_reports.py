@@ -1,5 +1,6 @@
-"""The SQL metastore's self-mode records: ``sfc_reports`` (one row per node) and ``node_control``
-(a row of ``sfc_meta``). A mixin of ``SQLMetastore``; the table is created by setup like the others."""
+"""The SQL metastore's self-mode records: ``sfc_reports`` (one row per node: the scheduler's;
+another service's are its rows of ``sfc_reports_by_service``) and ``node_control`` (a row of
+``sfc_meta``, the fleet's). A mixin of ``SQLMetastore``; the tables are created by setup like the others."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import json
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from sqlalchemy import BigInteger, Column, Integer, String, Table, insert, select, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql.expression import ColumnElement
@@ -17,25 +18,9 @@ from . import deadline as dl
 from . import rows
 from .base import TEXT_LIMIT, capped, foreign_rows
 from .reports import NodeReport, ReportStore, node_control_value
-from .sql_tables import Double, field_name, meta_table, metadata, num
+from .sql_tables import Schema, field_name, num
 
 T = TypeVar("T")
-
-reports_table = Table(
-    "sfc_reports",
-    metadata,
-    Column("node", String(255), primary_key=True),
-    Column("holder", String(255), nullable=False),
-    Column("state", String(32), nullable=False),
-    Column("pids", String(255), nullable=False),
-    Column("leashed", Integer, nullable=False),
-    Column("foreign_procs", String(TEXT_LIMIT), nullable=False),
-    Column("detail", String(TEXT_LIMIT), nullable=False),
-    Column("answers", BigInteger, nullable=False),
-    Column("started_for", BigInteger, nullable=False),
-    Column("seq", BigInteger, nullable=False),
-    Column("observed_at", Double, nullable=False),
-)
 
 NODE_CONTROL = "node_control"  # its row in sfc_meta ("" until a controller records one)
 
@@ -44,6 +29,8 @@ class SQLReports(ReportStore):
     """``write_report``, ``reports``, ``claim_node_control``, ``set_node_control`` as SQL."""
 
     now: ColumnElement[Any]
+    tables: Schema
+    service: str
 
     if TYPE_CHECKING:  # SQLMetastore's and Metastore's, which come after this mixin
 
@@ -55,7 +42,8 @@ class SQLReports(ReportStore):
         def _step(self, d: dl.Deadline, fn: Callable[[Connection], T]) -> T: ...
 
     def write_report(self, report: NodeReport) -> bool:
-        r = reports_table
+        scope = self.tables.scoped("reports", self.service)
+        r = scope.table
         values = {
             "holder": report.holder,
             "state": report.state,
@@ -70,11 +58,12 @@ class SQLReports(ReportStore):
         }
 
         def go(conn: Connection) -> bool:
-            if conn.execute(update(r).where(r.c.node == report.node, r.c.seq < report.seq).values(**values)).rowcount:
+            mine = (r.c.node == report.node, *scope.where)
+            if conn.execute(update(r).where(*mine, r.c.seq < report.seq).values(**values)).rowcount:
                 return True
-            if conn.execute(select(r.c.seq).where(r.c.node == report.node)).first() is not None:
+            if conn.execute(select(r.c.seq).where(*mine)).first() is not None:
                 return False  # a newer report is stored
-            conn.execute(insert(r).values(node=report.node, **values))
+            conn.execute(insert(r).values(node=report.node, **scope.key, **values))
             return True
 
         with self._call() as d:  # one deadline for both tries
@@ -84,14 +73,15 @@ class SQLReports(ReportStore):
                 return self._step(d, go)
 
     def reports(self) -> list[NodeReport]:
-        r = reports_table
+        scope = self.tables.scoped("reports", self.service)
+        r = scope.table
 
         def decode(row: Any) -> NodeReport:
-            node = rows.name(field_name(r, "node"), row.node)
+            node = rows.name(field_name(r, "node", scope.owner), row.node)
             now = num(row[-1])
 
             def where(column: str) -> str:
-                return field_name(r, column, node)
+                return field_name(r, column, scope.name(node))
 
             return NodeReport(
                 node=node,
@@ -109,12 +99,13 @@ class SQLReports(ReportStore):
             )
 
         def go(conn: Connection) -> list[NodeReport]:
-            return [decode(row) for row in conn.execute(select(r, self.now).order_by(r.c.node)).all()]
+            query = select(r, self.now).where(*scope.where).order_by(r.c.node)
+            return [decode(row) for row in conn.execute(query).all()]
 
         return self._run(go)
 
     def _node_control(self, conn: Connection) -> str | None:
-        m = meta_table
+        m = self.tables.meta
         raw = conn.execute(select(m.c.value).where(m.c.name == NODE_CONTROL)).scalar()
         return node_control_value(field_name(m, "value", NODE_CONTROL), "" if raw is None else raw)
 
@@ -122,7 +113,7 @@ class SQLReports(ReportStore):
         return self._run(self._node_control)
 
     def claim_node_control(self, value: str) -> str:
-        m = meta_table
+        m = self.tables.meta
 
         def go(conn: Connection) -> str:
             conn.execute(update(m).where(m.c.name == NODE_CONTROL, m.c.value == "").values(value=value))
@@ -131,7 +122,7 @@ class SQLReports(ReportStore):
         return self._run(go)
 
     def set_node_control(self, value: str) -> bool:
-        m = meta_table
+        m = self.tables.meta
 
         def go(conn: Connection) -> bool:
             paused = conn.execute(select(m.c.value).where(m.c.name == "paused").with_for_update()).scalar()

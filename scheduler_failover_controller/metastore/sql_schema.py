@@ -16,7 +16,7 @@ from sqlalchemy.exc import IntegrityError, ProgrammingError, SQLAlchemyError
 from sqlalchemy.schema import CreateColumn, CreateTable
 
 from . import deadline as dl
-from .sql_tables import ADDED_COLUMNS, SEEDS, execute, execute_sql, field_name, meta_table, metadata
+from .sql_tables import Schema, execute, execute_sql, field_name
 
 log = logging.getLogger(__name__.rpartition(".")[0] + ".sql")  # the SQL store's logger, as sql.py's
 
@@ -27,6 +27,7 @@ class SQLSchema:
     """``_prepare`` and ``_upgrade`` (see Metastore.setup) as SQL."""
 
     engine: Engine
+    tables: Schema
 
     if TYPE_CHECKING:  # SQLMetastore's and SQLDatabase's, which come after this mixin
 
@@ -44,14 +45,15 @@ class SQLSchema:
         transaction: setup runs within the one call's deadline like everything else.
         """
         present = self._columns(d)
-        missing = [table for table in metadata.sorted_tables if table.name not in present]
+        missing = [table for table in self.tables.metadata.sorted_tables if table.name not in present]
         if missing:
             self._create_tables(d, missing)
             present = self._columns(d)  # as created: by us, or by a controller of an older release
-        version = select(meta_table.c.value).where(meta_table.c.name == "schema_version")
+        meta = self.tables.meta
+        version = select(meta.c.value).where(meta.c.name == "schema_version")
 
         def seed(conn: Connection) -> Any:
-            for table, row in SEEDS:
+            for table, row in self.tables.seeds:
                 if conn.execute(select(table.c.name).where(table.c.name == row["name"])).first() is None:
                     conn.execute(insert(table).values(**row))
             return conn.execute(version).scalar()
@@ -61,7 +63,7 @@ class SQLSchema:
         except IntegrityError:  # another controller seeded a row at the same moment: its rows are there now
             found = self._step(d, seed)
         self._catalog = present
-        return field_name(meta_table, "value", "schema_version"), found
+        return field_name(meta, "value", "schema_version"), found
 
     def _upgrade(self, d: dl.Deadline) -> None:
         self._add_columns(d, self._catalog)
@@ -73,7 +75,7 @@ class SQLSchema:
             names = set(found.get_table_names())
             return {
                 t.name: {c["name"] for c in found.get_columns(t.name)}
-                for t in metadata.sorted_tables
+                for t in self.tables.metadata.sorted_tables
                 if t.name in names
             }
 
@@ -102,13 +104,14 @@ class SQLSchema:
         upgrade; the schema version is left as it is. Another controller may add the same column
         at the same moment: a failed ALTER whose column now exists is that race, lost.
         """
-        for column in ADDED_COLUMNS:
+        for column in self.tables.added_columns:
             table = column.table.name
             if table not in present or column.name in present[table]:
                 continue
             ddl = CreateColumn(column).compile(dialect=self.engine.dialect)  # from the one definition above
+            quoted = self.engine.dialect.identifier_preparer.format_table(column.table)  # a prefix may need quotes
             try:
-                self._step(d, partial(execute_sql, f"ALTER TABLE {table} ADD COLUMN {ddl}"))
+                self._step(d, partial(execute_sql, f"ALTER TABLE {quoted} ADD COLUMN {ddl}"))
                 log.info("metastore: added column %s.%s", table, column.name)
             except SQLAlchemyError:
                 if column.name not in self._columns(d).get(table, set()):

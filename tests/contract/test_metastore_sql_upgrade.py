@@ -40,6 +40,7 @@ def test_tables_of_the_first_release_gain_the_new_columns(sql_be: Backend) -> No
         ("sfc_observations", "leashed"),
         ("sfc_observations", "foreign_procs"),
         ("sfc_events", "request_id"),
+        ("sfc_events", "service"),
     }
 
     def as_first_released(table: Any) -> Table:
