@@ -2,9 +2,8 @@
 ``history`` with a service ``beat`` beside the scheduler, and ``drain --wait`` waiting for every
 service to leave the node.
 
-An unknown ``--service`` runs on the real SQLite store. The rest run the real commands on a config
-with a section for ``beat``, and on a store with service views (``tests.unit.service_views``)
-shared by every command of a test.
+Real commands on a config with a section for ``beat``, on the real SQLite metastore; a thread
+writing through the same store stands in for the active controller where one must answer.
 """
 
 from __future__ import annotations
@@ -14,12 +13,11 @@ from collections.abc import Iterator
 
 import pytest
 
-from scheduler_failover_controller.cli import group
+from scheduler_failover_controller.metastore.base import Metastore
 from scheduler_failover_controller.metastore.events import EventKind
 from tests.cli.cli_support import HOST, NO_MATCH, Cli, as_json, assert_one_error_line, lines
 from tests.support.waiting import wait_for
 from tests.unit.ops_support import BEAT, place
-from tests.unit.service_views import ServicesStore
 
 OTHER = "node-b"
 HOLDER = "holder-a"
@@ -51,13 +49,14 @@ def two(cli: Cli) -> Cli:
 
 
 @pytest.fixture
-def fleet(two: Cli, monkeypatch: pytest.MonkeyPatch) -> Iterator[ServicesStore]:
-    """The config gains ``beat`` (on both nodes); the commands' store is one with service views."""
+def fleet(two: Cli) -> Iterator[Metastore]:
+    """The config gains ``beat`` (on both nodes); the test writes the records through the real store."""
     write(two, beat_section(), services=BEAT)
-    store = ServicesStore()
-    store.setup()
-    monkeypatch.setattr(group, "open_store", lambda config: store)
-    yield store
+    store = two.store()
+    try:
+        yield store
+    finally:
+        store.close()
 
 
 def test_an_unknown_service_is_one_line_and_exit_2(two: Cli) -> None:
@@ -65,7 +64,7 @@ def test_an_unknown_service_is_one_line_and_exit_2(two: Cli) -> None:
     assert_one_error_line(result, 2, "--service: no service 'nope'", "(services: scheduler)")
 
 
-def test_switchover_of_a_service_goes_through_its_view(two: Cli, fleet: ServicesStore) -> None:
+def test_switchover_of_a_service_goes_through_its_view(two: Cli, fleet: Metastore) -> None:
     result = two("switchover", "--to", OTHER, "--service", BEAT, "--wait", "0")
     assert result.exit_code == 0, result.output
     assert lines(result) == [f"requested a controlled switchover of {BEAT} to {OTHER}"]
@@ -76,7 +75,7 @@ def test_switchover_of_a_service_goes_through_its_view(two: Cli, fleet: Services
     assert [(e["service"], e["kind"]) for e in events] == [(BEAT, "switchover")]
 
 
-def test_switchover_wait_follows_the_outcome_of_that_service(two: Cli, fleet: ServicesStore) -> None:
+def test_switchover_wait_follows_the_outcome_of_that_service(two: Cli, fleet: Metastore) -> None:
     assert fleet.acquire_or_renew(HOLDER, HOST, 5) is not None
     beat = fleet.for_service(BEAT)
     place(beat, HOLDER, HOST, {**STOPPED, HOST: "running"})
@@ -100,13 +99,13 @@ def test_switchover_wait_follows_the_outcome_of_that_service(two: Cli, fleet: Se
     assert lines(result) == [f"beat moved to {OTHER}"]
 
 
-def test_a_node_not_of_the_service_is_refused(two: Cli, fleet: ServicesStore) -> None:
+def test_a_node_not_of_the_service_is_refused(two: Cli, fleet: Metastore) -> None:
     write(two, beat_section(nodes=HOST), services=BEAT)
     result = two("switchover", "--to", OTHER, "--service", BEAT)
     assert result.exit_code == 2 and f"'{OTHER}' is not in the nodes of beat ({HOST})" in result.output
 
 
-def test_status_shows_every_service(two: Cli, fleet: ServicesStore) -> None:
+def test_status_shows_every_service(two: Cli, fleet: Metastore) -> None:
     assert fleet.acquire_or_renew(HOLDER, HOST, 5) is not None
     place(fleet, HOLDER, HOST, {**STOPPED, HOST: "running"})
     place(fleet.for_service(BEAT), HOLDER, OTHER, {**STOPPED, OTHER: "running"})
@@ -127,7 +126,7 @@ def test_status_shows_every_service(two: Cli, fleet: ServicesStore) -> None:
     assert services[3].startswith(f"    {HOST}: stopped (observed ")
 
 
-def test_history_text_names_the_service(two: Cli, fleet: ServicesStore) -> None:
+def test_history_text_names_the_service(two: Cli, fleet: Metastore) -> None:
     fleet.add_event(HOST, EventKind.START, "scheduler started")
     fleet.for_service(BEAT).add_event(HOST, EventKind.START, "beat started")
     out = two("history").stdout.splitlines()
@@ -135,7 +134,7 @@ def test_history_text_names_the_service(two: Cli, fleet: ServicesStore) -> None:
     assert f" {BEAT}      [start] " in out[1] and out[1].endswith("beat started")
 
 
-def test_drain_wait_waits_until_no_service_is_left(two: Cli, fleet: ServicesStore) -> None:
+def test_drain_wait_waits_until_no_service_is_left(two: Cli, fleet: Metastore) -> None:
     assert fleet.acquire_or_renew(HOLDER, HOST, 5) is not None
     beat = fleet.for_service(BEAT)
     place(fleet, HOLDER, OTHER, {**STOPPED, OTHER: "running"})  # the scheduler is elsewhere already
