@@ -1,6 +1,6 @@
 # Convenience targets; CI runs `bash .ci/run` (= scripts/test.sh). The tiers: README, "Tests and
 # their tiers". `test`, `lanes` and `matrix` are the CI tier; the rest are run by hand.
-.PHONY: matrix-full test types lanes matrix lab day2 lab-airflow upgrade-lab e2e-manual bench-airflow bench-http bench-2016 soak soak-mariadb soak-postgresql soak-zookeeper container-tools container-image container-lab
+.PHONY: matrix-full test types lanes matrix lab day2 services bench-services lab-airflow upgrade-lab e2e-manual bench-airflow bench-http bench-2016 soak soak-mariadb soak-postgresql soak-zookeeper container-tools container-image container-lab
 
 PYTHON ?= .venv/bin/python
 SOAK_SECONDS ?= 3600
@@ -45,6 +45,16 @@ lab:
 day2:
 	$(PYTHON) -m pytest -p no:cacheprovider tests/process/test_failback.py -m manual -v
 	$(PYTHON) benchmarks/drain.py --trials 5
+
+# Several services with real controllers (tests/process/test_services.py) on SQLite and ZooKeeper;
+# CI runs the SQLite one. About a minute.
+services:
+	$(PYTHON) -m pytest -p no:cacheprovider tests/process/test_services.py -v
+
+# Cycle time with 1, 3 and 10 services under one daemon, on an SQLite file and on ZooKeeper.
+bench-services:
+	$(PYTHON) benchmarks/services.py --metastore sqlite
+	$(PYTHON) benchmarks/services.py --metastore zookeeper
 
 # Real Airflow schedulers in the lab (as root): Airflow 3 and 2, on PostgreSQL and MariaDB, every
 # fault (scheduler SIGKILL, host crash, partition, switchover, controller restart) and start style

@@ -10,7 +10,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from .config import Config
 from .controller.cycle import PLEASE_REPORT, Controller
 from .cycle_log import CycleLog
+from .daemon_services import ServiceLoop
 from .exceptions import ConfigError, MetastoreError
 from .exit_listener import ExitListener, listen
 from .liveness import Liveness
@@ -188,8 +189,9 @@ def run(
     controller: Controller,
     stop: threading.Event | None = None,
     monotonic: Callable[[], float] = time.monotonic,
+    services: Sequence[Controller] = (),
 ) -> int:
-    """Run cycles every ``poll_frequency`` seconds until SIGTERM/SIGINT, then hand over.
+    """Run cycles every ``poll_frequency`` seconds until SIGTERM/SIGINT, then hand over (``services``: ServiceLoop).
 
     Leases and placements are renewed by a thread of their own every ``renew_interval``. SIGHUP,
     SIGUSR1 and SIGUSR2 are logged and otherwise ignored (restart the unit to apply a new config).
@@ -200,7 +202,8 @@ def run(
     pace = Pace(liveness, CycleLog(log, config.log_summary_interval, monotonic), monotonic)
     # First, before any signal handler changes: a port in use is a ConfigError (one line).
     http = _serve_http(controller, config, liveness) if config.http_port else None
-    previous = _install_signals(controller, stop, wake)
+    loops = [ServiceLoop(service, stop, monotonic) for service in services]
+    previous = _install_signals(controller, stop, wake, loops)
     _announce(config, controller)
     renewals_stop = threading.Event()
     renewer = threading.Thread(
@@ -223,8 +226,11 @@ def run(
         # A leash's word that its scheduler exited wakes the cycle, which probes and decides as usual.
         exits = listen(config.state_dir, config.current_host, lambda _pid: wake.set())
         renewer.start()
+        for loop in loops:
+            loop.start()
         return _cycles(config, controller, stop, wake, http, pace)
     finally:
+        _stop_services(controller, stop, loops)
         renewals_stop.set()
         if exits is not None:
             exits.close()
@@ -240,7 +246,23 @@ def run(
             signal.signal(sig, handler)
 
 
-def _install_signals(controller: Controller, stop: threading.Event, wake: threading.Event) -> dict[int, Any]:
+def _stop_services(controller: Controller, stop: threading.Event, loops: Sequence[ServiceLoop]) -> None:
+    """End every service's loop and wait for its shutdown. One not done in time keeps the lease
+    held to its expiry: released, another controller could place that service while it still runs."""
+    stop.set()
+    for loop in loops:
+        with loop.controller._shared:  # another controller has this identity: its services are its own
+            loop.controller.duplicate = loop.controller.duplicate or controller.duplicate
+        loop.interrupt()
+    for loop in loops:
+        if not loop.join(loop.shutdown_allowance()):
+            log.error("the %s service's loop did not finish in time; the lease is left to expire", loop.config.service)
+            controller.fleet.release_lease = False
+
+
+def _install_signals(
+    controller: Controller, stop: threading.Event, wake: threading.Event, loops: Sequence[ServiceLoop] = ()
+) -> dict[int, Any]:
     """SIGTERM/SIGINT finish the cycle and hand over; SIGHUP/SIGUSR1/SIGUSR2 are logged. Returns
     the handlers they replace (none outside the main thread, where Python allows no handler)."""
 
@@ -249,6 +271,8 @@ def _install_signals(controller: Controller, stop: threading.Event, wake: thread
         controller.stopping.set()
         stop.set()
         wake.set()
+        for loop in loops:
+            loop.interrupt()
 
     def on_ignored(signum: int, _frame: FrameType | None) -> None:
         log.info("received %s; ignored (restart the controller to apply a changed config)", signal.Signals(signum).name)
@@ -299,6 +323,7 @@ def _cycles(
     wake: threading.Event,
     http: ApiServer | None,
     pace: Pace,
+    notify: bool = True,
 ) -> int:
     """One cycle every ``poll_frequency`` seconds, each decision logged as it changes, until ``stop``."""
     monotonic = pace.monotonic
@@ -314,7 +339,8 @@ def _cycles(
         pace.cycle_log.note(sentence)
         if controller.duplicate is not None or controller.node_control.refused:
             return 2  # a config error found at run time: another controller has this identity, or another mode
-        sd_notify(f"WATCHDOG=1\nSTATUS={sentence[:200]}")
+        if notify:  # the scheduler's loop alone feeds the watchdog
+            sd_notify(f"WATCHDOG=1\nSTATUS={sentence[:200]}")
         next_run += config.poll_frequency
         now = monotonic()
         if next_run < now:  # a slow cycle: skip the missed slots instead of bursting

@@ -2,7 +2,7 @@
 
 Like Pacemaker's alert agents, the command gets the event in its environment (``SFC_EVENT``, the
 history's kind, ``SFC_NODE``, ``SFC_FROM_NODE``, ``SFC_EPOCH``, ``SFC_CONTROLLER``, ``SFC_MESSAGE``,
-``SFC_TIME``). The environment is built from nothing: a few harmless variables of the controller's
+``SFC_TIME``, ``SFC_SERVICE``). The environment is built from nothing: a few harmless variables of the controller's
 (``PATH``, ``HOME``, the locale, ...) and the event; no setting, URL or password of the controller
 reaches it, and secrets the config holds are masked in the message.
 
@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from .config import Config
+from .config.services import SCHEDULER
 from .controller.fencing import run_command
 from .redaction import config_secrets, mask
 
@@ -54,6 +55,7 @@ class HookEvent:
     node: str = ""  # the node it is about ('' when none: an alert, a pause); several comma separated
     from_node: str = ""  # where the scheduler came from (a move, a switchover), else ''
     epoch: int = 0  # the recorder's leadership epoch (0: none, e.g. the CLI)
+    service: str = SCHEDULER  # the service it is of
 
 
 def timestamp(at: float) -> str:
@@ -74,6 +76,7 @@ def hook_environment(event: HookEvent, secrets: list[str], base: Mapping[str, st
             "SFC_CONTROLLER": event.controller,
             "SFC_MESSAGE": mask(event.message, secrets),
             "SFC_TIME": timestamp(event.at),
+            "SFC_SERVICE": event.service,
         }
     )
     return env
@@ -117,6 +120,7 @@ class EventHook:
         self.command = config.event_command
         self.timeout = config.event_command_timeout
         self.host = config.current_host
+        self.service = config.service
         self.runner = runner or self._run
         self._group = 0  # the process group of the command running now (0: none)
         self._closed = False  # set at exit: nothing more is started
@@ -136,7 +140,7 @@ class EventHook:
     def emit(self, kind: str, message: str, node: str = "", from_node: str = "", epoch: int = 0) -> None:
         """Count the event and queue it for the command; returns at once, whatever the command does."""
         kind = str(kind)
-        event = HookEvent(kind, message, self.host, self.clock(), node, from_node, epoch)
+        event = HookEvent(kind, message, self.host, self.clock(), node, from_node, epoch, self.service)
         with self._lock:
             self.counts[kind] = self.counts.get(kind, 0) + 1
             if kind == "fence" and node == self.host:

@@ -25,22 +25,22 @@ from .switchover_wait import NotCarriedOut, await_outcome
 @click.pass_context
 def start(ctx: click.Context) -> None:
     """Run the controller in the foreground until SIGTERM/SIGINT, then release the lease."""
-    from ..controller.cycle import Controller
     from ..daemon import prepare_state_dir, run, setup_logging
+    from ..daemon_services import build_controllers
     from ..nodes import make_runners
 
     config = config_for(ctx)
     try:
-        prepare_state_dir(config)
+        for name in (SCHEDULER, *config.service_names):  # each service's leash records live in its own
+            prepare_state_dir(config.for_service(name))
         setup_logging(config)
     except ConfigError as exc:
         raise ConfigProblem(str(exc)) from None
     with using_store(config) as store:  # run() sets the store up, retrying while it is down
         try:
-            controller = Controller(
-                config, store, make_runners(config, store)
-            )  # e.g. Airflow's database driver missing
-            code = run(config, controller)
+            # e.g. Airflow's database driver missing
+            controller, *services = build_controllers(config, store, make_runners)
+            code = run(config, controller, services=services)
         except ConfigError as exc:  # e.g. metrics_port already in use
             raise ConfigProblem(str(exc)) from None
         sys.exit(code)

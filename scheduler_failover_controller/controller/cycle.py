@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-import secrets
 import threading
 import time
 from collections.abc import Callable
@@ -19,21 +18,25 @@ from concurrent.futures import ThreadPoolExecutor
 from ..airflow_job import SchedulerJobReader, open_job_reader
 from ..alerts import Alerter
 from ..config import Config
+from ..config.services import SCHEDULER
 from ..event_hook import EventHook
 from ..exceptions import CorruptRecord, MetastoreError
-from ..metastore.base import ClusterState, ControllerInfo, Lease, Metastore, Observation
+from ..metastore.base import ClusterState, ControllerInfo, Lease, Metastore
 from ..metastore.events import EventKind
-from ..metastore.rows import implausible
 from ..nodes.base import NodeRunner
 from ..ownership import ForeignLog
 from ..probe_pool import ProbePool
 from ..probe_result import ProbeResult, SchedulerState
 from .blind import Blindness
+from .colocation import Colocation, colocation_for
 from .fencing import Fencing
+from .fleet import Fleet
 from .guard import Guard
 from .health import Health
 from .identity import Identity
 from .incidents import Incidents
+from .looks import doubts as implausible_logged
+from .looks import record_looks
 from .placing import Placing
 from .recording import Recording
 from .renewals import Renewals, unanswered
@@ -68,18 +71,18 @@ class Controller(Recording, Placing, Guard):
         sleep: Callable[[float], None] = time.sleep,
         pid: int | None = None,
         job_reader: SchedulerJobReader | None = None,
+        fleet: Fleet | None = None,
+        colocation: Colocation | None = None,
     ) -> None:
-        self.config = config
-        self.store = store
-        self.runners = runners
+        self.config, self.store, self.runners = config, store, runners
         self.alerter = alerter or Alerter(config)
         self.hooks = EventHook(config)  # event_command, and the count of events by kind (``_event``)
-        self.monotonic = monotonic
-        self.sleep = sleep
-        self.host = config.current_host
-        self.pid = os.getpid() if pid is None else pid
-        # Unique per process incarnation: a restarted controller is a new holder.
-        self.holder = f"{self.host}:{self.pid}:{secrets.token_hex(4)}"
+        self.monotonic, self.sleep = monotonic, sleep
+        self.host, self.pid = config.current_host, (os.getpid() if pid is None else pid)
+        self.fleet = fleet if fleet is not None else Fleet(self.host, self.pid)
+        self.holder = self.fleet.join(self)  # every service's controller of this process: one holder, one lease
+        self.service, self.primary = config.service, config.service == SCHEDULER  # primary: keeps the registry row
+        self.colocation = colocation or colocation_for(config.service_specs, config.service, store)
         self.term = Term(
             self.host,
             self.holder,
@@ -88,11 +91,11 @@ class Controller(Recording, Placing, Guard):
             config.safety_margin,
             monotonic,
             lambda deadline: self.local.renew_leash(deadline),
+            self.fleet.lease_calls,
         )
         self._shared = threading.Lock()  # the cycle writes ``paused`` and ``duplicate`` under it; renewals read them
         self.paused = False
-        # Set on SIGTERM/SIGINT: a start wait gives up at once (the daemon hands over).
-        self.stopping = threading.Event()
+        self.stopping = threading.Event()  # set on SIGTERM/SIGINT: a start wait gives up at once (handing over)
         self.store_answered = False  # whether the store has answered since this process started
         self._renewal_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="leash")
         self.renewals = Renewals(config, store, self.term, runners, self._renewal_pool)
@@ -181,9 +184,12 @@ class Controller(Recording, Placing, Guard):
                 self.foreign.note(node, probe.foreign)
 
     def _heartbeat(self) -> None:
+        """The registry row: the scheduler's controller writes it (one per host), for every service."""
+        if not self.primary:
+            return
         with self._shared:
             paused = self.paused
-        self.identity.heartbeat(self.blind.role(self.role.value), paused, self.blind.leashed)
+        self.identity.heartbeat(self.blind.role(self.role.value), paused, self.fleet.leashed())
 
     def other_live_controller(self) -> ControllerInfo | None:
         """Another controller that is alive and registered as this host, else None (at start-up)."""
@@ -191,7 +197,7 @@ class Controller(Recording, Placing, Guard):
 
     def _check_identity(self) -> None:
         """Another controller with this current_host: stop acting, say so, leave the node to it."""
-        other = self.identity.duplicate()
+        other = self.identity.duplicate() if self.primary else None
         if other is not None:
             with self._shared:
                 self.duplicate = other
@@ -233,7 +239,7 @@ class Controller(Recording, Placing, Guard):
             self.term.unreadable = None
         self.store_answered = True
         self.last_state = state
-        doubts = self._doubts(state)
+        doubts = implausible_logged(state, self.config.nodes, self.ttl)
         with self._shared:
             self.paused = state.paused
         try:
@@ -273,17 +279,6 @@ class Controller(Recording, Placing, Guard):
         doubt = f"; not plausible: {'; '.join(doubts)}" if doubts else ""
         return f"standby: {leader} is active (epoch {state.lease.epoch}); scheduler placed on {where}{doubt}"
 
-    def _doubts(self, state: ClusterState) -> list[str]:
-        """What in ``state`` no controller of this config wrote, each logged as a warning."""
-        doubts = implausible(state, self.config.nodes, self.ttl)
-        for doubt in doubts:
-            log.warning(
-                "metastore: %s; no controller of this config wrote that, and it is not taken as expired "
-                "(a controller with another config may hold it): fix the configs or clear the record",
-                doubt,
-            )
-        return doubts
-
     def _lead_term(self, lease: Lease, t0: float) -> None:
         if self.term.hold(lease, t0):
             self.incidents.new_term()
@@ -299,23 +294,7 @@ class Controller(Recording, Placing, Guard):
         return results
 
     def _record(self, results: dict[str, ProbeResult]) -> None:
-        """Record these looks as the cluster's observations, under this term's epoch."""
-        observations = [
-            Observation(
-                n,
-                r.state.value,
-                r.pids,
-                r.detail,
-                by_host=self.host,
-                leashed=r.leashed,
-                foreign=tuple((f.pid, f.user) for f in r.foreign),
-            )
-            for n, r in results.items()
-        ]
-        try:
-            self.store.record_observations(self.holder, self.epoch, observations)
-        except MetastoreError as exc:
-            log.warning("observations not recorded: %s", exc)
+        record_looks(self.store, self.holder, self.epoch, self.host, results)
 
     # --- renewals, on their own clock ----------------------------------------------------
 

@@ -51,6 +51,8 @@ class Incidents:
         self.reported = False  # the current incident has been alerted on
         self.last_start = NEVER
         self.drained: frozenset[str] = frozenset()  # as the cycle last read them: never a target
+        # node -> why: barred by the other services' placements (colocation.py), as the cycle last read them
+        self.barred: dict[str, str] = {}
 
     def alert(self, summary: str, body: str, always: bool = False) -> None:
         """One alert per incident (plus every ``always`` one), so failures never storm."""
@@ -103,6 +105,7 @@ class Incidents:
             for node in dict.fromkeys(order)
             if node != exclude
             and node not in self.drained
+            and node not in self.barred
             and probes[node].state is SchedulerState.STOPPED
             and self.until(node) <= now
         ]
@@ -129,6 +132,8 @@ class Incidents:
             wait = self.until(node) - now
             if node in self.drained:
                 parts.append(f"{node} drained")
+            elif node in self.barred:
+                parts.append(f"{node} barred: {self.barred[node]}")
             else:
                 parts.append(f"{node} backing off {wait:.0f}s" if wait > 0 else f"{node} {probe.state.value}")
         return ", ".join(parts)

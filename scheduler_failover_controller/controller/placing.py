@@ -14,6 +14,7 @@ from ..metastore.base import ClusterState
 from ..metastore.events import EventKind
 from ..probe_result import ProbeResult, SchedulerState
 from .blind import Blindness
+from .colocation import Colocation
 from .draining import Draining
 from .fencing import Fencing
 from .incidents import Incidents
@@ -37,6 +38,7 @@ class Placing(Draining, Recovery, Switchovers):
     starts: Starts
     blind: Blindness
     selfmode: SelfMode | None
+    colocation: Colocation
     cycles: int
 
     @property
@@ -55,8 +57,14 @@ class Placing(Draining, Recovery, Switchovers):
         self.incidents.drained = frozenset(state.drained)  # never a target, and the scheduler moves off
         self.incidents.memory.expire()  # failed starts past failure_timeout
         self.incidents.failback.observe(probes, self.incidents)
+        tie = self.colocation.read()
+        barred = tie.barred(self.config.nodes)  # never a target (a switchover's neither)
+        barred.update({n: "not among its nodes" for n in self.runners if n not in self.config.nodes})
+        self.incidents.barred = barred
         if state.switchover is not None:
             return f"{prefix}: {self._switchover(state, probes, *state.switchover)}"
+        if tie.follow is not None and placement.valid and placement.node not in (None, tie.follow):
+            return f"{prefix}: {self._follow(state, probes, tie.leader, tie.follow)}"
         busy = [n for n, r in probes.items() if r.state in (SchedulerState.RUNNING, SchedulerState.UNHEALTHY)]
         if placement.valid and placement.node is not None:
             node = placement.node
@@ -72,6 +80,9 @@ class Placing(Draining, Recovery, Switchovers):
         if len(busy) > 1:
             keep = placement.node if placement.node in busy else busy[0]
             return f"{prefix}: {self._kill_strays([n for n in busy if n != keep], probes, keep)}"
+        if len(busy) == 1 and busy[0] in self.incidents.barred:  # not to be adopted where it may not run
+            keep = tie.follow or "no node yet"
+            return f"{prefix}: {self._kill_strays(busy, probes, keep)} ({self.incidents.barred[busy[0]]})"
         if len(busy) == 1:
             node = busy[0]
             if self.term.place(state.placement, node) is None:
@@ -114,6 +125,13 @@ class Placing(Draining, Recovery, Switchovers):
         request = replace(state, switchover=(target, "controlled"), switchover_id="")
         why = f"failback to {target}, more preferred than {node}"
         return self._switchover(request, probes, target, "controlled", decided=why)
+
+    def _follow(self, state: ClusterState, probes: dict[str, ProbeResult], leader: str, node: str) -> str:
+        """This service runs apart from the leader it is colocated with: a controlled switchover to the
+        leader's node (stop before start). Never the other way: the leader is not moved for it."""
+        request = replace(state, switchover=(node, "controlled"), switchover_id="")
+        why = f"{self.config.service} follows {leader} to {node}"
+        return self._switchover(request, probes, node, "controlled", decided=why)
 
     def _start_on(self, node: str, probes: dict[str, ProbeResult]) -> tuple[bool, str]:
         """Start the scheduler on ``node`` and wait until it is up: (whether it is, what happened)."""

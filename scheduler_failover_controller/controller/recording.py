@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 
+from ..config.services import SCHEDULER
 from ..event_hook import EventHook
 from ..exceptions import MetastoreError
 from ..metastore.base import Metastore
@@ -24,12 +25,15 @@ class Recording:
     host: str
     term: Term
     hooks: EventHook
+    service: str
 
     def _event(
         self, kind: EventKind, message: str, request_id: str = "", *, node: str = "", from_node: str = ""
     ) -> None:
         """Record ``kind``; ``node``: the node it is about, ``from_node``: where the scheduler came from."""
         epoch = self.term.epoch
+        if self.service != SCHEDULER:  # the store's view stamps the event; its reader sees the name too
+            message = f"[{self.service}] {message}"
         try:
             self.store.add_event(self.host, kind, message, epoch, request_id)
         except MetastoreError as exc:

@@ -15,6 +15,7 @@ from ..metastore.base import ClusterState
 from ..metastore.events import EventKind
 from ..nodes.base import NodeRunner
 from ..probe_result import ProbeResult, SchedulerState
+from .colocation import Colocation
 from .fencing import Fencing
 from .incidents import Incidents
 from .renewals import Renewals
@@ -34,6 +35,7 @@ class Recovery:
     incidents: Incidents
     fencing: Fencing
     cycles: int
+    colocation: Colocation
     _pool: ThreadPoolExecutor
 
     def leads(self) -> bool:
@@ -146,6 +148,7 @@ class Recovery:
                 target = self.incidents.pick_target(probes, exclude=node, prefer=None)
             wait = self.incidents.until(node) - self.monotonic()
             if target is None and wait > 0:
+                self._stays_with_leader(node)
                 others = f"no other node can take it ({self.incidents.why_no_target(probes)})"
                 if len(self.config.nodes) == 1:
                     others = "it has no other node"
@@ -156,6 +159,15 @@ class Recovery:
         if target is None:
             return self._restart_in_place(probes, node, probe)
         return self._move(state, probes, node, target)
+
+    def _stays_with_leader(self, node: str) -> None:
+        """A colocated service that will not start beside its leader does not move without it: alert."""
+        leader = self.colocation.leader
+        if leader:
+            service = self.config.service
+            summary = f"{service} cannot start on {node} beside {leader}"
+            why = f"after {self.incidents.restarts} failed restarts; colocated with {leader}, it does not move alone"
+            self.incidents.alert(summary, f"{summary} {why}.")
 
     def _restart_in_place(self, probes: dict[str, ProbeResult], node: str, probe: ProbeResult) -> str:
         limit = self.config.max_restart_attempts

@@ -15,7 +15,12 @@ if TYPE_CHECKING:
 
 
 def shut_down(ctl: Controller) -> str:
-    """Stop ``ctl``'s local scheduler unless another holds it, release the placement and the lease."""
+    """Stop ``ctl``'s local scheduler unless another holds it, release the placement and the lease.
+
+    Only the scheduler's controller releases the lease and the registry row: the daemon shuts it
+    down after every other service's controller is done, so no service is left placed under a
+    lease given up (another controller could then take the lease and place that service elsewhere
+    while it still runs here)."""
     parts: list[str] = []
     if ctl.duplicate is not None or ctl.node_control.refused:  # not this controller's to act on
         whose = "to the other controller" if ctl.duplicate else "as they are (another node_control)"
@@ -40,9 +45,10 @@ def shut_down(ctl: Controller) -> str:
         parts.append("paused: left the local scheduler as it is")
     ctl.term.forget_placement()
     try:
-        if ctl.store.release(ctl.holder):
+        if ctl.primary and ctl.fleet.release_lease and ctl.store.release(ctl.holder):
             parts.append(f"released the leadership lease (epoch {ctl.epoch})")
-        ctl.store.deregister(ctl.host, ctl.holder)
+        if ctl.primary:
+            ctl.store.deregister(ctl.host, ctl.holder)
         ctl._event(
             EventKind.STOP, f"controller on {ctl.host} stopped: {'; '.join(parts) or 'nothing held'}", node=ctl.host
         )

@@ -63,6 +63,9 @@ class Switchovers:
         refused = EventKind.SWITCHOVER_REFUSED
         if target not in self.runners:
             return finish(refused, f"refused the switchover to {target}: not in scheduler_nodes_in_cluster")
+        barred = self.incidents.barred.get(target)
+        if barred:
+            return finish(refused, f"refused the switchover to {target}: {barred}")
         placement, probe = state.placement, probes[target]
         if placement.valid and placement.node == target and probe.state is SchedulerState.RUNNING:
             message = f"switchover to {target}: the scheduler already runs there ({probe.describe()})"

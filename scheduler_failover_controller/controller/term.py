@@ -40,8 +40,10 @@ class Term(TermState):
     # --- the leadership lease ----------------------------------------------------------------
 
     def acquire(self) -> Lease | None:
-        """Ask for the lease (or renew it); None when another holds it. Raises MetastoreError."""
-        return self.store.acquire_or_renew(self.holder, self.host, self.ttl)
+        """Ask for the lease (or renew it); None when another holds it. Raises MetastoreError.
+
+        Every controller of this process asks under the same holder (see ``fleet.LeaseCalls``)."""
+        return self.lease_calls.acquire(self.store, self.holder, self.host, self.ttl)
 
     def hold(self, lease: Lease, t0: float) -> bool:
         """The cycle holds ``lease`` (asked for at ``t0``): active. True when it is a new term."""

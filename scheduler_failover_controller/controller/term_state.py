@@ -15,6 +15,7 @@ from typing import NamedTuple
 from ..exceptions import CorruptRecord, MetastoreError
 from ..metastore.base import Metastore
 from ..strenum import StrEnum
+from .fleet import LeaseCalls
 
 log = logging.getLogger(__name__.rpartition(".")[0] + ".term")  # the term's logger, as term.py's
 
@@ -52,6 +53,7 @@ class TermState:
         margin: float,
         monotonic: Callable[[], float],
         renew_local_leash: Callable[[float], bool],
+        lease_calls: LeaseCalls | None = None,
     ) -> None:
         self.host = host
         self.holder = holder
@@ -60,6 +62,7 @@ class TermState:
         self.margin = margin
         self.monotonic = monotonic
         self._renew_local_leash = renew_local_leash
+        self.lease_calls = lease_calls or LeaseCalls()  # of this holder: every controller of this process
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)  # a lease call returned
         self._role = Role.STARTING

@@ -145,6 +145,63 @@ class Schema:
         self.prefix = prefix
         self.metadata = md = MetaData()
         p = prefix
+        self._fleet_tables(p, md)
+        self.observations = Table(f"{p}observations", md, _node_key(), *_observation_columns())
+        self.events = Table(
+            f"{p}events",
+            md,
+            Column("id", Integer, primary_key=True, autoincrement=True),
+            Column("at", Double, nullable=False),
+            Column("host", String(255), nullable=False),
+            Column("kind", String(32), nullable=False),
+            Column("message", String(TEXT_LIMIT), nullable=False),
+            Column("epoch", BigInteger, nullable=False),
+            # The switchover request an event asks for or answers ('' for the others); added after version 1.
+            Column("request_id", String(REQUEST_ID_LIMIT), nullable=False, server_default=""),
+            # The service the event is of: '' the scheduler's (as a release with one service writes it).
+            Column("service", String(64), nullable=False, server_default=""),
+        )
+        # Per node: its drain (the fleet's) and the scheduler's failed starts.
+        self.nodes = Table(
+            f"{p}nodes",
+            md,
+            _node_key(),
+            Column("drained", Integer, nullable=False, server_default="0"),
+            Column("drain_id", String(REQUEST_ID_LIMIT), nullable=False, server_default=""),
+            *_failure_columns(),
+        )
+        self.reports = Table(f"{p}reports", md, _node_key(), *_report_columns())
+        # The other services' own per-node records, keyed (service, node); a release with one
+        # service never reads them.
+        self.service_observations = Table(
+            f"{p}observations_by_service", md, _service_key(), _node_key(), *_observation_columns()
+        )
+        self.service_reports = Table(f"{p}reports_by_service", md, _service_key(), _node_key(), *_report_columns())
+        self.service_failures = Table(f"{p}failures_by_service", md, _service_key(), _node_key(), *_failure_columns())
+        # Columns added to a released schema (each with a default); older controllers ignore them.
+        self.added_columns: list[Column[Any]] = [
+            self.controllers.c.paused,
+            self.controllers.c.leashed,
+            self.observations.c.leashed,
+            self.observations.c.foreign_procs,
+            self.events.c.request_id,
+            self.events.c.service,
+        ]
+        # The rows setup() makes sure of: (table, row), each keyed by its ``name``.
+        self.seeds: list[tuple[Table, dict[str, Any]]] = [
+            (self.meta, {"name": "schema_version", "value": str(SCHEMA_VERSION)}),
+            (self.meta, {"name": "paused", "value": "0"}),
+            (self.meta, {"name": "switchover", "value": ""}),
+            (self.meta, {"name": "node_control", "value": ""}),
+            # The pending request's id, as "ID NODE MODE": it names the request it was written with, so an
+            # older release that rewrites only the request row leaves an id that no longer matches it.
+            (self.meta, {"name": "switchover_id", "value": ""}),
+            (self.lease, {"name": LEADER, "epoch": 0, "acquired_at": 0.0, "expires_at": 0.0}),
+            placement_seed(self, SCHEDULER),
+        ]
+
+    def _fleet_tables(self, p: str, md: MetaData) -> None:
+        """The lease, meta, placement and registry tables: one row (or one per host) for the fleet."""
         self.meta = Table(
             f"{p}meta",
             md,
@@ -186,59 +243,6 @@ class Schema:
             Column("paused", Integer, nullable=False, server_default="0"),
             Column("leashed", Integer, nullable=False, server_default="0"),
         )
-        self.observations = Table(f"{p}observations", md, _node_key(), *_observation_columns())
-        self.events = Table(
-            f"{p}events",
-            md,
-            Column("id", Integer, primary_key=True, autoincrement=True),
-            Column("at", Double, nullable=False),
-            Column("host", String(255), nullable=False),
-            Column("kind", String(32), nullable=False),
-            Column("message", String(TEXT_LIMIT), nullable=False),
-            Column("epoch", BigInteger, nullable=False),
-            # The switchover request an event asks for or answers ('' for the others); added after version 1.
-            Column("request_id", String(REQUEST_ID_LIMIT), nullable=False, server_default=""),
-            # The service the event is of: '' the scheduler's (as a release with one service writes it).
-            Column("service", String(64), nullable=False, server_default=""),
-        )
-        # Per node: its drain (the fleet's) and the scheduler's failed starts.
-        self.nodes = Table(
-            f"{p}nodes",
-            md,
-            _node_key(),
-            Column("drained", Integer, nullable=False, server_default="0"),
-            Column("drain_id", String(REQUEST_ID_LIMIT), nullable=False, server_default=""),
-            *_failure_columns(),
-        )
-        self.reports = Table(f"{p}reports", md, _node_key(), *_report_columns())
-        # The other services' own per-node records, keyed (service, node); a release with one
-        # service never reads them.
-        self.service_observations = Table(
-            f"{p}observations_by_service", md, _service_key(), _node_key(), *_observation_columns()
-        )
-        self.service_reports = Table(f"{p}reports_by_service", md, _service_key(), _node_key(), *_report_columns())
-        self.service_failures = Table(f"{p}failures_by_service", md, _service_key(), _node_key(), *_failure_columns())
-        # Columns added to a released schema (each with a default); older controllers ignore them.
-        self.added_columns = [
-            self.controllers.c.paused,
-            self.controllers.c.leashed,
-            self.observations.c.leashed,
-            self.observations.c.foreign_procs,
-            self.events.c.request_id,
-            self.events.c.service,
-        ]
-        # The rows setup() makes sure of: (table, row), each keyed by its ``name``.
-        self.seeds: list[tuple[Table, dict[str, Any]]] = [
-            (self.meta, {"name": "schema_version", "value": str(SCHEMA_VERSION)}),
-            (self.meta, {"name": "paused", "value": "0"}),
-            (self.meta, {"name": "switchover", "value": ""}),
-            (self.meta, {"name": "node_control", "value": ""}),
-            # The pending request's id, as "ID NODE MODE": it names the request it was written with, so an
-            # older release that rewrites only the request row leaves an id that no longer matches it.
-            (self.meta, {"name": "switchover_id", "value": ""}),
-            (self.lease, {"name": LEADER, "epoch": 0, "acquired_at": 0.0, "expires_at": 0.0}),
-            placement_seed(self, SCHEDULER),
-        ]
 
     def scoped(self, kind: str, service: str) -> Scoped:
         """``service``'s rows of the per-node table ``kind``: observations, reports or failures."""

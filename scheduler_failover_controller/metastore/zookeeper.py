@@ -9,7 +9,9 @@ Layout under ``metadata_service_zookeeper_root`` (itself under any chroot of the
     clock         rewritten to read the ZooKeeper leader's clock (its mtime) when expiry is judged
     paused, schema, observations (JSON), controllers/<host> (JSON, mtime = last seen),
     reports/<node> and node_control (self mode: :mod:`.zookeeper_reports`),
-    events/e-NNNNNNNNNN (sequential, JSON)
+    events/e-NNNNNNNNNN (sequential, JSON; a service's carries its name as ``service``)
+    services/<NAME>/...   each other service's own placement, switchover, observations, reports
+                  and failures (:mod:`.zookeeper_services`); the rest is the fleet's, shared
 
 Leadership is valid while the session is: a renewal is a round trip that confirms the leader
 znode is still owned by *this* session (``ephemeralOwner``); its lease then lasts the negotiated
@@ -19,6 +21,7 @@ gone, so the controller contends again and gets a new epoch.
 
 The session, and every request held to the call's deadline: :mod:`.zookeeper_session`.
 The controller registry and the observations: :mod:`.zookeeper_registry`.
+Wiping every record, the services' too (``clear``): :mod:`.zookeeper_wipe`.
 
 A request that timed out is not withdrawn: kazoo has sent it, and a frozen or cut-off server may
 still apply it later (on the same session, in order; a server the session has moved away from
@@ -57,14 +60,16 @@ from kazoo.exceptions import (
     NodeExistsError,
     NoNodeError,
     RolledBackError,
+    RuntimeInconsistency,
 )
 from kazoo.handlers.threading import KazooTimeoutError
 
-from ..exceptions import CorruptRecord, MetastoreError
+from ..exceptions import MetastoreError
 from . import deadline as dl
 from . import rows
 from .base import (
     EVENTS_KEPT,
+    SCHEDULER,
     SCHEMA_VERSION,
     ClusterState,
     Event,
@@ -74,7 +79,6 @@ from .base import (
     capped,
 )
 from .events import EventKind
-from .zookeeper_nodes import ZooKeeperNodes
 from .zookeeper_records import (
     decode_event,
     decode_placement,
@@ -85,6 +89,7 @@ from .zookeeper_records import (
 from .zookeeper_registry import ZooKeeperRegistry
 from .zookeeper_reports import ZooKeeperReports
 from .zookeeper_session import ZooKeeperSession
+from .zookeeper_wipe import ZooKeeperWipe
 
 T = TypeVar("T")
 
@@ -104,13 +109,15 @@ RECORDS = {
     "node_control": b"",
     "drained": b"{}",
     "failures": b"",
+    "services": b"",
 }
 
 
-class ZooKeeperMetastore(ZooKeeperRegistry, ZooKeeperReports, ZooKeeperNodes, ZooKeeperSession, Metastore):
+class ZooKeeperMetastore(ZooKeeperRegistry, ZooKeeperReports, ZooKeeperWipe, ZooKeeperSession, Metastore):
     """The metastore in a ZooKeeper ensemble."""
 
     kind = "zookeeper"
+    service = SCHEDULER  # the service whose records this store reads and writes (see for_service)
 
     def _run(self, fn: Callable[[], T]) -> T:
         """One public call (see Metastore._call): ``fn`` within the timeout."""
@@ -246,9 +253,17 @@ class ZooKeeperMetastore(ZooKeeperRegistry, ZooKeeperReports, ZooKeeperNodes, Zo
         return True
 
     def _commit(self, tx: Any) -> bool:
+        """Commit ``tx``: False when one of its checks or versions lost a race, True when applied.
+
+        In a failed transaction the operations before the failing one answer RolledBackError and
+        those after it RuntimeInconsistency: neither is a failure of its own.
+        """
         results = self._wait(tx.commit_async())
         failed = [r for r in results if isinstance(r, Exception)]
-        if any(not isinstance(r, (BadVersionError, NoNodeError, RolledBackError, NodeExistsError)) for r in failed):
+        lost = [r for r in failed if not isinstance(r, (RolledBackError, RuntimeInconsistency))]
+        if any(not isinstance(r, (BadVersionError, NoNodeError, NodeExistsError)) for r in lost) or (
+            failed and not lost
+        ):
             raise MetastoreError(f"zookeeper transaction failed: {failed}")
         return not failed
 
@@ -323,6 +338,8 @@ class ZooKeeperMetastore(ZooKeeperRegistry, ZooKeeperReports, ZooKeeperNodes, Zo
                 "epoch": epoch,
                 "request_id": request_id,
             }
+            if self.service != SCHEDULER:  # the scheduler's events stay as a release with one service wrote them
+                value["service"] = self.service
             created = self._wait(
                 self.client.create_async(self._p("events", "e-"), dump(value), acl=self.acl, sequence=True)
             )
@@ -352,31 +369,19 @@ class ZooKeeperMetastore(ZooKeeperRegistry, ZooKeeperReports, ZooKeeperNodes, Zo
 
         return self._run(go)
 
-    def clear(self) -> None:
-        def go() -> None:
-            deletes = [
-                self.client.delete_async(self._p(parent, name))
-                for parent in ("controllers", "events", "reports")
-                for name in self._children(self._p(parent))
-            ]
-            deletes.append(self.client.delete_async(self._p("leader")))  # the epoch counter stays: tokens never go back
-            for deleted in deletes:  # sent at once: a thousand events are not a thousand round trips
-                with contextlib.suppress(NoNodeError):
-                    self._wait(deleted)
-            raw, stat = self._get(self._p("placement"))
-            try:
-                placement = decode_placement(self._p("placement"), raw, stat, 0.0)
-                epoch, version = placement.epoch, placement.version
-            except CorruptRecord:
-                # The znode's own version grows with every write of it, changes of node included:
-                # past every version its data ever held.
-                epoch, version = 0, int(stat.version)
-            data = {"node": None, "epoch": epoch, "version": version + 1, "ttl": 0}
-            self._set(self._p("placement"), dump(data), stat.version)
-            self._set(self._p("observations"), b"{}")
-            self._set(self._p("paused"), b"0")
-            self._set(self._p("switchover"), b"")
-            self._set(self._p("node_control"), b"")
-            self._clear_nodes()
+    # --- services beside the scheduler (see zookeeper_services) --------------------------------
 
-        self._run(go)
+    def for_service(self, name: str) -> Metastore:
+        if name == SCHEDULER:
+            return self
+        from .zookeeper_services import service_view
+
+        return service_view(self, name)
+
+    def dump(self) -> dict[str, Any]:
+        """The fleet's records and each service's own ones (``services``), for ``metadata``."""
+        from .zookeeper_services import dump_services
+
+        found = super().dump()
+        found["services"] = dump_services(self)
+        return found

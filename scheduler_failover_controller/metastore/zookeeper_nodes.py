@@ -136,14 +136,18 @@ class ZooKeeperNodes(NodeStateStore, ZooKeeperCalls):
 
         return self._run(go)
 
-    def _clear_nodes(self) -> None:
-        """Drop every drain and failure count (part of ``clear``)."""
+    def _clear_failures(self) -> None:
+        """Drop every failure count of this store's service (part of ``clear``)."""
         try:
             names = self._children(self._p("failures"))
         except NoNodeError:
             names = []
-        for node in names:
+        deletes = [self.client.delete_async(self._p("failures", node)) for node in names]
+        for deleted in deletes:
             with contextlib.suppress(NoNodeError):
-                self._wait(self.client.delete_async(self._p("failures", node)))
+                self._wait(deleted)
+
+    def _clear_drained(self) -> None:
+        """Drop every drain, the fleet's (part of ``clear``)."""
         with contextlib.suppress(NoNodeError):
             self._set(self._p("drained"), b"{}")

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import TypeVar
 
+from scheduler_failover_controller.config.services import SCHEDULER
 from scheduler_failover_controller.exceptions import MetastoreError
 from scheduler_failover_controller.metastore.base import (
     EVENTS_KEPT,
@@ -30,6 +31,7 @@ from scheduler_failover_controller.metastore.events import EventKind, event_kind
 from scheduler_failover_controller.metastore.reports import NodeReport
 from tests.unit.fake_nodes import FakeNodes
 from tests.unit.fake_reports import FakeReports
+from tests.unit.fake_service import scoped_class
 from tests.unit.fakes_clock import FakeClock
 
 T = TypeVar("T")
@@ -81,6 +83,15 @@ class FakeStore(FakeReports, FakeNodes, Metastore):
         self.node_control: str | None = None
         self.drained: dict[str, str] = {}
         self.node_failures: dict[str, tuple[int, float]] = {}
+        self.views: dict[str, FakeStore] = {}  # for_service: one view per service, kept
+
+    def for_service(self, name: str) -> Metastore:
+        """Service ``name``'s view (``tests.unit.fake_service``); the scheduler's is this store."""
+        if name == SCHEDULER:
+            return self
+        if name not in self.views:
+            self.views[name] = scoped_class(FakeStore)(self, name)
+        return self.views[name]
 
     # --- test controls ---
 

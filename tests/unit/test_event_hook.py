@@ -91,6 +91,7 @@ def test_the_environment_holds_the_event_and_nothing_of_the_controllers() -> Non
         "SFC_CONTROLLER": "n1",
         "SFC_MESSAGE": "moved: mysql+pymysql://sfc:***@db.invalid/sfc said no",
         "SFC_TIME": "2026-12-07T13:50:01.250+00:00",
+        "SFC_SERVICE": "scheduler",
     }
 
 
