@@ -201,7 +201,8 @@ def run(
     liveness = Liveness(config, monotonic)
     pace = Pace(liveness, CycleLog(log, config.log_summary_interval, monotonic), monotonic)
     # First, before any signal handler changes: a port in use is a ConfigError (one line).
-    http = _serve_http(controller, config, liveness) if config.http_port else None
+    by_name = {service.config.service: service for service in services}  # /service/NAME, the metrics
+    http = _serve_http(controller, config, liveness, by_name) if config.http_port else None
     loops = [ServiceLoop(service, stop, monotonic) for service in services]
     previous = _install_signals(controller, stop, wake, loops)
     _announce(config, controller)

@@ -16,7 +16,6 @@ from scheduler_failover_controller.liveness import Liveness
 from .controller_support import active_on_n1
 from .fakes import Cluster
 from .ops_support import BEAT, with_beat
-from .service_views import ServicesStore
 
 
 @pytest.fixture
@@ -89,7 +88,6 @@ def test_an_unknown_service_is_404(clusters: tuple[Cluster, Cluster], servers: l
 
 def test_status_lists_the_services(clusters: tuple[Cluster, Cluster], servers: list[ApiServer]) -> None:
     scheduler, _ = clusters
-    scheduler.store = ServicesStore(scheduler.server_now, clock=scheduler.clock)
     c1 = active_on_n1(scheduler)
     api = _api(c1, {}, servers)
     api.config = with_beat(c1.config)

@@ -16,23 +16,22 @@ from scheduler_failover_controller.metrics import Metrics
 from scheduler_failover_controller.status import ClusterHealth, history_json, read_status
 
 from .controller_support import active_on_n1
-from .fakes import Cluster, FakeClock, make_config
+from .fakes import Cluster, FakeClock, FakeStore, make_config
 from .ops_support import BEAT, place, with_beat
-from .service_views import ServicesStore
 
 HOLDER = "n1:1:fake"
 ALL_STOPPED = {"n1": "stopped", "n2": "stopped", "n3": "stopped"}
 
 
 @pytest.fixture
-def store() -> ServicesStore:
-    store = ServicesStore()
+def store() -> FakeStore:
+    store = FakeStore()
     store.setup()
     assert store.acquire_or_renew(HOLDER, "n1", 5) is not None
     return store
 
 
-def test_status_lists_every_service_the_scheduler_first_and_keeps_the_top_level(store: ServicesStore) -> None:
+def test_status_lists_every_service_the_scheduler_first_and_keeps_the_top_level(store: FakeStore) -> None:
     place(store, HOLDER, "n1", {**ALL_STOPPED, "n1": "running"})
     place(store.for_service(BEAT), HOLDER, "n2", {**ALL_STOPPED, "n2": "running"})
     alone = read_status(store, make_config()).to_json()
@@ -49,7 +48,7 @@ def test_status_lists_every_service_the_scheduler_first_and_keeps_the_top_level(
     assert [s["name"] for s in alone["services"]] == ["scheduler"]
 
 
-def test_a_service_that_does_not_run_degrades_the_cluster_but_is_no_missing_scheduler(store: ServicesStore) -> None:
+def test_a_service_that_does_not_run_degrades_the_cluster_but_is_no_missing_scheduler(store: FakeStore) -> None:
     place(store, HOLDER, "n1", {**ALL_STOPPED, "n1": "running"})
     place(store.for_service(BEAT), HOLDER, "n2", ALL_STOPPED)
     status = read_status(store, with_beat(make_config()))
@@ -62,7 +61,7 @@ def test_a_service_that_does_not_run_degrades_the_cluster_but_is_no_missing_sche
     assert beat["switchover"] == "n3"
 
 
-def test_a_service_never_placed_is_stopped_on_no_node(store: ServicesStore) -> None:
+def test_a_service_never_placed_is_stopped_on_no_node(store: FakeStore) -> None:
     place(store, HOLDER, "n1", {**ALL_STOPPED, "n1": "running"})
     beat = read_status(store, with_beat(make_config(), nodes=("n2", "n3"))).to_json()["services"][1]
     assert (beat["node"], beat["state"], beat["health"]) == (None, "unknown", "not running")  # never seen
@@ -70,7 +69,7 @@ def test_a_service_never_placed_is_stopped_on_no_node(store: ServicesStore) -> N
     assert beat["problems"][0] == "no valid placement"
 
 
-def test_two_of_one_service_is_a_problem_of_that_service(store: ServicesStore) -> None:
+def test_two_of_one_service_is_a_problem_of_that_service(store: FakeStore) -> None:
     place(store, HOLDER, "n1", {**ALL_STOPPED, "n1": "running"})
     place(store.for_service(BEAT), HOLDER, "n2", {**ALL_STOPPED, "n2": "running", "n3": "running"})
     status = read_status(store, with_beat(make_config()))
@@ -78,7 +77,7 @@ def test_two_of_one_service_is_a_problem_of_that_service(store: ServicesStore) -
     assert status.to_json()["services"][1]["health"] == "degraded"
 
 
-def test_history_names_the_service_of_each_event(store: ServicesStore) -> None:
+def test_history_names_the_service_of_each_event(store: FakeStore) -> None:
     store.add_event("n1", EventKind.START, "scheduler started")
     store.for_service(BEAT).add_event("n1", EventKind.START, "beat started")
     assert [(e["service"], e["message"]) for e in history_json(store.events())] == [
@@ -90,11 +89,11 @@ def test_history_names_the_service_of_each_event(store: ServicesStore) -> None:
 # --- drain --wait ----------------------------------------------------------------------------
 
 
-def _views(store: ServicesStore) -> list[tuple[str, Metastore]]:
+def _views(store: FakeStore) -> list[tuple[str, Metastore]]:
     return [("scheduler", store), (BEAT, store.for_service(BEAT))]
 
 
-def test_drain_wait_waits_for_every_service_to_leave(store: ServicesStore) -> None:
+def test_drain_wait_waits_for_every_service_to_leave(store: FakeStore) -> None:
     """The scheduler is elsewhere already; beat runs on the drained node until its move's outcome."""
     clock = FakeClock()
     beat = store.for_service(BEAT)
@@ -114,7 +113,7 @@ def test_drain_wait_waits_for_every_service_to_leave(store: ServicesStore) -> No
     assert clock.monotonic() >= 2.0  # it waited for beat
 
 
-def test_drain_wait_gives_up_naming_the_service_still_there(store: ServicesStore) -> None:
+def test_drain_wait_gives_up_naming_the_service_still_there(store: FakeStore) -> None:
     clock = FakeClock()
     place(store, HOLDER, "n2", {**ALL_STOPPED, "n2": "running"})
     place(store.for_service(BEAT), HOLDER, "n1", {**ALL_STOPPED, "n1": "running"})
@@ -123,7 +122,7 @@ def test_drain_wait_gives_up_naming_the_service_still_there(store: ServicesStore
         await_move(_views(store), "n1", "d1", 3, 0.5, clock=clock.monotonic, sleep=clock.advance)
 
 
-def test_a_failed_move_of_one_service_ends_the_wait(store: ServicesStore) -> None:
+def test_a_failed_move_of_one_service_ends_the_wait(store: FakeStore) -> None:
     clock = FakeClock()
     beat = store.for_service(BEAT)
     place(store, HOLDER, "n1", {**ALL_STOPPED, "n1": "running"})
