@@ -47,9 +47,11 @@ day2:
 	$(PYTHON) benchmarks/drain.py --trials 5
 
 # Several services with real controllers (tests/process/test_services.py) on SQLite and ZooKeeper;
-# CI runs the SQLite one. About a minute.
+# CI runs the SQLite one. Then the operations per service on a real fleet (test_ops_fleet.py).
+# About two minutes.
 services:
 	$(PYTHON) -m pytest -p no:cacheprovider tests/process/test_services.py -v
+	$(PYTHON) -m pytest -p no:cacheprovider tests/process/test_ops_fleet.py -m manual -v
 
 # Cycle time with 1, 3 and 10 services under one daemon, on an SQLite file and on ZooKeeper.
 bench-services:

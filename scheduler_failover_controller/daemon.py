@@ -102,8 +102,11 @@ def sd_notify(message: str) -> bool:
         return False
 
 
-def _serve_http(controller: Controller, config: Config, liveness: Liveness) -> ApiServer:
+def _serve_http(
+    controller: Controller, config: Config, liveness: Liveness, services: Sequence[Controller] = ()
+) -> ApiServer:
     """The HTTP API on ``http_host:http_port``; ConfigError (one line) if it cannot listen there.
+    ``services``: every other service's controller (``/service/NAME``, the metrics).
 
     prometheus_client is imported here, only when the API is on.
     """
@@ -111,7 +114,8 @@ def _serve_http(controller: Controller, config: Config, liveness: Liveness) -> A
 
     port = config.http_port
     try:
-        server = ApiServer(controller, config, liveness, port)
+        by_name = {service.config.service: service for service in services}
+        server = ApiServer(controller, config, liveness, port, services=by_name)
     except OSError as exc:  # in use, a privileged port, an address not of this host
         where = f"{config.source}: " if config.source else ""
         raise ConfigError(f"{where}http_port: cannot listen on {config.http_host}:{port}: {_oserror(exc)}") from None
@@ -198,7 +202,7 @@ def run(
     liveness = Liveness(config, monotonic)
     pace = Pace(liveness, CycleLog(log, config.log_summary_interval, monotonic), monotonic)
     # First, before any signal handler changes: a port in use is a ConfigError (one line).
-    http = _serve_http(controller, config, liveness) if config.http_port else None
+    http = _serve_http(controller, config, liveness, services) if config.http_port else None
     loops = [ServiceLoop(service, stop, monotonic) for service in services]
     previous = _install_signals(controller, stop, wake, loops)
     _announce(config, controller)

@@ -5,10 +5,12 @@
 - ``/health``: 200 while this controller's cycle and renewals are alive (:mod:`.liveness`), else 503;
 - ``/leader``: 200 only on the active controller (lease held with margin left), else 503;
 - ``/scheduler``: 200 only on the node that holds the current placement and runs its scheduler;
+- ``/service/NAME``: the same for service NAME (``/service/scheduler`` too); 404 for a name the
+  controller does not run;
 - ``/status``, ``/history``: the JSON of ``status --json`` and ``history --json``;
 - ``/metrics``: Prometheus text.
 
-The first three answer anyone: they say no more than a load balancer needs. The other three need
+The first four answer anyone: they say no more than a load balancer needs. The other three need
 ``Authorization: Bearer <http_token>`` when a token is set, and always when the listener is bound
 beyond loopback (without a token they are then refused). ``/status`` and ``/history`` read the
 metastore: on the listener's worker thread, so that a slow store never holds up a probe, and each
@@ -22,10 +24,11 @@ import ipaddress
 import json
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from .config import Config
+from .config.services import SCHEDULER
 from .controller.term import Role
 from .exceptions import MetastoreError
 from .http_listener import TEXT, BoundedHTTPServer, Deferred, Reply, Request
@@ -39,7 +42,7 @@ if TYPE_CHECKING:
 
 JSON = "application/json"
 PROTECTED = frozenset({"/status", "/history", "/metrics"})  # the state of the cluster: token only
-# ``/service/NAME`` (each further singleton's node, as ``/scheduler``) goes with the services.
+SERVICE_PATH = "/service/"
 CACHE_SECONDS = 1.0
 HISTORY_LIMIT = 50  # as ``history``'s default
 
@@ -59,7 +62,10 @@ def _json(status: int, data: Any) -> Reply:
 
 
 class ApiServer(BoundedHTTPServer):
-    """The controller's HTTP API on ``(config.http_host, port)``; ``serve_forever`` in a thread."""
+    """The controller's HTTP API on ``(config.http_host, port)``; ``serve_forever`` in a thread.
+
+    ``controller`` is the scheduler's; ``services`` maps every other service's name to its controller.
+    """
 
     def __init__(
         self,
@@ -68,11 +74,13 @@ class ApiServer(BoundedHTTPServer):
         liveness: Liveness,
         port: int,
         monotonic: Callable[[], float] = time.monotonic,
+        services: Mapping[str, Controller] | None = None,
     ) -> None:
         self.controller = controller
+        self.services: dict[str, Controller] = {SCHEDULER: controller, **(services or {})}
         self.config = config
         self.liveness = liveness
-        self.metrics = Metrics(controller)
+        self.metrics = Metrics(controller, services or {})
         self.open_reads = is_loopback(config.http_host) and not config.http_token  # a local-only API
         self._token = config.http_token.encode()
         self._cache: dict[str, tuple[float, Reply]] = {}  # by path, for the worker thread
@@ -99,6 +107,8 @@ class ApiServer(BoundedHTTPServer):
             return self.leader()
         if path == "/scheduler":
             return self.scheduler()
+        if path.startswith(SERVICE_PATH):
+            return self.service(path[len(SERVICE_PATH) :])
         if path == "/metrics":
             return Reply(200, *self.metrics.exposition())
         if path == "/status":
@@ -137,19 +147,31 @@ class ApiServer(BoundedHTTPServer):
     def scheduler(self) -> Reply:
         """200 when this node holds the placement and its latest look (within two renewal
         intervals) saw its scheduler running."""
-        c = self.controller
+        placed, running, data = self._runs_here(self.controller)
+        return _json(200 if placed and running else 503, {"scheduler": placed and running, **data})
+
+    def service(self, name: str) -> Reply:
+        """As ``/scheduler`` for service ``name``: 200 when this node holds its placement and runs it."""
+        controller = self.services.get(name)
+        if controller is None:
+            return Reply(404, TEXT, b"no such service\n")
+        placed, running, data = self._runs_here(controller)
+        return _json(200 if placed and running else 503, {"service": name, "running": placed and running, **data})
+
+    def _runs_here(self, c: Controller) -> tuple[bool, bool, dict[str, Any]]:
+        """Whether ``c``'s service is placed on this node, whether its latest look (within two
+        renewal intervals) saw it running, and what to say of it."""
         placed = c.may_run_locally()
         look = c.blind.latest
         fresh = look is not None and c.monotonic() - look[0] <= 2 * self.config.renew_interval
         running = fresh and look is not None and look[1].state is SchedulerState.RUNNING
         data = {
-            "scheduler": placed and running,
             "host": self.config.current_host,
             "placed": placed,
             "state": look[1].state.value if fresh and look is not None else SchedulerState.UNKNOWN.value,
             "pids": list(look[1].pids) if running and look is not None else [],
         }
-        return _json(200 if placed and running else 503, data)
+        return placed, running, data
 
     def status(self) -> Reply:
         return _json(200, read_status(self.controller.store, self.config).to_json())

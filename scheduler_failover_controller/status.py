@@ -6,22 +6,33 @@ field names outside checks rely on) and exits with its ``health.exit_code``.
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
 from .config import Config
+from .config.services import SCHEDULER
 from .controller.term import Role
-from .metastore.base import ClusterState, ControllerInfo, Event, Metastore, Observation
+from .metastore.base import ClusterState, ControllerInfo, Event, Metastore
 from .metastore.events import EventKind
-from .metastore.nodestate import NodeFailures, backoff_seconds
-from .metastore.reports import NodeReport
 from .metastore.rows import implausible
-from .nodes.by_report import stale_after
-from .probe_result import SchedulerState
+from .service_status import (
+    FailedStarts,
+    NodeStatus,
+    ServiceHealth,
+    ServiceStatus,
+    failed_starts,
+    failed_starts_json,
+    known,
+    look,
+    node_problems,
+    read_services,
+    running_on,
+    service_status,
+    text_of,
+)
 from .strenum import StrEnum
 
-E = TypeVar("E", bound=enum.Enum)
+__all__ = ["ClusterHealth", "ClusterStatus", "FailedStarts", "NodeStatus", "failed_starts", "read_status"]
 
 
 class ClusterHealth(StrEnum):
@@ -36,19 +47,6 @@ class ClusterHealth(StrEnum):
         return {ClusterHealth.HEALTHY: 0, ClusterHealth.DEGRADED: 1, ClusterHealth.NO_SCHEDULER: 2}[self]
 
 
-def _known(kind: type[E], text: str) -> E | str:
-    """``text`` as a member of ``kind``; a value this release does not know (a newer one may write it) as is."""
-    try:
-        return kind(text)
-    except ValueError:
-        return text
-
-
-def _text(value: enum.Enum | str) -> str:
-    """What the metastore and JSON hold: an enum's value, or the text as it was written."""
-    return str(value.value) if isinstance(value, enum.Enum) else value
-
-
 @dataclass(frozen=True)
 class ControllerStatus:
     host: str
@@ -60,47 +58,10 @@ class ControllerStatus:
 
 
 @dataclass(frozen=True)
-class NodeStatus:
-    host: str
-    scheduler: SchedulerState | str  # UNKNOWN when never observed; an unknown state as written
-    pids: tuple[int, ...]
-    observed_age_s: float | None  # None: never observed
-    #: (pid, user) of matching processes another user runs outside the leash: not counted
-    foreign: tuple[tuple[int, str], ...] = ()
-    #: the age of the node's own controller's last report (self mode); None: none
-    report_age_s: float | None = None
-
-
-@dataclass(frozen=True)
 class Failover:
     at: float
     age_s: float
     message: str
-
-
-@dataclass(frozen=True)
-class FailedStarts:
-    """A node's failed starts as the metastore keeps them (``failure_timeout``)."""
-
-    host: str
-    count: int
-    last_age_s: float
-    avoided_for_s: float  # the rest of its backoff (0: over)
-    forgotten_in_s: float | None  # None: never (failure_timeout 0)
-
-
-def failed_starts(found: list[NodeFailures], config: Config) -> list[FailedStarts]:
-    """The failed starts still remembered: those ``failure_timeout`` has not yet forgotten."""
-    shown = []
-    timeout = config.failure_timeout
-    for f in found:
-        if timeout > 0 and f.age >= timeout:
-            continue  # forgotten: the active deletes it at its next cycle
-        forgotten = round(timeout - f.age, 1) if timeout > 0 else None
-        backoff = max(0.0, backoff_seconds(f.strikes, config.move_backoff) - f.age)
-        avoided = min(backoff, forgotten) if forgotten is not None else backoff
-        shown.append(FailedStarts(f.node, f.strikes, round(f.age, 1), round(avoided, 1), forgotten))
-    return shown
 
 
 @dataclass(frozen=True)
@@ -121,6 +82,8 @@ class ClusterStatus:
     configured_node_control: str = "self"
     drained: list[str] = field(default_factory=list)  # nodes kept free of the scheduler (sfc drain)
     failed_starts: list[FailedStarts] = field(default_factory=list)  # nodes with failed starts remembered
+    #: every service, the scheduler first (its entry repeats the top-level fields above)
+    services: list[ServiceStatus] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         """The ``status --json`` document (its field names and order are an interface)."""
@@ -137,7 +100,7 @@ class ClusterStatus:
             "controllers": [
                 {
                     "host": c.host,
-                    "role": _text(c.role),
+                    "role": text_of(c.role),
                     "pid": c.pid,
                     "version": c.version,
                     "heartbeat_age_s": c.heartbeat_age_s,
@@ -148,7 +111,7 @@ class ClusterStatus:
             "nodes": [
                 {
                     "host": n.host,
-                    "scheduler": _text(n.scheduler),
+                    "scheduler": text_of(n.scheduler),
                     "pids": list(n.pids),
                     "observed_age_s": n.observed_age_s,
                     "foreign": [{"pid": pid, "user": user} for pid, user in n.foreign],
@@ -161,16 +124,8 @@ class ClusterStatus:
             ),
             "node_control": self.node_control,
             "drained": self.drained,
-            "failed_starts": [
-                {
-                    "host": f.host,
-                    "count": f.count,
-                    "last_age_s": f.last_age_s,
-                    "avoided_for_s": f.avoided_for_s,
-                    "forgotten_in_s": f.forgotten_in_s,
-                }
-                for f in self.failed_starts
-            ],
+            "failed_starts": failed_starts_json(self.failed_starts),
+            "services": [s.to_json() for s in self.services],
         }
 
 
@@ -180,33 +135,35 @@ def role_by_lease(registered: str, holds_lease: bool, silent: bool) -> Role | st
         return Role.ACTIVE
     if silent:
         return Role.SILENT
-    role = _known(Role, registered)
+    role = known(Role, registered)
     return Role.STANDBY if role is Role.ACTIVE else role
 
 
 def read_status(store: Metastore, config: Config) -> ClusterStatus:
-    """Read the cluster from ``store`` and judge it: healthy, degraded or without a scheduler."""
+    """Read the cluster from ``store`` and judge it: healthy, degraded or without a scheduler.
+
+    Every other service is read through its own view; one that is not running, or has a problem,
+    makes the cluster degraded (only the scheduler decides "no scheduler").
+    """
     state = store.read_state()
     registry = store.controllers()
-    observations = {o.node: o for o in store.observations()}
-    reports = {r.node: r for r in store.reports()}
     recorded = store.read_node_control()
     recent = store.events(200)
-    moves = [e for e in recent if e.kind == EventKind.MOVE]
+    moves = [e for e in recent if e.kind == EventKind.MOVE and e.service == SCHEDULER]
     lease, placement = state.lease, state.placement
-    fresh = 2 * config.poll_frequency + config.lease_ttl
-    if config.node_control == "self":  # each node's own report: true within one renewal of a change
-        fresh = stale_after(config)
-        observations = {
-            node: Observation(node, r.state, r.pids, r.detail, r.observed_at, node, r.server_now, r.leashed, r.foreign)
-            for node, r in reports.items()
-        }
-    nodes = _nodes(observations, reports, config)
+    nodes, fresh = look(store, config)
     controllers = [_controller(c, state, config) for c in registry]
-    running = [n for n in nodes if n.scheduler is SchedulerState.RUNNING and (n.observed_age_s or 0) <= fresh]
+    running = running_on(nodes, fresh)
     doubts = implausible(state, config.nodes, config.lease_ttl)  # a lease or placement no controller of ours wrote
     problems = list(doubts) + _problems(state, controllers, nodes, config, fresh)
     problems += _cluster_problems(state, running, recorded, recent, config)
+    failures = failed_starts(store.failures(), config)
+    scheduler = service_status(SCHEDULER, placement, state.switchover, state.drained, nodes, fresh, failures)
+    others = read_services(store, config)
+    for other in others:
+        if other.health is ServiceHealth.NOT_RUNNING:
+            problems.append(f"{other.name} not running")
+        problems += [f"{other.name}: {p}" for p in other.problems]
     if not running:
         health = ClusterHealth.NO_SCHEDULER
     elif problems:
@@ -229,20 +186,9 @@ def read_status(store: Metastore, config: Config) -> ClusterStatus:
         node_control=recorded,
         configured_node_control=config.node_control,
         drained=sorted(state.drained),
-        failed_starts=failed_starts(store.failures(), config),
+        failed_starts=failures,
+        services=[scheduler, *others],
     )
-
-
-def _nodes(observations: dict[str, Observation], reports: dict[str, NodeReport], config: Config) -> list[NodeStatus]:
-    """One status per configured node, from its latest observation (UNKNOWN without one)."""
-    return [
-        NodeStatus(
-            node, _known(SchedulerState, obs.state), obs.pids, round(obs.age, 3), obs.foreign, _age(reports, node)
-        )
-        if (obs := observations.get(node))
-        else NodeStatus(node, SchedulerState.UNKNOWN, (), None, report_age_s=_age(reports, node))
-        for node in config.nodes
-    ]
 
 
 def _cluster_problems(
@@ -267,11 +213,6 @@ def _cluster_problems(
     return problems
 
 
-def _age(reports: dict[str, NodeReport], node: str) -> float | None:
-    report = reports.get(node)
-    return round(report.age, 3) if report is not None else None
-
-
 def _controller(c: ControllerInfo, state: ClusterState, config: Config) -> ControllerStatus:
     lease = state.lease
     role = role_by_lease(c.role, c.holder == lease.holder and lease.valid, c.age > config.lease_ttl)
@@ -292,15 +233,7 @@ def _problems(
     for c in controllers:
         if c.heartbeat_age_s > config.lease_ttl:
             problems.append(f"controller on {c.host} silent for {c.heartbeat_age_s:.0f}s")
-    for n in nodes:
-        if n.scheduler is SchedulerState.UNKNOWN:
-            problems.append(f"{n.host} unknown")
-        elif n.observed_age_s is not None and n.observed_age_s > fresh:
-            problems.append(f"observation of {n.host} is {n.observed_age_s:.0f}s old")
-        if n.foreign:
-            who = ", ".join(f"pid {pid} ({user})" for pid, user in n.foreign)
-            problems.append(f"foreign scheduler process on {n.host}: {who} (another user's, not counted)")
-    return problems
+    return problems + node_problems(nodes, fresh)
 
 
 def history_json(events: list[Event]) -> list[dict[str, Any]]:
@@ -313,6 +246,7 @@ def history_json(events: list[Event]) -> list[dict[str, Any]]:
             "epoch": e.epoch,
             "message": e.message,
             "request_id": e.request_id,
+            "service": e.service,
         }
         for e in events
     ]

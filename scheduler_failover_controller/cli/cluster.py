@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from .. import __version__
+from ..config.services import SCHEDULER
 from ..exceptions import MetastoreError
 from ..metastore.base import Event
 from ..probe_result import ProbeResult, SchedulerState
@@ -228,7 +229,7 @@ def _render_metadata(data: dict[str, Any]) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.pass_context
 def status(ctx: click.Context, as_json: bool) -> None:
-    """The cluster: controllers, epoch, scheduler node, observations. Exit 0/1/2."""
+    """The cluster: controllers, epoch, every service's node and state, observations. Exit 0/1/2."""
     config = config_for(ctx)
     with reading_store(config) as store:
         store.setup()
@@ -260,12 +261,9 @@ def _render_status(cluster: ClusterStatus) -> str:
     ] or ["  (none registered)"]
     lines.append("nodes:")
     for n in data["nodes"]:
-        age = "never observed" if n["observed_age_s"] is None else f"observed {n['observed_age_s']:.1f}s ago"
-        if cluster.configured_node_control == "self":
-            age = "never reported" if n["report_age_s"] is None else f"reported {n['report_age_s']:.1f}s ago"
-        pids = f" pid {', '.join(map(str, n['pids']))}" if n["pids"] else ""
         foreign = ", ".join(f"pid {f['pid']} ({f['user']})" for f in n["foreign"])
-        lines.append(f"  {n['host']}: {n['scheduler']}{pids} ({age})" + (f"; foreign: {foreign}" if foreign else ""))
+        line = _node_line(n, n["scheduler"], cluster.configured_node_control)
+        lines.append(f"  {line}" + (f"; foreign: {foreign}" if foreign else ""))
     failed = [
         f"{f['host']} {f['count']}x, last {f['last_age_s']:.0f}s ago, avoided {f['avoided_for_s']:.0f}s more, "
         + ("never forgotten" if f["forgotten_in_s"] is None else f"forgotten in {f['forgotten_in_s']:.0f}s")
@@ -276,7 +274,25 @@ def _render_status(cluster: ClusterStatus) -> str:
     lines.append(
         f"last failover: {failover['message']} ({failover['age_s']:.0f}s ago)" if failover else "last failover: none"
     )
+    lines.append("services:")
+    for s in data["services"]:
+        where = f" on {s['node']}" if s["node"] else ", placed nowhere"
+        moving = f", switchover to {s['switchover']} requested" if s["switchover"] else ""
+        lines.append(f"  {s['name']}: {s['state']}{where}{moving} ({s['health']})")
+        if s["name"] == SCHEDULER:
+            continue  # its nodes, failed starts and problems are shown above
+        lines += [f"    {_node_line(n, n['state'], cluster.configured_node_control)}" for n in s["nodes"]]
+        lines += [f"    problem: {p}" for p in s["problems"]]
     return "\n".join(lines)
+
+
+def _node_line(n: dict[str, Any], state: str, node_control: str) -> str:
+    """One node of a ``status`` text: the service's state there, its pids, the age of the look."""
+    age = "never observed" if n["observed_age_s"] is None else f"observed {n['observed_age_s']:.1f}s ago"
+    if node_control == "self":
+        age = "never reported" if n["report_age_s"] is None else f"reported {n['report_age_s']:.1f}s ago"
+    pids = f" pid {', '.join(map(str, n['pids']))}" if n["pids"] else ""
+    return f"{n['host']}: {state}{pids} ({age})"
 
 
 @main.command()
@@ -284,7 +300,7 @@ def _render_status(cluster: ClusterStatus) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.pass_context
 def history(ctx: click.Context, limit: int, as_json: bool) -> None:
-    """Recent events: elections, restarts, moves, kills, fences, alerts."""
+    """Recent events of every service: elections, restarts, moves, kills, fences, alerts."""
     config = config_for(ctx)
     with reading_store(config) as store:
         store.setup()
@@ -294,9 +310,11 @@ def history(ctx: click.Context, limit: int, as_json: bool) -> None:
     def when(at: float) -> str:
         return datetime.datetime.fromtimestamp(at, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
 
+    width = max((len(e.service) for e in events), default=0)
+
     def line(e: Event) -> str:
         request = f" (request {e.request_id})" if e.request_id else ""
-        return f"{when(e.at)} [{e.kind}] {e.host} (epoch {e.epoch}){request}: {e.message}"
+        return f"{when(e.at)} {e.service:<{width}} [{e.kind}] {e.host} (epoch {e.epoch}){request}: {e.message}"
 
     emit(
         history_json(events),

@@ -1,8 +1,8 @@
-"""``drain NODE`` and ``undrain NODE``: keep the scheduler off a node (maintenance), and let it back.
+"""``drain NODE`` and ``undrain NODE``: keep every service off a node (maintenance), and let them back.
 
-A drain is one record in the metastore; the active controller moves a scheduler that runs on the
-drained node by a controlled switchover whose outcome event carries the drain's request id, which
-``--wait`` waits for (see ``drain_wait``).
+A drain is one record in the metastore, the fleet's; the active controller moves each service that
+runs on the drained node by a controlled switchover whose outcome event carries the drain's request
+id, which ``--wait`` waits for, service by service (see ``drain_wait``).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from .drain_wait import NotMoved, await_move
 from .group import BadInput, config_for, main, using_store
 from .operator import run_event_command
 from .params import Seconds
+from .services import service_names
 
 
 def _node(config: Config, node: str) -> str:
@@ -30,15 +31,17 @@ def _node(config: Config, node: str) -> str:
     "wait_s",
     type=Seconds(min=0),
     default=None,
-    help="Seconds to wait for the scheduler to run elsewhere (default: 2 x lease_ttl + scheduler_stop_timeout + "
-    "scheduler_start_timeout); 0: do not wait.",
+    help="Seconds to wait for every service to run elsewhere (default: 2 x lease_ttl + the longest stop and "
+    "start timeouts of a service); 0: do not wait.",
 )
 @click.pass_context
 def drain(ctx: click.Context, node: str, wait_s: float | None) -> None:
-    """Keep the scheduler off NODE; one that runs there is moved first by a controlled switchover."""
+    """Keep every service off NODE; one that runs there is moved first by a controlled switchover."""
     config = config_for(ctx)
     _node(config, node)
-    default = 2 * config.lease_ttl + config.scheduler_stop_timeout + config.scheduler_start_timeout
+    names = service_names(config)
+    owns = [config if name == names[0] else config.for_service(name) for name in names]
+    default = 2 * config.lease_ttl + max(c.scheduler_stop_timeout + c.scheduler_start_timeout for c in owns)
     wait = default if wait_s is None else wait_s
     request_id = new_request_id()
     with using_store(config) as store:
@@ -52,7 +55,8 @@ def drain(ctx: click.Context, node: str, wait_s: float | None) -> None:
             return
         interval = min(0.5, config.poll_frequency / 2)
         try:
-            click.echo(await_move(store, node, request_id, wait, interval))
+            views = [(name, store.for_service(name)) for name in names]
+            click.echo(await_move(views, node, request_id, wait, interval))
         except NotMoved as exc:
             raise click.ClickException(str(exc)) from None
 
@@ -61,7 +65,7 @@ def drain(ctx: click.Context, node: str, wait_s: float | None) -> None:
 @click.argument("node")
 @click.pass_context
 def undrain(ctx: click.Context, node: str) -> None:
-    """Let NODE run the scheduler again (it is not moved back unless failback says so)."""
+    """Let NODE run services again (none is moved back unless failback says so)."""
     config = config_for(ctx)
     _node(config, node)
     with using_store(config) as store:

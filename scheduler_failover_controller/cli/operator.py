@@ -17,6 +17,7 @@ from ..redaction import redact_webhook
 from ..trust import write_problem
 from .group import ConfigProblem, config_for, main, using_store
 from .params import Seconds
+from .services import service_config
 from .switchover_wait import NotCarriedOut, await_outcome
 
 
@@ -141,7 +142,7 @@ def send_test_email(ctx: click.Context) -> None:
 
 
 @main.command()
-@click.option("--to", "target", required=True, help="The node that should run the scheduler.")
+@click.option("--to", "target", required=True, help="The node that should run the service.")
 @click.option(
     "--mode",
     type=click.Choice(["controlled", "forced"]),
@@ -155,36 +156,43 @@ def send_test_email(ctx: click.Context) -> None:
     "wait_s",
     type=Seconds(min=0),
     default=None,
-    help="Seconds to wait for the result (default: 2 x lease_ttl + scheduler_start_timeout); 0: do not wait.",
+    help="Seconds to wait for the result (default: 2 x lease_ttl + the service's start timeout); 0: do not wait.",
+)
+@click.option(
+    "--service",
+    default=SCHEDULER,
+    show_default=True,
+    help="The service to move: the scheduler, or one named in services.",
 )
 @click.pass_context
-def switchover(ctx: click.Context, target: str, mode: str, wait_s: float | None) -> None:
-    """Planned move of the scheduler to another node, carried out by the active controller."""
+def switchover(ctx: click.Context, target: str, mode: str, wait_s: float | None, service: str) -> None:
+    """Planned move of a service (the scheduler by default) to another node, carried out by the active controller."""
     config = config_for(ctx)
-    if target not in config.nodes:
-        raise click.BadParameter(
-            f"{target!r} is not in scheduler_nodes_in_cluster ({', '.join(config.nodes)})", param_hint="--to"
-        )
-    wait = 2 * config.lease_ttl + config.scheduler_start_timeout if wait_s is None else wait_s
+    own = service_config(config, service)
+    if target not in own.nodes:
+        where = "scheduler_nodes_in_cluster" if service == SCHEDULER else f"the nodes of {service}"
+        raise click.BadParameter(f"{target!r} is not in {where} ({', '.join(own.nodes)})", param_hint="--to")
+    wait = 2 * config.lease_ttl + own.scheduler_start_timeout if wait_s is None else wait_s
     request_id = new_request_id()
+    moved = f"switchover to {target}" if service == SCHEDULER else f"switchover of {service} to {target}"
     with using_store(config) as store:
         store.setup()
+        view = store.for_service(service)  # the request and its events are the service's own
         # The request's event first: the active may carry the request out (and record its outcome)
         # at once, and the history must show the request before its outcome.
-        store.add_event(
-            config.current_host, EventKind.SWITCHOVER, f"{mode} switchover to {target} requested", request_id=request_id
-        )
-        store.request_switchover(target, mode, request_id)
-        run_event_command(config, EventKind.SWITCHOVER, f"{mode} switchover to {target} requested", target)
+        view.add_event(config.current_host, EventKind.SWITCHOVER, f"{mode} {moved} requested", request_id=request_id)
+        view.request_switchover(target, mode, request_id)
+        run_event_command(own, EventKind.SWITCHOVER, f"{mode} {moved} requested", target)
         if wait == 0:
-            click.echo(f"requested a {mode} switchover to {target}")
+            click.echo(f"requested a {mode} {moved}")
             return
         interval = min(0.5, config.poll_frequency / 2)
         try:
-            verdict = await_outcome(store, request_id, target, wait, interval, settle=config.metastore_timeout)
+            settle = config.metastore_timeout
+            verdict = await_outcome(view, request_id, target, wait, interval, settle=settle, service=service)
         except NotCarriedOut:
             raise click.ClickException(
-                f"the switchover to {target} was not carried out within {wait:g}s "
+                f"the {moved} was not carried out within {wait:g}s "
                 "(is a controller active, and not paused?); the request stays pending"
             ) from None
     if not verdict.ok:

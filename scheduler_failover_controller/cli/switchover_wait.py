@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from ..config.services import SCHEDULER
 from ..metastore.base import Event, Metastore
 from ..metastore.events import SWITCHOVER_OUTCOMES, EventKind
 
@@ -40,8 +41,11 @@ def await_outcome(
     settle: float,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
+    service: str = SCHEDULER,
 ) -> Verdict:
     """Wait up to ``wait`` seconds for the request ``request_id`` (to ``target``) to be answered.
+
+    ``store`` is the view of ``service`` (:meth:`Metastore.for_service`); only its events count.
 
     Polls every ``interval`` seconds. Once the request is gone, its outcome event may still be on
     its way (it is written after the clear): it is looked for during ``settle`` more seconds.
@@ -55,7 +59,7 @@ def await_outcome(
             if clock() > deadline:
                 raise NotCarriedOut(target)
         else:
-            events = store.events(OUTCOME_WINDOW)
+            events = [e for e in store.events(OUTCOME_WINDOW) if e.service == service]
             ours = [e for e in events if e.request_id == request_id and e.kind in SWITCHOVER_OUTCOMES]
             if ours:
                 return _judge(ours[-1], target, state.placement.node)

@@ -77,8 +77,22 @@ def test_status_is_data_on_enums_and_its_json_keeps_its_field_names(cli: Cli) ->
         "node_control",
         "drained",
         "failed_starts",
+        "services",
     ]
     assert data["health"] == "healthy"
+    assert [list(s) for s in data["services"]] == [
+        [
+            "name",
+            "node",
+            "state",
+            "health",
+            "problems",
+            "placement_expires_in_s",
+            "switchover",
+            "nodes",
+            "failed_starts",
+        ]
+    ]
     assert [list(c) for c in data["controllers"]] == [
         ["host", "role", "pid", "version", "heartbeat_age_s", "paused"]
     ] * 2

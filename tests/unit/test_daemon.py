@@ -204,7 +204,7 @@ def test_metrics_endpoint_serves_prometheus_text(tmp_path: Path) -> None:
         server.shutdown()
         server.server_close()
     assert "sfc_active 1" in body and "sfc_epoch 7" in body
-    assert 'sfc_scheduler_running{node="n1"} 1' in body
+    assert 'sfc_scheduler_running{node="n1",service="scheduler"} 1' in body
     # prometheus_client's exposition: HELP lines, cycle durations, the process's own metrics.
     assert "# HELP sfc_cycles_total" in body and "# TYPE sfc_cycles_total counter" in body
     assert "sfc_last_cycle_seconds 0.25" in body and "sfc_cycle_duration_seconds_count 1.0" in body
