@@ -8,6 +8,8 @@ The backends and the ``sql_be`` fixture: tests/contract/conftest.py and metastor
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 from sqlalchemy import Column, MetaData, Table, create_engine, inspect, update
@@ -115,7 +117,7 @@ def test_a_bad_row_of_a_service_is_one_line_naming_it(sql_be: Backend) -> None:
         beat.add_event("n1", EventKind.START, "beat up", lease.epoch)
         assert store.record_observations("h", lease.epoch, [Observation("n1", "running", (7,), "")])
         t = store.tables
-        cases = [
+        cases: list[tuple[Any, Callable[[], object], str]] = [
             (
                 t.service_observations.update().values(pids="x"),
                 beat.observations,
