@@ -6,6 +6,7 @@ PYTHON ?= .venv/bin/python
 SOAK_SECONDS ?= 3600
 SOAK_SEED ?= 1
 SOAK_NODE_CONTROL ?= self
+SOAK_SERVICES ?= 1
 
 # Everything CI runs: installs what the tests need, then ruff, mypy and the CI tier in nine lanes.
 test:
@@ -104,11 +105,13 @@ bench-2016:
 	$(PYTHON) benchmarks/legacy.py $(if $(LEGACY_CHECKOUT),--legacy-checkout "$(LEGACY_CHECKOUT)") --trials $(LEGACY_TRIALS) --out $(BENCH_2016_OUT)
 
 # The chaos soak by hand (as root): SOAK_SECONDS (default an hour) on each metastore in turn,
-# seed SOAK_SEED, node_control SOAK_NODE_CONTROL (self or ssh); each run prints its figures and fails on two schedulers or a fault not recovered.
+# seed SOAK_SEED, node_control SOAK_NODE_CONTROL (self or ssh), SOAK_SERVICES (1: a second service
+# beside the scheduler, 0: the scheduler alone); each run prints its figures per service and fails on
+# two of a service at once or a fault not recovered.
 soak: soak-mariadb soak-postgresql soak-zookeeper
 
 soak-mariadb soak-postgresql soak-zookeeper:
-	$(PYTHON) benchmarks/soak.py --metastore $(@:soak-%=%) --seconds $(SOAK_SECONDS) --seed $(SOAK_SEED) --node-control $(SOAK_NODE_CONTROL)
+	$(PYTHON) benchmarks/soak.py --metastore $(@:soak-%=%) --seconds $(SOAK_SECONDS) --seed $(SOAK_SEED) --node-control $(SOAK_NODE_CONTROL) --services $(SOAK_SERVICES)
 
 # Containers for real (as root; README, "Containers"): a dockerd of the lab's own, the image built
 # without a registry (debootstrap + docker import, Python packages from a wheelhouse of

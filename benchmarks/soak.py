@@ -1,7 +1,7 @@
 """Chaos soak on the multi-host lab: seeded random faults, one after another, for a while (as root).
 
     .venv/bin/python benchmarks/soak.py [--metastore mariadb|postgresql|zookeeper] [--seconds 3600] [--seed 1]
-                                        [--node-control self|ssh]
+                                        [--node-control self|ssh] [--services 0|1]
 
 Three lab hosts (tests/lab/harness.py: own network/PID/UTS/mount namespaces, one controller
 each, poll_frequency 0.5 s, lease_ttl 3 s; in ssh mode an sshd each, in self mode, the default,
@@ -9,7 +9,7 @@ none) around the metastore on 198.18.0.2, and
 the 50 ms observer. Until ``--seconds`` have passed, a random fault (seeded: ``--seed`` replays
 the same sequence of kinds, targets and durations) is injected, held for a random while, lifted,
 and the cluster is given up to 60 s to become healthy again (every host up with its controller,
-exactly one scheduler, placed where it runs, no stray) before a short calm and the next fault:
+exactly one of each service, placed where it runs, no stray) before a short calm and the next fault:
 
   scheduler_kill     SIGKILL of the running scheduler
   controller_kill    SIGKILL of a controller, kept down 0-2 leases, started again
@@ -22,14 +22,21 @@ exactly one scheduler, placed where it runs, no stray) before a short calm and t
   metastore_restart  the metastore server stopped, down 0-1 lease, started again
   stray              a stand-in scheduler started by hand on a standby host
   cpu_starve         a host starved of CPU (busy loops at nice -20 in a 1-CPU cgroup), 1-3 leases
+  service_kill       SIGKILL of the running second service (with --services 1)
 
-Targets are drawn among the scheduler's host, the active controller's host and any host. Every
-wait is bounded; the soak stops by itself (after at most ``--seconds`` plus one fault and its
-recovery window). It prints, for the seed: seconds with two schedulers (must be 0), seconds
-with none, availability, and per fault kind the count, the longest outage (a span without a
-scheduler during the fault's window) and the longest settle (lift -> healthy). Exit status: 1
-if two schedulers were ever seen, 2 if a fault's window ended without the cluster healthy
-again, else 0.
+With ``--services 1`` (the default) a second service, ``standin``, runs beside the scheduler: a
+stand-in daemon (tests/support/fake_scheduler.py under a cluster token of its own, so its own
+process match) in a ``[scheduler_failover_service_standin]`` section of every host's config,
+counted by an observer of its own. ``--services 0`` runs the scheduler alone, and draws the same
+sequence of faults for a seed as before the second service existed.
+
+Targets are drawn among the scheduler's host, the active controller's host, the second service's
+host and any host. Every wait is bounded; the soak stops by itself (after at most ``--seconds``
+plus one fault and its recovery window). It prints, for the seed and per service: seconds with
+two (must be 0), seconds with none, availability, and per fault kind the count, the longest
+settle (lift -> healthy) and each service's longest outage (a span without it during the fault's
+window). Exit status: 1 if two of any service were ever seen at once, 2 if a fault's window ended
+without the cluster healthy again, else 0.
 """
 
 from __future__ import annotations
@@ -42,18 +49,21 @@ import random
 import signal
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from benchmarks.soak_figures import SCHEDULER, ServiceTally, SoakResult, longest_outage  # noqa: E402
+from tests.lab.daemons import Daemon, RootsObserver, add_services  # noqa: E402
 from tests.lab.harness import Lab  # noqa: E402
 from tests.lab.hosts import Host  # noqa: E402
 from tests.lab.network import Network  # noqa: E402
 from tests.lab.sites import LabMetastore, MariaDBSite, network_with_mariadb, postgresql_on, zookeeper_on  # noqa: E402
+from tests.lab.tools import FAKE, PYTHON  # noqa: E402
+from tests.support.observer import Observer  # noqa: E402
 
 TTL = 3.0  # lease_ttl of the lab's config (poll_frequency 0.5)
 SETTLE_TIMEOUT = 60.0  # the longest a fault's window waits for the cluster to be healthy again
@@ -71,75 +81,40 @@ KINDS = (
     "stray",
     "cpu_starve",
 )
-SELF_KINDS = tuple(k for k in KINDS if k != "sshd_freeze")  # self mode: no host runs an sshd
+SERVICE_KINDS = ("service_kill",)  # faults aimed at the second service
+SECOND = "standin"  # the second service's name
 
 
-@dataclass
-class KindStats:
-    count: int = 0
-    longest_outage: float = 0.0
-    longest_settle: float = 0.0
-    two: float = 0.0
-    none: float = 0.0
-    unsettled: int = 0
+def kinds_for(node_control: str, services: int) -> tuple[str, ...]:
+    """The fault kinds a soak draws from: no sshd freeze in self mode (no host runs an sshd), the
+    second service's faults only when it runs (so a seed's sequence without it stays the same)."""
+    kinds = tuple(k for k in KINDS if node_control == "ssh" or k != "sshd_freeze")
+    return kinds + (SERVICE_KINDS if services else ())
 
 
-@dataclass
-class SoakResult:
-    seed: int
-    metastore: str
-    node_control: str = "self"
-    seconds: float = 0.0
-    faults: int = 0
-    two: float = 0.0
-    none: float = 0.0
-    observed: float = 0.0  # seconds since the first scheduler appeared
-    pace: float = 0.0
-    kinds: dict[str, KindStats] = field(default_factory=lambda: {k: KindStats() for k in KINDS})
-    doubled: list[str] = field(default_factory=list)  # what was seen, per fault that doubled
-    unsettled: list[str] = field(default_factory=list)
-
-    @property
-    def availability(self) -> float:
-        return 1.0 - self.none / self.observed if self.observed else 0.0
-
-    @property
-    def exit_status(self) -> int:
-        if self.two > 0:
-            return 1
-        return 2 if self.unsettled else 0
-
-    def table(self) -> str:
-        lines = [
-            f"seed {self.seed}, metastore {self.metastore}, node_control {self.node_control}: "
-            f"{self.faults} faults in {self.seconds:.0f}s "
-            f"(observer every {self.pace * 1e3:.0f} ms on average)",
-            f"  seconds with two schedulers: {self.two:.2f}",
-            f"  seconds with none:           {self.none:.2f}",
-            f"  availability:                {100 * self.availability:.3f}%",
-            "",
-            f"  {'fault':<18} {'count':>5} {'longest outage s':>16} {'longest settle s':>16} "
-            f"{'two s':>6} {'none s':>7} {'unsettled':>9}",
-        ]
-        for kind, k in self.kinds.items():
-            if kind == "sshd_freeze" and self.node_control == "self":
-                continue
-            lines.append(
-                f"  {kind:<18} {k.count:>5} {k.longest_outage:>16.2f} {k.longest_settle:>16.2f} "
-                f"{k.two:>6.2f} {k.none:>7.2f} {k.unsettled:>9}"
-            )
-        lines += [f"  TWO SCHEDULERS: {d}" for d in self.doubled]
-        lines += [f"  NOT HEALTHY AGAIN: {u}" for u in self.unsettled]
-        return "\n".join(lines)
+def second_service(lab: Lab) -> Daemon:
+    """The second service: a stand-in daemon with a process match of its own (its cluster token)."""
+    cluster = f"{lab.token}-{SECOND}"
+    return Daemon(
+        SECOND,
+        f"exec {PYTHON} {FAKE} --cluster {cluster} --node {{node}}",
+        f"fake_scheduler.py --cluster {cluster} --node {{node}}",
+        cluster,
+        {"start_timeout": "3"},
+    )
 
 
 class Soak:
     """One lab and a seeded sequence of faults on it."""
 
-    def __init__(self, lab: Lab, seed: int, log: Callable[[str], None]) -> None:
+    def __init__(
+        self, lab: Lab, seed: int, log: Callable[[str], None], observers: dict[str, Observer] | None = None
+    ) -> None:
         self.lab = lab
         self.rng = random.Random(seed)
-        self.kinds = SELF_KINDS if lab.node_control == "self" else KINDS
+        # every service's observer, the scheduler's (the lab's) first
+        self.observers: dict[str, Observer] = {SCHEDULER: lab.observer, **(observers or {})}
+        self.kinds = kinds_for(lab.node_control, len(self.observers) - 1)
         self.log = log
         self.began = time.monotonic()
 
@@ -156,10 +131,17 @@ class Soak:
             return None
         return self.lab.host(name) if name else None
 
+    def service_host(self) -> Host | None:
+        seen = self.observers[SECOND].one() if SECOND in self.observers else None
+        return self.lab.host(seen.node) if seen else None
+
     def pick(self) -> Host:
-        """A target: the scheduler's host, the active controller's host or any host."""
-        choice = self.rng.choice(("scheduler", "active", "any"))
-        found = self.scheduler_host() if choice == "scheduler" else self.active_host() if choice == "active" else None
+        """A target: the scheduler's host, the active controller's host, the second service's host
+        (when it runs) or any host."""
+        choices = ("scheduler", "active", "any") + (("service",) if SECOND in self.observers else ())
+        choice = self.rng.choice(choices)
+        finders = {"scheduler": self.scheduler_host, "active": self.active_host, "service": self.service_host}
+        found = finders[choice]() if choice in finders else None
         return found or self.rng.choice(self.lab.hosts)
 
     def hold(self, low: float = 1.0, high: float = 3.0) -> float:
@@ -169,20 +151,22 @@ class Soak:
         lab = self.lab
         if not all(h.alive and h.controller_running() for h in lab.hosts):
             return False
-        seen = lab.observer.current()
-        if len(seen) != 1 or lab.observer.strays():
+        if lab.observer.strays():
             return False
+        for name, obs in self.observers.items():
+            seen = obs.current()
+            if len(seen) != 1:
+                return False
+            try:
+                state = lab.store.for_service(name).read_state()
+            except Exception:  # noqa: BLE001 - the store is still coming back
+                return False
+            if not (state.lease.valid and state.placement.valid and state.placement.node == seen[0].node):
+                return False
         try:
-            state = lab.state()
-            registered = len(lab.store.controllers())
+            return len(lab.store.controllers()) >= len(lab.hosts)
         except Exception:  # noqa: BLE001 - the store is still coming back
             return False
-        return (
-            state.lease.valid
-            and state.placement.valid
-            and state.placement.node == seen[0].node
-            and registered >= len(lab.hosts)
-        )
 
     def wait_healthy(self, timeout: float) -> float | None:
         """Seconds until healthy twice, 1 s apart; None if not within ``timeout``."""
@@ -213,6 +197,14 @@ class Soak:
         with contextlib.suppress(ProcessLookupError):
             os.kill(seen.pid, signal.SIGKILL)
         return f"scheduler on {seen.node} killed"
+
+    def service_kill(self) -> str:
+        seen = self.observers[SECOND].one()
+        if seen is None:
+            return f"no {SECOND} to kill"
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(seen.pid, signal.SIGKILL)
+        return f"{SECOND} on {seen.node} killed"
 
     def controller_kill(self) -> str:
         host, down = self.pick(), self.rng.uniform(0, 2 * TTL)
@@ -299,28 +291,27 @@ class Soak:
     # the loop
 
     def run(self, seconds: float, result: SoakResult) -> None:
-        obs = self.lab.observer
         deadline = self.began + seconds
         for _ in range(int(seconds) + 1):  # bounded in count too: every fault takes more than a second
             if time.monotonic() >= deadline:
                 break
             kind = self.rng.choice(self.kinds)
             stats = result.kinds[kind]
-            two0, none0, start = obs.seconds_two_or_more, obs.seconds_none, time.monotonic()
+            marks = {name: ServiceTally.mark(obs) for name, obs in self.observers.items()}
+            start = time.monotonic()
             what = getattr(self, kind)()
             lifted = time.monotonic()
             settle = self.wait_healthy(SETTLE_TIMEOUT)
             end = time.monotonic()
-            outage = longest_outage(obs.history, start, end)
             stats.count += 1
             result.faults += 1
-            stats.longest_outage = max(stats.longest_outage, outage)
-            stats.two += obs.seconds_two_or_more - two0
-            stats.none += obs.seconds_none - none0
             at = f"t+{start - self.began:.0f}s {kind}: {what}"
-            if obs.seconds_two_or_more > two0:
-                seen = [f"+{t - start:.2f}s {[s.node for s in real]}" for t, real in obs.doubled if t >= start]
-                result.doubled.append(f"{at}: {seen[:5]}")
+            said = []
+            for name, obs in self.observers.items():
+                two = result.services[name].record(kind, obs, marks[name], start, end, at)
+                said.append(f"{name} outage {longest_outage(obs.history, start, end):.2f}s")
+                if two > 0:
+                    said.append(f"TWO OF {name.upper()} {two:.2f}s")
             if settle is None:
                 stats.unsettled += 1
                 result.unsettled.append(f"{at}: not healthy {SETTLE_TIMEOUT:g}s after the lift")
@@ -329,32 +320,10 @@ class Soak:
             else:
                 stats.longest_settle = max(stats.longest_settle, settle)
             self.log(
-                f"{at}; held {lifted - start:.1f}s, outage {outage:.2f}s, "
+                f"{at}; held {lifted - start:.1f}s, {', '.join(said)}, "
                 f"settled {'-' if settle is None else f'{settle:.2f}s'} after the lift"
-                + (f", TWO SCHEDULERS {obs.seconds_two_or_more - two0:.2f}s" if obs.seconds_two_or_more > two0 else "")
             )
             time.sleep(self.rng.uniform(*CALM))
-
-
-def longest_outage(
-    history: Sequence[tuple[float, tuple[object, ...], tuple[object, ...]]], start: float, end: float
-) -> float:
-    """The longest span without a scheduler that overlaps [start, end] (from the observer's changes)."""
-    longest, empty_since = 0.0, None
-    for t, real, _ in history:
-        if t > end and empty_since is None:
-            break
-        if not real and empty_since is None:
-            empty_since = t
-        elif real and empty_since is not None:
-            if t >= start:
-                longest = max(longest, t - max(empty_since, start))
-            empty_since = None
-            if t > end:
-                break
-    if empty_since is not None:
-        longest = max(longest, end - max(empty_since, start))
-    return longest
 
 
 def run_soak(
@@ -364,27 +333,45 @@ def run_soak(
     seed: int,
     log: Callable[[str], None] | None = None,
     node_control: str = "self",
+    services: int = 1,
 ) -> SoakResult:
-    """Boot a 3-host lab on ``site`` and soak it for ``seconds``; the lab is torn down on return."""
+    """Boot a 3-host lab on ``site`` (with the second service if ``services``) and soak it for
+    ``seconds``; the lab is torn down on return."""
     say = log or (lambda line: print(line, file=sys.stderr, flush=True))
-    result = SoakResult(seed, site.kind, node_control)
     lab = Lab(net, site, config={"node_control": node_control})
+    observers: dict[str, Observer] = {}
+    result = SoakResult(seed, site.kind, node_control, kinds_for(node_control, services), (SCHEDULER,))
     keep = False
     try:
+        if services:
+            daemon = second_service(lab)
+            add_services(lab, [daemon])
+            words = {h.name: daemon.words(h.name) for h in lab.hosts}
+            observers[SECOND] = RootsObserver(daemon.hint, words, interval=lab.observer.interval)
+            result = SoakResult(seed, site.kind, node_control, result.kind_names, (SCHEDULER, SECOND))
+        for obs in observers.values():
+            obs.start()  # from before the boot: two at once while it boots count too
         lab.boot()
-        soak = Soak(lab, seed, say)
-        say(f"soak: seed {seed}, {site.kind}, node_control {node_control}, {seconds:g}s, lab {lab.token} in {lab.dir}")
+        soak = Soak(lab, seed, say, observers)
+        if soak.wait_healthy(SETTLE_TIMEOUT) is None:
+            raise RuntimeError(f"the lab did not become healthy within {SETTLE_TIMEOUT:g}s of its boot")
+        soak.began = time.monotonic()
+        say(
+            f"soak: seed {seed}, {site.kind}, node_control {node_control}, services {', '.join(result.services)}, "
+            f"{seconds:g}s, lab {lab.token} in {lab.dir}"
+        )
         soak.run(seconds, result)
         result.seconds = time.monotonic() - soak.began
     finally:
-        obs = lab.observer
-        obs.stop()
-        result.two, result.none, result.pace = obs.seconds_two_or_more, obs.seconds_none, obs.mean_interval()
-        first = next((t for t, real, _ in obs.history if real), None)
-        result.observed = (obs.stopped - first) if first is not None else 0.0
+        every = {SCHEDULER: lab.observer, **observers}
+        for name, obs in every.items():
+            obs.stop()
+            result.services[name].finish(obs)
         keep = result.exit_status != 0 or bool(os.environ.get("SFC_LAB_KEEP"))
         if keep:
             say(lab.report())
+            for name, obs in observers.items():
+                say(f"{name} observer: {obs.describe()}")
             say(f"soak: logs kept in {lab.dir}")
         lab.close(keep=keep)
     return result
@@ -410,15 +397,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=3600.0)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--node-control", choices=("self", "ssh"), default="self")
+    parser.add_argument(
+        "--services", type=int, choices=(0, 1), default=1, help="1: a second service beside the scheduler"
+    )
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
         sys.exit("the lab needs root (network, PID and UTS namespaces)")
     with soak_site(args.metastore) as (net, site):
-        result = run_soak(net, site, args.seconds, args.seed, node_control=args.node_control)
+        result = run_soak(net, site, args.seconds, args.seed, node_control=args.node_control, services=args.services)
     print(
         f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
     )
-    print(f"settings: 3 lab hosts, node_control={args.node_control}, poll_frequency=0.5s lease_ttl=3s")
+    print(
+        f"settings: 3 lab hosts, node_control={args.node_control}, poll_frequency=0.5s lease_ttl=3s, "
+        f"services: {', '.join(result.services)}; load average {os.getloadavg()[0]:.1f} at the end"
+    )
     print(result.table())
     return result.exit_status
 

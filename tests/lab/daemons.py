@@ -43,14 +43,21 @@ class RootsObserver(Observer):
     def sample(self) -> list[Seen]:
         found: dict[int, str] = {}
         parents: dict[int, int] = {}
-        for proc in psutil.process_iter(["pid", "ppid", "cmdline"]):
-            argv = split_title(proc.info.get("cmdline") or [])
-            if self.hint not in argv:
+        # Fresh Process objects, not psutil.process_iter's: those are shared between threads, and
+        # another observer's iteration would overwrite their ``info`` under this one (a process missed).
+        for pid in psutil.pids():
+            try:
+                proc = psutil.Process(pid)
+                argv = split_title(proc.cmdline())
+                if self.hint not in argv:
+                    continue
+                ppid = proc.ppid()
+            except psutil.Error:
                 continue
             for node, words in self.words.items():
                 if matches(argv, words):
-                    found[proc.pid] = node
-                    parents[proc.pid] = proc.info["ppid"]
+                    found[pid] = node
+                    parents[pid] = ppid
         tops = root_pids(found, parent_lookup(parents))
         return [Seen(node, pid) for pid, node in found.items() if pid in tops]
 
