@@ -37,7 +37,7 @@ matrix-full:
 # sshd, MariaDB, PostgreSQL and ZooKeeper on 198.18.0.2, one controller per host, every failure
 # scenario on every metastore it names, with node_control = ssh and = self (no sshd on the hosts)
 # (CI runs the MariaDB runs, in self mode one per fault class), and a 3-minute chaos soak
-# (SFC_SOAK_SECONDS, SFC_SOAK_SEED, SFC_SOAK_METASTORE). Real daemons as services: `make lab-services`.
+# (SFC_SOAK_SECONDS, SFC_SOAK_SEED, SFC_SOAK_METASTORE, SFC_SOAK_SERVICES). Real daemons as services: `make lab-services`.
 lab:
 	$(PYTHON) -m pytest -p no:cacheprovider tests/lab -v --ignore=tests/lab/test_upgrade.py --ignore=tests/lab/test_lab_services.py
 
