@@ -25,6 +25,7 @@ from ..exceptions import MetastoreError
 from . import deadline as dl
 from . import sql_switchover
 from .base import SCHEDULER, Metastore
+from .service_dump import dump_service
 from .sql import SQLMetastore
 from .sql_tables import field_name, placement_seed, service_name, service_name_problem
 
@@ -107,26 +108,4 @@ def stored_services(store: SQLMetastore) -> list[str]:
 
 def dump_services(store: SQLMetastore) -> list[dict[str, Any]]:
     """Each stored service's own records, as ``dump`` shows the scheduler's."""
-    return [_dump_service(store.for_service(name), name) for name in stored_services(store)]
-
-
-def _dump_service(view: Metastore, name: str) -> dict[str, Any]:
-    state = view.read_state()
-    placement = state.placement
-    return {
-        "name": name,
-        "placement": {
-            "node": placement.node,
-            "epoch": placement.epoch,
-            "version": placement.version,
-            "expires_in_s": round(placement.remaining, 3),
-        },
-        "switchover_requested": (
-            {"to": state.switchover[0], "mode": state.switchover[1], "id": state.switchover_id}
-            if state.switchover
-            else None
-        ),
-        "failures": [{"node": f.node, "strikes": f.strikes, "last_age_s": round(f.age, 3)} for f in view.failures()],
-        "observations": view._dump_records()["observations"],
-        "reports": view._dump_reports()["reports"],
-    }
+    return [dump_service(store.for_service(name), name) for name in stored_services(store)]

@@ -28,6 +28,7 @@ from ..exceptions import MetastoreError
 from . import deadline as dl
 from . import rows
 from .base import SCHEDULER, Metastore
+from .service_dump import dump_service
 from .zookeeper import ZooKeeperMetastore
 from .zookeeper_records import dump, service_name, service_name_problem
 
@@ -139,26 +140,4 @@ def stored_services(store: ZooKeeperMetastore) -> list[str]:
 def dump_services(store: ZooKeeperMetastore) -> list[dict[str, Any]]:
     """Each stored service's own records, as ``dump`` shows the scheduler's."""
     names = store._run(lambda: stored_services(store))
-    return [_dump_service(store.for_service(name), name) for name in names]
-
-
-def _dump_service(view: Metastore, name: str) -> dict[str, Any]:
-    state = view.read_state()
-    placement = state.placement
-    return {
-        "name": name,
-        "placement": {
-            "node": placement.node,
-            "epoch": placement.epoch,
-            "version": placement.version,
-            "expires_in_s": round(placement.remaining, 3),
-        },
-        "switchover_requested": (
-            {"to": state.switchover[0], "mode": state.switchover[1], "id": state.switchover_id}
-            if state.switchover
-            else None
-        ),
-        "failures": [{"node": f.node, "strikes": f.strikes, "last_age_s": round(f.age, 3)} for f in view.failures()],
-        "observations": view._dump_records()["observations"],
-        "reports": view._dump_reports()["reports"],
-    }
+    return [dump_service(store.for_service(name), name) for name in names]
