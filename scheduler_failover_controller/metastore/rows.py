@@ -27,6 +27,8 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from ..config import MAX_NODE_NAME, MAX_SECONDS, node_name_problem
+from ..config.service_keys import SERVICE_NAME
+from ..config.services import SCHEDULER
 from ..exceptions import CorruptRecord
 
 if TYPE_CHECKING:  # base imports this module
@@ -265,3 +267,22 @@ def implausible(state: ClusterState, nodes: Sequence[str], lease_ttl: float) -> 
                 f"more than lease_ttl ({lease_ttl:g}s)"
             )
     return problems
+
+
+def service_name_problem(name: str, scheduler: bool = False) -> str | None:
+    """Why ``name`` cannot name a service's records (None: it can): a name ``services`` accepts (up to
+    32 characters: ``switchover_id:NAME`` fits sfc_meta's name column). The scheduler's own name only
+    where ``scheduler`` allows it: its records are the ones a release with one service keeps."""
+    if not SERVICE_NAME.fullmatch(name) or (name == SCHEDULER and not scheduler):
+        return f"is not a service name ({SERVICE_NAME.pattern}{'' if scheduler else f', not {SCHEDULER}'})"
+    return None
+
+
+def service_name(where: str, value: Any, scheduler: bool = False) -> str:
+    """A service's name read back from a record (``scheduler``: the scheduler's own name is one too)."""
+    if not isinstance(value, str):
+        raise corrupt(where, "is not text", value)
+    problem = service_name_problem(value, scheduler)
+    if problem is not None:
+        raise corrupt(where, problem, value)
+    return value

@@ -25,9 +25,10 @@ from ..exceptions import MetastoreError
 from . import deadline as dl
 from . import sql_switchover
 from .base import SCHEDULER, Metastore
+from .rows import service_name, service_name_problem
 from .service_dump import dump_service
 from .sql import SQLMetastore
-from .sql_tables import field_name, placement_seed, service_name, service_name_problem
+from .sql_tables import field_name, placement_seed
 
 #: Attributes of the parent a view does not share: its own setup state and the parent's views.
 _OWN = ("_ready", "_catalog", "_service_views")

@@ -24,7 +24,6 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql.expression import ColumnElement
 
-from ..config.service_keys import SERVICE_NAME
 from . import rows
 from .base import (
     LEADER,
@@ -51,28 +50,9 @@ def prefix_problem(prefix: str) -> str | None:
     return None
 
 
-def service_name_problem(name: str) -> str | None:
-    """Why ``name`` cannot name a service's rows (None: it can): a name the config accepts (up to 32
-    characters: ``switchover_id:NAME`` fits sfc_meta's name column), never the scheduler's, whose
-    records are the ones a release with one service keeps."""
-    if not SERVICE_NAME.fullmatch(name) or name == SCHEDULER:
-        return f"is not a service name ({SERVICE_NAME.pattern}, not {SCHEDULER})"
-    return None
-
-
-def service_name(where: str, value: Any) -> str:
-    """A service's name read back from a row."""
-    if not isinstance(value, str):
-        raise rows.corrupt(where, "is not text", value)
-    problem = service_name_problem(value)
-    if problem is not None:
-        raise rows.corrupt(where, problem, value)
-    return value
-
-
 def event_service(where: str, value: Any) -> str:
     """The service an event row is of: '' (a release with one service wrote it, or the scheduler) is the scheduler."""
-    return SCHEDULER if value == "" else service_name(where, value)
+    return SCHEDULER if value == "" else rows.service_name(where, value)
 
 
 def _node_key() -> Column[Any]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from ..config.service_keys import SERVICE_NAME
 from . import rows
 from .base import (
     SCHEDULER,
@@ -29,23 +28,6 @@ def load_json(data: bytes) -> dict[str, Any]:
 
 
 _REQUIRED: Any = object()
-
-
-def service_name_problem(name: str) -> str | None:
-    """Why ``name`` cannot name a service's records (None: it can): what the config accepts in ``services``."""
-    if not SERVICE_NAME.fullmatch(name):
-        return f"is not a service name ({SERVICE_NAME.pattern})"
-    return None
-
-
-def service_name(where: str, value: Any) -> str:
-    """A service's name read back from a record."""
-    if not isinstance(value, str):
-        raise rows.corrupt(where, "is not text", value)
-    problem = service_name_problem(value)
-    if problem is not None:
-        raise rows.corrupt(where, problem, value)
-    return value
 
 
 def field(where: str, value: dict[str, Any], key: str, default: Any = _REQUIRED) -> Any:
@@ -134,7 +116,9 @@ def decode_event(path: str, data: bytes, stat: Any) -> Event:
         rows.text(f"{where} field message", field(where, v, "message"), TEXT_LIMIT),
         rows.integer(f"{where} field epoch", field(where, v, "epoch")),
         request_id(f"{where} field request_id", field(where, v, "request_id", "")),  # none before ids
-        service_name(f"{where} field service", field(where, v, "service", SCHEDULER)),  # the scheduler's: none
+        rows.service_name(
+            f"{where} field service", field(where, v, "service", SCHEDULER), scheduler=True
+        ),  # the scheduler's: none
     )
 
 

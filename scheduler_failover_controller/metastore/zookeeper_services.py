@@ -28,9 +28,10 @@ from ..exceptions import MetastoreError
 from . import deadline as dl
 from . import rows
 from .base import SCHEDULER, Metastore
+from .rows import service_name, service_name_problem
 from .service_dump import dump_service
 from .zookeeper import ZooKeeperMetastore
-from .zookeeper_records import dump, service_name, service_name_problem
+from .zookeeper_records import dump
 
 #: A service's own records, with what a new one holds (the scheduler's formats).
 SERVICE_RECORDS = {
@@ -131,7 +132,7 @@ def stored_services(store: ZooKeeperMetastore) -> list[str]:
         names = sorted(store._children(path))
     except NoNodeError:  # a store set up by a release without services
         return []
-    found = [service_name(f"znode {path}/{name}", name) for name in names]
+    found = [service_name(f"znode {path}/{name}", name, scheduler=True) for name in names]
     if SCHEDULER in found:  # the scheduler's records are at the root: no write makes this one
         raise rows.corrupt(f"znode {path}/{SCHEDULER}", "is not another service's", SCHEDULER)
     return found
